@@ -1,0 +1,184 @@
+//! One job as the engine stores it. The hot fields live inline; fields most jobs never
+//! use (dedup key, tags, links, results) sit behind one optional box so a plain waiting
+//! job stays small.
+
+use crate::ids::JobId;
+use crate::options::{Removal, RepeatSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobState {
+    Waiting,
+    Delayed,
+    Active,
+    Completed,
+    Failed,
+    WaitingChildren,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Waiting,
+        JobState::WaitingChildren,
+        JobState::Delayed,
+        JobState::Active,
+        JobState::Completed,
+        JobState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Delayed => "delayed",
+            JobState::Active => "active",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::WaitingChildren => "waiting-children",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Live jobs still hold their dedup key and count as "in the queue".
+    pub fn is_live(self) -> bool {
+        !matches!(self, JobState::Completed | JobState::Failed)
+    }
+
+    pub fn is_finished(self) -> bool {
+        !self.is_live()
+    }
+}
+
+/// The lease a worker holds while a job is active.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub token: [u8; 16],
+    /// The connection that pulled the job (0 = none), so closing it can release its jobs.
+    pub owner: u64,
+    /// When the lease stalls unless renewed.
+    pub stall_deadline: u64,
+    /// When the attempt times out (`timeout` option), if set.
+    pub timeout_deadline: Option<u64>,
+}
+
+/// Repeat bookkeeping carried from one occurrence to the next.
+#[derive(Debug, Clone)]
+pub struct RepeatState {
+    pub spec: RepeatSpec,
+    /// Occurrences created so far, this one included.
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobExt {
+    pub ttl: Option<u64>,
+    pub timeout: Option<u64>,
+    pub unique_key: Option<Box<str>>,
+    pub tags: Vec<Box<str>>,
+    pub group_id: Option<Box<str>>,
+    /// Jobs this one waits for (its children in flow terms).
+    pub depends_on: Vec<JobId>,
+    /// How many of `depends_on` have not completed yet.
+    pub pending_deps: u32,
+    /// Jobs waiting for this one (its parents in flow terms).
+    pub dependents: Vec<JobId>,
+    pub remove_on_complete: Removal,
+    pub remove_on_fail: Removal,
+    pub repeat: Option<RepeatState>,
+    pub result: Option<Box<str>>,
+    pub error: Option<Box<str>>,
+}
+
+impl JobExt {
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<JobExt>()
+            + self.unique_key.as_deref().map_or(0, str::len)
+            + self.tags.iter().map(|t| t.len() + 16).sum::<usize>()
+            + self.group_id.as_deref().map_or(0, str::len)
+            + (self.depends_on.len() + self.dependents.len()) * 24
+            + self.result.as_deref().map_or(0, str::len)
+            + self.error.as_deref().map_or(0, str::len)
+    }
+}
+
+pub const FLAG_LIFO: u8 = 1;
+pub const FLAG_DURABLE: u8 = 2;
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    /// The payload exactly as the producer sent it (JSON text).
+    pub data: Box<str>,
+    pub ext: Option<Box<JobExt>>,
+    pub lease: Option<Box<Lease>>,
+    pub created_at: u64,
+    pub run_at: u64,
+    /// 0 until first pulled.
+    pub started_at: u64,
+    /// 0 until completed or failed for good.
+    pub finished_at: u64,
+    /// Order within its priority (negative for lifo).
+    pub seq: i64,
+    /// Distinguishes this job from later ones reusing its slot, so stale timers are ignored.
+    pub gen: u32,
+    pub queue: u32,
+    pub name: u32,
+    pub priority: i32,
+    pub backoff: u32,
+    /// Attempts that ended in failure (a pulled job starts its attempt `attempts + 1`).
+    pub attempts: u16,
+    pub max_attempts: u16,
+    pub stalls: u16,
+    pub progress: u8,
+    pub state: JobState,
+    pub flags: u8,
+}
+
+impl Job {
+    pub fn ext(&self) -> Option<&JobExt> {
+        self.ext.as_deref()
+    }
+
+    pub fn ext_mut(&mut self) -> &mut JobExt {
+        self.ext.get_or_insert_with(Default::default)
+    }
+
+    pub fn lifo(&self) -> bool {
+        self.flags & FLAG_LIFO != 0
+    }
+
+    pub fn durable(&self) -> bool {
+        self.flags & FLAG_DURABLE != 0
+    }
+
+    pub fn unique_key(&self) -> Option<&str> {
+        self.ext().and_then(|e| e.unique_key.as_deref())
+    }
+
+    pub fn group_id(&self) -> Option<&str> {
+        self.ext().and_then(|e| e.group_id.as_deref())
+    }
+
+    /// Approximate bytes this job holds, for byte-bounded retention.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Job>()
+            + self.data.len()
+            + self.id.heap_bytes()
+            + self.ext().map_or(0, JobExt::heap_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_stays_compact_and_states_round_trip() {
+        assert!(std::mem::size_of::<Job>() <= 128, "{}", std::mem::size_of::<Job>());
+        for st in JobState::ALL {
+            assert_eq!(JobState::parse(st.as_str()), Some(st));
+        }
+        assert!(JobState::WaitingChildren.is_live() && JobState::Failed.is_finished());
+    }
+}

@@ -1,0 +1,106 @@
+//! Per-queue metric buckets: one per (minute, job name) with completed/failed counts and
+//! processing time, kept for a bounded window; hourly views are summed on read.
+
+use std::collections::BTreeMap;
+
+pub const MINUTE_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub completed: u64,
+    pub failed: u64,
+    pub total_process_ms: u64,
+    pub min_process_ms: u64,
+    pub max_process_ms: u64,
+}
+
+impl Bucket {
+    fn record(&mut self, ok: bool, process_ms: u64) {
+        if self.completed + self.failed == 0 || process_ms < self.min_process_ms {
+            self.min_process_ms = process_ms;
+        }
+        self.max_process_ms = self.max_process_ms.max(process_ms);
+        self.total_process_ms += process_ms;
+        if ok {
+            self.completed += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Bucket) {
+        if other.completed + other.failed == 0 {
+            return;
+        }
+        if self.completed + self.failed == 0 || other.min_process_ms < self.min_process_ms {
+            self.min_process_ms = other.min_process_ms;
+        }
+        self.max_process_ms = self.max_process_ms.max(other.max_process_ms);
+        self.total_process_ms += other.total_process_ms;
+        self.completed += other.completed;
+        self.failed += other.failed;
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct QueueMetrics {
+    /// (minute start ms, job name id) → bucket.
+    buckets: BTreeMap<(u64, u32), Bucket>,
+}
+
+impl QueueMetrics {
+    pub fn record(&mut self, now: u64, name: u32, ok: bool, process_ms: u64, keep_ms: u64) {
+        let minute = now - now % MINUTE_MS;
+        self.buckets.entry((minute, name)).or_default().record(ok, process_ms);
+        let horizon = now.saturating_sub(keep_ms);
+        while let Some((&(m, _), _)) = self.buckets.first_key_value() {
+            if m >= horizon {
+                break;
+            }
+            self.buckets.pop_first();
+        }
+    }
+
+    /// Buckets of width `granularity_ms` (a multiple of a minute) with start in
+    /// `[from, to)`, per job name, in time order.
+    pub fn query(&self, from: u64, to: u64, granularity_ms: u64) -> Vec<(u64, u32, Bucket)> {
+        let mut out: BTreeMap<(u64, u32), Bucket> = BTreeMap::new();
+        let lo = from - from % MINUTE_MS;
+        for (&(minute, name), b) in self.buckets.range((lo, 0)..(to, 0)) {
+            let start = minute - minute % granularity_ms;
+            if start + granularity_ms <= from && minute < from {
+                continue;
+            }
+            out.entry((start, name)).or_default().merge(b);
+        }
+        out.into_iter().map(|((s, n), b)| (s, n, b)).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_by_minute_roll_up_by_hour_and_expire() {
+        let mut m = QueueMetrics::default();
+        let t0 = 3_600_000 * 100;
+        m.record(t0 + 1_000, 0, true, 10, 86_400_000);
+        m.record(t0 + 2_000, 0, false, 30, 86_400_000);
+        m.record(t0 + MINUTE_MS + 5, 0, true, 5, 86_400_000);
+        let minutes = m.query(t0, t0 + 3_600_000, MINUTE_MS);
+        assert_eq!(minutes.len(), 2);
+        let b = minutes[0].2;
+        assert_eq!((b.completed, b.failed, b.total_process_ms, b.min_process_ms, b.max_process_ms), (1, 1, 40, 10, 30));
+        let hours = m.query(t0, t0 + 3_600_000, 3_600_000);
+        assert_eq!(hours.len(), 1);
+        assert_eq!(hours[0].2.completed, 2);
+        assert_eq!(hours[0].2.min_process_ms, 5);
+        m.record(t0 + 2 * 86_400_000, 0, true, 1, 86_400_000);
+        assert_eq!(m.query(0, u64::MAX, MINUTE_MS).len(), 1);
+    }
+}

@@ -1,0 +1,386 @@
+//! The push request: parsed straight from the job server's JSON body (camelCase, with
+//! snake_case aliases for the embedded Python API) and validated field by field, so every
+//! entry point shares one set of rules and one set of error messages.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::cron::CronSchedule;
+use crate::error::{EngineError, Result};
+
+pub const MAX_PRIORITY: i64 = i32::MAX as i64;
+pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
+pub const MAX_BACKOFF_MS: u64 = 7 * 86_400_000;
+pub const MAX_ATTEMPTS: u64 = 10_000;
+pub const MAX_KEY_LEN: usize = 512;
+pub const MAX_TAGS: usize = 64;
+pub const MAX_DEPENDENCIES: usize = 1000;
+pub const MAX_NAME_LEN: usize = 256;
+
+/// What to do with a finished job: keep it (subject to retention), remove it at once, or
+/// keep only the newest `n` finished jobs of its queue in that state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Removal {
+    #[default]
+    Keep,
+    Remove,
+    KeepLast(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatSpec {
+    /// Interval in ms between occurrences.
+    pub every: Option<u64>,
+    /// Cron pattern (UTC).
+    pub pattern: Option<String>,
+    /// Total number of runs, the first included.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub name: Option<String>,
+    /// The payload as raw JSON text, stored without re-encoding.
+    pub data: Box<str>,
+    pub priority: i32,
+    pub delay: u64,
+    pub max_attempts: u32,
+    pub backoff: u64,
+    pub ttl: Option<u64>,
+    pub timeout: Option<u64>,
+    pub unique_key: Option<String>,
+    pub job_id: Option<String>,
+    pub tags: Vec<String>,
+    pub group_id: Option<String>,
+    pub lifo: bool,
+    pub remove_on_complete: Removal,
+    pub remove_on_fail: Removal,
+    pub durable: bool,
+    pub depends_on: Vec<String>,
+    pub repeat: Option<RepeatSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPush<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    priority: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delay: Option<&'a RawValue>,
+    #[serde(borrow, alias = "max_attempts", alias = "attempts")]
+    max_attempts: Option<&'a RawValue>,
+    #[serde(borrow)]
+    backoff: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ttl: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timeout: Option<&'a RawValue>,
+    #[serde(borrow, alias = "unique_key")]
+    unique_key: Option<&'a RawValue>,
+    #[serde(borrow, alias = "job_id")]
+    job_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tags: Option<&'a RawValue>,
+    #[serde(borrow, alias = "group_id")]
+    group_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    lifo: Option<&'a RawValue>,
+    #[serde(borrow, alias = "remove_on_complete")]
+    remove_on_complete: Option<&'a RawValue>,
+    #[serde(borrow, alias = "remove_on_fail")]
+    remove_on_fail: Option<&'a RawValue>,
+    #[serde(borrow)]
+    durable: Option<&'a RawValue>,
+    #[serde(borrow, alias = "depends_on")]
+    depends_on: Option<&'a RawValue>,
+    #[serde(borrow)]
+    repeat: Option<&'a RawValue>,
+}
+
+fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// Parses a JSON number that must be an integer in `lo..=hi` (integral floats accepted).
+fn int_field(raw: &RawValue, field: &str, lo: i64, hi: i64) -> Result<i64> {
+    let bad = || EngineError::invalid(format!("{field} must be an integer between {lo} and {hi}"));
+    let v: serde_json::Number = serde_json::from_str(raw.get()).map_err(|_| bad())?;
+    let n = if let Some(i) = v.as_i64() {
+        i
+    } else {
+        let f = v.as_f64().ok_or_else(bad)?;
+        if !f.is_finite() || f.fract() != 0.0 || f < lo as f64 || f > hi as f64 {
+            return Err(bad());
+        }
+        f as i64
+    };
+    if n < lo || n > hi {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+fn opt_int(raw: Option<&RawValue>, field: &str, lo: i64, hi: i64) -> Result<Option<i64>> {
+    match raw {
+        None => Ok(None),
+        Some(r) if is_null(r) => Ok(None),
+        Some(r) => int_field(r, field, lo, hi).map(Some),
+    }
+}
+
+fn opt_bool(raw: Option<&RawValue>, field: &str) -> Result<bool> {
+    match raw {
+        None => Ok(false),
+        Some(r) if is_null(r) => Ok(false),
+        Some(r) => serde_json::from_str(r.get())
+            .map_err(|_| EngineError::invalid(format!("{field} must be a boolean"))),
+    }
+}
+
+/// A non-empty string of at most `max` bytes without control characters.
+pub fn check_key(value: &str, field: &str, max: usize) -> Result<()> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(EngineError::invalid(format!(
+            "{field} must be a non-empty string of at most {max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn opt_string(raw: Option<&RawValue>, field: &str, max: usize) -> Result<Option<String>> {
+    match raw {
+        None => Ok(None),
+        Some(r) if is_null(r) => Ok(None),
+        Some(r) => {
+            let s: String = serde_json::from_str(r.get())
+                .map_err(|_| EngineError::invalid(format!("{field} must be a string")))?;
+            check_key(&s, field, max)?;
+            Ok(Some(s))
+        }
+    }
+}
+
+fn string_list(raw: Option<&RawValue>, field: &str, max_items: usize) -> Result<Vec<String>> {
+    match raw {
+        None => Ok(Vec::new()),
+        Some(r) if is_null(r) => Ok(Vec::new()),
+        Some(r) => {
+            let items: Vec<String> = serde_json::from_str(r.get())
+                .map_err(|_| EngineError::invalid(format!("{field} must be an array of strings")))?;
+            if items.len() > max_items {
+                return Err(EngineError::invalid(format!(
+                    "{field} has more than {max_items} entries"
+                )));
+            }
+            for item in &items {
+                check_key(item, field, MAX_KEY_LEN)?;
+            }
+            Ok(items)
+        }
+    }
+}
+
+fn removal(raw: Option<&RawValue>, field: &str) -> Result<Removal> {
+    let Some(r) = raw.filter(|r| !is_null(r)) else {
+        return Ok(Removal::Keep);
+    };
+    match r.get() {
+        "true" => Ok(Removal::Remove),
+        "false" => Ok(Removal::Keep),
+        _ => int_field(r, field, 0, u32::MAX as i64)
+            .map(|n| Removal::KeepLast(n as u32))
+            .map_err(|_| {
+                EngineError::invalid(format!("{field} must be a boolean or a non-negative count"))
+            }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepeat<'a> {
+    #[serde(borrow)]
+    every: Option<&'a RawValue>,
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pattern: Option<&'a RawValue>,
+}
+
+fn repeat(raw: Option<&RawValue>) -> Result<Option<RepeatSpec>> {
+    let Some(r) = raw.filter(|r| !is_null(r)) else {
+        return Ok(None);
+    };
+    let rr: RawRepeat = serde_json::from_str(r.get()).map_err(|_| {
+        EngineError::invalid("repeat must be an object with 'every' (ms) or 'pattern', and an optional 'limit'")
+    })?;
+    let every = opt_int(rr.every, "repeat.every", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
+    let limit = opt_int(rr.limit, "repeat.limit", 1, u32::MAX as i64)?.map(|v| v as u32);
+    let pattern = opt_string(rr.pattern, "repeat.pattern", MAX_NAME_LEN)?;
+    match (&every, &pattern) {
+        (None, None) => return Err(EngineError::invalid("repeat needs 'every' or 'pattern'")),
+        (Some(_), Some(_)) => {
+            return Err(EngineError::invalid("repeat takes 'every' or 'pattern', not both"))
+        }
+        (None, Some(p)) => {
+            CronSchedule::parse(p)?;
+        }
+        _ => {}
+    }
+    Ok(Some(RepeatSpec { every, pattern, limit }))
+}
+
+impl PushOptions {
+    /// Parses one push body (a JSON object). `max_payload` bounds the `data` bytes.
+    pub fn from_json(body: &[u8], max_payload: usize) -> Result<Self> {
+        let raw: RawPush = serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() && body.first().is_some_and(|&c| c != b'{') {
+                EngineError::invalid("Request body must be a JSON object")
+            } else if e.is_data() {
+                EngineError::invalid(format!("Invalid request body: {e}"))
+            } else {
+                EngineError::invalid("Invalid JSON body")
+            }
+        })?;
+        Self::from_raw(raw, max_payload)
+    }
+
+    /// Parses a JSON array of push bodies (the batch form).
+    pub fn many_from_json(body: &[u8], max_payload: usize) -> Result<Vec<Self>> {
+        let raws: Vec<RawPush> = serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                EngineError::invalid(format!("Expected an array of job objects: {e}"))
+            } else {
+                EngineError::invalid("Invalid JSON body")
+            }
+        })?;
+        raws.into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Self::from_raw(r, max_payload).map_err(|e| EngineError {
+                    kind: e.kind,
+                    message: format!("job {i}: {}", e.message),
+                })
+            })
+            .collect()
+    }
+
+    fn from_raw(raw: RawPush, max_payload: usize) -> Result<Self> {
+        let data = raw.data.ok_or_else(|| EngineError::invalid("data is required"))?;
+        if data.get().len() > max_payload {
+            return Err(EngineError::invalid(format!(
+                "data is {} bytes, over the limit of {max_payload} bytes",
+                data.get().len()
+            )));
+        }
+        let name = opt_string(raw.name, "name", MAX_NAME_LEN)?;
+        let priority = opt_int(raw.priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)?.unwrap_or(0);
+        let delay = opt_int(raw.delay, "delay", 0, MAX_DELAY_MS as i64)?.unwrap_or(0);
+        let max_attempts =
+            opt_int(raw.max_attempts, "maxAttempts", 1, MAX_ATTEMPTS as i64)?.unwrap_or(3);
+        let backoff = opt_int(raw.backoff, "backoff", 0, MAX_BACKOFF_MS as i64)?.unwrap_or(1000);
+        let ttl = opt_int(raw.ttl, "ttl", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
+        let timeout = opt_int(raw.timeout, "timeout", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
+        let opts = PushOptions {
+            name,
+            data: data.get().into(),
+            priority: priority as i32,
+            delay: delay as u64,
+            max_attempts: max_attempts as u32,
+            backoff: backoff as u64,
+            ttl,
+            timeout,
+            unique_key: opt_string(raw.unique_key, "uniqueKey", MAX_KEY_LEN)?,
+            job_id: opt_string(raw.job_id, "jobId", MAX_KEY_LEN)?,
+            tags: string_list(raw.tags, "tags", MAX_TAGS)?,
+            group_id: opt_string(raw.group_id, "groupId", MAX_KEY_LEN)?,
+            lifo: opt_bool(raw.lifo, "lifo")?,
+            remove_on_complete: removal(raw.remove_on_complete, "removeOnComplete")?,
+            remove_on_fail: removal(raw.remove_on_fail, "removeOnFail")?,
+            durable: opt_bool(raw.durable, "durable")?,
+            depends_on: string_list(raw.depends_on, "dependsOn", MAX_DEPENDENCIES)?,
+            repeat: repeat(raw.repeat)?,
+        };
+        Ok(opts)
+    }
+}
+
+/// Queue names appear in URL paths and Prometheus labels, so they are restricted to a
+/// safe alphabet.
+pub fn check_queue_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::invalid(format!(
+            "Invalid queue name: must be 1-{MAX_NAME_LEN} characters of letters, digits and - _ . : @"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<PushOptions> {
+        PushOptions::from_json(body.as_bytes(), 1024)
+    }
+
+    #[test]
+    fn defaults_and_full_body() {
+        let o = parse(r#"{"data":{"a":1}}"#).unwrap();
+        assert_eq!((o.priority, o.delay, o.max_attempts, o.backoff), (0, 0, 3, 1000));
+        assert_eq!(&*o.data, r#"{"a":1}"#);
+        let o = parse(
+            r#"{"data":1,"priority":10,"delay":5,"maxAttempts":5,"backoff":2000,"ttl":9,
+            "timeout":30,"uniqueKey":"u","jobId":"j","tags":["a"],"groupId":"g","lifo":true,
+            "removeOnComplete":true,"removeOnFail":4,"durable":true,"dependsOn":["x"],
+            "repeat":{"every":100,"limit":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(o.priority, 10);
+        assert_eq!(o.remove_on_complete, Removal::Remove);
+        assert_eq!(o.remove_on_fail, Removal::KeepLast(4));
+        assert_eq!(o.repeat.unwrap().limit, Some(2));
+        let snake = parse(r#"{"data":1,"max_attempts":7,"job_id":"k"}"#).unwrap();
+        assert_eq!((snake.max_attempts, snake.job_id.as_deref()), (7, Some("k")));
+    }
+
+    #[test]
+    fn bad_input_gets_named_errors() {
+        let cases = [
+            ("{", "Invalid JSON body"),
+            ("[1]", "JSON object"),
+            (r#"{"priority":1}"#, "data is required"),
+            (r#"{"data":1,"priority":"x"}"#, "priority must be an integer"),
+            (r#"{"data":1,"priority":1.5}"#, "priority must be an integer"),
+            (r#"{"data":1,"delay":-1}"#, "delay must be an integer"),
+            (r#"{"data":1,"maxAttempts":0}"#, "maxAttempts"),
+            (r#"{"data":1,"tags":"x"}"#, "tags must be an array"),
+            (r#"{"data":1,"lifo":"yes"}"#, "lifo must be a boolean"),
+            (r#"{"data":1,"uniqueKey":""}"#, "uniqueKey must be a non-empty"),
+            (r#"{"data":1,"repeat":{"every":1,"pattern":"* * * * *"}}"#, "not both"),
+            (r#"{"data":1,"repeat":{"pattern":"nope"}}"#, "cron"),
+            (r#"{"data":1,"removeOnFail":-2}"#, "removeOnFail"),
+        ];
+        for (body, want) in cases {
+            let err = parse(body).unwrap_err();
+            assert!(err.message.contains(want), "{body}: {}", err.message);
+        }
+        let big = format!(r#"{{"data":"{}"}}"#, "x".repeat(2000));
+        assert!(parse(&big).unwrap_err().message.contains("over the limit"));
+    }
+
+    #[test]
+    fn queue_names() {
+        assert!(check_queue_name("emails.v2:high@eu").is_ok());
+        for bad in ["", "a b", "a/b", "é", &"x".repeat(300)] {
+            assert!(check_queue_name(bad).is_err(), "{bad}");
+        }
+    }
+}

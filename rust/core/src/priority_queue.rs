@@ -1,0 +1,90 @@
+//! The ready queue of one queue: jobs ordered by priority (higher first), then by a
+//! sequence number (FIFO; `lifo` jobs get negative sequences so they sort before the
+//! current head of their priority). Each job remembers its own key, which makes removal,
+//! re-prioritisation and promotion by id O(log n), and ordered paging cheap.
+
+use std::collections::BTreeMap;
+
+/// Position of a job in a ready queue; the job stores it so it can be found again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderKey {
+    neg_priority: i64,
+    seq: i64,
+}
+
+impl OrderKey {
+    pub fn new(priority: i32, seq: i64) -> Self {
+        Self { neg_priority: -(priority as i64), seq }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PriorityQueue {
+    entries: BTreeMap<OrderKey, u32>,
+}
+
+impl PriorityQueue {
+    pub fn insert(&mut self, key: OrderKey, slot: u32) {
+        self.entries.insert(key, slot);
+    }
+
+    pub fn remove(&mut self, key: &OrderKey) -> Option<u32> {
+        self.entries.remove(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The first slot (in order) accepted by `eligible`. Skipping is needed only while
+    /// some job names are paused.
+    pub fn first_where(&self, mut eligible: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.entries.values().copied().find(|&slot| eligible(slot))
+    }
+
+    /// Slots in queue order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
+        self.entries.values().copied()
+    }
+
+    pub fn clear(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.entries).into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_then_fifo_with_lifo_in_front() {
+        let mut q = PriorityQueue::default();
+        q.insert(OrderKey::new(0, 1), 1);
+        q.insert(OrderKey::new(0, 2), 2);
+        q.insert(OrderKey::new(10, 3), 3);
+        q.insert(OrderKey::new(0, -4), 4); // lifo: before the head of priority 0
+        q.insert(OrderKey::new(-5, 5), 5);
+        q.insert(OrderKey::new(0, -6), 6); // a later lifo goes first
+        let order: Vec<u32> = q.iter().collect();
+        assert_eq!(order, vec![3, 6, 4, 1, 2, 5]);
+        assert_eq!(q.first_where(|s| s != 3), Some(6));
+    }
+
+    #[test]
+    fn removal_by_key_and_skipping() {
+        let mut q = PriorityQueue::default();
+        let k1 = OrderKey::new(1, 1);
+        q.insert(k1, 1);
+        q.insert(OrderKey::new(1, 2), 2);
+        q.insert(OrderKey::new(1, 3), 3);
+        assert_eq!(q.remove(&k1), Some(1));
+        assert_eq!(q.first_where(|s| s != 2), Some(3));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.clear(), vec![2, 3]);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,106 @@
+//! The per-queue indexes over the engine's job slab: one structure per state, so counts
+//! are sizes (maintained, never scanned) and lists come out in a stable order.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::job::JobState;
+use crate::metrics::QueueMetrics;
+use crate::priority_queue::PriorityQueue;
+
+/// Active and waiting counts of one `groupId`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCounts {
+    pub active: u64,
+    pub waiting: u64,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    pub name: Arc<str>,
+    pub ready: PriorityQueue,
+    /// (runAt, slot)
+    pub delayed: BTreeSet<(u64, u32)>,
+    /// (startedAt, slot)
+    pub active: BTreeSet<(u64, u32)>,
+    /// (createdAt, slot)
+    pub waiting_children: BTreeSet<(u64, u32)>,
+    /// (finishedAt, slot), oldest first, for retention.
+    pub completed: BTreeSet<(u64, u32)>,
+    pub failed: BTreeSet<(u64, u32)>,
+    /// Bytes held by retained finished jobs: [completed, failed].
+    pub finished_bytes: [usize; 2],
+    pub paused: bool,
+    pub paused_names: HashSet<u32>,
+    /// `uniqueKey` → slot of the live job holding it.
+    pub dedup: HashMap<Box<str>, u32>,
+    pub groups: HashMap<Box<str>, GroupCounts>,
+    pub metrics: QueueMetrics,
+    /// Last time a job of this queue changed state.
+    pub latest_activity: u64,
+    /// Set when a waiter asked to be woken when work arrives (one-shot).
+    pub wake_requested: bool,
+}
+
+impl Queue {
+    pub fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            ready: PriorityQueue::default(),
+            delayed: BTreeSet::new(),
+            active: BTreeSet::new(),
+            waiting_children: BTreeSet::new(),
+            completed: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            finished_bytes: [0, 0],
+            paused: false,
+            paused_names: HashSet::new(),
+            dedup: HashMap::new(),
+            groups: HashMap::new(),
+            metrics: QueueMetrics::default(),
+            latest_activity: 0,
+            wake_requested: false,
+        }
+    }
+
+    pub fn count(&self, state: JobState) -> usize {
+        match state {
+            JobState::Waiting => self.ready.len(),
+            JobState::Delayed => self.delayed.len(),
+            JobState::Active => self.active.len(),
+            JobState::WaitingChildren => self.waiting_children.len(),
+            JobState::Completed => self.completed.len(),
+            JobState::Failed => self.failed.len(),
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        JobState::ALL.iter().map(|&s| self.count(s)).sum()
+    }
+
+    /// Slots in `state`, in list order (ready: queue order; finished: newest first).
+    pub fn slots(&self, state: JobState) -> Box<dyn Iterator<Item = u32> + '_> {
+        match state {
+            JobState::Waiting => Box::new(self.ready.iter()),
+            JobState::Delayed => Box::new(self.delayed.iter().map(|&(_, s)| s)),
+            JobState::Active => Box::new(self.active.iter().map(|&(_, s)| s)),
+            JobState::WaitingChildren => Box::new(self.waiting_children.iter().map(|&(_, s)| s)),
+            JobState::Completed => Box::new(self.completed.iter().rev().map(|&(_, s)| s)),
+            JobState::Failed => Box::new(self.failed.iter().rev().map(|&(_, s)| s)),
+        }
+    }
+
+    pub fn group_mut(&mut self, group: &str) -> &mut GroupCounts {
+        if !self.groups.contains_key(group) {
+            self.groups.insert(group.into(), GroupCounts::default());
+        }
+        self.groups.get_mut(group).expect("inserted above")
+    }
+
+    /// Drops a group's entry once it has no jobs, so the map follows live groups only.
+    pub fn prune_group(&mut self, group: &str) {
+        if self.groups.get(group).is_some_and(|g| g.active == 0 && g.waiting == 0) {
+            self.groups.remove(group);
+        }
+    }
+}
