@@ -1,1 +1,453 @@
+//! `hopper._engine`: the PyO3 face of hopper-core. It converts types, maps engine errors
+//! to Python exceptions in one place (`to_py`), keeps panics from crossing into Python
+//! (`guard`), and releases the GIL around blocking waits. No queue logic lives here.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use hopper_core::engine::{Engine, EngineConfig, FailOutcome, SearchKind};
+use hopper_core::events::Event;
+use hopper_core::json_render::write_event;
+use hopper_core::{Clock, EngineError, EngineHandle, ErrorKind, JobState, ManualClock, PushOptions, SystemClock};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+create_exception!(_engine, HopperError, PyException, "Base class of every hopper error.");
+create_exception!(_engine, InvalidInputError, HopperError, "The input was malformed or out of range.");
+create_exception!(_engine, NotFoundError, HopperError, "The job or queue does not exist.");
+create_exception!(_engine, InvalidStateError, HopperError, "The job is not in a state that allows this.");
+create_exception!(_engine, LockError, HopperError, "The lock token does not match the job's lease.");
+create_exception!(_engine, UnavailableError, HopperError, "Storage is unavailable; nothing was applied.");
+
+fn to_py(e: EngineError) -> PyErr {
+    match e.kind {
+        ErrorKind::InvalidInput => InvalidInputError::new_err(e.message),
+        ErrorKind::NotFound => NotFoundError::new_err(e.message),
+        ErrorKind::InvalidState => InvalidStateError::new_err(e.message),
+        ErrorKind::LockMismatch => LockError::new_err(e.message),
+        ErrorKind::Unavailable => UnavailableError::new_err(e.message),
+    }
+}
+
+/// Runs an engine call, turning engine errors and any panic into `HopperError`s.
+fn guard<R>(f: impl FnOnce() -> Result<R, EngineError>) -> PyResult<R> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(to_py),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(HopperError::new_err(format!("internal engine error (the call was not applied): {what}")))
+        }
+    }
+}
+
+fn parse_state(state: &str) -> Result<JobState, EngineError> {
+    JobState::parse(state).ok_or_else(|| {
+        EngineError::invalid(format!(
+            "Unknown state '{state}': expected waiting, waiting-children, delayed, active, completed or failed"
+        ))
+    })
+}
+
+/// Checks that bytes handed in as JSON really are JSON, so they can be stored raw.
+fn json_text(bytes: &[u8], what: &str) -> Result<Box<str>, EngineError> {
+    let raw: Box<serde_json::value::RawValue> = serde_json::from_slice(bytes)
+        .map_err(|_| EngineError::invalid(format!("{what} must be valid JSON")))?;
+    Ok(raw.get().into())
+}
+
+/// A pulled job as a tuple: (id, token, data JSON, name, priority, attempts,
+/// max_attempts, created_at).
+type PulledTuple = (String, String, Py<PyBytes>, String, i32, u16, u16, u64);
+
+/// The engine, shared with its timer thread.
+#[pyclass(module = "hopper._engine", frozen)]
+struct Core {
+    handle: EngineHandle,
+    manual_clock: Option<ManualClock>,
+}
+
+impl Core {
+    fn with<R>(&self, f: impl FnOnce(&mut Engine) -> Result<R, EngineError>) -> PyResult<R> {
+        guard(|| self.handle.with(f))
+    }
+}
+
+impl Drop for Core {
+    /// The timer thread holds the engine, not this object: stop it with the last reference.
+    fn drop(&mut self) {
+        self.handle.close();
+    }
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    #[pyo3(signature = (*, max_payload_bytes=None, stall_interval_ms=None, max_stalls=None,
+        retention_count=None, retention_age_ms=None, retention_bytes=None, clock_ms=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        max_payload_bytes: Option<usize>,
+        stall_interval_ms: Option<u64>,
+        max_stalls: Option<u16>,
+        retention_count: Option<usize>,
+        retention_age_ms: Option<u64>,
+        retention_bytes: Option<usize>,
+        clock_ms: Option<u64>,
+    ) -> PyResult<Self> {
+        let d = EngineConfig::default();
+        let config = EngineConfig {
+            max_payload_bytes: max_payload_bytes.unwrap_or(d.max_payload_bytes),
+            stall_interval_ms: stall_interval_ms.unwrap_or(d.stall_interval_ms).max(1),
+            max_stalls: max_stalls.unwrap_or(d.max_stalls).max(1),
+            retention_count: retention_count.unwrap_or(d.retention_count),
+            retention_age_ms: retention_age_ms.unwrap_or(d.retention_age_ms),
+            retention_bytes: retention_bytes.unwrap_or(d.retention_bytes),
+            ..d
+        };
+        let manual_clock = clock_ms.map(ManualClock::new);
+        let clock: Arc<dyn Clock> = match &manual_clock {
+            Some(c) => Arc::new(c.clone()),
+            None => Arc::new(SystemClock),
+        };
+        let handle = EngineHandle::new(config, clock)
+            .map_err(|e| UnavailableError::new_err(format!("cannot start the engine: {e}")))?;
+        Ok(Self { handle, manual_clock })
+    }
+
+    /// Pushes one job from a push body (JSON bytes). Returns (id, duplicate, durable).
+    fn push(&self, queue: &str, body: &[u8]) -> PyResult<(String, bool, bool)> {
+        self.with(|e| {
+            let opts = PushOptions::from_json(body, e.config().max_payload_bytes)?;
+            let out = e.push(queue, opts)?;
+            Ok((out.id, out.duplicate, out.durable))
+        })
+    }
+
+    /// Pushes a JSON array of push bodies atomically. Returns the ids in order.
+    fn push_many(&self, queue: &str, body: &[u8]) -> PyResult<Vec<String>> {
+        self.with(|e| {
+            let batch = PushOptions::many_from_json(body, e.config().max_payload_bytes)?;
+            Ok(e.push_many(queue, batch)?.into_iter().map(|o| o.id).collect())
+        })
+    }
+
+    /// Leases the next job, waiting up to `timeout_ms` (GIL released while waiting).
+    #[pyo3(signature = (queue, owner=0, timeout_ms=0))]
+    fn pull(&self, py: Python<'_>, queue: &str, owner: u64, timeout_ms: u64) -> PyResult<Option<PulledTuple>> {
+        let pulled = if timeout_ms == 0 {
+            self.with(|e| e.pull(queue, owner))?
+        } else {
+            let handle = self.handle.clone();
+            let queue = queue.to_owned();
+            py.allow_threads(move || guard(|| handle.pull_blocking(&queue, owner, timeout_ms)))?
+        };
+        let Some((slot, token)) = pulled else { return Ok(None) };
+        self.with(|e| {
+            let job = e.job_at(slot);
+            Ok(Some((
+                job.id.to_string(),
+                token,
+                PyBytes::new(py, job.data.as_bytes()).unbind(),
+                e.job_name_of(slot).to_owned(),
+                job.priority,
+                job.attempts,
+                job.max_attempts,
+                job.created_at,
+            )))
+        })
+    }
+
+    /// Leases the next job and returns (job JSON, token), for the servers.
+    #[pyo3(signature = (queue, owner=0))]
+    fn pull_json(&self, py: Python<'_>, queue: &str, owner: u64) -> PyResult<Option<(Py<PyBytes>, String)>> {
+        self.with(|e| {
+            let Some((slot, token)) = e.pull(queue, owner)? else { return Ok(None) };
+            let mut out = String::with_capacity(256);
+            e.render(slot, &mut out);
+            Ok(Some((PyBytes::new(py, out.as_bytes()).unbind(), token)))
+        })
+    }
+
+    #[pyo3(signature = (id, token=None, result=None))]
+    fn ack(&self, id: &str, token: Option<&str>, result: Option<&[u8]>) -> PyResult<()> {
+        self.with(|e| {
+            let result = result.map(|r| json_text(r, "result")).transpose()?;
+            e.ack(id, token, result)
+        })
+    }
+
+    /// Fails the current attempt. Returns the retry delay in ms, or None if the job is dead.
+    #[pyo3(signature = (id, token=None, error=None))]
+    fn fail(&self, id: &str, token: Option<&str>, error: Option<&str>) -> PyResult<Option<u64>> {
+        self.with(|e| {
+            Ok(match e.fail(id, token, error.map(Into::into))? {
+                FailOutcome::Retrying { delay } => Some(delay),
+                FailOutcome::Dead => None,
+            })
+        })
+    }
+
+    #[pyo3(signature = (id, token=None, duration_ms=None))]
+    fn extend_lease(&self, id: &str, token: Option<&str>, duration_ms: Option<u64>) -> PyResult<u64> {
+        self.with(|e| e.extend_lease(id, token, duration_ms))
+    }
+
+    #[pyo3(signature = (id, progress, token=None))]
+    fn progress(&self, id: &str, progress: u8, token: Option<&str>) -> PyResult<()> {
+        self.with(|e| e.progress(id, token, progress))
+    }
+
+    fn release_owner(&self, owner: u64) -> PyResult<usize> {
+        self.with(|e| Ok(e.release_owner(owner)))
+    }
+
+    /// The job's JSON (the job server's shape, with `state`), or None.
+    fn get(&self, py: Python<'_>, id: &str) -> PyResult<Option<Py<PyBytes>>> {
+        self.with(|e| Ok(e.render_by_id(id).map(|s| PyBytes::new(py, s.as_bytes()).unbind())))
+    }
+
+    fn cancel(&self, id: &str) -> PyResult<()> {
+        self.with(|e| e.cancel(id))
+    }
+
+    fn remove(&self, id: &str) -> PyResult<()> {
+        self.with(|e| e.remove(id))
+    }
+
+    fn retry(&self, id: &str) -> PyResult<()> {
+        self.with(|e| e.retry(id))
+    }
+
+    fn promote(&self, id: &str) -> PyResult<()> {
+        self.with(|e| e.promote(id))
+    }
+
+    #[pyo3(signature = (id, data=None, priority=None))]
+    fn update(&self, id: &str, data: Option<&[u8]>, priority: Option<i64>) -> PyResult<()> {
+        self.with(|e| {
+            let data = data.map(|d| json_text(d, "data")).transpose()?;
+            let priority = priority
+                .map(|p| {
+                    i32::try_from(p).map_err(|_| EngineError::invalid("priority is out of range"))
+                })
+                .transpose()?;
+            e.update(id, data, priority)
+        })
+    }
+
+    #[pyo3(signature = (queue, name=None))]
+    fn pause(&self, queue: &str, name: Option<&str>) -> PyResult<()> {
+        self.with(|e| e.pause(queue, name))
+    }
+
+    #[pyo3(signature = (queue, name=None))]
+    fn resume(&self, queue: &str, name: Option<&str>) -> PyResult<()> {
+        self.with(|e| e.resume(queue, name))
+    }
+
+    fn is_paused(&self, queue: &str) -> PyResult<bool> {
+        self.with(|e| Ok(e.is_paused(queue)))
+    }
+
+    fn paused_names(&self, queue: &str) -> PyResult<Vec<String>> {
+        self.with(|e| Ok(e.paused_names(queue)))
+    }
+
+    fn drain_queue(&self, queue: &str) -> PyResult<usize> {
+        self.with(|e| e.drain(queue))
+    }
+
+    #[pyo3(signature = (queue, state, grace_ms=0, limit=0))]
+    fn clean(&self, queue: &str, state: &str, grace_ms: u64, limit: usize) -> PyResult<Vec<String>> {
+        self.with(|e| e.clean(queue, parse_state(state)?, grace_ms, limit))
+    }
+
+    fn retry_all(&self, queue: &str, state: &str) -> PyResult<usize> {
+        self.with(|e| e.retry_all(queue, parse_state(state)?))
+    }
+
+    fn promote_all(&self, queue: &str) -> PyResult<usize> {
+        self.with(|e| e.promote_all(queue))
+    }
+
+    #[pyo3(signature = (queue, force=false))]
+    fn obliterate(&self, queue: &str, force: bool) -> PyResult<usize> {
+        self.with(|e| e.obliterate(queue, force))
+    }
+
+    fn queue_names(&self) -> PyResult<Vec<String>> {
+        self.with(|e| Ok(e.queue_names()))
+    }
+
+    /// Counts per state for one queue, or summed over all queues when `queue` is None.
+    #[pyo3(signature = (queue=None))]
+    fn counts<'py>(&self, py: Python<'py>, queue: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+        let counts = self.with(|e| Ok(queue.map_or_else(|| e.total_counts(), |q| e.counts(q))))?;
+        let d = PyDict::new(py);
+        for (state, n) in JobState::ALL.iter().zip(counts) {
+            d.set_item(state.as_str(), n)?;
+        }
+        Ok(d)
+    }
+
+    /// (job JSON list, total in that state); `end` is inclusive.
+    fn list(&self, py: Python<'_>, queue: &str, state: &str, start: usize, end: usize) -> PyResult<(Vec<Py<PyBytes>>, usize)> {
+        self.with(|e| {
+            let (slots, total) = e.list(queue, parse_state(state)?, start, end);
+            let mut out = Vec::with_capacity(slots.len());
+            let mut buf = String::with_capacity(256);
+            for slot in slots {
+                buf.clear();
+                e.render(slot, &mut buf);
+                out.push(PyBytes::new(py, buf.as_bytes()).unbind());
+            }
+            Ok((out, total))
+        })
+    }
+
+    /// [(groupId, active, waiting)]
+    fn groups(&self, queue: &str) -> PyResult<Vec<(String, u64, u64)>> {
+        self.with(|e| Ok(e.groups(queue).into_iter().map(|(g, c)| (g, c.active, c.waiting)).collect()))
+    }
+
+    /// (ids this job depends on, ids that depend on it)
+    fn links(&self, id: &str) -> PyResult<(Vec<String>, Vec<String>)> {
+        self.with(|e| e.links(id))
+    }
+
+    #[pyo3(signature = (query, kind, queue=None, limit=100))]
+    fn search(&self, query: &str, kind: &str, queue: Option<&str>, limit: usize) -> PyResult<Vec<String>> {
+        self.with(|e| {
+            let kind = match kind {
+                "job" => SearchKind::JobId,
+                "queue" => SearchKind::Queue,
+                "payload" => SearchKind::Payload,
+                other => {
+                    return Err(EngineError::invalid(format!(
+                        "Unknown search type '{other}': expected job, queue or payload"
+                    )))
+                }
+            };
+            e.search(query, kind, queue, limit)
+        })
+    }
+
+    /// [(period start ms, job name, completed, failed, total ms, min ms, max ms)]
+    #[allow(clippy::type_complexity)]
+    fn metrics(&self, queue: &str, from_ms: u64, to_ms: u64, granularity_ms: u64) -> PyResult<Vec<(u64, String, u64, u64, u64, u64, u64)>> {
+        self.with(|e| {
+            Ok(e.metrics(queue, from_ms, to_ms, granularity_ms)?
+                .into_iter()
+                .map(|(t, n, b)| (t, n, b.completed, b.failed, b.total_process_ms, b.min_process_ms, b.max_process_ms))
+                .collect())
+        })
+    }
+
+    fn latest_activity(&self, queue: &str) -> PyResult<Option<u64>> {
+        self.with(|e| Ok(e.latest_activity(queue)))
+    }
+
+    /// Lifetime counters and index sizes.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (t, jobs, timers, dropped) =
+            self.with(|e| Ok((e.totals(), e.job_count(), e.timer_count(), e.events_dropped())))?;
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("pushed", t.pushed),
+            ("pulled", t.pulled),
+            ("completed", t.completed),
+            ("failed", t.failed),
+            ("retried", t.retried),
+            ("stalled", t.stalled),
+            ("duplicated", t.duplicated),
+            ("expired", t.expired),
+            ("jobs", jobs as u64),
+            ("timers", timers as u64),
+            ("events_dropped", dropped),
+        ] {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn set_events_enabled(&self, on: bool) -> PyResult<()> {
+        self.with(|e| {
+            e.set_events_enabled(on);
+            Ok(())
+        })
+    }
+
+    /// Returns true if `queue` has a ready job now; otherwise arranges for it to be
+    /// reported by `take_notifications` when one arrives.
+    fn request_wake(&self, queue: &str) -> PyResult<bool> {
+        self.with(|e| e.request_wake(queue))
+    }
+
+    /// The fd that becomes readable when `take_notifications` has something.
+    fn notify_fd(&self) -> i32 {
+        self.handle.notify_fd()
+    }
+
+    /// Clears the fd and returns ([(eventType, queue, event JSON)], [woken queue]).
+    #[allow(clippy::type_complexity)]
+    fn take_notifications(&self, py: Python<'_>) -> PyResult<(Vec<(&'static str, String, Py<PyBytes>)>, Vec<String>)> {
+        self.handle.clear_notifications();
+        let (events, woken): (Vec<Event>, _) = self.with(|e| Ok((e.take_events(), e.take_woken())))?;
+        let mut out = Vec::with_capacity(events.len());
+        let mut buf = String::with_capacity(256);
+        for ev in &events {
+            buf.clear();
+            write_event(&mut buf, ev);
+            out.push((ev.kind.as_str(), ev.queue.to_string(), PyBytes::new(py, buf.as_bytes()).unbind()));
+        }
+        Ok((out, woken.into_iter().map(|q| q.to_string()).collect()))
+    }
+
+    /// Moves a manual clock forward and applies due timers.
+    fn advance_clock(&self, ms: u64) -> PyResult<()> {
+        let clock = self
+            .manual_clock
+            .as_ref()
+            .ok_or_else(|| InvalidStateError::new_err("advance_clock needs an engine built with clock_ms"))?;
+        clock.advance(ms);
+        guard(|| {
+            self.handle.tick();
+            Ok(())
+        })
+    }
+
+    /// The engine clock's current time in ms.
+    fn now_ms(&self) -> PyResult<u64> {
+        self.with(|e| Ok(e.tick()))
+    }
+
+    fn close(&self) {
+        self.handle.close();
+    }
+
+    /// Panics inside the engine lock: lets tests prove a panic never escapes as anything
+    /// but a `HopperError`, and that the engine keeps serving afterwards.
+    fn _panic_for_test(&self) -> PyResult<()> {
+        self.with(|_| -> Result<(), EngineError> { panic!("deliberate test panic") })
+    }
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Core>()?;
+    m.add("HopperError", py.get_type::<HopperError>())?;
+    m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
+    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("InvalidStateError", py.get_type::<InvalidStateError>())?;
+    m.add("LockError", py.get_type::<LockError>())?;
+    m.add("UnavailableError", py.get_type::<UnavailableError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,388 @@
+"""`hopper.Engine`: the Rust engine in-process, behind a typed Python API.
+
+Calls take microseconds and run on the caller's thread; a blocking `pull(timeout=...)`
+releases the GIL while it waits. Asyncio code awaits work and events through the
+engine's notification fd (`pull_async`, `subscribe`), never by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import orjson
+
+from hopper._engine import Core, InvalidInputError
+from hopper.job import Job
+from hopper.notify import EventListener, LoopWatcher
+
+State = Literal["waiting", "waiting-children", "delayed", "active", "completed", "failed"]
+SearchType = Literal["job", "queue", "payload"]
+
+
+def _dumps(value: Any, what: str) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError as e:
+        raise InvalidInputError(f"{what} is not JSON-serializable: {e}") from None
+
+
+def _check_finite(**numbers: float | None) -> None:
+    # orjson writes NaN/inf as null, which would silently mean "not set".
+    for field, value in numbers.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"{field} must be a finite number")
+
+
+def _type_error(e: TypeError) -> InvalidInputError:
+    return InvalidInputError(f"wrong argument type: {e}")
+
+
+class Engine:
+    """An in-memory hopper engine with the full job lifecycle.
+
+    `clock_ms` starts a manual clock at that time (ms): time then moves only through
+    `advance_clock`, which tests use to drive delays, retries, leases and TTLs.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_payload_bytes: int | None = None,
+        stall_interval_ms: int | None = None,
+        max_stalls: int | None = None,
+        retention_count: int | None = None,
+        retention_age_ms: int | None = None,
+        retention_bytes: int | None = None,
+        clock_ms: int | None = None,
+    ) -> None:
+        try:
+            self._core = Core(
+                max_payload_bytes=max_payload_bytes,
+                stall_interval_ms=stall_interval_ms,
+                max_stalls=max_stalls,
+                retention_count=retention_count,
+                retention_age_ms=retention_age_ms,
+                retention_bytes=retention_bytes,
+                clock_ms=clock_ms,
+            )
+        except (TypeError, OverflowError) as e:
+            raise InvalidInputError(f"invalid engine option: {e}") from None
+        self._watcher: LoopWatcher | None = None
+
+    # ----- producing -----------------------------------------------------------------
+
+    def push(
+        self,
+        queue: str,
+        data: Any,
+        *,
+        name: str | None = None,
+        priority: int = 0,
+        delay: int = 0,
+        max_attempts: int = 3,
+        backoff: int = 1000,
+        ttl: int | None = None,
+        timeout: int | None = None,
+        unique_key: str | None = None,
+        job_id: str | None = None,
+        tags: Sequence[str] = (),
+        group_id: str | None = None,
+        lifo: bool = False,
+        remove_on_complete: bool | int = False,
+        remove_on_fail: bool | int = False,
+        durable: bool = False,
+        depends_on: Sequence[str] = (),
+        repeat: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Adds a job and returns its id (the existing id for a duplicate)."""
+        return self.push_ex(
+            queue, data, name=name, priority=priority, delay=delay, max_attempts=max_attempts,
+            backoff=backoff, ttl=ttl, timeout=timeout, unique_key=unique_key, job_id=job_id,
+            tags=tags, group_id=group_id, lifo=lifo, remove_on_complete=remove_on_complete,
+            remove_on_fail=remove_on_fail, durable=durable, depends_on=depends_on,
+            repeat=repeat,
+        )[0]
+
+    def push_ex(self, queue: str, data: Any, **options: Any) -> tuple[str, bool]:
+        """Like `push`, returning (id, duplicate): duplicate is true when a live job with
+        the same `unique_key`, or a job with the same `job_id`, already existed."""
+        body: dict[str, Any] = {"data": data}
+        for key, value in options.items():
+            default = _DEFAULTS.get(key, None)
+            if value is None or (type(value) is type(default) and value == default):
+                continue
+            if key not in _CAMEL:
+                raise InvalidInputError(f"unknown push option: {key}")
+            body[_CAMEL[key]] = value
+        _check_finite(**{k: v for k, v in options.items() if isinstance(v, float)})
+        try:
+            job_id, duplicate, _durable = self._core.push(queue, _dumps(body, "data"))
+        except TypeError as e:
+            raise _type_error(e) from None
+        return job_id, duplicate
+
+    def push_many(self, queue: str, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Adds many jobs in one call, all or none. Each mapping has `data` and any push
+        option, in snake_case or the job server's camelCase."""
+        try:
+            return self._core.push_many(queue, _dumps(list(jobs), "jobs"))
+        except TypeError as e:
+            raise _type_error(e) from None
+
+    # ----- consuming -----------------------------------------------------------------
+
+    def pull(self, queue: str, *, timeout: float = 0, owner: int = 0) -> Job | None:
+        """Leases the next job of `queue`, waiting up to `timeout` seconds for one.
+
+        `owner` tags the lease with a client id so `release_owner` can return it."""
+        _check_finite(timeout=timeout)
+        if timeout < 0:
+            raise InvalidInputError("timeout must not be negative")
+        try:
+            got = self._core.pull(queue, owner, int(timeout * 1000))
+        except (TypeError, OverflowError) as e:
+            raise InvalidInputError(f"wrong argument: {e}") from None
+        if got is None:
+            return None
+        job_id, token, data, name, priority, attempts, max_attempts, created_at = got
+        return Job(
+            job_id, queue, name, orjson.loads(data), token, priority, attempts,
+            max_attempts, created_at,
+        )
+
+    async def pull_async(self, queue: str, *, timeout: float | None = None) -> Job | None:
+        """Awaits the next job of `queue` (woken by the engine, no polling); None when
+        `timeout` seconds pass first."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        watcher = self._watch(loop)
+        while True:
+            job = self.pull(queue)
+            if job is not None:
+                return job
+            if self._core.request_wake(queue):
+                continue
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            if not await watcher.wait_for_queue(queue, remaining):
+                return None
+
+    def ack(self, job_id: str, token: str | None, result: Any = None) -> None:
+        """Completes an active job. `token` must match its lease (None skips the check)."""
+        raw = None if result is None else _dumps(result, "result")
+        try:
+            self._core.ack(job_id, token, raw)
+        except TypeError as e:
+            raise _type_error(e) from None
+
+    def fail(self, job_id: str, token: str | None, error: str | None = None) -> int | None:
+        """Fails the current attempt. Returns the retry delay in ms, or None when the job
+        had no attempts left and is now failed (dead-letter)."""
+        try:
+            return self._core.fail(job_id, token, error)
+        except TypeError as e:
+            raise _type_error(e) from None
+
+    def extend_lease(self, job_id: str, token: str | None, duration_ms: int | None = None) -> int:
+        """Renews the lease (heartbeat). Returns the new stall deadline (ms)."""
+        return self._call(self._core.extend_lease, job_id, token, duration_ms)
+
+    def progress(self, job_id: str, progress: int, token: str | None = None) -> None:
+        self._call(self._core.progress, job_id, progress, token)
+
+    def release_owner(self, owner: int) -> int:
+        """Returns every job leased by `owner` to waiting (its connection closed)."""
+        return self._call(self._core.release_owner, owner)
+
+    # ----- single jobs ---------------------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """The job in the job server's JSON shape, with `state`; None if unknown."""
+        raw = self._call(self._core.get, job_id)
+        return None if raw is None else orjson.loads(raw)
+
+    def cancel(self, job_id: str) -> None:
+        """Removes a job; an active one fails for good with "Job cancelled"."""
+        self._call(self._core.cancel, job_id)
+
+    def remove(self, job_id: str) -> None:
+        """Removes a job that is not active."""
+        self._call(self._core.remove, job_id)
+
+    def retry(self, job_id: str) -> None:
+        self._call(self._core.retry, job_id)
+
+    def promote(self, job_id: str) -> None:
+        self._call(self._core.promote, job_id)
+
+    def update(self, job_id: str, *, data: Any = None, priority: int | None = None) -> None:
+        """Replaces data and/or priority of a job that is not active."""
+        raw = None if data is None else _dumps(data, "data")
+        self._call(self._core.update, job_id, raw, priority)
+
+    def links(self, job_id: str) -> tuple[list[str], list[str]]:
+        """(ids this job depends on, ids that depend on it)."""
+        return self._call(self._core.links, job_id)
+
+    # ----- queues --------------------------------------------------------------------
+
+    def pause(self, queue: str, name: str | None = None) -> None:
+        """Pauses a queue, or only the jobs called `name` in it."""
+        self._call(self._core.pause, queue, name)
+
+    def resume(self, queue: str, name: str | None = None) -> None:
+        self._call(self._core.resume, queue, name)
+
+    def is_paused(self, queue: str) -> bool:
+        return self._call(self._core.is_paused, queue)
+
+    def paused_names(self, queue: str) -> list[str]:
+        return self._call(self._core.paused_names, queue)
+
+    def drain(self, queue: str) -> int:
+        """Removes every waiting and delayed job of `queue`."""
+        return self._call(self._core.drain_queue, queue)
+
+    def clean(self, queue: str, state: State, grace_ms: int = 0, limit: int = 0) -> list[str]:
+        """Removes up to `limit` (0 = all) jobs in `state` older than `grace_ms`."""
+        return self._call(self._core.clean, queue, state, grace_ms, limit)
+
+    def retry_all(self, queue: str, state: State = "failed") -> int:
+        return self._call(self._core.retry_all, queue, state)
+
+    def promote_all(self, queue: str) -> int:
+        return self._call(self._core.promote_all, queue)
+
+    def obliterate(self, queue: str, *, force: bool = False) -> int:
+        return self._call(self._core.obliterate, queue, force)
+
+    def queues(self) -> list[str]:
+        return self._core.queue_names()
+
+    def counts(self, queue: str | None = None) -> dict[str, int]:
+        """Jobs per state in `queue` (all queues when None). Maintained, never counted."""
+        return self._call(self._core.counts, queue)
+
+    def list_jobs(
+        self, queue: str, state: State, start: int = 0, end: int = 99
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Jobs `start..=end` (at most 1000) in `state`, and the total in that state."""
+        raw, total = self._call(self._core.list, queue, state, start, end)
+        return [orjson.loads(r) for r in raw], total
+
+    def groups(self, queue: str) -> list[tuple[str, int, int]]:
+        """[(groupId, active, waiting)]"""
+        return self._call(self._core.groups, queue)
+
+    def search(
+        self, query: str, kind: SearchType = "job", queue: str | None = None, limit: int = 100
+    ) -> list[str]:
+        """Job ids (or queue names for kind="queue") matching `query`."""
+        return self._call(self._core.search, query, kind, queue, limit)
+
+    def metrics(
+        self, queue: str, from_ms: int, to_ms: int, granularity_ms: int = 60_000
+    ) -> list[tuple[int, str, int, int, int, int, int]]:
+        """[(period start, job name, completed, failed, total ms, min ms, max ms)]"""
+        return self._call(self._core.metrics, queue, from_ms, to_ms, granularity_ms)
+
+    def latest_activity(self, queue: str) -> int | None:
+        return self._call(self._core.latest_activity, queue)
+
+    def stats(self) -> dict[str, int]:
+        """Lifetime counters (pushed, pulled, completed, failed, ...) and index sizes."""
+        return self._core.stats()
+
+    # ----- events and time -----------------------------------------------------------
+
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        """Calls `listener(batch)` on the running event loop with each batch of events,
+        each `(eventType, queue, event JSON bytes)`. Returns an unsubscribe function."""
+        watcher = self._watch(asyncio.get_running_loop())
+        self._core.set_events_enabled(True)
+        return watcher.add_listener(listener)
+
+    def enable_events(self, on: bool = True) -> None:
+        """Starts (or stops) recording events for `poll_events`."""
+        self._core.set_events_enabled(on)
+
+    def poll_events(self) -> list[dict[str, Any]]:
+        """Events recorded since the last call, oldest first (for code without a loop)."""
+        events, _woken = self._core.take_notifications()
+        return [orjson.loads(raw) for _kind, _queue, raw in events]
+
+    def advance_clock(self, ms: int) -> None:
+        """Moves a manual clock (`clock_ms=`) forward and applies due timers."""
+        self._call(self._core.advance_clock, ms)
+
+    def now_ms(self) -> int:
+        return self._core.now_ms()
+
+    def close(self) -> None:
+        """Stops the engine's timer thread and detaches from the event loop."""
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        self._core.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- plumbing ------------------------------------------------------------------
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> LoopWatcher:
+        if self._watcher is None or self._watcher.loop is not loop:
+            if self._watcher is not None:
+                self._watcher.close()
+            self._watcher = LoopWatcher(loop, self._core)
+        return self._watcher
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (TypeError, OverflowError) as e:
+            raise InvalidInputError(f"wrong argument: {e}") from None
+
+
+_CAMEL = {
+    "name": "name",
+    "priority": "priority",
+    "delay": "delay",
+    "max_attempts": "maxAttempts",
+    "backoff": "backoff",
+    "ttl": "ttl",
+    "timeout": "timeout",
+    "unique_key": "uniqueKey",
+    "job_id": "jobId",
+    "tags": "tags",
+    "group_id": "groupId",
+    "lifo": "lifo",
+    "remove_on_complete": "removeOnComplete",
+    "remove_on_fail": "removeOnFail",
+    "durable": "durable",
+    "depends_on": "dependsOn",
+    "repeat": "repeat",
+}
+
+# Options equal to these defaults (same type) are not sent (the engine applies the same
+# defaults), which keeps the common push body small.
+_DEFAULTS: dict[str, Any] = {
+    "priority": 0,
+    "delay": 0,
+    "max_attempts": 3,
+    "backoff": 1000,
+    "tags": (),
+    "lifo": False,
+    "remove_on_complete": False,
+    "remove_on_fail": False,
+    "durable": False,
+    "depends_on": (),
+}

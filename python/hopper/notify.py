@@ -1,0 +1,74 @@
+"""Bridges the engine's notification fd to an asyncio loop: one `add_reader`, and on
+each wake-up one call that drains every event and every queue that got work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from hopper._engine import Core
+
+EventBatch = list[tuple[str, str, bytes]]
+EventListener = Callable[[EventBatch], None]
+
+
+class _Drainable(Protocol):
+    def take_notifications(self) -> tuple[EventBatch, list[str]]: ...
+    def notify_fd(self) -> int: ...
+
+
+class LoopWatcher:
+    """Watches one engine's fd on one loop; wakes `wait_for_queue` callers and feeds
+    event listeners."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, core: Core | _Drainable) -> None:
+        self.loop = loop
+        self._core = core
+        self._fd = core.notify_fd()
+        self._listeners: list[EventListener] = []
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        loop.add_reader(self._fd, self._on_readable)
+
+    def add_listener(self, listener: EventListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    async def wait_for_queue(self, queue: str, timeout: float | None) -> bool:
+        """Waits until the engine reports work on `queue`; False on timeout."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._waiters.setdefault(queue, []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            waiting = self._waiters.get(queue)
+            if waiting is not None and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    del self._waiters[queue]
+
+    def _on_readable(self) -> None:
+        events, woken = self._core.take_notifications()
+        if events:
+            for listener in list(self._listeners):
+                listener(events)
+        for queue in woken:
+            for fut in self._waiters.pop(queue, []):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self._fd)
+        for waiting in self._waiters.values():
+            for fut in waiting:
+                fut.cancel()
+        self._waiters.clear()
+        self._listeners.clear()
