@@ -692,6 +692,9 @@ impl Engine {
         }
         if let Some(dep) = failed_dep {
             self.job_mut(slot).ext_mut().pending_deps = pending;
+            // finish_failed detaches from the current state, so enter one first (a
+            // never-attached job would "leave" the ready queue and its group count).
+            self.attach(slot, JobState::WaitingChildren, now);
             self.finish_failed(slot, format!("Dependency {dep} failed"), now);
         } else if pending > 0 {
             self.job_mut(slot).ext_mut().pending_deps = pending;
@@ -956,8 +959,9 @@ impl Engine {
                 // Keep the cadence from the previous scheduled time, skipping missed slots.
                 let prev = job.run_at;
                 let mut next = prev.saturating_add(*every);
-                if next <= now {
-                    next += (now - next) / every * every + every;
+                // A slot exactly at `now` is due, not missed: it runs at once.
+                if next < now {
+                    next += (now - next).div_ceil(*every) * every;
                 }
                 Some(next)
             }
