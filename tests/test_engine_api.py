@@ -6,10 +6,9 @@ import asyncio
 import threading
 import time
 
+import hopper
 import orjson
 import pytest
-
-import hopper
 
 
 @pytest.fixture
@@ -24,7 +23,13 @@ def test_push_pull_ack_round_trip(eng):
     assert len(jid) == 36 and jid[14] == "7"  # UUIDv7
     job = eng.pull("emails")
     assert job is not None
-    assert (job.id, job.queue, job.data, job.priority, job.attempts) == (jid, "emails", {"to": "a@b.c"}, 10, 0)
+    assert (job.id, job.queue, job.data, job.priority, job.attempts) == (
+        jid,
+        "emails",
+        {"to": "a@b.c"},
+        10,
+        0,
+    )
     assert eng.get(jid)["state"] == "active"
     eng.ack(job.id, job.token, result={"sent": True})
     got = eng.get(jid)
@@ -37,16 +42,45 @@ def test_push_pull_ack_round_trip(eng):
 
 def test_get_has_every_push_field(eng):
     jid = eng.push(
-        "q", [1, 2], name="n", priority=3, delay=10_000, max_attempts=5, backoff=200, ttl=60_000,
-        timeout=5000, unique_key="u", tags=["t"], group_id="g", lifo=True,
-        remove_on_complete=3, remove_on_fail=True, durable=True, repeat={"every": 1000, "limit": 2},
+        "q",
+        [1, 2],
+        name="n",
+        priority=3,
+        delay=10_000,
+        max_attempts=5,
+        backoff=200,
+        ttl=60_000,
+        timeout=5000,
+        unique_key="u",
+        tags=["t"],
+        group_id="g",
+        lifo=True,
+        remove_on_complete=3,
+        remove_on_fail=True,
+        durable=True,
+        repeat={"every": 1000, "limit": 2},
     )
     job = eng.get(jid)
     expected = {
-        "id": jid, "queue": "q", "name": "n", "data": [1, 2], "priority": 3, "maxAttempts": 5,
-        "backoff": 200, "ttl": 60_000, "timeout": 5000, "uniqueKey": "u", "tags": ["t"],
-        "groupId": "g", "lifo": True, "removeOnComplete": 3, "removeOnFail": True,
-        "durable": True, "state": "delayed", "attempts": 0, "progress": 0,
+        "id": jid,
+        "queue": "q",
+        "name": "n",
+        "data": [1, 2],
+        "priority": 3,
+        "maxAttempts": 5,
+        "backoff": 200,
+        "ttl": 60_000,
+        "timeout": 5000,
+        "uniqueKey": "u",
+        "tags": ["t"],
+        "groupId": "g",
+        "lifo": True,
+        "removeOnComplete": 3,
+        "removeOnFail": True,
+        "durable": True,
+        "state": "delayed",
+        "attempts": 0,
+        "progress": 0,
     }
     assert {k: job[k] for k in expected} == expected
     assert job["runAt"] - job["createdAt"] == 10_000
@@ -173,7 +207,9 @@ def test_subscribe_delivers_event_batches_on_the_loop():
     async def main() -> None:
         with hopper.Engine() as e:
             seen: list[dict[str, object]] = []
-            unsubscribe = e.subscribe(lambda batch: seen.extend(orjson.loads(raw) for _k, _q, raw in batch))
+            unsubscribe = e.subscribe(
+                lambda batch: seen.extend(orjson.loads(raw) for _k, _q, raw in batch)
+            )
             jid = e.push("q", {"a": 1})
             job = e.pull("q")
             assert job is not None
@@ -184,7 +220,9 @@ def test_subscribe_delivers_event_batches_on_the_loop():
                 await asyncio.sleep(0.01)
             kinds = [ev["eventType"] for ev in seen]
             assert kinds[:2] == ["pushed", "pulled"] and "completed" in kinds
-            assert seen[0]["jobId"] == jid and seen[0]["data"] == {"a": 1} and seen[0]["queue"] == "q"
+            assert (
+                seen[0]["jobId"] == jid and seen[0]["data"] == {"a": 1} and seen[0]["queue"] == "q"
+            )
             unsubscribe()
 
     asyncio.run(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import hopper
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (
@@ -15,8 +16,6 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-
-import hopper
 
 QUEUES = ("a", "b")
 STATES = ("waiting", "waiting-children", "delayed", "active", "completed", "failed")
@@ -105,8 +104,14 @@ class EngineModel(RuleBasedStateMachine):
     )
     def push(self, queue, priority, delay, lifo, max_attempts, backoff, unique_key):
         jid, dup = self.engine.push_ex(
-            queue, {"n": len(self.jobs)}, priority=priority, delay=delay, lifo=lifo,
-            max_attempts=max_attempts, backoff=backoff, unique_key=unique_key,
+            queue,
+            {"n": len(self.jobs)},
+            priority=priority,
+            delay=delay,
+            lifo=lifo,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            unique_key=unique_key,
         )
         holder = self._live_key(queue, unique_key) if unique_key else None
         if holder is not None:

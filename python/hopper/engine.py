@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import orjson
 
@@ -18,6 +18,8 @@ from hopper._engine import Core, InvalidInputError
 from hopper.job import Job
 from hopper.notify import EventListener, LoopWatcher
 
+P = ParamSpec("P")
+R = TypeVar("R")
 State = Literal["waiting", "waiting-children", "delayed", "active", "completed", "failed"]
 SearchType = Literal["job", "queue", "payload"]
 
@@ -99,10 +101,24 @@ class Engine:
     ) -> str:
         """Adds a job and returns its id (the existing id for a duplicate)."""
         return self.push_ex(
-            queue, data, name=name, priority=priority, delay=delay, max_attempts=max_attempts,
-            backoff=backoff, ttl=ttl, timeout=timeout, unique_key=unique_key, job_id=job_id,
-            tags=tags, group_id=group_id, lifo=lifo, remove_on_complete=remove_on_complete,
-            remove_on_fail=remove_on_fail, durable=durable, depends_on=depends_on,
+            queue,
+            data,
+            name=name,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            ttl=ttl,
+            timeout=timeout,
+            unique_key=unique_key,
+            job_id=job_id,
+            tags=tags,
+            group_id=group_id,
+            lifo=lifo,
+            remove_on_complete=remove_on_complete,
+            remove_on_fail=remove_on_fail,
+            durable=durable,
+            depends_on=depends_on,
             repeat=repeat,
         )[0]
 
@@ -111,7 +127,7 @@ class Engine:
         the same `unique_key`, or a job with the same `job_id`, already existed."""
         body: dict[str, Any] = {"data": data}
         for key, value in options.items():
-            default = _DEFAULTS.get(key, None)
+            default = _DEFAULTS.get(key)
             if value is None or (type(value) is type(default) and value == default):
                 continue
             if key not in _CAMEL:
@@ -149,8 +165,15 @@ class Engine:
             return None
         job_id, token, data, name, priority, attempts, max_attempts, created_at = got
         return Job(
-            job_id, queue, name, orjson.loads(data), token, priority, attempts,
-            max_attempts, created_at,
+            job_id,
+            queue,
+            name,
+            orjson.loads(data),
+            token,
+            priority,
+            attempts,
+            max_attempts,
+            created_at,
         )
 
     async def pull_async(self, queue: str, *, timeout: float | None = None) -> Job | None:
@@ -271,7 +294,7 @@ class Engine:
         self, queue: str, state: State, start: int = 0, end: int = 99
     ) -> tuple[list[dict[str, Any]], int]:
         """Jobs `start..=end` (at most 1000) in `state`, and the total in that state."""
-        raw, total = self._call(self._core.list, queue, state, start, end)
+        raw, total = self._call(self._core.list_jobs, queue, state, start, end)
         return [orjson.loads(r) for r in raw], total
 
     def groups(self, queue: str) -> list[tuple[str, int, int]]:
@@ -345,9 +368,9 @@ class Engine:
         return self._watcher
 
     @staticmethod
-    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except (TypeError, OverflowError) as e:
             raise InvalidInputError(f"wrong argument: {e}") from None
 

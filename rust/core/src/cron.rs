@@ -42,7 +42,11 @@ fn parse_field(field: &str, min: u32, max: u32, name: &str) -> Result<(u64, bool
         }
         let mut v = lo;
         while v <= hi {
-            let bit = if name == "day-of-week" && v == 7 { 0 } else { v };
+            let bit = if name == "day-of-week" && v == 7 {
+                0
+            } else {
+                v
+            };
             bits |= 1 << bit;
             v += step;
         }
@@ -163,8 +167,18 @@ mod tests {
         assert_eq!(sat.next_after(JAN1), Some(JAN1 + 5 * 86_400_000));
         let every10s = CronSchedule::parse("*/10 * * * * *").unwrap();
         assert_eq!(every10s.next_after(JAN1), Some(JAN1 + 10_000));
-        assert_eq!(CronSchedule::parse("0 0 30 2 *").unwrap().next_after(JAN1), None);
-        for bad in ["", "* * *", "61 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"] {
+        assert_eq!(
+            CronSchedule::parse("0 0 30 2 *").unwrap().next_after(JAN1),
+            None
+        );
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "*/0 * * * *",
+            "a * * * *",
+            "5-1 * * * *",
+        ] {
             assert!(CronSchedule::parse(bad).is_err(), "{bad}");
         }
     }

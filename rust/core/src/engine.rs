@@ -147,18 +147,12 @@ pub struct Engine {
     fired: Vec<Timer>,
 }
 
-fn removal_limit(r: Removal) -> Option<usize> {
-    match r {
-        Removal::Keep => None,
-        Removal::Remove => Some(0),
-        Removal::KeepLast(n) => Some(n as usize),
-    }
-}
-
 /// Retry delay after the `attempts`-th failed attempt: `backoff × 2^(attempts−1)`, capped.
 pub fn backoff_delay(backoff: u64, attempts: u16) -> u64 {
     let exp = u32::from(attempts.saturating_sub(1)).min(40);
-    backoff.saturating_mul(1u64 << exp).min(MAX_BACKOFF_DELAY_MS)
+    backoff
+        .saturating_mul(1u64 << exp)
+        .min(MAX_BACKOFF_DELAY_MS)
 }
 
 impl Engine {
@@ -246,7 +240,12 @@ impl Engine {
                 self.detach(t.slot);
                 self.enqueue_ready(t.slot, now);
             }
-            TimerKind::Ttl if matches!(job.state, JobState::Waiting | JobState::Delayed | JobState::WaitingChildren) => {
+            TimerKind::Ttl
+                if matches!(
+                    job.state,
+                    JobState::Waiting | JobState::Delayed | JobState::WaitingChildren
+                ) =>
+            {
                 self.totals.expired += 1;
                 self.remove_slot(t.slot, now, true);
             }
@@ -258,10 +257,18 @@ impl Engine {
             }
             TimerKind::Timeout
                 if job.state == JobState::Active
-                    && job.lease.as_ref().and_then(|l| l.timeout_deadline).is_some_and(|d| d <= now) =>
+                    && job
+                        .lease
+                        .as_ref()
+                        .and_then(|l| l.timeout_deadline)
+                        .is_some_and(|d| d <= now) =>
             {
                 let ms = job.ext().and_then(|e| e.timeout).unwrap_or(0);
-                self.fail_attempt(t.slot, Some(format!("Job timed out after {ms} ms").into()), now);
+                self.fail_attempt(
+                    t.slot,
+                    Some(format!("Job timed out after {ms} ms").into()),
+                    now,
+                );
             }
             TimerKind::Expire
                 if job.state.is_finished()
@@ -287,7 +294,9 @@ impl Engine {
         let hash = self.hasher.hash_one(id);
         let jobs = &self.jobs;
         self.index
-            .find(hash, |&s| jobs[s as usize].as_ref().is_some_and(|j| &j.id == id))
+            .find(hash, |&s| {
+                jobs[s as usize].as_ref().is_some_and(|j| &j.id == id)
+            })
             .copied()
     }
 
@@ -342,7 +351,8 @@ impl Engine {
     }
 
     fn existing_queue(&self, name: &str) -> Result<u32> {
-        self.queue_id(name).ok_or_else(|| EngineError::not_found("Queue not found"))
+        self.queue_id(name)
+            .ok_or_else(|| EngineError::not_found("Queue not found"))
     }
 
     fn queue_or_create(&mut self, name: &str) -> Result<u32> {
@@ -392,7 +402,13 @@ impl Engine {
             return;
         }
         let queue = self.queues[qid as usize].name.clone();
-        self.events.push(Event { kind, queue, job_id: None, timestamp: now, extra });
+        self.events.push(Event {
+            kind,
+            queue,
+            job_id: None,
+            timestamp: now,
+            extra,
+        });
     }
 
     pub fn take_events(&mut self) -> Vec<Event> {
@@ -422,7 +438,10 @@ impl Engine {
 
     pub fn take_woken(&mut self) -> Vec<Arc<str>> {
         let woken = std::mem::take(&mut self.woken);
-        woken.into_iter().map(|q| self.queues[q as usize].name.clone()).collect()
+        woken
+            .into_iter()
+            .map(|q| self.queues[q as usize].name.clone())
+            .collect()
     }
 
     pub fn take_work_added(&mut self) -> bool {
@@ -465,7 +484,11 @@ impl Engine {
             }
             JobState::Completed | JobState::Failed => {
                 let i = usize::from(job.state == JobState::Failed);
-                let set = if i == 0 { &mut q.completed } else { &mut q.failed };
+                let set = if i == 0 {
+                    &mut q.completed
+                } else {
+                    &mut q.failed
+                };
                 set.remove(&(job.finished_at, slot));
                 q.finished_bytes[i] = q.finished_bytes[i].saturating_sub(job.footprint());
             }
@@ -517,7 +540,11 @@ impl Engine {
                     }
                 }
                 let i = usize::from(state == JobState::Failed);
-                let set = if i == 0 { &mut q.completed } else { &mut q.failed };
+                let set = if i == 0 {
+                    &mut q.completed
+                } else {
+                    &mut q.failed
+                };
                 set.insert((job.finished_at, slot));
                 q.finished_bytes[i] += job.footprint();
                 let at = job.finished_at.saturating_add(self.config.retention_age_ms);
@@ -533,6 +560,28 @@ impl Engine {
         let job = self.job_mut(slot);
         job.seq = if job.lifo() { -seq } else { seq };
         self.attach(slot, JobState::Waiting, now);
+    }
+
+    /// Applies a just-finished job's removeOnComplete/removeOnFail: `Remove` drops that job
+    /// alone, `KeepLast(n)` trims its queue's set to the newest `n`. Then the engine's
+    /// retention bounds apply.
+    fn retain_finished(
+        &mut self,
+        slot: u32,
+        qid: u32,
+        state: JobState,
+        removal: Removal,
+        now: u64,
+    ) {
+        let keep = match removal {
+            Removal::Keep => None,
+            Removal::Remove => {
+                self.remove_slot(slot, now, false);
+                None
+            }
+            Removal::KeepLast(n) => Some(n as usize),
+        };
+        self.enforce_retention(qid, state, keep);
     }
 
     /// Trims a finished set to the job's own keep-count and to the engine's retention
@@ -587,14 +636,21 @@ impl Engine {
                 message: format!("job {i}: {}", e.message),
             })?;
         }
-        Ok(batch.into_iter().map(|o| self.insert(qid, o, now, 1)).collect())
+        Ok(batch
+            .into_iter()
+            .map(|o| self.insert(qid, o, now, 1))
+            .collect())
     }
 
     fn duplicate_of(&mut self, slot: u32, now: u64) -> PushOutcome {
         self.totals.duplicated += 1;
         self.emit(EventKind::Duplicated, slot, now, EventExtra::None);
         let job = self.job(slot);
-        PushOutcome { id: job.id.to_string(), duplicate: true, durable: job.durable() }
+        PushOutcome {
+            id: job.id.to_string(),
+            duplicate: true,
+            durable: job.durable(),
+        }
     }
 
     fn insert(&mut self, qid: u32, opts: PushOptions, now: u64, repeat_count: u32) -> PushOutcome {
@@ -635,12 +691,16 @@ impl Engine {
                 dependents: Vec::new(),
                 remove_on_complete: opts.remove_on_complete,
                 remove_on_fail: opts.remove_on_fail,
-                repeat: opts.repeat.clone().map(|spec| RepeatState { spec, count: repeat_count }),
+                repeat: opts.repeat.clone().map(|spec| RepeatState {
+                    spec,
+                    count: repeat_count,
+                }),
                 result: None,
                 error: None,
             })
         });
-        let flags = if opts.lifo { FLAG_LIFO } else { 0 } | if opts.durable { FLAG_DURABLE } else { 0 };
+        let flags =
+            if opts.lifo { FLAG_LIFO } else { 0 } | if opts.durable { FLAG_DURABLE } else { 0 };
         let job = Job {
             id,
             data: opts.data,
@@ -677,7 +737,9 @@ impl Engine {
         let mut failed_dep = None;
         let my_id = self.job(slot).id.clone();
         for dep in &opts.depends_on {
-            let Some(dslot) = self.slot_of(dep) else { continue };
+            let Some(dslot) = self.slot_of(dep) else {
+                continue;
+            };
             match self.job(dslot).state {
                 JobState::Completed => {}
                 JobState::Failed => failed_dep = Some(dep.clone()),
@@ -704,7 +766,11 @@ impl Engine {
             self.make_runnable(slot, now);
         }
         let job = self.job(slot);
-        PushOutcome { id: job.id.to_string(), duplicate: false, durable: job.durable() }
+        PushOutcome {
+            id: job.id.to_string(),
+            duplicate: false,
+            durable: job.durable(),
+        }
     }
 
     /// A detached job whose dependencies are met goes to delayed or waiting by `runAt`.
@@ -712,7 +778,12 @@ impl Engine {
         let run_at = self.job(slot).run_at;
         if run_at > now {
             self.attach(slot, JobState::Delayed, now);
-            self.emit(EventKind::Delayed, slot, now, EventExtra::Delay(run_at - now));
+            self.emit(
+                EventKind::Delayed,
+                slot,
+                now,
+                EventExtra::Delay(run_at - now),
+            );
         } else {
             self.enqueue_ready(slot, now);
         }
@@ -737,7 +808,8 @@ impl Engine {
         } else {
             let jobs = &self.jobs;
             q.ready.first_where(|s| {
-                !q.paused_names.contains(&jobs[s as usize].as_ref().expect("ready slot").name)
+                !q.paused_names
+                    .contains(&jobs[s as usize].as_ref().expect("ready slot").name)
             })
         };
         let Some(slot) = slot else { return Ok(None) };
@@ -746,8 +818,16 @@ impl Engine {
         let stall_deadline = now + self.config.stall_interval_ms;
         let job = self.job_mut(slot);
         job.started_at = now;
-        let timeout_deadline = job.ext().and_then(|e| e.timeout).map(|t| now.saturating_add(t));
-        job.lease = Some(Box::new(Lease { token, owner, stall_deadline, timeout_deadline }));
+        let timeout_deadline = job
+            .ext()
+            .and_then(|e| e.timeout)
+            .map(|t| now.saturating_add(t));
+        job.lease = Some(Box::new(Lease {
+            token,
+            owner,
+            stall_deadline,
+            timeout_deadline,
+        }));
         self.attach(slot, JobState::Active, now);
         self.add_timer(stall_deadline, TimerKind::Stall, slot);
         if let Some(at) = timeout_deadline {
@@ -769,7 +849,11 @@ impl Engine {
             .filter(|&s| self.job(s).state == JobState::Active)
             .ok_or_else(|| EngineError::state("Job not found or not active"))?;
         if let Some(token) = token {
-            let lease = self.job(slot).lease.as_ref().expect("active job has a lease");
+            let lease = self
+                .job(slot)
+                .lease
+                .as_ref()
+                .expect("active job has a lease");
             if JobId::parse(token) != JobId::Uuid(lease.token) {
                 return Err(EngineError::lock("Invalid lock token for this job"));
             }
@@ -784,19 +868,35 @@ impl Engine {
         Ok(())
     }
 
-    pub fn fail(&mut self, id: &str, token: Option<&str>, error: Option<Box<str>>) -> Result<FailOutcome> {
+    pub fn fail(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+        error: Option<Box<str>>,
+    ) -> Result<FailOutcome> {
         let now = self.tick();
         let slot = self.leased_slot(id, token)?;
         Ok(self.fail_attempt(slot, error, now))
     }
 
     /// Renews a lease for `duration_ms` (default: the stall interval).
-    pub fn extend_lease(&mut self, id: &str, token: Option<&str>, duration_ms: Option<u64>) -> Result<u64> {
+    pub fn extend_lease(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+        duration_ms: Option<u64>,
+    ) -> Result<u64> {
         let now = self.tick();
         let slot = self.leased_slot(id, token)?;
-        let duration = duration_ms.unwrap_or(self.config.stall_interval_ms).clamp(1, MAX_DELAY_MS);
+        let duration = duration_ms
+            .unwrap_or(self.config.stall_interval_ms)
+            .clamp(1, MAX_DELAY_MS);
         let deadline = now + duration;
-        self.job_mut(slot).lease.as_mut().expect("active job has a lease").stall_deadline = deadline;
+        self.job_mut(slot)
+            .lease
+            .as_mut()
+            .expect("active job has a lease")
+            .stall_deadline = deadline;
         self.add_timer(deadline, TimerKind::Stall, slot);
         Ok(deadline)
     }
@@ -808,7 +908,12 @@ impl Engine {
         let now = self.tick();
         let slot = self.leased_slot(id, token)?;
         self.job_mut(slot).progress = progress;
-        self.emit(EventKind::Progress, slot, now, EventExtra::Progress(progress));
+        self.emit(
+            EventKind::Progress,
+            slot,
+            now,
+            EventExtra::Progress(progress),
+        );
         Ok(())
     }
 
@@ -816,12 +921,19 @@ impl Engine {
     /// many were released.
     pub fn release_owner(&mut self, owner: u64) -> usize {
         let now = self.tick();
-        let Some(slots) = self.owners.remove(&owner) else { return 0 };
+        let Some(slots) = self.owners.remove(&owner) else {
+            return 0;
+        };
         for &slot in &slots {
             self.detach(slot);
             self.job_mut(slot).lease = None;
             self.enqueue_ready(slot, now);
-            self.emit(EventKind::Retried, slot, now, EventExtra::Prev(JobState::Active));
+            self.emit(
+                EventKind::Retried,
+                slot,
+                now,
+                EventExtra::Prev(JobState::Active),
+            );
         }
         slots.len()
     }
@@ -836,15 +948,20 @@ impl Engine {
             job.ext_mut().result = Some(r);
         }
         let window = self.config.metrics_window_ms;
-        self.queues[qid as usize].metrics.record(now, name, true, took, window);
+        self.queues[qid as usize]
+            .metrics
+            .record(now, name, true, took, window);
         self.totals.completed += 1;
         self.attach(slot, JobState::Completed, now);
         let extra = result.map_or(EventExtra::None, EventExtra::Result);
         self.emit(EventKind::Completed, slot, now, extra);
         self.settle_dependents(slot, now);
         self.schedule_repeat(slot, now);
-        let keep = self.job(slot).ext().and_then(|e| removal_limit(e.remove_on_complete));
-        self.enforce_retention(qid, JobState::Completed, keep);
+        let removal = self
+            .job(slot)
+            .ext()
+            .map_or(Removal::Keep, |e| e.remove_on_complete);
+        self.retain_finished(slot, qid, JobState::Completed, removal, now);
     }
 
     fn fail_attempt(&mut self, slot: u32, error: Option<Box<str>>, now: u64) -> FailOutcome {
@@ -903,26 +1020,41 @@ impl Engine {
             job.lease = None;
             job.finished_at = now;
             let (qid, name) = (job.queue, job.name);
-            let took = if state == JobState::Active { now.saturating_sub(job.started_at) } else { 0 };
+            let took = if state == JobState::Active {
+                now.saturating_sub(job.started_at)
+            } else {
+                0
+            };
             job.ext_mut().error = Some(error.as_str().into());
-            let dependents = std::mem::take(&mut job.ext_mut().dependents);
+            // Cloned, not taken: the job must have the same footprint when it enters the
+            // failed set as when it later leaves it, or the retained-bytes total drifts.
+            let dependents = job.ext_mut().dependents.clone();
             let window = self.config.metrics_window_ms;
-            self.queues[qid as usize].metrics.record(now, name, false, took, window);
+            self.queues[qid as usize]
+                .metrics
+                .record(now, name, false, took, window);
             self.totals.failed += 1;
             self.attach(slot, JobState::Failed, now);
-            self.emit(EventKind::Failed, slot, now, EventExtra::Error(error.as_str().into()));
+            self.emit(
+                EventKind::Failed,
+                slot,
+                now,
+                EventExtra::Error(error.as_str().into()),
+            );
             let id = self.job(slot).id.to_string();
             for dep in &dependents {
                 if let Some(ds) = self.find(dep) {
                     work.push((ds, format!("Dependency {id} failed")));
                 }
             }
-            self.job_mut(slot).ext_mut().dependents = dependents;
             if state == JobState::Active {
                 self.schedule_repeat(slot, now);
             }
-            let keep = self.job(slot).ext().and_then(|e| removal_limit(e.remove_on_fail));
-            self.enforce_retention(qid, JobState::Failed, keep);
+            let removal = self
+                .job(slot)
+                .ext()
+                .map_or(Removal::Keep, |e| e.remove_on_fail);
+            self.retain_finished(slot, qid, JobState::Failed, removal, now);
         }
     }
 
@@ -950,7 +1082,9 @@ impl Engine {
     /// next one is pushed as a new job, delayed to its scheduled time.
     fn schedule_repeat(&mut self, slot: u32, now: u64) {
         let job = self.job(slot);
-        let Some(state) = job.ext().and_then(|e| e.repeat.clone()) else { return };
+        let Some(state) = job.ext().and_then(|e| e.repeat.clone()) else {
+            return;
+        };
         if state.spec.limit.is_some_and(|l| state.count >= l) {
             return;
         }
@@ -1005,7 +1139,11 @@ impl Engine {
     fn remove_slot(&mut self, slot: u32, now: u64, evented: bool) {
         let state = self.job(slot).state;
         if state.is_live() {
-            let dependents = self.job(slot).ext().map(|e| e.dependents.clone()).unwrap_or_default();
+            let dependents = self
+                .job(slot)
+                .ext()
+                .map(|e| e.dependents.clone())
+                .unwrap_or_default();
             let id = self.job(slot).id.to_string();
             for dep in dependents {
                 if let Some(ds) = self.find(&dep) {
@@ -1077,7 +1215,9 @@ impl Engine {
         let now = self.tick();
         let slot = self.slot_or_404(id)?;
         if !self.job(slot).state.is_finished() {
-            return Err(EngineError::state("Only failed or completed jobs can be retried"));
+            return Err(EngineError::state(
+                "Only failed or completed jobs can be retried",
+            ));
         }
         self.retry_slot(slot, now);
         Ok(())
@@ -1101,7 +1241,12 @@ impl Engine {
     }
 
     /// Replaces the data and/or priority of a job that is not active.
-    pub fn update(&mut self, id: &str, data: Option<Box<str>>, priority: Option<i32>) -> Result<()> {
+    pub fn update(
+        &mut self,
+        id: &str,
+        data: Option<Box<str>>,
+        priority: Option<i32>,
+    ) -> Result<()> {
         let now = self.tick();
         let slot = self.slot_or_404(id)?;
         if self.job(slot).state == JobState::Active {
@@ -1157,19 +1302,29 @@ impl Engine {
                 self.woken.push(qid);
             }
         }
-        let kind = if paused { EventKind::Paused } else { EventKind::Resumed };
+        let kind = if paused {
+            EventKind::Paused
+        } else {
+            EventKind::Resumed
+        };
         self.emit_queue(kind, qid, now, EventExtra::Name(name.map(Into::into)));
         Ok(())
     }
 
     pub fn is_paused(&self, queue: &str) -> bool {
-        self.queue_id(queue).is_some_and(|q| self.queues[q as usize].paused)
+        self.queue_id(queue)
+            .is_some_and(|q| self.queues[q as usize].paused)
     }
 
     pub fn paused_names(&self, queue: &str) -> Vec<String> {
-        let Some(qid) = self.queue_id(queue) else { return Vec::new() };
-        let mut names: Vec<String> =
-            self.queues[qid as usize].paused_names.iter().map(|&n| self.names[n as usize].to_string()).collect();
+        let Some(qid) = self.queue_id(queue) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = self.queues[qid as usize]
+            .paused_names
+            .iter()
+            .map(|&n| self.names[n as usize].to_string())
+            .collect();
         names.sort();
         names
     }
@@ -1179,7 +1334,11 @@ impl Engine {
         let now = self.tick();
         let qid = self.existing_queue(queue)?;
         let q = &self.queues[qid as usize];
-        let slots: Vec<u32> = q.ready.iter().chain(q.delayed.iter().map(|&(_, s)| s)).collect();
+        let slots: Vec<u32> = q
+            .ready
+            .iter()
+            .chain(q.delayed.iter().map(|&(_, s)| s))
+            .collect();
         for &slot in &slots {
             if self.jobs[slot as usize].is_some() {
                 self.remove_slot(slot, now, false);
@@ -1191,7 +1350,13 @@ impl Engine {
 
     /// Removes up to `limit` (0 = all) jobs in `state` older than `grace_ms` (by finish
     /// time for finished jobs, by creation time otherwise), oldest first. Returns their ids.
-    pub fn clean(&mut self, queue: &str, state: JobState, grace_ms: u64, limit: usize) -> Result<Vec<String>> {
+    pub fn clean(
+        &mut self,
+        queue: &str,
+        state: JobState,
+        grace_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         if state == JobState::Active {
             return Err(EngineError::invalid("Active jobs cannot be cleaned"));
         }
@@ -1203,7 +1368,14 @@ impl Engine {
             .slots(state)
             .map(|s| {
                 let j = self.job(s);
-                (if state.is_finished() { j.finished_at } else { j.created_at }, s)
+                (
+                    if state.is_finished() {
+                        j.finished_at
+                    } else {
+                        j.created_at
+                    },
+                    s,
+                )
             })
             .filter(|&(t, _)| t <= cutoff)
             .collect();
@@ -1211,6 +1383,10 @@ impl Engine {
         victims.truncate(limit);
         let mut ids = Vec::with_capacity(victims.len());
         for (_, slot) in victims {
+            // Removing one victim can fail and, by removeOnFail, remove a later one.
+            if self.jobs[slot as usize].is_none() {
+                continue;
+            }
             ids.push(self.job(slot).id.to_string());
             self.remove_slot(slot, now, true);
         }
@@ -1247,10 +1423,14 @@ impl Engine {
         let now = self.tick();
         let qid = self.existing_queue(queue)?;
         if !force && !self.queues[qid as usize].active.is_empty() {
-            return Err(EngineError::state("Queue has active jobs; pass force to obliterate anyway"));
+            return Err(EngineError::state(
+                "Queue has active jobs; pass force to obliterate anyway",
+            ));
         }
-        let slots: Vec<u32> =
-            JobState::ALL.iter().flat_map(|&s| self.queues[qid as usize].slots(s).collect::<Vec<_>>()).collect();
+        let slots: Vec<u32> = JobState::ALL
+            .iter()
+            .flat_map(|&s| self.queues[qid as usize].slots(s).collect::<Vec<_>>())
+            .collect();
         for &slot in &slots {
             if self.jobs[slot as usize].is_some() {
                 self.remove_slot(slot, now, false);
@@ -1311,23 +1491,42 @@ impl Engine {
     }
 
     pub fn latest_activity(&self, queue: &str) -> Option<u64> {
-        self.queue_id(queue).map(|q| self.queues[q as usize].latest_activity).filter(|&t| t > 0)
+        self.queue_id(queue)
+            .map(|q| self.queues[q as usize].latest_activity)
+            .filter(|&t| t > 0)
     }
 
     /// Jobs of `queue` in `state` from `start` to `end` inclusive (at most `MAX_PAGE`),
     /// and the total in that state.
-    pub fn list(&self, queue: &str, state: JobState, start: usize, end: usize) -> (Vec<u32>, usize) {
-        let Some(qid) = self.queue_id(queue) else { return (Vec::new(), 0) };
+    pub fn list(
+        &self,
+        queue: &str,
+        state: JobState,
+        start: usize,
+        end: usize,
+    ) -> (Vec<u32>, usize) {
+        let Some(qid) = self.queue_id(queue) else {
+            return (Vec::new(), 0);
+        };
         let q = &self.queues[qid as usize];
         let take = end.saturating_sub(start).saturating_add(1).min(MAX_PAGE);
-        let slots = if end < start { Vec::new() } else { q.slots(state).skip(start).take(take).collect() };
+        let slots = if end < start {
+            Vec::new()
+        } else {
+            q.slots(state).skip(start).take(take).collect()
+        };
         (slots, q.count(state))
     }
 
     pub fn groups(&self, queue: &str) -> Vec<(String, GroupCounts)> {
-        let Some(qid) = self.queue_id(queue) else { return Vec::new() };
-        let mut out: Vec<(String, GroupCounts)> =
-            self.queues[qid as usize].groups.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let Some(qid) = self.queue_id(queue) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, GroupCounts)> = self.queues[qid as usize]
+            .groups
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -1336,20 +1535,37 @@ impl Engine {
     pub fn links(&self, id: &str) -> Result<(Vec<String>, Vec<String>)> {
         let slot = self.slot_or_404(id)?;
         let ext = self.job(slot).ext();
-        let strs = |v: Option<&Vec<JobId>>| v.map(|v| v.iter().map(ToString::to_string).collect()).unwrap_or_default();
-        Ok((strs(ext.map(|e| &e.depends_on)), strs(ext.map(|e| &e.dependents))))
+        let strs = |v: Option<&Vec<JobId>>| {
+            v.map(|v| v.iter().map(ToString::to_string).collect())
+                .unwrap_or_default()
+        };
+        Ok((
+            strs(ext.map(|e| &e.depends_on)),
+            strs(ext.map(|e| &e.dependents)),
+        ))
     }
 
     /// Finds up to `limit` jobs (or, for `Queue`, queue names) matching `query`.
     /// JobId: an exact id or an id prefix; Payload: a substring of the data's JSON text
     /// within `queue`.
-    pub fn search(&self, query: &str, kind: SearchKind, queue: Option<&str>, limit: usize) -> Result<Vec<String>> {
+    pub fn search(
+        &self,
+        query: &str,
+        kind: SearchKind,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         if query.is_empty() {
             return Err(EngineError::invalid("q must not be empty"));
         }
         let in_scope = |j: &Job| queue.is_none_or(|q| &*self.queues[j.queue as usize].name == q);
         let out = match kind {
-            SearchKind::Queue => self.queue_names().into_iter().filter(|n| n.contains(query)).take(limit).collect(),
+            SearchKind::Queue => self
+                .queue_names()
+                .into_iter()
+                .filter(|n| n.contains(query))
+                .take(limit)
+                .collect(),
             SearchKind::JobId => {
                 if let Some(slot) = self.slot_of(query).filter(|&s| in_scope(self.job(s))) {
                     vec![self.job(slot).id.to_string()]
@@ -1365,7 +1581,8 @@ impl Engine {
                 }
             }
             SearchKind::Payload => {
-                let q = queue.ok_or_else(|| EngineError::invalid("queue is required for payload search"))?;
+                let q = queue
+                    .ok_or_else(|| EngineError::invalid("queue is required for payload search"))?;
                 let qid = self.existing_queue(q)?;
                 let queue = &self.queues[qid as usize];
                 JobState::ALL
@@ -1381,7 +1598,13 @@ impl Engine {
     }
 
     /// Metric buckets of a queue: (period start, job name, bucket).
-    pub fn metrics(&self, queue: &str, from: u64, to: u64, granularity_ms: u64) -> Result<Vec<(u64, String, Bucket)>> {
+    pub fn metrics(
+        &self,
+        queue: &str,
+        from: u64,
+        to: u64,
+        granularity_ms: u64,
+    ) -> Result<Vec<(u64, String, Bucket)>> {
         let qid = self.existing_queue(queue)?;
         Ok(self.queues[qid as usize]
             .metrics
@@ -1410,7 +1633,12 @@ impl Engine {
     /// Appends the job's JSON (the job server's shape, with `state`).
     pub fn render(&self, slot: u32, out: &mut String) {
         let job = self.job(slot);
-        write_job(out, job, &self.queues[job.queue as usize].name, &self.names[job.name as usize]);
+        write_job(
+            out,
+            job,
+            &self.queues[job.queue as usize].name,
+            &self.names[job.name as usize],
+        );
     }
 
     pub fn render_by_id(&self, id: &str) -> Option<String> {

@@ -25,16 +25,28 @@ pub struct EngineError {
 
 impl EngineError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::InvalidInput, message: message.into() }
+        Self {
+            kind: ErrorKind::InvalidInput,
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::NotFound, message: message.into() }
+        Self {
+            kind: ErrorKind::NotFound,
+            message: message.into(),
+        }
     }
     pub fn state(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::InvalidState, message: message.into() }
+        Self {
+            kind: ErrorKind::InvalidState,
+            message: message.into(),
+        }
     }
     pub fn lock(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::LockMismatch, message: message.into() }
+        Self {
+            kind: ErrorKind::LockMismatch,
+            message: message.into(),
+        }
     }
     pub fn job_not_found() -> Self {
         Self::not_found("Job not found")

@@ -80,7 +80,12 @@ pub struct EventBuffer {
 
 impl EventBuffer {
     pub fn new(capacity: usize) -> Self {
-        Self { enabled: false, capacity, events: VecDeque::new(), dropped: 0 }
+        Self {
+            enabled: false,
+            capacity,
+            events: VecDeque::new(),
+            dropped: 0,
+        }
     }
 
     /// Events are recorded only once someone consumes them (a server or a subscriber).

@@ -29,7 +29,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Engine> {
         // A panic while holding the lock is caught at the binding boundary; the engine's
         // indexes are only ever changed in pairs, so keep serving rather than wedge.
-        self.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// After every engine call: wake whoever the call made work for.
@@ -67,9 +69,16 @@ impl EngineHandle {
             None
         } else {
             let s = shared.clone();
-            Some(std::thread::Builder::new().name("hopper-timer".into()).spawn(move || timer_loop(&s))?)
+            Some(
+                std::thread::Builder::new()
+                    .name("hopper-timer".into())
+                    .spawn(move || timer_loop(&s))?,
+            )
         };
-        Ok(Self { shared, timer_thread: Arc::new(Mutex::new(timer_thread)) })
+        Ok(Self {
+            shared,
+            timer_thread: Arc::new(Mutex::new(timer_thread)),
+        })
     }
 
     /// Runs `f` on the engine under the lock, then delivers the wake-ups it caused.
@@ -89,7 +98,12 @@ impl EngineHandle {
 
     /// Pulls, waiting up to `timeout_ms` for a job. Call without holding any other lock;
     /// the bindings release the GIL around it.
-    pub fn pull_blocking(&self, queue: &str, owner: u64, timeout_ms: u64) -> Result<Option<(u32, String)>> {
+    pub fn pull_blocking(
+        &self,
+        queue: &str,
+        owner: u64,
+        timeout_ms: u64,
+    ) -> Result<Option<(u32, String)>> {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut engine = self.shared.lock();
         loop {
@@ -126,7 +140,11 @@ impl EngineHandle {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.timer.notify_all();
         self.shared.work.notify_all();
-        let thread = self.timer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self
+            .timer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(t) = thread {
             let _ = t.join();
         }
@@ -157,7 +175,13 @@ mod tests {
     use crate::options::PushOptions;
 
     fn opts(delay: u64) -> PushOptions {
-        PushOptions { data: "1".into(), delay, max_attempts: 3, backoff: 10, ..Default::default() }
+        PushOptions {
+            data: "1".into(),
+            delay,
+            max_attempts: 3,
+            backoff: 10,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -165,7 +189,10 @@ mod tests {
         let h = EngineHandle::new(EngineConfig::default(), Arc::new(SystemClock)).unwrap();
         let pushed = h.with(|e| e.push("q", opts(50))).unwrap();
         let start = Instant::now();
-        let got = h.pull_blocking("q", 0, 5000).unwrap().expect("delayed job arrives");
+        let got = h
+            .pull_blocking("q", 0, 5000)
+            .unwrap()
+            .expect("delayed job arrives");
         assert!(start.elapsed() >= Duration::from_millis(45));
         assert!(start.elapsed() < Duration::from_millis(4000));
         let id = h.with(|e| e.job_at(got.0).id.to_string());

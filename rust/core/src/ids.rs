@@ -15,7 +15,9 @@ impl JobId {
     /// Parses a public id string; canonical UUID text maps back to the compact form so that
     /// lookups by a generated id's string find the job.
     pub fn parse(s: &str) -> JobId {
-        parse_uuid(s).map(JobId::Uuid).unwrap_or_else(|| JobId::Custom(s.into()))
+        parse_uuid(s)
+            .map(JobId::Uuid)
+            .unwrap_or_else(|| JobId::Custom(s.into()))
     }
 
     pub fn write_to(&self, out: &mut String) {
@@ -82,7 +84,7 @@ fn parse_uuid(s: &str) -> Option<[u8; 16]> {
             b'a'..=b'f' => c - b'a' + 10,
             _ => return None,
         };
-        out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
+        out[nibbles / 2] |= if nibbles.is_multiple_of(2) { v << 4 } else { v };
         nibbles += 1;
     }
     Some(out)
@@ -99,7 +101,11 @@ pub struct IdGenerator {
 
 impl IdGenerator {
     pub fn new(seed: u64) -> Self {
-        Self { last_ms: 0, counter: 0, rng: seed ^ 0x9E37_79B9_7F4A_7C15 }
+        Self {
+            last_ms: 0,
+            counter: 0,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+        }
     }
 
     fn next_random(&mut self) -> u64 {

@@ -175,7 +175,11 @@ mod tests {
 
     #[test]
     fn job_stays_compact_and_states_round_trip() {
-        assert!(std::mem::size_of::<Job>() <= 128, "{}", std::mem::size_of::<Job>());
+        assert!(
+            std::mem::size_of::<Job>() <= 128,
+            "{}",
+            std::mem::size_of::<Job>()
+        );
         for st in JobState::ALL {
             assert_eq!(JobState::parse(st.as_str()), Some(st));
         }

@@ -115,9 +115,22 @@ pub fn write_job(out: &mut String, job: &Job, queue: &str, name: &str) {
         }
     }
     out.push(']');
-    let _ = write!(out, ",\"lifo\":{},\"durable\":{}", job.lifo(), job.durable());
-    push_removal(out, "removeOnComplete", ext.map_or(Removal::Keep, |e| e.remove_on_complete));
-    push_removal(out, "removeOnFail", ext.map_or(Removal::Keep, |e| e.remove_on_fail));
+    let _ = write!(
+        out,
+        ",\"lifo\":{},\"durable\":{}",
+        job.lifo(),
+        job.durable()
+    );
+    push_removal(
+        out,
+        "removeOnComplete",
+        ext.map_or(Removal::Keep, |e| e.remove_on_complete),
+    );
+    push_removal(
+        out,
+        "removeOnFail",
+        ext.map_or(Removal::Keep, |e| e.remove_on_fail),
+    );
     out.push_str(",\"state\":\"");
     out.push_str(job.state.as_str());
     out.push('"');

@@ -51,7 +51,10 @@ pub struct QueueMetrics {
 impl QueueMetrics {
     pub fn record(&mut self, now: u64, name: u32, ok: bool, process_ms: u64, keep_ms: u64) {
         let minute = now - now % MINUTE_MS;
-        self.buckets.entry((minute, name)).or_default().record(ok, process_ms);
+        self.buckets
+            .entry((minute, name))
+            .or_default()
+            .record(ok, process_ms);
         let horizon = now.saturating_sub(keep_ms);
         while let Some((&(m, _), _)) = self.buckets.first_key_value() {
             if m >= horizon {
@@ -95,7 +98,16 @@ mod tests {
         let minutes = m.query(t0, t0 + 3_600_000, MINUTE_MS);
         assert_eq!(minutes.len(), 2);
         let b = minutes[0].2;
-        assert_eq!((b.completed, b.failed, b.total_process_ms, b.min_process_ms, b.max_process_ms), (1, 1, 40, 10, 30));
+        assert_eq!(
+            (
+                b.completed,
+                b.failed,
+                b.total_process_ms,
+                b.min_process_ms,
+                b.max_process_ms
+            ),
+            (1, 1, 40, 10, 30)
+        );
         let hours = m.query(t0, t0 + 3_600_000, 3_600_000);
         assert_eq!(hours.len(), 1);
         assert_eq!(hours[0].2.completed, 2);

@@ -19,7 +19,11 @@ impl Notifier {
         let (reader, writer) = UnixStream::pair()?;
         reader.set_nonblocking(true)?;
         writer.set_nonblocking(true)?;
-        Ok(Self { reader, writer, signalled: AtomicBool::new(false) })
+        Ok(Self {
+            reader,
+            writer,
+            signalled: AtomicBool::new(false),
+        })
     }
 
     pub fn fd(&self) -> i32 {

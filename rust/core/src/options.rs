@@ -169,8 +169,9 @@ fn string_list(raw: Option<&RawValue>, field: &str, max_items: usize) -> Result<
         None => Ok(Vec::new()),
         Some(r) if is_null(r) => Ok(Vec::new()),
         Some(r) => {
-            let items: Vec<String> = serde_json::from_str(r.get())
-                .map_err(|_| EngineError::invalid(format!("{field} must be an array of strings")))?;
+            let items: Vec<String> = serde_json::from_str(r.get()).map_err(|_| {
+                EngineError::invalid(format!("{field} must be an array of strings"))
+            })?;
             if items.len() > max_items {
                 return Err(EngineError::invalid(format!(
                     "{field} has more than {max_items} entries"
@@ -215,7 +216,9 @@ fn repeat(raw: Option<&RawValue>) -> Result<Option<RepeatSpec>> {
         return Ok(None);
     };
     let rr: RawRepeat = serde_json::from_str(r.get()).map_err(|_| {
-        EngineError::invalid("repeat must be an object with 'every' (ms) or 'pattern', and an optional 'limit'")
+        EngineError::invalid(
+            "repeat must be an object with 'every' (ms) or 'pattern', and an optional 'limit'",
+        )
     })?;
     let every = opt_int(rr.every, "repeat.every", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
     let limit = opt_int(rr.limit, "repeat.limit", 1, u32::MAX as i64)?.map(|v| v as u32);
@@ -223,14 +226,20 @@ fn repeat(raw: Option<&RawValue>) -> Result<Option<RepeatSpec>> {
     match (&every, &pattern) {
         (None, None) => return Err(EngineError::invalid("repeat needs 'every' or 'pattern'")),
         (Some(_), Some(_)) => {
-            return Err(EngineError::invalid("repeat takes 'every' or 'pattern', not both"))
+            return Err(EngineError::invalid(
+                "repeat takes 'every' or 'pattern', not both",
+            ))
         }
         (None, Some(p)) => {
             CronSchedule::parse(p)?;
         }
         _ => {}
     }
-    Ok(Some(RepeatSpec { every, pattern, limit }))
+    Ok(Some(RepeatSpec {
+        every,
+        pattern,
+        limit,
+    }))
 }
 
 impl PushOptions {
@@ -269,7 +278,9 @@ impl PushOptions {
     }
 
     fn from_raw(raw: RawPush, max_payload: usize) -> Result<Self> {
-        let data = raw.data.ok_or_else(|| EngineError::invalid("data is required"))?;
+        let data = raw
+            .data
+            .ok_or_else(|| EngineError::invalid("data is required"))?;
         if data.get().len() > max_payload {
             return Err(EngineError::invalid(format!(
                 "data is {} bytes, over the limit of {max_payload} bytes",
@@ -313,7 +324,9 @@ impl PushOptions {
 pub fn check_queue_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -334,7 +347,10 @@ mod tests {
     #[test]
     fn defaults_and_full_body() {
         let o = parse(r#"{"data":{"a":1}}"#).unwrap();
-        assert_eq!((o.priority, o.delay, o.max_attempts, o.backoff), (0, 0, 3, 1000));
+        assert_eq!(
+            (o.priority, o.delay, o.max_attempts, o.backoff),
+            (0, 0, 3, 1000)
+        );
         assert_eq!(&*o.data, r#"{"a":1}"#);
         let o = parse(
             r#"{"data":1,"priority":10,"delay":5,"maxAttempts":5,"backoff":2000,"ttl":9,
@@ -348,7 +364,10 @@ mod tests {
         assert_eq!(o.remove_on_fail, Removal::KeepLast(4));
         assert_eq!(o.repeat.unwrap().limit, Some(2));
         let snake = parse(r#"{"data":1,"max_attempts":7,"job_id":"k"}"#).unwrap();
-        assert_eq!((snake.max_attempts, snake.job_id.as_deref()), (7, Some("k")));
+        assert_eq!(
+            (snake.max_attempts, snake.job_id.as_deref()),
+            (7, Some("k"))
+        );
     }
 
     #[test]
@@ -357,14 +376,26 @@ mod tests {
             ("{", "Invalid JSON body"),
             ("[1]", "JSON object"),
             (r#"{"priority":1}"#, "data is required"),
-            (r#"{"data":1,"priority":"x"}"#, "priority must be an integer"),
-            (r#"{"data":1,"priority":1.5}"#, "priority must be an integer"),
+            (
+                r#"{"data":1,"priority":"x"}"#,
+                "priority must be an integer",
+            ),
+            (
+                r#"{"data":1,"priority":1.5}"#,
+                "priority must be an integer",
+            ),
             (r#"{"data":1,"delay":-1}"#, "delay must be an integer"),
             (r#"{"data":1,"maxAttempts":0}"#, "maxAttempts"),
             (r#"{"data":1,"tags":"x"}"#, "tags must be an array"),
             (r#"{"data":1,"lifo":"yes"}"#, "lifo must be a boolean"),
-            (r#"{"data":1,"uniqueKey":""}"#, "uniqueKey must be a non-empty"),
-            (r#"{"data":1,"repeat":{"every":1,"pattern":"* * * * *"}}"#, "not both"),
+            (
+                r#"{"data":1,"uniqueKey":""}"#,
+                "uniqueKey must be a non-empty",
+            ),
+            (
+                r#"{"data":1,"repeat":{"every":1,"pattern":"* * * * *"}}"#,
+                "not both",
+            ),
             (r#"{"data":1,"repeat":{"pattern":"nope"}}"#, "cron"),
             (r#"{"data":1,"removeOnFail":-2}"#, "removeOnFail"),
         ];

@@ -14,7 +14,10 @@ pub struct OrderKey {
 
 impl OrderKey {
     pub fn new(priority: i32, seq: i64) -> Self {
-        Self { neg_priority: -(priority as i64), seq }
+        Self {
+            neg_priority: -(priority as i64),
+            seq,
+        }
     }
 }
 

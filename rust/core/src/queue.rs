@@ -99,7 +99,11 @@ impl Queue {
 
     /// Drops a group's entry once it has no jobs, so the map follows live groups only.
     pub fn prune_group(&mut self, group: &str) {
-        if self.groups.get(group).is_some_and(|g| g.active == 0 && g.waiting == 0) {
+        if self
+            .groups
+            .get(group)
+            .is_some_and(|g| g.active == 0 && g.waiting == 0)
+        {
             self.groups.remove(group);
         }
     }

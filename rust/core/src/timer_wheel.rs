@@ -21,8 +21,14 @@ pub struct TimerWheel<T> {
 
 impl<T> TimerWheel<T> {
     pub fn new(now_ms: u64) -> Self {
-        let levels = (0..LEVELS).map(|_| (0..SLOTS).map(|_| Vec::new()).collect()).collect();
-        Self { now: now_ms, levels, per_level: [0; LEVELS] }
+        let levels = (0..LEVELS)
+            .map(|_| (0..SLOTS).map(|_| Vec::new()).collect())
+            .collect();
+        Self {
+            now: now_ms,
+            levels,
+            per_level: [0; LEVELS],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -129,7 +135,9 @@ mod tests {
     fn fires_each_entry_exactly_at_its_deadline() {
         let start = 1_700_000_000_123;
         let mut w = TimerWheel::new(start);
-        let offsets = [0u64, 1, 63, 64, 65, 4095, 4096, 4097, 262_143, 262_144, 86_400_000];
+        let offsets = [
+            0u64, 1, 63, 64, 65, 4095, 4096, 4097, 262_143, 262_144, 86_400_000,
+        ];
         for &o in &offsets {
             w.insert(start + o, start + o);
         }
@@ -148,7 +156,10 @@ mod tests {
         for d in [500u64, 3, 70_000, 10, 1_000_000] {
             w.insert(d, d);
         }
-        assert_eq!(drain(&mut w, 2_000_000), vec![3, 10, 500, 70_000, 1_000_000]);
+        assert_eq!(
+            drain(&mut w, 2_000_000),
+            vec![3, 10, 500, 70_000, 1_000_000]
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ fn unique_key_dedups_while_live_only() {
 #[test]
 fn unique_key_is_released_by_failure_and_removal() {
     let mut h = H::new();
-    let a = h.add("q", r#"{"data":1,"uniqueKey":"k","maxAttempts":2,"backoff":10}"#);
+    let a = h.add(
+        "q",
+        r#"{"data":1,"uniqueKey":"k","maxAttempts":2,"backoff":10}"#,
+    );
     let (_, t) = h.pull("q").unwrap();
     h.fail(&a, &t, "x"); // delayed for a retry: still live
     assert!(h.push("q", r#"{"data":2,"uniqueKey":"k"}"#).duplicate);
@@ -60,11 +63,17 @@ fn job_id_is_idempotent() {
     assert_eq!(h.count("q", JobState::Waiting), 1);
     // Idempotent after completion too: the id still exists.
     h.run("q", "order-42");
-    assert!(h.push("q", r#"{"data":"third","jobId":"order-42"}"#).duplicate);
+    assert!(
+        h.push("q", r#"{"data":"third","jobId":"order-42"}"#)
+            .duplicate
+    );
     assert_eq!(h.count("q", JobState::Waiting), 0);
     // Once the job is gone the id is free again.
     h.op(|e| e.remove("order-42")).unwrap();
-    assert!(!h.push("q", r#"{"data":"fourth","jobId":"order-42"}"#).duplicate);
+    assert!(
+        !h.push("q", r#"{"data":"fourth","jobId":"order-42"}"#)
+            .duplicate
+    );
 }
 
 #[test]
@@ -76,13 +85,20 @@ fn depends_on_waits_for_every_dependency() {
     let body = format!(r#"{{"data":"p","dependsOn":["{a}","{b}"]}}"#);
     let p = h.add("q", &body);
     assert_eq!(h.state(&p), Some(JobState::WaitingChildren));
-    assert!(h.events().iter().any(|e| e.0 == EventKind::WaitingChildren && e.1.as_deref() == Some(p.as_str())));
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| e.0 == EventKind::WaitingChildren && e.1.as_deref() == Some(p.as_str())));
     assert_eq!(h.e.links(&p).unwrap(), (vec![a.clone(), b.clone()], vec![]));
     assert_eq!(h.e.links(&a).unwrap(), (vec![], vec![p.clone()]));
     assert_eq!(h.e.links(&b).unwrap(), (vec![], vec![p.clone()]));
 
     h.run("q", &a);
-    assert_eq!(h.state(&p), Some(JobState::WaitingChildren), "one dependency still pending");
+    assert_eq!(
+        h.state(&p),
+        Some(JobState::WaitingChildren),
+        "one dependency still pending"
+    );
     assert!(h.pull("q").is_none());
     h.advance(1000);
     h.run("q", &b);
@@ -98,7 +114,10 @@ fn depends_on_waits_for_every_dependency() {
 fn released_dependent_still_honours_its_delay() {
     let mut h = H::new();
     let a = h.add("q", r#"{"data":"a"}"#);
-    let p = h.add("q", &format!(r#"{{"data":"p","delay":5000,"dependsOn":["{a}"]}}"#));
+    let p = h.add(
+        "q",
+        &format!(r#"{{"data":"p","delay":5000,"dependsOn":["{a}"]}}"#),
+    );
     h.advance(1000);
     h.run("q", &a);
     assert_eq!(h.state(&p), Some(JobState::Delayed));
@@ -116,12 +135,20 @@ fn a_dependency_failing_for_good_fails_the_dependent() {
     let gp = h.add("q", &format!(r#"{{"data":"gp","dependsOn":["{p}"]}}"#));
     let (_, t) = h.pull("q").unwrap();
     h.fail(&a, &t, "first");
-    assert_eq!(h.state(&p), Some(JobState::WaitingChildren), "a retried failure is not final");
+    assert_eq!(
+        h.state(&p),
+        Some(JobState::WaitingChildren),
+        "a retried failure is not final"
+    );
     let (_, t) = h.pull("q").unwrap();
     h.fail(&a, &t, "final");
     assert_eq!(h.state(&p), Some(JobState::Failed));
     assert!(h.error_of(&p).unwrap().contains(&a), "{:?}", h.error_of(&p));
-    assert_eq!(h.state(&gp), Some(JobState::Failed), "failure propagates transitively");
+    assert_eq!(
+        h.state(&gp),
+        Some(JobState::Failed),
+        "failure propagates transitively"
+    );
     assert!(h.error_of(&gp).unwrap().contains(&p));
     // A dependent pushed after the dependency failed fails at once.
     let late = h.add("q", &format!(r#"{{"data":"late","dependsOn":["{a}"]}}"#));
@@ -135,7 +162,10 @@ fn dependent_with_a_group_on_an_already_failed_dependency() {
     let a = h.add("q", r#"{"data":"a","maxAttempts":1}"#);
     let (_, t) = h.pull("q").unwrap();
     h.fail(&a, &t, "dead");
-    let p = h.add("q", &format!(r#"{{"data":"p","groupId":"g","dependsOn":["{a}"]}}"#));
+    let p = h.add(
+        "q",
+        &format!(r#"{{"data":"p","groupId":"g","dependsOn":["{a}"]}}"#),
+    );
     assert_eq!(h.state(&p), Some(JobState::Failed));
     assert!(h.e.groups("q").is_empty());
     // The ready queue is intact.
@@ -157,11 +187,15 @@ fn removing_a_live_dependency_fails_the_dependent() {
 #[test]
 fn unknown_dependency_is_rejected() {
     let mut h = H::new();
-    let err = h.try_push("q", r#"{"data":1,"dependsOn":["ghost"]}"#).unwrap_err();
+    let err = h
+        .try_push("q", r#"{"data":1,"dependsOn":["ghost"]}"#)
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidInput);
     assert!(err.message.contains("ghost"));
     assert_eq!(h.e.job_count(), 0);
-    let err = h.try_push("q", r#"{"data":1,"dependsOn":["x"],"repeat":{"every":10}}"#).unwrap_err();
+    let err = h
+        .try_push("q", r#"{"data":1,"dependsOn":["x"],"repeat":{"every":10}}"#)
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidInput);
 }
 
@@ -169,7 +203,10 @@ fn unknown_dependency_is_rejected() {
 fn dependencies_across_queues() {
     let mut h = H::new();
     let a = h.add("upstream", r#"{"data":"a"}"#);
-    let p = h.add("downstream", &format!(r#"{{"data":"p","dependsOn":["{a}"]}}"#));
+    let p = h.add(
+        "downstream",
+        &format!(r#"{{"data":"p","dependsOn":["{a}"]}}"#),
+    );
     assert!(h.pull("downstream").is_none());
     h.run("upstream", &a);
     assert_eq!(h.pull_id("downstream"), Some(p));

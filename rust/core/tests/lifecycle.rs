@@ -20,15 +20,27 @@ fn pull_returns_a_token_and_ack_checks_it() {
     let wrong = "00000000-0000-7000-8000-000000000000";
     let err = h.op(|e| e.ack(&id, Some(wrong), None)).unwrap_err();
     assert_eq!(err.kind, ErrorKind::LockMismatch);
-    let err = h.op(|e| e.fail(&id, Some("not-a-token"), None)).unwrap_err();
+    let err = h
+        .op(|e| e.fail(&id, Some("not-a-token"), None))
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::LockMismatch);
-    let err = h.op(|e| e.extend_lease(&id, Some(wrong), None)).unwrap_err();
+    let err = h
+        .op(|e| e.extend_lease(&id, Some(wrong), None))
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::LockMismatch);
-    assert_eq!(h.state(&id), Some(JobState::Active), "refused calls change nothing");
+    assert_eq!(
+        h.state(&id),
+        Some(JobState::Active),
+        "refused calls change nothing"
+    );
 
-    h.op(|e| e.ack(&id, Some(&token), Some(r#"{"ok":true}"#.into()))).unwrap();
+    h.op(|e| e.ack(&id, Some(&token), Some(r#"{"ok":true}"#.into())))
+        .unwrap();
     assert_eq!(h.state(&id), Some(JobState::Completed));
-    assert_eq!(h.job(&id).ext().unwrap().result.as_deref(), Some(r#"{"ok":true}"#));
+    assert_eq!(
+        h.job(&id).ext().unwrap().result.as_deref(),
+        Some(r#"{"ok":true}"#)
+    );
     assert_eq!(h.job(&id).finished_at, h.now());
     assert!(h.pull("q").is_none(), "an acked job is never pulled again");
     h.advance(3_600_000);
@@ -64,7 +76,11 @@ fn a_new_lease_gets_a_new_token() {
     let (_, t2) = h.pull("q").unwrap();
     assert_ne!(t1, t2);
     let err = h.op(|e| e.ack(&id, Some(&t1), None)).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::LockMismatch, "the old lease's token is dead");
+    assert_eq!(
+        err.kind,
+        ErrorKind::LockMismatch,
+        "the old lease's token is dead"
+    );
     h.ack(&id, &t2);
 }
 
@@ -116,7 +132,10 @@ fn failed_attempts_back_off_then_dead_letter_then_retry() {
     assert_eq!(h.e.totals().retried, 2);
     let kinds: Vec<EventKind> = h.events().into_iter().map(|e| e.0).collect();
     assert_eq!(kinds.iter().filter(|&&k| k == EventKind::Failed).count(), 3);
-    assert_eq!(kinds.iter().filter(|&&k| k == EventKind::Delayed).count(), 2);
+    assert_eq!(
+        kinds.iter().filter(|&&k| k == EventKind::Delayed).count(),
+        2
+    );
 
     // retry(): back to waiting from attempt 0.
     let err = h.op(|e| e.retry("nope")).unwrap_err();
@@ -125,11 +144,22 @@ fn failed_attempts_back_off_then_dead_letter_then_retry() {
     assert_eq!(h.state(&id), Some(JobState::Waiting));
     assert_eq!(h.job(&id).attempts, 0);
     assert!(h.error_of(&id).is_none());
-    assert!(matches!(h.events().last(), Some((EventKind::Retried, _, EventExtra::Prev(JobState::Failed)))));
+    assert!(matches!(
+        h.events().last(),
+        Some((EventKind::Retried, _, EventExtra::Prev(JobState::Failed)))
+    ));
     let err = h.op(|e| e.retry(&id)).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::InvalidState, "only finished jobs can be retried");
+    assert_eq!(
+        err.kind,
+        ErrorKind::InvalidState,
+        "only finished jobs can be retried"
+    );
     let (_, t) = h.pull("q").unwrap();
-    assert_eq!(h.fail(&id, &t, "again"), FailOutcome::Retrying { delay: 1000 }, "attempts restarted");
+    assert_eq!(
+        h.fail(&id, &t, "again"),
+        FailOutcome::Retrying { delay: 1000 },
+        "attempts restarted"
+    );
 }
 
 #[test]
@@ -160,20 +190,31 @@ fn max_attempts_one_fails_at_once() {
 #[test]
 fn timeout_fails_the_attempt() {
     let mut h = H::new();
-    let id = h.add("q", r#"{"data":1,"timeout":500,"maxAttempts":2,"backoff":100}"#);
+    let id = h.add(
+        "q",
+        r#"{"data":1,"timeout":500,"maxAttempts":2,"backoff":100}"#,
+    );
     h.pull("q").unwrap();
     h.advance(499);
     assert_eq!(h.state(&id), Some(JobState::Active));
     h.advance(1);
-    assert_eq!(h.state(&id), Some(JobState::Delayed), "timed out, retry scheduled");
+    assert_eq!(
+        h.state(&id),
+        Some(JobState::Delayed),
+        "timed out, retry scheduled"
+    );
     assert_eq!(h.job(&id).attempts, 1);
-    assert_eq!(h.error_of(&id).as_deref(), Some("Job timed out after 500 ms"));
+    assert_eq!(
+        h.error_of(&id).as_deref(),
+        Some("Job timed out after 500 ms")
+    );
     h.advance(100);
     // Second attempt: the timeout counts from this pull, and extending the lease does
     // not postpone it.
     let (_, t) = h.pull("q").unwrap();
     h.advance(300);
-    h.op(|e| e.extend_lease(&id, Some(&t), Some(60_000))).unwrap();
+    h.op(|e| e.extend_lease(&id, Some(&t), Some(60_000)))
+        .unwrap();
     h.advance(200);
     assert_eq!(h.state(&id), Some(JobState::Failed));
     assert_eq!(h.job(&id).attempts, 2);
@@ -198,7 +239,11 @@ fn stale_timeout_of_an_earlier_attempt_is_ignored() {
 }
 
 fn stall_config(max_stalls: u16) -> EngineConfig {
-    EngineConfig { stall_interval_ms: 1000, max_stalls, ..Default::default() }
+    EngineConfig {
+        stall_interval_ms: 1000,
+        max_stalls,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -287,10 +332,22 @@ fn release_owner_returns_only_that_owners_jobs() {
     assert_eq!(h.state(&b1), Some(JobState::Active));
     assert_eq!(h.state(&n1), Some(JobState::Active));
     assert_eq!(h.state(&a3), Some(JobState::Completed));
-    let retried = h.events().iter().filter(|e| e.0 == EventKind::Retried).count();
+    let retried = h
+        .events()
+        .iter()
+        .filter(|e| e.0 == EventKind::Retried)
+        .count();
     assert_eq!(retried, 2);
-    assert_eq!(h.op(|e| e.release_owner(7)), 0, "nothing left for that owner");
-    assert_eq!(h.op(|e| e.release_owner(0)), 0, "owner 0 means no connection");
+    assert_eq!(
+        h.op(|e| e.release_owner(7)),
+        0,
+        "nothing left for that owner"
+    );
+    assert_eq!(
+        h.op(|e| e.release_owner(0)),
+        0,
+        "owner 0 means no connection"
+    );
     h.ack(&b1, &tb);
 }
 
@@ -306,8 +363,14 @@ fn cancel_and_remove() {
     assert_eq!(h.state(&active), Some(JobState::Failed));
     assert_eq!(h.error_of(&active).as_deref(), Some("Job cancelled"));
     h.op(|e| e.cancel(&waiting)).unwrap();
-    assert!(h.get(&waiting).is_none(), "cancel of a non-active job removes it");
-    assert_eq!(h.op(|e| e.cancel(&waiting)).unwrap_err().kind, ErrorKind::NotFound);
+    assert!(
+        h.get(&waiting).is_none(),
+        "cancel of a non-active job removes it"
+    );
+    assert_eq!(
+        h.op(|e| e.cancel(&waiting)).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
@@ -325,10 +388,18 @@ fn ttl_removes_a_job_not_started_in_time() {
     assert!(h.get(&stale).is_none(), "expired before anyone pulled it");
     assert!(h.e.render_by_id(&stale).is_none());
     assert!(h.get(&delayed).is_none(), "expired while delayed");
-    assert_eq!(h.state(&started), Some(JobState::Active), "an active job is not expired");
+    assert_eq!(
+        h.state(&started),
+        Some(JobState::Active),
+        "an active job is not expired"
+    );
     assert_eq!(h.e.totals().expired, 2);
-    let removed: Vec<String> =
-        h.events().into_iter().filter(|e| e.0 == EventKind::Removed).filter_map(|e| e.1).collect();
+    let removed: Vec<String> = h
+        .events()
+        .into_iter()
+        .filter(|e| e.0 == EventKind::Removed)
+        .filter_map(|e| e.1)
+        .collect();
     assert_eq!(removed.len(), 2);
     assert!(removed.contains(&stale) && removed.contains(&delayed));
 }

@@ -62,7 +62,11 @@ fn pause_queue_and_pause_one_name() {
     h.op(|e| e.resume("q", None)).unwrap();
     h.op(|e| e.pause("q", Some("mail"))).unwrap();
     assert_eq!(h.e.paused_names("q"), vec!["mail".to_string()]);
-    assert_eq!(h.pull_id("q"), Some(sms), "paused name skipped even at higher priority");
+    assert_eq!(
+        h.pull_id("q"),
+        Some(sms),
+        "paused name skipped even at higher priority"
+    );
     assert!(h.pull("q").is_none());
     assert_eq!(h.state(&mail), Some(JobState::Waiting));
     h.op(|e| e.resume("q", Some("mail"))).unwrap();
@@ -77,7 +81,10 @@ fn promote_and_promote_all() {
     let b = h.add("q", r#"{"data":2,"delay":60000}"#);
     let c = h.add("q", r#"{"data":3,"delay":60000}"#);
     let w = h.add("q", r#"{"data":4}"#);
-    assert_eq!(h.op(|e| e.promote(&w)).unwrap_err().kind, hopper_core::ErrorKind::InvalidState);
+    assert_eq!(
+        h.op(|e| e.promote(&w)).unwrap_err().kind,
+        hopper_core::ErrorKind::InvalidState
+    );
     h.op(|e| e.promote(&b)).unwrap();
     assert_eq!(h.state(&b), Some(JobState::Waiting));
     assert_eq!(h.job(&b).run_at, h.now());
@@ -94,9 +101,13 @@ fn update_changes_priority_order_and_is_refused_for_active_jobs() {
     let a = h.add("q", r#"{"data":"a"}"#);
     let b = h.add("q", r#"{"data":"b"}"#);
     let c = h.add("q", r#"{"data":"c"}"#);
-    h.op(|e| e.update(&c, Some(r#"{"v":2}"#.into()), Some(7))).unwrap();
+    h.op(|e| e.update(&c, Some(r#"{"v":2}"#.into()), Some(7)))
+        .unwrap();
     assert_eq!(&*h.job(&c).data, r#"{"v":2}"#);
-    assert_eq!(h.ids("q", JobState::Waiting), vec![c.clone(), a.clone(), b.clone()]);
+    assert_eq!(
+        h.ids("q", JobState::Waiting),
+        vec![c.clone(), a.clone(), b.clone()]
+    );
     let (got, _) = h.pull("q").unwrap();
     assert_eq!(got, c);
     let err = h.op(|e| e.update(&c, None, Some(1))).unwrap_err();

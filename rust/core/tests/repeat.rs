@@ -23,7 +23,10 @@ fn every_with_limit_runs_limit_times_on_the_cadence() {
     assert_ne!(second, first);
     assert_eq!(h.job(&second).run_at, T0 + 1000);
     assert_eq!(&*h.job(&second).data, r#""tick""#);
-    assert_eq!(h.job(&second).ext().unwrap().repeat.as_ref().unwrap().count, 2);
+    assert_eq!(
+        h.job(&second).ext().unwrap().repeat.as_ref().unwrap().count,
+        2
+    );
     h.advance(899);
     assert!(h.pull("q").is_none());
     h.advance(1);
@@ -37,7 +40,10 @@ fn every_with_limit_runs_limit_times_on_the_cadence() {
     h.advance(300);
     h.run("q", &third);
     // limit 3 reached: nothing more.
-    assert_eq!(h.count("q", JobState::Delayed) + h.count("q", JobState::Waiting), 0);
+    assert_eq!(
+        h.count("q", JobState::Delayed) + h.count("q", JobState::Waiting),
+        0
+    );
     assert_eq!(h.count("q", JobState::Completed), 3);
     h.advance(10_000);
     assert!(h.pull("q").is_none());
@@ -69,7 +75,10 @@ fn completing_exactly_on_the_next_slot_runs_it_at_once() {
 #[test]
 fn a_failed_occurrence_still_schedules_the_next() {
     let mut h = H::new();
-    let first = h.add("q", r#"{"data":1,"maxAttempts":1,"repeat":{"every":500,"limit":2}}"#);
+    let first = h.add(
+        "q",
+        r#"{"data":1,"maxAttempts":1,"repeat":{"every":500,"limit":2}}"#,
+    );
     let (_, t) = h.pull("q").unwrap();
     assert_eq!(h.fail(&first, &t, "x"), FailOutcome::Dead);
     let next = only(&h, JobState::Delayed);
@@ -85,7 +94,10 @@ fn a_failed_occurrence_still_schedules_the_next() {
 fn cron_pattern_schedules_the_next_matching_time() {
     let mut h = H::new();
     // T0 is 00:00 UTC; every 5 minutes.
-    let first = h.add("q", r#"{"data":1,"repeat":{"pattern":"*/5 * * * *","limit":3}}"#);
+    let first = h.add(
+        "q",
+        r#"{"data":1,"repeat":{"pattern":"*/5 * * * *","limit":3}}"#,
+    );
     h.advance(61_000);
     h.run("q", &first);
     let next = only(&h, JobState::Delayed);
@@ -109,12 +121,18 @@ fn repeat_keeps_options_and_unique_key() {
     let next = only(&h, JobState::Delayed);
     assert_eq!(h.e.job_name_of(h.e.slot_of(&next).unwrap()), "report");
     assert_eq!(h.job(&next).priority, 4);
-    assert_eq!(h.push("q", r#"{"data":2,"uniqueKey":"rep"}"#).id, next, "the key moved to the next occurrence");
+    assert_eq!(
+        h.push("q", r#"{"data":2,"uniqueKey":"rep"}"#).id,
+        next,
+        "the key moved to the next occurrence"
+    );
 }
 
 #[test]
 fn repeat_rejects_job_id() {
     let mut h = H::new();
-    let err = h.try_push("q", r#"{"data":1,"jobId":"x","repeat":{"every":10}}"#).unwrap_err();
+    let err = h
+        .try_push("q", r#"{"data":1,"jobId":"x","repeat":{"every":10}}"#)
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidInput);
 }

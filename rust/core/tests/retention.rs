@@ -21,7 +21,11 @@ fn remove_on_complete_true_removes_only_that_job() {
     let gone = h.add("q", r#"{"data":2,"removeOnComplete":true}"#);
     h.run("q", &gone);
     assert!(h.get(&gone).is_none(), "removed at completion");
-    assert_eq!(h.state(&kept), Some(JobState::Completed), "other completed jobs are untouched");
+    assert_eq!(
+        h.state(&kept),
+        Some(JobState::Completed),
+        "other completed jobs are untouched"
+    );
     assert_eq!(h.e.totals().completed, 2);
 }
 
@@ -58,7 +62,10 @@ fn keep_last_n_keeps_the_newest_completed() {
         ids.push(id);
     }
     // Newest first.
-    assert_eq!(h.ids("q", JobState::Completed), vec![ids[4].clone(), ids[3].clone()]);
+    assert_eq!(
+        h.ids("q", JobState::Completed),
+        vec![ids[4].clone(), ids[3].clone()]
+    );
     assert!(h.get(&ids[0]).is_none());
     let f = h.add("q", r#"{"data":"f","maxAttempts":1,"removeOnFail":0}"#);
     fail_for_good_then_gone(&mut h, &f);
@@ -66,7 +73,10 @@ fn keep_last_n_keeps_the_newest_completed() {
 
 #[test]
 fn retention_count_bounds_each_finished_set() {
-    let mut h = H::with(EngineConfig { retention_count: 3, ..Default::default() });
+    let mut h = H::with(EngineConfig {
+        retention_count: 3,
+        ..Default::default()
+    });
     let mut done = Vec::new();
     for i in 0..5 {
         let id = h.add("q", &format!(r#"{{"data":{i}}}"#));
@@ -75,7 +85,10 @@ fn retention_count_bounds_each_finished_set() {
         done.push(id);
     }
     assert_eq!(h.count("q", JobState::Completed), 3);
-    assert_eq!(h.ids("q", JobState::Completed), vec![done[4].clone(), done[3].clone(), done[2].clone()]);
+    assert_eq!(
+        h.ids("q", JobState::Completed),
+        vec![done[4].clone(), done[3].clone(), done[2].clone()]
+    );
     let mut failed = Vec::new();
     for i in 0..4 {
         let id = h.add("q", &format!(r#"{{"data":{i},"maxAttempts":1}}"#));
@@ -85,7 +98,11 @@ fn retention_count_bounds_each_finished_set() {
     }
     assert_eq!(h.count("q", JobState::Failed), 3);
     assert!(h.get(&failed[0]).is_none());
-    assert_eq!(h.count("q", JobState::Completed), 3, "sets are bounded separately");
+    assert_eq!(
+        h.count("q", JobState::Completed),
+        3,
+        "sets are bounded separately"
+    );
     // KeepLast above the engine bound is capped by it.
     let id = h.add("q", r#"{"data":1,"removeOnComplete":100}"#);
     h.run("q", &id);
@@ -94,7 +111,10 @@ fn retention_count_bounds_each_finished_set() {
 
 #[test]
 fn retention_age_expires_finished_jobs() {
-    let mut h = H::with(EngineConfig { retention_age_ms: 10_000, ..Default::default() });
+    let mut h = H::with(EngineConfig {
+        retention_age_ms: 10_000,
+        ..Default::default()
+    });
     let a = h.add("q", r#"{"data":1}"#);
     h.run("q", &a);
     h.advance(5_000);
@@ -129,7 +149,10 @@ fn retention_bytes_bounds_each_finished_set() {
     fail_for_good(&mut probe, "q", &p);
     let one = held_bytes(&probe, JobState::Failed);
     let limit = one * 3 + one / 2;
-    let mut h = H::with(EngineConfig { retention_bytes: limit, ..Default::default() });
+    let mut h = H::with(EngineConfig {
+        retention_bytes: limit,
+        ..Default::default()
+    });
     for _ in 0..6 {
         // (Finish times must differ: ties in one millisecond are broken by slot.)
         h.advance(1);
@@ -143,7 +166,10 @@ fn retention_bytes_bounds_each_finished_set() {
 #[test]
 fn retention_bytes_stay_exact_after_a_failure_with_dependents() {
     let limit = 64 * 1024;
-    let mut h = H::with(EngineConfig { retention_bytes: limit, ..Default::default() });
+    let mut h = H::with(EngineConfig {
+        retention_bytes: limit,
+        ..Default::default()
+    });
     // A failed job with many dependents, then cleaned away.
     let root = h.add("q", r#"{"data":1,"maxAttempts":1}"#);
     let body = format!(r#"{{"data":0,"dependsOn":["{root}"]}}"#);
@@ -157,13 +183,22 @@ fn retention_bytes_stay_exact_after_a_failure_with_dependents() {
         let id = h.add("q", r#"{"data":"z","maxAttempts":1}"#);
         fail_for_good(&mut h, "q", &id);
     }
-    assert_eq!(h.op(|e| e.clean("q", JobState::Failed, 0, 1)).unwrap(), vec![root]);
+    assert_eq!(
+        h.op(|e| e.clean("q", JobState::Failed, 0, 1)).unwrap(),
+        vec![root]
+    );
     // Fill the failed set: what is retained must stay within the byte bound.
     for i in 0..400 {
         h.advance(1);
-        let id = h.add("q", &format!(r#"{{"data":"{}","maxAttempts":1}}"#, "y".repeat(i % 7 * 10)));
+        let id = h.add(
+            "q",
+            &format!(r#"{{"data":"{}","maxAttempts":1}}"#, "y".repeat(i % 7 * 10)),
+        );
         fail_for_good(&mut h, "q", &id);
-        assert!(held_bytes(&h, JobState::Failed) <= limit, "over the byte bound after {i}");
+        assert!(
+            held_bytes(&h, JobState::Failed) <= limit,
+            "over the byte bound after {i}"
+        );
     }
 }
 
@@ -181,7 +216,10 @@ fn drain_removes_waiting_and_delayed_only() {
     assert_eq!(h.op(|e| e.drain("q")).unwrap(), 2);
     assert_eq!(h.e.counts("q"), [0, 0, 0, 1, 1, 0]);
     assert!(h.events().iter().any(|e| e.0 == EventKind::Drained));
-    assert_eq!(h.op(|e| e.drain("nope")).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        h.op(|e| e.drain("nope")).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
@@ -195,14 +233,28 @@ fn clean_by_state_grace_and_limit() {
         h.advance(1000);
     }
     // now = T0+4000; finished at T0, +1000, +2000, +3000.
-    let cleaned = h.op(|e| e.clean("q", JobState::Completed, 1500, 1)).unwrap();
+    let cleaned = h
+        .op(|e| e.clean("q", JobState::Completed, 1500, 1))
+        .unwrap();
     assert_eq!(cleaned, vec![done[0].clone()], "oldest first, limit 1");
-    let cleaned = h.op(|e| e.clean("q", JobState::Completed, 1500, 0)).unwrap();
-    assert_eq!(cleaned, vec![done[1].clone(), done[2].clone()], "only those older than the grace");
+    let cleaned = h
+        .op(|e| e.clean("q", JobState::Completed, 1500, 0))
+        .unwrap();
+    assert_eq!(
+        cleaned,
+        vec![done[1].clone(), done[2].clone()],
+        "only those older than the grace"
+    );
     assert_eq!(h.ids("q", JobState::Completed), vec![done[3].clone()]);
     let w = h.add("q", r#"{"data":"w"}"#);
-    assert!(h.op(|e| e.clean("q", JobState::Waiting, 1, 0)).unwrap().is_empty());
-    assert_eq!(h.op(|e| e.clean("q", JobState::Waiting, 0, 0)).unwrap(), vec![w]);
+    assert!(h
+        .op(|e| e.clean("q", JobState::Waiting, 1, 0))
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        h.op(|e| e.clean("q", JobState::Waiting, 0, 0)).unwrap(),
+        vec![w]
+    );
     let err = h.op(|e| e.clean("q", JobState::Active, 0, 0)).unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidInput);
 }
@@ -213,9 +265,14 @@ fn clean_survives_a_victim_removed_by_another_victims_removal() {
     let x = h.add("q", r#"{"data":"x","delay":100000}"#);
     let b = h.add("q", &format!(r#"{{"data":"b","dependsOn":["{x}"]}}"#));
     h.advance(1);
-    let c = h.add("q", &format!(r#"{{"data":"c","dependsOn":["{b}"],"removeOnFail":true}}"#));
+    let c = h.add(
+        "q",
+        &format!(r#"{{"data":"c","dependsOn":["{b}"],"removeOnFail":true}}"#),
+    );
     // Removing b fails c, whose removeOnFail removes it before clean reaches it.
-    let cleaned = h.op(|e| e.clean("q", JobState::WaitingChildren, 0, 0)).unwrap();
+    let cleaned = h
+        .op(|e| e.clean("q", JobState::WaitingChildren, 0, 0))
+        .unwrap();
     assert_eq!(cleaned[0], b);
     assert!(h.get(&b).is_none() && h.get(&c).is_none());
     assert_eq!(h.state(&x), Some(JobState::Delayed));
@@ -256,7 +313,11 @@ fn obliterate_refused_with_active_jobs_unless_forced() {
     assert_eq!(h.op(|e| e.obliterate("q", true)).unwrap(), 4);
     assert!(!h.e.has_queue("q"));
     assert!(h.get(&a).is_none());
-    assert_eq!(h.op(|e| e.release_owner(5)), 0, "the forced-out lease is gone");
+    assert_eq!(
+        h.op(|e| e.release_owner(5)),
+        0,
+        "the forced-out lease is gone"
+    );
     assert_eq!(h.state(&keep), Some(JobState::Waiting));
     // The queue can be used again; old timers fire harmlessly.
     let n = h.add("q", r#"{"data":"new"}"#);

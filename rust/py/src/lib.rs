@@ -8,18 +8,50 @@ use std::sync::Arc;
 use hopper_core::engine::{Engine, EngineConfig, FailOutcome, SearchKind};
 use hopper_core::events::Event;
 use hopper_core::json_render::write_event;
-use hopper_core::{Clock, EngineError, EngineHandle, ErrorKind, JobState, ManualClock, PushOptions, SystemClock};
+use hopper_core::{
+    Clock, EngineError, EngineHandle, ErrorKind, JobState, ManualClock, PushOptions, SystemClock,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-create_exception!(_engine, HopperError, PyException, "Base class of every hopper error.");
-create_exception!(_engine, InvalidInputError, HopperError, "The input was malformed or out of range.");
-create_exception!(_engine, NotFoundError, HopperError, "The job or queue does not exist.");
-create_exception!(_engine, InvalidStateError, HopperError, "The job is not in a state that allows this.");
-create_exception!(_engine, LockError, HopperError, "The lock token does not match the job's lease.");
-create_exception!(_engine, UnavailableError, HopperError, "Storage is unavailable; nothing was applied.");
+create_exception!(
+    _engine,
+    HopperError,
+    PyException,
+    "Base class of every hopper error."
+);
+create_exception!(
+    _engine,
+    InvalidInputError,
+    HopperError,
+    "The input was malformed or out of range."
+);
+create_exception!(
+    _engine,
+    NotFoundError,
+    HopperError,
+    "The job or queue does not exist."
+);
+create_exception!(
+    _engine,
+    InvalidStateError,
+    HopperError,
+    "The job is not in a state that allows this."
+);
+create_exception!(
+    _engine,
+    LockError,
+    HopperError,
+    "The lock token does not match the job's lease."
+);
+create_exception!(
+    _engine,
+    UnavailableError,
+    HopperError,
+    "Storage is unavailable; nothing was applied."
+);
 
 fn to_py(e: EngineError) -> PyErr {
     match e.kind {
@@ -41,7 +73,9 @@ fn guard<R>(f: impl FnOnce() -> Result<R, EngineError>) -> PyResult<R> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown".into());
-            Err(HopperError::new_err(format!("internal engine error (the call was not applied): {what}")))
+            Err(HopperError::new_err(format!(
+                "internal engine error (the call was not applied): {what}"
+            )))
         }
     }
 }
@@ -117,7 +151,10 @@ impl Core {
         };
         let handle = EngineHandle::new(config, clock)
             .map_err(|e| UnavailableError::new_err(format!("cannot start the engine: {e}")))?;
-        Ok(Self { handle, manual_clock })
+        Ok(Self {
+            handle,
+            manual_clock,
+        })
     }
 
     /// Pushes one job from a push body (JSON bytes). Returns (id, duplicate, durable).
@@ -133,13 +170,22 @@ impl Core {
     fn push_many(&self, queue: &str, body: &[u8]) -> PyResult<Vec<String>> {
         self.with(|e| {
             let batch = PushOptions::many_from_json(body, e.config().max_payload_bytes)?;
-            Ok(e.push_many(queue, batch)?.into_iter().map(|o| o.id).collect())
+            Ok(e.push_many(queue, batch)?
+                .into_iter()
+                .map(|o| o.id)
+                .collect())
         })
     }
 
     /// Leases the next job, waiting up to `timeout_ms` (GIL released while waiting).
     #[pyo3(signature = (queue, owner=0, timeout_ms=0))]
-    fn pull(&self, py: Python<'_>, queue: &str, owner: u64, timeout_ms: u64) -> PyResult<Option<PulledTuple>> {
+    fn pull(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        owner: u64,
+        timeout_ms: u64,
+    ) -> PyResult<Option<PulledTuple>> {
         let pulled = if timeout_ms == 0 {
             self.with(|e| e.pull(queue, owner))?
         } else {
@@ -147,7 +193,9 @@ impl Core {
             let queue = queue.to_owned();
             py.allow_threads(move || guard(|| handle.pull_blocking(&queue, owner, timeout_ms)))?
         };
-        let Some((slot, token)) = pulled else { return Ok(None) };
+        let Some((slot, token)) = pulled else {
+            return Ok(None);
+        };
         self.with(|e| {
             let job = e.job_at(slot);
             Ok(Some((
@@ -165,9 +213,16 @@ impl Core {
 
     /// Leases the next job and returns (job JSON, token), for the servers.
     #[pyo3(signature = (queue, owner=0))]
-    fn pull_json(&self, py: Python<'_>, queue: &str, owner: u64) -> PyResult<Option<(Py<PyBytes>, String)>> {
+    fn pull_json(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        owner: u64,
+    ) -> PyResult<Option<(Py<PyBytes>, String)>> {
         self.with(|e| {
-            let Some((slot, token)) = e.pull(queue, owner)? else { return Ok(None) };
+            let Some((slot, token)) = e.pull(queue, owner)? else {
+                return Ok(None);
+            };
             let mut out = String::with_capacity(256);
             e.render(slot, &mut out);
             Ok(Some((PyBytes::new(py, out.as_bytes()).unbind(), token)))
@@ -194,7 +249,12 @@ impl Core {
     }
 
     #[pyo3(signature = (id, token=None, duration_ms=None))]
-    fn extend_lease(&self, id: &str, token: Option<&str>, duration_ms: Option<u64>) -> PyResult<u64> {
+    fn extend_lease(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        duration_ms: Option<u64>,
+    ) -> PyResult<u64> {
         self.with(|e| e.extend_lease(id, token, duration_ms))
     }
 
@@ -209,7 +269,10 @@ impl Core {
 
     /// The job's JSON (the job server's shape, with `state`), or None.
     fn get(&self, py: Python<'_>, id: &str) -> PyResult<Option<Py<PyBytes>>> {
-        self.with(|e| Ok(e.render_by_id(id).map(|s| PyBytes::new(py, s.as_bytes()).unbind())))
+        self.with(|e| {
+            Ok(e.render_by_id(id)
+                .map(|s| PyBytes::new(py, s.as_bytes()).unbind()))
+        })
     }
 
     fn cancel(&self, id: &str) -> PyResult<()> {
@@ -264,7 +327,13 @@ impl Core {
     }
 
     #[pyo3(signature = (queue, state, grace_ms=0, limit=0))]
-    fn clean(&self, queue: &str, state: &str, grace_ms: u64, limit: usize) -> PyResult<Vec<String>> {
+    fn clean(
+        &self,
+        queue: &str,
+        state: &str,
+        grace_ms: u64,
+        limit: usize,
+    ) -> PyResult<Vec<String>> {
         self.with(|e| e.clean(queue, parse_state(state)?, grace_ms, limit))
     }
 
@@ -297,7 +366,14 @@ impl Core {
     }
 
     /// (job JSON list, total in that state); `end` is inclusive.
-    fn list(&self, py: Python<'_>, queue: &str, state: &str, start: usize, end: usize) -> PyResult<(Vec<Py<PyBytes>>, usize)> {
+    fn list_jobs(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        state: &str,
+        start: usize,
+        end: usize,
+    ) -> PyResult<(Vec<Py<PyBytes>>, usize)> {
         self.with(|e| {
             let (slots, total) = e.list(queue, parse_state(state)?, start, end);
             let mut out = Vec::with_capacity(slots.len());
@@ -313,7 +389,12 @@ impl Core {
 
     /// [(groupId, active, waiting)]
     fn groups(&self, queue: &str) -> PyResult<Vec<(String, u64, u64)>> {
-        self.with(|e| Ok(e.groups(queue).into_iter().map(|(g, c)| (g, c.active, c.waiting)).collect()))
+        self.with(|e| {
+            Ok(e.groups(queue)
+                .into_iter()
+                .map(|(g, c)| (g, c.active, c.waiting))
+                .collect())
+        })
     }
 
     /// (ids this job depends on, ids that depend on it)
@@ -322,7 +403,13 @@ impl Core {
     }
 
     #[pyo3(signature = (query, kind, queue=None, limit=100))]
-    fn search(&self, query: &str, kind: &str, queue: Option<&str>, limit: usize) -> PyResult<Vec<String>> {
+    fn search(
+        &self,
+        query: &str,
+        kind: &str,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> PyResult<Vec<String>> {
         self.with(|e| {
             let kind = match kind {
                 "job" => SearchKind::JobId,
@@ -340,11 +427,27 @@ impl Core {
 
     /// [(period start ms, job name, completed, failed, total ms, min ms, max ms)]
     #[allow(clippy::type_complexity)]
-    fn metrics(&self, queue: &str, from_ms: u64, to_ms: u64, granularity_ms: u64) -> PyResult<Vec<(u64, String, u64, u64, u64, u64, u64)>> {
+    fn metrics(
+        &self,
+        queue: &str,
+        from_ms: u64,
+        to_ms: u64,
+        granularity_ms: u64,
+    ) -> PyResult<Vec<(u64, String, u64, u64, u64, u64, u64)>> {
         self.with(|e| {
             Ok(e.metrics(queue, from_ms, to_ms, granularity_ms)?
                 .into_iter()
-                .map(|(t, n, b)| (t, n, b.completed, b.failed, b.total_process_ms, b.min_process_ms, b.max_process_ms))
+                .map(|(t, n, b)| {
+                    (
+                        t,
+                        n,
+                        b.completed,
+                        b.failed,
+                        b.total_process_ms,
+                        b.min_process_ms,
+                        b.max_process_ms,
+                    )
+                })
                 .collect())
         })
     }
@@ -355,8 +458,14 @@ impl Core {
 
     /// Lifetime counters and index sizes.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (t, jobs, timers, dropped) =
-            self.with(|e| Ok((e.totals(), e.job_count(), e.timer_count(), e.events_dropped())))?;
+        let (t, jobs, timers, dropped) = self.with(|e| {
+            Ok((
+                e.totals(),
+                e.job_count(),
+                e.timer_count(),
+                e.events_dropped(),
+            ))
+        })?;
         let d = PyDict::new(py);
         for (k, v) in [
             ("pushed", t.pushed),
@@ -396,25 +505,32 @@ impl Core {
 
     /// Clears the fd and returns ([(eventType, queue, event JSON)], [woken queue]).
     #[allow(clippy::type_complexity)]
-    fn take_notifications(&self, py: Python<'_>) -> PyResult<(Vec<(&'static str, String, Py<PyBytes>)>, Vec<String>)> {
+    fn take_notifications(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<(Vec<(&'static str, String, Py<PyBytes>)>, Vec<String>)> {
         self.handle.clear_notifications();
-        let (events, woken): (Vec<Event>, _) = self.with(|e| Ok((e.take_events(), e.take_woken())))?;
+        let (events, woken): (Vec<Event>, _) =
+            self.with(|e| Ok((e.take_events(), e.take_woken())))?;
         let mut out = Vec::with_capacity(events.len());
         let mut buf = String::with_capacity(256);
         for ev in &events {
             buf.clear();
             write_event(&mut buf, ev);
-            out.push((ev.kind.as_str(), ev.queue.to_string(), PyBytes::new(py, buf.as_bytes()).unbind()));
+            out.push((
+                ev.kind.as_str(),
+                ev.queue.to_string(),
+                PyBytes::new(py, buf.as_bytes()).unbind(),
+            ));
         }
         Ok((out, woken.into_iter().map(|q| q.to_string()).collect()))
     }
 
     /// Moves a manual clock forward and applies due timers.
     fn advance_clock(&self, ms: u64) -> PyResult<()> {
-        let clock = self
-            .manual_clock
-            .as_ref()
-            .ok_or_else(|| InvalidStateError::new_err("advance_clock needs an engine built with clock_ms"))?;
+        let clock = self.manual_clock.as_ref().ok_or_else(|| {
+            InvalidStateError::new_err("advance_clock needs an engine built with clock_ms")
+        })?;
         clock.advance(ms);
         guard(|| {
             self.handle.tick();

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use hopper_core::events::{EventExtra, EventKind};
 use hopper_core::job::Job;
-use hopper_core::{Engine, EngineConfig, FailOutcome, JobState, ManualClock, PushOptions, PushOutcome, Result};
+use hopper_core::{
+    Engine, EngineConfig, FailOutcome, JobState, ManualClock, PushOptions, PushOutcome, Result,
+};
 
 /// 2024-01-01T00:00:00Z: minute- and hour-aligned, a Monday.
 pub const T0: u64 = 1_704_067_200_000;
@@ -58,7 +60,8 @@ impl H {
     }
 
     pub fn push(&mut self, queue: &str, json: &str) -> PushOutcome {
-        self.try_push(queue, json).unwrap_or_else(|e| panic!("push {json}: {e}"))
+        self.try_push(queue, json)
+            .unwrap_or_else(|e| panic!("push {json}: {e}"))
     }
 
     /// Pushes and returns the new id (asserting no duplicate).
@@ -83,11 +86,13 @@ impl H {
     }
 
     pub fn ack(&mut self, id: &str, token: &str) {
-        self.op(|e| e.ack(id, Some(token), None)).unwrap_or_else(|e| panic!("ack {id}: {e}"));
+        self.op(|e| e.ack(id, Some(token), None))
+            .unwrap_or_else(|e| panic!("ack {id}: {e}"));
     }
 
     pub fn fail(&mut self, id: &str, token: &str, error: &str) -> FailOutcome {
-        self.op(|e| e.fail(id, Some(token), Some(error.into()))).unwrap_or_else(|e| panic!("fail {id}: {e}"))
+        self.op(|e| e.fail(id, Some(token), Some(error.into())))
+            .unwrap_or_else(|e| panic!("fail {id}: {e}"))
     }
 
     /// Pulls the next job, asserts it is `id`, and completes it.
@@ -110,12 +115,18 @@ impl H {
     }
 
     pub fn error_of(&self, id: &str) -> Option<String> {
-        self.job(id).ext().and_then(|x| x.error.as_deref()).map(str::to_string)
+        self.job(id)
+            .ext()
+            .and_then(|x| x.error.as_deref())
+            .map(str::to_string)
     }
 
     pub fn ids(&self, queue: &str, state: JobState) -> Vec<String> {
         let (slots, _) = self.e.list(queue, state, 0, 999);
-        slots.iter().map(|&s| self.e.job_at(s).id.to_string()).collect()
+        slots
+            .iter()
+            .map(|&s| self.e.job_at(s).id.to_string())
+            .collect()
     }
 
     pub fn count(&self, queue: &str, state: JobState) -> usize {
@@ -125,7 +136,11 @@ impl H {
 
     /// Drains events as (kind, job id).
     pub fn events(&mut self) -> Vec<(EventKind, Option<String>, EventExtra)> {
-        self.e.take_events().into_iter().map(|ev| (ev.kind, ev.job_id.map(|j| j.to_string()), ev.extra)).collect()
+        self.e
+            .take_events()
+            .into_iter()
+            .map(|ev| (ev.kind, ev.job_id.map(|j| j.to_string()), ev.extra))
+            .collect()
     }
 
     /// counts() equals the list() length for every state, every listed job is in that
@@ -134,11 +149,29 @@ impl H {
         let counts = self.e.counts(queue);
         for (i, &state) in JobState::ALL.iter().enumerate() {
             let (slots, total) = self.e.list(queue, state, 0, 999);
-            assert_eq!(total, counts[i], "{queue}/{}: list total vs counts", state.as_str());
-            assert_eq!(slots.len(), counts[i], "{queue}/{}: list length vs counts", state.as_str());
+            assert_eq!(
+                total,
+                counts[i],
+                "{queue}/{}: list total vs counts",
+                state.as_str()
+            );
+            assert_eq!(
+                slots.len(),
+                counts[i],
+                "{queue}/{}: list length vs counts",
+                state.as_str()
+            );
             for &s in &slots {
-                assert_eq!(self.e.state_of(s), state, "{queue}: listed job in the wrong state");
-                assert_eq!(self.e.queue_name_of(s), queue, "listed job in the wrong queue");
+                assert_eq!(
+                    self.e.state_of(s),
+                    state,
+                    "{queue}: listed job in the wrong state"
+                );
+                assert_eq!(
+                    self.e.queue_name_of(s),
+                    queue,
+                    "listed job in the wrong queue"
+                );
             }
         }
     }
@@ -149,7 +182,11 @@ impl H {
             self.check(&q);
             sum += self.e.counts(&q).iter().sum::<usize>();
         }
-        assert_eq!(sum, self.e.job_count(), "jobs in the slab vs jobs in state indexes");
+        assert_eq!(
+            sum,
+            self.e.job_count(),
+            "jobs in the slab vs jobs in state indexes"
+        );
         assert_eq!(self.e.total_counts().iter().sum::<usize>(), sum);
     }
 }

@@ -1,0 +1,52 @@
+"""The `hopper` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import hopper
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Runs the embedded engine through a short workload and prints what happened."""
+    n = args.jobs
+    with hopper.Engine() as eng:
+        print(f"hopper {hopper.__version__}: embedded engine self-demo with {n} jobs")
+        t0 = time.perf_counter()
+        eng.push_many("demo", ({"data": {"n": i}, "priority": i % 3} for i in range(n)))
+        pushed = time.perf_counter() - t0
+        print(f"  pushed {n} jobs in one batch: {n / pushed:,.0f} jobs/s")
+        print(f"  counts: {eng.counts('demo')}")
+        t0 = time.perf_counter()
+        done = failed = 0
+        while (job := eng.pull("demo")) is not None:
+            if job.data["n"] % 10 == 0 and job.attempts == 0:
+                eng.fail(job.id, job.token, "every tenth job fails once")
+                failed += 1
+                eng.promote(job.id)
+            else:
+                eng.ack(job.id, job.token, {"ok": True})
+                done += 1
+        took = time.perf_counter() - t0
+        print(f"  worked {done} jobs ({failed} failed once and were retried): {done / took:,.0f} jobs/s")
+        print(f"  counts: {eng.counts('demo')}")
+        print(f"  stats:  {eng.stats()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hopper", description="hopper job queue")
+    parser.add_argument("--version", action="version", version=f"hopper {hopper.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the embedded engine through a short workload")
+    demo.add_argument("--jobs", type=int, default=100_000, help="how many jobs (default 100000)")
+    demo.set_defaults(func=_demo)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
