@@ -4,7 +4,7 @@
 //! Every state change goes through `detach` (leave the current state's index) and
 //! `attach` (enter the new one), so counts and lists can never disagree.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -27,6 +27,8 @@ use crate::timer_wheel::TimerWheel;
 pub const MAX_BACKOFF_DELAY_MS: u64 = 3_600_000;
 /// At most this many jobs in one list page.
 pub const MAX_PAGE: usize = 1000;
+/// How often finished jobs are checked against the retention age.
+const RETENTION_SWEEP_MS: u64 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -76,13 +78,13 @@ pub struct Totals {
     pub expired: u64,
 }
 
+/// Deadlines that usually fire (a delay ends, a TTL lapses) live on the timer wheel.
+/// Lease and timeout deadlines are usually cancelled (the job is acked first), so they
+/// live in ordered sets where cancelling removes them instead of leaving garbage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerKind {
     Delay,
     Ttl,
-    Stall,
-    Timeout,
-    Expire,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +132,11 @@ pub struct Engine {
     names: Vec<Arc<str>>,
     name_ids: HashMap<Arc<str>, u32>,
     timers: TimerWheel<Timer>,
+    /// (stall deadline, slot) of every active job.
+    lease_deadlines: BTreeSet<(u64, u32)>,
+    /// (timeout deadline, slot) of active jobs with a `timeout`.
+    timeout_deadlines: BTreeSet<(u64, u32)>,
+    next_retention_sweep: u64,
     /// Earliest time the timer thread has promised to wake; earlier timers must wake it.
     planned_wake: u64,
     timers_moved_earlier: bool,
@@ -174,6 +181,9 @@ impl Engine {
             names: Vec::new(),
             name_ids: HashMap::new(),
             timers: TimerWheel::new(now),
+            lease_deadlines: BTreeSet::new(),
+            timeout_deadlines: BTreeSet::new(),
+            next_retention_sweep: now + RETENTION_SWEEP_MS,
             planned_wake: u64::MAX,
             timers_moved_earlier: false,
             ids: IdGenerator::new(seed),
@@ -204,13 +214,63 @@ impl Engine {
             self.fire(timer, now);
         }
         self.fired = fired;
+        while let Some(&(at, slot)) = self.lease_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.stall(slot, now);
+        }
+        while let Some(&(at, slot)) = self.timeout_deadlines.first() {
+            if at > now {
+                break;
+            }
+            let ms = self.job(slot).ext().and_then(|e| e.timeout).unwrap_or(0);
+            self.fail_attempt(
+                slot,
+                Some(format!("Job timed out after {ms} ms").into()),
+                now,
+            );
+        }
+        if now >= self.next_retention_sweep {
+            self.next_retention_sweep = now + RETENTION_SWEEP_MS;
+            self.expire_finished(now);
+        }
         now
+    }
+
+    /// Removes finished jobs older than the retention age, oldest first.
+    fn expire_finished(&mut self, now: u64) {
+        let horizon = now.saturating_sub(self.config.retention_age_ms);
+        for qid in 0..self.queues.len() {
+            for failed in [false, true] {
+                loop {
+                    let q = &self.queues[qid];
+                    let set = if failed { &q.failed } else { &q.completed };
+                    match set.first() {
+                        Some(&(at, slot)) if at <= horizon => self.remove_slot(slot, now, false),
+                        _ => break,
+                    }
+                }
+            }
+        }
     }
 
     /// When the timer thread should next wake; it records the promise so that an earlier
     /// timer inserted later can wake it.
     pub fn plan_wake(&mut self) -> Option<u64> {
-        let wake = self.timers.next_wake();
+        let has_finished = self
+            .queues
+            .iter()
+            .any(|q| !q.completed.is_empty() || !q.failed.is_empty());
+        let wake = [
+            self.timers.next_wake(),
+            self.lease_deadlines.first().map(|&(at, _)| at),
+            self.timeout_deadlines.first().map(|&(at, _)| at),
+            has_finished.then_some(self.next_retention_sweep),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         self.planned_wake = wake.unwrap_or(u64::MAX);
         self.timers_moved_earlier = false;
         wake
@@ -222,10 +282,15 @@ impl Engine {
 
     fn add_timer(&mut self, at: u64, kind: TimerKind, slot: u32) {
         let gen = self.job(slot).gen;
+        self.note_deadline(at);
+        self.timers.insert(at, Timer { kind, slot, gen });
+    }
+
+    /// A deadline earlier than the timer thread's planned wake-up must wake it.
+    fn note_deadline(&mut self, at: u64) {
         if at < self.planned_wake {
             self.timers_moved_earlier = true;
         }
-        self.timers.insert(at, Timer { kind, slot, gen });
     }
 
     fn fire(&mut self, t: Timer, now: u64) {
@@ -248,33 +313,6 @@ impl Engine {
             {
                 self.totals.expired += 1;
                 self.remove_slot(t.slot, now, true);
-            }
-            TimerKind::Stall
-                if job.state == JobState::Active
-                    && job.lease.as_ref().is_some_and(|l| l.stall_deadline <= now) =>
-            {
-                self.stall(t.slot, now);
-            }
-            TimerKind::Timeout
-                if job.state == JobState::Active
-                    && job
-                        .lease
-                        .as_ref()
-                        .and_then(|l| l.timeout_deadline)
-                        .is_some_and(|d| d <= now) =>
-            {
-                let ms = job.ext().and_then(|e| e.timeout).unwrap_or(0);
-                self.fail_attempt(
-                    t.slot,
-                    Some(format!("Job timed out after {ms} ms").into()),
-                    now,
-                );
-            }
-            TimerKind::Expire
-                if job.state.is_finished()
-                    && job.finished_at.saturating_add(self.config.retention_age_ms) <= now =>
-            {
-                self.remove_slot(t.slot, now, false);
             }
             _ => {}
         }
@@ -471,6 +509,10 @@ impl Engine {
                     q.prune_group(g);
                 }
                 if let Some(lease) = &job.lease {
+                    self.lease_deadlines.remove(&(lease.stall_deadline, slot));
+                    if let Some(at) = lease.timeout_deadline {
+                        self.timeout_deadlines.remove(&(at, slot));
+                    }
                     if let Some(set) = self.owners.get_mut(&lease.owner) {
                         set.remove(&slot);
                         if set.is_empty() {
@@ -527,6 +569,13 @@ impl Engine {
                     if lease.owner != 0 {
                         self.owners.entry(lease.owner).or_default().insert(slot);
                     }
+                    let (stall_at, timeout_at) = (lease.stall_deadline, lease.timeout_deadline);
+                    self.lease_deadlines.insert((stall_at, slot));
+                    self.note_deadline(stall_at);
+                    if let Some(at) = timeout_at {
+                        self.timeout_deadlines.insert((at, slot));
+                        self.note_deadline(at);
+                    }
                 }
             }
             JobState::WaitingChildren => {
@@ -547,8 +596,6 @@ impl Engine {
                 };
                 set.insert((job.finished_at, slot));
                 q.finished_bytes[i] += job.footprint();
-                let at = job.finished_at.saturating_add(self.config.retention_age_ms);
-                self.add_timer(at, TimerKind::Expire, slot);
             }
         }
     }
@@ -829,10 +876,6 @@ impl Engine {
             timeout_deadline,
         }));
         self.attach(slot, JobState::Active, now);
-        self.add_timer(stall_deadline, TimerKind::Stall, slot);
-        if let Some(at) = timeout_deadline {
-            self.add_timer(at, TimerKind::Timeout, slot);
-        }
         self.totals.pulled += 1;
         self.emit(EventKind::Pulled, slot, now, EventExtra::None);
         if self.queues[qid as usize].ready.is_empty() {
@@ -892,12 +935,14 @@ impl Engine {
             .unwrap_or(self.config.stall_interval_ms)
             .clamp(1, MAX_DELAY_MS);
         let deadline = now + duration;
+        // Re-enter the active state so the lease's deadline index moves with it.
+        self.detach(slot);
         self.job_mut(slot)
             .lease
             .as_mut()
             .expect("active job has a lease")
             .stall_deadline = deadline;
-        self.add_timer(deadline, TimerKind::Stall, slot);
+        self.attach(slot, JobState::Active, now);
         Ok(deadline)
     }
 

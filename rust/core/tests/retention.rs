@@ -122,16 +122,16 @@ fn retention_age_expires_finished_jobs() {
     h.run("q", &b);
     h.advance(4_999);
     assert!(h.get(&a).is_some());
-    h.advance(1);
+    h.advance(1_001); // age is checked by a sweep that runs once a second
     assert!(h.get(&a).is_none());
     assert!(h.get(&b).is_some());
     // A retried job's old expiry does not remove it after it finishes again.
     h.op(|e| e.retry(&b)).unwrap();
     h.advance(3_000);
     h.run("q", &b);
-    h.advance(2_000); // b's first finish + 10 s
+    h.advance(2_000); // past b's first finish + 10 s
     assert!(h.get(&b).is_some());
-    h.advance(8_000);
+    h.advance(10_000);
     assert!(h.get(&b).is_none());
 }
 
