@@ -90,14 +90,15 @@ def test_get_has_every_push_field(eng):
 
 
 def test_job_id_is_idempotent_and_unique_key_dedups(eng):
-    a, dup = eng.push_ex("q", {"v": 1}, job_id="order-1")
-    b, dup2 = eng.push_ex("q", {"v": 2}, job_id="order-1")
-    assert (a, dup, b, dup2) == ("order-1", False, "order-1", True)
+    a = eng.push("q", {"v": 1}, job_id="order-1")
+    b = eng.push("q", {"v": 2}, job_id="order-1")
+    assert a == b == "order-1"
     assert eng.get("order-1")["data"] == {"v": 1}
     c = eng.push("q", 1, unique_key="k")
-    d, dup3 = eng.push_ex("q", 2, unique_key="k")
-    assert c == d and dup3
+    d = eng.push("q", 2, unique_key="k")
+    assert c == d
     assert eng.counts("q")["waiting"] == 2
+    assert eng.stats()["duplicated"] == 2
 
 
 def test_push_many_is_all_or_nothing(eng):
@@ -114,9 +115,11 @@ def test_push_many_is_all_or_nothing(eng):
     [
         ({"priority": "x"}, "priority"),
         ({"priority": 2**40}, "priority"),
-        ({"priority": float("nan")}, "finite"),
+        ({"priority": float("nan")}, "priority"),
+        ({"max_attempts": float("nan")}, "maxAttempts"),
+        ({"ttl": float("nan")}, "finite"),
         ({"delay": -1}, "delay"),
-        ({"delay": float("inf")}, "finite"),
+        ({"delay": float("inf")}, "delay"),
         ({"max_attempts": 0}, "maxAttempts"),
         ({"max_attempts": 10**6}, "maxAttempts"),
         ({"backoff": -5}, "backoff"),

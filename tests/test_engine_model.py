@@ -103,7 +103,7 @@ class EngineModel(RuleBasedStateMachine):
         unique_key=st.sampled_from([None, None, "k1", "k2"]),
     )
     def push(self, queue, priority, delay, lifo, max_attempts, backoff, unique_key):
-        jid, dup = self.engine.push_ex(
+        jid = self.engine.push(
             queue,
             {"n": len(self.jobs)},
             priority=priority,
@@ -115,9 +115,9 @@ class EngineModel(RuleBasedStateMachine):
         )
         holder = self._live_key(queue, unique_key) if unique_key else None
         if holder is not None:
-            assert dup and jid == holder.id
+            assert jid == holder.id
             return
-        assert not dup and jid not in self.jobs
+        assert jid not in self.jobs
         j = MJob(jid, queue, priority, lifo, max_attempts, backoff, unique_key)
         j.run_at = self.now + delay
         self.jobs[jid] = j

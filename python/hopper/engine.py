@@ -99,46 +99,51 @@ class Engine:
         depends_on: Sequence[str] = (),
         repeat: Mapping[str, Any] | None = None,
     ) -> str:
-        """Adds a job and returns its id (the existing id for a duplicate)."""
-        return self.push_ex(
-            queue,
-            data,
-            name=name,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            ttl=ttl,
-            timeout=timeout,
-            unique_key=unique_key,
-            job_id=job_id,
-            tags=tags,
-            group_id=group_id,
-            lifo=lifo,
-            remove_on_complete=remove_on_complete,
-            remove_on_fail=remove_on_fail,
-            durable=durable,
-            depends_on=depends_on,
-            repeat=repeat,
-        )[0]
-
-    def push_ex(self, queue: str, data: Any, **options: Any) -> tuple[str, bool]:
-        """Like `push`, returning (id, duplicate): duplicate is true when a live job with
-        the same `unique_key`, or a job with the same `job_id`, already existed."""
+        """Adds a job and returns its id. A push whose `unique_key` matches a live job, or
+        whose `job_id` exists, returns that job's id and adds nothing."""
+        # Only non-default options are sent; the engine validates every value, so a wrong
+        # type or range comes back as InvalidInputError with the field's name.
         body: dict[str, Any] = {"data": data}
-        for key, value in options.items():
-            default = _DEFAULTS.get(key)
-            if value is None or (type(value) is type(default) and value == default):
-                continue
-            if key not in _CAMEL:
-                raise InvalidInputError(f"unknown push option: {key}")
-            body[_CAMEL[key]] = value
-        _check_finite(**{k: v for k, v in options.items() if isinstance(v, float)})
+        if name is not None:
+            body["name"] = name
+        if priority:
+            body["priority"] = priority
+        if delay:
+            body["delay"] = delay
+        if max_attempts != 3:
+            body["maxAttempts"] = max_attempts
+        if backoff != 1000:
+            body["backoff"] = backoff
+        if ttl is not None:
+            _check_finite(ttl=ttl)
+            body["ttl"] = ttl
+        if timeout is not None:
+            _check_finite(timeout=timeout)
+            body["timeout"] = timeout
+        if unique_key is not None:
+            body["uniqueKey"] = unique_key
+        if job_id is not None:
+            body["jobId"] = job_id
+        if tags:
+            body["tags"] = tags
+        if group_id is not None:
+            body["groupId"] = group_id
+        if lifo:
+            body["lifo"] = lifo
+        if remove_on_complete:
+            body["removeOnComplete"] = remove_on_complete
+        if remove_on_fail:
+            body["removeOnFail"] = remove_on_fail
+        if durable:
+            body["durable"] = durable
+        if depends_on:
+            body["dependsOn"] = depends_on
+        if repeat is not None:
+            body["repeat"] = repeat
         try:
-            job_id, duplicate, _durable = self._core.push(queue, _dumps(body, "data"))
+            return self._core.push(queue, _dumps(body, "data"))[0]
         except TypeError as e:
             raise _type_error(e) from None
-        return job_id, duplicate
 
     def push_many(self, queue: str, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Adds many jobs in one call, all or none. Each mapping has `data` and any push
@@ -375,37 +380,3 @@ class Engine:
             raise InvalidInputError(f"wrong argument: {e}") from None
 
 
-_CAMEL = {
-    "name": "name",
-    "priority": "priority",
-    "delay": "delay",
-    "max_attempts": "maxAttempts",
-    "backoff": "backoff",
-    "ttl": "ttl",
-    "timeout": "timeout",
-    "unique_key": "uniqueKey",
-    "job_id": "jobId",
-    "tags": "tags",
-    "group_id": "groupId",
-    "lifo": "lifo",
-    "remove_on_complete": "removeOnComplete",
-    "remove_on_fail": "removeOnFail",
-    "durable": "durable",
-    "depends_on": "dependsOn",
-    "repeat": "repeat",
-}
-
-# Options equal to these defaults (same type) are not sent (the engine applies the same
-# defaults), which keeps the common push body small.
-_DEFAULTS: dict[str, Any] = {
-    "priority": 0,
-    "delay": 0,
-    "max_attempts": 3,
-    "backoff": 1000,
-    "tags": (),
-    "lifo": False,
-    "remove_on_complete": False,
-    "remove_on_fail": False,
-    "durable": False,
-    "depends_on": (),
-}

@@ -63,42 +63,66 @@ pub struct PushOptions {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawPush<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     name: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     priority: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     delay: Option<&'a RawValue>,
-    #[serde(borrow, alias = "max_attempts", alias = "attempts")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        alias = "max_attempts",
+        alias = "attempts"
+    )]
     max_attempts: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     backoff: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     ttl: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     timeout: Option<&'a RawValue>,
-    #[serde(borrow, alias = "unique_key")]
+    #[serde(borrow, default, deserialize_with = "present", alias = "unique_key")]
     unique_key: Option<&'a RawValue>,
-    #[serde(borrow, alias = "job_id")]
+    #[serde(borrow, default, deserialize_with = "present", alias = "job_id")]
     job_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     tags: Option<&'a RawValue>,
-    #[serde(borrow, alias = "group_id")]
+    #[serde(borrow, default, deserialize_with = "present", alias = "group_id")]
     group_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     lifo: Option<&'a RawValue>,
-    #[serde(borrow, alias = "remove_on_complete")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        alias = "remove_on_complete"
+    )]
     remove_on_complete: Option<&'a RawValue>,
-    #[serde(borrow, alias = "remove_on_fail")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        alias = "remove_on_fail"
+    )]
     remove_on_fail: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     durable: Option<&'a RawValue>,
-    #[serde(borrow, alias = "depends_on")]
+    #[serde(borrow, default, deserialize_with = "present", alias = "depends_on")]
     depends_on: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     repeat: Option<&'a RawValue>,
+}
+
+/// Keeps an explicit `null` as `Some("null")` (serde would turn it into `None`), so that
+/// fields where null is not allowed can say so.
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 fn is_null(raw: &RawValue) -> bool {
@@ -129,6 +153,15 @@ fn opt_int(raw: Option<&RawValue>, field: &str, lo: i64, hi: i64) -> Result<Opti
         None => Ok(None),
         Some(r) if is_null(r) => Ok(None),
         Some(r) => int_field(r, field, lo, hi).map(Some),
+    }
+}
+
+/// A number that has a default but may not be null: NaN from a JSON encoder arrives as
+/// null, and must not silently become the default.
+fn int_or(raw: Option<&RawValue>, field: &str, lo: i64, hi: i64, default: i64) -> Result<i64> {
+    match raw {
+        None => Ok(default),
+        Some(r) => int_field(r, field, lo, hi),
     }
 }
 
@@ -203,11 +236,11 @@ fn removal(raw: Option<&RawValue>, field: &str) -> Result<Removal> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRepeat<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     every: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     limit: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pattern: Option<&'a RawValue>,
 }
 
@@ -245,10 +278,17 @@ fn repeat(raw: Option<&RawValue>) -> Result<Option<RepeatSpec>> {
 impl PushOptions {
     /// Parses one push body (a JSON object). `max_payload` bounds the `data` bytes.
     pub fn from_json(body: &[u8], max_payload: usize) -> Result<Self> {
+        // serde would also read a struct from an array; only objects are push bodies.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            let valid = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+            return Err(EngineError::invalid(if valid {
+                "Request body must be a JSON object"
+            } else {
+                "Invalid JSON body"
+            }));
+        }
         let raw: RawPush = serde_json::from_slice(body).map_err(|e| {
-            if e.is_data() && body.first().is_some_and(|&c| c != b'{') {
-                EngineError::invalid("Request body must be a JSON object")
-            } else if e.is_data() {
+            if e.is_data() {
                 EngineError::invalid(format!("Invalid request body: {e}"))
             } else {
                 EngineError::invalid("Invalid JSON body")
@@ -259,17 +299,18 @@ impl PushOptions {
 
     /// Parses a JSON array of push bodies (the batch form).
     pub fn many_from_json(body: &[u8], max_payload: usize) -> Result<Vec<Self>> {
-        let raws: Vec<RawPush> = serde_json::from_slice(body).map_err(|e| {
+        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
-                EngineError::invalid(format!("Expected an array of job objects: {e}"))
+                EngineError::invalid("Expected a JSON array of job objects")
             } else {
                 EngineError::invalid("Invalid JSON body")
             }
         })?;
-        raws.into_iter()
+        items
+            .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                Self::from_raw(r, max_payload).map_err(|e| EngineError {
+            .map(|(i, item)| {
+                Self::from_json(item.get().as_bytes(), max_payload).map_err(|e| EngineError {
                     kind: e.kind,
                     message: format!("job {i}: {}", e.message),
                 })
@@ -288,11 +329,10 @@ impl PushOptions {
             )));
         }
         let name = opt_string(raw.name, "name", MAX_NAME_LEN)?;
-        let priority = opt_int(raw.priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)?.unwrap_or(0);
-        let delay = opt_int(raw.delay, "delay", 0, MAX_DELAY_MS as i64)?.unwrap_or(0);
-        let max_attempts =
-            opt_int(raw.max_attempts, "maxAttempts", 1, MAX_ATTEMPTS as i64)?.unwrap_or(3);
-        let backoff = opt_int(raw.backoff, "backoff", 0, MAX_BACKOFF_MS as i64)?.unwrap_or(1000);
+        let priority = int_or(raw.priority, "priority", -MAX_PRIORITY, MAX_PRIORITY, 0)?;
+        let delay = int_or(raw.delay, "delay", 0, MAX_DELAY_MS as i64, 0)?;
+        let max_attempts = int_or(raw.max_attempts, "maxAttempts", 1, MAX_ATTEMPTS as i64, 3)?;
+        let backoff = int_or(raw.backoff, "backoff", 0, MAX_BACKOFF_MS as i64, 1000)?;
         let ttl = opt_int(raw.ttl, "ttl", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
         let timeout = opt_int(raw.timeout, "timeout", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
         let opts = PushOptions {
@@ -385,6 +425,10 @@ mod tests {
                 "priority must be an integer",
             ),
             (r#"{"data":1,"delay":-1}"#, "delay must be an integer"),
+            (
+                r#"{"data":1,"priority":null}"#,
+                "priority must be an integer",
+            ),
             (r#"{"data":1,"maxAttempts":0}"#, "maxAttempts"),
             (r#"{"data":1,"tags":"x"}"#, "tags must be an array"),
             (r#"{"data":1,"lifo":"yes"}"#, "lifo must be a boolean"),
