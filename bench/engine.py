@@ -21,7 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-PAYLOAD = {"to": "user@example.com", "subject": "Welcome aboard!!!", "template": "welcome-v2-2026", "n": 1}
+PAYLOAD = {
+    "to": "user@example.com",
+    "subject": "Welcome aboard!!!",
+    "template": "welcome-v2-2026",
+    "n": 1,
+}
 PEERS = Path(__file__).parent / "peers"
 
 
@@ -108,8 +113,13 @@ def run_peer(ops: int, jobs: int) -> dict[str, float] | None:
         subprocess.run([npm, "ci", "--silent"], cwd=PEERS, check=True)
     env = dict(os.environ, PEER_OPS=str(ops), PEER_JOBS=str(jobs))
     out = subprocess.run(
-        [str(bun), "bunqueue_embedded.ts"], cwd=PEERS, env=env, check=True,
-        capture_output=True, text=True, timeout=1800,
+        [str(bun), "bunqueue_embedded.ts"],
+        cwd=PEERS,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -131,8 +141,12 @@ def main() -> int:
     import hopper
 
     results: dict[str, dict[str, float]] = {"hopper": {}, "bunqueue": {}}
-    samples: dict[str, list[float]] = {"single_push_per_s": [], "batch_push_per_s": [],
-                                       "pull_ack_per_s": [], "bytes_per_waiting_job": []}
+    samples: dict[str, list[float]] = {
+        "single_push_per_s": [],
+        "batch_push_per_s": [],
+        "pull_ack_per_s": [],
+        "bytes_per_waiting_job": [],
+    }
     peer_samples: dict[str, list[float]] = {k: [] for k in samples}
     for i in range(args.runs):
         samples["single_push_per_s"].append(single_push(args.ops))
@@ -140,7 +154,9 @@ def main() -> int:
         samples["pull_ack_per_s"].append(pull_ack(args.ops))
         child = subprocess.run(
             [sys.executable, __file__, "--child-bytes", str(args.jobs)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         samples["bytes_per_waiting_job"].append(float(child.stdout.strip()))
         if not args.no_peer:
@@ -155,12 +171,20 @@ def main() -> int:
         if peer_samples[k]:
             results["bunqueue"][k] = statistics.median(peer_samples[k])
 
-    rows = [("single push /s", "single_push_per_s", True),
-            ("batched push /s (1000/batch)", "batch_push_per_s", True),
-            ("pull+ack /s", "pull_ack_per_s", True),
-            (f"resident bytes / waiting job ({payload_bytes()} B payload)", "bytes_per_waiting_job", False)]
-    print(f"\nmedian of {args.runs} runs; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, hopper {hopper.__version__}")
+    rows = [
+        ("single push /s", "single_push_per_s", True),
+        ("batched push /s (1000/batch)", "batch_push_per_s", True),
+        ("pull+ack /s", "pull_ack_per_s", True),
+        (
+            f"resident bytes / waiting job ({payload_bytes()} B payload)",
+            "bytes_per_waiting_job",
+            False,
+        ),
+    ]
+    print(
+        f"\nmedian of {args.runs} runs; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, hopper {hopper.__version__}"
+    )
     print("| metric | hopper | bunqueue (embedded) | hopper / bunqueue |")
     print("|---|---:|---:|---:|")
     for label, key, higher_better in rows:
@@ -169,9 +193,18 @@ def main() -> int:
         ratio = "n/a" if not b else (f"{h / b:.2f}x" if higher_better else f"{b / h:.2f}x smaller")
         print(f"| {label} | {h:,.0f} | {'n/a' if b is None else f'{b:,.0f}'} | {ratio} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": args.runs, "ops": args.ops, "jobs": args.jobs,
-                                    "samples": {"hopper": samples, "bunqueue": peer_samples},
-                                    "median": results}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "runs": args.runs,
+                "ops": args.ops,
+                "jobs": args.jobs,
+                "samples": {"hopper": samples, "bunqueue": peer_samples},
+                "median": results,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

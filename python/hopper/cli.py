@@ -31,7 +31,9 @@ def _demo(args: argparse.Namespace) -> int:
                 eng.ack(job.id, job.token, {"ok": True})
                 done += 1
         took = time.perf_counter() - t0
-        print(f"  worked {done} jobs ({failed} failed once and were retried): {done / took:,.0f} jobs/s")
+        print(
+            f"  worked {done} jobs ({failed} failed once, then retried): {done / took:,.0f} jobs/s"
+        )
         print(f"  counts: {eng.counts('demo')}")
         print(f"  stats:  {eng.stats()}")
     return 0

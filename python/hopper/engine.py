@@ -378,5 +378,3 @@ class Engine:
             return fn(*args, **kwargs)
         except (TypeError, OverflowError) as e:
             raise InvalidInputError(f"wrong argument: {e}") from None
-
-
