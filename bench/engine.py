@@ -111,7 +111,13 @@ def run_peer(ops: int, jobs: int) -> dict[str, float] | None:
         if npm is None or not (PEERS / "package.json").exists():
             return None
         subprocess.run([npm, "ci", "--silent"], cwd=PEERS, check=True)
-    env = dict(os.environ, PEER_OPS=str(ops), PEER_JOBS=str(jobs))
+    env = dict(
+        os.environ,
+        PEER_SINGLE=str(ops),
+        PEER_BATCH=str(ops * 5),
+        PEER_PULLACK=str(ops),
+        PEER_JOBS=str(jobs),
+    )
     out = subprocess.run(
         [str(bun), "bunqueue_embedded.ts"],
         cwd=PEERS,
