@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A leased job. `token` proves the lease when acking or failing it."""
+class Job(NamedTuple):
+    """A leased job. `token` proves the lease when acking or failing it.
+
+    A named tuple because workers create one per job: it is immutable and cheap to build.
+    """
 
     id: str
     queue: str

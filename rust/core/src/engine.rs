@@ -4,7 +4,9 @@
 //! Every state change goes through `detach` (leave the current state's index) and
 //! `attach` (enter the new one), so counts and lists can never disagree.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -100,6 +102,19 @@ pub struct PushOutcome {
     /// The push matched a live `uniqueKey` or an existing `jobId`; no job was created.
     pub duplicate: bool,
     pub durable: bool,
+}
+
+/// A pulled job, copied out under the lock for a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub id: String,
+    pub token: String,
+    pub data: Box<str>,
+    pub name: String,
+    pub priority: i32,
+    pub attempts: u16,
+    pub max_attempts: u16,
+    pub created_at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -882,6 +897,34 @@ impl Engine {
             self.emit_queue(EventKind::Drained, qid, now, EventExtra::None);
         }
         Ok(Some((slot, JobId::Uuid(token).to_string())))
+    }
+
+    /// `pull`, returning a copy of what a worker needs.
+    pub fn pull_job(&mut self, queue: &str, owner: u64) -> Result<Option<Pulled>> {
+        let Some((slot, token)) = self.pull(queue, owner)? else {
+            return Ok(None);
+        };
+        let job = self.job(slot);
+        Ok(Some(Pulled {
+            id: job.id.to_string(),
+            token,
+            data: job.data.clone(),
+            name: self.names[job.name as usize].to_string(),
+            priority: job.priority,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            created_at: job.created_at,
+        }))
+    }
+
+    /// `pull`, returning the job's JSON (with `state`) and the lock token.
+    pub fn pull_rendered(&mut self, queue: &str, owner: u64) -> Result<Option<(String, String)>> {
+        let Some((slot, token)) = self.pull(queue, owner)? else {
+            return Ok(None);
+        };
+        let mut out = String::with_capacity(256 + self.job(slot).data.len());
+        self.render(slot, &mut out);
+        Ok(Some((out, token)))
     }
 
     /// The slot of an active job whose lease matches `token` (`None` skips the check, as

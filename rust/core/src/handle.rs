@@ -96,18 +96,19 @@ impl EngineHandle {
         });
     }
 
-    /// Pulls, waiting up to `timeout_ms` for a job. Call without holding any other lock;
-    /// the bindings release the GIL around it.
-    pub fn pull_blocking(
+    /// Retries `attempt` (typically a pull) until it yields something or `timeout_ms`
+    /// passes, sleeping on the work condition variable in between, so the result is taken
+    /// under the same lock that found it. Call without holding any other lock; the
+    /// bindings release the GIL around it.
+    pub fn wait_for<R>(
         &self,
-        queue: &str,
-        owner: u64,
         timeout_ms: u64,
-    ) -> Result<Option<(u32, String)>> {
+        mut attempt: impl FnMut(&mut Engine) -> Result<Option<R>>,
+    ) -> Result<Option<R>> {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut engine = self.shared.lock();
         loop {
-            let got = engine.pull(queue, owner);
+            let got = attempt(&mut engine);
             self.shared.after(&mut engine);
             match got {
                 Ok(None) => {}
@@ -190,13 +191,12 @@ mod tests {
         let pushed = h.with(|e| e.push("q", opts(50))).unwrap();
         let start = Instant::now();
         let got = h
-            .pull_blocking("q", 0, 5000)
+            .wait_for(5000, |e| e.pull_job("q", 0))
             .unwrap()
             .expect("delayed job arrives");
         assert!(start.elapsed() >= Duration::from_millis(45));
         assert!(start.elapsed() < Duration::from_millis(4000));
-        let id = h.with(|e| e.job_at(got.0).id.to_string());
-        assert_eq!(id, pushed.id);
+        assert_eq!(got.id, pushed.id);
         h.close();
     }
 
@@ -204,7 +204,7 @@ mod tests {
     fn blocking_pull_times_out_empty() {
         let h = EngineHandle::new(EngineConfig::default(), Arc::new(SystemClock)).unwrap();
         let start = Instant::now();
-        assert!(h.pull_blocking("q", 0, 30).unwrap().is_none());
+        assert!(h.wait_for(30, |e| e.pull("q", 0)).unwrap().is_none());
         assert!(start.elapsed() >= Duration::from_millis(30));
         h.close();
         h.close();

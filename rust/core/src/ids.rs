@@ -1,7 +1,7 @@
 //! Job ids and lock tokens. Generated ids are UUIDv7 (time-ordered, so they sort by
 //! creation) and stored as 16 bytes; only caller-chosen `jobId`s are kept as strings.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::hash::{Hash, Hasher};
 
 /// A job's public id: a UUIDv7 we generated, or the caller's `jobId`.
@@ -56,12 +56,20 @@ impl fmt::Display for JobId {
 }
 
 fn write_uuid(b: &[u8; 16], out: &mut String) {
+    // Hot path (every push and pull renders ids): a table, not `write!` per byte.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 36];
+    let mut pos = 0;
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            buf[pos] = b'-';
+            pos += 1;
         }
-        let _ = write!(out, "{byte:02x}");
+        buf[pos] = HEX[usize::from(byte >> 4)];
+        buf[pos + 1] = HEX[usize::from(byte & 0x0F)];
+        pos += 2;
     }
+    out.push_str(std::str::from_utf8(&buf).expect("hex digits are ASCII"));
 }
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {

@@ -1,7 +1,9 @@
 //! The per-queue indexes over the engine's job slab: one structure per state, so counts
 //! are sizes (maintained, never scanned) and lists come out in a stable order.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::job::JobState;

@@ -187,28 +187,25 @@ impl Core {
         timeout_ms: u64,
     ) -> PyResult<Option<PulledTuple>> {
         let pulled = if timeout_ms == 0 {
-            self.with(|e| e.pull(queue, owner))?
+            self.with(|e| e.pull_job(queue, owner))?
         } else {
             let handle = self.handle.clone();
-            let queue = queue.to_owned();
-            py.allow_threads(move || guard(|| handle.pull_blocking(&queue, owner, timeout_ms)))?
+            py.allow_threads(|| {
+                guard(|| handle.wait_for(timeout_ms, |e| e.pull_job(queue, owner)))
+            })?
         };
-        let Some((slot, token)) = pulled else {
-            return Ok(None);
-        };
-        self.with(|e| {
-            let job = e.job_at(slot);
-            Ok(Some((
-                job.id.to_string(),
-                token,
-                PyBytes::new(py, job.data.as_bytes()).unbind(),
-                e.job_name_of(slot).to_owned(),
-                job.priority,
-                job.attempts,
-                job.max_attempts,
-                job.created_at,
-            )))
-        })
+        Ok(pulled.map(|p| {
+            (
+                p.id,
+                p.token,
+                PyBytes::new(py, p.data.as_bytes()).unbind(),
+                p.name,
+                p.priority,
+                p.attempts,
+                p.max_attempts,
+                p.created_at,
+            )
+        }))
     }
 
     /// Leases the next job and returns (job JSON, token), for the servers.
@@ -219,14 +216,8 @@ impl Core {
         queue: &str,
         owner: u64,
     ) -> PyResult<Option<(Py<PyBytes>, String)>> {
-        self.with(|e| {
-            let Some((slot, token)) = e.pull(queue, owner)? else {
-                return Ok(None);
-            };
-            let mut out = String::with_capacity(256);
-            e.render(slot, &mut out);
-            Ok(Some((PyBytes::new(py, out.as_bytes()).unbind(), token)))
-        })
+        let got = self.with(|e| e.pull_rendered(queue, owner))?;
+        Ok(got.map(|(json, token)| (PyBytes::new(py, json.as_bytes()).unbind(), token)))
     }
 
     #[pyo3(signature = (id, token=None, result=None))]
