@@ -141,7 +141,8 @@ class Engine:
         if repeat is not None:
             body["repeat"] = repeat
         try:
-            return self._core.push(queue, _dumps(body, "data"))[0]
+            # orjson's encode error is a TypeError too: both mean a wrong argument type.
+            return self._core.push(queue, orjson.dumps(body))[0]
         except TypeError as e:
             raise _type_error(e) from None
 

@@ -29,6 +29,8 @@ use crate::timer_wheel::TimerWheel;
 pub const MAX_BACKOFF_DELAY_MS: u64 = 3_600_000;
 /// At most this many jobs in one list page.
 pub const MAX_PAGE: usize = 1000;
+/// Name id of "default", the name of jobs pushed without one.
+const DEFAULT_NAME_ID: u32 = 0;
 /// How often finished jobs are checked against the retention age.
 const RETENTION_SWEEP_MS: u64 = 1000;
 
@@ -182,7 +184,7 @@ impl Engine {
         let now = clock.now_ms();
         let seed = config.seed ^ now;
         let event_capacity = config.event_capacity;
-        Self {
+        let mut engine = Self {
             config,
             clock,
             last_now: now,
@@ -210,7 +212,10 @@ impl Engine {
             woken: Vec::new(),
             work_added: false,
             fired: Vec::new(),
-        }
+        };
+        let default = engine.intern_name("default");
+        debug_assert_eq!(default, DEFAULT_NAME_ID);
+        engine
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -731,7 +736,8 @@ impl Engine {
                 return self.duplicate_of(slot, now);
             }
         }
-        let name = self.intern_name(opts.name.as_deref().unwrap_or("default"));
+        // Most jobs have no name: name id 0 is "default", interned at start.
+        let name = opts.name.as_deref().map_or(DEFAULT_NAME_ID, |n| self.intern_name(n));
         let needs_ext = opts.ttl.is_some()
             || opts.timeout.is_some()
             || opts.unique_key.is_some()

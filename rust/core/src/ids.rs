@@ -74,26 +74,25 @@ fn write_uuid(b: &[u8; 16], out: &mut String) {
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let bytes = s.as_bytes();
-    if bytes.len() != 36 {
+    if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
         return None;
     }
-    let mut out = [0u8; 16];
-    let mut nibbles = 0usize;
-    for (i, &c) in bytes.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if c != b'-' {
-                return None;
-            }
-            continue;
+    // Only lowercase hex is canonical; anything else stays a custom id.
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
         }
-        // Only lowercase hex is canonical; anything else stays a custom id.
-        let v = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        out[nibbles / 2] |= if nibbles.is_multiple_of(2) { v << 4 } else { v };
-        nibbles += 1;
+    }
+    let mut out = [0u8; 16];
+    let mut pos = 0;
+    for byte in out.iter_mut() {
+        if matches!(pos, 8 | 13 | 18 | 23) {
+            pos += 1;
+        }
+        *byte = (nibble(bytes[pos])? << 4) | nibble(bytes[pos + 1])?;
+        pos += 2;
     }
     Some(out)
 }
