@@ -38,6 +38,14 @@ def _check_finite(**numbers: float | None) -> None:
             raise InvalidInputError(f"{field} must be a finite number")
 
 
+def _timeout_ms(timeout: float) -> int:
+    """Seconds → whole ms, refusing negative, NaN and infinite waits."""
+    _check_finite(timeout=timeout)
+    if timeout < 0:
+        raise InvalidInputError("timeout must not be negative")
+    return int(timeout * 1000)
+
+
 def _type_error(e: TypeError) -> InvalidInputError:
     return InvalidInputError(f"wrong argument type: {e}")
 
@@ -160,11 +168,9 @@ class Engine:
         """Leases the next job of `queue`, waiting up to `timeout` seconds for one.
 
         `owner` tags the lease with a client id so `release_owner` can return it."""
-        _check_finite(timeout=timeout)
-        if timeout < 0:
-            raise InvalidInputError("timeout must not be negative")
+        ms = _timeout_ms(timeout) if timeout else 0
         try:
-            got = self._core.pull(queue, owner, int(timeout * 1000))
+            got = self._core.pull(queue, owner, ms)
         except (TypeError, OverflowError) as e:
             raise InvalidInputError(f"wrong argument: {e}") from None
         if got is None:
@@ -202,9 +208,8 @@ class Engine:
 
     def ack(self, job_id: str, token: str | None, result: Any = None) -> None:
         """Completes an active job. `token` must match its lease (None skips the check)."""
-        raw = None if result is None else _dumps(result, "result")
         try:
-            self._core.ack(job_id, token, raw)
+            self._core.ack(job_id, token, None if result is None else orjson.dumps(result))
         except TypeError as e:
             raise _type_error(e) from None
 

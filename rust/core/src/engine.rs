@@ -737,7 +737,10 @@ impl Engine {
             }
         }
         // Most jobs have no name: name id 0 is "default", interned at start.
-        let name = opts.name.as_deref().map_or(DEFAULT_NAME_ID, |n| self.intern_name(n));
+        let name = opts
+            .name
+            .as_deref()
+            .map_or(DEFAULT_NAME_ID, |n| self.intern_name(n));
         let needs_ext = opts.ttl.is_some()
             || opts.timeout.is_some()
             || opts.unique_key.is_some()

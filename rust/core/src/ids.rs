@@ -69,7 +69,7 @@ fn write_uuid(b: &[u8; 16], out: &mut String) {
         buf[pos + 1] = HEX[usize::from(byte & 0x0F)];
         pos += 2;
     }
-    out.push_str(std::str::from_utf8(&buf).expect("hex digits are ASCII"));
+    out.extend(buf.iter().map(|&c| char::from(c)));
 }
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod options;
 pub mod priority_queue;
 pub mod queue;
+pub mod requests;
 pub mod timer_wheel;
 
 pub use clock::{Clock, ManualClock, SystemClock};

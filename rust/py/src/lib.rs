@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hopper_core::engine::{Engine, EngineConfig, FailOutcome, SearchKind};
 use hopper_core::events::Event;
 use hopper_core::json_render::write_event;
+use hopper_core::requests::{AckRequest, FailRequest};
 use hopper_core::{
     Clock, EngineError, EngineHandle, ErrorKind, JobState, ManualClock, PushOptions, SystemClock,
 };
@@ -236,6 +237,27 @@ impl Core {
                 FailOutcome::Retrying { delay } => Some(delay),
                 FailOutcome::Dead => None,
             })
+        })
+    }
+
+    /// Acks from a job-server body `{result?, token?}` (raw bytes; empty = `{}`).
+    fn ack_json(&self, id: &str, body: &[u8]) -> PyResult<()> {
+        self.with(|e| {
+            let req = AckRequest::from_json(body, e.config().max_payload_bytes)?;
+            e.ack(id, req.token.as_deref(), req.result)
+        })
+    }
+
+    /// Fails from a job-server body `{error?, token?}`. Returns the retry delay, or None.
+    fn fail_json(&self, id: &str, body: &[u8]) -> PyResult<Option<u64>> {
+        self.with(|e| {
+            let req = FailRequest::from_json(body, e.config().max_payload_bytes)?;
+            Ok(
+                match e.fail(id, req.token.as_deref(), req.error.map(Into::into))? {
+                    FailOutcome::Retrying { delay } => Some(delay),
+                    FailOutcome::Dead => None,
+                },
+            )
         })
     }
 

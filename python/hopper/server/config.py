@@ -1,0 +1,206 @@
+"""Server configuration: CLI flag > environment variable > default, in one place.
+
+Variable names follow the reference server (bunqueue) where it has one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option: its flag, its environment variables (first set wins), default, help."""
+
+    name: str
+    flag: str
+    env: tuple[str, ...]
+    default: object
+    help: str
+    kind: type = str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "--host", ("HOST",), "0.0.0.0", "address to listen on"),
+    Setting("port", "--port", ("HTTP_PORT",), 6790, "HTTP port", int),
+    Setting(
+        "auth_tokens",
+        "--auth-tokens",
+        ("AUTH_TOKENS",),
+        "",
+        "comma-separated bearer tokens; empty disables auth",
+    ),
+    Setting(
+        "cors_allow_origin",
+        "--cors-allow-origin",
+        ("CORS_ALLOW_ORIGIN",),
+        "*",
+        "value of Access-Control-Allow-Origin (comma-separated list allowed)",
+    ),
+    Setting(
+        "rate_limit_window_ms",
+        "--rate-limit-window-ms",
+        ("RATE_LIMIT_WINDOW_MS",),
+        60_000,
+        "sliding window of the per-IP rate limit (ms)",
+        int,
+    ),
+    Setting(
+        "rate_limit_max_requests",
+        "--rate-limit-max-requests",
+        ("RATE_LIMIT_MAX_REQUESTS",),
+        math.inf,
+        "requests per window per client IP (default: unlimited)",
+        float,
+    ),
+    Setting(
+        "rate_limit_cleanup_ms",
+        "--rate-limit-cleanup-ms",
+        ("RATE_LIMIT_CLEANUP_MS",),
+        60_000,
+        "how often idle rate-limit entries are dropped (ms)",
+        int,
+    ),
+    Setting(
+        "metrics_auth",
+        "--metrics-auth",
+        ("METRICS_AUTH",),
+        False,
+        "require the bearer token for /prometheus",
+        bool,
+    ),
+    Setting(
+        "data_dir",
+        "--data-dir",
+        ("HOPPER_DATA_DIR", "DATA_PATH"),
+        "./data",
+        "data directory (used once the write-ahead log lands; see docs/durability.md)",
+    ),
+    Setting(
+        "max_body_bytes",
+        "--max-body-bytes",
+        ("HOPPER_MAX_BODY_BYTES",),
+        16 * 1024 * 1024,
+        "largest accepted request body (bytes)",
+        int,
+    ),
+    Setting(
+        "max_payload_bytes",
+        "--max-payload-bytes",
+        ("HOPPER_MAX_PAYLOAD_BYTES",),
+        10 * 1024 * 1024,
+        "largest accepted job data (bytes of JSON)",
+        int,
+    ),
+    Setting(
+        "stall_interval_ms",
+        "--stall-interval-ms",
+        ("HOPPER_STALL_INTERVAL_MS",),
+        30_000,
+        "an active job not acked or renewed within this is stalled (ms)",
+        int,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 6790
+    auth_tokens: tuple[str, ...] = ()
+    cors_allow_origin: str = "*"
+    rate_limit_window_ms: int = 60_000
+    rate_limit_max_requests: float = math.inf
+    rate_limit_cleanup_ms: int = 60_000
+    metrics_auth: bool = False
+    data_dir: str = "./data"
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_payload_bytes: int = 10 * 1024 * 1024
+    stall_interval_ms: int = 30_000
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _convert(setting: Setting, raw: object, source: str) -> object:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if setting.kind is bool:
+            value = raw.strip().lower()
+            if value in ("1", "true", "yes", "on"):
+                return True
+            if value in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if setting.kind is float:
+            value = raw.strip().lower()
+            return math.inf if value in ("inf", "infinity", "") else float(value)
+        if setting.kind is int:
+            return int(raw)
+    except ValueError:
+        raise ConfigError(f"{source}: invalid value {raw!r} for {setting.name}") from None
+    return raw
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per setting; the help names the environment variable."""
+    for s in SETTINGS:
+        env = " / ".join(s.env)
+        text = f"{s.help} [env {env}; default {s.default}]"
+        if s.kind is bool:
+            parser.add_argument(
+                s.flag,
+                dest=s.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=text,
+            )
+        else:
+            parser.add_argument(s.flag, dest=s.name, default=None, help=text)
+
+
+def load(
+    args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Resolves every setting: flag, then environment, then default."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for s in SETTINGS:
+        flag_value = None if args is None else getattr(args, s.name, None)
+        if flag_value is not None:
+            values[s.name] = _convert(s, flag_value, s.flag)
+            continue
+        for var in s.env:
+            if var in env:
+                values[s.name] = _convert(s, env[var], var)
+                break
+    tokens = values.pop("auth_tokens", "")
+    assert isinstance(tokens, str)
+    config = ServerConfig(
+        auth_tokens=tuple(t.strip() for t in tokens.split(",") if t.strip()),
+        **values,  # type: ignore[arg-type]
+    )
+    _validate(config)
+    return config
+
+
+def _validate(c: ServerConfig) -> None:
+    if not 0 <= c.port <= 65535:
+        raise ConfigError(f"port must be 0-65535, got {c.port}")
+    for name in (
+        "rate_limit_window_ms",
+        "rate_limit_cleanup_ms",
+        "max_body_bytes",
+        "max_payload_bytes",
+        "stall_interval_ms",
+    ):
+        if getattr(c, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if c.rate_limit_max_requests <= 0:
+        raise ConfigError("rate_limit_max_requests must be positive")
