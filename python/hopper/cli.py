@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 import hopper
+from hopper.server import config
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -39,6 +40,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from hopper.server.main import serve
+
+    try:
+        return serve(args)
+    except config.ConfigError as e:
+        print(f"hopper serve: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hopper", description="hopper job queue")
     parser.add_argument("--version", action="version", version=f"hopper {hopper.__version__}")
@@ -46,6 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the embedded engine through a short workload")
     demo.add_argument("--jobs", type=int, default=100_000, help="how many jobs (default 100000)")
     demo.set_defaults(func=_demo)
+    serve = sub.add_parser(
+        "serve",
+        help="run the job server (HTTP, SSE, WebSocket) on the embedded engine",
+        description="Run the job server. Every flag also reads an environment variable "
+        "(shown in brackets); a flag wins over its variable.",
+    )
+    config.add_arguments(serve)
+    serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -191,13 +191,20 @@ class Engine:
     async def pull_async(self, queue: str, *, timeout: float | None = None) -> Job | None:
         """Awaits the next job of `queue` (woken by the engine, no polling); None when
         `timeout` seconds pass first."""
+        return await self._await_work(queue, timeout, lambda: self.pull(queue))
+
+    async def _await_work(
+        self, queue: str, timeout: float | None, attempt: Callable[[], R | None]
+    ) -> R | None:
+        """Runs `attempt` until it returns something, sleeping between tries until the
+        engine reports work on `queue` (through the notification fd) or time runs out."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         watcher = self._watch(loop)
         while True:
-            job = self.pull(queue)
-            if job is not None:
-                return job
+            got = attempt()
+            if got is not None:
+                return got
             if self._core.request_wake(queue):
                 continue
             remaining = None if deadline is None else deadline - loop.time()
@@ -331,6 +338,38 @@ class Engine:
         """Lifetime counters (pushed, pulled, completed, failed, ...) and index sizes."""
         return self._core.stats()
 
+    # ----- wire format (the servers pass request bytes straight through) ------------
+
+    def push_body(self, queue: str, body: bytes) -> tuple[str, bool]:
+        """Pushes a job-server push body (JSON bytes). Returns (id, duplicate)."""
+        job_id, duplicate, _durable = self._core.push(queue, body)
+        return job_id, duplicate
+
+    def push_many_body(self, queue: str, body: bytes) -> list[str]:
+        """Pushes a JSON array of push bodies, or `{"jobs": [...]}`, all or none."""
+        return self._core.push_many(queue, body)
+
+    def pull_json(self, queue: str, owner: int = 0) -> tuple[bytes, str] | None:
+        """Leases the next job: (job JSON, lock token), or None."""
+        return self._core.pull_json(queue, owner)
+
+    async def pull_json_async(
+        self, queue: str, timeout: float, owner: int = 0
+    ) -> tuple[bytes, str] | None:
+        """`pull_json`, waiting up to `timeout` seconds for a job (long poll)."""
+        return await self._await_work(queue, timeout, lambda: self._core.pull_json(queue, owner))
+
+    def get_json(self, job_id: str) -> bytes | None:
+        return self._core.get(job_id)
+
+    def ack_body(self, job_id: str, body: bytes) -> None:
+        """Acks from a job-server body `{result?, token?}` (empty = `{}`)."""
+        self._core.ack_json(job_id, body)
+
+    def fail_body(self, job_id: str, body: bytes) -> int | None:
+        """Fails from a job-server body `{error?, token?}`. Returns the retry delay or None."""
+        return self._core.fail_json(job_id, body)
+
     # ----- events and time -----------------------------------------------------------
 
     def subscribe(self, listener: EventListener) -> Callable[[], None]:
@@ -338,7 +377,15 @@ class Engine:
         each `(eventType, queue, event JSON bytes)`. Returns an unsubscribe function."""
         watcher = self._watch(asyncio.get_running_loop())
         self._core.set_events_enabled(True)
-        return watcher.add_listener(listener)
+        remove = watcher.add_listener(listener)
+
+        def unsubscribe() -> None:
+            remove()
+            # Recording events costs a payload copy per push: stop when nobody listens.
+            if not watcher.has_listeners:
+                self._core.set_events_enabled(False)
+
+        return unsubscribe
 
     def enable_events(self, on: bool = True) -> None:
         """Starts (or stops) recording events for `poll_events`."""

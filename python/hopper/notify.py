@@ -39,6 +39,10 @@ class LoopWatcher:
 
         return unsubscribe
 
+    @property
+    def has_listeners(self) -> bool:
+        return bool(self._listeners)
+
     async def wait_for_queue(self, queue: str, timeout: float | None) -> bool:
         """Waits until the engine reports work on `queue`; False on timeout."""
         fut: asyncio.Future[None] = self.loop.create_future()

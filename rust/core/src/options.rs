@@ -297,8 +297,26 @@ impl PushOptions {
         Self::from_raw(raw, max_payload)
     }
 
-    /// Parses a JSON array of push bodies (the batch form).
+    /// Parses a batch: a JSON array of push bodies, or `{"jobs": [...]}` (the bulk
+    /// endpoint's body).
     pub fn many_from_json(body: &[u8], max_payload: usize) -> Result<Vec<Self>> {
+        #[derive(Deserialize)]
+        struct Bulk<'a> {
+            #[serde(borrow)]
+            jobs: &'a RawValue,
+        }
+        let body = if body.trim_ascii_start().first() == Some(&b'{') {
+            let bulk: Bulk = serde_json::from_slice(body).map_err(|e| {
+                EngineError::invalid(if e.is_data() {
+                    "Expected {\"jobs\": [...]}"
+                } else {
+                    "Invalid JSON body"
+                })
+            })?;
+            bulk.jobs.get().as_bytes()
+        } else {
+            body
+        };
         let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
                 EngineError::invalid("Expected a JSON array of job objects")

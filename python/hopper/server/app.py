@@ -1,0 +1,180 @@
+"""The ASGI application of the job server: CORS preflight, rate limit, auth, routing,
+and the `{ok:false,error}` envelope for every failure, in that order, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from hopper.engine import Engine
+from hopper.errors import (
+    HopperError,
+    InvalidInputError,
+    InvalidStateError,
+    LockError,
+    NotFoundError,
+    UnavailableError,
+)
+from hopper.server.auth import TokenCheck
+from hopper.server.config import ServerConfig
+from hopper.server.events import EventHub
+from hopper.server.http import (
+    HttpError,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    error,
+    send_response,
+)
+from hopper.server.prometheus import Metrics
+from hopper.server.rate_limit import RateLimiter, client_key
+from hopper.server.router import Auth, Router
+from hopper.server.routes import events as event_routes
+from hopper.server.routes import jobs, websocket
+from hopper.server.routes import monitoring as monitoring_routes
+from hopper.server.throughput import Throughput
+
+_STATUS = {
+    InvalidInputError: 400,
+    InvalidStateError: 400,
+    LockError: 400,
+    NotFoundError: 404,
+    UnavailableError: 503,
+}
+
+PREFLIGHT_HEADERS = [
+    (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+    (b"access-control-allow-headers", b"Content-Type, Authorization"),
+    (b"access-control-max-age", b"86400"),
+]
+
+
+def status_of(e: HopperError) -> int:
+    """HTTP status of an engine error: the one mapping for the job server."""
+    return _STATUS.get(type(e), 400)
+
+
+class ServerState:
+    """What routes share: the engine, config, event hub, counters."""
+
+    def __init__(self, config: ServerConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.hub = EventHub(engine)
+        self.started = time.time()
+        self.connections = {"tcp": 0, "ws": 0, "sse": 0}
+        self.throughput = Throughput()
+        self.metrics = Metrics(self)
+        self.ws_ids = iter(range(1, 2**62))
+
+
+class HopperApp:
+    def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
+        self.config = config
+        self._own_engine = engine is None
+        self.engine = engine or Engine(
+            max_payload_bytes=config.max_payload_bytes,
+            stall_interval_ms=config.stall_interval_ms,
+        )
+        self.state = ServerState(config, self.engine)
+        self.tokens = TokenCheck(config.auth_tokens)
+        self.limiter = RateLimiter(
+            config.rate_limit_window_ms,
+            config.rate_limit_max_requests,
+            config.rate_limit_cleanup_ms,
+        )
+        self.cors = [(b"access-control-allow-origin", config.cors_allow_origin.encode())]
+        self.router = Router()
+        for module in (jobs, monitoring_routes, event_routes, websocket):
+            module.register(self.router, self.state)
+        self._sampler: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # ----- HTTP ----------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if method == "OPTIONS":
+            await send_response(send, Response(204, b"", headers=PREFLIGHT_HEADERS), self.cors)
+            return
+        found = self.router.match(method, path)
+        request = Request(scope, receive, method, path, {}, self.config.max_body_bytes)
+        try:
+            if found is None:
+                raise HttpError(404, "Not found")
+            route, request.params = found
+            self._admit(request, route.auth, route.rate_limited)
+            if route.streaming:
+                await route.handler(request, send, self.cors)
+                return
+            response: Response = await route.handler(request)
+        except HttpError as e:
+            response = error(e.status, e.message)
+        except HopperError as e:
+            response = error(status_of(e), str(e))
+        await send_response(send, response, self.cors)
+
+    def _admit(self, request: Request, auth: Auth, rate_limited: bool) -> None:
+        """Rate limit first (so rejected requests count too), then auth."""
+        if rate_limited and self.limiter.enabled:
+            key = client_key(request.header(b"x-forwarded-for"), request.header(b"x-real-ip"))
+            if not self.limiter.allow(key, time.monotonic()):
+                raise HttpError(429, "Rate limit exceeded")
+        needs_auth = auth is Auth.REQUIRED or (auth is Auth.METRICS and self.config.metrics_auth)
+        if needs_auth and not self.tokens.header_ok(request.header(b"authorization")):
+            raise HttpError(401, "Unauthorized")
+
+    # ----- WebSocket -----------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.router.match("WS", scope["path"])
+        request = Request(scope, receive, "WS", scope["path"], {}, self.config.max_body_bytes)
+        reason = None
+        if found is None:
+            reason = (404, "Not found")
+        else:
+            try:
+                self._admit(request, found[0].auth, found[0].rate_limited)
+            except HttpError as e:
+                reason = (e.status, e.message)
+        if reason is not None or found is None:
+            await websocket.reject(scope, receive, send, *(reason or (404, "Not found")), self.cors)
+            return
+        request.params = found[1]
+        await found[0].handler(request, send, self.tokens)
+
+    # ----- lifespan ------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._sampler = asyncio.create_task(self.state.throughput.run(self.engine))
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._sampler is not None:
+                    self._sampler.cancel()
+                if self._own_engine:
+                    self.engine.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(config: ServerConfig | None = None, **engine_options: Any) -> HopperApp:
+    """The ASGI app; `config` defaults to the environment (see `hopper serve --help`)."""
+    from hopper.server.config import load
+
+    engine = Engine(**engine_options) if engine_options else None
+    return HopperApp(config or load(), engine)

@@ -1,0 +1,91 @@
+"""Fans engine events out to SSE and WebSocket subscribers.
+
+The hub listens to the engine only while it has subscribers (the engine then stops
+recording events, which cost a copy of each payload). Each subscriber has a bounded
+buffer: a consumer that falls behind by more than `limit` events is marked overflowed
+and its connection is closed with a reason, so a slow client cannot grow server memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from hopper.engine import Engine
+from hopper.notify import EventBatch
+
+DEFAULT_BUFFER = 10_000
+
+
+class Subscriber:
+    def __init__(self, queue: str | None, limit: int = DEFAULT_BUFFER) -> None:
+        self.queue = queue
+        self.limit = limit
+        self.buffer: deque[bytes] = deque()
+        self.overflowed = False
+        self.closed = False
+        self._ready = asyncio.Event()
+
+    def close(self) -> None:
+        """The connection ended: wake the sender so it stops."""
+        self.closed = True
+        self._ready.set()
+
+    def offer(self, event: bytes) -> None:
+        if self.overflowed:
+            return
+        if len(self.buffer) >= self.limit:
+            self.overflowed = True
+            self.buffer.clear()
+        else:
+            self.buffer.append(event)
+        self._ready.set()
+
+    async def wait(self, timeout: float) -> list[bytes]:
+        """Everything buffered, waiting up to `timeout` s for the first event ([] on timeout)."""
+        if not self.buffer and not self.overflowed and not self.closed:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except asyncio.TimeoutError:
+                return []
+        batch = list(self.buffer)
+        self.buffer.clear()
+        return batch
+
+
+class EventHub:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._by_queue: dict[str | None, set[Subscriber]] = {}
+        self._count = 0
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def subscribe(self, queue: str | None, limit: int = DEFAULT_BUFFER) -> Subscriber:
+        sub = Subscriber(queue, limit)
+        self._by_queue.setdefault(queue, set()).add(sub)
+        self._count += 1
+        if self._unsubscribe is None:
+            self._unsubscribe = self._engine.subscribe(self._on_batch)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        sub.close()
+        subs = self._by_queue.get(sub.queue)
+        if subs is None or sub not in subs:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._by_queue[sub.queue]
+        self._count -= 1
+        if self._count == 0 and self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _on_batch(self, batch: EventBatch) -> None:
+        everyone = self._by_queue.get(None, ())
+        for _kind, queue, raw in batch:
+            for sub in everyone:
+                sub.offer(raw)
+            for sub in self._by_queue.get(queue, ()):
+                sub.offer(raw)

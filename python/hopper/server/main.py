@@ -1,0 +1,52 @@
+"""`hopper serve`: Granian (ASGI, uvloop, one worker: the engine owns its data dir) running
+the app. Flags are resolved once here and handed to the worker process as JSON in the
+environment, so the worker builds exactly the configuration that was validated."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+
+from hopper.server.app import HopperApp
+from hopper.server.config import ServerConfig, load
+
+CONFIG_ENV = "HOPPER_RESOLVED_CONFIG"
+
+
+def app_from_env() -> HopperApp:
+    """Granian's factory target."""
+    raw = os.environ.get(CONFIG_ENV)
+    if raw is None:
+        return HopperApp(load())
+    values = json.loads(raw)
+    values["auth_tokens"] = tuple(values["auth_tokens"])
+    if values["rate_limit_max_requests"] is None:
+        values["rate_limit_max_requests"] = math.inf
+    return HopperApp(ServerConfig(**values))
+
+
+def serve(args: argparse.Namespace) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    config = load(args)
+    values = dataclasses.asdict(config)
+    if math.isinf(config.rate_limit_max_requests):
+        values["rate_limit_max_requests"] = None
+    os.environ[CONFIG_ENV] = json.dumps(values)
+    server = Granian(
+        "hopper.server.main:app_from_env",
+        factory=True,
+        address=config.host,
+        port=config.port,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        workers=1,
+        websockets=True,
+        log_access=False,
+    )
+    server.serve()
+    return 0

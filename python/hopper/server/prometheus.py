@@ -1,0 +1,99 @@
+"""`/prometheus`: text format 0.0.4 via prometheus-client. Counters and per-queue gauges
+are read from the engine at scrape time (a custom collector: nothing is updated per
+job); push/pull/ack latency histograms are observed by the job routes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from hopper.server.app import ServerState
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+# Milliseconds, as the reference page documents (`bunqueue_*_duration_ms`).
+BUCKETS_MS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        engine = self._state.engine
+        stats = engine.stats()
+        for name, key, text in (
+            ("bunqueue_jobs_pushed", "pushed", "Total jobs pushed"),
+            ("bunqueue_jobs_pulled", "pulled", "Total jobs pulled"),
+            ("bunqueue_jobs_completed", "completed", "Total jobs completed"),
+            ("bunqueue_jobs_failed", "failed", "Total jobs failed for good"),
+            ("hopper_jobs_retried", "retried", "Total failed attempts scheduled for retry"),
+            ("hopper_jobs_stalled", "stalled", "Total stalled leases"),
+        ):
+            yield CounterMetricFamily(name, text, value=stats[key])
+        totals = engine.counts()
+        for state, metric in (
+            ("waiting", "waiting"),
+            ("active", "active"),
+            ("delayed", "delayed"),
+            ("failed", "dlq"),
+            ("completed", "completed"),
+        ):
+            yield GaugeMetricFamily(
+                f"bunqueue_jobs_{metric}", f"Jobs {metric} (all queues)", value=totals[state]
+            )
+        per_queue = {
+            metric: GaugeMetricFamily(
+                f"bunqueue_queue_jobs_{metric}", f"Jobs {metric} per queue", labels=["queue"]
+            )
+            for metric in ("waiting", "active", "delayed", "dlq", "completed", "waiting_children")
+        }
+        for queue in engine.queues():
+            counts = engine.counts(queue)
+            per_queue["waiting"].add_metric([queue], counts["waiting"])
+            per_queue["active"].add_metric([queue], counts["active"])
+            per_queue["delayed"].add_metric([queue], counts["delayed"])
+            per_queue["dlq"].add_metric([queue], counts["failed"])
+            per_queue["completed"].add_metric([queue], counts["completed"])
+            per_queue["waiting_children"].add_metric([queue], counts["waiting-children"])
+        yield from per_queue.values()
+        connections = GaugeMetricFamily(
+            "bunqueue_connections", "Open connections", labels=["transport"]
+        )
+        for transport, n in self._state.connections.items():
+            connections.add_metric([transport], n)
+        yield connections
+
+
+class Metrics:
+    def __init__(self, state: ServerState) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_EngineCollector(state))
+
+        def histogram(op: str) -> Histogram:
+            return Histogram(
+                f"bunqueue_{op}_duration_ms",
+                f"{op.capitalize()} latency in ms",
+                buckets=BUCKETS_MS,
+                registry=self.registry,
+            )
+
+        self._push = histogram("push")
+        self._pull = histogram("pull")
+        self._ack = histogram("ack")
+
+    def observe_push(self, seconds: float) -> None:
+        self._push.observe(seconds * 1000)
+
+    def observe_pull(self, seconds: float) -> None:
+        self._pull.observe(seconds * 1000)
+
+    def observe_ack(self, seconds: float) -> None:
+        self._ack.observe(seconds * 1000)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,60 @@
+"""Maps (method, path) to a route. Paths are split on "/" once; a template segment
+starting with ":" captures that segment. Lookup is by segment count, then a short scan."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Auth(Enum):
+    """Whether a route needs the bearer token."""
+
+    REQUIRED = "required"
+    EXEMPT = "exempt"
+    METRICS = "metrics"  # required only when METRICS_AUTH is on
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    template: tuple[str, ...]
+    handler: Callable[..., Awaitable[Any]]
+    auth: Auth = Auth.REQUIRED
+    rate_limited: bool = True
+    streaming: bool = False  # the handler drives the ASGI send itself (SSE)
+
+
+def split(path: str) -> tuple[str, ...]:
+    return tuple(path.strip("/").split("/")) if path.strip("/") else ()
+
+
+class Router:
+    def __init__(self) -> None:
+        self._by_len: dict[int, list[Route]] = {}
+
+    def add(
+        self, method: str, path: str, handler: Callable[..., Awaitable[Any]], **kw: Any
+    ) -> None:
+        template = split(path)
+        self._by_len.setdefault(len(template), []).append(Route(method, template, handler, **kw))
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        """The route and its captured segments; None if no route has this path and method."""
+        segments = split(path)
+        for route in self._by_len.get(len(segments), ()):
+            if route.method != method:
+                continue
+            params: dict[str, str] = {}
+            for want, got in zip(route.template, segments, strict=True):
+                if want.startswith(":"):
+                    if not got:
+                        break
+                    params[want[1:]] = got
+                elif want != got:
+                    break
+            else:
+                return route, params
+        return None

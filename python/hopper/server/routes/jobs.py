@@ -1,0 +1,104 @@
+"""Job endpoints: push (and bulk push), pull with long poll, get, cancel, ack, fail.
+Each is one engine call on the request bytes; the engine returns ready JSON."""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+import orjson
+
+from hopper.errors import InvalidStateError, NotFoundError
+from hopper.server.http import OK_TRUE, HttpError, Request, Response, ok
+from hopper.server.router import Router
+
+if TYPE_CHECKING:
+    from hopper.server.app import ServerState
+
+MAX_POLL_MS = 60_000
+NO_JOB = b'{"ok":true,"job":null,"token":null}'
+NOT_ACTIVE = "Job not found or not active"
+
+
+def poll_timeout_ms(raw: str | None) -> int:
+    """The `timeout` query parameter of a pull: whole ms in 0..60000."""
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit() or int(raw) > MAX_POLL_MS:
+        raise HttpError(400, f"timeout must be an integer between 0 and {MAX_POLL_MS} (ms)")
+    return int(raw)
+
+
+def pulled_body(got: tuple[bytes, str] | None) -> bytes:
+    if got is None:
+        return NO_JOB
+    job, token = got
+    return b'{"ok":true,"job":' + job + b',"token":"' + token.encode() + b'"}'
+
+
+def register(router: Router, state: ServerState) -> None:
+    engine = state.engine
+    metrics = state.metrics
+
+    async def push(req: Request) -> Response:
+        body = await req.body()
+        t0 = perf_counter()
+        job_id, _duplicate = engine.push_body(req.params["queue"], body)
+        metrics.observe_push(perf_counter() - t0)
+        return ok(b'{"ok":true,"id":' + orjson.dumps(job_id) + b"}")
+
+    async def push_bulk(req: Request) -> Response:
+        body = await req.body()
+        t0 = perf_counter()
+        ids = engine.push_many_body(req.params["queue"], body)
+        metrics.observe_push(perf_counter() - t0)
+        return ok(orjson.dumps({"ok": True, "ids": ids}))
+
+    async def pull(req: Request) -> Response:
+        queue = req.params["queue"]
+        timeout = poll_timeout_ms(req.query.get("timeout"))
+        t0 = perf_counter()
+        got = engine.pull_json(queue)
+        metrics.observe_pull(perf_counter() - t0)
+        if got is None and timeout:
+            got = await engine.pull_json_async(queue, timeout / 1000)
+        return ok(pulled_body(got))
+
+    async def get(req: Request) -> Response:
+        job = engine.get_json(req.params["id"])
+        if job is None:
+            raise HttpError(404, "Job not found")
+        return ok(b'{"ok":true,"job":' + job + b"}")
+
+    async def cancel(req: Request) -> Response:
+        try:
+            engine.cancel(req.params["id"])
+        except NotFoundError:
+            raise HttpError(404, "Job not found") from None
+        return OK_TRUE
+
+    async def ack(req: Request) -> Response:
+        body = await req.body()
+        t0 = perf_counter()
+        try:
+            engine.ack_body(req.params["id"], body)
+        except InvalidStateError:
+            raise HttpError(400, NOT_ACTIVE) from None
+        metrics.observe_ack(perf_counter() - t0)
+        return OK_TRUE
+
+    async def fail(req: Request) -> Response:
+        body = await req.body()
+        try:
+            engine.fail_body(req.params["id"], body)
+        except InvalidStateError:
+            raise HttpError(400, NOT_ACTIVE) from None
+        return OK_TRUE
+
+    router.add("POST", "/queues/:queue/jobs", push)
+    router.add("POST", "/queues/:queue/jobs/bulk", push_bulk)
+    router.add("GET", "/queues/:queue/jobs", pull)
+    router.add("GET", "/jobs/:id", get)
+    router.add("DELETE", "/jobs/:id", cancel)
+    router.add("POST", "/jobs/:id/ack", ack)
+    router.add("POST", "/jobs/:id/fail", fail)

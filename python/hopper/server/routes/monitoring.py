@@ -1,0 +1,140 @@
+"""Health, readiness, stats, metrics (JSON and Prometheus) and the debug endpoints."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+import hopper
+from hopper.server import memory
+from hopper.server.http import Request, Response, ok
+from hopper.server.prometheus import CONTENT_TYPE
+from hopper.server.router import Auth, Router
+
+if TYPE_CHECKING:
+    from hopper.server.app import ServerState
+
+PLAIN = b"text/plain; charset=utf-8"
+
+
+def register(router: Router, state: ServerState) -> None:
+    engine = state.engine
+
+    def uptime() -> int:
+        return int(time.time() - state.started)
+
+    async def health(_req: Request) -> Response:
+        c = engine.counts()
+        return ok(
+            orjson.dumps(
+                {
+                    "ok": True,
+                    "status": "healthy",
+                    "uptime": uptime(),
+                    "version": hopper.__version__,
+                    "queues": {
+                        "waiting": c["waiting"],
+                        "active": c["active"],
+                        "delayed": c["delayed"],
+                        "completed": c["completed"],
+                        "dlq": c["failed"],
+                    },
+                    "connections": dict(state.connections),
+                    "memory": memory.memory_mb(),
+                }
+            )
+        )
+
+    async def live(_req: Request) -> Response:
+        return Response(200, b"OK", PLAIN)
+
+    async def ready(_req: Request) -> Response:
+        return ok(b'{"ok":true,"ready":true}')
+
+    def collections() -> dict[str, int]:
+        c, s = engine.counts(), engine.stats()
+        return {
+            "jobIndex": s["jobs"],
+            "completedJobs": c["completed"],
+            "processingTotal": c["active"],
+            "queuedTotal": c["waiting"],
+            "temporalIndexTotal": c["delayed"],
+        }
+
+    async def stats(_req: Request) -> Response:
+        c, s = engine.counts(), engine.stats()
+        push_rate, pull_rate = state.throughput.rates()
+        return ok(
+            orjson.dumps(
+                {
+                    "ok": True,
+                    "stats": {
+                        "queued": c["waiting"],
+                        "processing": c["active"],
+                        "delayed": c["delayed"],
+                        "dlq": c["failed"],
+                        "completed": c["completed"],
+                        "waitingChildren": c["waiting-children"],
+                        "uptime": uptime(),
+                        "pushPerSec": push_rate,
+                        "pullPerSec": pull_rate,
+                        "totalPushed": s["pushed"],
+                        "totalPulled": s["pulled"],
+                        "totalCompleted": s["completed"],
+                        "totalFailed": s["failed"],
+                    },
+                    "memory": {**memory.memory_mb(), "external": 0, "arrayBuffers": 0},
+                    "collections": collections(),
+                }
+            )
+        )
+
+    async def metrics(_req: Request) -> Response:
+        s = engine.stats()
+        return ok(
+            orjson.dumps(
+                {
+                    "ok": True,
+                    "metrics": {
+                        "totalPushed": s["pushed"],
+                        "totalPulled": s["pulled"],
+                        "totalCompleted": s["completed"],
+                        "totalFailed": s["failed"],
+                    },
+                }
+            )
+        )
+
+    async def prometheus(_req: Request) -> Response:
+        return Response(200, state.metrics.render(), CONTENT_TYPE)
+
+    async def gc(_req: Request) -> Response:
+        before, after = memory.collect()
+        return ok(orjson.dumps({"ok": True, "before": before, "after": after}))
+
+    async def heapstats(_req: Request) -> Response:
+        heap, top = memory.heap_objects()
+        return ok(
+            orjson.dumps(
+                {
+                    "ok": True,
+                    "memory": memory.memory_mb(),
+                    "heap": heap,
+                    "collections": collections(),
+                    "topObjectTypes": top,
+                }
+            )
+        )
+
+    open_probe = {"auth": Auth.EXEMPT, "rate_limited": False}
+    router.add("GET", "/health", health, **open_probe)
+    router.add("GET", "/healthz", live, **open_probe)
+    router.add("GET", "/live", live, **open_probe)
+    router.add("GET", "/ready", ready, **open_probe)
+    router.add("POST", "/gc", gc, **open_probe)
+    router.add("GET", "/heapstats", heapstats, **open_probe)
+    router.add("GET", "/stats", stats)
+    router.add("GET", "/metrics", metrics)
+    router.add("GET", "/prometheus", prometheus, auth=Auth.METRICS)
