@@ -14,8 +14,9 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
+# The job server on 0.0.0.0:6790 (HTTP_PORT, HOST and the other variables apply).
 run: install
-	$(BIN)/hopper demo
+	$(BIN)/hopper serve
 
 fmt: install
 	cargo fmt --all

@@ -250,6 +250,11 @@ class Engine:
         """Removes a job; an active one fails for good with "Job cancelled"."""
         self._call(self._core.cancel, job_id)
 
+    def cancel_pending(self, job_id: str) -> None:
+        """Removes a job that has not started (waiting, delayed, waiting-children);
+        refuses active and finished jobs with InvalidStateError."""
+        self._call(self._core.cancel_pending, job_id)
+
     def remove(self, job_id: str) -> None:
         """Removes a job that is not active."""
         self._call(self._core.remove, job_id)

@@ -74,13 +74,6 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
     ),
     Setting(
-        "data_dir",
-        "--data-dir",
-        ("HOPPER_DATA_DIR", "DATA_PATH"),
-        "./data",
-        "data directory (used once the write-ahead log lands; see docs/durability.md)",
-    ),
-    Setting(
         "max_body_bytes",
         "--max-body-bytes",
         ("HOPPER_MAX_BODY_BYTES",),
@@ -117,7 +110,6 @@ class ServerConfig:
     rate_limit_max_requests: float = math.inf
     rate_limit_cleanup_ms: int = 60_000
     metrics_auth: bool = False
-    data_dir: str = "./data"
     max_body_bytes: int = 16 * 1024 * 1024
     max_payload_bytes: int = 10 * 1024 * 1024
     stall_interval_ms: int = 30_000

@@ -1284,6 +1284,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Cancels a job that has not started: waiting, delayed or waiting for children.
+    /// Active and finished jobs are refused (the job server's `DELETE /jobs/:id`).
+    pub fn cancel_pending(&mut self, id: &str) -> Result<()> {
+        let now = self.tick();
+        let slot = self.slot_or_404(id)?;
+        let state = self.job(slot).state;
+        if matches!(state, JobState::Active) || state.is_finished() {
+            return Err(EngineError::state(format!(
+                "Job cannot be cancelled: it is {}",
+                state.as_str()
+            )));
+        }
+        self.remove_slot(slot, now, true);
+        Ok(())
+    }
+
     fn retry_slot(&mut self, slot: u32, now: u64) {
         let prev = self.job(slot).state;
         self.detach(slot);

@@ -374,6 +374,30 @@ fn cancel_and_remove() {
 }
 
 #[test]
+fn cancel_pending_only_touches_jobs_that_have_not_started() {
+    let mut h = H::new();
+    let active = h.add("q", r#"{"data":1}"#);
+    let delayed = h.add("q", r#"{"data":2,"delay":1000}"#);
+    let waiting = h.add("q", r#"{"data":3}"#);
+    let (id, token) = h.pull("q").unwrap();
+    assert_eq!(id, active);
+    let err = h.op(|e| e.cancel_pending(&active)).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidState);
+    assert!(err.message.contains("active"), "{}", err.message);
+    h.ack(&active, &token);
+    let err = h.op(|e| e.cancel_pending(&active)).unwrap_err();
+    assert!(err.message.contains("completed"), "{}", err.message);
+    h.op(|e| e.cancel_pending(&delayed)).unwrap();
+    h.op(|e| e.cancel_pending(&waiting)).unwrap();
+    assert!(h.get(&delayed).is_none() && h.get(&waiting).is_none());
+    assert_eq!(h.state(&active), Some(JobState::Completed));
+    assert_eq!(
+        h.op(|e| e.cancel_pending(&waiting)).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
 fn ttl_removes_a_job_not_started_in_time() {
     let mut h = H::new();
     h.e.set_events_enabled(true);

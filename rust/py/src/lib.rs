@@ -292,6 +292,10 @@ impl Core {
         self.with(|e| e.cancel(id))
     }
 
+    fn cancel_pending(&self, id: &str) -> PyResult<()> {
+        self.with(|e| e.cancel_pending(id))
+    }
+
     fn remove(&self, id: &str) -> PyResult<()> {
         self.with(|e| e.remove(id))
     }

@@ -72,7 +72,7 @@ def register(router: Router, state: ServerState) -> None:
 
     async def cancel(req: Request) -> Response:
         try:
-            engine.cancel(req.params["id"])
+            engine.cancel_pending(req.params["id"])
         except NotFoundError:
             raise HttpError(404, "Job not found") from None
         return OK_TRUE
