@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from support import Server, run_server
-
-ServerFactory = Callable[..., Server]
+from support import Server, ServerFactory, run_server
 
 
 @pytest.fixture(scope="session")
@@ -52,5 +50,3 @@ def client(server: Server) -> httpx.Client:
 def queue() -> str:
     """A queue name no other test uses."""
     return f"q-{uuid.uuid4().hex[:12]}"
-
-

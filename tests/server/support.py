@@ -54,6 +54,9 @@ class Server:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+ServerFactory = Callable[..., Server]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))

@@ -4,6 +4,7 @@ and the `{ok:false,error}` envelope for every failure, in that order, in one pla
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -36,6 +37,8 @@ from hopper.server.routes import events as event_routes
 from hopper.server.routes import jobs, websocket
 from hopper.server.routes import monitoring as monitoring_routes
 from hopper.server.throughput import Throughput
+
+log = logging.getLogger("hopper.server")
 
 _STATUS = {
     InvalidInputError: 400,
@@ -124,6 +127,10 @@ class HopperApp:
             response = error(e.status, e.message)
         except HopperError as e:
             response = error(status_of(e), str(e))
+        except Exception:
+            # A bug, not bad input: keep the envelope, and leave a trace in the log.
+            log.exception("unhandled error in %s %s", method, path)
+            response = error(500, "Internal server error")
         await send_response(send, response, self.cors)
 
     def _admit(self, request: Request, auth: Auth, rate_limited: bool) -> None:
@@ -132,6 +139,8 @@ class HopperApp:
             key = client_key(request.header(b"x-forwarded-for"), request.header(b"x-real-ip"))
             if not self.limiter.allow(key, time.monotonic()):
                 raise HttpError(429, "Rate limit exceeded")
+        if not self.tokens.enabled:
+            return
         needs_auth = auth is Auth.REQUIRED or (auth is Auth.METRICS and self.config.metrics_auth)
         if needs_auth and not self.tokens.header_ok(request.header(b"authorization")):
             raise HttpError(401, "Unauthorized")

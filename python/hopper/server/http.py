@@ -17,6 +17,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON = b"application/json"
+# A body over the limit is still read (and dropped) up to this size so the 413 reaches
+# the client; a larger one is refused without reading it.
+MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
 
 class HttpError(Exception):
@@ -60,6 +63,8 @@ class Request:
         """The whole body, refusing more than `max_body` bytes (by header, then by count)."""
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
+            if int(length) <= MAX_DRAIN_BYTES:
+                await self._drain()
             raise BodyTooLarge(self.max_body)
         chunks: list[bytes] = []
         size = 0
@@ -70,10 +75,23 @@ class Request:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
+                await self._drain()
                 raise BodyTooLarge(self.max_body)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _drain(self) -> None:
+        """Reads and drops the rest of a refused body (at most MAX_DRAIN_BYTES). A client
+        still sending it would otherwise get a connection reset instead of the 413."""
+        budget = MAX_DRAIN_BYTES
+        while budget > 0:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return
+            budget -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 @dataclass(slots=True)

@@ -14,6 +14,10 @@ from hopper.server.app import HopperApp
 from hopper.server.config import ServerConfig, load
 
 CONFIG_ENV = "HOPPER_RESOLVED_CONFIG"
+# Granian waits for in-flight requests on SIGTERM, and an SSE stream (or a long poll of up
+# to 60 s) never finishes by itself: past this grace the worker is killed so that a stop
+# request always ends the server.
+SHUTDOWN_GRACE_S = 5
 
 
 def app_from_env() -> HopperApp:
@@ -47,6 +51,7 @@ def serve(args: argparse.Namespace) -> int:
         workers=1,
         websockets=True,
         log_access=False,
+        workers_kill_timeout=SHUTDOWN_GRACE_S,
     )
     server.serve()
     return 0

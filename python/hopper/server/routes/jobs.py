@@ -24,7 +24,8 @@ def poll_timeout_ms(raw: str | None) -> int:
     """The `timeout` query parameter of a pull: whole ms in 0..60000."""
     if raw is None or raw == "":
         return 0
-    if not raw.isdigit() or int(raw) > MAX_POLL_MS:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as '²'.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_POLL_MS:
         raise HttpError(400, f"timeout must be an integer between 0 and {MAX_POLL_MS} (ms)")
     return int(raw)
 
