@@ -61,25 +61,34 @@ class Request:
 
     async def body(self) -> bytes:
         """The whole body, refusing more than `max_body` bytes (by header, then by count)."""
+        message = await self.receive()
+        if not message.get("more_body", False) and message["type"] == "http.request":
+            body: bytes = message.get("body", b"")
+            if len(body) <= self.max_body:
+                return body  # the common case: one small chunk
+        return await self._body_slow(message)
+
+    async def _body_slow(self, message: Message) -> bytes:
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            if int(length) <= MAX_DRAIN_BYTES:
+            if message.get("more_body", False) and int(length) <= MAX_DRAIN_BYTES:
                 await self._drain()
             raise BodyTooLarge(self.max_body)
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise HttpError(400, "Client disconnected")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await self._drain()
+                if message.get("more_body", False):
+                    await self._drain()
                 raise BodyTooLarge(self.max_body)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            message = await self.receive()
 
     async def _drain(self) -> None:
         """Reads and drops the rest of a refused body (at most MAX_DRAIN_BYTES). A client
@@ -120,9 +129,10 @@ OK_TRUE = Response(200, b'{"ok":true}')
 async def send_response(send: Send, response: Response, cors: list[tuple[bytes, bytes]]) -> None:
     headers = [
         (b"content-type", response.content_type),
-        (b"content-length", str(len(response.body)).encode()),
+        (b"content-length", b"%d" % len(response.body)),
         *cors,
-        *response.headers,
     ]
+    if response.headers:
+        headers += response.headers
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})

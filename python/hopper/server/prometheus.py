@@ -1,14 +1,22 @@
 """`/prometheus`: text format 0.0.4 via prometheus-client. Counters and per-queue gauges
 are read from the engine at scrape time (a custom collector: nothing is updated per
-job); push/pull/ack latency histograms are observed by the job routes."""
+job); push/pull/ack latency histograms are observed by the job routes into plain counters (one
+list increment per request; prometheus-client's lock-and-loop histogram cost more than the
+engine call it measured) and exposed at scrape time."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -19,11 +27,33 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 BUCKETS_MS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
 
 
-class _EngineCollector(Collector):
-    def __init__(self, state: ServerState) -> None:
-        self._state = state
+class LatencyHistogram:
+    """Counts per bucket (upper bounds `BUCKETS_MS`, then +Inf) and a running sum."""
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name = name
+        self.help = help_text
+        self.counts = [0] * (len(BUCKETS_MS) + 1)
+        self.sum = 0.0
+
+    def observe(self, ms: float) -> None:
+        self.counts[bisect_left(BUCKETS_MS, ms)] += 1
+        self.sum += ms
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for bound, n in zip((*(str(b) for b in BUCKETS_MS), "+Inf"), self.counts, strict=True):
+            running += n
+            cumulative.append((bound, running))
+        return HistogramMetricFamily(self.name, self.help, buckets=cumulative, sum_value=self.sum)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, state: ServerState, histograms: list[LatencyHistogram]) -> None:
+        self._state = state
+        self._histograms = histograms
+
+    def collect(self) -> Iterator[Metric]:
         engine = self._state.engine
         stats = engine.stats()
         for name, key, text in (
@@ -67,24 +97,22 @@ class _EngineCollector(Collector):
         for transport, n in self._state.connections.items():
             connections.add_metric([transport], n)
         yield connections
+        for histogram in self._histograms:
+            yield histogram.family()
 
 
 class Metrics:
     def __init__(self, state: ServerState) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_EngineCollector(state))
-
-        def histogram(op: str) -> Histogram:
-            return Histogram(
-                f"bunqueue_{op}_duration_ms",
-                f"{op.capitalize()} latency in ms",
-                buckets=BUCKETS_MS,
-                registry=self.registry,
+        def histogram(op: str) -> LatencyHistogram:
+            return LatencyHistogram(
+                f"bunqueue_{op}_duration_ms", f"{op.capitalize()} latency in ms"
             )
 
         self._push = histogram("push")
         self._pull = histogram("pull")
         self._ack = histogram("ack")
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_EngineCollector(state, [self._push, self._pull, self._ack]))
 
     def observe_push(self, seconds: float) -> None:
         self._push.observe(seconds * 1000)

@@ -32,24 +32,31 @@ def split(path: str) -> tuple[str, ...]:
 
 
 class Router:
+    """Routes are indexed by (method, segment count, first segment), so a lookup checks
+    one or two templates instead of every route."""
+
     def __init__(self) -> None:
-        self._by_len: dict[int, list[Route]] = {}
+        self._index: dict[tuple[str, int, str], list[Route]] = {}
 
     def add(
         self, method: str, path: str, handler: Callable[..., Awaitable[Any]], **kw: Any
     ) -> None:
         template = split(path)
-        self._by_len.setdefault(len(template), []).append(Route(method, template, handler, **kw))
+        if template and template[0].startswith(":"):
+            raise ValueError("a route's first segment must be literal")
+        key = (method, len(template), template[0] if template else "")
+        self._index.setdefault(key, []).append(Route(method, template, handler, **kw))
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route and its captured segments; None if no route has this path and method."""
         segments = split(path)
-        for route in self._by_len.get(len(segments), ()):
-            if route.method != method:
-                continue
+        routes = self._index.get((method, len(segments), segments[0] if segments else ""))
+        if routes is None:
+            return None
+        for route in routes:
             params: dict[str, str] = {}
             for want, got in zip(route.template, segments, strict=True):
-                if want.startswith(":"):
+                if want[0] == ":":
                     if not got:
                         break
                     params[want[1:]] = got
