@@ -350,9 +350,10 @@ class Engine:
         job_id, duplicate, _durable = self._core.push(queue, body)
         return job_id, duplicate
 
-    def push_many_body(self, queue: str, body: bytes) -> list[str]:
-        """Pushes a JSON array of push bodies, or `{"jobs": [...]}`, all or none."""
-        return self._core.push_many(queue, body)
+    def push_many_body(self, queue: str, body: bytes) -> bytes:
+        """Pushes a JSON array of push bodies, or `{"jobs": [...]}`, all or none.
+        Returns the ids as a JSON array."""
+        return self._core.push_many_json(queue, body)
 
     def pull_json(self, queue: str, owner: int = 0) -> tuple[bytes, str] | None:
         """Leases the next job: (job JSON, lock token), or None."""

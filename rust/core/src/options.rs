@@ -125,6 +125,30 @@ fn present<'de, D: serde::Deserializer<'de>>(
     <&RawValue>::deserialize(d).map(Some)
 }
 
+/// Deserializes `T` only from a JSON object (serde would also read a struct from an
+/// array of its fields in order).
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Objects<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Objects<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Objects(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
 fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
 }
@@ -300,26 +324,22 @@ impl PushOptions {
     /// Parses a batch: a JSON array of push bodies, or `{"jobs": [...]}` (the bulk
     /// endpoint's body).
     pub fn many_from_json(body: &[u8], max_payload: usize) -> Result<Vec<Self>> {
+        // One pass over the body: items are parsed in place, and must be objects.
         #[derive(Deserialize)]
         struct Bulk<'a> {
             #[serde(borrow)]
-            jobs: &'a RawValue,
+            jobs: Vec<ObjectOnly<RawPush<'a>>>,
         }
-        let body = if body.trim_ascii_start().first() == Some(&b'{') {
-            let bulk: Bulk = serde_json::from_slice(body).map_err(|e| {
-                EngineError::invalid(if e.is_data() {
-                    "Expected {\"jobs\": [...]}"
-                } else {
-                    "Invalid JSON body"
-                })
-            })?;
-            bulk.jobs.get().as_bytes()
+        let parsed = if body.trim_ascii_start().first() == Some(&b'{') {
+            serde_json::from_slice::<Bulk>(body).map(|b| b.jobs)
         } else {
-            body
+            serde_json::from_slice::<Vec<ObjectOnly<RawPush>>>(body)
         };
-        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+        let items = parsed.map_err(|e| {
             if e.is_data() {
-                EngineError::invalid("Expected a JSON array of job objects")
+                EngineError::invalid(format!(
+                    "Expected a JSON array of job objects, or {{\"jobs\": [...]}}: {e}"
+                ))
             } else {
                 EngineError::invalid("Invalid JSON body")
             }
@@ -328,7 +348,7 @@ impl PushOptions {
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                Self::from_json(item.get().as_bytes(), max_payload).map_err(|e| EngineError {
+                Self::from_raw(item.0, max_payload).map_err(|e| EngineError {
                     kind: e.kind,
                     message: format!("job {i}: {}", e.message),
                 })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hopper_core::engine::{Engine, EngineConfig, FailOutcome, SearchKind};
 use hopper_core::events::Event;
-use hopper_core::json_render::write_event;
+use hopper_core::json_render::{push_str, write_event};
 use hopper_core::requests::{AckRequest, FailRequest};
 use hopper_core::{
     Clock, EngineError, EngineHandle, ErrorKind, JobState, ManualClock, PushOptions, SystemClock,
@@ -176,6 +176,21 @@ impl Core {
                 .map(|o| o.id)
                 .collect())
         })
+    }
+
+    /// `push_many`, returning the ids as a JSON array (bytes) for the servers.
+    fn push_many_json(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Py<PyBytes>> {
+        let ids = self.push_many(queue, body)?;
+        let mut out = String::with_capacity(2 + ids.len() * 39);
+        out.push('[');
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_str(&mut out, id);
+        }
+        out.push(']');
+        Ok(PyBytes::new(py, out.as_bytes()).unbind())
     }
 
     /// Leases the next job, waiting up to `timeout_ms` (GIL released while waiting).

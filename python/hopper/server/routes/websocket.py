@@ -127,7 +127,7 @@ class Connection:
             return _reply(req_id, {"ok": True, "id": job_id})
         if cmd == "PUSHB":
             ids = self.engine.push_many_body(_string(msg, "queue"), raw)
-            return _reply(req_id, {"ok": True, "ids": ids})
+            return _splice(req_id, b'{"ok":true,"ids":' + ids + b"}")
         if cmd == "PULL":
             queue = _string(msg, "queue")
             timeout = msg.get("timeout", 0)
