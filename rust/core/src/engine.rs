@@ -23,6 +23,7 @@ use crate::metrics::Bucket;
 use crate::options::{check_queue_name, PushOptions, Removal, MAX_DELAY_MS};
 use crate::priority_queue::OrderKey;
 use crate::queue::{GroupCounts, Queue};
+use crate::slab::Slab;
 use crate::timer_wheel::TimerWheel;
 
 /// Retry delays never exceed this, whatever the backoff and attempt count.
@@ -139,8 +140,7 @@ pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     last_now: u64,
-    jobs: Vec<Option<Job>>,
-    free_slots: Vec<u32>,
+    jobs: Slab,
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
     queues: Vec<Queue>,
@@ -188,8 +188,7 @@ impl Engine {
             config,
             clock,
             last_now: now,
-            jobs: Vec::new(),
-            free_slots: Vec::new(),
+            jobs: Slab::default(),
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             queues: Vec::new(),
@@ -314,7 +313,7 @@ impl Engine {
     }
 
     fn fire(&mut self, t: Timer, now: u64) {
-        let Some(job) = self.jobs.get(t.slot as usize).and_then(Option::as_ref) else {
+        let Some(job) = self.jobs.get(t.slot) else {
             return;
         };
         if job.gen != t.gen {
@@ -341,20 +340,18 @@ impl Engine {
     // ----- slab and index -------------------------------------------------------------
 
     fn job(&self, slot: u32) -> &Job {
-        self.jobs[slot as usize].as_ref().expect("slot holds a job")
+        self.jobs.get(slot).expect("slot holds a job")
     }
 
     fn job_mut(&mut self, slot: u32) -> &mut Job {
-        self.jobs[slot as usize].as_mut().expect("slot holds a job")
+        self.jobs.get_mut(slot).expect("slot holds a job")
     }
 
     fn find(&self, id: &JobId) -> Option<u32> {
         let hash = self.hasher.hash_one(id);
         let jobs = &self.jobs;
         self.index
-            .find(hash, |&s| {
-                jobs[s as usize].as_ref().is_some_and(|j| &j.id == id)
-            })
+            .find(hash, |&s| jobs.get(s).is_some_and(|j| &j.id == id))
             .copied()
     }
 
@@ -367,19 +364,10 @@ impl Engine {
         self.next_gen = self.next_gen.wrapping_add(1);
         job.gen = self.next_gen;
         let hash = self.hasher.hash_one(&job.id);
-        let slot = match self.free_slots.pop() {
-            Some(s) => {
-                self.jobs[s as usize] = Some(job);
-                s
-            }
-            None => {
-                self.jobs.push(Some(job));
-                (self.jobs.len() - 1) as u32
-            }
-        };
+        let slot = self.jobs.insert(job);
         let (jobs, hasher) = (&self.jobs, &self.hasher);
         self.index.insert_unique(hash, slot, |&s| {
-            hasher.hash_one(&jobs[s as usize].as_ref().expect("indexed slot").id)
+            hasher.hash_one(&jobs.get(s).expect("indexed slot").id)
         });
         slot
     }
@@ -389,8 +377,7 @@ impl Engine {
         if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
             entry.remove();
         }
-        self.free_slots.push(slot);
-        self.jobs[slot as usize].take().expect("slot holds a job")
+        self.jobs.remove(slot).expect("slot holds a job")
     }
 
     fn intern_name(&mut self, name: &str) -> u32 {
@@ -509,7 +496,7 @@ impl Engine {
     // ----- state indexes ------------------------------------------------------------
 
     fn detach(&mut self, slot: u32) {
-        let job = self.jobs[slot as usize].as_ref().expect("slot holds a job");
+        let job = self.jobs.get(slot).expect("slot holds a job");
         let q = &mut self.queues[job.queue as usize];
         match job.state {
             JobState::Waiting => {
@@ -558,7 +545,7 @@ impl Engine {
     }
 
     fn attach(&mut self, slot: u32, state: JobState, now: u64) {
-        let job = self.jobs[slot as usize].as_mut().expect("slot holds a job");
+        let job = self.jobs.get_mut(slot).expect("slot holds a job");
         job.state = state;
         let qid = job.queue;
         let q = &mut self.queues[qid as usize];
@@ -880,7 +867,7 @@ impl Engine {
             let jobs = &self.jobs;
             q.ready.first_where(|s| {
                 !q.paused_names
-                    .contains(&jobs[s as usize].as_ref().expect("ready slot").name)
+                    .contains(&jobs.get(s).expect("ready slot").name)
             })
         };
         let Some(slot) = slot else { return Ok(None) };
@@ -1105,7 +1092,7 @@ impl Engine {
     fn finish_failed(&mut self, slot: u32, error: String, now: u64) {
         let mut work = vec![(slot, error)];
         while let Some((slot, error)) = work.pop() {
-            if self.jobs[slot as usize].is_none() {
+            if self.jobs.get(slot).is_none() {
                 continue;
             }
             let state = self.job(slot).state;
@@ -1453,7 +1440,7 @@ impl Engine {
             .chain(q.delayed.iter().map(|&(_, s)| s))
             .collect();
         for &slot in &slots {
-            if self.jobs[slot as usize].is_some() {
+            if self.jobs.get(slot).is_some() {
                 self.remove_slot(slot, now, false);
             }
         }
@@ -1497,7 +1484,7 @@ impl Engine {
         let mut ids = Vec::with_capacity(victims.len());
         for (_, slot) in victims {
             // Removing one victim can fail and, by removeOnFail, remove a later one.
-            if self.jobs[slot as usize].is_none() {
+            if self.jobs.get(slot).is_none() {
                 continue;
             }
             ids.push(self.job(slot).id.to_string());
@@ -1545,7 +1532,7 @@ impl Engine {
             .flat_map(|&s| self.queues[qid as usize].slots(s).collect::<Vec<_>>())
             .collect();
         for &slot in &slots {
-            if self.jobs[slot as usize].is_some() {
+            if self.jobs.get(slot).is_some() {
                 self.remove_slot(slot, now, false);
             }
         }
@@ -1596,7 +1583,7 @@ impl Engine {
     }
 
     pub fn job_count(&self) -> usize {
-        self.jobs.len() - self.free_slots.len()
+        self.jobs.len()
     }
 
     pub fn timer_count(&self) -> usize {
@@ -1685,7 +1672,6 @@ impl Engine {
                 } else {
                     self.jobs
                         .iter()
-                        .flatten()
                         .filter(|j| in_scope(j))
                         .map(|j| j.id.to_string())
                         .filter(|id| id.starts_with(query))

@@ -15,6 +15,7 @@ pub mod options;
 pub mod priority_queue;
 pub mod queue;
 pub mod requests;
+pub mod slab;
 pub mod timer_wheel;
 
 pub use clock::{Clock, ManualClock, SystemClock};
