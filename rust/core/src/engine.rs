@@ -141,7 +141,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     last_now: u64,
     jobs: Slab,
-    index: HashTable<u32>,
+    /// (32 bits of the id's hash, slot) for every job.
+    index: HashTable<(u32, u32)>,
     hasher: DefaultHashBuilder,
     queues: Vec<Queue>,
     queue_ids: HashMap<Arc<str>, u32>,
@@ -169,6 +170,12 @@ pub struct Engine {
     /// Set when any job became ready, so blocked pullers can be signalled.
     work_added: bool,
     fired: Vec<Timer>,
+}
+
+/// Spreads a 32-bit hash over 64 bits: the table takes bucket bits from the bottom and
+/// tag bits from the top, and both must vary.
+fn spread(short: u32) -> u64 {
+    u64::from(short).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Retry delay after the `attempts`-th failed attempt: `backoff × 2^(attempts−1)`, capped.
@@ -347,12 +354,22 @@ impl Engine {
         self.jobs.get_mut(slot).expect("slot holds a job")
     }
 
+    /// (stored 32-bit hash, table hash). The index keeps 32 bits of each id's hash next to
+    /// its slot, so growing the table re-derives hashes without touching the jobs (a cache
+    /// miss per job), and a probe compares hashes before looking at a job.
+    fn id_hash(&self, id: &JobId) -> (u32, u64) {
+        let short = (self.hasher.hash_one(id) >> 32) as u32;
+        (short, spread(short))
+    }
+
     fn find(&self, id: &JobId) -> Option<u32> {
-        let hash = self.hasher.hash_one(id);
+        let (short, hash) = self.id_hash(id);
         let jobs = &self.jobs;
         self.index
-            .find(hash, |&s| jobs.get(s).is_some_and(|j| &j.id == id))
-            .copied()
+            .find(hash, |&(h, s)| {
+                h == short && jobs.get(s).is_some_and(|j| &j.id == id)
+            })
+            .map(|&(_, s)| s)
     }
 
     /// The slot of a job by its public id.
@@ -363,18 +380,16 @@ impl Engine {
     fn alloc(&mut self, mut job: Job) -> u32 {
         self.next_gen = self.next_gen.wrapping_add(1);
         job.gen = self.next_gen;
-        let hash = self.hasher.hash_one(&job.id);
+        let (short, hash) = self.id_hash(&job.id);
         let slot = self.jobs.insert(job);
-        let (jobs, hasher) = (&self.jobs, &self.hasher);
-        self.index.insert_unique(hash, slot, |&s| {
-            hasher.hash_one(&jobs.get(s).expect("indexed slot").id)
-        });
+        self.index
+            .insert_unique(hash, (short, slot), |&(h, _)| spread(h));
         slot
     }
 
     fn release(&mut self, slot: u32) -> Job {
-        let hash = self.hasher.hash_one(&self.job(slot).id);
-        if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
+        let (_, hash) = self.id_hash(&self.job(slot).id);
+        if let Ok(entry) = self.index.find_entry(hash, |&(_, s)| s == slot) {
             entry.remove();
         }
         self.jobs.remove(slot).expect("slot holds a job")

@@ -2,7 +2,7 @@
 //! one lock around the engine, a condition variable for blocking pulls, and the
 //! notification fd for event loops.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,6 +19,8 @@ struct Shared {
     engine: Mutex<Engine>,
     /// Signalled when a job becomes ready (blocking pulls wait on it).
     work: Condvar,
+    /// Threads parked on `work`; signalling it costs a syscall, so only when someone waits.
+    waiting: AtomicUsize,
     /// Signalled when a timer earlier than the planned wake-up is added, or on close.
     timer: Condvar,
     notifier: Notifier,
@@ -36,7 +38,7 @@ impl Shared {
 
     /// After every engine call: wake whoever the call made work for.
     fn after(&self, engine: &mut Engine) {
-        if engine.take_work_added() {
+        if engine.take_work_added() && self.waiting.load(Ordering::Acquire) > 0 {
             self.work.notify_all();
         }
         if engine.has_notifications() {
@@ -60,6 +62,7 @@ impl EngineHandle {
         let shared = Arc::new(Shared {
             engine: Mutex::new(Engine::new(config, clock)),
             work: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             timer: Condvar::new(),
             notifier: Notifier::new()?,
             closed: AtomicBool::new(false),
@@ -118,12 +121,15 @@ impl EngineHandle {
             if now >= deadline || self.shared.closed.load(Ordering::Acquire) {
                 return Ok(None);
             }
+            // Counted under the lock, so a job made ready after this check will notify us.
+            self.shared.waiting.fetch_add(1, Ordering::AcqRel);
             engine = self
                 .shared
                 .work
                 .wait_timeout(engine, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
