@@ -24,6 +24,9 @@ State = Literal["waiting", "waiting-children", "delayed", "active", "completed",
 SearchType = Literal["job", "queue", "payload"]
 
 
+_new_tuple = tuple.__new__
+
+
 def _dumps(value: Any, what: str) -> bytes:
     try:
         return orjson.dumps(value)
@@ -176,16 +179,20 @@ class Engine:
         if got is None:
             return None
         job_id, token, data, name, priority, attempts, max_attempts, created_at = got
-        return Job(
-            job_id,
-            queue,
-            name,
-            orjson.loads(data),
-            token,
-            priority,
-            attempts,
-            max_attempts,
-            created_at,
+        # tuple.__new__ skips the named tuple's Python-level constructor (hot path).
+        return _new_tuple(
+            Job,
+            (
+                job_id,
+                queue,
+                name,
+                orjson.loads(data),
+                token,
+                priority,
+                attempts,
+                max_attempts,
+                created_at,
+            ),
         )
 
     async def pull_async(self, queue: str, *, timeout: float | None = None) -> Job | None:
