@@ -416,6 +416,12 @@ class Engine:
     def now_ms(self) -> int:
         return self._core.now_ms()
 
+    def interrupt_waits(self) -> None:
+        """Makes every pending `pull_async`/long poll return None now, and later ones
+        return at once (used when a server shuts down)."""
+        if self._watcher is not None:
+            self._watcher.interrupt()
+
     def close(self) -> None:
         """Stops the engine's timer thread and detaches from the event loop."""
         if self._watcher is not None:

@@ -28,6 +28,7 @@ class LoopWatcher:
         self._fd = core.notify_fd()
         self._listeners: list[EventListener] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._interrupted = False
         loop.add_reader(self._fd, self._on_readable)
 
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
@@ -44,12 +45,15 @@ class LoopWatcher:
         return bool(self._listeners)
 
     async def wait_for_queue(self, queue: str, timeout: float | None) -> bool:
-        """Waits until the engine reports work on `queue`; False on timeout."""
+        """Waits until the engine reports work on `queue`; False on timeout or after
+        `interrupt`."""
+        if self._interrupted:
+            return False
         fut: asyncio.Future[None] = self.loop.create_future()
         self._waiters.setdefault(queue, []).append(fut)
         try:
             await asyncio.wait_for(fut, timeout)
-            return True
+            return not self._interrupted
         except asyncio.TimeoutError:
             return False
         finally:
@@ -66,6 +70,14 @@ class LoopWatcher:
                 listener(events)
         for queue in woken:
             for fut in self._waiters.pop(queue, []):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def interrupt(self) -> None:
+        """Ends every wait now and refuses new ones (the server is shutting down)."""
+        self._interrupted = True
+        for waiting in self._waiters.values():
+            for fut in waiting:
                 if not fut.done():
                     fut.set_result(None)
 

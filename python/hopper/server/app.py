@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 import time
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from hopper.engine import Engine
 from hopper.errors import (
@@ -37,6 +40,9 @@ from hopper.server.routes import events as event_routes
 from hopper.server.routes import jobs, websocket
 from hopper.server.routes import monitoring as monitoring_routes
 from hopper.server.throughput import Throughput
+
+if TYPE_CHECKING:
+    from hopper.server.routes.websocket import Connection
 
 log = logging.getLogger("hopper.server")
 
@@ -72,6 +78,18 @@ class ServerState:
         self.throughput = Throughput()
         self.metrics = Metrics(self)
         self.ws_ids = iter(range(1, 2**62))
+        self.sockets: set[Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM/SIGINT: end long polls, SSE streams and WebSockets so that Granian's
+        wait for in-flight requests finishes promptly."""
+        self.engine.interrupt_waits()
+        self.hub.close_all()
+        for conn in list(self.sockets):
+            task = asyncio.ensure_future(conn.close_going_away())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
 
 class HopperApp:
@@ -175,6 +193,7 @@ class HopperApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._sampler = asyncio.create_task(self.state.throughput.run(self.engine))
+                self._hook_signals(asyncio.get_running_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._sampler is not None:
@@ -183,6 +202,22 @@ class HopperApp:
                     self.engine.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _hook_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Runs `begin_shutdown` on SIGTERM/SIGINT, then whatever handled them before
+        (Granian's own shutdown). Python delivers both: the server's loop is woken through
+        its wakeup fd either way."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers; the kill timeout still applies
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+
+            def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+                loop.call_soon_threadsafe(self.state.begin_shutdown)
+                if callable(previous):
+                    previous(signum, frame)
+
+            signal.signal(sig, handler)
 
 
 def create_app(config: ServerConfig | None = None, **engine_options: Any) -> HopperApp:

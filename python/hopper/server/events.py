@@ -82,6 +82,12 @@ class EventHub:
             self._unsubscribe()
             self._unsubscribe = None
 
+    def close_all(self) -> None:
+        """Ends every subscription (shutdown): streams finish, sockets close."""
+        for subs in list(self._by_queue.values()):
+            for sub in list(subs):
+                sub.close()
+
     def _on_batch(self, batch: EventBatch) -> None:
         everyone = self._by_queue.get(None, ())
         for _kind, queue, raw in batch:

@@ -14,9 +14,9 @@ from hopper.server.app import HopperApp
 from hopper.server.config import ServerConfig, load
 
 CONFIG_ENV = "HOPPER_RESOLVED_CONFIG"
-# Granian waits for in-flight requests on SIGTERM, and an SSE stream (or a long poll of up
-# to 60 s) never finishes by itself: past this grace the worker is killed so that a stop
-# request always ends the server.
+# On SIGTERM the app ends its SSE streams, WebSockets and long polls itself (see
+# ServerState.begin_shutdown) and Granian waits for the rest of the in-flight requests.
+# This grace is the backstop if a request still hangs: the worker is then killed.
 SHUTDOWN_GRACE_S = 5
 
 

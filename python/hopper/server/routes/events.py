@@ -6,6 +6,7 @@ disconnected)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,10 @@ def register(router: Router, state: ServerState) -> None:
                     else b": keepalive\n\n"
                 )
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+            # Closed by the server (shutdown) or the client: end the response; a client
+            # that is gone makes this send fail, which changes nothing.
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b""})
         except OSError:
             pass  # the client went away mid-send
         finally:

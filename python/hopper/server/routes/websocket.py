@@ -20,6 +20,7 @@ from hopper.server.routes.jobs import MAX_POLL_MS, NOT_ACTIVE, pulled_body
 if TYPE_CHECKING:
     from hopper.server.app import ServerState
 
+GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
@@ -75,6 +76,13 @@ class Connection:
         self.tokens = tokens
         self.owner = owner
         self.tasks: set[asyncio.Task[None]] = set()
+
+    async def close_going_away(self) -> None:
+        """Server shutdown: close with 1001; the receive loop then ends and cleans up."""
+        async with self._lock:
+            await self._send(
+                {"type": "websocket.close", "code": GOING_AWAY, "reason": "server shutting down"}
+            )
 
     async def send_text(self, text: bytes) -> None:
         async with self._lock:
@@ -185,6 +193,7 @@ def register(router: Router, state: ServerState) -> None:
         await send({"type": "websocket.accept"})
         conn = Connection(state, send, tokens, next(state.ws_ids))
         state.connections["ws"] += 1
+        state.sockets.add(conn)
         sub = state.hub.subscribe(req.params.get("queue"))
         pump = asyncio.create_task(conn.pump_events(sub))
         try:
@@ -203,6 +212,7 @@ def register(router: Router, state: ServerState) -> None:
             for task in list(conn.tasks):
                 task.cancel()
             state.engine.release_owner(conn.owner)
+            state.sockets.discard(conn)
             state.connections["ws"] -= 1
 
     router.add("WS", "/ws", handle, rate_limited=True)
