@@ -33,15 +33,30 @@ def app_from_env() -> HopperApp:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.server import MPServer  # what `granian.Granian` is on a GIL build
+
+    class Server(MPServer):
+        """Granian's interrupt handler sets a threading.Event, which takes a lock inside
+        the signal handler: a second SIGTERM landing while the first holds that lock
+        deadlocks the main process (seen here once). A nested call now returns at once;
+        the outer one finishes waking the main loop."""
+
+        _interrupting = False
+
+        def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
+            self.interrupt_signal = True
+            if self._interrupting:
+                return
+            self._interrupting = True
+            self.main_loop_interrupt.set()
 
     config = load(args)
     values = dataclasses.asdict(config)
     if math.isinf(config.rate_limit_max_requests):
         values["rate_limit_max_requests"] = None
     os.environ[CONFIG_ENV] = json.dumps(values)
-    server = Granian(
+    server = Server(
         "hopper.server.main:app_from_env",
         factory=True,
         address=config.host,

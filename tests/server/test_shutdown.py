@@ -1,0 +1,62 @@
+"""Stopping the server: SIGTERM ends every kind of connection cleanly and exits 0."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from support import run_server
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+
+def test_sigterm_ends_streams_sockets_and_long_polls_then_exits_0(server_workdir: Path) -> None:
+    """Shutdown is graceful: an open SSE stream ends, a WebSocket is closed with 1001, a
+    long poll answers "no job", and the process exits 0 well before the 5 s kill timeout
+    (leaving `run_server` sends SIGTERM and asserts exit code 0)."""
+    outcome: dict[str, object] = {}
+    with contextlib.ExitStack() as stack, run_server(server_workdir) as srv:
+        ws = stack.enter_context(ws_connect(srv.ws_url + "/ws", open_timeout=5))
+        ws.send('{"cmd":"PULL","queue":"q","reqId":1}')
+        assert json.loads(ws.recv(timeout=5))["reqId"] == 1
+
+        def long_poll() -> None:
+            outcome["poll"] = httpx.get(srv.url + "/queues/lp/jobs?timeout=60000", timeout=30)
+
+        def read_stream() -> None:
+            with httpx.stream("GET", srv.url + "/events", timeout=30) as resp:
+                outcome["sse_lines"] = sum(1 for _ in resp.iter_lines())
+
+        def read_socket() -> None:
+            try:
+                ws.recv(timeout=30)
+            except ConnectionClosed as e:
+                outcome["ws_close"] = e.rcvd.code if e.rcvd else None
+
+        threads = [threading.Thread(target=t) for t in (long_poll, read_stream, read_socket)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 3, "stopped by the app, not by the kill timeout"
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    poll = outcome["poll"]
+    assert isinstance(poll, httpx.Response) and poll.status_code == 200
+    assert poll.json() == {"ok": True, "job": None, "token": None}
+    assert outcome["ws_close"] == 1001
+    assert isinstance(outcome["sse_lines"], int) and outcome["sse_lines"] >= 1
+
+
+def test_repeated_sigterm_still_exits_0(server_workdir: Path) -> None:
+    """Signals arriving while the first is being handled must not wedge the process."""
+    with run_server(server_workdir) as srv:
+        for _ in range(6):
+            srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(10) == 0
