@@ -9,9 +9,10 @@ import dataclasses
 import json
 import math
 import os
+import socket
 
 from hopper.server.app import HopperApp
-from hopper.server.config import ServerConfig, load
+from hopper.server.config import ConfigError, ServerConfig, load
 
 CONFIG_ENV = "HOPPER_RESOLVED_CONFIG"
 # On SIGTERM the app ends its SSE streams, WebSockets and long polls itself (see
@@ -30,6 +31,21 @@ def app_from_env() -> HopperApp:
     if values["rate_limit_max_requests"] is None:
         values["rate_limit_max_requests"] = math.inf
     return HopperApp(ServerConfig(**values))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Granian listens with SO_REUSEPORT, so a second server on a busy port would start
+    and silently split the traffic between two engines. Binding once without it first
+    turns that into a clear error."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -52,6 +68,7 @@ def serve(args: argparse.Namespace) -> int:
             self.main_loop_interrupt.set()
 
     config = load(args)
+    check_port_free(config.host, config.port)
     values = dataclasses.asdict(config)
     if math.isinf(config.rate_limit_max_requests):
         values["rate_limit_max_requests"] = None

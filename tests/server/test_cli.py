@@ -1,0 +1,53 @@
+"""`hopper serve` as a command: its help, bad settings, and a busy port."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from urllib.parse import urlparse
+
+from support import Server
+
+SERVE = [sys.executable, "-m", "hopper", "serve"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SERVE, *args], capture_output=True, text=True, timeout=30, env=env, check=False
+    )
+
+
+def test_help_names_every_environment_variable() -> None:
+    out = run("--help").stdout
+    for var in (
+        "HTTP_PORT",
+        "HOST",
+        "AUTH_TOKENS",
+        "CORS_ALLOW_ORIGIN",
+        "RATE_LIMIT_WINDOW_MS",
+        "RATE_LIMIT_MAX_REQUESTS",
+        "RATE_LIMIT_CLEANUP_MS",
+        "METRICS_AUTH",
+        "HOPPER_MAX_BODY_BYTES",
+    ):
+        assert var in out, var
+
+
+def test_bad_settings_exit_2_with_a_message() -> None:
+    result = run("--port", "99999")
+    assert result.returncode == 2
+    assert "port must be 0-65535" in result.stderr
+    result = run("--rate-limit-max-requests", "lots")
+    assert result.returncode == 2
+    assert "rate_limit_max_requests" in result.stderr
+
+
+def test_a_busy_port_is_refused_instead_of_shared(server: Server) -> None:
+    """Granian listens with SO_REUSEPORT: without the check a second server would start
+    and split the traffic between two engines."""
+    port = urlparse(server.url).port
+    assert port is not None
+    result = run("--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 2
+    assert "Address already in use" in result.stderr
+    assert server.client.get("/health").status_code == 200
