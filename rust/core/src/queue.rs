@@ -76,10 +76,6 @@ impl Queue {
         }
     }
 
-    pub fn total(&self) -> usize {
-        JobState::ALL.iter().map(|&s| self.count(s)).sum()
-    }
-
     /// Slots in `state`, in list order (ready: queue order; finished: newest first).
     pub fn slots(&self, state: JobState) -> Box<dyn Iterator<Item = u32> + '_> {
         match state {
