@@ -252,3 +252,16 @@ def test_manual_clock_drives_retries_and_release_owner():
         assert e.get(jid)["state"] == "waiting"
     with pytest.raises(hopper.InvalidStateError):
         hopper.Engine().advance_clock(5)
+
+
+def test_pull_async_on_a_queue_whose_only_jobs_are_paused_by_name_times_out():
+    async def main() -> None:
+        with hopper.Engine() as e:
+            e.push("q", 1, name="img")
+            e.pause("q", "img")
+            assert await asyncio.wait_for(e.pull_async("q", timeout=0.2), 3) is None
+            e.resume("q", "img")
+            job = await asyncio.wait_for(e.pull_async("q", timeout=3), 5)
+            assert job is not None and job.name == "img"
+
+    asyncio.run(main())

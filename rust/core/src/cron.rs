@@ -24,7 +24,7 @@ fn parse_field(field: &str, min: u32, max: u32, name: &str) -> Result<(u64, bool
             Some((r, s)) => (r, s.parse::<u32>().map_err(|_| bad())?),
             None => (part, 1),
         };
-        if step == 0 {
+        if step == 0 || step > max {
             return Err(bad());
         }
         let (lo, hi) = if range == "*" {

@@ -488,10 +488,20 @@ impl Engine {
     /// true if it has one already (no wake-up is then needed).
     pub fn request_wake(&mut self, queue: &str) -> Result<bool> {
         let qid = self.queue_or_create(queue)?;
-        let q = &mut self.queues[qid as usize];
-        if !q.ready.is_empty() && !q.paused {
+        let q = &self.queues[qid as usize];
+        // Same eligibility as `pull`: a ready job whose name is not paused.
+        let jobs = &self.jobs;
+        let pullable = !q.paused
+            && q.ready
+                .first_where(|s| {
+                    jobs.get(s)
+                        .is_some_and(|j| !q.paused_names.contains(&j.name))
+                })
+                .is_some();
+        if pullable {
             return Ok(true);
         }
+        let q = &mut self.queues[qid as usize];
         q.wake_requested = true;
         Ok(false)
     }

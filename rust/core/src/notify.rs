@@ -41,13 +41,15 @@ impl Notifier {
     /// Clears readiness. Call before collecting the work, so a signal raised meanwhile
     /// produces a fresh wake-up instead of being lost.
     pub fn clear(&self) {
-        self.signalled.store(false, Ordering::Release);
+        // Drain before resetting the flag: resetting first would let a signal's byte be
+        // drained while the flag stays set, and no later signal would ever write again.
         let mut buf = [0u8; 64];
         while let Ok(n) = (&self.reader).read(&mut buf) {
             if n == 0 {
                 break;
             }
         }
+        self.signalled.store(false, Ordering::Release);
     }
 }
 
