@@ -128,15 +128,21 @@ def test_every_configured_token_works(auth_server: Server) -> None:
         expect_ok(resp)
 
 
+# The page's probes and debug endpoints: no auth, and not rate limited.
+PROBES = [
+    ("GET", "/health", 200),
+    ("GET", "/healthz", 200),
+    ("GET", "/live", 200),
+    ("GET", "/ready", 200),
+    ("POST", "/gc", 200),
+    ("GET", "/heapstats", 200),
+]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
-        ("GET", "/health", 200),
-        ("GET", "/healthz", 200),
-        ("GET", "/live", 200),
-        ("GET", "/ready", 200),
-        ("POST", "/gc", 200),
-        ("GET", "/heapstats", 200),
+        *PROBES,
         ("GET", "/prometheus", 200),
         ("OPTIONS", "/stats", 204),
         ("OPTIONS", "/queues/q/jobs", 204),
@@ -275,15 +281,7 @@ def test_probes_are_not_rate_limited(limited: Server) -> None:
         client.get("/metrics")
     assert client.get("/metrics").status_code == 429
     for _ in range(3):
-        for method, path, status in (
-            ("GET", "/health", 200),
-            ("GET", "/healthz", 200),
-            ("GET", "/live", 200),
-            ("GET", "/ready", 200),
-            ("POST", "/gc", 200),
-            ("GET", "/heapstats", 200),
-            ("OPTIONS", "/metrics", 204),
-        ):
+        for method, path, status in (*PROBES, ("OPTIONS", "/metrics", 204)):
             assert client.request(method, path).status_code == status, path
 
 
