@@ -4,6 +4,10 @@
 //! Every state change goes through `detach` (leave the current state's index) and
 //! `attach` (enter the new one), so counts and lists can never disagree.
 
+mod persist;
+
+pub use persist::RestoreStats;
+
 use std::collections::BTreeSet;
 
 use hashbrown::{HashMap, HashSet};
@@ -170,6 +174,14 @@ pub struct Engine {
     /// Set when any job became ready, so blocked pullers can be signalled.
     work_added: bool,
     fired: Vec<Timer>,
+    /// Durability: when on, every change is recorded for the write-ahead log.
+    recording: bool,
+    /// Records of the current operation not tied to a live job (removals, metrics, queues).
+    op_log: Vec<u8>,
+    /// Slots changed since the last `flush_log`.
+    dirty: Vec<u32>,
+    /// A `durable` job was pushed since the last `flush_log`.
+    durable_pushed: bool,
 }
 
 /// Spreads a 32-bit hash over 64 bits: the table takes bucket bits from the bottom and
@@ -218,6 +230,10 @@ impl Engine {
             woken: Vec::new(),
             work_added: false,
             fired: Vec::new(),
+            recording: false,
+            op_log: Vec::new(),
+            dirty: Vec::new(),
+            durable_pushed: false,
         };
         let default = engine.intern_name("default");
         debug_assert_eq!(default, DEFAULT_NAME_ID);
@@ -351,6 +367,7 @@ impl Engine {
     }
 
     fn job_mut(&mut self, slot: u32) -> &mut Job {
+        self.mark_dirty(slot, false);
         self.jobs.get_mut(slot).expect("slot holds a job")
     }
 
@@ -384,6 +401,7 @@ impl Engine {
         let slot = self.jobs.insert(job);
         self.index
             .insert_unique(hash, (short, slot), |&(h, _)| spread(h));
+        self.mark_dirty(slot, true);
         slot
     }
 
@@ -392,7 +410,9 @@ impl Engine {
         if let Ok(entry) = self.index.find_entry(hash, |&(_, s)| s == slot) {
             entry.remove();
         }
-        self.jobs.remove(slot).expect("slot holds a job")
+        let job = self.jobs.remove(slot).expect("slot holds a job");
+        self.record_delete(&job.id);
+        job
     }
 
     fn intern_name(&mut self, name: &str) -> u32 {
@@ -570,6 +590,7 @@ impl Engine {
     }
 
     fn attach(&mut self, slot: u32, state: JobState, now: u64) {
+        self.mark_dirty(slot, false);
         let job = self.jobs.get_mut(slot).expect("slot holds a job");
         job.state = state;
         let qid = job.queue;
@@ -777,6 +798,7 @@ impl Engine {
                 repeat: opts.repeat.clone().map(|spec| RepeatState {
                     spec,
                     count: repeat_count,
+                    successor_scheduled: false,
                 }),
                 result: None,
                 error: None,
@@ -807,6 +829,7 @@ impl Engine {
             flags,
         };
         let slot = self.alloc(job);
+        self.durable_pushed |= opts.durable;
         if let Some(key) = opts.unique_key {
             self.queues[qid as usize].dedup.insert(key.into(), slot);
         }
@@ -1060,6 +1083,7 @@ impl Engine {
         self.queues[qid as usize]
             .metrics
             .record(now, name, true, took, window);
+        self.record_metric(qid, name, now, true, took);
         self.totals.completed += 1;
         self.attach(slot, JobState::Completed, now);
         let extra = result.map_or(EventExtra::None, EventExtra::Result);
@@ -1142,6 +1166,7 @@ impl Engine {
             self.queues[qid as usize]
                 .metrics
                 .record(now, name, false, took, window);
+            self.record_metric(qid, name, now, false, took);
             self.totals.failed += 1;
             self.attach(slot, JobState::Failed, now);
             self.emit(
@@ -1194,7 +1219,7 @@ impl Engine {
         let Some(state) = job.ext().and_then(|e| e.repeat.clone()) else {
             return;
         };
-        if state.spec.limit.is_some_and(|l| state.count >= l) {
+        if state.successor_scheduled || state.spec.limit.is_some_and(|l| state.count >= l) {
             return;
         }
         let next = match (&state.spec.every, &state.spec.pattern) {
@@ -1234,6 +1259,9 @@ impl Engine {
             repeat: Some(state.spec.clone()),
         };
         let qid = job.queue;
+        if let Some(r) = self.job_mut(slot).ext_mut().repeat.as_mut() {
+            r.successor_scheduled = true;
+        }
         self.insert(qid, opts, now, state.count + 1);
     }
 
@@ -1263,14 +1291,7 @@ impl Engine {
         if evented {
             self.emit(EventKind::Removed, slot, now, EventExtra::Prev(state));
         }
-        self.detach(slot);
-        let job = self.release(slot);
-        if let Some(key) = job.unique_key() {
-            let q = &mut self.queues[job.queue as usize];
-            if q.dedup.get(key) == Some(&slot) {
-                q.dedup.remove(key);
-            }
-        }
+        self.discard(slot);
     }
 
     /// Removes a job that is not active.
@@ -1384,6 +1405,7 @@ impl Engine {
         }
         let state = self.job(slot).state;
         self.detach(slot);
+        self.mark_dirty(slot, data.is_some());
         let job = self.job_mut(slot);
         if let Some(d) = data {
             job.data = d;
@@ -1427,6 +1449,7 @@ impl Engine {
                 self.woken.push(qid);
             }
         }
+        self.record_queue_state(qid);
         let kind = if paused {
             EventKind::Paused
         } else {
@@ -1561,10 +1584,8 @@ impl Engine {
                 self.remove_slot(slot, now, false);
             }
         }
-        let name = self.queues[qid as usize].name.clone();
-        self.queue_ids.remove(&name);
-        self.queues[qid as usize] = Queue::new(name);
-        self.free_queues.push(qid);
+        self.record_queue_drop(qid);
+        self.drop_queue(qid);
         Ok(slots.len())
     }
 

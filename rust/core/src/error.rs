@@ -48,6 +48,12 @@ impl EngineError {
             message: message.into(),
         }
     }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
     pub fn job_not_found() -> Self {
         Self::not_found("Job not found")
     }

@@ -1,6 +1,8 @@
-//! The engine shared between the caller's threads and the engine's own timer thread:
-//! one lock around the engine, a condition variable for blocking pulls, and the
-//! notification fd for event loops.
+//! The engine shared between the caller's threads and the engine's own threads (timer,
+//! and for a persistent engine the log writer and the snapshotter): one lock around the
+//! engine, a condition variable for blocking pulls, and the notification fd for event
+//! loops. After every call under the lock, what the call changed goes to the log, so the
+//! log order is the order of operations.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -9,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::notify::Notifier;
+use crate::snapshot::SnapshotInfo;
+use crate::storage::{OpenReport, Storage, StorageConfig};
 
 /// The timer thread wakes at least this often, so a clock that jumps is noticed.
 const MAX_TIMER_SLEEP_MS: u64 = 1000;
@@ -23,8 +27,9 @@ struct Shared {
     waiting: AtomicUsize,
     /// Signalled when a timer earlier than the planned wake-up is added, or on close.
     timer: Condvar,
-    notifier: Notifier,
+    notifier: Arc<Notifier>,
     closed: AtomicBool,
+    storage: Option<Storage>,
 }
 
 impl Shared {
@@ -36,8 +41,13 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// After every engine call: wake whoever the call made work for.
-    fn after(&self, engine: &mut Engine) {
+    /// After every engine call: log what it changed, and wake whoever it made work for.
+    /// Returns the LSN of the call's log record and whether it must be synced at once.
+    fn after(&self, engine: &mut Engine) -> Option<(u64, bool)> {
+        let logged = self.storage.as_ref().and_then(|s| {
+            let totals = engine.totals();
+            s.wal.append(totals, |buf| engine.flush_log(buf))
+        });
         if engine.take_work_added() && self.waiting.load(Ordering::Acquire) > 0 {
             self.work.notify_all();
         }
@@ -47,49 +57,169 @@ impl Shared {
         if engine.take_timers_moved_earlier() {
             self.timer.notify_one();
         }
+        logged
     }
 }
 
 #[derive(Clone)]
 pub struct EngineHandle {
     shared: Arc<Shared>,
-    timer_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
+/// How often the snapshotter checks whether a snapshot is due.
+const SNAPSHOT_CHECK_MS: u64 = 1000;
+
 impl EngineHandle {
+    /// An in-memory engine.
     pub fn new(config: EngineConfig, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        Self::open(config, clock, None)
+            .map(|(h, _)| h)
+            .map_err(std::io::Error::other)
+    }
+
+    /// An engine, persistent when `storage` is given: the data directory is locked and
+    /// recovered before this returns.
+    pub fn open(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        storage: Option<StorageConfig>,
+    ) -> std::result::Result<(Self, Option<OpenReport>), String> {
         let manual = clock.is_manual();
+        let notifier = Arc::new(Notifier::new().map_err(|e| e.to_string())?);
+        let mut engine = Engine::new(config, clock);
+        let (storage, report) = match storage {
+            Some(cfg) => {
+                let n = notifier.clone();
+                let (s, r) = Storage::open(cfg, &mut engine, Box::new(move || n.signal()))?;
+                (Some(s), Some(r))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
-            engine: Mutex::new(Engine::new(config, clock)),
+            engine: Mutex::new(engine),
             work: Condvar::new(),
             waiting: AtomicUsize::new(0),
             timer: Condvar::new(),
-            notifier: Notifier::new()?,
+            notifier,
             closed: AtomicBool::new(false),
+            storage,
         });
-        // With a manual clock, time only moves when the test says so: `tick` runs timers.
-        let timer_thread = if manual {
-            None
-        } else {
+        let spawn = |name: &str, f: fn(&Shared)| {
             let s = shared.clone();
-            Some(
-                std::thread::Builder::new()
-                    .name("hopper-timer".into())
-                    .spawn(move || timer_loop(&s))?,
-            )
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || f(&s))
+                .map_err(|e| e.to_string())
         };
-        Ok(Self {
+        let mut threads = Vec::new();
+        // With a manual clock, time only moves when the test says so: `tick` runs timers.
+        if !manual {
+            threads.push(spawn("hopper-timer", timer_loop)?);
+        }
+        if shared.storage.is_some() {
+            threads.push(spawn("hopper-snapshot", snapshot_loop)?);
+        }
+        let handle = Self {
             shared,
-            timer_thread: Arc::new(Mutex::new(timer_thread)),
-        })
+            threads: Arc::new(Mutex::new(threads)),
+        };
+        // A repaired directory is rewritten at once, so the damaged files are gone.
+        if handle.storage().is_some_and(Storage::repaired) {
+            handle
+                .snapshot_now()
+                .map_err(|e| format!("repair: cannot write the new snapshot: {e}"))?;
+        }
+        Ok((handle, report))
     }
 
-    /// Runs `f` on the engine under the lock, then delivers the wake-ups it caused.
+    fn storage(&self) -> Option<&Storage> {
+        self.shared.storage.as_ref()
+    }
+
+    /// Runs `f` on the engine under the lock, then logs and delivers what it caused.
     pub fn with<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
         let mut engine = self.shared.lock();
         let out = f(&mut engine);
         self.shared.after(&mut engine);
         out
+    }
+
+    /// `with` for an operation that changes state: refused while storage is failing,
+    /// and returns the LSN to wait for before answering, when the fsync policy (or a
+    /// `durable` push) says the answer must wait for the disk.
+    pub fn mutate<R>(&self, f: impl FnOnce(&mut Engine) -> Result<R>) -> Result<(R, Option<u64>)> {
+        if let Some(s) = self.storage() {
+            s.wal.check_writable()?;
+        }
+        let mut engine = self.shared.lock();
+        let out = f(&mut engine);
+        let logged = self.shared.after(&mut engine);
+        drop(engine);
+        let wait = logged.filter(|&(_, urgent)| urgent).map(|(lsn, _)| lsn);
+        Ok((out?, wait))
+    }
+
+    /// Blocks until the log is synced up to `lsn` (no-op for an in-memory engine).
+    pub fn wait_durable(&self, lsn: u64) -> Result<()> {
+        match self.storage() {
+            Some(s) => s.wal.wait_durable(lsn),
+            None => Ok(()),
+        }
+    }
+
+    /// The synced LSN (`u64::MAX` for an in-memory engine: nothing to wait for).
+    pub fn durable_lsn(&self) -> u64 {
+        self.storage().map_or(u64::MAX, |s| s.wal.durable_lsn())
+    }
+
+    /// Asks for `lsn` to be synced now; the notification fd is signalled when the synced
+    /// LSN moves or storage fails, so an event loop can await it.
+    pub fn request_sync(&self, lsn: u64) {
+        if let Some(s) = self.storage() {
+            s.wal.want_progress();
+            s.wal.request_sync(lsn);
+        }
+    }
+
+    /// Why writes are refused now, if they are.
+    pub fn storage_error(&self) -> Option<String> {
+        self.storage().and_then(|s| s.wal.error())
+    }
+
+    pub fn snapshot_now(&self) -> std::io::Result<Option<SnapshotInfo>> {
+        match self.storage() {
+            Some(s) => s.snapshot(|| self.shared.lock()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// (appended LSN, synced LSN, log bytes since the last snapshot, snapshots taken,
+    /// fsync policy) of a persistent engine.
+    pub fn storage_info(&self) -> Option<(u64, u64, u64, u64, &'static str)> {
+        self.storage().map(|s| {
+            let policy = match s.wal.policy() {
+                crate::wal::FsyncPolicy::Always => "always",
+                crate::wal::FsyncPolicy::Interval(_) => "interval",
+                crate::wal::FsyncPolicy::Never => "never",
+            };
+            (
+                s.wal.appended_lsn(),
+                s.wal.durable_lsn(),
+                s.wal.log_bytes(),
+                s.snapshots_taken(),
+                policy,
+            )
+        })
+    }
+
+    /// Makes every log write fail as a full disk would (tests).
+    pub fn inject_io_failure(&self, on: bool) -> Result<()> {
+        let s = self
+            .storage()
+            .ok_or_else(|| EngineError::state("the engine has no data directory"))?;
+        s.wal.inject_failure(on);
+        Ok(())
     }
 
     /// Applies due timers now (tests with a manual clock call this after advancing it).
@@ -142,18 +272,35 @@ impl EngineHandle {
         self.shared.notifier.clear();
     }
 
-    /// Stops the timer thread and wakes blocked pullers. Idempotent.
+    /// Stops the engine's threads, wakes blocked pullers, and writes and syncs the rest
+    /// of the log. Idempotent.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.timer.notify_all();
         self.shared.work.notify_all();
-        let thread = self
-            .timer_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(t) = thread {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            t.thread().unpark();
             let _ = t.join();
+        }
+        if let Some(s) = self.storage() {
+            s.wal.close();
+        }
+    }
+}
+
+fn snapshot_loop(shared: &Shared) {
+    let Some(storage) = shared.storage.as_ref() else {
+        return;
+    };
+    while !shared.closed.load(Ordering::Acquire) {
+        std::thread::park_timeout(Duration::from_millis(SNAPSHOT_CHECK_MS));
+        if shared.closed.load(Ordering::Acquire) || !storage.snapshot_due() {
+            continue;
+        }
+        // A failure (disk full) is retried at the next check; the log keeps everything.
+        if let Err(e) = storage.snapshot(|| shared.lock()) {
+            eprintln!("hopper: snapshot failed (will retry): {e}");
         }
     }
 }

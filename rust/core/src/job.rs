@@ -51,7 +51,7 @@ impl JobState {
 }
 
 /// The lease a worker holds while a job is active.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub token: [u8; 16],
     /// The connection that pulled the job (0 = none), so closing it can release its jobs.
@@ -63,14 +63,17 @@ pub struct Lease {
 }
 
 /// Repeat bookkeeping carried from one occurrence to the next.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepeatState {
     pub spec: RepeatSpec,
     /// Occurrences created so far, this one included.
     pub count: u32,
+    /// This occurrence already pushed its successor, so running it again (a retry)
+    /// must not fork the schedule.
+    pub successor_scheduled: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobExt {
     pub ttl: Option<u64>,
     pub timeout: Option<u64>,
@@ -104,6 +107,12 @@ impl JobExt {
 
 pub const FLAG_LIFO: u8 = 1;
 pub const FLAG_DURABLE: u8 = 2;
+/// Engine bookkeeping, never stored: the job changed since the last log flush (and
+/// whether its payload did), so the flush writes it once however often it changed.
+pub const FLAG_DIRTY: u8 = 4;
+pub const FLAG_DIRTY_DATA: u8 = 8;
+/// The flags a record stores.
+pub const STORED_FLAGS: u8 = FLAG_LIFO | FLAG_DURABLE;
 
 #[derive(Debug, Clone)]
 pub struct Job {

@@ -82,6 +82,19 @@ impl QueueMetrics {
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
+
+    /// Every minute bucket: (minute start, name id, bucket), for snapshots.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u32, &Bucket)> {
+        self.buckets.iter().map(|(&(m, n), b)| (m, n, b))
+    }
+
+    /// Adds a bucket read back from a snapshot.
+    pub fn restore_bucket(&mut self, minute: u64, name: u32, bucket: &Bucket) {
+        self.buckets
+            .entry((minute, name))
+            .or_default()
+            .merge(bucket);
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,11 @@ impl Slab {
         self.len == 0
     }
 
+    /// One past the highest slot ever handed out: every job's slot is below it.
+    pub fn high(&self) -> u32 {
+        self.high
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Job> {
         self.chunks.iter().flat_map(|c| c.iter().flatten())
     }

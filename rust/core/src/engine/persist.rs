@@ -1,0 +1,424 @@
+//! The engine's side of durability: recording what each operation changed as log
+//! records, writing snapshot chunks, and applying records back at start-up.
+//!
+//! Recording is cheap bookkeeping on the hot path: a changed job gets a dirty flag and
+//! its slot goes on a list; `flush_log` writes each dirty job once, as it is after the
+//! operation, in one frame. Removals are written when they happen, because the slot may
+//! hold another job by the end of the operation.
+
+use std::sync::Arc;
+
+use super::{Engine, TimerKind};
+use crate::frame::{begin_frame, finish_frame};
+use crate::ids::JobId;
+use crate::job::{Job, JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
+use crate::queue::Queue;
+use crate::record::{
+    encode_delete, encode_job, encode_metric, encode_metric_bucket, encode_queue_drop,
+    encode_queue_state, encode_snapshot_begin, encode_totals, JobImage, JobView, Record,
+};
+
+/// What applying records found that it could not use (counted, not fatal).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub records: u64,
+    /// State-only records for a job no earlier record created.
+    pub orphans: u64,
+}
+
+fn view<'a>(job: &'a Job, queue: &'a str, name: &'a str, with_data: bool) -> JobView<'a> {
+    JobView {
+        id: &job.id,
+        queue,
+        name,
+        data: with_data.then_some(&*job.data),
+        state: job.state,
+        flags: job.flags & STORED_FLAGS,
+        priority: job.priority,
+        seq: job.seq,
+        created_at: job.created_at,
+        run_at: job.run_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+        backoff: job.backoff,
+        attempts: job.attempts,
+        max_attempts: job.max_attempts,
+        stalls: job.stalls,
+        progress: job.progress,
+        lease: job.lease.as_deref(),
+        ext: job.ext(),
+    }
+}
+
+impl Engine {
+    /// Starts recording changes for the log (a persistent engine, after recovery).
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Marks a job as changed, so the next flush writes it.
+    pub(super) fn mark_dirty(&mut self, slot: u32, data_changed: bool) {
+        if !self.recording {
+            return;
+        }
+        let job = self.jobs.get_mut(slot).expect("slot holds a job");
+        let bits = FLAG_DIRTY | if data_changed { FLAG_DIRTY_DATA } else { 0 };
+        if job.flags & FLAG_DIRTY == 0 {
+            self.dirty.push(slot);
+        }
+        job.flags |= bits;
+    }
+
+    pub(super) fn record_delete(&mut self, id: &JobId) {
+        if self.recording {
+            encode_delete(&mut self.op_log, id);
+        }
+    }
+
+    pub(super) fn record_metric(&mut self, qid: u32, name: u32, at: u64, ok: bool, took: u64) {
+        if self.recording {
+            let q = &self.queues[qid as usize].name;
+            encode_metric(
+                &mut self.op_log,
+                q,
+                &self.names[name as usize],
+                at,
+                ok,
+                took,
+            );
+        }
+    }
+
+    pub(super) fn record_queue_state(&mut self, qid: u32) {
+        if !self.recording {
+            return;
+        }
+        let q = &self.queues[qid as usize];
+        let mut names: Vec<&str> = q
+            .paused_names
+            .iter()
+            .map(|&n| &*self.names[n as usize])
+            .collect();
+        names.sort_unstable();
+        encode_queue_state(&mut self.op_log, &q.name, q.paused, &names);
+    }
+
+    pub(super) fn record_queue_drop(&mut self, qid: u32) {
+        if self.recording {
+            encode_queue_drop(&mut self.op_log, &self.queues[qid as usize].name);
+        }
+    }
+
+    /// Appends one frame with everything changed since the last flush to `out`.
+    /// Returns `None` if nothing changed, else whether the frame holds a `durable` push
+    /// (which must be synced at once).
+    pub fn flush_log(&mut self, out: &mut Vec<u8>) -> Option<bool> {
+        if self.dirty.is_empty() && self.op_log.is_empty() {
+            return None;
+        }
+        let at = begin_frame(out);
+        out.append(&mut self.op_log);
+        for slot in std::mem::take(&mut self.dirty) {
+            // A slot freed since it was marked holds nothing, or a job marked on its own.
+            let Some(job) = self.jobs.get_mut(slot) else {
+                continue;
+            };
+            if job.flags & FLAG_DIRTY == 0 {
+                continue;
+            }
+            let with_data = job.flags & FLAG_DIRTY_DATA != 0;
+            job.flags &= !(FLAG_DIRTY | FLAG_DIRTY_DATA);
+            let job = self.jobs.get(slot).expect("slot holds a job");
+            let queue = &self.queues[job.queue as usize].name;
+            let name = &self.names[job.name as usize];
+            encode_job(out, &view(job, queue, name, with_data));
+        }
+        finish_frame(out, at);
+        Some(std::mem::take(&mut self.durable_pushed))
+    }
+
+    // ----- snapshots ------------------------------------------------------------------
+
+    /// The snapshot's opening frame: counters, queues and metric buckets. Taken under
+    /// the same lock as the log rotation, so the log after it continues from here.
+    pub fn snapshot_meta(&self, out: &mut Vec<u8>) {
+        let at = begin_frame(out);
+        encode_snapshot_begin(out, self.next_seq);
+        encode_totals(out, &self.totals);
+        for &qid in self.queue_ids.values() {
+            let q = &self.queues[qid as usize];
+            let mut names: Vec<&str> = q
+                .paused_names
+                .iter()
+                .map(|&n| &*self.names[n as usize])
+                .collect();
+            names.sort_unstable();
+            encode_queue_state(out, &q.name, q.paused, &names);
+            for (minute, name, bucket) in q.metrics.buckets() {
+                encode_metric_bucket(out, &q.name, &self.names[name as usize], minute, bucket);
+            }
+        }
+        finish_frame(out, at);
+    }
+
+    /// Appends a frame with the jobs in slots `from..` (at most `max`); returns the next
+    /// slot to continue from (`None` when done) and how many jobs were written.
+    pub fn snapshot_jobs(&self, from: u32, max: usize, out: &mut Vec<u8>) -> (Option<u32>, u64) {
+        let high = self.jobs.high();
+        let at = begin_frame(out);
+        let mut slot = from;
+        let mut n = 0u64;
+        while slot < high && (n as usize) < max {
+            if let Some(job) = self.jobs.get(slot) {
+                let queue = &self.queues[job.queue as usize].name;
+                let name = &self.names[job.name as usize];
+                encode_job(out, &view(job, queue, name, true));
+                n += 1;
+            }
+            slot += 1;
+        }
+        finish_frame(out, at);
+        ((slot < high).then_some(slot), n)
+    }
+
+    /// Everything recovery must reproduce, as canonical text: counters, and per queue its
+    /// pause state, counts, every job in index order with every stored field, the dedup
+    /// keys, groups and metric buckets. Tests compare it before a restart and after.
+    /// Not included: lease owners (connections do not survive a restart) and the
+    /// queue's latest-activity time (recomputed from job timestamps).
+    pub fn dump_state(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "totals {:?}", self.totals);
+        for name in self.queue_names() {
+            let qid = self.queue_ids[name.as_str()];
+            let q = &self.queues[qid as usize];
+            let mut paused: Vec<&str> = q
+                .paused_names
+                .iter()
+                .map(|&n| &*self.names[n as usize])
+                .collect();
+            paused.sort_unstable();
+            let _ = writeln!(out, "queue {name} paused={} names={paused:?}", q.paused);
+            for state in JobState::ALL {
+                let _ = writeln!(out, " {} count={}", state.as_str(), q.count(state));
+                for slot in q.slots(state) {
+                    let job = self.job(slot);
+                    let mut buf = Vec::new();
+                    encode_job(
+                        &mut buf,
+                        &view(job, &q.name, &self.names[job.name as usize], true),
+                    );
+                    let mut d = crate::record::Decoder::new(&buf);
+                    if let Ok(Some(Record::Job(mut img))) = d.next_record() {
+                        if let Some(l) = img.lease.as_mut() {
+                            l.owner = 0;
+                        }
+                        let _ = writeln!(out, "  {img:?}");
+                    }
+                }
+            }
+            let mut keys: Vec<(&str, String)> = q
+                .dedup
+                .iter()
+                .map(|(k, &s)| (&**k, self.job(s).id.to_string()))
+                .collect();
+            keys.sort_unstable();
+            let _ = writeln!(out, " dedup {keys:?}");
+            let _ = writeln!(out, " groups {:?}", self.groups(&name));
+            let mut buckets: Vec<(u64, &str, _)> = q
+                .metrics
+                .buckets()
+                .map(|(m, n, b)| (m, &*self.names[n as usize], b))
+                .collect();
+            buckets.sort_unstable_by_key(|&(m, n, _)| (m, n));
+            for (minute, name, b) in buckets {
+                let _ = writeln!(out, " metric {minute} {name} {b:?}");
+            }
+        }
+        out
+    }
+
+    // ----- recovery -------------------------------------------------------------------
+
+    /// Applies one record read back from a snapshot or the log. Idempotent: the record
+    /// states the result, not the change.
+    pub fn apply(&mut self, rec: Record, stats: &mut RestoreStats) {
+        stats.records += 1;
+        match rec {
+            Record::Job(image) => {
+                if !self.restore_job(*image) {
+                    stats.orphans += 1;
+                }
+            }
+            Record::JobDelete(id) => {
+                if let Some(slot) = self.find(&id) {
+                    self.discard(slot);
+                }
+            }
+            Record::QueueState {
+                queue,
+                paused,
+                paused_names,
+            } => {
+                let Ok(qid) = self.queue_or_create(&queue) else {
+                    return;
+                };
+                let names: Vec<u32> = paused_names.iter().map(|n| self.intern_name(n)).collect();
+                let q = &mut self.queues[qid as usize];
+                q.paused = paused;
+                q.paused_names = names.into_iter().collect();
+            }
+            Record::QueueDrop(queue) => {
+                if let Some(qid) = self.queue_id(&queue) {
+                    let slots: Vec<u32> = JobState::ALL
+                        .iter()
+                        .flat_map(|&s| self.queues[qid as usize].slots(s).collect::<Vec<_>>())
+                        .collect();
+                    for slot in slots {
+                        self.discard(slot);
+                    }
+                    self.drop_queue(qid);
+                }
+            }
+            Record::Metric {
+                queue,
+                name,
+                at,
+                ok,
+                took,
+            } => {
+                if let Ok(qid) = self.queue_or_create(&queue) {
+                    let name = self.intern_name(&name);
+                    let window = self.config.metrics_window_ms;
+                    self.queues[qid as usize]
+                        .metrics
+                        .record(at, name, ok, took, window);
+                }
+            }
+            Record::MetricBucket {
+                queue,
+                name,
+                minute,
+                bucket,
+            } => {
+                if let Ok(qid) = self.queue_or_create(&queue) {
+                    let name = self.intern_name(&name);
+                    self.queues[qid as usize]
+                        .metrics
+                        .restore_bucket(minute, name, &bucket);
+                }
+            }
+            Record::Totals(t) => self.totals = t,
+            Record::SnapshotBegin { next_seq } => self.next_seq = self.next_seq.max(next_seq),
+            Record::SnapshotEnd { .. } => {}
+        }
+    }
+
+    /// Puts a job into exactly the stored state, creating it if needed. False for a
+    /// state-only record of a job that does not exist.
+    fn restore_job(&mut self, img: JobImage) -> bool {
+        let Ok(qid) = self.queue_or_create(&img.queue) else {
+            return false;
+        };
+        let name = if img.name.is_empty() {
+            0
+        } else {
+            self.intern_name(&img.name)
+        };
+        let touched = [img.created_at, img.run_at, img.started_at, img.finished_at]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        self.next_seq = self.next_seq.max(img.seq.saturating_abs());
+        let slot = match self.find(&img.id) {
+            Some(slot) => {
+                self.detach(slot);
+                let job = self.jobs.get_mut(slot).expect("slot holds a job");
+                if let Some(data) = img.data {
+                    job.data = data;
+                }
+                job.queue = qid;
+                slot
+            }
+            None => {
+                let Some(data) = img.data else {
+                    return false;
+                };
+                let ttl = img.ext.as_ref().and_then(|e| e.ttl);
+                let slot = self.alloc(Job {
+                    id: img.id,
+                    data,
+                    ext: None,
+                    lease: None,
+                    created_at: img.created_at,
+                    run_at: 0,
+                    started_at: 0,
+                    finished_at: 0,
+                    seq: 0,
+                    gen: 0,
+                    queue: qid,
+                    name,
+                    priority: 0,
+                    backoff: 0,
+                    attempts: 0,
+                    max_attempts: 0,
+                    stalls: 0,
+                    progress: 0,
+                    state: img.state,
+                    flags: 0,
+                });
+                if let Some(ttl) = ttl.filter(|_| img.state.is_live()) {
+                    self.add_timer(img.created_at.saturating_add(ttl), TimerKind::Ttl, slot);
+                }
+                slot
+            }
+        };
+        let job = self.jobs.get_mut(slot).expect("slot holds a job");
+        job.ext = img.ext.map(Box::new);
+        job.lease = img.lease.map(Box::new);
+        job.created_at = img.created_at;
+        job.run_at = img.run_at;
+        job.started_at = img.started_at;
+        job.finished_at = img.finished_at;
+        job.seq = img.seq;
+        job.name = name;
+        job.priority = img.priority;
+        job.backoff = img.backoff;
+        job.attempts = img.attempts;
+        job.max_attempts = img.max_attempts;
+        job.stalls = img.stalls;
+        job.progress = img.progress;
+        job.flags = img.flags & STORED_FLAGS;
+        let key = job.unique_key().map(Box::<str>::from);
+        self.attach(slot, img.state, touched);
+        if let Some(key) = key.filter(|_| img.state.is_live()) {
+            self.queues[qid as usize].dedup.entry(key).or_insert(slot);
+        }
+        true
+    }
+
+    /// Removes a job from every index and the slab, with no cascade and no event.
+    pub(super) fn discard(&mut self, slot: u32) {
+        self.detach(slot);
+        let job = self.release(slot);
+        if let Some(key) = job.unique_key() {
+            let q = &mut self.queues[job.queue as usize];
+            if q.dedup.get(key) == Some(&slot) {
+                q.dedup.remove(key);
+            }
+        }
+    }
+
+    /// Forgets an emptied queue; its id is reused by the next new queue.
+    pub(super) fn drop_queue(&mut self, qid: u32) {
+        let name: Arc<str> = self.queues[qid as usize].name.clone();
+        self.queue_ids.remove(&name);
+        self.queues[qid as usize] = Queue::new(name);
+        self.free_queues.push(qid);
+    }
+}

@@ -1,0 +1,121 @@
+//! A persistent engine's storage: the locked data directory, recovery at open, the log,
+//! and when to snapshot.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::MutexGuard;
+use std::time::Instant;
+
+use crate::data_dir::DirLock;
+use crate::engine::Engine;
+use crate::recovery::{recover, Recovered};
+use crate::snapshot::{write_snapshot, SnapshotInfo};
+use crate::wal::{FsyncPolicy, Wal, WalConfig};
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub dir: PathBuf,
+    pub policy: FsyncPolicy,
+    pub segment_bytes: u64,
+    /// A snapshot is taken once the log since the last one is this large, or as large as
+    /// the last snapshot, whichever is more (so compaction cost stays proportional).
+    pub snapshot_min_bytes: u64,
+    /// Skip damaged records instead of refusing to start.
+    pub repair: bool,
+}
+
+impl StorageConfig {
+    pub fn new(dir: impl Into<PathBuf>, policy: FsyncPolicy) -> Self {
+        Self {
+            dir: dir.into(),
+            policy,
+            segment_bytes: 64 << 20,
+            snapshot_min_bytes: 64 << 20,
+            repair: false,
+        }
+    }
+}
+
+/// What opening found, for logs and `/stats`.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub recovered: Recovered,
+    pub millis: u64,
+    pub jobs: usize,
+}
+
+pub struct Storage {
+    pub wal: Wal,
+    config: StorageConfig,
+    last_snapshot_bytes: AtomicU64,
+    snapshots: AtomicU64,
+    _lock: DirLock,
+}
+
+impl Storage {
+    /// Locks the directory and rebuilds `engine` from it, then starts recording and opens
+    /// the log for new records.
+    pub fn open(
+        config: StorageConfig,
+        engine: &mut Engine,
+        on_progress: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<(Storage, OpenReport), String> {
+        let started = Instant::now();
+        let lock = DirLock::acquire(&config.dir)?;
+        let recovered = recover(&config.dir, engine, config.repair)?;
+        engine.set_recording(true);
+        let wal = Wal::open(
+            WalConfig {
+                dir: config.dir.clone(),
+                policy: config.policy,
+                segment_bytes: config.segment_bytes,
+                first_segment: recovered.next_segment,
+                log_bytes: recovered.log_bytes,
+            },
+            on_progress,
+        )
+        .map_err(|e| format!("cannot open the log in {}: {e}", config.dir.display()))?;
+        let report = OpenReport {
+            jobs: engine.job_count(),
+            millis: started.elapsed().as_millis() as u64,
+            recovered,
+        };
+        Ok((
+            Storage {
+                wal,
+                config,
+                last_snapshot_bytes: AtomicU64::new(0),
+                snapshots: AtomicU64::new(0),
+                _lock: lock,
+            },
+            report,
+        ))
+    }
+
+    pub fn snapshot_due(&self) -> bool {
+        let threshold = self
+            .config
+            .snapshot_min_bytes
+            .max(self.last_snapshot_bytes.load(Ordering::Acquire));
+        self.wal.log_bytes() >= threshold
+    }
+
+    pub fn snapshot<'a>(
+        &self,
+        lock: impl Fn() -> MutexGuard<'a, Engine>,
+    ) -> std::io::Result<SnapshotInfo> {
+        let info = write_snapshot(&self.config.dir, &self.wal, lock)?;
+        self.last_snapshot_bytes
+            .store(info.bytes, Ordering::Release);
+        self.snapshots.fetch_add(1, Ordering::AcqRel);
+        Ok(info)
+    }
+
+    pub fn snapshots_taken(&self) -> u64 {
+        self.snapshots.load(Ordering::Acquire)
+    }
+
+    pub fn repaired(&self) -> bool {
+        self.config.repair
+    }
+}

@@ -1,0 +1,521 @@
+//! The write-ahead log: segment files under the data directory and the writer thread
+//! that does group commit.
+//!
+//! Operations append their frame to a shared buffer under the engine lock (so the log
+//! order is the operation order) and go on; the writer thread takes everything appended
+//! so far in one swap, writes it with one `pwrite`, and syncs it with one `fdatasync`
+//! according to the policy. Concurrent operations therefore share writes and syncs.
+//! Progress is a byte count of appended frames (the LSN): an operation is durable once
+//! `durable_lsn()` reaches the LSN its append returned.
+//!
+//! A failed write or sync puts the log in the failed state: new operations are refused
+//! (`check_writable`), the unwritten bytes are kept and retried in place (the same file
+//! offset, so a partial write is overwritten) until the disk accepts them again.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::engine::Totals;
+use crate::error::{EngineError, Result};
+use crate::frame::{begin_frame, finish_frame, header, SEGMENT_MAGIC};
+use crate::record::encode_totals;
+
+/// How long a failed write waits before it is retried.
+const RETRY_MS: u64 = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every operation is answered after its record is synced.
+    Always,
+    /// Records are written at once and synced at least this often.
+    Interval(Duration),
+    /// Records are written at once; syncing is left to the OS (and to `durable` pushes).
+    Never,
+}
+
+impl FsyncPolicy {
+    pub fn parse(s: &str, interval_ms: u64) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "interval" => Ok(Self::Interval(Duration::from_millis(interval_ms.max(1)))),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "unknown fsync policy '{other}': expected always, interval or never"
+            )),
+        }
+    }
+}
+
+pub fn segment_path(dir: &Path, number: u32) -> PathBuf {
+    dir.join(format!("wal-{number:010}.log"))
+}
+
+/// Makes a file's creation or rename durable: the directory entry must be synced too.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+struct Pending {
+    buf: Vec<u8>,
+    /// LSN: bytes of frames appended so far.
+    appended: u64,
+    totals: Option<Totals>,
+    /// The highest LSN somebody is waiting to see synced.
+    sync_wanted: u64,
+    /// A requested switch to a new segment: (offset in `buf`, new segment number).
+    rotate: Option<(usize, u32)>,
+    next_segment: u32,
+    writer_idle: bool,
+    closing: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake_writer: Condvar,
+    durable: AtomicU64,
+    durable_lock: Mutex<()>,
+    durable_changed: Condvar,
+    failed: AtomicBool,
+    error: Mutex<Option<String>>,
+    /// Bytes written to segments since the last snapshot's rotation.
+    log_bytes: AtomicU64,
+    /// Set by tests: every write fails as if the disk were full.
+    inject_failure: AtomicBool,
+    /// Called when the durable LSN moves or the log fails, if async waiters asked.
+    on_progress: Box<dyn Fn() + Send + Sync>,
+    progress_wanted: AtomicBool,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_error(&self, what: &str, e: &io::Error) {
+        let msg = format!("storage unavailable: {what} failed: {e}");
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+        self.failed.store(true, Ordering::Release);
+        self.announce();
+    }
+
+    fn clear_error(&self) {
+        if self.failed.swap(false, Ordering::AcqRel) {
+            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    fn announce(&self) {
+        {
+            let _g = self.durable_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.durable_changed.notify_all();
+        }
+        if self.progress_wanted.load(Ordering::Acquire) {
+            (self.on_progress)();
+        }
+    }
+}
+
+pub struct WalConfig {
+    pub dir: PathBuf,
+    pub policy: FsyncPolicy,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// The number of the first segment this process writes.
+    pub first_segment: u32,
+    /// Bytes already in the log that the last snapshot does not cover.
+    pub log_bytes: u64,
+}
+
+pub struct Wal {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Wal {
+    pub fn open(config: WalConfig, on_progress: Box<dyn Fn() + Send + Sync>) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(1 << 16),
+                appended: 0,
+                totals: None,
+                sync_wanted: 0,
+                rotate: None,
+                next_segment: config.first_segment + 1,
+                writer_idle: false,
+                closing: false,
+            }),
+            wake_writer: Condvar::new(),
+            durable: AtomicU64::new(0),
+            durable_lock: Mutex::new(()),
+            durable_changed: Condvar::new(),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            log_bytes: AtomicU64::new(config.log_bytes),
+            inject_failure: AtomicBool::new(false),
+            on_progress,
+            progress_wanted: AtomicBool::new(false),
+            policy: config.policy,
+            segment_bytes: config.segment_bytes,
+        });
+        let segment = Segment::create(&config.dir, config.first_segment)?;
+        let s = shared.clone();
+        let dir = config.dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("hopper-wal".into())
+            .spawn(move || Writer::new(s, dir, segment).run())?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        self.shared.policy
+    }
+
+    /// Appends what `fill` writes (whole frames) and records the counters as of now.
+    /// Returns the LSN that covers it, or `None` when `fill` wrote nothing. `urgent`
+    /// asks the writer to sync it at once whatever the policy (a `durable` push).
+    pub fn append(
+        &self,
+        totals: Totals,
+        fill: impl FnOnce(&mut Vec<u8>) -> Option<bool>,
+    ) -> Option<(u64, bool)> {
+        let mut p = self.shared.lock();
+        let before = p.buf.len();
+        let urgent = fill(&mut p.buf)? || self.shared.policy == FsyncPolicy::Always;
+        p.appended += (p.buf.len() - before) as u64;
+        p.totals = Some(totals);
+        let lsn = p.appended;
+        if urgent {
+            p.sync_wanted = lsn;
+        }
+        if p.writer_idle {
+            p.writer_idle = false;
+            self.shared.wake_writer.notify_one();
+        }
+        Some((lsn, urgent))
+    }
+
+    /// Everything appended so far.
+    pub fn appended_lsn(&self) -> u64 {
+        self.shared.lock().appended
+    }
+
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// Asks the writer to sync up to `lsn` now, without waiting for it.
+    pub fn request_sync(&self, lsn: u64) {
+        let mut p = self.shared.lock();
+        if lsn > p.sync_wanted {
+            p.sync_wanted = lsn;
+        }
+        if p.writer_idle {
+            p.writer_idle = false;
+            self.shared.wake_writer.notify_one();
+        }
+    }
+
+    /// Async waiters want `on_progress` calls from now on.
+    pub fn want_progress(&self) {
+        self.shared.progress_wanted.store(true, Ordering::Release);
+    }
+
+    /// Blocks until `lsn` is synced; an error if the log fails first.
+    pub fn wait_durable(&self, lsn: u64) -> Result<()> {
+        if self.durable_lsn() >= lsn {
+            return Ok(());
+        }
+        self.request_sync(lsn);
+        let mut g = self
+            .shared
+            .durable_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while self.durable_lsn() < lsn {
+            self.check_writable()?;
+            g = self
+                .shared
+                .durable_changed
+                .wait_timeout(g, Duration::from_millis(RETRY_MS))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Refuses new operations while the log cannot write.
+    pub fn check_writable(&self) -> Result<()> {
+        if !self.shared.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let msg = self
+            .shared
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "storage unavailable".into());
+        Err(EngineError::unavailable(msg))
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.check_writable().err().map(|e| e.message)
+    }
+
+    /// Starts a new segment at the current end of the log; returns its number. Call under
+    /// the engine lock so that no operation falls between the rotation and what the
+    /// caller reads from the engine.
+    pub fn rotate(&self) -> u32 {
+        let mut p = self.shared.lock();
+        let n = p.next_segment;
+        p.next_segment += 1;
+        p.rotate = Some((p.buf.len(), n));
+        self.shared.log_bytes.store(0, Ordering::Release);
+        if p.writer_idle {
+            p.writer_idle = false;
+            self.shared.wake_writer.notify_one();
+        }
+        n
+    }
+
+    pub fn log_bytes(&self) -> u64 {
+        self.shared.log_bytes.load(Ordering::Acquire)
+    }
+
+    pub fn inject_failure(&self, on: bool) {
+        self.shared.inject_failure.store(on, Ordering::Release);
+        if !on {
+            self.request_sync(0);
+        }
+    }
+
+    /// Writes and syncs everything appended, then stops the writer. Idempotent.
+    pub fn close(&self) {
+        {
+            let mut p = self.shared.lock();
+            p.closing = true;
+            self.shared.wake_writer.notify_one();
+        }
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Segment {
+    file: File,
+    len: u64,
+}
+
+impl Segment {
+    fn create(dir: &Path, number: u32) -> io::Result<Segment> {
+        let path = segment_path(dir, number);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        file.write_all_at(&header(SEGMENT_MAGIC, number), 0)?;
+        file.sync_all()?;
+        sync_dir(dir)?;
+        Ok(Segment {
+            file,
+            len: crate::frame::HEADER_LEN as u64,
+        })
+    }
+}
+
+/// The writer thread's own state.
+struct Writer {
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    segment: Segment,
+    /// Bytes taken from the buffer but not yet written (kept across failures).
+    carry: Vec<u8>,
+    /// A rotation inside `carry`: (offset, new segment number).
+    rotate: Option<(usize, u32)>,
+    /// LSN covered by `carry` once written.
+    carry_lsn: u64,
+    written_lsn: u64,
+    last_sync: Instant,
+    last_totals: Option<Totals>,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, dir: PathBuf, segment: Segment) -> Self {
+        Self {
+            shared,
+            dir,
+            segment,
+            carry: Vec::with_capacity(1 << 16),
+            rotate: None,
+            carry_lsn: 0,
+            written_lsn: 0,
+            last_sync: Instant::now(),
+            last_totals: None,
+        }
+    }
+
+    fn failing(&self) -> io::Result<()> {
+        if self.shared.inject_failure.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device (injected)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(1 << 16);
+        loop {
+            let (closing, sync_wanted) = self.take(&mut batch);
+            let durable = self.shared.durable.load(Ordering::Acquire);
+            if let Err(e) = self.write_carry() {
+                self.shared.set_error("writing the log", &e);
+                if closing {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(RETRY_MS));
+                continue;
+            }
+            let unsynced = self.written_lsn > durable;
+            let due = match self.shared.policy {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
+                FsyncPolicy::Never => false,
+            };
+            if unsynced && (due || closing || sync_wanted > durable) {
+                if let Err(e) = self.sync() {
+                    self.shared.set_error("syncing the log", &e);
+                    if closing {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(RETRY_MS));
+                    continue;
+                }
+            }
+            self.shared.clear_error();
+            if closing {
+                return;
+            }
+        }
+    }
+
+    /// Waits for work and moves it into `carry`. Returns (closing, LSN to sync).
+    fn take(&mut self, batch: &mut Vec<u8>) -> (bool, u64) {
+        let shared = self.shared.clone();
+        let mut p = shared.lock();
+        loop {
+            let unsynced = self.written_lsn > shared.durable.load(Ordering::Acquire);
+            let has_work = !p.buf.is_empty()
+                || p.rotate.is_some()
+                || p.closing
+                || !self.carry.is_empty()
+                || (unsynced && p.sync_wanted > shared.durable.load(Ordering::Acquire));
+            if has_work {
+                break;
+            }
+            let wait = match shared.policy {
+                FsyncPolicy::Interval(d) if unsynced => {
+                    let left = d.saturating_sub(self.last_sync.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    left
+                }
+                _ => Duration::from_secs(1),
+            };
+            p.writer_idle = true;
+            p = shared
+                .wake_writer
+                .wait_timeout(p, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            p.writer_idle = false;
+        }
+        std::mem::swap(&mut p.buf, batch);
+        if let Some((at, n)) = p.rotate.take() {
+            self.rotate = Some((self.carry.len() + at, n));
+        } else if self.rotate.is_none() && self.segment.len >= shared.segment_bytes {
+            let n = p.next_segment;
+            p.next_segment += 1;
+            self.rotate = Some((self.carry.len(), n));
+        }
+        let totals = p.totals;
+        let out = (p.closing, p.sync_wanted);
+        self.carry_lsn = p.appended;
+        drop(p);
+        self.carry.append(batch);
+        // The counters as of the last operation taken, once per batch.
+        if totals.is_some() && totals != self.last_totals {
+            let at = begin_frame(&mut self.carry);
+            encode_totals(&mut self.carry, &totals.expect("checked"));
+            finish_frame(&mut self.carry, at);
+            self.last_totals = totals;
+        }
+        out
+    }
+
+    fn write_carry(&mut self) -> io::Result<()> {
+        if let Some((at, number)) = self.rotate {
+            self.write_prefix(at)?;
+            self.sync()?;
+            self.failing()?;
+            self.segment = Segment::create(&self.dir, number)?;
+            self.rotate = None;
+        }
+        self.write_prefix(self.carry.len())?;
+        self.written_lsn = self.carry_lsn;
+        Ok(())
+    }
+
+    /// Writes `carry[..n]` at the segment's end and drops it from `carry`. A failure
+    /// leaves `carry` and the segment length as they were, so the retry writes the same
+    /// bytes at the same offset (over any partial write).
+    fn write_prefix(&mut self, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.failing()?;
+        self.segment
+            .file
+            .write_all_at(&self.carry[..n], self.segment.len)?;
+        self.segment.len += n as u64;
+        self.shared.log_bytes.fetch_add(n as u64, Ordering::AcqRel);
+        self.carry.drain(..n);
+        if let Some((at, _)) = self.rotate.as_mut() {
+            *at -= n;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.failing()?;
+        self.segment.file.sync_data()?;
+        self.last_sync = Instant::now();
+        self.shared
+            .durable
+            .store(self.written_lsn, Ordering::Release);
+        self.shared.announce();
+        Ok(())
+    }
+}
