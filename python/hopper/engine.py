@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -22,6 +23,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 State = Literal["waiting", "waiting-children", "delayed", "active", "completed", "failed"]
 SearchType = Literal["job", "queue", "payload"]
+FsyncPolicy = Literal["always", "interval", "never"]
 
 
 _new_tuple = tuple.__new__
@@ -54,7 +56,14 @@ def _type_error(e: TypeError) -> InvalidInputError:
 
 
 class Engine:
-    """An in-memory hopper engine with the full job lifecycle.
+    """A hopper engine with the full job lifecycle: in memory, or persistent when given
+    a `data_dir` (see docs/durability.md).
+
+    With a `data_dir`, start-up recovers the directory's state (a second engine on the
+    same directory is refused), and every change goes to a write-ahead log synced by the
+    `fsync` policy: "always" (each call returns after its record is synced), "interval"
+    (synced at least every `fsync_interval_ms`), or "never" (left to the OS). A push with
+    `durable=True` returns after its record is synced under every policy.
 
     `clock_ms` starts a manual clock at that time (ms): time then moves only through
     `advance_clock`, which tests use to drive delays, retries, leases and TTLs.
@@ -70,6 +79,11 @@ class Engine:
         retention_age_ms: int | None = None,
         retention_bytes: int | None = None,
         clock_ms: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        fsync: FsyncPolicy = "interval",
+        fsync_interval_ms: int = 10,
+        snapshot_bytes: int | None = None,
+        repair: bool = False,
     ) -> None:
         try:
             self._core = Core(
@@ -80,6 +94,11 @@ class Engine:
                 retention_age_ms=retention_age_ms,
                 retention_bytes=retention_bytes,
                 clock_ms=clock_ms,
+                data_dir=data_dir,
+                fsync=fsync,
+                fsync_interval_ms=fsync_interval_ms,
+                snapshot_bytes=snapshot_bytes,
+                repair=repair,
             )
         except (TypeError, OverflowError) as e:
             raise InvalidInputError(f"invalid engine option: {e}") from None
@@ -382,6 +401,49 @@ class Engine:
     def fail_body(self, job_id: str, body: bytes) -> int | None:
         """Fails from a job-server body `{error?, token?}`. Returns the retry delay or None."""
         return self._core.fail_json(job_id, body)
+
+    # ----- durability ----------------------------------------------------------------
+
+    @property
+    def persistent(self) -> bool:
+        return self._core.storage_info() is not None
+
+    def recovery_report(self) -> dict[str, Any] | None:
+        """What start-up found: jobs, records replayed, warnings (torn tail cut, ...)."""
+        return self._core.recovery_report()
+
+    def storage_info(self) -> dict[str, Any] | None:
+        """LSNs, log bytes since the last snapshot, snapshots taken, policy, error."""
+        return self._core.storage_info()
+
+    def snapshot(self) -> tuple[int, int, int] | None:
+        """Writes a snapshot now: (number, jobs, bytes). Normally automatic."""
+        return self._core.snapshot()
+
+    def defer_commits(self) -> None:
+        """For event loops: calls no longer block on the disk; await `commit()` after
+        each call instead (the servers do this)."""
+        self._core.set_block_on_commit(False)
+
+    async def commit(self) -> None:
+        """Waits, without blocking the loop, until the calls made since the last
+        `commit()` are on disk as far as the fsync policy (or `durable`) requires.
+        Raises UnavailableError if storage fails first."""
+        lsn = self.take_commit()
+        if lsn:
+            await self.wait_committed(lsn)
+
+    def take_commit(self) -> int:
+        """The LSN the calls since the last take must see synced (0: nothing to wait
+        for). `commit()` in two halves, for callers that answer later."""
+        return self._core.take_commit()
+
+    async def wait_committed(self, lsn: int) -> None:
+        await self._watch(asyncio.get_running_loop()).wait_durable(lsn)
+
+    def dump_state(self) -> str:
+        """Canonical text of everything a restart preserves (for tests)."""
+        return self._core.dump_state()
 
     # ----- events and time -----------------------------------------------------------
 

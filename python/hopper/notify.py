@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-from hopper._engine import Core
+from hopper._engine import Core, UnavailableError
 
 EventBatch = list[tuple[str, str, bytes]]
 EventListener = Callable[[EventBatch], None]
@@ -16,11 +16,14 @@ EventListener = Callable[[EventBatch], None]
 class _Drainable(Protocol):
     def take_notifications(self) -> tuple[EventBatch, list[str]]: ...
     def notify_fd(self) -> int: ...
+    def durable_lsn(self) -> int: ...
+    def request_sync(self, lsn: int) -> None: ...
+    def storage_error(self) -> str | None: ...
 
 
 class LoopWatcher:
-    """Watches one engine's fd on one loop; wakes `wait_for_queue` callers and feeds
-    event listeners."""
+    """Watches one engine's fd on one loop; wakes `wait_for_queue` and `wait_durable`
+    callers and feeds event listeners."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, core: Core | _Drainable) -> None:
         self.loop = loop
@@ -28,6 +31,7 @@ class LoopWatcher:
         self._fd = core.notify_fd()
         self._listeners: list[EventListener] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._commits: list[tuple[int, asyncio.Future[None]]] = []
         self._interrupted = False
         loop.add_reader(self._fd, self._on_readable)
 
@@ -63,8 +67,35 @@ class LoopWatcher:
                 if not waiting:
                     del self._waiters[queue]
 
+    async def wait_durable(self, lsn: int) -> None:
+        """Waits until the log is synced up to `lsn`; UnavailableError if storage fails."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._commits.append((lsn, fut))
+        self._core.request_sync(lsn)
+        self._settle_commits()
+        await fut
+
+    def _settle_commits(self) -> None:
+        if not self._commits:
+            return
+        durable = self._core.durable_lsn()
+        failure = self._core.storage_error()
+        waiting = []
+        for lsn, fut in self._commits:
+            if fut.done():
+                continue
+            if lsn <= durable:
+                fut.set_result(None)
+            elif failure is not None:
+                fut.set_exception(UnavailableError(failure))
+            else:
+                waiting.append((lsn, fut))
+        self._commits = waiting
+
     def _on_readable(self) -> None:
+        # take_notifications clears the fd first: a sync landing after that re-signals.
         events, woken = self._core.take_notifications()
+        self._settle_commits()
         if events:
             for listener in list(self._listeners):
                 listener(events)
@@ -87,4 +118,7 @@ class LoopWatcher:
             for fut in waiting:
                 fut.cancel()
         self._waiters.clear()
+        for _lsn, fut in self._commits:
+            fut.cancel()
+        self._commits.clear()
         self._listeners.clear()

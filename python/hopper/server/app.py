@@ -99,7 +99,14 @@ class HopperApp:
         self.engine = engine or Engine(
             max_payload_bytes=config.max_payload_bytes,
             stall_interval_ms=config.stall_interval_ms,
+            data_dir=None if config.memory else config.data_dir,
+            fsync=config.fsync,  # type: ignore[arg-type]  # validated in config
+            fsync_interval_ms=config.fsync_interval_ms,
+            snapshot_bytes=config.snapshot_bytes,
+            repair=config.repair,
         )
+        # Answers that must wait for the disk await `engine.commit()` on the loop.
+        self.engine.defer_commits()
         self.state = ServerState(config, self.engine)
         self.tokens = TokenCheck(config.auth_tokens)
         self.limiter = RateLimiter(

@@ -90,6 +90,52 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "data_dir",
+        "--data-dir",
+        ("HOPPER_DATA_DIR", "DATA_PATH"),
+        "./data",
+        "directory of the write-ahead log and snapshots (locked while serving)",
+    ),
+    Setting(
+        "memory",
+        "--memory",
+        ("HOPPER_MEMORY",),
+        False,
+        "keep everything in memory only: no data directory, nothing survives a restart",
+        bool,
+    ),
+    Setting(
+        "fsync",
+        "--fsync",
+        ("HOPPER_FSYNC",),
+        "interval",
+        "when the log is synced: always (before each answer), interval, never",
+    ),
+    Setting(
+        "fsync_interval_ms",
+        "--fsync-interval-ms",
+        ("HOPPER_FSYNC_INTERVAL_MS",),
+        10,
+        "the interval policy's longest time between syncs (ms)",
+        int,
+    ),
+    Setting(
+        "snapshot_bytes",
+        "--snapshot-bytes",
+        ("HOPPER_SNAPSHOT_BYTES",),
+        64 * 1024 * 1024,
+        "log bytes after which a snapshot compacts it (at least the last snapshot's size)",
+        int,
+    ),
+    Setting(
+        "repair",
+        "--repair",
+        ("HOPPER_REPAIR",),
+        False,
+        "start even if the log is damaged in the middle: drop the damaged records, keep the rest",
+        bool,
+    ),
+    Setting(
         "stall_interval_ms",
         "--stall-interval-ms",
         ("HOPPER_STALL_INTERVAL_MS",),
@@ -113,6 +159,15 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     max_payload_bytes: int = 10 * 1024 * 1024
     stall_interval_ms: int = 30_000
+    data_dir: str = "./data"
+    memory: bool = False
+    fsync: str = "interval"
+    fsync_interval_ms: int = 10
+    snapshot_bytes: int = 64 * 1024 * 1024
+    repair: bool = False
+
+
+FSYNC_POLICIES = ("always", "interval", "never")
 
 
 class ConfigError(ValueError):
@@ -191,8 +246,14 @@ def _validate(c: ServerConfig) -> None:
         "max_body_bytes",
         "max_payload_bytes",
         "stall_interval_ms",
+        "fsync_interval_ms",
+        "snapshot_bytes",
     ):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if c.fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {c.fsync!r}")
+    if not c.memory and not c.data_dir:
+        raise ConfigError("data_dir must not be empty (use --memory for no persistence)")
     if c.rate_limit_max_requests <= 0:
         raise ConfigError("rate_limit_max_requests must be positive")

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import math
 import os
+import signal
 import socket
+import sys
 
+from hopper.errors import HopperError
 from hopper.server.app import HopperApp
 from hopper.server.config import ConfigError, ServerConfig, load
 
@@ -30,7 +34,38 @@ def app_from_env() -> HopperApp:
     values["auth_tokens"] = tuple(values["auth_tokens"])
     if values["rate_limit_max_requests"] is None:
         values["rate_limit_max_requests"] = math.inf
-    return HopperApp(ServerConfig(**values))
+    try:
+        return HopperApp(ServerConfig(**values))
+    except HopperError as e:
+        # Recovery refused the data directory (damage, lock, I/O): say why and stop,
+        # rather than leave a traceback and a server without a worker.
+        print(f"hopper: {e}", file=sys.stderr, flush=True)
+        os.kill(os.getppid(), signal.SIGTERM)
+        os._exit(3)
+
+
+def check_data_dir_free(config: ServerConfig) -> None:
+    """The engine (in the worker process) locks its data directory; probing the lock here
+    first turns a second server on the same directory into a clear error before Granian
+    starts anything."""
+    if config.memory:
+        return
+    path = os.path.join(config.data_dir, "LOCK")
+    try:
+        os.makedirs(config.data_dir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ConfigError(f"cannot use data directory {config.data_dir}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        who = f" (pid {holder})" if holder else ""
+        raise ConfigError(
+            f"data directory {config.data_dir} is in use by another hopper process{who}"
+        ) from None
+    finally:
+        os.close(fd)  # closing releases the probe's lock
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -69,6 +104,7 @@ def serve(args: argparse.Namespace) -> int:
 
     config = load(args)
     check_port_free(config.host, config.port)
+    check_data_dir_free(config)
     values = dataclasses.asdict(config)
     if math.isinf(config.rate_limit_max_requests):
         values["rate_limit_max_requests"] = None

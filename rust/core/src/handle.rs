@@ -149,15 +149,26 @@ impl EngineHandle {
     /// and returns the LSN to wait for before answering, when the fsync policy (or a
     /// `durable` push) says the answer must wait for the disk.
     pub fn mutate<R>(&self, f: impl FnOnce(&mut Engine) -> Result<R>) -> Result<(R, Option<u64>)> {
-        if let Some(s) = self.storage() {
-            s.wal.check_writable()?;
-        }
+        self.check_writable()?;
         let mut engine = self.shared.lock();
         let out = f(&mut engine);
         let logged = self.shared.after(&mut engine);
         drop(engine);
         let wait = logged.filter(|&(_, urgent)| urgent).map(|(lsn, _)| lsn);
         Ok((out?, wait))
+    }
+
+    /// Refuses state changes while storage is failing.
+    pub fn check_writable(&self) -> Result<()> {
+        let Some(s) = self.storage() else {
+            return Ok(());
+        };
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(EngineError::unavailable(
+                "the engine is closed: its data directory is released",
+            ));
+        }
+        s.wal.check_writable()
     }
 
     /// Blocks until the log is synced up to `lsn` (no-op for an in-memory engine).
@@ -284,7 +295,7 @@ impl EngineHandle {
             let _ = t.join();
         }
         if let Some(s) = self.storage() {
-            s.wal.close();
+            s.close();
         }
     }
 }

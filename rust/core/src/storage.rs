@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::MutexGuard;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::data_dir::DirLock;
@@ -49,7 +49,8 @@ pub struct Storage {
     config: StorageConfig,
     last_snapshot_bytes: AtomicU64,
     snapshots: AtomicU64,
-    _lock: DirLock,
+    /// Released by `close`, so the directory can be reopened while this object lives on.
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl Storage {
@@ -86,7 +87,7 @@ impl Storage {
                 config,
                 last_snapshot_bytes: AtomicU64::new(0),
                 snapshots: AtomicU64::new(0),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             },
             report,
         ))
@@ -113,6 +114,12 @@ impl Storage {
 
     pub fn snapshots_taken(&self) -> u64 {
         self.snapshots.load(Ordering::Acquire)
+    }
+
+    /// Writes and syncs the rest of the log, then unlocks the directory. Idempotent.
+    pub fn close(&self) {
+        self.wal.close();
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     pub fn repaired(&self) -> bool {

@@ -3,14 +3,17 @@
 //! (`guard`), and releases the GIL around blocking waits. No queue logic lives here.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hopper_core::engine::{Engine, EngineConfig, FailOutcome, SearchKind};
 use hopper_core::events::Event;
 use hopper_core::json_render::{push_str, write_event};
 use hopper_core::requests::{AckRequest, FailRequest};
+use hopper_core::storage::OpenReport;
 use hopper_core::{
-    Clock, EngineError, EngineHandle, ErrorKind, JobState, ManualClock, PushOptions, SystemClock,
+    Clock, EngineError, EngineHandle, ErrorKind, FsyncPolicy, JobState, ManualClock, PushOptions,
+    StorageConfig, SystemClock,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -100,17 +103,61 @@ fn json_text(bytes: &[u8], what: &str) -> Result<Box<str>, EngineError> {
 /// max_attempts, created_at).
 type PulledTuple = (String, String, Py<PyBytes>, String, i32, u16, u16, u64);
 
-/// The engine, shared with its timer thread.
+/// The engine, shared with its timer thread (and, with a data dir, its log writer).
 #[pyclass(module = "hopper._engine", frozen)]
 struct Core {
     handle: EngineHandle,
     manual_clock: Option<ManualClock>,
+    /// Calls that must wait for the disk block (GIL released) when set; when clear the
+    /// LSN is left in `pending_commit` for an event loop to await (`take_commit`).
+    block_on_commit: AtomicBool,
+    pending_commit: AtomicU64,
+    report: Option<OpenReport>,
 }
 
 impl Core {
     fn with<R>(&self, f: impl FnOnce(&mut Engine) -> Result<R, EngineError>) -> PyResult<R> {
         guard(|| self.handle.with(f))
     }
+
+    /// A state-changing call: refused while storage fails, and, when the fsync policy or
+    /// a durable push requires it, answered only once its record is synced.
+    fn mutate<R>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Engine) -> Result<R, EngineError>,
+    ) -> PyResult<R> {
+        let (out, wait) = guard(|| self.handle.mutate(f))?;
+        if let Some(lsn) = wait {
+            if self.block_on_commit.load(Ordering::Acquire) {
+                let handle = &self.handle;
+                py.allow_threads(|| guard(|| handle.wait_durable(lsn)))?;
+            } else {
+                self.pending_commit.fetch_max(lsn, Ordering::AcqRel);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A lease: refused while storage fails, never waits (a lease lost in a crash only
+    /// means the job is delivered again).
+    fn lease<R>(&self, f: impl FnOnce(&mut Engine) -> Result<R, EngineError>) -> PyResult<R> {
+        guard(|| self.handle.mutate(f)).map(|(out, _)| out)
+    }
+}
+
+fn open_report<'py>(py: Python<'py>, r: &OpenReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("millis", r.millis)?;
+    d.set_item("jobs", r.jobs)?;
+    d.set_item("snapshot", r.recovered.snapshot)?;
+    d.set_item("segments", r.recovered.segments)?;
+    d.set_item("frames", r.recovered.frames)?;
+    d.set_item("records", r.recovered.stats.records)?;
+    d.set_item("orphans", r.recovered.stats.orphans)?;
+    d.set_item("repaired_bytes", r.recovered.repaired_bytes)?;
+    d.set_item("warnings", r.recovered.warnings.clone())?;
+    Ok(d)
 }
 
 impl Drop for Core {
@@ -124,9 +171,12 @@ impl Drop for Core {
 impl Core {
     #[new]
     #[pyo3(signature = (*, max_payload_bytes=None, stall_interval_ms=None, max_stalls=None,
-        retention_count=None, retention_age_ms=None, retention_bytes=None, clock_ms=None))]
+        retention_count=None, retention_age_ms=None, retention_bytes=None, clock_ms=None,
+        data_dir=None, fsync="interval", fsync_interval_ms=10, snapshot_bytes=None,
+        segment_bytes=None, repair=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         max_payload_bytes: Option<usize>,
         stall_interval_ms: Option<u64>,
         max_stalls: Option<u16>,
@@ -134,6 +184,12 @@ impl Core {
         retention_age_ms: Option<u64>,
         retention_bytes: Option<usize>,
         clock_ms: Option<u64>,
+        data_dir: Option<std::path::PathBuf>,
+        fsync: &str,
+        fsync_interval_ms: u64,
+        snapshot_bytes: Option<u64>,
+        segment_bytes: Option<u64>,
+        repair: bool,
     ) -> PyResult<Self> {
         let d = EngineConfig::default();
         let config = EngineConfig {
@@ -150,17 +206,116 @@ impl Core {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(SystemClock),
         };
-        let handle = EngineHandle::new(config, clock)
+        let policy =
+            FsyncPolicy::parse(fsync, fsync_interval_ms).map_err(InvalidInputError::new_err)?;
+        let storage = data_dir.map(|dir| {
+            let mut s = StorageConfig::new(dir, policy);
+            if let Some(b) = snapshot_bytes {
+                s.snapshot_min_bytes = b.max(1);
+            }
+            if let Some(b) = segment_bytes {
+                s.segment_bytes = b.max(4096);
+            }
+            s.repair = repair;
+            s
+        });
+        // Recovery reads the whole data directory: let other Python threads run meanwhile.
+        let (handle, report) = py
+            .allow_threads(|| {
+                catch_unwind(AssertUnwindSafe(|| {
+                    EngineHandle::open(config, clock, storage)
+                }))
+                .unwrap_or_else(|_| Err("internal engine error while opening".into()))
+            })
             .map_err(|e| UnavailableError::new_err(format!("cannot start the engine: {e}")))?;
         Ok(Self {
             handle,
             manual_clock,
+            block_on_commit: AtomicBool::new(true),
+            pending_commit: AtomicU64::new(0),
+            report,
         })
     }
 
+    /// What start-up recovered (None for an in-memory engine).
+    fn recovery_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.report.as_ref().map(|r| open_report(py, r)).transpose()
+    }
+
+    /// True: calls that must wait for the disk block. False: they leave the LSN for
+    /// `take_commit`, and an event loop awaits it through the notification fd.
+    fn set_block_on_commit(&self, on: bool) {
+        self.block_on_commit.store(on, Ordering::Release);
+    }
+
+    /// The highest LSN a call since the last `take_commit` must see synced (0 = none).
+    fn take_commit(&self) -> u64 {
+        self.pending_commit.swap(0, Ordering::AcqRel)
+    }
+
+    /// The synced LSN (2**64-1 for an in-memory engine).
+    fn durable_lsn(&self) -> u64 {
+        self.handle.durable_lsn()
+    }
+
+    /// Asks for a sync up to `lsn`; the notification fd fires when the synced LSN moves.
+    fn request_sync(&self, lsn: u64) {
+        self.handle.request_sync(lsn);
+    }
+
+    /// Blocks (GIL released) until `lsn` is synced.
+    fn wait_durable(&self, py: Python<'_>, lsn: u64) -> PyResult<()> {
+        let handle = &self.handle;
+        py.allow_threads(|| guard(|| handle.wait_durable(lsn)))
+    }
+
+    /// Why writes are refused now (disk full, I/O error), or None.
+    fn storage_error(&self) -> Option<String> {
+        self.handle.storage_error()
+    }
+
+    /// Log and snapshot figures of a persistent engine, or None.
+    fn storage_info<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some((appended, durable, log_bytes, snapshots, policy)) = self.handle.storage_info()
+        else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("appended_lsn", appended)?;
+        d.set_item("durable_lsn", durable)?;
+        d.set_item("log_bytes", log_bytes)?;
+        d.set_item("snapshots", snapshots)?;
+        d.set_item("fsync", policy)?;
+        d.set_item("error", self.handle.storage_error())?;
+        Ok(Some(d))
+    }
+
+    /// Writes a snapshot now (compaction). Returns (number, jobs, bytes), or None in memory.
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Option<(u32, u64, u64)>> {
+        let handle = &self.handle;
+        let info = py.allow_threads(|| {
+            guard(|| {
+                handle
+                    .snapshot_now()
+                    .map_err(|e| EngineError::unavailable(format!("snapshot failed: {e}")))
+            })
+        })?;
+        Ok(info.map(|i| (i.number, i.jobs, i.bytes)))
+    }
+
+    /// The canonical dump of everything a restart must preserve (tests compare it).
+    fn dump_state(&self) -> PyResult<String> {
+        self.with(|e| Ok(e.dump_state()))
+    }
+
+    /// Makes every log write fail as a full disk would, or stops doing so (tests).
+    fn _inject_io_error(&self, on: bool) -> PyResult<()> {
+        guard(|| self.handle.inject_io_failure(on))
+    }
+
     /// Pushes one job from a push body (JSON bytes). Returns (id, duplicate, durable).
-    fn push(&self, queue: &str, body: &[u8]) -> PyResult<(String, bool, bool)> {
-        self.with(|e| {
+    fn push(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<(String, bool, bool)> {
+        self.mutate(py, |e| {
             let opts = PushOptions::from_json(body, e.config().max_payload_bytes)?;
             let out = e.push(queue, opts)?;
             Ok((out.id, out.duplicate, out.durable))
@@ -168,8 +323,8 @@ impl Core {
     }
 
     /// Pushes a JSON array of push bodies atomically. Returns the ids in order.
-    fn push_many(&self, queue: &str, body: &[u8]) -> PyResult<Vec<String>> {
-        self.with(|e| {
+    fn push_many(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Vec<String>> {
+        self.mutate(py, |e| {
             let batch = PushOptions::many_from_json(body, e.config().max_payload_bytes)?;
             Ok(e.push_many(queue, batch)?
                 .into_iter()
@@ -180,7 +335,7 @@ impl Core {
 
     /// `push_many`, returning the ids as a JSON array (bytes) for the servers.
     fn push_many_json(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Py<PyBytes>> {
-        let ids = self.push_many(queue, body)?;
+        let ids = self.push_many(py, queue, body)?;
         let mut out = String::with_capacity(2 + ids.len() * 39);
         out.push('[');
         for (i, id) in ids.iter().enumerate() {
@@ -203,11 +358,14 @@ impl Core {
         timeout_ms: u64,
     ) -> PyResult<Option<PulledTuple>> {
         let pulled = if timeout_ms == 0 {
-            self.with(|e| e.pull_job(queue, owner))?
+            self.lease(|e| e.pull_job(queue, owner))?
         } else {
             let handle = self.handle.clone();
             py.allow_threads(|| {
-                guard(|| handle.wait_for(timeout_ms, |e| e.pull_job(queue, owner)))
+                guard(|| {
+                    handle.check_writable()?;
+                    handle.wait_for(timeout_ms, |e| e.pull_job(queue, owner))
+                })
             })?
         };
         Ok(pulled.map(|p| {
@@ -232,13 +390,19 @@ impl Core {
         queue: &str,
         owner: u64,
     ) -> PyResult<Option<(Py<PyBytes>, String)>> {
-        let got = self.with(|e| e.pull_rendered(queue, owner))?;
+        let got = self.lease(|e| e.pull_rendered(queue, owner))?;
         Ok(got.map(|(json, token)| (PyBytes::new(py, json.as_bytes()).unbind(), token)))
     }
 
     #[pyo3(signature = (id, token=None, result=None))]
-    fn ack(&self, id: &str, token: Option<&str>, result: Option<&[u8]>) -> PyResult<()> {
-        self.with(|e| {
+    fn ack(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        token: Option<&str>,
+        result: Option<&[u8]>,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| {
             let result = result.map(|r| json_text(r, "result")).transpose()?;
             e.ack(id, token, result)
         })
@@ -246,8 +410,14 @@ impl Core {
 
     /// Fails the current attempt. Returns the retry delay in ms, or None if the job is dead.
     #[pyo3(signature = (id, token=None, error=None))]
-    fn fail(&self, id: &str, token: Option<&str>, error: Option<&str>) -> PyResult<Option<u64>> {
-        self.with(|e| {
+    fn fail(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        token: Option<&str>,
+        error: Option<&str>,
+    ) -> PyResult<Option<u64>> {
+        self.mutate(py, |e| {
             Ok(match e.fail(id, token, error.map(Into::into))? {
                 FailOutcome::Retrying { delay } => Some(delay),
                 FailOutcome::Dead => None,
@@ -256,16 +426,16 @@ impl Core {
     }
 
     /// Acks from a job-server body `{result?, token?}` (raw bytes; empty = `{}`).
-    fn ack_json(&self, id: &str, body: &[u8]) -> PyResult<()> {
-        self.with(|e| {
+    fn ack_json(&self, py: Python<'_>, id: &str, body: &[u8]) -> PyResult<()> {
+        self.mutate(py, |e| {
             let req = AckRequest::from_json(body, e.config().max_payload_bytes)?;
             e.ack(id, req.token.as_deref(), req.result)
         })
     }
 
     /// Fails from a job-server body `{error?, token?}`. Returns the retry delay, or None.
-    fn fail_json(&self, id: &str, body: &[u8]) -> PyResult<Option<u64>> {
-        self.with(|e| {
+    fn fail_json(&self, py: Python<'_>, id: &str, body: &[u8]) -> PyResult<Option<u64>> {
+        self.mutate(py, |e| {
             let req = FailRequest::from_json(body, e.config().max_payload_bytes)?;
             Ok(
                 match e.fail(id, req.token.as_deref(), req.error.map(Into::into))? {
@@ -279,16 +449,23 @@ impl Core {
     #[pyo3(signature = (id, token=None, duration_ms=None))]
     fn extend_lease(
         &self,
+        py: Python<'_>,
         id: &str,
         token: Option<&str>,
         duration_ms: Option<u64>,
     ) -> PyResult<u64> {
-        self.with(|e| e.extend_lease(id, token, duration_ms))
+        self.mutate(py, |e| e.extend_lease(id, token, duration_ms))
     }
 
     #[pyo3(signature = (id, progress, token=None))]
-    fn progress(&self, id: &str, progress: u8, token: Option<&str>) -> PyResult<()> {
-        self.with(|e| e.progress(id, token, progress))
+    fn progress(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        progress: u8,
+        token: Option<&str>,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| e.progress(id, token, progress))
     }
 
     fn release_owner(&self, owner: u64) -> PyResult<usize> {
@@ -303,29 +480,35 @@ impl Core {
         })
     }
 
-    fn cancel(&self, id: &str) -> PyResult<()> {
-        self.with(|e| e.cancel(id))
+    fn cancel(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        self.mutate(py, |e| e.cancel(id))
     }
 
-    fn cancel_pending(&self, id: &str) -> PyResult<()> {
-        self.with(|e| e.cancel_pending(id))
+    fn cancel_pending(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        self.mutate(py, |e| e.cancel_pending(id))
     }
 
-    fn remove(&self, id: &str) -> PyResult<()> {
-        self.with(|e| e.remove(id))
+    fn remove(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        self.mutate(py, |e| e.remove(id))
     }
 
-    fn retry(&self, id: &str) -> PyResult<()> {
-        self.with(|e| e.retry(id))
+    fn retry(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        self.mutate(py, |e| e.retry(id))
     }
 
-    fn promote(&self, id: &str) -> PyResult<()> {
-        self.with(|e| e.promote(id))
+    fn promote(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        self.mutate(py, |e| e.promote(id))
     }
 
     #[pyo3(signature = (id, data=None, priority=None))]
-    fn update(&self, id: &str, data: Option<&[u8]>, priority: Option<i64>) -> PyResult<()> {
-        self.with(|e| {
+    fn update(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        data: Option<&[u8]>,
+        priority: Option<i64>,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| {
             let data = data.map(|d| json_text(d, "data")).transpose()?;
             let priority = priority
                 .map(|p| {
@@ -337,13 +520,13 @@ impl Core {
     }
 
     #[pyo3(signature = (queue, name=None))]
-    fn pause(&self, queue: &str, name: Option<&str>) -> PyResult<()> {
-        self.with(|e| e.pause(queue, name))
+    fn pause(&self, py: Python<'_>, queue: &str, name: Option<&str>) -> PyResult<()> {
+        self.mutate(py, |e| e.pause(queue, name))
     }
 
     #[pyo3(signature = (queue, name=None))]
-    fn resume(&self, queue: &str, name: Option<&str>) -> PyResult<()> {
-        self.with(|e| e.resume(queue, name))
+    fn resume(&self, py: Python<'_>, queue: &str, name: Option<&str>) -> PyResult<()> {
+        self.mutate(py, |e| e.resume(queue, name))
     }
 
     fn is_paused(&self, queue: &str) -> PyResult<bool> {
@@ -354,32 +537,33 @@ impl Core {
         self.with(|e| Ok(e.paused_names(queue)))
     }
 
-    fn drain_queue(&self, queue: &str) -> PyResult<usize> {
-        self.with(|e| e.drain(queue))
+    fn drain_queue(&self, py: Python<'_>, queue: &str) -> PyResult<usize> {
+        self.mutate(py, |e| e.drain(queue))
     }
 
     #[pyo3(signature = (queue, state, grace_ms=0, limit=0))]
     fn clean(
         &self,
+        py: Python<'_>,
         queue: &str,
         state: &str,
         grace_ms: u64,
         limit: usize,
     ) -> PyResult<Vec<String>> {
-        self.with(|e| e.clean(queue, parse_state(state)?, grace_ms, limit))
+        self.mutate(py, |e| e.clean(queue, parse_state(state)?, grace_ms, limit))
     }
 
-    fn retry_all(&self, queue: &str, state: &str) -> PyResult<usize> {
-        self.with(|e| e.retry_all(queue, parse_state(state)?))
+    fn retry_all(&self, py: Python<'_>, queue: &str, state: &str) -> PyResult<usize> {
+        self.mutate(py, |e| e.retry_all(queue, parse_state(state)?))
     }
 
-    fn promote_all(&self, queue: &str) -> PyResult<usize> {
-        self.with(|e| e.promote_all(queue))
+    fn promote_all(&self, py: Python<'_>, queue: &str) -> PyResult<usize> {
+        self.mutate(py, |e| e.promote_all(queue))
     }
 
     #[pyo3(signature = (queue, force=false))]
-    fn obliterate(&self, queue: &str, force: bool) -> PyResult<usize> {
-        self.with(|e| e.obliterate(queue, force))
+    fn obliterate(&self, py: Python<'_>, queue: &str, force: bool) -> PyResult<usize> {
+        self.mutate(py, |e| e.obliterate(queue, force))
     }
 
     fn queue_names(&self) -> PyResult<Vec<String>> {

@@ -45,6 +45,7 @@ def register(router: Router, state: ServerState) -> None:
         body = await req.body()
         t0 = perf_counter()
         job_id, _duplicate = engine.push_body(req.params["queue"], body)
+        await engine.commit()
         metrics.observe_push(perf_counter() - t0)
         return ok(b'{"ok":true,"id":' + orjson.dumps(job_id) + b"}")
 
@@ -52,6 +53,7 @@ def register(router: Router, state: ServerState) -> None:
         body = await req.body()
         t0 = perf_counter()
         ids = engine.push_many_body(req.params["queue"], body)
+        await engine.commit()
         metrics.observe_push(perf_counter() - t0)
         return ok(b'{"ok":true,"ids":' + ids + b"}")
 
@@ -76,6 +78,7 @@ def register(router: Router, state: ServerState) -> None:
             engine.cancel_pending(req.params["id"])
         except NotFoundError:
             raise HttpError(404, "Job not found") from None
+        await engine.commit()
         return OK_TRUE
 
     async def ack(req: Request) -> Response:
@@ -85,6 +88,7 @@ def register(router: Router, state: ServerState) -> None:
             engine.ack_body(req.params["id"], body)
         except InvalidStateError:
             raise HttpError(400, NOT_ACTIVE) from None
+        await engine.commit()
         metrics.observe_ack(perf_counter() - t0)
         return OK_TRUE
 
@@ -94,6 +98,7 @@ def register(router: Router, state: ServerState) -> None:
             engine.fail_body(req.params["id"], body)
         except InvalidStateError:
             raise HttpError(400, NOT_ACTIVE) from None
+        await engine.commit()
         return OK_TRUE
 
     router.add("POST", "/queues/:queue/jobs", push)

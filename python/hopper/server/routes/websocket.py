@@ -126,8 +126,24 @@ class Connection:
             reply = _reply(req_id, {"ok": False, "error": message})
         except HopperError as e:
             reply = _reply(req_id, {"ok": False, "error": str(e)})
-        if reply is not None:
-            await self.send_text(reply)
+        if reply is None:
+            return
+        lsn = self.engine.take_commit()
+        if lsn:
+            # Answer once the record is on disk, in a task: the commands after this one
+            # go on meanwhile and share its sync (group commit).
+            task = asyncio.create_task(self._reply_when_committed(lsn, reply, req_id))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        await self.send_text(reply)
+
+    async def _reply_when_committed(self, lsn: int, reply: bytes, req_id: Any) -> None:
+        try:
+            await self.engine.wait_committed(lsn)
+        except HopperError as e:
+            reply = _reply(req_id, {"ok": False, "error": str(e)})
+        await self.send_text(reply)
 
     async def _run(self, cmd: str, msg: dict[str, Any], raw: bytes, req_id: Any) -> bytes | None:
         if cmd == "PUSH":
