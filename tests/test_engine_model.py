@@ -1,10 +1,17 @@
 """The engine against a small pure-Python reference model, driven by hypothesis with the
 engine's manual clock: every rule step is checked against the model's prediction, and
-invariants (nothing lost, no double lease, order, counts == lists) hold after each step."""
+invariants (nothing lost, no double lease, order, counts == lists) hold after each step.
+
+The engine is persistent (fsync "always"), and a `crash_and_recover` rule copies its data
+directory as it is on disk at that moment (what a SIGKILL would leave), starts a new
+engine on the copy, and the model checks that everything promised survived."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import hopper
 import hypothesis.strategies as st
@@ -45,7 +52,9 @@ class EngineModel(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         self.now = 1_700_000_000_000
-        self.engine = hopper.Engine(clock_ms=self.now, stall_interval_ms=10**9)
+        self.tmp = Path(tempfile.mkdtemp(prefix="hopper-model-"))
+        self.generation = 0
+        self.engine = self._open()
         self.jobs: dict[str, MJob] = {}
         self.seq = 0
         self.paused: set[str] = set()
@@ -53,6 +62,15 @@ class EngineModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.engine.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _open(self) -> hopper.Engine:
+        return hopper.Engine(
+            clock_ms=self.now,
+            stall_interval_ms=10**9,
+            data_dir=self.tmp / str(self.generation),
+            fsync="always",
+        )
 
     # ----- model helpers ------------------------------------------------------------
 
@@ -253,6 +271,24 @@ class EngineModel(RuleBasedStateMachine):
             self.engine.resume(queue)
             self.paused.discard(queue)
 
+    @rule()
+    def crash_and_recover(self):
+        """The disk as a SIGKILL would leave it: every push, ack, fail, retry, promote,
+        remove and pause returned after its sync, so all of them must be there. A lease
+        is not awaited: it may be lost, and then the job is waiting exactly as before."""
+        crashed = self.tmp / str(self.generation)
+        self.generation += 1
+        shutil.copytree(crashed, self.tmp / str(self.generation), ignore=_lock_file)
+        self.engine.close()
+        self.engine = self._open()
+        report = self.engine.recovery_report()
+        assert report is not None and report["orphans"] == 0, report
+        for j in self._in("active"):
+            got = self.engine.get(j.id)
+            assert got is not None, f"job {j.id} lost in the crash"
+            if got["state"] == "waiting":
+                j.state, j.token = "waiting", None
+
     # ----- invariants ---------------------------------------------------------------
 
     @invariant()
@@ -281,6 +317,10 @@ class EngineModel(RuleBasedStateMachine):
             assert got is not None, f"job {j.id} lost"
             assert got["state"] == j.state
             assert got["attempts"] == j.attempts
+
+
+def _lock_file(_dir: str, names: list[str]) -> list[str]:
+    return [n for n in names if n == "LOCK"]
 
 
 EngineModel.TestCase.settings = settings(

@@ -146,6 +146,22 @@ impl IdGenerator {
         b
     }
 
+    /// Makes every later id sort after `id` (one restored from disk), so a restart
+    /// cannot hand out an id again even if the clock stepped back across it.
+    pub fn observe(&mut self, id: &[u8; 16]) {
+        if id[6] >> 4 != 7 {
+            return; // not one of ours
+        }
+        let mut ms = [0u8; 8];
+        ms[2..].copy_from_slice(&id[..6]);
+        let ms = u64::from_be_bytes(ms);
+        let counter = (u16::from(id[6] & 0x0F) << 8) | u16::from(id[7]);
+        if ms > self.last_ms || (ms == self.last_ms && counter > self.counter) {
+            self.last_ms = ms;
+            self.counter = counter;
+        }
+    }
+
     pub fn next_string(&mut self, now_ms: u64) -> String {
         let mut s = String::with_capacity(36);
         write_uuid(&self.next(now_ms), &mut s);
@@ -168,6 +184,16 @@ mod tests {
         assert_eq!(text.len(), 36);
         assert_eq!(&text[14..15], "7");
         assert_eq!(JobId::parse(&text), JobId::Uuid(a));
+    }
+
+    #[test]
+    fn ids_after_an_observed_one_sort_after_it() {
+        let mut first = IdGenerator::new(1);
+        let old = first.next(1_700_000_000_500);
+        let mut g = IdGenerator::new(1);
+        g.observe(&old);
+        let next = g.next(1_700_000_000_000);
+        assert!(next > old, "even with the clock behind and the same seed");
     }
 
     #[test]

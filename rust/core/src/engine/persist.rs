@@ -335,6 +335,12 @@ impl Engine {
             .max()
             .unwrap_or(0);
         self.next_seq = self.next_seq.max(img.seq.saturating_abs());
+        if let JobId::Uuid(b) = &img.id {
+            self.ids.observe(b);
+        }
+        if let Some(l) = &img.lease {
+            self.ids.observe(&l.token);
+        }
         let slot = match self.find(&img.id) {
             Some(slot) => {
                 self.detach(slot);
