@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -92,6 +94,25 @@ class ServerState:
             task.add_done_callback(self._tasks.discard)
 
 
+def announce_storage(config: ServerConfig, engine: Engine) -> None:
+    """One start-up line on where the data lives and what recovery did, and every
+    recovery warning (a torn tail cut, records a repair dropped)."""
+    report = engine.recovery_report()
+    if report is None:
+        print("[INFO] hopper: in memory (--memory): nothing survives a restart", file=sys.stderr)
+        return
+    print(
+        f"[INFO] hopper: data directory {os.path.abspath(config.data_dir)}, fsync {config.fsync}: "
+        f"recovered {report['jobs']} jobs in {report['millis']} ms "
+        f"(snapshot {report['snapshot']}, {report['segments']} log segments, "
+        f"{report['records']} records)",
+        file=sys.stderr,
+    )
+    for warning in report["warnings"]:
+        print(f"[WARNING] hopper: {warning}", file=sys.stderr)
+    sys.stderr.flush()
+
+
 class HopperApp:
     def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
         self.config = config
@@ -107,6 +128,8 @@ class HopperApp:
         )
         # Answers that must wait for the disk await `engine.commit()` on the loop.
         self.engine.defer_commits()
+        if self._own_engine:
+            announce_storage(config, self.engine)
         self.state = ServerState(config, self.engine)
         self.tokens = TokenCheck(config.auth_tokens)
         self.limiter = RateLimiter(

@@ -10,7 +10,6 @@ import fcntl
 import json
 import math
 import os
-import signal
 import socket
 import sys
 
@@ -37,10 +36,9 @@ def app_from_env() -> HopperApp:
     try:
         return HopperApp(ServerConfig(**values))
     except HopperError as e:
-        # Recovery refused the data directory (damage, lock, I/O): say why and stop,
-        # rather than leave a traceback and a server without a worker.
+        # Recovery refused the data directory (damage, lock, I/O): say why and exit;
+        # Granian then stops with an error status instead of serving without a worker.
         print(f"hopper: {e}", file=sys.stderr, flush=True)
-        os.kill(os.getppid(), signal.SIGTERM)
         os._exit(3)
 
 

@@ -466,9 +466,9 @@ impl Writer {
         drop(p);
         self.carry.append(batch);
         // The counters as of the last operation taken, once per batch.
-        if totals.is_some() && totals != self.last_totals {
+        if let Some(t) = totals.filter(|_| totals != self.last_totals) {
             let at = begin_frame(&mut self.carry);
-            encode_totals(&mut self.carry, &totals.expect("checked"));
+            encode_totals(&mut self.carry, &t);
             finish_frame(&mut self.carry, at);
             self.last_totals = totals;
         }

@@ -317,8 +317,6 @@ fn a_failing_disk_refuses_writes_keeps_reads_and_recovers() {
     assert!(h.storage_error().is_some());
     // Space comes back: the held records are written and writes are accepted again.
     h.inject_io_failure(false).unwrap();
-    let lsn = h.with(|_| ()); // any call
-    let _ = lsn;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while h.storage_error().is_some() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
