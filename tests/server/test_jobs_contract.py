@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 import time
 from typing import Any
@@ -228,6 +230,23 @@ def test_long_poll_is_woken_by_a_push(server: Server, queue: str) -> None:
     assert body["job"]["data"] == {"woke": True}
     assert isinstance(body["token"], str)
     assert result["elapsed"] < 3.0, "the push should wake the poll well before its 10 s timeout"
+
+
+def test_a_long_poll_whose_client_left_takes_no_job(server: Server, queue: str) -> None:
+    """The client gives up (read timeout closes the connection) while the poll waits; a
+    job pushed afterwards must stay waiting for the next worker, not sit leased."""
+    with (
+        httpx.Client(base_url=server.url, timeout=0.3) as impatient,
+        contextlib.suppress(httpx.ReadTimeout),
+    ):
+        impatient.get(f"/queues/{queue}/jobs", params={"timeout": 10000})
+    time.sleep(0.2)  # the server notices the disconnect
+    job_id = push(server.client, queue)
+    time.sleep(0.2)
+    got = get_job(server.client, job_id)
+    assert got["state"] == "waiting", got
+    job, _token = pull(server.client, queue)
+    assert job["id"] == job_id
 
 
 def test_long_poll_times_out_with_null(client: httpx.Client, queue: str) -> None:

@@ -1159,9 +1159,6 @@ impl Engine {
                 0
             };
             job.ext_mut().error = Some(error.as_str().into());
-            // Cloned, not taken: the job must have the same footprint when it enters the
-            // failed set as when it later leaves it, or the retained-bytes total drifts.
-            let dependents = job.ext_mut().dependents.clone();
             let window = self.config.metrics_window_ms;
             self.queues[qid as usize]
                 .metrics
@@ -1176,10 +1173,8 @@ impl Engine {
                 EventExtra::Error(error.as_str().into()),
             );
             let id = self.job(slot).id.to_string();
-            for dep in &dependents {
-                if let Some(ds) = self.find(dep) {
-                    work.push((ds, format!("Dependency {id} failed")));
-                }
+            for ds in self.blocked_dependents(slot) {
+                work.push((ds, format!("Dependency {id} failed")));
             }
             if state == JobState::Active {
                 self.schedule_repeat(slot, now);
@@ -1276,22 +1271,60 @@ impl Engine {
     fn remove_slot(&mut self, slot: u32, now: u64, evented: bool) {
         let state = self.job(slot).state;
         if state.is_live() {
-            let dependents = self
-                .job(slot)
-                .ext()
-                .map(|e| e.dependents.clone())
-                .unwrap_or_default();
             let id = self.job(slot).id.to_string();
-            for dep in dependents {
-                if let Some(ds) = self.find(&dep) {
-                    self.finish_failed(ds, format!("Dependency {id} was removed"), now);
-                }
+            for ds in self.blocked_dependents(slot) {
+                self.finish_failed(ds, format!("Dependency {id} was removed"), now);
             }
         }
         if evented {
             self.emit(EventKind::Removed, slot, now, EventExtra::Prev(state));
         }
+        self.unlink_from_dependencies(slot);
         self.discard(slot);
+    }
+
+    /// The jobs still waiting for this one: dependents in waiting-children whose
+    /// `dependsOn` names it. (A dependent that already ran is not affected by what
+    /// happens to this job later, e.g. a retry.)
+    fn blocked_dependents(&self, slot: u32) -> Vec<u32> {
+        let job = self.job(slot);
+        let Some(ext) = job.ext() else {
+            return Vec::new();
+        };
+        ext.dependents
+            .iter()
+            .filter_map(|d| self.find(d))
+            .filter(|&ds| {
+                let dj = self.job(ds);
+                dj.state == JobState::WaitingChildren
+                    && dj.ext().is_some_and(|e| e.depends_on.contains(&job.id))
+            })
+            .collect()
+    }
+
+    /// A removed job stops being a dependent of the jobs it waited for, so a later job
+    /// reusing its id does not inherit the link.
+    fn unlink_from_dependencies(&mut self, slot: u32) {
+        let Some(deps) = self.job(slot).ext().map(|e| e.depends_on.clone()) else {
+            return;
+        };
+        let id = self.job(slot).id.clone();
+        for dep in deps {
+            let Some(ds) = self.find(&dep) else { continue };
+            // A finished job's footprint is counted in its set's bytes: re-enter the set
+            // around the change so the count follows it.
+            let state = self.job(ds).state;
+            let finished = state.is_finished();
+            if finished {
+                self.detach(ds);
+            }
+            if let Some(ext) = self.job_mut(ds).ext.as_deref_mut() {
+                ext.dependents.retain(|d| d != &id);
+            }
+            if finished {
+                self.attach(ds, state, self.last_now);
+            }
+        }
     }
 
     /// Removes a job that is not active.
@@ -1585,6 +1618,11 @@ impl Engine {
             }
         }
         self.record_queue_drop(qid);
+        // Pullers waiting on this queue must hear of it, or they would sleep through jobs
+        // pushed to the queue's next incarnation; woken, they ask again.
+        if self.queues[qid as usize].wake_requested {
+            self.woken.push(qid);
+        }
         self.drop_queue(qid);
         Ok(slots.len())
     }

@@ -3,6 +3,7 @@ Each is one engine call on the request bytes; the engine returns ready JSON."""
 
 from __future__ import annotations
 
+import asyncio
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,12 @@ def pulled_body(got: tuple[bytes, str] | None) -> bytes:
     return b'{"ok":true,"job":' + job + b',"token":"' + token.encode() + b'"}'
 
 
+async def disconnected(req: Request) -> None:
+    """Returns when the client closes the connection."""
+    while (await req.receive())["type"] != "http.disconnect":
+        pass
+
+
 def register(router: Router, state: ServerState) -> None:
     engine = state.engine
     metrics = state.metrics
@@ -64,8 +71,29 @@ def register(router: Router, state: ServerState) -> None:
         got = engine.pull_json(queue)
         metrics.observe_pull(perf_counter() - t0)
         if got is None and timeout:
-            got = await engine.pull_json_async(queue, timeout / 1000)
+            got = await long_poll(req, queue, timeout)
         return ok(pulled_body(got))
+
+    async def long_poll(req: Request, queue: str, timeout_ms: int) -> tuple[bytes, str] | None:
+        """Waits for a job while watching the connection: a client that has gone away
+        must not be handed a lease (the job would sit active until it stalls). The poll
+        leases under its own owner id, so a job taken just as the client left goes
+        straight back to waiting."""
+        owner = next(state.ws_ids)
+        poll = asyncio.ensure_future(engine.pull_json_async(queue, timeout_ms / 1000, owner))
+        gone = asyncio.ensure_future(disconnected(req))
+        try:
+            await asyncio.wait((poll, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (poll, gone):
+                if not task.done():
+                    task.cancel()
+        got = poll.result() if poll.done() and not poll.cancelled() else None
+        if gone.done() and not gone.cancelled():
+            if got is not None:
+                engine.release_owner(owner)
+            return None
+        return got
 
     async def get(req: Request) -> Response:
         job = engine.get_json(req.params["id"])
