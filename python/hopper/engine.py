@@ -335,6 +335,10 @@ class Engine:
     def queues(self) -> list[str]:
         return self._core.queue_names()
 
+    def has_queue(self, queue: str) -> bool:
+        """Whether `queue` exists (it has had a job, a pause or a pull)."""
+        return self._call(self._core.has_queue, queue)
+
     def counts(self, queue: str | None = None) -> dict[str, int]:
         """Jobs per state in `queue` (all queues when None). Maintained, never counted."""
         return self._call(self._core.counts, queue)
@@ -345,6 +349,17 @@ class Engine:
         """Jobs `start..=end` (at most 1000) in `state`, and the total in that state."""
         raw, total = self._call(self._core.list_jobs, queue, state, start, end)
         return [orjson.loads(r) for r in raw], total
+
+    def scheduled_count(self, queue: str) -> int:
+        """Jobs with a repeat schedule in `queue`, in any state."""
+        return self._call(self._core.scheduled_count, queue)
+
+    def flow_parents(
+        self, queue: str, state: State | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Jobs of `queue` with `depends_on` (flow parents), newest first."""
+        raw = self._call(self._core.flow_parents, queue, state, limit)
+        return [orjson.loads(r) for r in raw]
 
     def groups(self, queue: str) -> list[tuple[str, int, int]]:
         """[(groupId, active, waiting)]"""

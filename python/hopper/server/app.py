@@ -22,6 +22,7 @@ from hopper.errors import (
     NotFoundError,
     UnavailableError,
 )
+from hopper.server import openapi
 from hopper.server.auth import TokenCheck
 from hopper.server.config import ServerConfig
 from hopper.server.events import EventHub
@@ -35,6 +36,7 @@ from hopper.server.http import (
     error,
     send_response,
 )
+from hopper.server.management.api import Management
 from hopper.server.prometheus import Metrics
 from hopper.server.rate_limit import RateLimiter, client_key
 from hopper.server.router import Auth, Router
@@ -143,6 +145,8 @@ class HopperApp:
         self.router = Router()
         for module in (jobs, monitoring_routes, event_routes, websocket):
             module.register(self.router, self.state)
+        self.management = Management(self.state, self.tokens, self.limiter)
+        openapi.register(self.router, self.management)
         self._sampler: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -159,6 +163,9 @@ class HopperApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
+        if self.management.owns(path):
+            await self.management.handle(scope, receive, send, self.cors)
+            return
         if method == "OPTIONS":
             await send_response(send, Response(204, b"", headers=PREFLIGHT_HEADERS), self.cors)
             return

@@ -136,6 +136,36 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
     ),
     Setting(
+        "dashboard_base_path",
+        "--dashboard-base-path",
+        ("HOPPER_DASHBOARD_BASE_PATH",),
+        "/",
+        "path prefix of the dashboard page and its management API ({base}/api)",
+    ),
+    Setting(
+        "dashboard_read_only",
+        "--dashboard-read-only",
+        ("HOPPER_DASHBOARD_READ_ONLY",),
+        False,
+        "refuse every management API mutation with 403 FORBIDDEN",
+        bool,
+    ),
+    Setting(
+        "dashboard_metrics",
+        "--dashboard-metrics",
+        ("HOPPER_DASHBOARD_METRICS",),
+        True,
+        "serve the management API's metrics routes (off: METRICS_DISABLED)",
+        bool,
+    ),
+    Setting(
+        "dashboard_queues",
+        "--dashboard-queues",
+        ("HOPPER_DASHBOARD_QUEUES",),
+        "",
+        "comma-separated queues the management API may show and change (empty: all)",
+    ),
+    Setting(
         "stall_interval_ms",
         "--stall-interval-ms",
         ("HOPPER_STALL_INTERVAL_MS",),
@@ -165,6 +195,10 @@ class ServerConfig:
     fsync_interval_ms: int = 10
     snapshot_bytes: int = 64 * 1024 * 1024
     repair: bool = False
+    dashboard_base_path: str = "/"
+    dashboard_read_only: bool = False
+    dashboard_metrics: bool = True
+    dashboard_queues: tuple[str, ...] = ()
 
 
 FSYNC_POLICIES = ("always", "interval", "never")
@@ -228,13 +262,25 @@ def load(
                 values[s.name] = _convert(s, env[var], var)
                 break
     tokens = values.pop("auth_tokens", "")
-    assert isinstance(tokens, str)
+    queues = values.pop("dashboard_queues", "")
+    assert isinstance(tokens, str) and isinstance(queues, str)
     config = ServerConfig(
-        auth_tokens=tuple(t.strip() for t in tokens.split(",") if t.strip()),
+        auth_tokens=_csv(tokens),
+        dashboard_queues=_csv(queues),
         **values,  # type: ignore[arg-type]
     )
     _validate(config)
     return config
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in raw.split(",") if t.strip())
+
+
+def base_path(raw: str) -> str:
+    """`/`, `ops/`, `/ops` → "" or "/ops": no trailing slash, one leading slash."""
+    stripped = raw.strip().strip("/")
+    return f"/{stripped}" if stripped else ""
 
 
 def _validate(c: ServerConfig) -> None:
@@ -251,6 +297,9 @@ def _validate(c: ServerConfig) -> None:
     ):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    base = base_path(c.dashboard_base_path)
+    if any(not seg or seg in (".", "..") for seg in base.split("/")[1:]) or "?" in base:
+        raise ConfigError(f"dashboard_base_path is not a usable path: {c.dashboard_base_path!r}")
     if c.fsync not in FSYNC_POLICIES:
         raise ConfigError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {c.fsync!r}")
     if not c.memory and not c.data_dir:

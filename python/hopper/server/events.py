@@ -17,10 +17,25 @@ from hopper.notify import EventBatch
 DEFAULT_BUFFER = 10_000
 
 
+# (eventType, event JSON, the next event's type in the batch) -> what to buffer, or None.
+Framer = Callable[[str, bytes, str | None], bytes | None]
+
+
 class Subscriber:
-    def __init__(self, queue: str | None, limit: int = DEFAULT_BUFFER) -> None:
+    """One stream's buffer. `frame` turns engine events into what this stream sends (the
+    job server's streams send them as they are); `accept` filters queues (an allow-list)."""
+
+    def __init__(
+        self,
+        queue: str | None,
+        limit: int = DEFAULT_BUFFER,
+        frame: Framer | None = None,
+        accept: Callable[[str], bool] | None = None,
+    ) -> None:
         self.queue = queue
         self.limit = limit
+        self.frame = frame
+        self.accept = accept
         self.buffer: deque[bytes] = deque()
         self.overflowed = False
         self.closed = False
@@ -61,8 +76,14 @@ class EventHub:
         self._count = 0
         self._unsubscribe: Callable[[], None] | None = None
 
-    def subscribe(self, queue: str | None, limit: int = DEFAULT_BUFFER) -> Subscriber:
-        sub = Subscriber(queue, limit)
+    def subscribe(
+        self,
+        queue: str | None,
+        limit: int = DEFAULT_BUFFER,
+        frame: Framer | None = None,
+        accept: Callable[[str], bool] | None = None,
+    ) -> Subscriber:
+        sub = Subscriber(queue, limit, frame, accept)
         self._by_queue.setdefault(queue, set()).add(sub)
         self._count += 1
         if self._unsubscribe is None:
@@ -90,8 +111,13 @@ class EventHub:
 
     def _on_batch(self, batch: EventBatch) -> None:
         everyone = self._by_queue.get(None, ())
-        for _kind, queue, raw in batch:
-            for sub in everyone:
-                sub.offer(raw)
-            for sub in self._by_queue.get(queue, ()):
-                sub.offer(raw)
+        last = len(batch) - 1
+        for i, (kind, queue, raw) in enumerate(batch):
+            for subs in (everyone, self._by_queue.get(queue, ())):
+                for sub in subs:
+                    if sub.frame is None:
+                        sub.offer(raw)
+                    elif sub.accept is None or sub.accept(queue):
+                        item = sub.frame(kind, raw, batch[i + 1][0] if i < last else None)
+                        if item is not None:
+                            sub.offer(item)

@@ -31,6 +31,7 @@ def app_from_env() -> HopperApp:
         return HopperApp(load())
     values = json.loads(raw)
     values["auth_tokens"] = tuple(values["auth_tokens"])
+    values["dashboard_queues"] = tuple(values["dashboard_queues"])
     if values["rate_limit_max_requests"] is None:
         values["rate_limit_max_requests"] = math.inf
     try:

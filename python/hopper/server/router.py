@@ -18,6 +18,33 @@ class Auth(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Param:
+    """A query parameter, for the OpenAPI document."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """What `/openapi.json` says of a route: written next to the route, so the document
+    is generated from the table the server routes with."""
+
+    summary: str
+    tag: str
+    response: dict[str, Any] | None = None  # schema of the success body
+    status: int = 200
+    body: dict[str, Any] | None = None  # schema of the JSON request body
+    body_required: bool = False
+    query: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    content_type: str = "application/json"
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     method: str
     template: tuple[str, ...]
@@ -25,6 +52,8 @@ class Route:
     auth: Auth = Auth.REQUIRED
     rate_limited: bool = True
     streaming: bool = False  # the handler drives the ASGI send itself (SSE)
+    doc: Doc | None = None
+    path: str = ""
 
 
 def split(path: str) -> tuple[str, ...]:
@@ -37,6 +66,7 @@ class Router:
 
     def __init__(self) -> None:
         self._index: dict[tuple[str, int, str], list[Route]] = {}
+        self._all: list[Route] = []
 
     def add(
         self, method: str, path: str, handler: Callable[..., Awaitable[Any]], **kw: Any
@@ -45,7 +75,13 @@ class Router:
         if template and template[0].startswith(":"):
             raise ValueError("a route's first segment must be literal")
         key = (method, len(template), template[0] if template else "")
-        self._index.setdefault(key, []).append(Route(method, template, handler, **kw))
+        route = Route(method, template, handler, path=path, **kw)
+        self._index.setdefault(key, []).append(route)
+        self._all.append(route)
+
+    def routes(self) -> list[Route]:
+        """Every route, in registration order (for the OpenAPI document)."""
+        return list(self._all)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route and its captured segments; None if no route has this path and method."""

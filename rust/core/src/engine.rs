@@ -543,6 +543,14 @@ impl Engine {
     fn detach(&mut self, slot: u32) {
         let job = self.jobs.get(slot).expect("slot holds a job");
         let q = &mut self.queues[job.queue as usize];
+        if let Some(ext) = job.ext() {
+            if !ext.depends_on.is_empty() {
+                q.flow_parents.remove(&(job.created_at, slot));
+            }
+            if ext.repeat.is_some() {
+                q.scheduled -= 1;
+            }
+        }
         match job.state {
             JobState::Waiting => {
                 q.ready.remove(&OrderKey::new(job.priority, job.seq));
@@ -596,6 +604,14 @@ impl Engine {
         let qid = job.queue;
         let q = &mut self.queues[qid as usize];
         q.latest_activity = now;
+        if let Some(ext) = job.ext() {
+            if !ext.depends_on.is_empty() {
+                q.flow_parents.insert((job.created_at, slot));
+            }
+            if ext.repeat.is_some() {
+                q.scheduled += 1;
+            }
+        }
         match state {
             JobState::Waiting => {
                 q.ready.insert(OrderKey::new(job.priority, job.seq), slot);
@@ -1700,6 +1716,28 @@ impl Engine {
             q.slots(state).skip(start).take(take).collect()
         };
         (slots, q.count(state))
+    }
+
+    /// Jobs with a repeat schedule in `queue`, any state.
+    pub fn scheduled_count(&self, queue: &str) -> usize {
+        self.queue_id(queue)
+            .map_or(0, |q| self.queues[q as usize].scheduled)
+    }
+
+    /// Flow parents (jobs with `dependsOn`) of `queue`, newest first, optionally only
+    /// those in `state`; at most `limit`.
+    pub fn flow_parents(&self, queue: &str, state: Option<JobState>, limit: usize) -> Vec<u32> {
+        let Some(qid) = self.queue_id(queue) else {
+            return Vec::new();
+        };
+        self.queues[qid as usize]
+            .flow_parents
+            .iter()
+            .rev()
+            .map(|&(_, s)| s)
+            .filter(|&s| state.is_none_or(|st| self.job(s).state == st))
+            .take(limit)
+            .collect()
     }
 
     pub fn groups(&self, queue: &str) -> Vec<(String, GroupCounts)> {

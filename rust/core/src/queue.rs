@@ -42,6 +42,10 @@ pub struct Queue {
     pub latest_activity: u64,
     /// Set when a waiter asked to be woken when work arrives (one-shot).
     pub wake_requested: bool,
+    /// (createdAt, slot) of jobs with `dependsOn`: the flow parents, for the dashboard.
+    pub flow_parents: BTreeSet<(u64, u32)>,
+    /// Jobs with a repeat schedule, in any state.
+    pub scheduled: usize,
 }
 
 impl Queue {
@@ -62,6 +66,8 @@ impl Queue {
             metrics: QueueMetrics::default(),
             latest_activity: 0,
             wake_requested: false,
+            flow_parents: BTreeSet::new(),
+            scheduled: 0,
         }
     }
 

@@ -566,6 +566,10 @@ impl Core {
         self.mutate(py, |e| e.obliterate(queue, force))
     }
 
+    fn has_queue(&self, queue: &str) -> PyResult<bool> {
+        self.with(|e| Ok(e.has_queue(queue)))
+    }
+
     fn queue_names(&self) -> PyResult<Vec<String>> {
         self.with(|e| Ok(e.queue_names()))
     }
@@ -600,6 +604,34 @@ impl Core {
                 out.push(PyBytes::new(py, buf.as_bytes()).unbind());
             }
             Ok((out, total))
+        })
+    }
+
+    /// Jobs with a repeat schedule in `queue`, any state.
+    fn scheduled_count(&self, queue: &str) -> PyResult<usize> {
+        self.with(|e| Ok(e.scheduled_count(queue)))
+    }
+
+    /// Flow parents (jobs with dependsOn) of `queue` as job JSON, newest first.
+    #[pyo3(signature = (queue, state=None, limit=100))]
+    fn flow_parents(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        state: Option<&str>,
+        limit: usize,
+    ) -> PyResult<Vec<Py<PyBytes>>> {
+        self.with(|e| {
+            let state = state.map(parse_state).transpose()?;
+            let mut buf = String::with_capacity(256);
+            Ok(e.flow_parents(queue, state, limit)
+                .into_iter()
+                .map(|slot| {
+                    buf.clear();
+                    e.render(slot, &mut buf);
+                    PyBytes::new(py, buf.as_bytes()).unbind()
+                })
+                .collect())
         })
     }
 

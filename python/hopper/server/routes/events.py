@@ -5,80 +5,50 @@ disconnected)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from typing import TYPE_CHECKING
 
 import orjson
 
-from hopper.server.events import Subscriber
-from hopper.server.http import Receive, Request, Send
-from hopper.server.router import Router
+from hopper.server import sse
+from hopper.server.http import Request, Send
+from hopper.server.router import Doc, Router
 
 if TYPE_CHECKING:
     from hopper.server.app import ServerState
 
-KEEPALIVE_S = 15.0
 OVERFLOW = b'data: {"ok":false,"error":"Event buffer overflow: client too slow, disconnecting"}\n\n'
+STREAM_DOC = "text/event-stream: `data: {eventType, queue, jobId, timestamp, ...}` per event"
 
 
-async def _watch_disconnect(receive: Receive, sub: Subscriber) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    sub.close()
+def _frame(event: bytes) -> bytes:
+    return b"data: " + event + b"\n\n"
 
 
 def register(router: Router, state: ServerState) -> None:
     async def stream(req: Request, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
         sub = state.hub.subscribe(req.params.get("queue"))
         state.connections["sse"] += 1
-        watcher = asyncio.create_task(_watch_disconnect(req.receive, sub))
+        hello = orjson.dumps({"connected": True, "clientId": str(uuid.uuid4())})
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream"),
-                        (b"cache-control", b"no-cache"),
-                        (b"connection", b"keep-alive"),
-                        (b"x-accel-buffering", b"no"),
-                        *cors,
-                    ],
-                }
-            )
-            hello = orjson.dumps({"connected": True, "clientId": str(uuid.uuid4())})
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"data: " + hello + b"\n\n",
-                    "more_body": True,
-                }
-            )
-            while not sub.closed:
-                batch = await sub.wait(KEEPALIVE_S)
-                if sub.closed:
-                    break
-                if sub.overflowed:
-                    await send({"type": "http.response.body", "body": OVERFLOW})
-                    return
-                body = (
-                    b"".join(b"data: " + e + b"\n\n" for e in batch)
-                    if batch
-                    else b": keepalive\n\n"
-                )
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            # Closed by the server (shutdown) or the client: end the response; a client
-            # that is gone makes this send fail, which changes nothing.
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b""})
-        except OSError:
-            pass  # the client went away mid-send
+            await sse.pump(req.receive, send, cors, sub, _frame(hello), OVERFLOW, _frame)
         finally:
-            watcher.cancel()
             state.hub.unsubscribe(sub)
             state.connections["sse"] -= 1
 
-    router.add("GET", "/events", stream, streaming=True)
-    router.add("GET", "/events/queues/:queue", stream, streaming=True)
+    doc = Doc(
+        "Event stream of every queue (SSE)",
+        "Job server",
+        content_type="text/event-stream",
+        description=STREAM_DOC,
+        errors=(401, 429),
+    )
+    router.add("GET", "/events", stream, streaming=True, doc=doc)
+    qdoc = Doc(
+        "Event stream of one queue (SSE)",
+        "Job server",
+        content_type="text/event-stream",
+        description=STREAM_DOC,
+        errors=(401, 429),
+    )
+    router.add("GET", "/events/queues/:queue", stream, streaming=True, doc=qdoc)

@@ -11,7 +11,8 @@ import orjson
 
 from hopper.errors import InvalidStateError, NotFoundError
 from hopper.server.http import OK_TRUE, HttpError, Request, Response, ok
-from hopper.server.router import Router
+from hopper.server.jobserver_schemas import ok_with, ref
+from hopper.server.router import Doc, Param, Router
 
 if TYPE_CHECKING:
     from hopper.server.app import ServerState
@@ -129,10 +130,75 @@ def register(router: Router, state: ServerState) -> None:
         await engine.commit()
         return OK_TRUE
 
-    router.add("POST", "/queues/:queue/jobs", push)
-    router.add("POST", "/queues/:queue/jobs/bulk", push_bulk)
-    router.add("GET", "/queues/:queue/jobs", pull)
-    router.add("GET", "/jobs/:id", get)
-    router.add("DELETE", "/jobs/:id", cancel)
-    router.add("POST", "/jobs/:id/ack", ack)
-    router.add("POST", "/jobs/:id/fail", fail)
+    tag, errors = "Job server", (400, 401, 404, 413, 429, 503)
+    ack_body = {"type": "object", "properties": {"result": {}, "token": {"type": "string"}}}
+    fail_body = {
+        "type": "object",
+        "properties": {"error": {"type": "string"}, "token": {"type": "string"}},
+    }
+    router.add(
+        "POST",
+        "/queues/:queue/jobs",
+        push,
+        doc=Doc(
+            "Push a job", tag, ok_with(id={"type": "string"}), body=ref("PushBody"), errors=errors
+        ),
+    )
+    router.add(
+        "POST",
+        "/queues/:queue/jobs/bulk",
+        push_bulk,
+        doc=Doc(
+            "Push many jobs, all or none (extension)",
+            tag,
+            ok_with(ids={"type": "array", "items": {"type": "string"}}),
+            body={
+                "oneOf": [
+                    {"type": "array", "items": ref("PushBody")},
+                    {
+                        "type": "object",
+                        "required": ["jobs"],
+                        "properties": {"jobs": {"type": "array", "items": ref("PushBody")}},
+                    },
+                ]
+            },
+            body_required=True,
+            errors=errors,
+        ),
+    )
+    router.add(
+        "GET",
+        "/queues/:queue/jobs",
+        pull,
+        doc=Doc(
+            "Pull (lease) the next job, waiting up to timeout ms",
+            tag,
+            ref("Pulled"),
+            query=(Param("timeout", {"type": "integer", "minimum": 0, "maximum": MAX_POLL_MS}),),
+            errors=errors,
+        ),
+    )
+    router.add(
+        "GET",
+        "/jobs/:id",
+        get,
+        doc=Doc("Get a job", tag, ok_with(job=ref("ServerJob")), errors=errors),
+    )
+    router.add(
+        "DELETE",
+        "/jobs/:id",
+        cancel,
+        doc=Doc("Cancel a job that has not started", tag, ok_with(), errors=errors),
+    )
+    router.add(
+        "POST",
+        "/jobs/:id/ack",
+        ack,
+        doc=Doc("Complete an active job", tag, ok_with(), body=ack_body, errors=errors),
+    )
+    router.add(
+        "POST",
+        "/jobs/:id/fail",
+        fail,
+        doc=Doc("Fail an active job's attempt", tag, ok_with(), body=fail_body, errors=errors),
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -11,7 +11,7 @@ import hopper
 from hopper.server import memory
 from hopper.server.http import Request, Response, ok
 from hopper.server.prometheus import CONTENT_TYPE
-from hopper.server.router import Auth, Router
+from hopper.server.router import Auth, Doc, Router
 
 if TYPE_CHECKING:
     from hopper.server.app import ServerState
@@ -128,13 +128,31 @@ def register(router: Router, state: ServerState) -> None:
             )
         )
 
-    open_probe = {"auth": Auth.EXEMPT, "rate_limited": False}
-    router.add("GET", "/health", health, **open_probe)
-    router.add("GET", "/healthz", live, **open_probe)
-    router.add("GET", "/live", live, **open_probe)
-    router.add("GET", "/ready", ready, **open_probe)
-    router.add("POST", "/gc", gc, **open_probe)
-    router.add("GET", "/heapstats", heapstats, **open_probe)
-    router.add("GET", "/stats", stats)
-    router.add("GET", "/metrics", metrics)
-    router.add("GET", "/prometheus", prometheus, auth=Auth.METRICS)
+    open_probe: dict[str, Any] = {"auth": Auth.EXEMPT, "rate_limited": False}
+    tag = "Monitoring"
+    obj = {"type": "object"}
+    text = "text/plain"
+    for method, path, handler, doc, kw in (
+        (
+            "GET",
+            "/health",
+            health,
+            Doc("Health, counts, connections, memory", tag, obj),
+            open_probe,
+        ),
+        ("GET", "/healthz", live, Doc("Liveness probe", tag, content_type=text), open_probe),
+        ("GET", "/live", live, Doc("Liveness probe", tag, content_type=text), open_probe),
+        ("GET", "/ready", ready, Doc("Readiness probe", tag, obj), open_probe),
+        ("POST", "/gc", gc, Doc("Run a garbage collection", tag, obj), open_probe),
+        ("GET", "/heapstats", heapstats, Doc("Heap statistics", tag, obj), open_probe),
+        ("GET", "/stats", stats, Doc("Counters and rates", tag, obj, errors=(401, 429)), {}),
+        ("GET", "/metrics", metrics, Doc("Lifetime totals", tag, obj, errors=(401, 429)), {}),
+        (
+            "GET",
+            "/prometheus",
+            prometheus,
+            Doc("Prometheus text format 0.0.4", tag, content_type=text, errors=(401, 429)),
+            {"auth": Auth.METRICS},
+        ),
+    ):
+        router.add(method, path, handler, doc=doc, **kw)

@@ -1,0 +1,205 @@
+"""Queue routes: list, detail, pause/resume (a queue or one job name), drain, clean,
+retry all, promote all, obliterate."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hopper.server.http import Request, Response
+from hopper.server.management import shapes
+from hopper.server.management.api import bad_request, data, json_body, state_param
+from hopper.server.management.schemas import INT, STATE, data_of, ref
+from hopper.server.router import Doc, Param
+
+if TYPE_CHECKING:
+    from hopper.server.management.api import Management
+
+ERRORS = (400, 401, 403, 404, 429, 503)
+JOB_NAME_BODY = {"type": "object", "properties": {"jobName": {"type": "string"}}}
+
+
+def _flag(key: str, value: Any) -> dict[str, Any]:
+    return data_of({"type": "object", "required": [key], "properties": {key: value}})
+
+
+def register(api: Management) -> None:
+    engine = api.engine
+
+    async def list_queues(_req: Request) -> Response:
+        return data([shapes.queue_summary(engine, q) for q in api.queues()])
+
+    async def detail(req: Request) -> Response:
+        return data(shapes.queue_detail(engine, api.existing_queue(req)))
+
+    async def job_name(req: Request) -> str | None:
+        body = await json_body(req)
+        if body is None:
+            return None
+        if not isinstance(body, dict):
+            raise bad_request("body must be an object: {jobName?}")
+        name = body.get("jobName")
+        if name is not None and not isinstance(name, str):
+            raise bad_request("jobName must be a string")
+        return None if name in (None, "", shapes.ALL_NAMES) else name
+
+    async def pause(req: Request) -> Response:
+        queue = api.queue(req)
+        name = await job_name(req)
+        engine.pause(queue, name)
+        await engine.commit()
+        return data({"paused": name or shapes.ALL_NAMES})
+
+    async def resume(req: Request) -> Response:
+        queue = api.queue(req)
+        name = await job_name(req)
+        engine.resume(queue, name)
+        await engine.commit()
+        return data({"resumed": name or shapes.ALL_NAMES})
+
+    async def drain(req: Request) -> Response:
+        engine.drain(api.existing_queue(req))
+        await engine.commit()
+        return data({"drained": True})
+
+    async def state_body(req: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+        body = await json_body(req)
+        if not isinstance(body, dict):
+            raise bad_request(f'body must be an object with "state" ({", ".join(allowed)})')
+        state_param(body.get("state"), allowed)
+        return body
+
+    async def clean(req: Request) -> Response:
+        queue = api.existing_queue(req)
+        allowed = tuple(s for s in shapes.STATES if s != "active")
+        body = await state_body(req, allowed)
+        grace = body.get("grace", 0)
+        if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
+            raise bad_request("grace must be a non-negative integer (ms)")
+        removed = engine.clean(queue, body["state"], grace)
+        await engine.commit()
+        return data({"removed": len(removed)})
+
+    async def retry(req: Request) -> Response:
+        queue = api.existing_queue(req)
+        body = await state_body(req, ("failed", "completed"))
+        n = engine.retry_all(queue, body["state"])
+        await engine.commit()
+        return data({"retried": n})
+
+    async def promote(req: Request) -> Response:
+        n = engine.promote_all(api.existing_queue(req))
+        await engine.commit()
+        return data({"promoted": n})
+
+    async def obliterate(req: Request) -> Response:
+        queue = api.existing_queue(req)
+        force = req.query.get("force", "false")
+        if force not in ("true", "false"):
+            raise bad_request("force must be true or false")
+        engine.obliterate(queue, force=force == "true")
+        await engine.commit()
+        return data({"obliterated": True})
+
+    tag = "Queues"
+    api.add(
+        "GET",
+        "/queues",
+        list_queues,
+        Doc(
+            "List queues",
+            tag,
+            data_of({"type": "array", "items": ref("QueueSummary")}),
+            errors=(401, 429),
+        ),
+    )
+    api.add(
+        "GET",
+        "/queues/:name",
+        detail,
+        Doc(
+            "Queue detail: counts per state and paused job names",
+            tag,
+            data_of(ref("QueueDetail")),
+            errors=ERRORS,
+        ),
+    )
+    for path, handler, key, summary in (
+        ("pause", pause, "paused", "Pause a queue, or one job name in it"),
+        ("resume", resume, "resumed", "Resume a queue, or one job name in it"),
+    ):
+        api.add(
+            "POST",
+            f"/queues/:name/{path}",
+            handler,
+            Doc(
+                summary,
+                tag,
+                _flag(key, {"type": "string"}),
+                body=JOB_NAME_BODY,
+                errors=ERRORS,
+                description='Omit jobName (or send "__all__") for the whole queue.',
+            ),
+        )
+    api.add(
+        "POST",
+        "/queues/:name/drain",
+        drain,
+        Doc(
+            "Remove every waiting and delayed job",
+            tag,
+            _flag("drained", {"type": "boolean"}),
+            errors=ERRORS,
+        ),
+    )
+    api.add(
+        "POST",
+        "/queues/:name/clean",
+        clean,
+        Doc(
+            "Remove jobs in a state older than a grace period (ms)",
+            tag,
+            _flag("removed", INT),
+            body={
+                "type": "object",
+                "required": ["state"],
+                "properties": {"state": STATE, "grace": {"type": "integer", "minimum": 0}},
+            },
+            body_required=True,
+            errors=ERRORS,
+        ),
+    )
+    api.add(
+        "POST",
+        "/queues/:name/retry",
+        retry,
+        Doc(
+            "Retry every failed or completed job",
+            tag,
+            _flag("retried", INT),
+            body={
+                "type": "object",
+                "required": ["state"],
+                "properties": {"state": {"type": "string", "enum": ["failed", "completed"]}},
+            },
+            body_required=True,
+            errors=ERRORS,
+        ),
+    )
+    api.add(
+        "POST",
+        "/queues/:name/promote",
+        promote,
+        Doc("Make every delayed job waiting", tag, _flag("promoted", INT), errors=ERRORS),
+    )
+    api.add(
+        "DELETE",
+        "/queues/:name",
+        obliterate,
+        Doc(
+            "Obliterate a queue and all its jobs (refused while jobs are active unless force)",
+            tag,
+            _flag("obliterated", {"type": "boolean"}),
+            query=(Param("force", {"type": "string", "enum": ["true", "false"]}),),
+            errors=ERRORS,
+        ),
+    )

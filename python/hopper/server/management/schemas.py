@@ -1,0 +1,235 @@
+"""JSON Schemas of the management API's bodies, for `/openapi.json` (components) and the
+route docs that reference them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def data_of(schema: Schema) -> Schema:
+    """`{data: ...}`, the success envelope."""
+    return {"type": "object", "required": ["data"], "properties": {"data": schema}}
+
+
+def page_of(item: Schema) -> Schema:
+    return {
+        "type": "object",
+        "required": ["data", "meta"],
+        "properties": {"data": {"type": "array", "items": item}, "meta": ref("PageMeta")},
+    }
+
+
+INT = {"type": "integer"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+STATE = {
+    "type": "string",
+    "enum": ["waiting", "waiting-children", "delayed", "active", "completed", "failed"],
+}
+COUNTS = {
+    "type": "object",
+    "required": list(STATE["enum"]),
+    "properties": {s: INT for s in STATE["enum"]},
+}
+
+COMPONENTS: dict[str, Schema] = {
+    "ApiError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "enum": [
+                            "BAD_REQUEST",
+                            "NOT_FOUND",
+                            "FORBIDDEN",
+                            "UNAUTHORIZED",
+                            "METRICS_DISABLED",
+                            "PAYLOAD_TOO_LARGE",
+                            "RATE_LIMITED",
+                            "UNAVAILABLE",
+                            "INTERNAL_ERROR",
+                        ],
+                    },
+                    "message": {"type": "string"},
+                },
+            }
+        },
+    },
+    "PageMeta": {
+        "type": "object",
+        "required": ["total", "start", "end"],
+        "properties": {"total": INT, "start": INT, "end": INT},
+    },
+    "QueueSummary": {
+        "type": "object",
+        "required": ["name", "counts", "isPaused", "latestActivity", "scheduledCount"],
+        "properties": {
+            "name": {"type": "string"},
+            "counts": COUNTS,
+            "isPaused": {"type": "boolean"},
+            "latestActivity": NULLABLE_TIME,
+            "scheduledCount": INT,
+        },
+    },
+    "QueueDetail": {
+        "allOf": [
+            ref("QueueSummary"),
+            {
+                "type": "object",
+                "required": ["pausedNames"],
+                "properties": {"pausedNames": {"type": "array", "items": {"type": "string"}}},
+            },
+        ]
+    },
+    "Job": {
+        "type": "object",
+        "required": [
+            "id",
+            "name",
+            "queueName",
+            "data",
+            "state",
+            "attemptsMade",
+            "progress",
+            "returnvalue",
+            "failedReason",
+            "opts",
+            "logs",
+            "stacktrace",
+            "createdAt",
+            "processedAt",
+            "completedAt",
+            "failedAt",
+            "delayUntil",
+            "parentId",
+            "parentQueueName",
+            "childrenIds",
+            "pendingChildrenCount",
+            "groupId",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "queueName": {"type": "string"},
+            "data": {},
+            "state": STATE,
+            "attemptsMade": INT,
+            "progress": INT,
+            "returnvalue": {},
+            "failedReason": {"type": ["string", "null"]},
+            "opts": {"type": "object"},
+            "logs": {"type": "array", "items": {"type": "string"}},
+            "stacktrace": {"type": "array", "items": {"type": "string"}},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "processedAt": NULLABLE_TIME,
+            "completedAt": NULLABLE_TIME,
+            "failedAt": NULLABLE_TIME,
+            "delayUntil": NULLABLE_TIME,
+            "parentId": {"type": ["string", "null"]},
+            "parentQueueName": {"type": ["string", "null"]},
+            "childrenIds": {"type": "array", "items": {"type": "string"}},
+            "pendingChildrenCount": INT,
+            "groupId": {"type": ["string", "null"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "priority": INT,
+        },
+    },
+    "Group": {
+        "type": "object",
+        "required": ["groupId", "activeCount", "waitingCount"],
+        "properties": {"groupId": {"type": "string"}, "activeCount": INT, "waitingCount": INT},
+    },
+    "MetricBucket": {
+        "type": "object",
+        "required": [
+            "queueName",
+            "jobName",
+            "periodStart",
+            "granularity",
+            "completedCount",
+            "failedCount",
+            "totalProcessMs",
+            "minProcessMs",
+            "maxProcessMs",
+        ],
+        "properties": {
+            "queueName": {"type": "string"},
+            "jobName": {"type": "string"},
+            "periodStart": {"type": "string", "format": "date-time"},
+            "granularity": {"type": "string", "enum": ["minute", "hour"]},
+            "completedCount": INT,
+            "failedCount": INT,
+            "totalProcessMs": INT,
+            "minProcessMs": INT,
+            "maxProcessMs": INT,
+        },
+    },
+    "Sparklines": {
+        "type": "object",
+        "required": ["data", "meta"],
+        "properties": {
+            "data": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": INT},
+            },
+            "meta": {
+                "type": "object",
+                "required": ["granularity", "periodStarts"],
+                "properties": {
+                    "granularity": {"type": "string", "enum": ["minute"]},
+                    "periodStarts": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+        },
+    },
+    "JobInput": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "data": {},
+            "opts": {
+                "type": "object",
+                "properties": {
+                    "priority": INT,
+                    "delay": {"type": "integer", "minimum": 0},
+                    "attempts": {"type": "integer", "minimum": 1},
+                    "backoff": {
+                        "oneOf": [
+                            {"type": "integer", "minimum": 0},
+                            {"type": "object", "properties": {"delay": INT, "type": {}}},
+                        ]
+                    },
+                    "lifo": {"type": "boolean"},
+                    "jobId": {"type": "string"},
+                    "timeout": {"type": "integer", "minimum": 1},
+                    "ttl": {"type": "integer", "minimum": 1},
+                    "removeOnComplete": {"type": ["boolean", "integer"]},
+                    "removeOnFail": {"type": ["boolean", "integer"]},
+                    "repeat": {"type": "object"},
+                    "deduplication": {"type": "object"},
+                    "group": {"type": "object"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "durable": {"type": "boolean"},
+                },
+            },
+        },
+    },
+    "JobEdit": {
+        "type": "object",
+        "properties": {"data": {}, "opts": {"type": "object", "properties": {"priority": INT}}},
+    },
+}

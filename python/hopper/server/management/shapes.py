@@ -1,0 +1,137 @@
+"""The management API's objects, built from the engine's job-server JSON: a job, a queue
+summary and detail, a metric bucket. Times are ISO-8601 UTC with milliseconds."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hopper.engine import Engine
+
+STATES = ("waiting", "waiting-children", "delayed", "active", "completed", "failed")
+ALL_NAMES = "__all__"
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _opts(j: dict[str, Any]) -> dict[str, Any]:
+    """The job's options in the reference's `opts` vocabulary."""
+    opts: dict[str, Any] = {
+        "priority": j["priority"],
+        "attempts": j["maxAttempts"],
+        "backoff": {"type": "exponential", "delay": j["backoff"]},
+        "lifo": j["lifo"],
+        "removeOnComplete": j["removeOnComplete"],
+        "removeOnFail": j["removeOnFail"],
+    }
+    if j["runAt"] > j["createdAt"]:
+        opts["delay"] = j["runAt"] - j["createdAt"]
+    if j["timeout"] is not None:
+        opts["timeout"] = j["timeout"]
+    if j["ttl"] is not None:
+        opts["ttl"] = j["ttl"]
+    if j["uniqueKey"] is not None:
+        opts["deduplication"] = {"key": j["uniqueKey"]}
+    if j["groupId"] is not None:
+        opts["group"] = {"id": j["groupId"]}
+    if j["tags"]:
+        opts["tags"] = j["tags"]
+    if j["durable"]:
+        opts["durable"] = True
+    repeat = j["repeat"]
+    if repeat is not None:
+        opts["repeat"] = {
+            k: v
+            for k, v in (
+                ("every", repeat.get("every")),
+                ("cron", repeat.get("pattern")),
+                ("limit", repeat.get("limit")),
+            )
+            if v is not None
+        }
+    return opts
+
+
+def job(engine: Engine, j: dict[str, Any]) -> dict[str, Any]:
+    """A job. Flows: a job with `dependsOn` is the parent of the jobs it depends on, so
+    `childrenIds` is its `dependsOn` and `parentId` the first job that depends on it."""
+    state = j["state"]
+    deps: list[str] = j["dependsOn"]
+    parent_id = j["dependents"][0] if j["dependents"] else None
+    parent_queue = None
+    if parent_id is not None:
+        parent = engine.get(parent_id)
+        parent_queue = parent["queue"] if parent else None
+    pending = 0
+    if deps and state == "waiting-children":
+        pending = sum(1 for d in deps if (engine.get(d) or {}).get("state") != "completed")
+    error = j["error"]
+    return {
+        "id": j["id"],
+        "name": j["name"],
+        "queueName": j["queue"],
+        "data": j["data"],
+        "state": state,
+        "attemptsMade": j["attempts"],
+        "progress": j["progress"],
+        "returnvalue": j["result"],
+        "failedReason": error,
+        "opts": _opts(j),
+        "logs": [],
+        "stacktrace": [error] if error is not None and state == "failed" else [],
+        "createdAt": iso(j["createdAt"]),
+        "processedAt": iso(j["startedAt"]),
+        "completedAt": iso(j["completedAt"]),
+        "failedAt": iso(j["failedAt"]),
+        "delayUntil": iso(j["runAt"]) if state == "delayed" else None,
+        "parentId": parent_id,
+        "parentQueueName": parent_queue,
+        "childrenIds": deps,
+        "pendingChildrenCount": pending,
+        "groupId": j["groupId"],
+        "tags": j["tags"],
+        "priority": j["priority"],
+    }
+
+
+def counts(engine: Engine, queue: str) -> dict[str, int]:
+    c = engine.counts(queue)
+    return {s: c[s] for s in STATES}
+
+
+def queue_summary(engine: Engine, queue: str) -> dict[str, Any]:
+    return {
+        "name": queue,
+        "counts": counts(engine, queue),
+        "isPaused": engine.is_paused(queue),
+        "latestActivity": iso(engine.latest_activity(queue)),
+        "scheduledCount": engine.scheduled_count(queue),
+    }
+
+
+def queue_detail(engine: Engine, queue: str) -> dict[str, Any]:
+    paused = engine.paused_names(queue)
+    if engine.is_paused(queue):
+        paused = [ALL_NAMES, *paused]
+    return {**queue_summary(engine, queue), "pausedNames": paused}
+
+
+def bucket(
+    queue: str, name: str, start_ms: int, granularity: str, row: tuple[int, ...]
+) -> dict[str, Any]:
+    completed, failed, total, lo, hi = row
+    return {
+        "queueName": queue,
+        "jobName": name,
+        "periodStart": iso(start_ms),
+        "granularity": granularity,
+        "completedCount": completed,
+        "failedCount": failed,
+        "totalProcessMs": total,
+        "minProcessMs": lo,
+        "maxProcessMs": hi,
+    }
