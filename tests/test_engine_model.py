@@ -86,6 +86,17 @@ class EngineModel(RuleBasedStateMachine):
         else:
             self._enqueue(j)
 
+    def _blocked_on(self, j: MJob) -> list[MJob]:
+        """Dependents still waiting for `j`: only they fail with it (one that already
+        ran is not affected by what happens to `j` later, e.g. a retry)."""
+        return [
+            self.jobs[d]
+            for d in j.dependents
+            if d in self.jobs
+            and self.jobs[d].state == "waiting-children"
+            and j.id in self.jobs[d].depends_on
+        ]
+
     def _fail_for_good(self, j: MJob) -> None:
         work = [j]
         while work:
@@ -94,7 +105,7 @@ class EngineModel(RuleBasedStateMachine):
                 continue
             cur.state = "failed"
             cur.token = None
-            work.extend(self.jobs[d] for d in cur.dependents if d in self.jobs)
+            work.extend(self._blocked_on(cur))
 
     def _ready(self, queue: str) -> list[MJob]:
         ready = [j for j in self.jobs.values() if j.queue == queue and j.state == "waiting"]
@@ -190,7 +201,10 @@ class EngineModel(RuleBasedStateMachine):
         for d in j.dependents:
             dj = self.jobs.get(d)
             if dj is not None and dj.state == "waiting-children":
-                dj.pending -= 1
+                # Recounted: a dependency retried after completing completes twice.
+                dj.pending = sum(
+                    1 for x in dj.depends_on if x in self.jobs and self.jobs[x].state != "completed"
+                )
                 if dj.pending == 0:
                     self._runnable(dj)
 
@@ -254,12 +268,13 @@ class EngineModel(RuleBasedStateMachine):
                 return
             raise AssertionError("removing an active job was accepted")
         self.engine.remove(j.id)
-        live = j.state not in ("completed", "failed")
+        if j.state not in ("completed", "failed"):
+            for blocked in self._blocked_on(j):
+                self._fail_for_good(blocked)
         del self.jobs[j.id]
-        if live:
-            for d in j.dependents:
-                if d in self.jobs:
-                    self._fail_for_good(self.jobs[d])
+        for dep in j.depends_on:  # the removed job is unlinked from what it waited for
+            if dep in self.jobs and j.id in self.jobs[dep].dependents:
+                self.jobs[dep].dependents.remove(j.id)
         assert self.engine.get(j.id) is None
 
     @rule(queue=st.sampled_from(QUEUES), pause=st.booleans())

@@ -1214,13 +1214,27 @@ impl Engine {
             if self.job(ds).state != JobState::WaitingChildren {
                 continue;
             }
-            let ext = self.job_mut(ds).ext_mut();
-            ext.pending_deps = ext.pending_deps.saturating_sub(1);
-            if ext.pending_deps == 0 {
+            // Recounted, not decremented: a dependency retried after it completed
+            // completes twice, and must not count twice.
+            let pending = self.unfinished_dependencies(ds);
+            self.job_mut(ds).ext_mut().pending_deps = pending;
+            if pending == 0 {
                 self.detach(ds);
                 self.make_runnable(ds, now);
             }
         }
+    }
+
+    /// Dependencies of a job that have not completed (a removed one had completed: a
+    /// live one's removal fails its dependents instead).
+    fn unfinished_dependencies(&self, slot: u32) -> u32 {
+        self.job(slot).ext().map_or(0, |e| {
+            e.depends_on
+                .iter()
+                .filter_map(|d| self.find(d))
+                .filter(|&s| self.job(s).state != JobState::Completed)
+                .count() as u32
+        })
     }
 
     /// Repeating jobs: when an occurrence finishes (completed, or failed for good), the

@@ -87,3 +87,27 @@ fn retrying_a_completed_repeat_occurrence_does_not_fork_the_schedule() {
     h.run("r", &first);
     assert_eq!(h.count("r", JobState::Delayed), 1, "one successor, not two");
 }
+
+#[test]
+fn a_dependency_completing_twice_counts_once() {
+    let mut h = H::new();
+    let a = h.add("q", r#"{"data":1}"#);
+    let b = h.add("q", r#"{"data":2}"#);
+    let parent = h.add("p", &format!(r#"{{"data":3,"dependsOn":["{a}","{b}"]}}"#));
+    h.run("q", &a);
+    h.op(|e| e.retry(&a)).unwrap();
+    // `a` is waiting again behind `b`; run `b`'s turn later.
+    let (first, token) = h.pull("q").unwrap();
+    assert_eq!(first, b);
+    h.op(|e| e.retry(&a)).unwrap_err(); // a is waiting, not finished
+    let (again, t2) = h.pull("q").unwrap();
+    assert_eq!(again, a);
+    h.ack(&again, &t2); // a completes a second time
+    assert_eq!(
+        h.state(&parent),
+        Some(JobState::WaitingChildren),
+        "b is still running"
+    );
+    h.ack(&first, &token);
+    assert_eq!(h.state(&parent), Some(JobState::Waiting));
+}
