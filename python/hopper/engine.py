@@ -350,6 +350,18 @@ class Engine:
         raw, total = self._call(self._core.list_jobs, queue, state, start, end)
         return [orjson.loads(r) for r in raw], total
 
+    def failure_groups(self, queue: str) -> list[tuple[str, int, str]]:
+        """Failed jobs grouped by error: [(message, count, newest job id)], largest first."""
+        return self._call(self._core.failure_groups, queue)
+
+    def retry_failures(self, queue: str, reason: str) -> int:
+        """Retries the failed jobs of `queue` whose error is `reason`."""
+        return self._call(self._core.retry_failures, queue, reason)
+
+    def oldest_waiting(self, queue: str) -> int | None:
+        """Since when (ms) the longest-waiting job of `queue` has been ready, or None."""
+        return self._call(self._core.oldest_waiting, queue)
+
     def scheduled_count(self, queue: str) -> int:
         """Jobs with a repeat schedule in `queue`, in any state."""
         return self._call(self._core.scheduled_count, queue)

@@ -1732,6 +1732,56 @@ impl Engine {
         (slots, q.count(state))
     }
 
+    /// Failed jobs of `queue` grouped by error message: (message, count, newest id),
+    /// most frequent first. Scans the failed set, which retention bounds.
+    pub fn failure_groups(&self, queue: &str) -> Vec<(String, usize, String)> {
+        let Some(qid) = self.queue_id(queue) else {
+            return Vec::new();
+        };
+        let mut groups: HashMap<&str, (usize, u32)> = HashMap::new();
+        for slot in self.queues[qid as usize].slots(JobState::Failed) {
+            let reason = self
+                .job(slot)
+                .ext()
+                .and_then(|e| e.error.as_deref())
+                .unwrap_or("");
+            groups.entry(reason).or_insert((0, slot)).0 += 1;
+        }
+        let mut out: Vec<(String, usize, String)> = groups
+            .into_iter()
+            .map(|(r, (n, s))| (r.to_string(), n, self.job(s).id.to_string()))
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Retries every failed job of `queue` whose error is `reason`. Returns how many.
+    pub fn retry_failures(&mut self, queue: &str, reason: &str) -> Result<usize> {
+        let now = self.tick();
+        let qid = self.existing_queue(queue)?;
+        let slots: Vec<u32> = self.queues[qid as usize]
+            .slots(JobState::Failed)
+            .filter(|&s| {
+                self.job(s).ext().and_then(|e| e.error.as_deref()).unwrap_or("") == reason
+            })
+            .collect();
+        for &slot in &slots {
+            self.retry_slot(slot, now);
+        }
+        Ok(slots.len())
+    }
+
+    /// Since when the longest-waiting job of `queue` has been ready (its `runAt`), if any.
+    pub fn oldest_waiting(&self, queue: &str) -> Option<u64> {
+        let qid = self.queue_id(queue)?;
+        self.queues[qid as usize]
+            .ready
+            .level_elders()
+            .into_iter()
+            .map(|s| self.job(s).run_at)
+            .min()
+    }
+
     /// Jobs with a repeat schedule in `queue`, any state.
     pub fn scheduled_count(&self, queue: &str) -> usize {
         self.queue_id(queue)

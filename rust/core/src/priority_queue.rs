@@ -54,6 +54,40 @@ impl PriorityQueue {
         self.entries.values().copied()
     }
 
+    /// The jobs that have waited longest in each priority level: the FIFO head and the
+    /// oldest `lifo` job. O(levels × log n), so "oldest waiting" needs no scan.
+    pub fn level_elders(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut from = self.entries.keys().next().copied();
+        while let Some(first) = from {
+            let level = first.neg_priority;
+            let split = OrderKey {
+                neg_priority: level,
+                seq: 0,
+            };
+            let same = |k: &&OrderKey| k.neg_priority == level;
+            if let Some((_, &s)) = self
+                .entries
+                .range(..split)
+                .next_back()
+                .filter(|(k, _)| same(k))
+            {
+                out.push(s);
+            }
+            if let Some((_, &s)) = self.entries.range(split..).next().filter(|(k, _)| same(k)) {
+                out.push(s);
+            }
+            from = level.checked_add(1).and_then(|next| {
+                let start = OrderKey {
+                    neg_priority: next,
+                    seq: i64::MIN,
+                };
+                self.entries.range(start..).next().map(|(k, _)| *k)
+            });
+        }
+        out
+    }
+
     pub fn clear(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.entries).into_values().collect()
     }
@@ -75,6 +109,21 @@ mod tests {
         let order: Vec<u32> = q.iter().collect();
         assert_eq!(order, vec![3, 6, 4, 1, 2, 5]);
         assert_eq!(q.first_where(|s| s != 3), Some(6));
+    }
+
+    #[test]
+    fn level_elders_are_the_fifo_heads_and_oldest_lifo_of_each_priority() {
+        let mut q = PriorityQueue::default();
+        q.insert(OrderKey::new(0, 1), 1);
+        q.insert(OrderKey::new(0, 2), 2);
+        q.insert(OrderKey::new(0, -3), 3);
+        q.insert(OrderKey::new(0, -7), 7);
+        q.insert(OrderKey::new(5, 4), 4);
+        q.insert(OrderKey::new(-2, -5), 5);
+        let mut elders = q.level_elders();
+        elders.sort_unstable();
+        assert_eq!(elders, vec![1, 3, 4, 5]);
+        assert!(PriorityQueue::default().level_elders().is_empty());
     }
 
     #[test]

@@ -607,6 +607,21 @@ impl Core {
         })
     }
 
+    /// [(error message, failed jobs with it, newest such job id)], most frequent first.
+    fn failure_groups(&self, queue: &str) -> PyResult<Vec<(String, usize, String)>> {
+        self.with(|e| Ok(e.failure_groups(queue)))
+    }
+
+    /// Retries the failed jobs of `queue` whose error is `reason`. Returns how many.
+    fn retry_failures(&self, py: Python<'_>, queue: &str, reason: &str) -> PyResult<usize> {
+        self.mutate(py, |e| e.retry_failures(queue, reason))
+    }
+
+    /// Since when (ms) the longest-waiting job of `queue` has been ready, or None.
+    fn oldest_waiting(&self, queue: &str) -> PyResult<Option<u64>> {
+        self.with(|e| Ok(e.oldest_waiting(queue)))
+    }
+
     /// Jobs with a repeat schedule in `queue`, any state.
     fn scheduled_count(&self, queue: &str) -> PyResult<usize> {
         self.with(|e| Ok(e.scheduled_count(queue)))

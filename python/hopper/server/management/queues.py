@@ -100,7 +100,61 @@ def register(api: Management) -> None:
         await engine.commit()
         return data({"obliterated": True})
 
+    async def failures(req: Request) -> Response:
+        groups = engine.failure_groups(api.existing_queue(req))
+        return data([{"reason": r, "count": n, "latestJobId": j} for r, n, j in groups])
+
+    async def retry_failures(req: Request) -> Response:
+        queue = api.existing_queue(req)
+        body = await json_body(req)
+        if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
+            raise bad_request('body must be an object with "reason" (a string)')
+        n = engine.retry_failures(queue, body["reason"])
+        await engine.commit()
+        return data({"retried": n})
+
     tag = "Queues"
+    api.add(
+        "GET",
+        "/queues/:name/failures",
+        failures,
+        Doc(
+            "Failed jobs grouped by error message, largest group first (extension)",
+            tag,
+            data_of(
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["reason", "count", "latestJobId"],
+                        "properties": {
+                            "reason": {"type": "string"},
+                            "count": INT,
+                            "latestJobId": {"type": "string"},
+                        },
+                    },
+                }
+            ),
+            errors=ERRORS,
+        ),
+    )
+    api.add(
+        "POST",
+        "/queues/:name/failures/retry",
+        retry_failures,
+        Doc(
+            "Retry the failed jobs with one error message (extension)",
+            tag,
+            _flag("retried", INT),
+            body={
+                "type": "object",
+                "required": ["reason"],
+                "properties": {"reason": {"type": "string"}},
+            },
+            body_required=True,
+            errors=ERRORS,
+        ),
+    )
     api.add(
         "GET",
         "/queues",

@@ -79,6 +79,7 @@ COMPONENTS: dict[str, Schema] = {
             "isPaused": {"type": "boolean"},
             "latestActivity": NULLABLE_TIME,
             "scheduledCount": INT,
+            "oldestWaitingAt": NULLABLE_TIME,
         },
     },
     "QueueDetail": {

@@ -110,6 +110,7 @@ def queue_summary(engine: Engine, queue: str) -> dict[str, Any]:
         "isPaused": engine.is_paused(queue),
         "latestActivity": iso(engine.latest_activity(queue)),
         "scheduledCount": engine.scheduled_count(queue),
+        "oldestWaitingAt": iso(engine.oldest_waiting(queue)),
     }
 
 
