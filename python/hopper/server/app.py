@@ -25,6 +25,7 @@ from hopper.errors import (
 from hopper.server import openapi
 from hopper.server.auth import TokenCheck
 from hopper.server.config import ServerConfig
+from hopper.server.dashboard import Dashboard
 from hopper.server.events import EventHub
 from hopper.server.http import (
     HttpError,
@@ -146,6 +147,7 @@ class HopperApp:
         for module in (jobs, monitoring_routes, event_routes, websocket):
             module.register(self.router, self.state)
         self.management = Management(self.state, self.tokens, self.limiter)
+        self.dashboard = Dashboard(self.management.base)
         openapi.register(self.router, self.management)
         self._sampler: asyncio.Task[None] | None = None
 
@@ -165,6 +167,10 @@ class HopperApp:
         path: str = scope["path"]
         if self.management.owns(path):
             await self.management.handle(scope, receive, send, self.cors)
+            return
+        page = self.dashboard.response(method, path)
+        if page is not None:
+            await self.dashboard.serve(send, page, method == "HEAD")
             return
         if method == "OPTIONS":
             await send_response(send, Response(204, b"", headers=PREFLIGHT_HEADERS), self.cors)

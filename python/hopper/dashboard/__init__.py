@@ -1,0 +1,1 @@
+"""Static files of the dashboard page (served by hopper.server.dashboard)."""

@@ -1,0 +1,448 @@
+// hopper dashboard: one page, no build step, no external requests. It reads the
+// management API under {base}/api, follows /api/events for live updates (no polling for
+// what an event can update), and hides every action in read-only mode.
+"use strict";
+
+const BASE = document.querySelector('meta[name="hopper-base"]').content;
+const API = BASE + "/api";
+const STATES = ["waiting", "waiting-children", "delayed", "active", "completed", "failed"];
+const PAGE = 50;
+const state = { config: { readOnly: false, authRequired: false }, token: sessionStorage.getItem("hopper-token") || "", source: null, refresh: null };
+
+// ----- DOM helpers (text only: job data is untrusted) ---------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    // Through the CSSOM: the page's CSP forbids inline style attributes.
+    else if (k === "style") el.style.cssText = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+const svgNS = "http://www.w3.org/2000/svg";
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(svgNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+const view = () => document.getElementById("view");
+function show(...nodes) { view().replaceChildren(...nodes); }
+function toast(message, error) {
+  const t = document.getElementById("toast");
+  t.textContent = message; t.className = "toast" + (error ? " err" : ""); t.hidden = false;
+  clearTimeout(t._timer); t._timer = setTimeout(() => { t.hidden = true; }, 3500);
+}
+const enc = encodeURIComponent;
+function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+function age(iso) {
+  if (!iso) return "—";
+  let secs = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+  if (secs < 60) return secs + " s";
+  if (secs < 3600) return Math.round(secs / 60) + " min";
+  if (secs < 86400) return (secs / 3600).toFixed(1) + " h";
+  return (secs / 86400).toFixed(1) + " d";
+}
+function pretty(v) { return JSON.stringify(v, null, 2); }
+function stateBadge(st) { return h("span", { class: "state " + st }, st); }
+
+// ----- API ------------------------------------------------------------------------------
+
+class ApiError extends Error { constructor(status, code, message) { super(message); this.status = status; this.code = code; } }
+
+async function api(path, opts = {}) {
+  const headers = { ...(opts.body !== undefined ? { "content-type": "application/json" } : {}) };
+  if (state.token) headers.authorization = "Bearer " + state.token;
+  const res = await fetch(API + path, { method: opts.method || "GET", headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+  let payload = null;
+  try { payload = await res.json(); } catch (_) { /* empty body */ }
+  if (!res.ok) {
+    const err = (payload && payload.error) || { code: "HTTP_" + res.status, message: res.statusText };
+    if (res.status === 401) askToken("The token was refused. Enter a valid token.");
+    throw new ApiError(res.status, err.code, err.message);
+  }
+  return payload;
+}
+
+async function act(label, path, body, method = "POST") {
+  try {
+    const out = await api(path, { method, body: body === undefined ? {} : body });
+    toast(label + ": done");
+    return out;
+  } catch (e) {
+    toast(label + ": " + e.message, true);
+    throw e;
+  }
+}
+
+function askToken(message) {
+  const d = document.getElementById("auth-dialog");
+  document.getElementById("auth-message").textContent = message;
+  if (!d.open) d.showModal();
+}
+
+document.getElementById("auth-form").addEventListener("submit", () => {
+  state.token = document.getElementById("auth-token").value.trim();
+  sessionStorage.setItem("hopper-token", state.token);
+  connectEvents();
+  route();
+});
+
+function confirmAction(title, text) {
+  const d = document.getElementById("confirm-dialog");
+  document.getElementById("confirm-title").textContent = title;
+  document.getElementById("confirm-text").textContent = text;
+  d.returnValue = "";
+  d.showModal();
+  return new Promise((resolve) => d.addEventListener("close", () => resolve(d.returnValue === "ok"), { once: true }));
+}
+
+// ----- live updates -------------------------------------------------------------------
+
+function setLive(on, text) {
+  const el = document.getElementById("live");
+  el.classList.toggle("on", on);
+  document.getElementById("live-text").textContent = text;
+}
+
+function connectEvents() {
+  if (state.source) state.source.close();
+  const url = API + "/events" + (state.token ? "?token=" + enc(state.token) : "");
+  const src = new EventSource(url);
+  state.source = src;
+  src.addEventListener("connected", () => setLive(true, "live"));
+  src.onerror = () => {
+    setLive(false, "reconnecting");
+    // EventSource retries by itself; a closed one (e.g. a 401) is reopened after a pause.
+    if (src.readyState === EventSource.CLOSED) setTimeout(() => { if (state.source === src) connectEvents(); }, 3000);
+  };
+  const names = ["job:waiting", "job:active", "job:completed", "job:failed", "job:delayed", "job:removed",
+    "job:progress", "job:stalled", "job:waiting-children", "queue:paused", "queue:resumed", "queue:drained"];
+  for (const n of names) src.addEventListener(n, (ev) => onEvent(JSON.parse(ev.data)));
+}
+
+let pending = null;
+function onEvent(ev) {
+  if (!state.refresh) return;
+  if (state.refresh.queue && state.refresh.queue !== ev.queueName) return;
+  // Coalesce bursts: one refresh of the visible view per 250 ms at most.
+  if (pending) return;
+  pending = setTimeout(() => { pending = null; if (state.refresh) state.refresh.fn(ev); }, 250);
+}
+
+// ----- charts ---------------------------------------------------------------------------
+
+function sparkline(points, width = 120, height = 28) {
+  const max = Math.max(1, ...points);
+  const step = points.length > 1 ? width / (points.length - 1) : width;
+  const coords = points.map((p, i) => `${(i * step).toFixed(1)},${(height - 2 - (p / max) * (height - 4)).toFixed(1)}`).join(" ");
+  return s("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${points.reduce((a, b) => a + b, 0)} jobs finished in the last hour` },
+    s("line", { class: "base", x1: 0, y1: height - 1, x2: width, y2: height - 1 }),
+    s("polyline", { points: coords }));
+}
+
+function barChart(buckets, from, to, stepMs, width = 640, height = 160) {
+  // Bars on a time axis from `from` to `to`: empty periods stay empty, so gaps show.
+  const all = buckets.filter((b) => b.jobName === "__all__");
+  if (!all.length) return h("div", { class: "empty" }, "No finished jobs in this range.");
+  const max = Math.max(1, ...all.map((b) => b.completedCount + b.failedCount));
+  const left = 40, plot = width - left - 4, span = Math.max(stepMs, to - from);
+  const bw = Math.max(2, Math.min(40, (plot * stepMs) / span - 1));
+  const svg = s("svg", { class: "chart", width: "100%", height, viewBox: `0 0 ${width} ${height}`, role: "img", "data-testid": "metrics-chart" });
+  svg.append(s("line", { x1: left - 4, y1: height - 20, x2: width, y2: height - 20 }));
+  svg.append(s("text", { x: 0, y: 12 }, String(max)));
+  for (const b of all) {
+    const t = new Date(b.periodStart).getTime();
+    const x = left + ((t - from) / span) * plot;
+    const ch = (b.completedCount / max) * (height - 30);
+    const fh = (b.failedCount / max) * (height - 30);
+    const c = s("rect", { class: "c", x, y: height - 20 - ch, width: bw, height: ch });
+    c.append(s("title", {}, `${fmtTime(b.periodStart)}: ${b.completedCount} completed, ${b.failedCount} failed`));
+    const f = s("rect", { class: "f", x, y: height - 20 - ch - fh, width: bw, height: fh });
+    f.append(s("title", {}, `${fmtTime(b.periodStart)}: ${b.failedCount} failed`));
+    svg.append(c, f);
+  }
+  svg.append(s("text", { x: left, y: height - 5 }, new Date(from).toLocaleTimeString()));
+  svg.append(s("text", { x: width - 70, y: height - 5 }, new Date(to).toLocaleTimeString()));
+  return svg;
+}
+
+// ----- views ----------------------------------------------------------------------------
+
+function countCell(queue, st, n) {
+  return h("td", { class: "num" }, h("a", { class: "count-link" + (n ? "" : " zero"), href: `#/queue/${enc(queue)}?state=${st}`, "data-testid": `count-${queue}-${st}` }, n));
+}
+
+async function overview() {
+  const queues = await api("/queues");
+  const [sparks, failures] = await Promise.all([
+    api("/metrics/sparklines").catch(() => ({ data: {} })),
+    Promise.all(queues.data.filter((x) => x.counts.failed).map((x) => api(`/queues/${enc(x.name)}/failures`).then((f) => [x.name, f.data]))),
+  ]);
+  const filter = h("input", { type: "search", placeholder: "Filter queues by name", "data-testid": "queue-filter" });
+  const body = h("tbody");
+  const rows = queues.data.map((q) => {
+    const tr = h("tr", { "data-testid": `queue-row-${q.name}`, "data-name": q.name },
+      h("td", {}, h("a", { href: `#/queue/${enc(q.name)}` }, q.name), " ", q.isPaused ? h("span", { class: "badge paused" }, "paused") : null),
+      STATES.map((st) => countCell(q.name, st, q.counts[st])),
+      h("td", {}, sparkline((sparks.data || {})[q.name] || [])),
+      h("td", { class: "num", title: q.oldestWaitingAt ? "waiting since " + fmtTime(q.oldestWaitingAt) : "" }, age(q.oldestWaitingAt)),
+      h("td", { class: "muted" }, q.latestActivity ? age(q.latestActivity) + " ago" : "—"));
+    body.append(tr);
+    return tr;
+  });
+  filter.addEventListener("input", () => {
+    const f = filter.value.toLowerCase();
+    for (const tr of rows) tr.hidden = f && !tr.dataset.name.toLowerCase().includes(f);
+  });
+  const table = queues.data.length
+    ? h("table", { "data-testid": "queues" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Queue"), STATES.map((st) => h("th", { class: "num" }, st)), h("th", {}, "Last hour"), h("th", { class: "num" }, "Oldest waiting"), h("th", {}, "Activity"))),
+      body)
+    : h("div", { class: "empty" }, "No queues yet. Push a job to create one.");
+  const failurePanel = h("div", { class: "panel", "data-testid": "failures" }, h("h2", {}, "Failures by reason"));
+  const groups = failures.filter(([, f]) => f.length);
+  if (!groups.length) failurePanel.append(h("div", { class: "empty" }, "No failed jobs."));
+  for (const [queue, list] of groups) {
+    failurePanel.append(h("h3", {}, h("a", { href: `#/queue/${enc(queue)}?state=failed` }, queue)));
+    failurePanel.append(h("table", {}, h("tbody", {}, list.slice(0, 10).map((f) => h("tr", {},
+      h("td", { class: "mono" }, f.reason || "(no message)"),
+      h("td", { class: "num" }, f.count),
+      h("td", { class: "num" }, h("button", { class: "small action", "data-testid": "retry-reason", onclick: async () => { await act(`Retry ${f.count}`, `/queues/${enc(queue)}/failures/retry`, { reason: f.reason }); route(); } }, "Retry all")))))));
+  }
+  show(
+    h("div", { class: "spread" }, h("div", {}, h("h1", {}, "Queues"), h("div", { class: "muted" }, `${queues.data.length} queues · counts update live`)), filter),
+    h("div", { class: "panel" }, table),
+    failurePanel);
+  state.refresh = { queue: null, fn: () => overview() };
+}
+
+async function queueView(name, params) {
+  const st = STATES.includes(params.get("state")) ? params.get("state") : "waiting";
+  const start = Math.max(0, parseInt(params.get("start") || "0", 10) || 0);
+  const q = enc(name);
+  const [detail, jobs, groups] = await Promise.all([
+    api(`/queues/${q}`), api(`/queues/${q}/jobs?state=${st}&start=${start}&end=${start + PAGE}`), api(`/queues/${q}/groups`)]);
+  const d = detail.data;
+  const tabs = h("div", { class: "tabs" }, STATES.map((x) => h("a", { class: x === st ? "on" : "", href: `#/queue/${q}?state=${x}`, "data-testid": `tab-${x}` }, `${x} (${d.counts[x]})`)));
+  const nameFilter = h("input", { type: "search", placeholder: "Filter this page by job name" });
+  const groupFilter = h("input", { type: "search", placeholder: "Filter this page by group" });
+  const tbody = h("tbody");
+  const rows = jobs.data.map((j) => {
+    const tr = h("tr", { "data-testid": `job-row-${j.id}`, "data-name": j.name, "data-group": j.groupId || "" },
+      h("td", { class: "mono" }, h("a", { href: `#/job/${q}/${enc(j.id)}` }, j.id)),
+      h("td", {}, j.name), h("td", {}, stateBadge(j.state)), h("td", { class: "num" }, j.priority),
+      h("td", { class: "num" }, j.attemptsMade), h("td", {}, fmtTime(j.createdAt)),
+      h("td", { class: "mono muted" }, j.failedReason || ""),
+      h("td", { class: "num" }, jobActions(name, j, () => queueView(name, params))));
+    tbody.append(tr);
+    return tr;
+  });
+  const applyFilters = () => {
+    const n = nameFilter.value.toLowerCase(), g = groupFilter.value.toLowerCase();
+    for (const tr of rows) tr.hidden = (n && !tr.dataset.name.toLowerCase().includes(n)) || (g && !tr.dataset.group.toLowerCase().includes(g));
+  };
+  nameFilter.addEventListener("input", applyFilters); groupFilter.addEventListener("input", applyFilters);
+  const total = jobs.meta.total;
+  const pager = h("div", { class: "row end" },
+    h("span", { class: "muted" }, total ? `${start + 1}–${Math.min(start + PAGE, total)} of ${total}` : "0 jobs"),
+    h("button", { disabled: start === 0, onclick: () => { location.hash = `#/queue/${q}?state=${st}&start=${Math.max(0, start - PAGE)}`; } }, "Previous"),
+    h("button", { disabled: start + PAGE >= total, onclick: () => { location.hash = `#/queue/${q}?state=${st}&start=${start + PAGE}`; } }, "Next"));
+  const table = jobs.data.length
+    ? h("table", { "data-testid": "jobs" }, h("thead", {}, h("tr", {}, ["Id", "Name", "State", "Priority", "Attempts", "Created", "Error", ""].map((x) => h("th", {}, x)))), tbody)
+    : h("div", { class: "empty" }, `No ${st} jobs.`);
+  show(
+    h("div", { class: "spread" },
+      h("div", {}, h("div", { class: "muted" }, h("a", { href: "#/" }, "Queues"), " / "), h("h1", { "data-testid": "queue-title" }, name, " ", d.isPaused ? h("span", { class: "badge paused" }, "paused") : null),
+        d.pausedNames.filter((n) => n !== "__all__").length ? h("div", { class: "muted" }, "Paused job names: " + d.pausedNames.filter((n) => n !== "__all__").join(", ")) : null),
+      queueActions(name, d)),
+    h("div", { class: "panel" }, tabs, h("div", { class: "filters" }, nameFilter, groupFilter), table, pager),
+    h("div", { class: "grid2" },
+      h("div", { class: "panel" }, h("h2", {}, "Groups"), groups.data.length
+        ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", { class: "num" }, "Active"), h("th", { class: "num" }, "Waiting"))),
+          h("tbody", {}, groups.data.map((g) => h("tr", {}, h("td", {}, g.groupId), h("td", { class: "num" }, g.activeCount), h("td", { class: "num" }, g.waitingCount)))))
+        : h("div", { class: "empty" }, "No groups.")),
+      metricsPanel(name)));
+  state.refresh = { queue: name, fn: () => queueView(name, params) };
+}
+
+function queueActions(name, d) {
+  const q = enc(name);
+  const reload = () => route();
+  const jobName = h("input", { placeholder: "job name (optional)", size: 14, "data-testid": "pause-name" });
+  const cleanState = h("select", {}, ["completed", "failed", "waiting", "delayed"].map((x) => h("option", { value: x }, x)));
+  const grace = h("input", { type: "number", min: 0, value: 3600, size: 7, title: "grace in seconds" });
+  return h("div", { class: "panel action", style: "margin:0" },
+    h("div", { class: "row" },
+      h("div", { class: "inline-form" }, jobName,
+        h("button", { "data-testid": "pause", onclick: async () => { await act("Pause", `/queues/${q}/pause`, jobName.value ? { jobName: jobName.value } : {}); reload(); } }, "Pause"),
+        h("button", { "data-testid": "resume", onclick: async () => { await act("Resume", `/queues/${q}/resume`, jobName.value ? { jobName: jobName.value } : {}); reload(); } }, "Resume")),
+      h("button", { onclick: async () => { await act("Retry failed", `/queues/${q}/retry`, { state: "failed" }); reload(); } }, "Retry all failed"),
+      h("button", { onclick: async () => { await act("Retry completed", `/queues/${q}/retry`, { state: "completed" }); reload(); } }, "Retry all completed"),
+      h("button", { onclick: async () => { await act("Promote", `/queues/${q}/promote`); reload(); } }, "Promote all delayed")),
+    h("div", { class: "row", style: "margin-top:8px" },
+      h("div", { class: "inline-form" }, "Clean", cleanState, "older than", grace, "s",
+        h("button", { onclick: async () => { await act("Clean", `/queues/${q}/clean`, { state: cleanState.value, grace: Math.max(0, Number(grace.value) || 0) * 1000 }); reload(); } }, "Clean")),
+      h("button", { class: "danger", onclick: async () => { if (await confirmAction("Drain " + name, "Remove every waiting and delayed job of this queue?")) { await act("Drain", `/queues/${q}/drain`); reload(); } } }, "Drain"),
+      h("button", { class: "danger", "data-testid": "obliterate", onclick: async () => {
+        if (!(await confirmAction("Obliterate " + name, "Delete this queue and all its jobs, including active ones? This cannot be undone."))) return;
+        await act("Obliterate", `/queues/${q}?force=true`, undefined, "DELETE"); location.hash = "#/";
+      } }, "Obliterate")));
+}
+
+function jobActions(queue, j, reload) {
+  const base = `/queues/${enc(queue)}/jobs/${enc(j.id)}`;
+  const out = h("span", { class: "row end action" });
+  const button = (label, fn, danger) => out.append(h("button", { class: "small" + (danger ? " danger" : ""), "data-testid": `${label.toLowerCase()}-${j.id}`, onclick: async (e) => { e.preventDefault(); await fn(); reload(); } }, label));
+  if (j.state === "failed" || j.state === "completed") button("Retry", () => act("Retry", base + "/retry"));
+  if (j.state === "delayed") button("Promote", () => act("Promote", base + "/promote"));
+  if (j.state === "active") button("Cancel", () => act("Cancel", base + "/cancel"), true);
+  if (j.state !== "active") button("Remove", async () => { if (await confirmAction("Remove job", j.id)) await act("Remove", base, undefined, "DELETE"); }, true);
+  return out;
+}
+
+function metricsPanel(name) {
+  const panel = h("div", { class: "panel" });
+  const gran = h("select", {}, h("option", { value: "minute" }, "per minute"), h("option", { value: "hour" }, "per hour"));
+  const range = h("select", {}, [["1", "last hour"], ["6", "last 6 hours"], ["24", "last 24 hours"]].map(([v, t]) => h("option", { value: v }, t)));
+  const chart = h("div");
+  const load = async () => {
+    const to = new Date(), from = new Date(to.getTime() - Number(range.value) * 3600e3);
+    try {
+      const m = await api(`/queues/${enc(name)}/metrics?granularity=${gran.value}&from=${from.toISOString()}&to=${to.toISOString()}`);
+      chart.replaceChildren(barChart(m.data, from.getTime(), to.getTime(), gran.value === "hour" ? 3600e3 : 60e3));
+    } catch (e) { chart.replaceChildren(h("div", { class: "empty" }, e.message)); }
+  };
+  gran.addEventListener("change", load); range.addEventListener("change", load);
+  panel.append(h("div", { class: "spread" }, h("h2", {}, "Throughput"), h("div", { class: "inline-form" }, gran, range)), chart);
+  load();
+  return panel;
+}
+
+async function jobView(queue, id) {
+  const q = enc(queue);
+  const [res, kids] = await Promise.all([api(`/queues/${q}/jobs/${enc(id)}`), api(`/queues/${q}/jobs/${enc(id)}/children`)]);
+  const j = res.data;
+  const reload = () => jobView(queue, id);
+  const timeline = h("ul", { class: "timeline" },
+    h("li", {}, "created ", fmtTime(j.createdAt)),
+    j.delayUntil ? h("li", {}, "runs at ", fmtTime(j.delayUntil)) : null,
+    j.processedAt ? h("li", {}, "started ", fmtTime(j.processedAt)) : null,
+    j.completedAt ? h("li", {}, "completed ", fmtTime(j.completedAt)) : null,
+    j.failedAt ? h("li", {}, "failed ", fmtTime(j.failedAt)) : null);
+  const edit = h("div", { class: "panel action" }, h("h2", {}, "Edit"));
+  if (j.state === "active") edit.append(h("div", { class: "muted" }, "Active jobs cannot be edited."));
+  else {
+    const data = h("textarea", { "data-testid": "edit-data" }); data.value = pretty(j.data);
+    const prio = h("input", { type: "number", value: j.priority, size: 6 });
+    edit.append(data, h("div", { class: "row end", style: "margin-top:8px" }, "Priority", prio,
+      h("button", { class: "primary", onclick: async () => {
+        let parsed;
+        try { parsed = JSON.parse(data.value); } catch (_) { toast("Data is not valid JSON", true); return; }
+        await act("Save", `/queues/${q}/jobs/${enc(id)}`, { data: parsed, opts: { priority: Number(prio.value) || 0 } }, "PATCH"); reload();
+      } }, "Save")));
+  }
+  show(
+    h("div", { class: "spread" },
+      h("div", {}, h("div", { class: "muted" }, h("a", { href: "#/" }, "Queues"), " / ", h("a", { href: `#/queue/${q}` }, queue), " /"),
+        h("h1", { class: "mono", "data-testid": "job-title" }, j.id), h("div", { class: "row" }, stateBadge(j.state), h("span", { class: "muted" }, j.name))),
+      jobActions(queue, j, reload)),
+    h("div", { class: "grid2" },
+      h("div", { class: "panel" }, h("h2", {}, "Details"), h("dl", { class: "kv" },
+        h("dt", {}, "Attempts"), h("dd", {}, `${j.attemptsMade} of ${j.opts.attempts}`),
+        h("dt", {}, "Priority"), h("dd", {}, j.priority),
+        h("dt", {}, "Progress"), h("dd", {}, h("div", { class: "progress", title: j.progress + "%" }, h("span", { style: `width:${j.progress}%` }))),
+        h("dt", {}, "Group"), h("dd", {}, j.groupId || "—"),
+        h("dt", {}, "Tags"), h("dd", {}, j.tags && j.tags.length ? j.tags.map((t) => h("span", { class: "badge" }, t)) : "—"),
+        h("dt", {}, "Error"), h("dd", { class: "mono", "data-testid": "job-error" }, j.failedReason || "—"),
+        h("dt", {}, "Flow parent"), h("dd", {}, j.parentId ? h("a", { href: `#/job/${enc(j.parentQueueName)}/${enc(j.parentId)}` }, j.parentId) : "—"),
+        h("dt", {}, "Timeline"), h("dd", {}, timeline))),
+      h("div", { class: "panel" }, h("h2", {}, "Data"), h("pre", { "data-testid": "job-data" }, pretty(j.data)),
+        h("h2", { style: "margin-top:12px" }, "Result"), h("pre", {}, pretty(j.returnvalue)))),
+    h("div", { class: "grid2" },
+      h("div", { class: "panel" }, h("h2", {}, "Children (depends on)"), kids.data.length
+        ? h("ul", { class: "tree" }, kids.data.map((k) => h("li", {}, stateBadge(k.state), " ", h("a", { class: "mono", href: `#/job/${enc(k.queueName)}/${enc(k.id)}` }, k.id), " ", h("span", { class: "muted" }, k.name))))
+        : h("div", { class: "empty" }, "None.")),
+      edit),
+    h("div", { class: "panel" }, h("h2", {}, "Options"), h("pre", {}, pretty(j.opts))));
+  state.refresh = { queue, fn: () => jobView(queue, id) };
+}
+
+async function searchView(query) {
+  const [byId, queues] = await Promise.all([api(`/search?q=${enc(query)}&type=job`), api(`/search?q=${enc(query)}&type=queue`)]);
+  const all = await api("/queues");
+  const results = h("div", { "data-testid": "payload-results" });
+  const picker = h("select", {}, all.data.map((q) => h("option", { value: q.name }, q.name)));
+  const runPayload = async () => {
+    if (!picker.value) return;
+    const found = await api(`/search?q=${enc(query)}&type=payload&queue=${enc(picker.value)}`);
+    results.replaceChildren(found.data.length
+      ? h("table", {}, h("tbody", {}, found.data.map((j) => h("tr", {}, h("td", { class: "mono" }, h("a", { href: `#/job/${enc(j.queueName)}/${enc(j.id)}` }, j.id)), h("td", {}, stateBadge(j.state)), h("td", { class: "mono muted" }, JSON.stringify(j.data).slice(0, 120))))))
+      : h("div", { class: "empty" }, "No job's data contains that text."));
+  };
+  picker.addEventListener("change", runPayload);
+  show(h("h1", {}, "Search: ", query),
+    h("div", { class: "panel" }, h("h2", {}, "Job id"), byId.data
+      ? h("a", { class: "mono", href: `#/job/${enc(byId.data.queueName)}/${enc(byId.data.id)}`, "data-testid": "id-result" }, byId.data.id, " in ", byId.data.queueName)
+      : h("div", { class: "muted" }, "No job has that id.")),
+    h("div", { class: "panel" }, h("h2", {}, "Queues"), queues.data.length
+      ? h("div", { class: "row" }, queues.data.map((q) => h("a", { class: "badge", href: `#/queue/${enc(q.name)}` }, q.name)))
+      : h("div", { class: "muted" }, "No queue name contains that.")),
+    h("div", { class: "panel" }, h("div", { class: "spread" }, h("h2", {}, "Payload text"), h("div", { class: "inline-form" }, "in queue", picker)), results));
+  state.refresh = null;
+  runPayload();
+}
+
+// ----- routing ------------------------------------------------------------------------
+
+async function route() {
+  const hash = location.hash.slice(1) || "/";
+  const [path, query] = hash.split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    if (parts[0] === "queue" && parts[1]) await queueView(parts[1], params);
+    else if (parts[0] === "job" && parts[2]) await jobView(parts[1], parts[2]);
+    else if (parts[0] === "search" && params.get("q")) await searchView(params.get("q"));
+    else await overview();
+  } catch (e) {
+    state.refresh = null;
+    if (e.status === 401) show(h("div", { class: "panel empty", "data-testid": "auth-needed" }, "Sign in with a token to see this server."));
+    else show(h("div", { class: "panel" }, h("h2", {}, "Could not load this view"), h("p", { class: "muted" }, e.message), h("a", { href: "#/" }, "Back to queues")));
+  }
+}
+
+function applyTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  localStorage.setItem("hopper-theme", theme);
+}
+
+async function start() {
+  applyTheme(localStorage.getItem("hopper-theme") || (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light"));
+  document.getElementById("theme").addEventListener("click", () => applyTheme(document.documentElement.dataset.theme === "dark" ? "light" : "dark"));
+  document.getElementById("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = document.getElementById("search").value.trim();
+    if (q) location.hash = "#/search?q=" + enc(q);
+  });
+  try { state.config = (await api("/config")).data; } catch (_) { /* keep defaults */ }
+  document.body.classList.toggle("readonly", state.config.readOnly);
+  document.getElementById("ro-banner").hidden = !state.config.readOnly;
+  const signin = document.getElementById("signin");
+  signin.hidden = !state.config.authRequired;
+  signin.addEventListener("click", () => askToken("Enter the server's bearer token."));
+  if (state.config.authRequired && !state.token) askToken("This server requires a bearer token.");
+  window.addEventListener("hashchange", route);
+  connectEvents();
+  route();
+}
+
+start();

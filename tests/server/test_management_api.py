@@ -1,0 +1,1137 @@
+"""The management API (the Conveyor dashboard's REST API under `{basePath}/api`) against the
+real server: every endpoint and error code, then the read-only, auth, allow-list,
+metrics-off and base-path matrices, each on its own server."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from management_support import (
+    BUCKET_FIELDS,
+    ISO,
+    STATES,
+    ack,
+    api_data,
+    api_error,
+    api_page,
+    check_job,
+    check_summary,
+    counts,
+    fail,
+    iso_ms,
+    open_events,
+    seed_states,
+    take,
+)
+from support import ServerFactory, expect_error, expect_ok, get_job, pull, push
+
+NO_COUNTS = dict.fromkeys(STATES, 0)
+
+
+def one_each() -> dict[str, int]:
+    return dict.fromkeys(STATES, 1)
+
+
+def job_of(client: httpx.Client, queue: str, job_id: str) -> dict[str, Any]:
+    return check_job(api_data(client.get(f"/api/queues/{queue}/jobs/{job_id}")))
+
+
+def pull_none(client: httpx.Client, queue: str) -> None:
+    assert expect_ok(client.get(f"/queues/{queue}/jobs"))["job"] is None
+
+
+# ----- config, envelope, unknown routes -----------------------------------------------------
+
+
+def test_config_is_open_and_says_what_is_on(client: httpx.Client) -> None:
+    resp = client.get("/api/config")
+    assert api_data(resp) == {"readOnly": False, "authRequired": False}
+    assert resp.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api"),
+        ("GET", "/api/nope"),
+        ("GET", "/api/queues/x/jobs/y/nope"),
+        ("POST", "/api/queues"),
+        ("PUT", "/api/queues/x"),
+        ("DELETE", "/api/flows"),
+        ("GET", "/api/queues/x/pause"),
+    ],
+)
+def test_unknown_route_under_api_is_a_json_404(
+    client: httpx.Client, method: str, path: str
+) -> None:
+    api_error(client.request(method, path), 404, "NOT_FOUND")
+
+
+def test_head_answers_like_get_without_body(client: httpx.Client) -> None:
+    resp = client.head("/api/queues")
+    assert resp.status_code == 200
+    assert resp.content == b""
+
+
+def test_preflight_is_answered(client: httpx.Client) -> None:
+    resp = client.options(
+        "/api/queues/x/jobs",
+        headers={"Origin": "http://ui.test", "Access-Control-Request-Method": "PATCH"},
+    )
+    assert resp.status_code == 204
+    assert "PATCH" in resp.headers["access-control-allow-methods"]
+    assert resp.headers["access-control-allow-origin"] == "*"
+
+
+# ----- queues -------------------------------------------------------------------------------
+
+
+def test_queue_list_and_detail_count_every_state(client: httpx.Client, queue: str) -> None:
+    seed_states(client, queue)
+    listed = {s["name"]: s for s in api_data(client.get("/api/queues"))}
+    summary = check_summary(listed[queue])
+    assert summary["counts"] == one_each()
+    assert summary["isPaused"] is False
+    assert summary["scheduledCount"] == 0
+    assert abs(iso_ms(summary["latestActivity"]) - time.time() * 1000) < 60_000
+
+    detail = api_data(client.get(f"/api/queues/{queue}"))
+    check_summary(detail)
+    assert detail["name"] == queue
+    assert detail["counts"] == one_each()
+    assert detail["pausedNames"] == []
+
+
+def test_scheduled_count_counts_repeat_jobs(client: httpx.Client, queue: str) -> None:
+    push(client, queue, repeat={"every": 3_600_000})
+    push(client, queue)
+    summary = next(s for s in api_data(client.get("/api/queues")) if s["name"] == queue)
+    assert summary["scheduledCount"] == 1
+
+
+def test_unknown_queue_detail_is_not_found(client: httpx.Client, queue: str) -> None:
+    api_error(client.get(f"/api/queues/{queue}"), 404, "NOT_FOUND", f'Queue "{queue}" not found')
+    assert queue not in {s["name"] for s in api_data(client.get("/api/queues"))}
+
+
+@pytest.mark.parametrize("body", [None, {}, {"jobName": "__all__"}, {"jobName": ""}])
+def test_pause_and_resume_whole_queue(client: httpx.Client, queue: str, body: Any) -> None:
+    job_id = push(client, queue)
+    kw: dict[str, Any] = {} if body is None else {"json": body}
+    assert api_data(client.post(f"/api/queues/{queue}/pause", **kw)) == {"paused": "__all__"}
+    detail = api_data(client.get(f"/api/queues/{queue}"))
+    assert detail["isPaused"] is True
+    assert detail["pausedNames"] == ["__all__"]
+    listed = next(s for s in api_data(client.get("/api/queues")) if s["name"] == queue)
+    assert listed["isPaused"] is True
+    pull_none(client, queue)
+
+    assert api_data(client.post(f"/api/queues/{queue}/resume", **kw)) == {"resumed": "__all__"}
+    detail = api_data(client.get(f"/api/queues/{queue}"))
+    assert detail["isPaused"] is False and detail["pausedNames"] == []
+    assert pull(client, queue)[0]["id"] == job_id
+
+
+def test_pause_and_resume_one_job_name(client: httpx.Client, queue: str) -> None:
+    mail = push(client, queue, name="mail")
+    sms = push(client, queue, name="sms")
+    paused = api_data(client.post(f"/api/queues/{queue}/pause", json={"jobName": "mail"}))
+    assert paused == {"paused": "mail"}
+    detail = api_data(client.get(f"/api/queues/{queue}"))
+    assert detail["pausedNames"] == ["mail"]
+    assert detail["isPaused"] is False
+    assert pull(client, queue)[0]["id"] == sms  # mail is skipped while paused
+    pull_none(client, queue)
+
+    resumed = api_data(client.post(f"/api/queues/{queue}/resume", json={"jobName": "mail"}))
+    assert resumed == {"resumed": "mail"}
+    assert api_data(client.get(f"/api/queues/{queue}"))["pausedNames"] == []
+    assert pull(client, queue)[0]["id"] == mail
+
+
+@pytest.mark.parametrize("verb", ["pause", "resume"])
+@pytest.mark.parametrize("body", [b"[1]", b'"x"', b'{"jobName": 5}', b"{nope"])
+def test_pause_resume_reject_bad_bodies(
+    client: httpx.Client, queue: str, verb: str, body: bytes
+) -> None:
+    push(client, queue)
+    resp = client.post(f"/api/queues/{queue}/{verb}", content=body)
+    api_error(resp, 400, "BAD_REQUEST")
+    assert api_data(client.get(f"/api/queues/{queue}"))["pausedNames"] == []
+
+
+def test_drain_removes_waiting_and_delayed(client: httpx.Client, queue: str) -> None:
+    ids = seed_states(client, queue)
+    assert api_data(client.post(f"/api/queues/{queue}/drain")) == {"drained": True}
+    after = counts(client, queue)
+    assert after["waiting"] == 0 and after["delayed"] == 0
+    assert (after["active"], after["completed"]) == (1, 1)
+    for state in ("waiting", "delayed"):
+        api_error(client.get(f"/api/queues/{queue}/jobs/{ids[state]}"), 404, "NOT_FOUND")
+    # the flow parent of the drained waiting job fails: its dependency is gone
+    parent = job_of(client, queue, ids["waiting-children"])
+    assert parent["state"] == "failed"
+    assert parent["failedReason"] == f"Dependency {ids['waiting']} was removed"
+    assert after["failed"] == 2 and after["waiting-children"] == 0
+
+
+def test_clean_removes_old_jobs_of_a_state(client: httpx.Client, queue: str) -> None:
+    for _ in range(2):
+        job_id = push(client, queue)
+        ack(client, job_id, take(client, queue, job_id))
+    failed = push(client, queue, maxAttempts=1)
+    fail(client, failed, take(client, queue, failed))
+    url = f"/api/queues/{queue}/clean"
+    assert api_data(client.post(url, json={"state": "completed", "grace": 3_600_000})) == {
+        "removed": 0
+    }
+    assert counts(client, queue)["completed"] == 2
+    assert api_data(client.post(url, json={"state": "completed", "grace": 0})) == {"removed": 2}
+    assert counts(client, queue)["completed"] == 0
+    assert counts(client, queue)["failed"] == 1
+    assert api_data(client.post(url, json={"state": "failed", "grace": 0})) == {"removed": 1}
+    assert counts(client, queue) == NO_COUNTS
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{nope",
+        b"[]",
+        b"{}",
+        b'{"state": "bogus", "grace": 0}',
+        b'{"state": "active", "grace": 0}',
+        b'{"state": "completed", "grace": -1}',
+        b'{"state": "completed", "grace": "1000"}',
+        b'{"state": "completed", "grace": 1.5}',
+    ],
+)
+def test_clean_rejects_bad_bodies(client: httpx.Client, queue: str, body: bytes) -> None:
+    job_id = push(client, queue)
+    ack(client, job_id, take(client, queue, job_id))
+    api_error(client.post(f"/api/queues/{queue}/clean", content=body), 400, "BAD_REQUEST")
+    assert counts(client, queue)["completed"] == 1
+
+
+def test_retry_all_failed_or_completed(client: httpx.Client, queue: str) -> None:
+    failed = []
+    for _ in range(2):
+        job_id = push(client, queue, maxAttempts=1)
+        fail(client, job_id, take(client, queue, job_id))
+        failed.append(job_id)
+    url = f"/api/queues/{queue}/retry"
+    assert api_data(client.post(url, json={"state": "failed"})) == {"retried": 2}
+    assert counts(client, queue)["waiting"] == 2
+    for job_id in failed:
+        job = job_of(client, queue, job_id)
+        assert job["state"] == "waiting"
+        assert job["attemptsMade"] == 0 and job["failedReason"] is None
+    job, token = pull(client, queue)
+    done = job["id"]
+    ack(client, done, token)
+    assert api_data(client.post(url, json={"state": "completed"})) == {"retried": 1}
+    assert job_of(client, queue, done)["state"] == "waiting"
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"{nope", b"{}", b'{"state": "waiting"}', b'{"state": "active"}', b"[1]"]
+)
+def test_retry_all_rejects_bad_bodies(client: httpx.Client, queue: str, body: bytes) -> None:
+    job_id = push(client, queue, maxAttempts=1)
+    fail(client, job_id, take(client, queue, job_id))
+    api_error(client.post(f"/api/queues/{queue}/retry", content=body), 400, "BAD_REQUEST")
+    assert counts(client, queue)["failed"] == 1
+
+
+def test_promote_all_delayed(client: httpx.Client, queue: str) -> None:
+    ids = [push(client, queue, delay=3_600_000) for _ in range(2)]
+    push(client, queue)
+    assert api_data(client.post(f"/api/queues/{queue}/promote")) == {"promoted": 2}
+    assert counts(client, queue)["waiting"] == 3 and counts(client, queue)["delayed"] == 0
+    for job_id in ids:
+        job = job_of(client, queue, job_id)
+        assert job["state"] == "waiting" and job["delayUntil"] is None
+
+
+def test_obliterate_refused_while_active_unless_forced(client: httpx.Client, queue: str) -> None:
+    ids = seed_states(client, queue)
+    api_error(client.delete(f"/api/queues/{queue}"), 400, "BAD_REQUEST")
+    api_error(client.delete(f"/api/queues/{queue}?force=false"), 400, "BAD_REQUEST")
+    api_error(client.delete(f"/api/queues/{queue}?force=yes"), 400, "BAD_REQUEST")
+    assert counts(client, queue) == one_each()
+
+    resp = client.delete(f"/api/queues/{queue}", params={"force": "true"})
+    assert api_data(resp) == {"obliterated": True}
+    api_error(client.get(f"/api/queues/{queue}"), 404, "NOT_FOUND")
+    assert queue not in {s["name"] for s in api_data(client.get("/api/queues"))}
+    for job_id in ids.values():
+        expect_error(client.get(f"/jobs/{job_id}"), 404)
+    api_error(client.delete(f"/api/queues/{queue}?force=true"), 404, "NOT_FOUND")
+
+
+def test_obliterate_without_active_jobs_needs_no_force(client: httpx.Client, queue: str) -> None:
+    push(client, queue)
+    push(client, queue, delay=60_000)
+    assert api_data(client.delete(f"/api/queues/{queue}")) == {"obliterated": True}
+    api_error(client.get(f"/api/queues/{queue}"), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("verb", ["drain", "promote", "clean", "retry"])
+def test_queue_mutation_of_unknown_queue_is_not_found(
+    client: httpx.Client, queue: str, verb: str
+) -> None:
+    body = {"state": "failed", "grace": 0}
+    api_error(client.post(f"/api/queues/{queue}/{verb}", json=body), 404, "NOT_FOUND")
+
+
+# ----- jobs: list and pagination --------------------------------------------------------------
+
+
+def test_list_jobs_pagination_edges(client: httpx.Client, queue: str) -> None:
+    ids = [push(client, queue, data={"i": i}) for i in range(5)]
+    url = f"/api/queues/{queue}/jobs"
+
+    def page(**params: Any) -> tuple[list[str], dict[str, int]]:
+        jobs, meta = api_page(client.get(url, params=params))
+        return [check_job(j)["id"] for j in jobs], meta
+
+    assert page() == (ids, {"total": 5, "start": 0, "end": 100})
+    assert page(state="waiting", start=1, end=3) == (ids[1:3], {"total": 5, "start": 1, "end": 3})
+    assert page(start=4, end=5) == ([ids[4]], {"total": 5, "start": 4, "end": 5})
+    assert page(start=0, end=1) == ([ids[0]], {"total": 5, "start": 0, "end": 1})
+    # start beyond the total: an empty page that still tells the total
+    assert page(start=10) == ([], {"total": 5, "start": 10, "end": 100})
+    assert page(start=10, end=20) == ([], {"total": 5, "start": 10, "end": 20})
+    # end before start: an empty page
+    got, meta = page(start=3, end=1)
+    assert got == [] and meta["total"] == 5 and meta["start"] == 3
+    # end = 0 means the default
+    assert page(start=0, end=0)[0] == ids
+    # exactly 1000 is allowed, 1001 is not
+    assert page(start=2, end=1002) == (ids[2:], {"total": 5, "start": 2, "end": 1002})
+    api_error(client.get(url, params={"start": 0, "end": 1001}), 400, "BAD_REQUEST")
+    api_error(client.get(url, params={"start": 5, "end": 2000}), 400, "BAD_REQUEST")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"state": "bogus"},
+        {"state": "Waiting"},
+        {"state": ""},
+        {"start": "x"},
+        {"end": "1.5"},
+    ],
+)
+def test_list_jobs_rejects_bad_params(
+    client: httpx.Client, queue: str, params: dict[str, str]
+) -> None:
+    push(client, queue)
+    api_error(client.get(f"/api/queues/{queue}/jobs", params=params), 400, "BAD_REQUEST")
+
+
+def test_list_jobs_by_each_state(client: httpx.Client, queue: str) -> None:
+    ids = seed_states(client, queue)
+    for state, job_id in ids.items():
+        jobs, meta = api_page(client.get(f"/api/queues/{queue}/jobs", params={"state": state}))
+        assert [j["id"] for j in jobs] == [job_id], state
+        assert jobs[0]["state"] == state
+        assert meta["total"] == 1
+
+
+def test_list_jobs_of_an_unknown_queue_is_empty(client: httpx.Client, queue: str) -> None:
+    assert api_page(client.get(f"/api/queues/{queue}/jobs")) == (
+        [],
+        {"total": 0, "start": 0, "end": 100},
+    )
+
+
+# ----- jobs: add ------------------------------------------------------------------------------
+
+
+def test_add_job_answers_201_and_the_job(client: httpx.Client, queue: str) -> None:
+    resp = client.post(
+        f"/api/queues/{queue}/jobs", json={"name": "send-email", "data": {"to": "a@b.c"}}
+    )
+    job = check_job(api_data(resp, 201))
+    assert job["name"] == "send-email"
+    assert job["queueName"] == queue
+    assert job["data"] == {"to": "a@b.c"}
+    assert job["state"] == "waiting"
+    assert job["attemptsMade"] == 0 and job["progress"] == 0
+    assert job["returnvalue"] is None and job["failedReason"] is None
+    assert job["parentId"] is None and job["childrenIds"] == []
+    served = get_job(client, job["id"])
+    assert served["queue"] == queue
+    assert served["name"] == "send-email"
+    assert served["data"] == {"to": "a@b.c"}
+    assert job_of(client, queue, job["id"]) == job
+
+
+def test_add_job_without_data_gets_an_empty_object(client: httpx.Client, queue: str) -> None:
+    job = api_data(client.post(f"/api/queues/{queue}/jobs", json={"name": "n"}), 201)
+    assert job["data"] == {}
+
+
+def test_add_job_maps_every_option(client: httpx.Client, queue: str) -> None:
+    url = f"/api/queues/{queue}/jobs"
+    custom = f"custom-{uuid.uuid4().hex}"
+    opts = {
+        "priority": 7,
+        "attempts": 5,
+        "backoff": {"type": "fixed", "delay": 250},
+        "lifo": True,
+        "jobId": custom,
+        "deduplication": {"key": f"dedup-{queue}"},
+        "group": {"id": "tenant-1"},
+        "timeout": 30_000,
+        "ttl": 86_400_000,
+        "tags": ["a", "b"],
+        "removeOnComplete": True,
+        "removeOnFail": True,
+        "durable": True,
+    }
+    job = check_job(api_data(client.post(url, json={"name": "n", "opts": opts}), 201))
+    assert job["id"] == custom
+    assert job["groupId"] == "tenant-1"
+    served = get_job(client, custom)
+    expected = {
+        "priority": 7,
+        "maxAttempts": 5,
+        "backoff": 250,
+        "lifo": True,
+        "uniqueKey": f"dedup-{queue}",
+        "groupId": "tenant-1",
+        "timeout": 30_000,
+        "ttl": 86_400_000,
+        "tags": ["a", "b"],
+        "removeOnComplete": True,
+        "removeOnFail": True,
+        "durable": True,
+    }
+    assert {k: served[k] for k in expected} == expected
+    # the options come back in the reference's vocabulary
+    assert job["opts"]["priority"] == 7
+    assert job["opts"]["attempts"] == 5
+    assert job["opts"]["backoff"]["delay"] == 250
+    assert job["opts"]["lifo"] is True
+    assert job["opts"]["deduplication"] == {"key": f"dedup-{queue}"}
+    assert job["opts"]["group"] == {"id": "tenant-1"}
+
+    # deduplication: the same key answers the existing job
+    again = api_data(
+        client.post(url, json={"name": "n", "opts": {"deduplication": {"key": f"dedup-{queue}"}}}),
+        201,
+    )
+    assert again["id"] == custom
+    assert counts(client, queue)["waiting"] == 1
+
+
+def test_add_job_with_delay_backoff_number_and_repeat(client: httpx.Client, queue: str) -> None:
+    url = f"/api/queues/{queue}/jobs"
+    delayed = api_data(
+        client.post(url, json={"name": "later", "opts": {"delay": 60_000, "backoff": 300}}), 201
+    )
+    assert delayed["state"] == "delayed"
+    assert iso_ms(delayed["delayUntil"]) - iso_ms(delayed["createdAt"]) == 60_000
+    assert delayed["opts"]["delay"] == 60_000
+    served = get_job(client, delayed["id"])
+    assert served["runAt"] - served["createdAt"] == 60_000
+    assert served["backoff"] == 300
+
+    repeat = api_data(
+        client.post(url, json={"name": "tick", "opts": {"repeat": {"every": 3_600_000}}}), 201
+    )
+    assert repeat["opts"]["repeat"] == {"every": 3_600_000}
+    assert get_job(client, repeat["id"])["repeat"]["every"] == 3_600_000
+    summary = next(s for s in api_data(client.get("/api/queues")) if s["name"] == queue)
+    assert summary["scheduledCount"] == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{nope",
+        b"",
+        b"[]",
+        b'"job"',
+        b"{}",
+        b'{"name": ""}',
+        b'{"name": 5}',
+        b'{"name": "n", "opts": []}',
+        b'{"name": "n", "opts": {"bogus": 1}}',
+        b'{"name": "n", "opts": {"attempts": 0}}',
+        b'{"name": "n", "opts": {"priority": "high"}}',
+        b'{"name": "n", "opts": {"delay": -1}}',
+        b'{"name": "n", "opts": {"delay": "5s"}}',
+        b'{"name": "n", "opts": {"backoff": {"type": "fixed", "delay": -5}}}',
+        b'{"name": "n", "opts": {"repeat": "often"}}',
+        b'{"name": "n", "opts": {"group": "g"}}',
+        b'{"name": "n", "opts": {"deduplication": true}}',
+        b'{"name": "n", "opts": {"lifo": "yes"}}',
+        b'{"name": "n", "opts": {"repeat": {"every": 1000}, "jobId": "x"}}',
+    ],
+)
+def test_add_job_rejects_bad_input(client: httpx.Client, queue: str, body: bytes) -> None:
+    push(client, queue)
+    resp = client.post(f"/api/queues/{queue}/jobs", content=body)
+    api_error(resp, 400, "BAD_REQUEST")
+    assert counts(client, queue) == {**NO_COUNTS, "waiting": 1}
+
+
+# ----- jobs: detail, children, flows ---------------------------------------------------------
+
+
+def test_job_detail_and_not_found(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, name="n", data={"x": 1})
+    job = job_of(client, queue, job_id)
+    assert job["id"] == job_id and job["data"] == {"x": 1}
+    missing = f"missing-{uuid.uuid4().hex}"
+    api_error(
+        client.get(f"/api/queues/{queue}/jobs/{missing}"),
+        404,
+        "NOT_FOUND",
+        f"Job {missing} not found",
+    )
+
+
+def test_job_under_another_queues_path_is_not_found(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue)
+    other = f"{queue}-other"
+    push(client, other)
+    base = f"/api/queues/{other}/jobs/{job_id}"
+    api_error(client.get(base), 404, "NOT_FOUND")
+    api_error(client.get(f"{base}/children"), 404, "NOT_FOUND")
+    api_error(client.patch(base, json={"data": 1}), 404, "NOT_FOUND")
+    api_error(client.delete(base), 404, "NOT_FOUND")
+    for verb in ("retry", "promote", "cancel"):
+        api_error(client.post(f"{base}/{verb}"), 404, "NOT_FOUND")
+    assert job_of(client, queue, job_id)["state"] == "waiting"
+
+
+def test_children_and_parent_links(client: httpx.Client, queue: str) -> None:
+    other = f"{queue}-deps"
+    dep1 = push(client, queue, data="dep1")
+    dep2 = push(client, other, data="dep2")
+    parent = push(client, queue, data="parent", dependsOn=[dep1, dep2])
+
+    p = job_of(client, queue, parent)
+    assert p["state"] == "waiting-children"
+    assert p["childrenIds"] == [dep1, dep2]
+    assert p["pendingChildrenCount"] == 2
+    assert p["parentId"] is None
+
+    kids = api_data(client.get(f"/api/queues/{queue}/jobs/{parent}/children"))
+    assert [check_job(k)["id"] for k in kids] == [dep1, dep2]
+    assert [k["queueName"] for k in kids] == [queue, other]
+    for kid in kids:
+        assert kid["parentId"] == parent
+        assert kid["parentQueueName"] == queue
+    assert api_data(client.get(f"/api/queues/{queue}/jobs/{dep1}/children")) == []
+
+    ack(client, dep1, take(client, queue, dep1))
+    assert job_of(client, queue, parent)["pendingChildrenCount"] == 1
+    ack(client, dep2, take(client, other, dep2))
+    assert job_of(client, queue, parent)["state"] == "waiting"
+
+
+def test_flows_list_parents_by_state(client: httpx.Client, queue: str) -> None:
+    dep = push(client, queue)
+    parent = push(client, queue, dependsOn=[dep])
+
+    def flow_ids(**params: str) -> list[str]:
+        return [check_job(j)["id"] for j in api_data(client.get("/api/flows", params=params))]
+
+    assert parent in flow_ids()
+    assert dep not in flow_ids()
+    assert parent in flow_ids(state="waiting-children")
+    assert parent not in flow_ids(state="completed")
+    ack(client, dep, take(client, queue, dep))
+    token = take(client, queue, parent)
+    ack(client, parent, token)
+    assert parent in flow_ids(state="completed")
+    assert parent not in flow_ids(state="waiting-children")
+    api_error(client.get("/api/flows", params={"state": "bogus"}), 400, "BAD_REQUEST")
+
+
+# ----- jobs: actions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("verb", "refused"),
+    [
+        ("retry", ("waiting", "delayed", "active", "waiting-children")),
+        ("promote", ("waiting", "active", "completed", "failed", "waiting-children")),
+        ("cancel", ("waiting", "delayed", "completed", "failed", "waiting-children")),
+    ],
+)
+def test_job_action_state_checks(
+    client: httpx.Client, queue: str, verb: str, refused: tuple[str, ...]
+) -> None:
+    ids = seed_states(client, queue)
+    for state in refused:
+        resp = client.post(f"/api/queues/{queue}/jobs/{ids[state]}/{verb}")
+        api_error(resp, 400, "BAD_REQUEST", f'Cannot {verb} job in state "{state}"')
+    assert counts(client, queue) == one_each()
+    missing = uuid.uuid4().hex
+    api_error(client.post(f"/api/queues/{queue}/jobs/{missing}/{verb}"), 404, "NOT_FOUND")
+
+
+def test_retry_a_failed_and_a_completed_job(client: httpx.Client, queue: str) -> None:
+    ids = seed_states(client, queue)
+    for state in ("failed", "completed"):
+        resp = client.post(f"/api/queues/{queue}/jobs/{ids[state]}/retry")
+        assert api_data(resp) == {"retried": True}
+        job = job_of(client, queue, ids[state])
+        assert job["state"] == "waiting"
+        assert job["attemptsMade"] == 0
+        assert job["failedReason"] is None and job["returnvalue"] is None
+        assert get_job(client, ids[state])["state"] == "waiting"
+
+
+def test_promote_a_delayed_job(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, delay=3_600_000)
+    assert api_data(client.post(f"/api/queues/{queue}/jobs/{job_id}/promote")) == {"promoted": True}
+    job = job_of(client, queue, job_id)
+    assert job["state"] == "waiting" and job["delayUntil"] is None
+    assert pull(client, queue)[0]["id"] == job_id
+
+
+def test_cancel_an_active_job(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, maxAttempts=3)
+    token = take(client, queue, job_id)
+    assert api_data(client.post(f"/api/queues/{queue}/jobs/{job_id}/cancel")) == {"cancelled": True}
+    job = job_of(client, queue, job_id)
+    assert job["state"] == "failed"
+    assert job["failedReason"] == "Job cancelled"
+    # the worker's lease is gone: its ack is refused
+    expect_error(client.post(f"/jobs/{job_id}/ack", json={"token": token}), 400)
+
+
+def test_patch_data_and_priority(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, data={"v": 1}, priority=1)
+    url = f"/api/queues/{queue}/jobs/{job_id}"
+    job = check_job(api_data(client.patch(url, json={"data": {"v": 2}})))
+    assert job["data"] == {"v": 2}
+    assert job["opts"]["priority"] == 1
+    job = api_data(client.patch(url, json={"opts": {"priority": 9}}))
+    assert job["opts"]["priority"] == 9 and job["data"] == {"v": 2}
+    job = api_data(client.patch(url, json={"data": [3], "opts": {"priority": 4}}))
+    assert job["data"] == [3] and job["opts"]["priority"] == 4
+    served = get_job(client, job_id)
+    assert served["data"] == [3] and served["priority"] == 4
+    assert job_of(client, queue, job_id) == job
+
+
+def test_patch_delayed_job_keeps_its_state(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, delay=3_600_000)
+    job = api_data(client.patch(f"/api/queues/{queue}/jobs/{job_id}", json={"data": "new"}))
+    assert job["state"] == "delayed" and job["data"] == "new"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{}", "No valid fields to update"),
+        (b'{"opts": {}}', "No valid fields to update"),
+        (b'{"other": 1}', "No valid fields to update"),
+        (b"{nope", None),
+        (b"", None),
+        (b"[1]", None),
+        (b'{"opts": []}', None),
+        (b'{"opts": {"priority": "x"}}', None),
+        (b'{"opts": {"priority": 1.5}}', None),
+    ],
+)
+def test_patch_rejects_bad_bodies(
+    client: httpx.Client, queue: str, body: bytes, message: str | None
+) -> None:
+    job_id = push(client, queue, data={"v": 1})
+    resp = client.patch(f"/api/queues/{queue}/jobs/{job_id}", content=body)
+    api_error(resp, 400, "BAD_REQUEST", message)
+    assert get_job(client, job_id)["data"] == {"v": 1}
+
+
+def test_patch_refused_for_active_job(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, data={"v": 1})
+    take(client, queue, job_id)
+    resp = client.patch(f"/api/queues/{queue}/jobs/{job_id}", json={"data": {"v": 2}})
+    api_error(resp, 400, "BAD_REQUEST", "Cannot edit an active job")
+    assert get_job(client, job_id)["data"] == {"v": 1}
+
+
+def test_delete_job(client: httpx.Client, queue: str) -> None:
+    ids = seed_states(client, queue)
+    for state in ("waiting", "delayed", "completed", "failed"):
+        url = f"/api/queues/{queue}/jobs/{ids[state]}"
+        assert api_data(client.delete(url)) == {"removed": True}
+        api_error(client.get(url), 404, "NOT_FOUND")
+        expect_error(client.get(f"/jobs/{ids[state]}"), 404)
+        api_error(client.delete(url), 404, "NOT_FOUND")
+    # an active job must be cancelled, not deleted
+    api_error(client.delete(f"/api/queues/{queue}/jobs/{ids['active']}"), 400, "BAD_REQUEST")
+    assert counts(client, queue)["active"] == 1
+
+
+# ----- groups, search ------------------------------------------------------------------------
+
+
+def test_groups_with_counts(client: httpx.Client, queue: str) -> None:
+    first = push(client, queue, groupId="g1")
+    push(client, queue, groupId="g1")
+    push(client, queue, groupId="g1")
+    push(client, queue, groupId="g2")
+    push(client, queue)
+    take(client, queue, first)
+    groups = api_data(client.get(f"/api/queues/{queue}/groups"))
+    assert sorted(groups, key=lambda g: g["groupId"]) == [
+        {"groupId": "g1", "activeCount": 1, "waitingCount": 2},
+        {"groupId": "g2", "activeCount": 0, "waitingCount": 1},
+    ]
+    api_error(client.get(f"/api/queues/{queue}-nope/groups"), 404, "NOT_FOUND")
+
+
+def test_search_job_by_id(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, data={"x": 1})
+    for params in ({"q": job_id}, {"q": job_id, "type": "job"}):
+        assert check_job(api_data(client.get("/api/search", params=params)))["id"] == job_id
+    assert api_data(client.get("/api/search", params={"q": uuid.uuid4().hex})) is None
+
+
+def test_search_queues_by_substring(client: httpx.Client, queue: str) -> None:
+    push(client, queue)
+    push(client, f"{queue}-second")
+    found = api_data(client.get("/api/search", params={"q": queue[2:], "type": "queue"}))
+    assert sorted(check_summary(s)["name"] for s in found) == [queue, f"{queue}-second"]
+    none = api_data(client.get("/api/search", params={"q": uuid.uuid4().hex, "type": "queue"}))
+    assert none == []
+
+
+def test_search_payload_text(client: httpx.Client, queue: str) -> None:
+    needle = f"needle-{uuid.uuid4().hex[:8]}"
+    hit = push(client, queue, data={"email": f"{needle}@example.com", "n": 1})
+    done = push(client, queue, data={"note": f"also {needle}"})
+    ack(client, hit, take(client, queue, hit))
+    push(client, queue, data={"email": "other@example.com"})
+    push(client, f"{queue}-x", data={"email": f"{needle}@example.com"})
+    found = api_data(
+        client.get("/api/search", params={"q": needle, "type": "payload", "queue": queue})
+    )
+    assert sorted(check_job(j)["id"] for j in found) == sorted([hit, done])
+    assert {j["queueName"] for j in found} == {queue}
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({}, 400, "BAD_REQUEST"),
+        ({"q": ""}, 400, "BAD_REQUEST"),
+        ({"q": "x", "type": "name"}, 400, "BAD_REQUEST"),
+        ({"q": "x", "type": "bogus"}, 400, "BAD_REQUEST"),
+        ({"q": "x", "type": "payload"}, 400, "BAD_REQUEST"),
+        ({"q": "x", "type": "payload", "queue": ""}, 400, "BAD_REQUEST"),
+        ({"q": "x", "type": "payload", "queue": "no-such-queue-x"}, 404, "NOT_FOUND"),
+    ],
+)
+def test_search_errors(
+    client: httpx.Client, params: dict[str, str], status: int, code: str
+) -> None:
+    api_error(client.get("/api/search", params=params), status, code)
+
+
+def test_search_payload_requires_queue_message(client: httpx.Client) -> None:
+    resp = client.get("/api/search", params={"q": "x", "type": "payload"})
+    api_error(resp, 400, "BAD_REQUEST", "queue parameter is required for payload search")
+
+
+# ----- metrics --------------------------------------------------------------------------------
+
+
+def _finish_some(client: httpx.Client, queue: str) -> None:
+    for _ in range(2):
+        job_id = push(client, queue, name="alpha")
+        ack(client, job_id, take(client, queue, job_id))
+    job_id = push(client, queue, name="beta", maxAttempts=1)
+    fail(client, job_id, take(client, queue, job_id))
+
+
+def _totals(buckets: list[dict[str, Any]], name: str) -> tuple[int, int]:
+    mine = [b for b in buckets if b["jobName"] == name]
+    return sum(b["completedCount"] for b in mine), sum(b["failedCount"] for b in mine)
+
+
+@pytest.mark.parametrize(("granularity", "step_ms"), [("minute", 60_000), ("hour", 3_600_000)])
+def test_queue_metrics_buckets(
+    client: httpx.Client, queue: str, granularity: str, step_ms: int
+) -> None:
+    _finish_some(client, queue)
+    buckets = api_data(
+        client.get(f"/api/queues/{queue}/metrics", params={"granularity": granularity})
+    )
+    assert buckets
+    for b in buckets:
+        assert set(b) == BUCKET_FIELDS, b
+        assert b["queueName"] == queue and b["granularity"] == granularity
+        assert iso_ms(b["periodStart"]) % step_ms == 0
+        assert b["minProcessMs"] <= b["maxProcessMs"] <= b["totalProcessMs"]
+    starts = [iso_ms(b["periodStart"]) for b in buckets]
+    assert starts == sorted(starts)
+    assert _totals(buckets, "__all__") == (2, 1)
+    assert _totals(buckets, "alpha") == (2, 0)
+    assert _totals(buckets, "beta") == (0, 1)
+
+
+def test_queue_metrics_default_granularity_and_range(client: httpx.Client, queue: str) -> None:
+    _finish_some(client, queue)
+    url = f"/api/queues/{queue}/metrics"
+    default = api_data(client.get(url))
+    assert {b["granularity"] for b in default} == {"minute"}
+    now = time.time()
+    around = {
+        "from": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 600)),
+        "to": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now + 60)),
+    }
+    assert _totals(api_data(client.get(url, params=around)), "__all__") == (2, 1)
+    past = {"from": "2020-01-01T00:00:00Z", "to": "2020-01-01T01:00:00.000Z"}
+    assert api_data(client.get(url, params=past)) == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"granularity": "day"},
+        {"granularity": ""},
+        {"from": "yesterday"},
+        {"to": "2020-13-01T00:00:00Z"},
+        {"from": "2020-01-01T00:00:00"},  # no time zone
+        {"from": "2020-01-02T00:00:00Z", "to": "2020-01-01T00:00:00Z"},
+    ],
+)
+def test_queue_metrics_rejects_bad_params(
+    client: httpx.Client, queue: str, params: dict[str, str]
+) -> None:
+    push(client, queue)
+    api_error(client.get(f"/api/queues/{queue}/metrics", params=params), 400, "BAD_REQUEST")
+
+
+def test_queue_metrics_of_unknown_queue_is_not_found(client: httpx.Client, queue: str) -> None:
+    api_error(client.get(f"/api/queues/{queue}/metrics"), 404, "NOT_FOUND")
+
+
+def test_sparklines_have_sixty_points_and_their_times(client: httpx.Client, queue: str) -> None:
+    idle = f"{queue}-idle"
+    push(client, idle)
+    _finish_some(client, queue)
+    resp = client.get("/api/metrics/sparklines")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert set(body) == {"data", "meta"}
+    series = body["data"]
+    assert isinstance(series, dict)
+    for name, points in series.items():
+        assert len(points) == 60, name
+        assert all(isinstance(p, int) and p >= 0 for p in points), name
+    assert sum(series[queue]) == 3
+    assert series[idle] == [0] * 60
+    starts = [iso_ms(t) for t in body["meta"]["periodStarts"]]
+    assert len(starts) == 60
+    assert all(b - a == 60_000 for a, b in itertools.pairwise(starts))
+    assert starts[0] % 60_000 == 0
+    now = time.time() * 1000
+    assert starts[-1] <= now < starts[-1] + 120_000
+
+
+def test_metrics_status(client: httpx.Client) -> None:
+    assert api_data(client.get("/api/metrics/status")) == {"enabled": True}
+
+
+# ----- one engine, two APIs -------------------------------------------------------------------
+
+
+def test_same_job_in_both_apis(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, name="both", data={"to": "x"}, priority=3, tags=["t"])
+    served = get_job(client, job_id)
+    job = job_of(client, queue, job_id)
+    assert job["id"] == served["id"] == job_id
+    assert job["name"] == served["name"] == "both"
+    assert job["queueName"] == served["queue"] == queue
+    assert job["data"] == served["data"]
+    assert job["state"] == served["state"] == "waiting"
+    assert iso_ms(job["createdAt"]) == served["createdAt"]
+    assert job["opts"]["priority"] == served["priority"] == 3
+
+    token = take(client, queue, job_id)
+    active = job_of(client, queue, job_id)
+    assert active["state"] == "active"
+    assert iso_ms(active["processedAt"]) == get_job(client, job_id)["startedAt"]
+    ack(client, job_id, token, {"sent": True})
+    done = job_of(client, queue, job_id)
+    served = get_job(client, job_id)
+    assert done["state"] == served["state"] == "completed"
+    assert done["returnvalue"] == served["result"] == {"sent": True}
+    assert iso_ms(done["completedAt"]) == served["completedAt"]
+
+    added = api_data(client.post(f"/api/queues/{queue}/jobs", json={"name": "m"}), 201)
+    assert get_job(client, added["id"])["id"] == added["id"]
+    assert pull(client, queue)[0]["id"] == added["id"]
+
+
+def test_dead_lettered_job_is_failed_with_reason(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, maxAttempts=2, backoff=0)
+    fail(client, job_id, take(client, queue, job_id), "first")
+    retrying = job_of(client, queue, job_id)
+    assert retrying["state"] in ("waiting", "delayed")
+    assert retrying["attemptsMade"] == 1
+    token = take(client, queue, job_id)
+    fail(client, job_id, token, "SMTP refused")
+    job = job_of(client, queue, job_id)
+    assert job["state"] == "failed"
+    assert job["failedReason"] == "SMTP refused"
+    assert job["attemptsMade"] == 2
+    assert job["failedAt"] is not None and ISO.match(job["failedAt"])
+    assert job["stacktrace"]
+    failed, meta = api_page(client.get(f"/api/queues/{queue}/jobs", params={"state": "failed"}))
+    assert [j["id"] for j in failed] == [job_id] and meta["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/pause"),
+        ("POST", "/resume"),
+        ("POST", "/clean"),
+        ("POST", "/retry"),
+        ("POST", "/jobs"),
+        ("PATCH", "/jobs/{id}"),
+    ],
+)
+def test_malformed_json_is_bad_request(
+    client: httpx.Client, queue: str, method: str, path: str
+) -> None:
+    job_id = push(client, queue)
+    url = f"/api/queues/{queue}" + path.format(id=job_id)
+    for body in (b"{", b'{"a": }', b"\xff\xfe", b"nul"):
+        resp = client.request(
+            method, url, content=body, headers={"content-type": "application/json"}
+        )
+        api_error(resp, 400, "BAD_REQUEST")
+
+
+# ----- matrices: each on its own server -----------------------------------------------------
+
+
+def _mutations(queue: str, ids: dict[str, str]) -> list[tuple[str, str, Any]]:
+    job = f"/api/queues/{queue}/jobs"
+    return [
+        ("POST", f"/api/queues/{queue}/pause", None),
+        ("POST", f"/api/queues/{queue}/pause", {"jobName": "todo"}),
+        ("POST", f"/api/queues/{queue}/resume", None),
+        ("POST", f"/api/queues/{queue}/drain", None),
+        ("POST", f"/api/queues/{queue}/clean", {"state": "completed", "grace": 0}),
+        ("POST", f"/api/queues/{queue}/retry", {"state": "failed"}),
+        ("POST", f"/api/queues/{queue}/promote", None),
+        ("DELETE", f"/api/queues/{queue}?force=true", None),
+        ("POST", job, {"name": "new"}),
+        ("POST", f"{job}/{ids['failed']}/retry", None),
+        ("POST", f"{job}/{ids['delayed']}/promote", None),
+        ("POST", f"{job}/{ids['active']}/cancel", None),
+        ("PATCH", f"{job}/{ids['waiting']}", {"data": {"changed": True}}),
+        ("DELETE", f"{job}/{ids['waiting']}", None),
+        ("PUT", f"/api/queues/{queue}", None),
+    ]
+
+
+def _reads(queue: str, ids: dict[str, str]) -> list[str]:
+    return [
+        "/api/queues",
+        f"/api/queues/{queue}",
+        f"/api/queues/{queue}/jobs?state=failed",
+        f"/api/queues/{queue}/jobs/{ids['waiting-children']}",
+        f"/api/queues/{queue}/jobs/{ids['waiting-children']}/children",
+        f"/api/queues/{queue}/groups",
+        "/api/flows",
+        f"/api/search?q={ids['waiting']}",
+        f"/api/queues/{queue}/metrics",
+        "/api/metrics/sparklines",
+        "/api/metrics/status",
+        "/api/config",
+    ]
+
+
+def _snapshot(client: httpx.Client, queue: str, ids: dict[str, str]) -> Any:
+    detail = api_data(client.get(f"/api/queues/{queue}"))
+    jobs = {s: job_of(client, queue, i) for s, i in ids.items()}
+    return detail["counts"], detail["pausedNames"], jobs
+
+
+def test_read_only_refuses_every_mutation(start_server: ServerFactory) -> None:
+    server = start_server(HOPPER_DASHBOARD_READ_ONLY="1")
+    client, queue = server.client, "ro"
+    ids = seed_states(client, queue)
+    assert api_data(client.get("/api/config")) == {"readOnly": True, "authRequired": False}
+    before = _snapshot(client, queue, ids)
+    for method, path, body in _mutations(queue, ids):
+        kw: dict[str, Any] = {} if body is None else {"json": body}
+        resp = client.request(method, path, **kw)
+        api_error(resp, 403, "FORBIDDEN")
+    assert _snapshot(client, queue, ids) == before
+    for path in _reads(queue, ids):
+        assert client.get(path).status_code == 200, path
+    # the job server is not the dashboard: it still takes jobs
+    push(client, queue)
+    assert counts(client, queue)["waiting"] == 2
+
+
+def test_auth_tokens_guard_the_management_api(start_server: ServerFactory) -> None:
+    server = start_server(AUTH_TOKENS="secret")
+    good = {"Authorization": "Bearer secret"}
+    authed = httpx.Client(base_url=server.url, headers=good, timeout=10.0)
+    anon = server.client
+    try:
+        queue = "guarded"
+        ids = seed_states(authed, queue)
+        before = _snapshot(authed, queue, ids)
+
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}):
+            for path in (*_reads(queue, ids)[:-1], "/api/nope"):
+                resp = anon.get(path, headers=headers)
+                api_error(resp, 401, "UNAUTHORIZED")
+            for method, path, body in _mutations(queue, ids):
+                kw: dict[str, Any] = {} if body is None else {"json": body}
+                api_error(anon.request(method, path, headers=headers, **kw), 401, "UNAUTHORIZED")
+        # a token in the URL is for event streams only
+        api_error(anon.get("/api/queues", params={"token": "secret"}), 401, "UNAUTHORIZED")
+        assert _snapshot(authed, queue, ids) == before
+
+        for path in _reads(queue, ids):
+            assert authed.get(path).status_code == 200, path
+        assert api_data(anon.get("/api/config")) == {"readOnly": False, "authRequired": True}
+        pre = anon.options(
+            "/api/queues",
+            headers={
+                "Origin": "http://ui.test",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert pre.status_code == 204
+        assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+
+        api_error(anon.get("/api/events"), 401, "UNAUTHORIZED")
+        api_error(anon.get("/api/events?token=wrong"), 401, "UNAUTHORIZED")
+        with open_events(server, "/api/events?token=secret") as stream:
+            job_id = push(authed, queue)
+            assert stream.expect("job:waiting", job_id)["queueName"] == queue
+        with open_events(server, f"/api/queues/{queue}/events?token=secret") as stream:
+            api_data(authed.post(f"/api/queues/{queue}/pause"), 200)
+            assert stream.expect("queue:paused")["data"] == {"jobName": "__all__"}
+        with open_events(server, "/api/events", headers=good) as stream:
+            api_data(authed.post(f"/api/queues/{queue}/resume"), 200)
+            stream.expect("queue:resumed")
+    finally:
+        authed.close()
+
+
+ALLOWED = ("a", "b")
+
+
+def test_allow_list_hides_other_queues_everywhere(start_server: ServerFactory) -> None:
+    server = start_server(HOPPER_DASHBOARD_QUEUES=",".join(ALLOWED))
+    client = server.client
+    for name in ALLOWED:
+        push(client, name, data={"where": name})
+    hidden = seed_states(client, "c")
+    secret = push(client, "c", data={"note": "topsecret"}, groupId="g")
+    assert [s["name"] for s in api_data(client.get("/api/queues"))] == list(ALLOWED)
+
+    def hidden_404(method: str, path: str, body: Any = None) -> None:
+        kw: dict[str, Any] = {} if body is None else {"json": body}
+        api_error(client.request(method, path, **kw), 404, "NOT_FOUND")
+
+    for method, path, body in _mutations("c", hidden):
+        if method != "PUT":
+            hidden_404(method, path, body)
+    for path in (
+        "/api/queues/c",
+        "/api/queues/c/jobs",
+        "/api/queues/c/jobs?state=failed",
+        f"/api/queues/c/jobs/{secret}",
+        f"/api/queues/c/jobs/{hidden['waiting-children']}/children",
+        "/api/queues/c/groups",
+        "/api/queues/c/metrics",
+        "/api/queues/c/events",
+        "/api/search?q=topsecret&type=payload&queue=c",
+    ):
+        hidden_404("GET", path)
+    # a hidden job through an allowed queue's path
+    for path in (f"/api/queues/a/jobs/{secret}", f"/api/queues/a/jobs/{secret}/children"):
+        hidden_404("GET", path)
+    hidden_404("PATCH", f"/api/queues/a/jobs/{secret}", {"data": 1})
+    hidden_404("DELETE", f"/api/queues/a/jobs/{secret}")
+    hidden_404("POST", f"/api/queues/a/jobs/{hidden['failed']}/retry")
+
+    assert api_data(client.get("/api/search", params={"q": secret})) is None
+    assert api_data(client.get("/api/search", params={"q": "c", "type": "queue"})) == []
+    found = api_data(client.get("/api/search", params={"q": "a", "type": "queue"}))
+    assert [s["name"] for s in found] == ["a"]
+    assert hidden["waiting-children"] not in [j["id"] for j in api_data(client.get("/api/flows"))]
+    assert set(client.get("/api/metrics/sparklines").json()["data"]) == set(ALLOWED)
+    # nothing in c changed, and the allowed queues still work
+    assert get_job(client, secret)["state"] == "waiting"
+    for state, job_id in hidden.items():
+        assert get_job(client, job_id)["state"] == state
+    assert api_data(client.get("/api/queues/a"))["counts"]["waiting"] == 1
+    added = api_data(client.post("/api/queues/b/jobs", json={"name": "ok"}), 201)
+    assert added["queueName"] == "b"
+    api_error(client.post("/api/queues/c/jobs", json={"name": "no"}), 404, "NOT_FOUND")
+
+
+def test_metrics_off(start_server: ServerFactory) -> None:
+    server = start_server(HOPPER_DASHBOARD_METRICS="0")
+    client, queue = server.client, "m"
+    job_id = push(client, queue)
+    ack(client, job_id, take(client, queue, job_id))
+    for path in (f"/api/queues/{queue}/metrics", "/api/metrics/sparklines"):
+        api_error(client.get(path), 400, "METRICS_DISABLED")
+    api_error(
+        client.get(f"/api/queues/{queue}/metrics", params={"granularity": "hour"}),
+        400,
+        "METRICS_DISABLED",
+    )
+    assert api_data(client.get("/api/metrics/status")) == {"enabled": False}
+    assert api_data(client.get(f"/api/queues/{queue}"))["counts"]["completed"] == 1
+
+
+def test_non_root_base_path(start_server: ServerFactory) -> None:
+    server = start_server(HOPPER_DASHBOARD_BASE_PATH="/ops")
+    client, queue = server.client, "based"
+    job_id = push(client, queue, data={"x": 1})
+    listed = api_data(client.get("/ops/api/queues"))
+    assert [s["name"] for s in listed] == [queue]
+    assert job_of_at(client, "/ops", queue, job_id)["data"] == {"x": 1}
+    assert api_data(client.get("/ops/api/config")) == {"readOnly": False, "authRequired": False}
+    api_error(client.get("/ops/api/nope"), 404, "NOT_FOUND")
+    added = api_data(client.post(f"/ops/api/queues/{queue}/jobs", json={"name": "n"}), 201)
+    # /api is no longer the management API: the job server answers its own 404
+    for path in ("/api/queues", "/api/config", f"/api/queues/{queue}/jobs"):
+        expect_error(client.get(path), 404)
+    # the job server's paths are where they were
+    assert get_job(client, job_id)["queue"] == queue
+    assert pull(client, queue)[0]["id"] == job_id
+    assert get_job(client, added["id"])["state"] == "waiting"
+    assert client.get("/health").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/ops/api/queues" in paths and "/api/queues" not in paths
+    with open_events(server, f"/ops/api/queues/{queue}/events") as stream:
+        api_data(client.post(f"/ops/api/queues/{queue}/drain"), 200)
+        assert stream.expect("queue:drained")["queueName"] == queue
+
+
+def job_of_at(client: httpx.Client, base: str, queue: str, job_id: str) -> dict[str, Any]:
+    return check_job(api_data(client.get(f"{base}/api/queues/{queue}/jobs/{job_id}")))
