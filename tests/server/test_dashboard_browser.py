@@ -48,7 +48,9 @@ def page(browser: Any) -> Iterator[Any]:
     external: list[str] = []
     pg.on(
         "request",
-        lambda r: external.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:")) else None,
+        lambda r: (
+            external.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:")) else None
+        ),
     )
     yield pg
     context.close()
@@ -104,11 +106,15 @@ def test_overview_lists_queues_live_and_views_render(server: Server, page: Any, 
     page.locator("#search").fill("user1@example")
     page.locator("#search").press("Enter")
     page.locator("select").first.select_option(queue)
-    playwright_api.expect(page.get_by_test_id("payload-results")).to_contain_text("user1@example.com")
+    playwright_api.expect(page.get_by_test_id("payload-results")).to_contain_text(
+        "user1@example.com"
+    )
     shot(page, "search")
 
 
-def test_retrying_a_failed_job_from_the_page_moves_it(server: Server, page: Any, queue: str) -> None:
+def test_retrying_a_failed_job_from_the_page_moves_it(
+    server: Server, page: Any, queue: str
+) -> None:
     c = server.client
     failed = fail_for_good(c, queue, "boom")
     page.goto(f"{server.url}/#/queue/{queue}?state=failed")
@@ -123,16 +129,21 @@ def test_read_only_mode_hides_every_action(start_server: Any, page: Any) -> None
     page.goto(s.url + "/#/queue/ro?state=failed")
     playwright_api.expect(page.get_by_test_id("queue-title")).to_contain_text("ro")
     assert page.locator(".action:visible").count() == 0
-    assert page.get_by_role("button", name="Retry").count() == 0 or not page.get_by_role(
-        "button", name="Retry"
-    ).first.is_visible()
+    assert (
+        page.get_by_role("button", name="Retry").count() == 0
+        or not page.get_by_role("button", name="Retry").first.is_visible()
+    )
     playwright_api.expect(page.locator("#ro-banner")).to_be_visible()
     shot(page, "read-only")
 
 
 def test_a_wrong_token_shows_the_sign_in_prompt(start_server: Any, page: Any) -> None:
     s = start_server(AUTH_TOKENS="right-token")
-    push(s.client.__class__(base_url=s.url, headers={"authorization": "Bearer right-token"}), "authq", data=1)
+    push(
+        s.client.__class__(base_url=s.url, headers={"authorization": "Bearer right-token"}),
+        "authq",
+        data=1,
+    )
     page.goto(s.url + "/")
     dialog = page.locator("#auth-dialog")
     playwright_api.expect(dialog).to_be_visible()
