@@ -65,6 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     config.add_arguments(serve)
     serve.set_defaults(func=_serve)
+    # `bench` and `soak` live in their own packages and load only when used.
+    from hopper.bench import cli as bench_cli
+    from hopper.soak import cli as soak_cli
+
+    bench = sub.add_parser("bench", help=bench_cli.HELP, description=bench_cli.DESCRIPTION)
+    bench_cli.add_arguments(bench)
+    bench.set_defaults(func=bench_cli.run)
+    soak = sub.add_parser("soak", help=soak_cli.HELP, description=soak_cli.DESCRIPTION)
+    soak_cli.add_arguments(soak)
+    soak.set_defaults(func=soak_cli.run)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
