@@ -230,6 +230,24 @@ def test_long_poll_pull_does_not_block_other_commands(server: Server, queue: str
     run(scenario)
 
 
+def test_pending_long_polls_per_socket_are_capped(server: Server, queue: str) -> None:
+    """Each waiting PULL costs a task: a socket may hold at most 1000; more are refused
+    with an error reply instead of growing server memory."""
+
+    async def scenario() -> None:
+        async with ws_connect(server) as conn:
+            peer = Peer(conn)
+            for i in range(1000):
+                await peer.send_raw(
+                    json.dumps({"cmd": "PULL", "queue": queue, "timeout": 20000, "reqId": f"p{i}"})
+                )
+            refused = await peer.call("PULL", queue=queue, timeout=20000)
+            assert refused["ok"] is False
+            assert "Too many pending pulls" in refused["error"]
+
+    run(scenario)
+
+
 # ----- events --------------------------------------------------------------------------------
 
 

@@ -15,6 +15,8 @@ from hopper.engine import Engine
 from hopper.notify import EventBatch
 
 DEFAULT_BUFFER = 10_000
+# A buffer is also bounded by bytes: 10,000 events of 1 MB payloads would be 10 GB.
+DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024
 
 
 # (eventType, event JSON, the next event's type in the batch) -> what to buffer, or None.
@@ -38,6 +40,7 @@ class Subscriber:
         self.accept = accept
         self.buffer: deque[bytes] = deque()
         self.overflowed = False
+        self.bytes = 0
         self.closed = False
         self._ready = asyncio.Event()
 
@@ -49,11 +52,13 @@ class Subscriber:
     def offer(self, event: bytes) -> None:
         if self.overflowed:
             return
-        if len(self.buffer) >= self.limit:
+        if len(self.buffer) >= self.limit or self.bytes + len(event) > DEFAULT_BUFFER_BYTES:
             self.overflowed = True
             self.buffer.clear()
+            self.bytes = 0
         else:
             self.buffer.append(event)
+            self.bytes += len(event)
         self._ready.set()
 
     async def wait(self, timeout: float) -> list[bytes]:
@@ -66,6 +71,7 @@ class Subscriber:
                 return []
         batch = list(self.buffer)
         self.buffer.clear()
+        self.bytes = 0
         return batch
 
 

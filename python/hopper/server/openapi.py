@@ -59,7 +59,9 @@ def _operation(route: Route, doc: Doc, path: str, error_schema: str) -> dict[str
             "content": {doc.content_type: {"schema": schema}},
         }
     }
-    for status in doc.errors:
+    # A route that reads a body answers 413 past the body limit (HOPPER_MAX_BODY_BYTES).
+    errors = sorted({*doc.errors, 413}) if doc.body is not None else doc.errors
+    for status in errors:
         responses[str(status)] = {
             "description": ERROR_TEXT.get(status, "Error"),
             "content": {

@@ -67,6 +67,10 @@ def _splice(req_id: Any, body: bytes) -> bytes:
     return body[:-1] + b',"reqId":' + orjson.dumps(req_id) + b"}"
 
 
+# Long-poll PULLs waiting at once on one socket; more are refused, not queued.
+MAX_PENDING_PULLS = 1000
+
+
 class Connection:
     def __init__(self, state: ServerState, send: Send, tokens: TokenCheck, owner: int) -> None:
         self.state = state
@@ -165,6 +169,14 @@ class Connection:
                     {
                         "ok": False,
                         "error": f"timeout must be an integer between 0 and {MAX_POLL_MS} (ms)",
+                    },
+                )
+            if timeout and len(self.tasks) >= MAX_PENDING_PULLS:
+                return _reply(
+                    req_id,
+                    {
+                        "ok": False,
+                        "error": f"Too many pending pulls on this socket (max {MAX_PENDING_PULLS})",
                     },
                 )
             got = self.engine.pull_json(queue, self.owner)
