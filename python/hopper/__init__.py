@@ -1,8 +1,12 @@
 """hopper: a job-queue engine in Rust with a Python API.
 
 `hopper.Engine` runs the engine in-process; the job server and the management API are
-served from the same engine (see the README).
+served from the same engine (see the README). `hopper.Client`, `hopper.AsyncClient`,
+`hopper.Producer` and `hopper.Worker` talk to a job server (docs/client.md); they are
+imported on first use, so the engine alone does not load httpx and websockets.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from hopper._engine import __version__
 from hopper.engine import Engine, SearchType, State
@@ -16,7 +20,48 @@ from hopper.errors import (
 )
 from hopper.job import Job
 
+if TYPE_CHECKING:
+    from hopper.client import (
+        ActiveJob,
+        AsyncClient,
+        AuthError,
+        Client,
+        ClientError,
+        Producer,
+        Worker,
+        WsChannel,
+    )
+
+_CLIENT_NAMES = frozenset(
+    (
+        "ActiveJob",
+        "AsyncClient",
+        "AuthError",
+        "Client",
+        "ClientError",
+        "Producer",
+        "Worker",
+        "WsChannel",
+    )
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        import hopper.client
+
+        value = getattr(hopper.client, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hopper' has no attribute {name!r}")
+
+
 __all__ = [
+    "ActiveJob",
+    "AsyncClient",
+    "AuthError",
+    "Client",
+    "ClientError",
     "Engine",
     "HopperError",
     "InvalidInputError",
@@ -24,8 +69,11 @@ __all__ = [
     "Job",
     "LockError",
     "NotFoundError",
+    "Producer",
     "SearchType",
     "State",
     "UnavailableError",
+    "Worker",
+    "WsChannel",
     "__version__",
 ]

@@ -197,6 +197,7 @@ class NamedEvents:
             if line == "":
                 if name is not None or data:
                     assert name is not None, f"a frame without an event name: {data}"
+                    assert len(data) == 1, f"data must be one line of JSON: {data}"
                     frame = (name, json.loads("\n".join(data)))
                     self.seen.append(frame)
                     return frame

@@ -67,7 +67,9 @@ def free_port() -> int:
 def run_server(workdir: Path, **env: str) -> Iterator[Server]:
     """Starts a server with `env` added to a cleaned environment; stops it on exit."""
     port = free_port()
-    child_env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV}
+    child_env = {
+        k: v for k, v in os.environ.items() if k not in SERVER_ENV and not k.startswith("HOPPER_")
+    }
     data_dir = workdir / f"data-{port}"
     data_dir.mkdir(parents=True, exist_ok=True)
     child_env["HOPPER_DATA_DIR"] = str(data_dir)

@@ -119,7 +119,7 @@ def test_retrying_a_failed_job_from_the_page_moves_it(
     failed = fail_for_good(c, queue, "boom")
     page.goto(f"{server.url}/#/queue/{queue}?state=failed")
     page.get_by_test_id(f"retry-{failed}").click()
-    playwright_api.expect(page.get_by_test_id(f"tab-waiting")).to_contain_text("(1)")
+    playwright_api.expect(page.get_by_test_id("tab-waiting")).to_contain_text("(1)")
     assert c.get(f"/jobs/{failed}").json()["job"]["state"] == "waiting"
 
 

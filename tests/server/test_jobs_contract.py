@@ -400,7 +400,7 @@ def test_ack_and_fail_of_a_job_that_is_not_active(client: httpx.Client, queue: s
 def test_unknown_route(client: httpx.Client) -> None:
     for method, path in (
         ("GET", "/nope"),
-        ("GET", "/"),
+        ("GET", "/nope/"),  # "/" itself is the dashboard page
         ("PUT", "/jobs/x"),
         ("PATCH", "/queues/q/jobs"),
         ("GET", "/gc"),

@@ -155,7 +155,17 @@ def test_pause_and_resume_one_job_name(client: httpx.Client, queue: str) -> None
 
 
 @pytest.mark.parametrize("verb", ["pause", "resume"])
-@pytest.mark.parametrize("body", [b"[1]", b'"x"', b'{"jobName": 5}', b"{nope"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1]",
+        b'"x"',
+        b'{"jobName": 5}',
+        b"{nope",
+        b'{"jobName": "a\\u0001b"}',  # no job name has control characters
+        b'{"jobName": "' + b"x" * 257 + b'"}',  # nor more than 256 bytes
+    ],
+)
 def test_pause_resume_reject_bad_bodies(
     client: httpx.Client, queue: str, verb: str, body: bytes
 ) -> None:
@@ -282,12 +292,35 @@ def test_obliterate_without_active_jobs_needs_no_force(client: httpx.Client, que
     api_error(client.get(f"/api/queues/{queue}"), 404, "NOT_FOUND")
 
 
-@pytest.mark.parametrize("verb", ["drain", "promote", "clean", "retry"])
+def test_failure_groups_and_retry_by_reason(client: httpx.Client, queue: str) -> None:
+    ids = []
+    for reason in ("boom", "other", "boom"):
+        job_id = push(client, queue, maxAttempts=1)
+        fail(client, job_id, take(client, queue, job_id), reason)
+        ids.append(job_id)
+    groups = api_data(client.get(f"/api/queues/{queue}/failures"))
+    assert groups == [
+        {"reason": "boom", "count": 2, "latestJobId": ids[2]},
+        {"reason": "other", "count": 1, "latestJobId": ids[1]},
+    ]
+    url = f"/api/queues/{queue}/failures/retry"
+    for body in (b"", b"{", b"{}", b'{"reason": 1}', b"[]"):
+        api_error(client.post(url, content=body), 400, "BAD_REQUEST")
+    assert api_data(client.post(url, json={"reason": "nothing-failed-so"})) == {"retried": 0}
+    assert api_data(client.post(url, json={"reason": "boom"})) == {"retried": 2}
+    assert counts(client, queue)["failed"] == 1 and counts(client, queue)["waiting"] == 2
+    assert job_of(client, queue, ids[0])["state"] == "waiting"
+    assert api_data(client.get(f"/api/queues/{queue}/failures")) == [groups[1]]
+
+
+@pytest.mark.parametrize("verb", ["drain", "promote", "clean", "retry", "failures/retry"])
 def test_queue_mutation_of_unknown_queue_is_not_found(
     client: httpx.Client, queue: str, verb: str
 ) -> None:
-    body = {"state": "failed", "grace": 0}
+    body = {"state": "failed", "grace": 0, "reason": "x"}
     api_error(client.post(f"/api/queues/{queue}/{verb}", json=body), 404, "NOT_FOUND")
+    if verb == "drain":
+        api_error(client.get(f"/api/queues/{queue}/failures"), 404, "NOT_FOUND")
 
 
 # ----- jobs: list and pagination --------------------------------------------------------------
@@ -327,6 +360,10 @@ def test_list_jobs_pagination_edges(client: httpx.Client, queue: str) -> None:
         {"state": ""},
         {"start": "x"},
         {"end": "1.5"},
+        # too big to echo in meta (found by schemathesis: a 500)
+        {"start": str(2**72), "end": "7"},
+        {"start": str(2**64), "end": str(2**64 + 5)},
+        {"start": "0", "end": str(-(2**70))},
     ],
 )
 def test_list_jobs_rejects_bad_params(
@@ -612,6 +649,19 @@ def test_cancel_an_active_job(client: httpx.Client, queue: str) -> None:
     assert job["failedReason"] == "Job cancelled"
     # the worker's lease is gone: its ack is refused
     expect_error(client.post(f"/jobs/{job_id}/ack", json={"token": token}), 400)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: opts.delay is derived from runAt - createdAt, so a retried or promoted job "
+    "shows a delay it was never given (shapes._opts); the engine keeps no original delay",
+)
+def test_opts_delay_is_only_the_given_delay(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, maxAttempts=1)
+    time.sleep(0.02)
+    fail(client, job_id, take(client, queue, job_id))
+    api_data(client.post(f"/api/queues/{queue}/jobs/{job_id}/retry"))
+    assert "delay" not in job_of(client, queue, job_id)["opts"]
 
 
 def test_patch_data_and_priority(client: httpx.Client, queue: str) -> None:
@@ -936,6 +986,7 @@ def _mutations(queue: str, ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("POST", f"/api/queues/{queue}/clean", {"state": "completed", "grace": 0}),
         ("POST", f"/api/queues/{queue}/retry", {"state": "failed"}),
         ("POST", f"/api/queues/{queue}/promote", None),
+        ("POST", f"/api/queues/{queue}/failures/retry", {"reason": "exploded"}),
         ("DELETE", f"/api/queues/{queue}?force=true", None),
         ("POST", job, {"name": "new"}),
         ("POST", f"{job}/{ids['failed']}/retry", None),
@@ -955,6 +1006,7 @@ def _reads(queue: str, ids: dict[str, str]) -> list[str]:
         f"/api/queues/{queue}/jobs/{ids['waiting-children']}",
         f"/api/queues/{queue}/jobs/{ids['waiting-children']}/children",
         f"/api/queues/{queue}/groups",
+        f"/api/queues/{queue}/failures",
         "/api/flows",
         f"/api/search?q={ids['waiting']}",
         f"/api/queues/{queue}/metrics",

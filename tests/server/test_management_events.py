@@ -117,11 +117,6 @@ def test_management_actions_emit_job_events(server: Server, queue: str) -> None:
         stream.expect("job:waiting", added["id"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: promoting a delayed job (one or all) publishes no event, so a UI never "
-    "sees delayed -> waiting (the reference publishes job:waiting); the engine emits none",
-)
 def test_promote_publishes_waiting(server: Server, queue: str) -> None:
     client = server.client
     with open_events(server, f"/api/queues/{queue}/events") as stream:

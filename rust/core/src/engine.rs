@@ -1447,6 +1447,7 @@ impl Engine {
         self.detach(slot);
         self.job_mut(slot).run_at = now;
         self.enqueue_ready(slot, now);
+        self.emit(EventKind::Promoted, slot, now, EventExtra::None);
     }
 
     /// Replaces the data and/or priority of a job that is not active.
@@ -1762,7 +1763,11 @@ impl Engine {
         let slots: Vec<u32> = self.queues[qid as usize]
             .slots(JobState::Failed)
             .filter(|&s| {
-                self.job(s).ext().and_then(|e| e.error.as_deref()).unwrap_or("") == reason
+                self.job(s)
+                    .ext()
+                    .and_then(|e| e.error.as_deref())
+                    .unwrap_or("")
+                    == reason
             })
             .collect();
         for &slot in &slots {

@@ -23,6 +23,8 @@ pub enum EventKind {
     Drained,
     Paused,
     Resumed,
+    /// A delayed job made ready before its time.
+    Promoted,
 }
 
 impl EventKind {
@@ -43,6 +45,7 @@ impl EventKind {
             EventKind::Drained => "drained",
             EventKind::Paused => "paused",
             EventKind::Resumed => "resumed",
+            EventKind::Promoted => "promoted",
         }
     }
 }

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hopper.management")
 
+MAX_SAFE_INT = 2**53 - 1
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
@@ -100,9 +101,13 @@ def int_param(req: Request, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise bad_request(f"{name} must be an integer") from None
+    # Past this the value cannot be echoed in JSON (orjson: 64 bits; JavaScript: 2^53).
+    if abs(value) > MAX_SAFE_INT:
+        raise bad_request(f"{name} must be an integer of at most {MAX_SAFE_INT} in size")
+    return value
 
 
 def state_param(raw: str | None, allowed: tuple[str, ...], name: str = "state") -> str:

@@ -183,7 +183,16 @@ def register(api: Management) -> None:
         Doc(
             "Find a job by id, queues by name substring, or jobs by payload text (up to 50)",
             "Search",
-            data_of({}),
+            data_of(
+                {
+                    "anyOf": [
+                        ref("Job"),  # type=job: the job, or null
+                        {"type": "null"},
+                        {"type": "array", "items": ref("QueueSummary")},  # type=queue
+                        {"type": "array", "items": ref("Job")},  # type=payload
+                    ]
+                }
+            ),
             query=(
                 Param("q", {"type": "string", "minLength": 1}, "search term", required=True),
                 Param("type", {"type": "string", "enum": list(SEARCH_TYPES)}, "default job"),

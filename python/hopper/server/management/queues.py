@@ -3,6 +3,7 @@ retry all, promote all, obliterate."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from hopper.server.http import Request, Response
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from hopper.server.management.api import Management
 
 ERRORS = (400, 401, 403, 404, 429, 503)
+MAX_JOB_NAME_BYTES = 256
 JOB_NAME_BODY = {"type": "object", "properties": {"jobName": {"type": "string"}}}
 
 
@@ -40,6 +42,14 @@ def register(api: Management) -> None:
         name = body.get("jobName")
         if name is not None and not isinstance(name, str):
             raise bad_request("jobName must be a string")
+        # No job can have a longer name or control characters (the engine's name rule).
+        if name and (
+            len(name.encode()) > MAX_JOB_NAME_BYTES
+            or any(unicodedata.category(c) == "Cc" for c in name)
+        ):
+            raise bad_request(
+                f"jobName must be at most {MAX_JOB_NAME_BYTES} bytes without control characters"
+            )
         return None if name in (None, "", shapes.ALL_NAMES) else name
 
     async def pause(req: Request) -> Response:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 NAMES = {
     "pushed": "job:waiting",
     "retried": "job:waiting",
+    "promoted": "job:waiting",
     "pulled": "job:active",
     "completed": "job:completed",
     "failed": "job:failed",

@@ -1,0 +1,159 @@
+"""What the HTTP client and the WebSocket channel share: push options (snake_case keyword
+arguments ↔ the seed-001 camelCase body), reply decoding and the `Job` a pull returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypedDict
+
+import orjson
+
+from hopper.client.errors import BadRequestError, ServerError, error_for
+from hopper.job import Job
+
+
+class PushOptions(TypedDict, total=False):
+    """Push options, as keyword arguments of every push method. Only those given (and
+    not None) are sent; the server applies its defaults to the rest."""
+
+    name: str
+    priority: int
+    delay: int
+    max_attempts: int
+    backoff: int
+    ttl: int
+    timeout: int
+    unique_key: str
+    job_id: str
+    tags: Sequence[str]
+    group_id: str
+    lifo: bool
+    remove_on_complete: bool | int
+    remove_on_fail: bool | int
+    durable: bool
+    depends_on: Sequence[str]
+    repeat: Mapping[str, Any]
+
+
+# snake_case keyword -> the push body's field (seed 001; `name` is a hopper extension).
+FIELDS: dict[str, str] = {
+    "name": "name",
+    "priority": "priority",
+    "delay": "delay",
+    "max_attempts": "maxAttempts",
+    "backoff": "backoff",
+    "ttl": "ttl",
+    "timeout": "timeout",
+    "unique_key": "uniqueKey",
+    "job_id": "jobId",
+    "tags": "tags",
+    "group_id": "groupId",
+    "lifo": "lifo",
+    "remove_on_complete": "removeOnComplete",
+    "remove_on_fail": "removeOnFail",
+    "durable": "durable",
+    "depends_on": "dependsOn",
+    "repeat": "repeat",
+}
+_LIST_FIELDS = frozenset(("tags", "dependsOn"))
+
+
+def push_body(data: Any, options: Mapping[str, Any], what: str = "push") -> dict[str, Any]:
+    """The push body for `data` and snake_case `options` (None values left out)."""
+    body: dict[str, Any] = {"data": data}
+    for key, value in options.items():
+        field = FIELDS.get(key)
+        if field is None:
+            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}")
+        if value is not None:
+            body[field] = list(value) if field in _LIST_FIELDS else value
+    return body
+
+
+def job_body(job: Mapping[str, Any]) -> dict[str, Any]:
+    """One job of a push-many: `data` plus options in snake_case or camelCase. Unknown
+    keys are passed on for the server to judge."""
+    body: dict[str, Any] = {}
+    for key, value in job.items():
+        field = FIELDS.get(key, key)
+        if value is not None:
+            body[field] = list(value) if field in _LIST_FIELDS else value
+    if "data" not in body:
+        raise BadRequestError("each job needs `data`")
+    return body
+
+
+def job_bodies(jobs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [job_body(j) for j in jobs]
+
+
+def dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError as e:
+        raise BadRequestError(f"not JSON-serializable: {e}") from None
+
+
+def decode(raw: bytes | str, status: int | None) -> dict[str, Any]:
+    """An answer's `{ok: true, ...}` object, or the error it stands for."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw[:200] if isinstance(raw, str) else raw[:200].decode(errors="replace")
+        raise ServerError(f"answer is not JSON (status {status}): {text!r}", status) from None
+    if not isinstance(body, dict):
+        raise ServerError(f"answer is not a JSON object (status {status})", status)
+    return check(body, status)
+
+
+def check(body: dict[str, Any], status: int | None) -> dict[str, Any]:
+    """`body` if it is a success (`ok: true`), else raises the error it carries."""
+    if body.get("ok") is True and (status is None or status < 400):
+        return body
+    error = body.get("error")
+    message = error if isinstance(error, str) and error else f"request failed (status {status})"
+    raise error_for(status, message)
+
+
+def job_from(body: Mapping[str, Any]) -> Job | None:
+    """The `Job` of a pull answer `{ok, job, token}` (None when no job came)."""
+    job = body.get("job")
+    if not job:
+        return None
+    token = body.get("token")
+    return Job(
+        id=job["id"],
+        queue=job.get("queue", ""),
+        name=job.get("name") or "default",
+        data=job.get("data"),
+        token=token if isinstance(token, str) else "",
+        priority=job.get("priority", 0),
+        attempts=job.get("attempts", 0),
+        max_attempts=job.get("maxAttempts", 3),
+        created_at=job.get("createdAt", 0),
+    )
+
+
+def ack_body(token: str | None, result: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if result is not None:
+        body["result"] = result
+    if token:
+        body["token"] = token
+    return body
+
+
+def fail_body(token: str | None, error: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if error is not None:
+        body["error"] = error
+    if token:
+        body["token"] = token
+    return body
+
+
+def poll_ms(timeout: float) -> int:
+    """A long-poll time in seconds as the API's whole milliseconds (0..60000)."""
+    if not 0 <= timeout <= 60:
+        raise BadRequestError("pull timeout must be between 0 and 60 seconds")
+    return int(timeout * 1000)

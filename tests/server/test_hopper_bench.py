@@ -1,0 +1,258 @@
+"""`hopper bench` against real servers: every scenario over HTTP and WS, the exports
+(.hgrm parsed back, .hlog decoded, PNG checked, JSON), the open loop's coordinated-omission
+correction, --compare of two servers, and --start. Each run is bounded by --count or
+--duration (a second or so)."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hopper.bench import histograms
+from hopper.cli import main
+from support import Server, ServerFactory
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HGRM_LINE = re.compile(r"^\s*(\d+\.\d+)\s+(\d\.\d{12})\s+(\d+)(?:\s+(\d+\.\d+|inf))?\s*$")
+
+
+def bench(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["bench", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def parse_hgrm(text: str) -> tuple[list[tuple[float, float, int]], dict[str, float]]:
+    """Rows (value ms, percentile, total count) and the footer fields of a `.hgrm`."""
+    lines = text.splitlines()
+    assert lines[0].split() == ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+    assert lines[1] == ""
+    rows: list[tuple[float, float, int]] = []
+    footer: dict[str, float] = {}
+    for line in lines[2:]:
+        if line.startswith("#["):
+            for key, value in re.findall(r"(\w[\w ]*?)\s*=\s*([\d.]+)", line):
+                footer[key.strip()] = float(value)
+            continue
+        m = HGRM_LINE.match(line)
+        assert m, f"not a percentile line: {line!r}"
+        rows.append((float(m.group(1)), float(m.group(2)), int(m.group(3))))
+    return rows, footer
+
+
+def check_hgrm(path: Path, expected_count: int) -> None:
+    rows, footer = parse_hgrm(path.read_text())
+    assert len(rows) >= 2
+    values = [r[0] for r in rows]
+    percentiles = [r[1] for r in rows]
+    counts = [r[2] for r in rows]
+    assert values == sorted(values) and values[0] > 0
+    assert percentiles == sorted(percentiles) and percentiles[-1] == 1.0
+    assert counts == sorted(counts)
+    assert counts[-1] == expected_count
+    assert footer["Total count"] == expected_count
+    assert footer["Max"] == pytest.approx(values[-1], abs=0.002)
+    assert {"Mean", "StdDeviation", "Buckets", "SubBuckets"} <= set(footer)
+
+
+def hlog_histograms(path: Path) -> dict[str, Any]:
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("#[Histogram log format version")
+    assert any(line.startswith('"StartTimestamp"') for line in lines)
+    out: dict[str, Any] = {}
+    for line in lines:
+        if line.startswith("Tag="):
+            tag, start, length, top, blob = line[4:].split(",")
+            assert float(start) >= 0 and float(length) > 0 and float(top) > 0
+            hist = histograms.decode(blob)
+            assert int(hist.get_max_value()) / 1000 == pytest.approx(float(top), rel=0.01)
+            out[tag] = hist
+    return out
+
+
+def check_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
+    assert (width, height) == (1000, 600)
+    assert len(data) > 10_000
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("transport", ["http", "ws"])
+@pytest.mark.parametrize("scenario", ["push", "pullack", "e2e", "mixed"])
+def test_scenario_smoke_run_and_exports(
+    server: Server,
+    queue: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    scenario: str,
+    transport: str,
+) -> None:
+    conns = ["-c", "4"] if transport == "http" else ["-c", "1", "--window", "8"]
+    code, out, err = bench(
+        capsys,
+        "--url",
+        server.url,
+        "--scenario",
+        "pull+ack" if scenario == "pullack" else scenario,
+        "--transport",
+        transport,
+        *conns,
+        "--count",
+        "300",
+        "--warmup",
+        "0",
+        "--queue",
+        queue,
+        "--hgrm",
+        str(tmp_path / "run.hgrm"),
+        "--hlog",
+        str(tmp_path / "run.hlog"),
+        "--json",
+        str(tmp_path / "run.json"),
+        "--png",
+        str(tmp_path / "run.png"),
+    )
+    assert code == 0, out + err
+    series = ["push", "pullack"] if scenario == "mixed" else [scenario]
+    for name in series:
+        assert re.search(rf"\|\s*{name}\s*\|\s*closed loop\s*\|\s*300\s*\|", out), out
+    check_hgrm(tmp_path / "run.hgrm", 300)
+    if scenario == "mixed":
+        check_hgrm(
+            tmp_path / f"run.{server.url.split('://')[1].replace(':', '_')}.pullack.hgrm", 300
+        )
+    logged = hlog_histograms(tmp_path / "run.hlog")
+    assert [tag.rsplit(".", 1)[-1] for tag in logged] == series
+    assert all(histograms.count(h) == 300 for h in logged.values())
+    check_png(tmp_path / "run.png")
+    report = load_json(tmp_path / "run.json")
+    (run,) = report["runs"]
+    assert [s["name"] for s in run["series"]] == series
+    for s in run["series"]:
+        assert s["count"] == 300 and s["errors"] == 0
+        assert s["rate_per_s"] > 0
+        p = s["latency_ms"]
+        assert 0 < p["p50"] <= p["p90"] <= p["p99"] <= p["p99.9"] <= p["max"]
+        assert histograms.count(histograms.decode(s["hdr_histogram"])) == 300
+    if scenario != "push":  # every job the run pushed was consumed
+        assert server.client.get(f"/queues/{queue}/jobs").json()["job"] is None
+
+
+def test_open_loop_corrects_for_coordinated_omission(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One connection asked for more than it can do: requests fall behind the timetable,
+    so latency counted from the intended send time exceeds latency from the actual send."""
+    code, out, err = bench(
+        capsys,
+        "--url",
+        server.url,
+        "-c",
+        "1",
+        "--rate",
+        "3000",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        str(tmp_path / "open.json"),
+        "--hgrm",
+        str(tmp_path / "open.hgrm"),
+        "--png",
+        str(tmp_path / "open.png"),
+    )
+    assert code == 0, out + err
+    assert "open loop at 3,000/s" in out
+    assert "from intended" in out and "from sent" in out
+    (run,) = load_json(tmp_path / "open.json")["runs"]
+    corrected, uncorrected = run["series"]
+    assert (corrected["latency"], uncorrected["latency"]) == ("corrected", "uncorrected")
+    assert corrected["count"] == uncorrected["count"] > 0
+    assert corrected["latency_ms"]["p99"] >= uncorrected["latency_ms"]["p99"]
+    # far behind schedule: the backlog dominates the corrected tail
+    assert corrected["latency_ms"]["p99"] > 5 * uncorrected["latency_ms"]["p99"]
+    check_hgrm(tmp_path / "open.hgrm", corrected["count"])
+    uncorrected_files = list(tmp_path.glob("open.*.push.uncorrected.hgrm"))
+    assert len(uncorrected_files) == 1
+    check_hgrm(uncorrected_files[0], uncorrected["count"])
+    check_png(tmp_path / "open.png")
+
+
+def test_compare_two_servers(
+    server: Server,
+    start_server: ServerFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other = start_server()
+    code, out, err = bench(
+        capsys,
+        "--url",
+        server.url,
+        "--label",
+        "first",
+        "--compare",
+        other.url,
+        "--compare-label",
+        "second",
+        "--transport",
+        "ws",
+        "--window",
+        "8",
+        "--count",
+        "200",
+        "--warmup",
+        "0.2",
+        "--json",
+        str(tmp_path / "cmp.json"),
+        "--hlog",
+        str(tmp_path / "cmp.hlog"),
+        "--png",
+        str(tmp_path / "cmp.png"),
+    )
+    assert code == 0, out + err
+    assert re.search(r"\|\s*first\s*\|\s*push\s*\|", out), out
+    assert re.search(r"\|\s*second\s*\|\s*push\s*\|", out), out
+    assert re.search(r"\|\s*second/first\s*\|\s*push\s*\|.*\d\.\d\dx", out), out
+    assert "[first]" in err and "[second]" in err  # a progress line for each
+    report = load_json(tmp_path / "cmp.json")
+    assert [r["label"] for r in report["runs"]] == ["first", "second"]
+    assert [r["url"] for r in report["runs"]] == [server.url, other.url]
+    assert all(r["series"][0]["count"] == 200 for r in report["runs"])
+    assert set(hlog_histograms(tmp_path / "cmp.hlog")) == {"first.push", "second.push"}
+    check_png(tmp_path / "cmp.png")
+
+
+def test_start_runs_its_own_server_and_stops_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = bench(
+        capsys, "--start", "--count", "100", "--warmup", "0", "-c", "2", "--quiet"
+    )
+    assert code == 0, out + err
+    assert re.search(r"\|\s*hopper\s*\|\s*push\s*\|\s*closed loop\s*\|\s*100\s*\|", out), out
+    assert err == ""  # --quiet: no progress line
+
+
+def test_unreachable_server_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    from support import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    code, out, err = bench(capsys, "--url", url, "-t", "ws", "--count", "10", "--quiet")
+    assert code == 2
+    assert "cannot open" in err
+    code, out, err = bench(
+        capsys, "--url", url, "--count", "5", "--warmup", "0", "-c", "1", "--quiet"
+    )
+    assert code == 1  # every request failed
+    assert "first error" in out
