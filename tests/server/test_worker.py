@@ -169,7 +169,7 @@ import hopper
 url, queue = sys.argv[1], sys.argv[2]
 
 def handler(job):
-    sys.stdout.write(f"start {job.id}\n")  # one write: print() could interleave threads
+    sys.stdout.write(f"start {job.id}\\n")  # one write: print() could interleave threads
     sys.stdout.flush()
     time.sleep(job.data["sleep"])
     return {"slept": job.data["sleep"]}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -39,6 +40,8 @@ from hopper.job import Job
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+log = logging.getLogger("hopper.client")
 
 # The channel connects to the queue-filtered path of a queue no one uses, so the server
 # sends it no events: on `/ws` every event of every queue would come back to a producer
@@ -182,7 +185,10 @@ class WsChannel:
                     if not fut.done():
                         fut.set_result(msg)
                 elif on_event is not None and "eventType" in msg:
-                    on_event(msg)
+                    try:
+                        on_event(msg)
+                    except Exception:
+                        log.exception("on_event callback failed")
             code = link.conn.close_code
             if code is not None:
                 reason = f"connection closed ({code} {link.conn.close_reason or ''})".strip()
