@@ -3,8 +3,8 @@ engine's manual clock: every rule step is checked against the model's prediction
 invariants (nothing lost, no double lease, order, counts == lists) hold after each step.
 
 The engine is persistent (fsync "always"), and a `crash_and_recover` rule copies its data
-directory as it is on disk at that moment (what a SIGKILL would leave), starts a new
-engine on the copy, and the model checks that everything promised survived."""
+directory as it is on disk (what a SIGKILL would leave once the writer caught up), starts
+a new engine on the copy, and the model checks that everything survived exactly."""
 
 from __future__ import annotations
 
@@ -288,9 +288,15 @@ class EngineModel(RuleBasedStateMachine):
 
     @rule()
     def crash_and_recover(self):
-        """The disk as a SIGKILL would leave it: every push, ack, fail, retry, promote,
-        remove and pause returned after its sync, so all of them must be there. A lease
-        is not awaited: it may be lost, and then the job is waiting exactly as before."""
+        """The disk as a SIGKILL would leave it once the log writer has caught up: a new
+        engine recovers from a copy of the directory, and the model checks that every
+        job, state, order and lease token came back. (Under `always` every push, ack,
+        fail, retry, promote, remove and pause is synced before it returns; leases and
+        timer moves are not awaited, and losing them is exercised by the SIGKILL test in
+        tests/server/test_crash.py.)"""
+        info = self.engine.storage_info()
+        assert info is not None
+        self.engine._core.wait_durable(info["appended_lsn"])
         crashed = self.tmp / str(self.generation)
         self.generation += 1
         shutil.copytree(crashed, self.tmp / str(self.generation), ignore=_lock_file)
@@ -298,11 +304,6 @@ class EngineModel(RuleBasedStateMachine):
         self.engine = self._open()
         report = self.engine.recovery_report()
         assert report is not None and report["orphans"] == 0, report
-        for j in self._in("active"):
-            got = self.engine.get(j.id)
-            assert got is not None, f"job {j.id} lost in the crash"
-            if got["state"] == "waiting":
-                j.state, j.token = "waiting", None
 
     # ----- invariants ---------------------------------------------------------------
 
