@@ -59,6 +59,8 @@ _STATUS = {
     UnavailableError: 503,
 }
 
+# Longest a SIGTERM waits for WebSocket close frames before Granian's shutdown starts.
+CLOSE_GRACE_S = 1.0
 PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
     (b"access-control-allow-headers", b"Content-Type, Authorization"),
@@ -86,15 +88,25 @@ class ServerState:
         self.sockets: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def track(self, coro: Any) -> None:
+        """Runs `coro` as a task the state keeps alive until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def closes_sent(self, timeout: float) -> None:
+        """Waits (bounded) for the WebSocket close frames `begin_shutdown` sent."""
+        pending = [t for t in self._tasks if t is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     def begin_shutdown(self) -> None:
         """SIGTERM/SIGINT: end long polls, SSE streams and WebSockets so that Granian's
         wait for in-flight requests finishes promptly."""
         self.engine.interrupt_waits()
         self.hub.close_all()
         for conn in list(self.sockets):
-            task = asyncio.ensure_future(conn.close_going_away())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.track(conn.close_going_away())
 
 
 def announce_storage(config: ServerConfig, engine: Engine) -> None:
@@ -256,9 +268,14 @@ class HopperApp:
             previous = signal.getsignal(sig)
 
             def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
-                loop.call_soon_threadsafe(self.state.begin_shutdown)
-                if callable(previous):
-                    previous(signum, frame)
+                async def graceful() -> None:
+                    # Let the close frames go out before Granian tears connections down.
+                    self.state.begin_shutdown()
+                    await self.state.closes_sent(CLOSE_GRACE_S)
+                    if callable(previous):
+                        previous(signum, frame)
+
+                loop.call_soon_threadsafe(lambda: self.state.track(graceful()))
 
             signal.signal(sig, handler)
 
