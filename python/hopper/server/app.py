@@ -95,10 +95,14 @@ class ServerState:
         task.add_done_callback(self._tasks.discard)
 
     async def closes_sent(self, timeout: float) -> None:
-        """Waits (bounded) for the WebSocket close frames `begin_shutdown` sent."""
+        """Waits (bounded) for the WebSocket closing handshakes `begin_shutdown` started:
+        a socket leaves `sockets` when its client has answered the close frame."""
+        deadline = asyncio.get_running_loop().time() + timeout
         pending = [t for t in self._tasks if t is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
+        while self.sockets and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     def begin_shutdown(self) -> None:
         """SIGTERM/SIGINT: end long polls, SSE streams and WebSockets so that Granian's
