@@ -131,9 +131,15 @@ class Mutator(httpx.BaseTransport):
         ("miscount", "counts-consistent"),
     ],
 )
-def test_a_broken_promise_is_reported(mode: str, invariant: str) -> None:
+def test_a_broken_promise_is_reported(tmp_path: Path, mode: str, invariant: str) -> None:
     config = SoakConfig(
-        duration_s=15, start=True, fsync="always", faults=("worker-dies",), rate=20.0
+        duration_s=15,
+        start=True,
+        fsync="always",
+        faults=("worker-dies",),
+        rate=20.0,
+        data_dir=tmp_path / "data",
+        server_log=tmp_path / "server.log",
     )
     fake = Mutator(mode)
     report: Report = runner.run(config, transport=fake)

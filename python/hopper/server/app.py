@@ -263,23 +263,31 @@ class HopperApp:
                 return
 
     def _hook_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Runs `begin_shutdown` on SIGTERM/SIGINT, then whatever handled them before
-        (Granian's own shutdown). Python delivers both: the server's loop is woken through
-        its wakeup fd either way."""
+        """Ends long polls, SSE streams and WebSockets (waiting, bounded, for the closing
+        handshakes) on SIGUSR1, which the main process sends before it stops the workers
+        (server/main.py), and on SIGTERM/SIGINT, which then go on to whatever handled them
+        before (Granian's own shutdown). Python runs the handlers on this thread; the
+        loop is woken through its wakeup fd."""
         if threading.current_thread() is not threading.main_thread():
             return  # only the main thread may set handlers; the kill timeout still applies
+
+        async def end_streams(then: Any = None, signum: int = 0, frame: Any = None) -> None:
+            self.state.begin_shutdown()
+            await self.state.closes_sent(CLOSE_GRACE_S)
+            if callable(then):
+                then(signum, frame)
+
+        def streams_only(signum: int, frame: FrameType | None) -> None:
+            loop.call_soon_threadsafe(lambda: self.state.track(end_streams()))
+
+        signal.signal(signal.SIGUSR1, streams_only)
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(sig)
 
             def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
-                async def graceful() -> None:
-                    # Let the close frames go out before Granian tears connections down.
-                    self.state.begin_shutdown()
-                    await self.state.closes_sent(CLOSE_GRACE_S)
-                    if callable(previous):
-                        previous(signum, frame)
-
-                loop.call_soon_threadsafe(lambda: self.state.track(graceful()))
+                loop.call_soon_threadsafe(
+                    lambda: self.state.track(end_streams(previous, signum, frame))
+                )
 
             signal.signal(sig, handler)
 

@@ -5,13 +5,16 @@ environment, so the worker builds exactly the configuration that was validated."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import json
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 
 from hopper.errors import HopperError
 from hopper.server.app import HopperApp
@@ -22,6 +25,9 @@ CONFIG_ENV = "HOPPER_RESOLVED_CONFIG"
 # ServerState.begin_shutdown) and Granian waits for the rest of the in-flight requests.
 # This grace is the backstop if a request still hangs: the worker is then killed.
 SHUTDOWN_GRACE_S = 5
+# How long the main process gives workers to close streams and sockets before Granian's
+# shutdown begins (the workers bound their own wait below this).
+STREAMS_GRACE_S = 1.0
 
 
 def app_from_env() -> HopperApp:
@@ -99,7 +105,17 @@ def serve(args: argparse.Namespace) -> int:
             if self._interrupting:
                 return
             self._interrupting = True
-            self.main_loop_interrupt.set()
+            # First ask the workers to end their streams and sockets (SIGUSR1, see
+            # HopperApp), then, a moment later, start Granian's own shutdown: it stops the
+            # workers' runtimes at once, which can cut a WebSocket close frame in flight.
+            for wrk in self.wrks:
+                pid = getattr(getattr(wrk, "inner", None), "pid", None)
+                if pid:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGUSR1)
+            timer = threading.Timer(STREAMS_GRACE_S, self.main_loop_interrupt.set)
+            timer.daemon = True
+            timer.start()
 
     config = load(args)
     check_port_free(config.host, config.port)
