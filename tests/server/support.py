@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -16,28 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from hopper.server.config import clean_environment
 
 STARTUP_TIMEOUT_S = 15.0
 SHUTDOWN_TIMEOUT_S = 10.0
 HOST = "127.0.0.1"
-
-# Server settings read from the environment: cleared so the caller's shell cannot leak in.
-SERVER_ENV = (
-    "HOST",
-    "HTTP_PORT",
-    "AUTH_TOKENS",
-    "CORS_ALLOW_ORIGIN",
-    "RATE_LIMIT_WINDOW_MS",
-    "RATE_LIMIT_MAX_REQUESTS",
-    "RATE_LIMIT_CLEANUP_MS",
-    "METRICS_AUTH",
-    "HOPPER_DATA_DIR",
-    "DATA_PATH",
-    "HOPPER_MAX_BODY_BYTES",
-    "HOPPER_MAX_PAYLOAD_BYTES",
-    "HOPPER_STALL_INTERVAL_MS",
-    "HOPPER_RESOLVED_CONFIG",
-)
 
 
 @dataclass
@@ -67,9 +49,7 @@ def free_port() -> int:
 def run_server(workdir: Path, **env: str) -> Iterator[Server]:
     """Starts a server with `env` added to a cleaned environment; stops it on exit."""
     port = free_port()
-    child_env = {
-        k: v for k, v in os.environ.items() if k not in SERVER_ENV and not k.startswith("HOPPER_")
-    }
+    child_env = clean_environment()
     data_dir = workdir / f"data-{port}"
     data_dir.mkdir(parents=True, exist_ok=True)
     child_env["HOPPER_DATA_DIR"] = str(data_dir)

@@ -26,7 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 from hopper import Engine
-from support import HOST, SERVER_ENV, free_port
+from hopper.server.config import clean_environment
+from support import HOST, free_port
 
 CYCLES = 4
 LOAD_SECONDS = (0.4, 1.6)  # the kill lands at a random moment in this range
@@ -46,7 +47,7 @@ class Ledger:
 
 def start(data_dir: Path, fsync: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV}
+    env = clean_environment()
     env.update(HOPPER_DATA_DIR=str(data_dir), HOPPER_FSYNC=fsync)
     cmd = [sys.executable, "-m", "hopper", "serve", "--host", HOST, "--port", str(port)]
     with log.open("ab") as out:

@@ -3,7 +3,6 @@ log (refused, then --repair), and a full disk answered with 503 in the error env
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import HOST, SERVER_ENV, expect_error, free_port, run_server
+from hopper.server.config import clean_environment
+from support import HOST, expect_error, free_port, run_server
 
 
 def test_jobs_and_their_states_survive_a_restart(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_jobs_and_their_states_survive_a_restart(tmp_path: Path) -> None:
 
 
 def serve_once(data: Path, *extra: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV}
+    env = clean_environment()
     cmd = [sys.executable, "-m", "hopper", "serve", "--host", HOST, "--port", str(free_port())]
     return subprocess.run(
         [*cmd, "--data-dir", str(data), *extra],

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from hopper.argtypes import positive_float, positive_int
 from hopper.bench import exports, plot, report, runner, servers
 from hopper.bench.runner import Options, RunResult, lanes_per_side
 from hopper.bench.scenarios import ALIASES, SCENARIOS, Plan
@@ -32,20 +33,6 @@ def _scenario(value: str) -> str:
             f"unknown scenario {value!r} (choose from push, pullack (pull+ack), e2e, mixed)"
         )
     return v
-
-
-def _positive_int(value: str) -> int:
-    n = int(value)
-    if n <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return n
-
-
-def _positive_float(value: str) -> float:
-    x = float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return x
 
 
 def _non_negative(value: str) -> float:
@@ -94,31 +81,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "-c",
         "--connections",
-        type=_positive_int,
+        type=positive_int,
         help="HTTP connections (default 16) or WebSocket sockets (default 1)",
     )
     load.add_argument(
         "--window",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         help="WebSocket commands in flight per socket (default 64)",
     )
     load.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         help="e2e: worker lanes pulling and acking (default: as many as producer lanes)",
     )
     extent = load.add_mutually_exclusive_group()
     extent.add_argument(
-        "-d", "--duration", type=_positive_float, help="measured seconds (default 5)"
+        "-d", "--duration", type=positive_float, help="measured seconds (default 5)"
     )
-    extent.add_argument("-n", "--count", type=_positive_int, help="measured operations")
+    extent.add_argument("-n", "--count", type=positive_int, help="measured operations")
     load.add_argument(
         "--warmup", type=_non_negative, default=1.0, help="unmeasured seconds first (default 1)"
     )
     load.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         help="open loop: operations per second on a fixed timetable (per side in mixed), "
         "latency corrected for coordinated omission; closed loop without it",
     )
@@ -128,9 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pullack: jobs to push before the run (default: enough for the run)",
     )
     load.add_argument("--queue", help="queue name (default: a fresh bench-* queue per run)")
-    load.add_argument(
-        "--timeout", type=_positive_float, default=10.0, help="per-request timeout, s"
-    )
+    load.add_argument("--timeout", type=positive_float, default=10.0, help="per-request timeout, s")
     load.add_argument("--ws-path", default="/ws", help="WebSocket path (default /ws)")
     load.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
 

@@ -17,22 +17,11 @@ from pathlib import Path
 
 import httpx
 
+from hopper.server.config import clean_environment
+
 HOST = "127.0.0.1"
 STARTUP_S = 30.0
 STOP_GRACE_S = 10.0
-# Server settings read from the environment: cleared so the caller's shell cannot leak in.
-SERVER_ENV = (
-    "HOST",
-    "HTTP_PORT",
-    "TCP_PORT",
-    "AUTH_TOKENS",
-    "RATE_LIMIT_WINDOW_MS",
-    "RATE_LIMIT_MAX_REQUESTS",
-    "RATE_LIMIT_CLEANUP_MS",
-    "HOPPER_DATA_DIR",
-    "DATA_PATH",
-    "HOPPER_RESOLVED_CONFIG",
-)
 KINDS = ("hopper", "reference")
 
 
@@ -58,12 +47,8 @@ def default_peers() -> Path:
     return Path(__file__).resolve().parents[3] / "bench" / "peers"
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in SERVER_ENV}
-
-
 def _command(kind: str, port: int, peers: Path) -> tuple[list[str], dict[str, str], Path]:
-    env = _clean_env()
+    env = clean_environment()
     if kind == "hopper":
         cmd = [sys.executable, "-m", "hopper", "serve", "--memory"]
         return [*cmd, "--host", HOST, "--port", str(port)], env, Path.cwd()

@@ -65,6 +65,17 @@ class _Settings:
         # None: not tried yet; False: the server lacks POST /queues/:q/jobs/bulk.
         self.bulk: bool | None = None
 
+    def http_options(self, max_connections: int) -> dict[str, Any]:
+        """The httpx client arguments both clients build their pool with."""
+        return {
+            "base_url": self.url,
+            "headers": self.headers,
+            "timeout": self.timeout,
+            "limits": httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        }
+
     def stream_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, read=self.events_timeout)
 
@@ -91,14 +102,7 @@ class Client:
         max_connections: int = 100,
     ) -> None:
         self._s = _Settings(url, token, timeout, events_timeout)
-        self._http = httpx.Client(
-            base_url=self._s.url,
-            headers=self._s.headers,
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-        )
+        self._http = httpx.Client(**self._s.http_options(max_connections))
 
     @property
     def url(self) -> str:
@@ -231,14 +235,7 @@ class AsyncClient:
         max_connections: int = 100,
     ) -> None:
         self._s = _Settings(url, token, timeout, events_timeout)
-        self._http = httpx.AsyncClient(
-            base_url=self._s.url,
-            headers=self._s.headers,
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-        )
+        self._http = httpx.AsyncClient(**self._s.http_options(max_connections))
 
     @classmethod
     def like(cls, client: Client, *, max_connections: int = 100) -> AsyncClient:

@@ -176,6 +176,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+def clean_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) without any variable a server setting reads, nor
+    any `HOPPER_*`: for starting a server whose settings come from its flags alone."""
+    names = {var for s in SETTINGS for var in s.env}
+    source = os.environ if env is None else env
+    return {k: v for k, v in source.items() if k not in names and not k.startswith("HOPPER_")}
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "0.0.0.0"

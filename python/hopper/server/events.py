@@ -119,11 +119,18 @@ class EventHub:
         everyone = self._by_queue.get(None, ())
         last = len(batch) - 1
         for i, (kind, queue, raw) in enumerate(batch):
+            # Each framing of an event is built once, whatever the number of streams.
+            framed: dict[Framer, bytes | None] | None = None
             for subs in (everyone, self._by_queue.get(queue, ())):
                 for sub in subs:
                     if sub.frame is None:
                         sub.offer(raw)
                     elif sub.accept is None or sub.accept(queue):
-                        item = sub.frame(kind, raw, batch[i + 1][0] if i < last else None)
+                        if framed is None:
+                            framed = {}
+                        if sub.frame not in framed:
+                            next_kind = batch[i + 1][0] if i < last else None
+                            framed[sub.frame] = sub.frame(kind, raw, next_kind)
+                        item = framed[sub.frame]
                         if item is not None:
                             sub.offer(item)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hopper.argtypes import positive_float, positive_int
 from hopper.soak.config import FAULT_KINDS, FSYNC_POLICIES, SoakConfig, parse_duration
 
 HELP = "soak-test a job server: a hypothesis state machine, load and faults, with invariants"
@@ -26,20 +27,6 @@ def _duration(value: str) -> float:
         return parse_duration(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive_int(value: str) -> int:
-    n = int(value)
-    if n <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return n
-
-
-def _positive_float(value: str) -> float:
-    x = float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return x
 
 
 def _faults(value: str) -> tuple[str, ...]:
@@ -75,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stall-interval-ms",
-        type=_positive_int,
+        type=positive_int,
         help="the server's stall interval (default: 1000 with --start, which passes it to "
         "the server; 30000 with --url, the server's default)",
     )
@@ -90,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated fault kinds (default: all: {','.join(FAULT_KINDS)})",
     )
     parser.add_argument(
-        "--max-rss-mb", type=_positive_int, default=1024, help="server RSS bound (default 1024)"
+        "--max-rss-mb", type=positive_int, default=1024, help="server RSS bound (default 1024)"
     )
     parser.add_argument(
         "--producers", type=int, default=2, help="background producer threads (default 2)"
@@ -100,18 +87,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         default=50.0,
         help="pushes per second per producer (default 50)",
     )
     parser.add_argument(
         "--steps",
-        type=_positive_int,
+        type=positive_int,
         help="state machine steps per hypothesis example (default 20, 50 beyond 5 minutes)",
     )
     parser.add_argument(
         "--crash-gap",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         help="--start: least seconds between two SIGKILLs (default 2)",
     )

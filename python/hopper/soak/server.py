@@ -15,34 +15,11 @@ from pathlib import Path
 
 import httpx
 
+from hopper.server.config import clean_environment
+
 HOST = "127.0.0.1"
 STARTUP_S = 30.0
 STOP_GRACE_S = 10.0
-# Server settings read from the environment: cleared so the caller's shell cannot leak in.
-SERVER_ENV = (
-    "HOST",
-    "HTTP_PORT",
-    "AUTH_TOKENS",
-    "CORS_ALLOW_ORIGIN",
-    "RATE_LIMIT_WINDOW_MS",
-    "RATE_LIMIT_MAX_REQUESTS",
-    "RATE_LIMIT_CLEANUP_MS",
-    "METRICS_AUTH",
-    "HOPPER_DATA_DIR",
-    "DATA_PATH",
-    "HOPPER_MEMORY",
-    "HOPPER_FSYNC",
-    "HOPPER_FSYNC_INTERVAL_MS",
-    "HOPPER_SNAPSHOT_BYTES",
-    "HOPPER_REPAIR",
-    "HOPPER_MAX_BODY_BYTES",
-    "HOPPER_MAX_PAYLOAD_BYTES",
-    "HOPPER_STALL_INTERVAL_MS",
-    "HOPPER_DASHBOARD_BASE_PATH",
-    "HOPPER_DASHBOARD_READ_ONLY",
-    "HOPPER_DASHBOARD_QUEUES",
-    "HOPPER_RESOLVED_CONFIG",
-)
 
 
 def free_port() -> int:
@@ -82,7 +59,7 @@ class ManagedServer:
         raise RuntimeError(f"hopper serve did not start on {self.url}:\n{self.log_tail()}")
 
     def _start_once(self, deadline: float) -> bool:
-        env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV}
+        env = clean_environment()
         cmd = [
             sys.executable,
             "-m",

@@ -190,6 +190,17 @@ fn spread(short: u32) -> u64 {
     u64::from(short).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The job names paused in `q`, sorted (for answers, records and dumps alike).
+fn sorted_paused_names<'a>(q: &'a Queue, names: &'a [Arc<str>]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = q
+        .paused_names
+        .iter()
+        .map(|&n| &*names[n as usize])
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// Retry delay after the `attempts`-th failed attempt: `backoff × 2^(attempts−1)`, capped.
 pub fn backoff_delay(backoff: u64, attempts: u16) -> u64 {
     let exp = u32::from(attempts.saturating_sub(1)).min(40);
@@ -1532,13 +1543,10 @@ impl Engine {
         let Some(qid) = self.queue_id(queue) else {
             return Vec::new();
         };
-        let mut names: Vec<String> = self.queues[qid as usize]
-            .paused_names
-            .iter()
-            .map(|&n| self.names[n as usize].to_string())
-            .collect();
-        names.sort();
-        names
+        sorted_paused_names(&self.queues[qid as usize], &self.names)
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     /// Removes every waiting and delayed job of a queue. Returns how many.

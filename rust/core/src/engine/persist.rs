@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{Engine, TimerKind};
+use super::{sorted_paused_names, Engine, TimerKind};
 use crate::frame::{begin_frame, finish_frame};
 use crate::ids::JobId;
 use crate::job::{Job, JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
@@ -98,12 +98,7 @@ impl Engine {
             return;
         }
         let q = &self.queues[qid as usize];
-        let mut names: Vec<&str> = q
-            .paused_names
-            .iter()
-            .map(|&n| &*self.names[n as usize])
-            .collect();
-        names.sort_unstable();
+        let names = sorted_paused_names(q, &self.names);
         encode_queue_state(&mut self.op_log, &q.name, q.paused, &names);
     }
 
@@ -151,13 +146,7 @@ impl Engine {
         encode_totals(out, &self.totals);
         for &qid in self.queue_ids.values() {
             let q = &self.queues[qid as usize];
-            let mut names: Vec<&str> = q
-                .paused_names
-                .iter()
-                .map(|&n| &*self.names[n as usize])
-                .collect();
-            names.sort_unstable();
-            encode_queue_state(out, &q.name, q.paused, &names);
+            encode_queue_state(out, &q.name, q.paused, &sorted_paused_names(q, &self.names));
             for (minute, name, bucket) in q.metrics.buckets() {
                 encode_metric_bucket(out, &q.name, &self.names[name as usize], minute, bucket);
             }
@@ -197,12 +186,7 @@ impl Engine {
         for name in self.queue_names() {
             let qid = self.queue_ids[name.as_str()];
             let q = &self.queues[qid as usize];
-            let mut paused: Vec<&str> = q
-                .paused_names
-                .iter()
-                .map(|&n| &*self.names[n as usize])
-                .collect();
-            paused.sort_unstable();
+            let paused = sorted_paused_names(q, &self.names);
             let _ = writeln!(out, "queue {name} paused={} names={paused:?}", q.paused);
             for state in JobState::ALL {
                 let _ = writeln!(out, " {} count={}", state.as_str(), q.count(state));
