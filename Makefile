@@ -2,20 +2,38 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SRC := python tests bench
+SRC := python tests bench packaging
+# What the Rust extension is built from: an install is redone only when these change
+# (Python sources are linked by the editable install and need no reinstall).
+ENGINE_SRC := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: install run fmt lint test test-rust test-python bench
+.PHONY: install install-run run fmt lint test test-rust test-python bench wheel binary
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Builds the Rust extension (release) and installs hopper editable with test tools.
-install: $(BIN)/python
+# The editable install copies the extension into python/hopper; one left from an older
+# build (another Python ABI tag) would shadow the new one, so each install clears them.
+CLEAR_STALE := rm -f python/hopper/_engine.*.so
+
+# What serving needs: hopper and its runtime dependencies, no test tooling.
+$(VENV)/.installed-run: $(ENGINE_SRC) | $(BIN)/python
+	$(CLEAR_STALE)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Everything `make test` uses (the test extra: pytest, linters, browser and packaging tools).
+$(VENV)/.installed-test: $(ENGINE_SRC) | $(BIN)/python
+	$(CLEAR_STALE)
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+install-run: $(VENV)/.installed-run
+install: $(VENV)/.installed-test
 
 # The job server on 0.0.0.0:6790 (HTTP_PORT, HOST and the other variables apply).
-run: install
+run: install-run
 	$(BIN)/hopper serve
 
 fmt: install
@@ -41,3 +59,11 @@ test: lint test-rust test-python
 
 bench: install
 	$(BIN)/python bench/engine.py
+
+# dist/hopper-*.whl: one abi3 wheel for every CPython >= 3.10 on this platform.
+wheel: install
+	$(BIN)/maturin build --release --out dist
+
+# dist/hopper: one self-contained executable (PyInstaller, one-file mode).
+binary: install
+	$(BIN)/python packaging/build_binary.py --out dist

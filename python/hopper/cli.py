@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         return serve(args)
     except config.ConfigError as e:
-        print(f"hopper serve: {e}", file=sys.stderr)
+        print(f"hopper {args.command}: {e}", file=sys.stderr)
         return 2
 
 
@@ -59,13 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(func=_demo)
     serve = sub.add_parser(
         "serve",
-        help="run the job server (HTTP, SSE, WebSocket) on the embedded engine",
+        aliases=["start"],
+        help="run the job server (HTTP, SSE, WebSocket) on the embedded engine; `start` "
+        "is the same command under `bunqueue start`'s name",
         description="Run the job server. Every flag also reads an environment variable "
-        "(shown in brackets); a flag wins over its variable.",
+        "(shown in brackets); a flag wins over its variable. `bunqueue start`'s flags "
+        "(--http-port, --tcp-port, --data-path, --max-completed-jobs, "
+        "--completed-retention-ms, --auth-tokens, --host) are accepted as spellings of "
+        "hopper's own.",
     )
     config.add_arguments(serve)
     serve.set_defaults(func=_serve)
-    # `bench` and `soak` live in their own packages and load only when used.
+    # `bench` and `soak` import their optional dependencies only when run.
     from hopper.bench import cli as bench_cli
     from hopper.soak import cli as soak_cli
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,11 @@ from hopper.server.config import clean_environment
 STARTUP_TIMEOUT_S = 15.0
 SHUTDOWN_TIMEOUT_S = 10.0
 HOST = "127.0.0.1"
+# The server under test is `python -m hopper` from this environment, or the executable
+# HOPPER_TEST_SERVER names (tests/packaging points it at the single-file binary), which
+# then runs with a scrubbed environment, as on a machine without Python or a virtualenv.
+SERVER_EXECUTABLE = os.environ.get("HOPPER_TEST_SERVER")
+SCRUBBED_PATH = "/usr/bin:/bin"
 
 
 @dataclass
@@ -46,16 +52,31 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_server(workdir: Path, **env: str) -> Iterator[Server]:
-    """Starts a server with `env` added to a cleaned environment; stops it on exit."""
+def run_server(
+    workdir: Path,
+    executable: str | None = None,
+    args: Sequence[str] = (),
+    command: str = "serve",
+    **env: str,
+) -> Iterator[Server]:
+    """Starts `hopper serve` (or `command`) with `args`, and `env` added to a cleaned
+    environment; stops it on exit. `executable` (default: HOPPER_TEST_SERVER) is a
+    `hopper` command to run with a scrubbed environment instead of this interpreter's
+    `python -m hopper`."""
     port = free_port()
-    child_env = clean_environment()
+    executable = executable or SERVER_EXECUTABLE
+    if executable:
+        prefix = [executable]
+        child_env = {"PATH": SCRUBBED_PATH}
+    else:
+        prefix = [sys.executable, "-m", "hopper"]
+        child_env = clean_environment()
     data_dir = workdir / f"data-{port}"
     data_dir.mkdir(parents=True, exist_ok=True)
     child_env["HOPPER_DATA_DIR"] = str(data_dir)
     child_env.update(env)
     log = workdir / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "hopper", "serve", "--host", HOST, "--port", str(port)]
+    cmd = [*prefix, command, "--host", HOST, "--port", str(port), *args]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, env=child_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

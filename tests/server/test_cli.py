@@ -6,6 +6,7 @@ import subprocess
 import sys
 from urllib.parse import urlparse
 
+from hopper.server import config
 from support import Server
 
 SERVE = [sys.executable, "-m", "hopper", "serve"]
@@ -51,3 +52,23 @@ def test_a_busy_port_is_refused_instead_of_shared(server: Server) -> None:
     assert result.returncode == 2
     assert "Address already in use" in result.stderr
     assert server.client.get("/health").status_code == 200
+
+
+def test_bunqueue_environment_variables_map_onto_settings() -> None:
+    loaded = config.load(
+        env={
+            "BUNQUEUE_DATA_PATH": "/srv/queue.db",
+            "BUNQUEUE_MAX_COMPLETED_JOBS": "7",
+            "COMPLETED_RETENTION_MS": "5000",
+            "TCP_PORT": "7000",
+        }
+    )
+    assert loaded.data_dir == "/srv/queue.db"
+    assert (loaded.retention_count, loaded.retention_age_ms, loaded.tcp_port) == (7, 5000, 7000)
+
+
+def test_tls_settings_are_refused_not_ignored() -> None:
+    env = {**config.clean_environment(), "TLS_CERT_FILE": "cert.pem"}
+    result = run("--memory", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("hopper serve: TLS is not supported yet")

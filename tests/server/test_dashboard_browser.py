@@ -80,6 +80,7 @@ def count(page: Any, queue: str, state: str) -> Any:
     return page.get_by_test_id(f"count-{queue}-{state}")
 
 
+@pytest.mark.smoke
 def test_overview_lists_queues_live_and_views_render(server: Server, page: Any, queue: str) -> None:
     c = server.client
     failed = fail_for_good(c, queue, "smtp timeout")

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from support import Server, expect_error, expect_ok, get_job, pull, push
 
 NOT_ACTIVE = "Job not found or not active"
@@ -46,6 +47,7 @@ PULL_FIELDS = {
 # ----- push -------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_push_answers_ok_and_id(client: httpx.Client, queue: str) -> None:
     resp = client.post(f"/queues/{queue}/jobs", json={"data": {"to": "user@test.com"}})
     assert resp.status_code == 200
@@ -90,6 +92,7 @@ def test_push_defaults_are_visible_via_get(client: httpx.Client, queue: str) -> 
     assert {k: job[k] for k in expected} == expected
 
 
+@pytest.mark.smoke
 def test_push_every_option_is_kept(client: httpx.Client, queue: str) -> None:
     dep1 = push(client, queue, data="dep1")
     dep2 = push(client, queue, data="dep2")
@@ -141,6 +144,7 @@ def test_push_with_delay_is_delayed_until_due(client: httpx.Client, queue: str) 
     assert time.time() * 1000 >= job["createdAt"] + 300
 
 
+@pytest.mark.smoke
 def test_bulk_push(client: httpx.Client, queue: str) -> None:
     jobs = [{"data": {"i": i}, "priority": i % 3} for i in range(25)]
     resp = client.post(f"/queues/{queue}/jobs/bulk", json={"jobs": jobs})
@@ -164,6 +168,7 @@ def test_bulk_push_is_all_or_nothing(client: httpx.Client, queue: str) -> None:
 # ----- pull -------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_pull_shape(client: httpx.Client, queue: str) -> None:
     job_id = push(client, queue, data={"to": "user@test.com"}, priority=10)
     body = expect_ok(client.get(f"/queues/{queue}/jobs"))
@@ -208,6 +213,7 @@ def test_pull_lifo(client: httpx.Client, queue: str) -> None:
     assert pull(client, queue)[0]["id"] == first
 
 
+@pytest.mark.smoke
 def test_long_poll_is_woken_by_a_push(server: Server, queue: str) -> None:
     result: dict[str, Any] = {}
 
@@ -268,6 +274,7 @@ def test_long_poll_returns_immediately_when_a_job_waits(client: httpx.Client, qu
 # ----- get / delete -----------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_get_shows_each_state(client: httpx.Client, queue: str) -> None:
     waiting = push(client, queue)
     delayed = push(client, queue, delay=60000)
@@ -311,6 +318,7 @@ def test_delete_unknown_job(client: httpx.Client) -> None:
 # ----- ack / fail -------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_ack_with_result(client: httpx.Client, queue: str) -> None:
     job_id = push(client, queue)
     _job, token = pull(client, queue)
@@ -339,6 +347,7 @@ def test_ack_with_the_wrong_token_is_refused(client: httpx.Client, queue: str) -
     assert get_job(client, job_id)["state"] == "active"
 
 
+@pytest.mark.smoke
 def test_fail_with_retry_then_final_failure(client: httpx.Client, queue: str) -> None:
     job_id = push(client, queue, maxAttempts=2, backoff=200)
     _job, token = pull(client, queue)
@@ -397,6 +406,7 @@ def test_ack_and_fail_of_a_job_that_is_not_active(client: httpx.Client, queue: s
 # ----- routing ----------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_unknown_route(client: httpx.Client) -> None:
     for method, path in (
         ("GET", "/nope"),
@@ -415,6 +425,7 @@ def test_unknown_route(client: httpx.Client) -> None:
 # ----- deduplication ----------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_unique_key_dedup(client: httpx.Client, queue: str) -> None:
     first = push(client, queue, data={"x": 1}, uniqueKey="k1")
     resp = client.post(f"/queues/{queue}/jobs", json={"data": {"x": 2}, "uniqueKey": "k1"})

@@ -121,6 +121,7 @@ def test_counts_match_pushes_everywhere(start_server: ServerFactory) -> None:
 # ----- /health -----------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_health_fields_and_types(client: httpx.Client) -> None:
     resp = client.get("/health")
     assert resp.headers["content-type"].startswith("application/json")

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 from support import Server, expect_ok, get_job, pull, push, wait_until
 
 READ_TIMEOUT_S = 5.0
@@ -98,6 +99,7 @@ def test_client_ids_differ(server: Server) -> None:
     assert len(ids) == 3
 
 
+@pytest.mark.smoke
 def test_job_lifecycle_events(server: Server, queue: str) -> None:
     client = server.client
     with open_stream(server, "/events") as stream:

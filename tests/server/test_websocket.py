@@ -81,6 +81,7 @@ def ws_connect(server: Server, path: str = "/ws", **kw: Any) -> connect:
 # ----- commands ------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_push_pull_ack(server: Server, queue: str) -> None:
     async def scenario() -> None:
         async with ws_connect(server) as conn:
@@ -130,6 +131,7 @@ def test_push_options_and_fail(server: Server, queue: str) -> None:
     run(scenario)
 
 
+@pytest.mark.smoke
 def test_pushb_many_jobs(server: Server, queue: str) -> None:
     async def scenario() -> None:
         async with ws_connect(server) as conn:
@@ -251,6 +253,7 @@ def test_pending_long_polls_per_socket_are_capped(server: Server, queue: str) ->
 # ----- events --------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_events_are_broadcast(server: Server, queue: str) -> None:
     async def scenario() -> None:
         async with ws_connect(server) as conn:

@@ -9,11 +9,15 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hopper.argtypes import positive_float, positive_int
-from hopper.bench import exports, plot, report, runner, servers
-from hopper.bench.runner import Options, RunResult, lanes_per_side
-from hopper.bench.scenarios import ALIASES, SCENARIOS, Plan
+from hopper.bench import servers
+from hopper.extras import missing_extra
+
+if TYPE_CHECKING:
+    from hopper.bench.runner import Options
+    from hopper.bench.scenarios import Plan
 
 HELP = "measure a job server's throughput and latency (HDR histograms, plots, --compare)"
 DESCRIPTION = (
@@ -24,6 +28,12 @@ DESCRIPTION = (
     "timetable with coordinated-omission correction (latency counted from each request's "
     "intended send time). --compare runs the same scenario against a second server."
 )
+
+
+# The scenario names live here, not in `scenarios` (which needs hdrhistogram), so that
+# `hopper bench --help` works on a base install without the tools extra.
+SCENARIOS = ("push", "pullack", "e2e", "mixed")
+ALIASES = {"pull+ack": "pullack", "pull-ack": "pullack", "end-to-end": "e2e"}
 
 
 def _scenario(value: str) -> str:
@@ -148,6 +158,9 @@ def _target(args: argparse.Namespace, second: bool) -> Iterator[tuple[str, str]]
 
 
 def _plan(args: argparse.Namespace, opts: Options) -> Plan:
+    from hopper.bench.runner import lanes_per_side
+    from hopper.bench.scenarios import Plan
+
     lanes = lanes_per_side(opts)
     duration = args.duration if args.count is None else None
     if args.count is None and duration is None:
@@ -167,6 +180,16 @@ def _plan(args: argparse.Namespace, opts: Options) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        from hopper.bench import exports, report, runner
+        from hopper.bench.runner import Options, RunResult
+
+        if args.png:
+            import matplotlib  # noqa: F401  # checked before the run, used by plot
+    except ImportError as e:
+        return missing_extra("bench", e)
+    from hopper.bench import plot
+
     opts = Options(
         transport=args.transport,
         connections=args.connections or (16 if args.transport == "http" else 1),

@@ -23,8 +23,6 @@ from hopper.bench.histograms import Recorder
 from hopper.bench.schedule import Pacer, Slot, now_ns
 from hopper.bench.transport import PAYLOAD, ConnectionLost, RequestFailed, Transport
 
-SCENARIOS = ("push", "pullack", "e2e", "mixed")
-ALIASES = {"pull+ack": "pullack", "pull-ack": "pullack", "end-to-end": "e2e"}
 POLL_MS = 1000  # long-poll wait of the e2e workers and mixed pullers
 PREFILL_CAP = 5_000_000
 

@@ -139,6 +139,10 @@ class HopperApp:
         self.engine = engine or Engine(
             max_payload_bytes=config.max_payload_bytes,
             stall_interval_ms=config.stall_interval_ms,
+            max_stalls=config.max_stalls,
+            retention_count=config.retention_count,
+            retention_age_ms=config.retention_age_ms,
+            retention_bytes=config.retention_bytes,
             data_dir=None if config.memory else config.data_dir,
             fsync=config.fsync,  # type: ignore[arg-type]  # validated in config
             fsync_interval_ms=config.fsync_interval_ms,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Setting:
-    """One option: its flag, its environment variables (first set wins), default, help."""
+    """One option: its flag, its environment variables (first set wins), default, help,
+    and other spellings of the flag (`bunqueue start`'s, so its command lines work)."""
 
     name: str
     flag: str
@@ -22,11 +23,37 @@ class Setting:
     default: object
     help: str
     kind: type = str
+    aliases: tuple[str, ...] = ()
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "--host", ("HOST",), "0.0.0.0", "address to listen on"),
-    Setting("port", "--port", ("HTTP_PORT",), 6790, "HTTP port", int),
+    Setting("port", "--port", ("HTTP_PORT",), 6790, "HTTP port", int, ("--http-port",)),
+    Setting(
+        "tcp_port",
+        "--tcp-port",
+        ("TCP_PORT",),
+        6789,
+        "port of bunqueue's binary TCP protocol: accepted for `bunqueue start` command "
+        "lines, but not served yet (hopper speaks HTTP, SSE and WebSocket until the TCP "
+        "protocol lands)",
+        int,
+    ),
+    Setting(
+        "tls_cert",
+        "--tls-cert",
+        ("TLS_CERT_FILE",),
+        "",
+        "bunqueue's TLS certificate: refused, hopper does not serve TLS yet (terminate TLS "
+        "in a proxy in front of it)",
+    ),
+    Setting(
+        "tls_key",
+        "--tls-key",
+        ("TLS_KEY_FILE",),
+        "",
+        "bunqueue's TLS private key: refused, as --tls-cert",
+    ),
     Setting(
         "auth_tokens",
         "--auth-tokens",
@@ -92,9 +119,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "data_dir",
         "--data-dir",
-        ("HOPPER_DATA_DIR", "DATA_PATH"),
+        ("HOPPER_DATA_DIR", "BUNQUEUE_DATA_PATH", "BQ_DATA_PATH", "DATA_PATH"),
         "./data",
-        "directory of the write-ahead log and snapshots (locked while serving)",
+        "directory of the write-ahead log and snapshots (locked while serving); bunqueue's "
+        "--data-path names its SQLite file, here that path becomes the directory",
+        aliases=("--data-path",),
     ),
     Setting(
         "memory",
@@ -173,6 +202,40 @@ SETTINGS: tuple[Setting, ...] = (
         "an active job not acked or renewed within this is stalled (ms)",
         int,
     ),
+    Setting(
+        "max_stalls",
+        "--max-stalls",
+        ("HOPPER_MAX_STALLS",),
+        3,
+        "stalls after which a job fails instead of returning to waiting",
+        int,
+    ),
+    Setting(
+        "retention_count",
+        "--retention-count",
+        ("HOPPER_RETENTION_COUNT", "BUNQUEUE_MAX_COMPLETED_JOBS", "MAX_COMPLETED_JOBS"),
+        10_000,
+        "finished jobs kept per queue and state (completed, failed)",
+        int,
+        ("--max-completed-jobs",),
+    ),
+    Setting(
+        "retention_age_ms",
+        "--retention-age-ms",
+        ("HOPPER_RETENTION_AGE_MS", "BUNQUEUE_COMPLETED_RETENTION_MS", "COMPLETED_RETENTION_MS"),
+        86_400_000,
+        "finished jobs older than this are removed (ms)",
+        int,
+        ("--completed-retention-ms",),
+    ),
+    Setting(
+        "retention_bytes",
+        "--retention-bytes",
+        ("HOPPER_RETENTION_BYTES",),
+        64 * 1024 * 1024,
+        "approximate bytes of finished jobs kept per queue and state",
+        int,
+    ),
 )
 
 
@@ -188,6 +251,9 @@ def clean_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 6790
+    tcp_port: int = 6789
+    tls_cert: str = ""
+    tls_key: str = ""
     auth_tokens: tuple[str, ...] = ()
     cors_allow_origin: str = "*"
     rate_limit_window_ms: int = 60_000
@@ -197,6 +263,10 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     max_payload_bytes: int = 10 * 1024 * 1024
     stall_interval_ms: int = 30_000
+    max_stalls: int = 3
+    retention_count: int = 10_000
+    retention_age_ms: int = 86_400_000
+    retention_bytes: int = 64 * 1024 * 1024
     data_dir: str = "./data"
     memory: bool = False
     fsync: str = "interval"
@@ -241,17 +311,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds one flag per setting; the help names the environment variable."""
     for s in SETTINGS:
         env = " / ".join(s.env)
-        text = f"{s.help} [env {env}; default {s.default}]"
+        default = s.default if s.default != "" else "none"
+        text = f"{s.help} [env {env}; default {default}]"
         if s.kind is bool:
             parser.add_argument(
                 s.flag,
+                *s.aliases,
                 dest=s.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
                 help=text,
             )
         else:
-            parser.add_argument(s.flag, dest=s.name, default=None, help=text)
+            parser.add_argument(s.flag, *s.aliases, dest=s.name, default=None, help=text)
 
 
 def load(
@@ -292,8 +364,18 @@ def base_path(raw: str) -> str:
 
 
 def _validate(c: ServerConfig) -> None:
-    if not 0 <= c.port <= 65535:
-        raise ConfigError(f"port must be 0-65535, got {c.port}")
+    for name in ("port", "tcp_port"):
+        if not 0 <= getattr(c, name) <= 65535:
+            raise ConfigError(f"{name} must be 0-65535, got {getattr(c, name)}")
+    if c.tls_cert or c.tls_key:
+        raise ConfigError(
+            "TLS is not supported yet (--tls-cert/--tls-key, TLS_CERT_FILE/TLS_KEY_FILE): "
+            "serve plain HTTP behind a TLS-terminating proxy"
+        )
+    if c.max_stalls > 65535:
+        raise ConfigError(f"max_stalls must be at most 65535, got {c.max_stalls}")
+    if c.retention_age_ms < 0:
+        raise ConfigError("retention_age_ms must not be negative")
     for name in (
         "rate_limit_window_ms",
         "rate_limit_cleanup_ms",
@@ -302,6 +384,9 @@ def _validate(c: ServerConfig) -> None:
         "stall_interval_ms",
         "fsync_interval_ms",
         "snapshot_bytes",
+        "max_stalls",
+        "retention_count",
+        "retention_bytes",
     ):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")

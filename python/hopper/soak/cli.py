@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from hopper.argtypes import positive_float, positive_int
+from hopper.extras import missing_extra
 from hopper.soak.config import FAULT_KINDS, FSYNC_POLICIES, SoakConfig, parse_duration
 
 HELP = "soak-test a job server: a hypothesis state machine, load and faults, with invariants"
@@ -133,9 +134,8 @@ def config_from(args: argparse.Namespace) -> SoakConfig:
 def run(args: argparse.Namespace) -> int:
     try:
         from hopper.soak import runner
-    except ImportError as e:  # hypothesis is an optional dependency (extra "tools")
-        print(f"hopper soak needs hypothesis: pip install 'hopper[tools]' ({e})", file=sys.stderr)
-        return 2
+    except ImportError as e:
+        return missing_extra("soak", e)
     import orjson
 
     config = config_from(args)
