@@ -289,7 +289,8 @@ def test_rate_limit_window_passes(start_server: ServerFactory) -> None:
     server = start_server(RATE_LIMIT_MAX_REQUESTS="3", RATE_LIMIT_WINDOW_MS="300")
     client = server.client
     deadline = time.monotonic() + 5
-    # Exhaust the budget (a window boundary may fall in between: bounded retries).
+    # Exhaust the budget (bounded: on a slow machine a request may leave the 300 ms window
+    # before the fourth is sent).
     while client.get("/metrics").status_code != 429:
         assert time.monotonic() < deadline, "never limited"
     time.sleep(0.7)  # two windows later the old requests no longer count

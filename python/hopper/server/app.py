@@ -222,7 +222,7 @@ class HopperApp:
             return
         if rate_limited and self.limiter.enabled:
             key = client_key(request.header(b"x-forwarded-for"), request.header(b"x-real-ip"))
-            if not self.limiter.allow(key, time.monotonic()):
+            if not self.limiter.allow(key, time.monotonic_ns() // 1_000_000):
                 raise HttpError(429, "Rate limit exceeded")
         if not self.tokens.enabled:
             return

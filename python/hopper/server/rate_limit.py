@@ -1,49 +1,54 @@
-"""Per-client sliding-window rate limit (the sliding-window-counter method: this
-window's count plus the previous window's, weighted by how much of it still overlaps).
-Memory is one small entry per active client; idle entries are dropped every cleanup
-interval."""
+"""Per-client sliding-window rate limit, exact: a client's admitted requests are kept as
+timestamps (a sliding log), so no interval of `window_ms` ever holds more than
+`max_requests` of them, at a window boundary or anywhere else. The approximate
+sliding-window counter it replaces let one extra request through just after a boundary.
+
+Memory per active client is at most `max_requests` timestamps; a client with none left
+inside the window is dropped at the next cleanup. Refused requests are not recorded (a
+client that keeps knocking while limited does not extend its own wait)."""
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 
 class RateLimiter:
     def __init__(self, window_ms: int, max_requests: float, cleanup_ms: int) -> None:
-        self.window = window_ms / 1000
+        self.window_ms = window_ms
         self.max_requests = max_requests
-        self.cleanup_every = cleanup_ms / 1000
-        # client → [window start, count in this window, count in the previous window]
-        self._clients: dict[str, list[float]] = {}
-        self._next_cleanup = 0.0
+        self.cleanup_ms = cleanup_ms
+        # client → times (ms) of its admitted requests still inside the window, oldest first
+        self._clients: dict[str, deque[int]] = {}
+        self._next_cleanup = 0
 
     @property
     def enabled(self) -> bool:
         return math.isfinite(self.max_requests)
 
-    def allow(self, client: str, now: float) -> bool:
+    def allow(self, client: str, now_ms: int) -> bool:
+        """Admits and records a request at `now_ms` (whole ms of any monotonic clock: the
+        caller's, so tests can drive it; integers keep the window arithmetic exact) unless
+        `max_requests` were admitted in the half-open interval (now - window, now]."""
         if not self.enabled:
             return True
-        if now >= self._next_cleanup:
-            self._cleanup(now)
-        entry = self._clients.get(client)
-        if entry is None:
-            entry = self._clients[client] = [now - now % self.window, 0.0, 0.0]
-        start = now - now % self.window
-        if start != entry[0]:
-            # Moved on: the previous window is the one just ended, or empty if older.
-            entry[2] = entry[1] if start - entry[0] == self.window else 0.0
-            entry[0], entry[1] = start, 0.0
-        overlap = 1 - (now - start) / self.window
-        if entry[1] + entry[2] * overlap >= self.max_requests:
+        if now_ms >= self._next_cleanup:
+            self._cleanup(now_ms)
+        admitted = self._clients.get(client)
+        if admitted is None:
+            admitted = self._clients[client] = deque()
+        horizon = now_ms - self.window_ms
+        while admitted and admitted[0] <= horizon:
+            admitted.popleft()
+        if len(admitted) >= self.max_requests:
             return False
-        entry[1] += 1
+        admitted.append(now_ms)
         return True
 
-    def _cleanup(self, now: float) -> None:
-        self._next_cleanup = now + self.cleanup_every
-        horizon = now - 2 * self.window
-        for client in [c for c, e in self._clients.items() if e[0] < horizon]:
+    def _cleanup(self, now_ms: int) -> None:
+        self._next_cleanup = now_ms + self.cleanup_ms
+        horizon = now_ms - self.window_ms
+        for client in [c for c, times in self._clients.items() if not times or times[-1] <= horizon]:
             del self._clients[client]
 
     def __len__(self) -> int:

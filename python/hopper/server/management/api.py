@@ -211,7 +211,7 @@ class Management:
     def _admit(self, request: Request, route: Route | None) -> None:
         if self.limiter.enabled:
             key = client_key(request.header(b"x-forwarded-for"), request.header(b"x-real-ip"))
-            if not self.limiter.allow(key, time.monotonic()):
+            if not self.limiter.allow(key, time.monotonic_ns() // 1_000_000):
                 raise ApiError(429, "RATE_LIMITED", "Rate limit exceeded")
         if route is not None and route.auth is Auth.EXEMPT:
             return
