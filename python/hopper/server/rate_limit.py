@@ -48,7 +48,8 @@ class RateLimiter:
     def _cleanup(self, now_ms: int) -> None:
         self._next_cleanup = now_ms + self.cleanup_ms
         horizon = now_ms - self.window_ms
-        for client in [c for c, times in self._clients.items() if not times or times[-1] <= horizon]:
+        idle = [c for c, times in self._clients.items() if not times or times[-1] <= horizon]
+        for client in idle:
             del self._clients[client]
 
     def __len__(self) -> int:
