@@ -9,9 +9,10 @@ is added to it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from hopper.client.ws import Producer, WsChannel
 
+T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:6790"
 _JSON = {"content-type": "application/json"}
 
@@ -49,6 +51,66 @@ def _transport_error(method: str, path: str, e: httpx.HTTPError) -> ClientError:
 def _bulk_missing(e: ClientError) -> bool:
     """A server without the bulk extension answers its path with 404 or 405."""
     return isinstance(e, JobNotFoundError) or (isinstance(e, ServerError) and e.status == 405)
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    """One request of the API and how to read its answer, written once for both clients
+    (each only does the I/O: `Client._run` blocking, `AsyncClient._run` awaited)."""
+
+    method: str
+    path: str
+    finish: Callable[[dict[str, Any]], T]
+    body: Any = None
+    params: dict[str, Any] | None = None
+    extra: float = 0.0  # seconds added to the timeout (a long poll's wait)
+
+
+def _nothing(_: dict[str, Any]) -> None:
+    return None
+
+
+def _push(queue: str, data: Any, options: Mapping[str, Any]) -> _Call[str]:
+    return _push_body(queue, _wire.push_body(data, options))
+
+
+def _push_body(queue: str, body: dict[str, Any]) -> _Call[str]:
+    return _Call("POST", f"/queues/{_q(queue)}/jobs", lambda a: str(a["id"]), body)
+
+
+def _bulk(queue: str, bodies: list[dict[str, Any]]) -> _Call[list[str]]:
+    return _Call(
+        "POST",
+        f"/queues/{_q(queue)}/jobs/bulk",
+        lambda a: [str(i) for i in a["ids"]],
+        {"jobs": bodies},
+    )
+
+
+def _pull(queue: str, timeout: float) -> _Call[Job | None]:
+    ms = _wire.poll_ms(timeout)
+    params = {"timeout": ms} if ms else None
+    return _Call("GET", f"/queues/{_q(queue)}/jobs", _wire.job_from, None, params, timeout)
+
+
+def _ack(job_id: str, token: str | None, result: Any) -> _Call[None]:
+    return _Call("POST", f"/jobs/{_q(job_id)}/ack", _nothing, _wire.ack_body(token, result))
+
+
+def _fail(job_id: str, token: str | None, error: str | None) -> _Call[None]:
+    return _Call("POST", f"/jobs/{_q(job_id)}/fail", _nothing, _wire.fail_body(token, error))
+
+
+def _get(job_id: str) -> _Call[dict[str, Any]]:
+    return _Call("GET", f"/jobs/{_q(job_id)}", lambda a: dict(a["job"]))
+
+
+def _cancel(job_id: str) -> _Call[None]:
+    return _Call("DELETE", f"/jobs/{_q(job_id)}", _nothing)
+
+
+def _health() -> _Call[dict[str, Any]]:
+    return _Call("GET", "/health", lambda a: a)
 
 
 class _Settings:
@@ -74,6 +136,18 @@ class _Settings:
             "limits": httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
+        }
+
+    def request(self, call: _Call[Any]) -> dict[str, Any]:
+        """httpx `request` arguments for `call`."""
+        content = None if call.body is None else _wire.dumps(call.body)
+        return {
+            "method": call.method,
+            "url": call.path,
+            "content": content,
+            "params": call.params,
+            "headers": _JSON if content is not None else None,
+            "timeout": self.timeout + call.extra,
         }
 
     def stream_timeout(self) -> httpx.Timeout:
@@ -116,27 +190,12 @@ class Client:
     def timeout(self) -> float:
         return self._s.timeout
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        params: dict[str, Any] | None = None,
-        extra: float = 0.0,
-    ) -> dict[str, Any]:
-        content = None if body is None else _wire.dumps(body)
+    def _run(self, call: _Call[T]) -> T:
         try:
-            resp = self._http.request(
-                method,
-                path,
-                content=content,
-                params=params,
-                headers=_JSON if content is not None else None,
-                timeout=self._s.timeout + extra,
-            )
+            resp = self._http.request(**self._s.request(call))
         except httpx.HTTPError as e:
-            raise _transport_error(method, path, e) from None
-        return _wire.decode(resp.content, resp.status_code)
+            raise _transport_error(call.method, call.path, e) from None
+        return call.finish(_wire.decode(resp.content, resp.status_code))
 
     # ----- producing -----------------------------------------------------------------
 
@@ -145,8 +204,7 @@ class Client:
         seed's push fields in snake_case: priority, delay, max_attempts, backoff, ttl,
         timeout, unique_key, job_id, tags, group_id, lifo, remove_on_complete,
         remove_on_fail, durable, depends_on, repeat (and name)."""
-        body = _wire.push_body(data, options)
-        return str(self._call("POST", f"/queues/{_q(queue)}/jobs", body)["id"])
+        return self._run(_push(queue, data, options))
 
     def push_many(self, queue: str, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Adds many jobs, each a mapping with `data` and push options (snake_case or
@@ -155,50 +213,45 @@ class Client:
         bodies = _wire.job_bodies(jobs)
         if self._s.bulk is not False:
             try:
-                got = self._call("POST", f"/queues/{_q(queue)}/jobs/bulk", {"jobs": bodies})
+                ids = self._run(_bulk(queue, bodies))
                 self._s.bulk = True
-                return [str(i) for i in got["ids"]]
+                return ids
             except ClientError as e:
                 if self._s.bulk or not _bulk_missing(e):
                     raise
                 self._s.bulk = False
-        path = f"/queues/{_q(queue)}/jobs"
-        return [str(self._call("POST", path, b)["id"]) for b in bodies]
+        return [self._run(_push_body(queue, b)) for b in bodies]
 
     # ----- consuming -----------------------------------------------------------------
 
     def pull(self, queue: str, *, timeout: float = 0) -> Job | None:
         """Leases the next job, waiting up to `timeout` seconds (long poll, at most 60)
         for one; None when none came."""
-        ms = _wire.poll_ms(timeout)
-        params = {"timeout": ms} if ms else None
-        body = self._call("GET", f"/queues/{_q(queue)}/jobs", params=params, extra=timeout)
-        return _wire.job_from(body)
+        return self._run(_pull(queue, timeout))
 
     def ack(self, job_id: str, token: str | None = None, result: Any = None) -> None:
         """Completes a leased job with an optional JSON result. Pass the pull's `token`
         so a lease that was lost (stalled, re-leased) is refused (LockTokenError)."""
-        self._call("POST", f"/jobs/{_q(job_id)}/ack", _wire.ack_body(token, result))
+        self._run(_ack(job_id, token, result))
 
     def fail(self, job_id: str, token: str | None = None, error: str | None = None) -> None:
         """Fails the current attempt; the server retries it after its backoff while
         attempts remain (maxAttempts), else the job fails for good."""
-        self._call("POST", f"/jobs/{_q(job_id)}/fail", _wire.fail_body(token, error))
+        self._run(_fail(job_id, token, error))
 
     # ----- single jobs and events --------------------------------------------------
 
     def get(self, job_id: str) -> dict[str, Any]:
         """The job's JSON object (with `state`); JobNotFoundError when unknown."""
-        job: dict[str, Any] = self._call("GET", f"/jobs/{_q(job_id)}")["job"]
-        return job
+        return self._run(_get(job_id))
 
     def cancel(self, job_id: str) -> None:
         """Cancels a job that has not started (`DELETE /jobs/:id`)."""
-        self._call("DELETE", f"/jobs/{_q(job_id)}")
+        self._run(_cancel(job_id))
 
     def health(self) -> dict[str, Any]:
         """`GET /health` (no auth needed)."""
-        return self._call("GET", "/health")
+        return self._run(_health())
 
     def events(self, queue: str | None = None) -> EventStream:
         """The SSE stream of every queue (or one) as dicts: `for ev in client.events()`,
@@ -261,32 +314,16 @@ class AsyncClient:
     def timeout(self) -> float:
         return self._s.timeout
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        params: dict[str, Any] | None = None,
-        extra: float = 0.0,
-    ) -> dict[str, Any]:
-        content = None if body is None else _wire.dumps(body)
+    async def _run(self, call: _Call[T]) -> T:
         try:
-            resp = await self._http.request(
-                method,
-                path,
-                content=content,
-                params=params,
-                headers=_JSON if content is not None else None,
-                timeout=self._s.timeout + extra,
-            )
+            resp = await self._http.request(**self._s.request(call))
         except httpx.HTTPError as e:
-            raise _transport_error(method, path, e) from None
-        return _wire.decode(resp.content, resp.status_code)
+            raise _transport_error(call.method, call.path, e) from None
+        return call.finish(_wire.decode(resp.content, resp.status_code))
 
     async def push(self, queue: str, data: Any, **options: Unpack[_wire.PushOptions]) -> str:
         """See `Client.push`."""
-        body = _wire.push_body(data, options)
-        return str((await self._call("POST", f"/queues/{_q(queue)}/jobs", body))["id"])
+        return await self._run(_push(queue, data, options))
 
     async def push_many(self, queue: str, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """See `Client.push_many` (without the bulk extension the pushes run
@@ -294,40 +331,33 @@ class AsyncClient:
         bodies = _wire.job_bodies(jobs)
         if self._s.bulk is not False:
             try:
-                path = f"/queues/{_q(queue)}/jobs/bulk"
-                got = await self._call("POST", path, {"jobs": bodies})
+                ids = await self._run(_bulk(queue, bodies))
                 self._s.bulk = True
-                return [str(i) for i in got["ids"]]
+                return ids
             except ClientError as e:
                 if self._s.bulk or not _bulk_missing(e):
                     raise
                 self._s.bulk = False
-        path = f"/queues/{_q(queue)}/jobs"
-        answers = await asyncio.gather(*(self._call("POST", path, b) for b in bodies))
-        return [str(a["id"]) for a in answers]
+        return list(await asyncio.gather(*(self._run(_push_body(queue, b)) for b in bodies)))
 
     async def pull(self, queue: str, *, timeout: float = 0) -> Job | None:
         """See `Client.pull`."""
-        ms = _wire.poll_ms(timeout)
-        params = {"timeout": ms} if ms else None
-        body = await self._call("GET", f"/queues/{_q(queue)}/jobs", params=params, extra=timeout)
-        return _wire.job_from(body)
+        return await self._run(_pull(queue, timeout))
 
     async def ack(self, job_id: str, token: str | None = None, result: Any = None) -> None:
-        await self._call("POST", f"/jobs/{_q(job_id)}/ack", _wire.ack_body(token, result))
+        await self._run(_ack(job_id, token, result))
 
     async def fail(self, job_id: str, token: str | None = None, error: str | None = None) -> None:
-        await self._call("POST", f"/jobs/{_q(job_id)}/fail", _wire.fail_body(token, error))
+        await self._run(_fail(job_id, token, error))
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = (await self._call("GET", f"/jobs/{_q(job_id)}"))["job"]
-        return job
+        return await self._run(_get(job_id))
 
     async def cancel(self, job_id: str) -> None:
-        await self._call("DELETE", f"/jobs/{_q(job_id)}")
+        await self._run(_cancel(job_id))
 
     async def health(self) -> dict[str, Any]:
-        return await self._call("GET", "/health")
+        return await self._run(_health())
 
     def events(self, queue: str | None = None) -> AsyncEventStream:
         """`async with client.events() as events: async for ev in events: ...`"""

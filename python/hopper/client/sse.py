@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import orjson
@@ -76,22 +76,33 @@ def _transport_error(e: httpx.HTTPError) -> Exception:
     return ConnectionLostError(f"event stream: {type(e).__name__}: {e}")
 
 
-class EventStream:
-    """A blocking SSE stream: iterate for events; `close()` (or leaving the `with`
-    block) ends it. The server sends a keep-alive every 15 s, so a `read_timeout`
-    above that only fires on a dead connection."""
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+
+class _Stream(Generic[HttpT]):
+    """What both streams hold: the request, once built, and the open response. Each
+    subclass only does the I/O (blocking or awaited) around `SseParser`."""
 
     def __init__(
-        self, http: httpx.Client, path: str, headers: dict[str, str], timeout: httpx.Timeout
-    ):
-        self._http = http
+        self, http: HttpT, path: str, headers: dict[str, str], timeout: httpx.Timeout
+    ) -> None:
+        self._http: HttpT = http
         self._request = http.build_request("GET", path, headers=headers, timeout=timeout)
         self._resp: httpx.Response | None = None
         self._closed = False
 
+    def _wants_connection(self) -> bool:
+        return self._resp is None and not self._closed
+
+
+class EventStream(_Stream[httpx.Client]):
+    """A blocking SSE stream: iterate for events; `close()` (or leaving the `with`
+    block) ends it. The server sends a keep-alive every 15 s, so a `read_timeout`
+    above that only fires on a dead connection."""
+
     def open(self) -> EventStream:
         """Connects now (iteration connects on first use otherwise)."""
-        if self._resp is None and not self._closed:
+        if self._wants_connection():
             try:
                 resp = self._http.send(self._request, stream=True)
             except httpx.HTTPError as e:
@@ -133,20 +144,12 @@ class EventStream:
         self.close()
 
 
-class AsyncEventStream:
+class AsyncEventStream(_Stream[httpx.AsyncClient]):
     """The asyncio SSE stream: `async with client.events() as events: async for ev in
     events: ...`."""
 
-    def __init__(
-        self, http: httpx.AsyncClient, path: str, headers: dict[str, str], timeout: httpx.Timeout
-    ):
-        self._http = http
-        self._request = http.build_request("GET", path, headers=headers, timeout=timeout)
-        self._resp: httpx.Response | None = None
-        self._closed = False
-
     async def open(self) -> AsyncEventStream:
-        if self._resp is None and not self._closed:
+        if self._wants_connection():
             try:
                 resp = await self._http.send(self._request, stream=True)
             except httpx.HTTPError as e:
