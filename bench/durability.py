@@ -46,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import server as S  # bench/server.py: process, wrk and report helpers
+from hopper.server_process import ServerProcess
 
 HERE = S.HERE
 ROOT = S.ROOT
@@ -134,28 +135,6 @@ process.exit(0);
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def stop_proc(p: subprocess.Popen, grace: float) -> float:
-    """Like server.stop() with a longer SIGTERM grace (a persisting server may flush on
-    exit); returns the seconds the group took to go away."""
-    t0 = time.monotonic()
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
-    # the leader exited; make sure no worker of its group lingers
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(p.pid, signal.SIGKILL)
-    p._bench_log.close()  # type: ignore[attr-defined]
-    if p in S._children:
-        S._children.remove(p)
-    return time.monotonic() - t0
 
 
 def run_helper(cmd: list[str], *, cwd: Path, timeout: float, env: dict | None = None) -> dict:
@@ -350,6 +329,7 @@ class Server:
         self.scratch = scratch
         self.data = data  # hopper: the data dir; reference: the dir holding the SQLite file
         self.port = S.free_port()
+        self.process: ServerProcess | None = None
         self.proc: subprocess.Popen | None = None
         self.t_spawn = 0.0
 
@@ -385,7 +365,10 @@ class Server:
             self.data.mkdir(parents=True, exist_ok=True)
         cmd, env, cwd = self.cmd_env()
         self.t_spawn = time.monotonic()
-        self.proc = S.spawn(cmd, cwd=cwd, env=env, log=self.scratch / f"{self.tag}.log")
+        self.process = S.spawn(
+            cmd, port=self.port, cwd=cwd, env=env, log=self.scratch / f"{self.tag}.log"
+        )
+        self.proc = self.process.proc
         self.command = shlex.join(cmd)
 
     def start(self, limit: float = 60) -> float:
@@ -398,7 +381,13 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace: float = 10) -> float:
-        return stop_proc(self.proc, grace) if self.proc is not None else 0.0
+        """SIGTERM (SIGKILL after `grace`: a persisting server may flush on exit);
+        returns the seconds the server took to go away."""
+        if self.process is None:
+            return 0.0
+        t0 = time.monotonic()
+        S.stop(self.process, grace)
+        return time.monotonic() - t0
 
 
 # --------------------------------------------------------------------------- push load

@@ -23,49 +23,18 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from hopper.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "management.json"
 QUEUE = "big"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    cmd = [
-        str(ROOT / ".venv/bin/hopper"),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--memory",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def fill(client: httpx.Client, jobs: int) -> float:
@@ -105,32 +74,28 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    proc, url = start()
-    try:
-        with httpx.Client(base_url=url, timeout=60) as c:
-            fill_s = fill(c, args.jobs)
-            some_id = c.get(f"/api/queues/{QUEUE}/jobs?start=0&end=1").json()["data"][0]["id"]
-            half = args.jobs // 2
-            cases = {
-                "counts": f"/api/queues/{QUEUE}",
-                "queue list": "/api/queues",
-                "first page (100)": f"/api/queues/{QUEUE}/jobs?state=waiting&start=0&end=100",
-                "deep page (100)": (
-                    f"/api/queues/{QUEUE}/jobs?state=waiting&start={half}&end={half + 100}"
-                ),
-                "id search": f"/api/search?q={some_id}",
-                "payload search, no hit (full scan)": (
-                    f"/api/search?type=payload&queue={QUEUE}&q=zzz-absent"
-                ),
-                "payload search, 50 hits": f"/api/search?type=payload&queue={QUEUE}&q=needle-in",
-            }
-            results = {name: timed(c, path, args.repeat) for name, path in cases.items()}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    log = Path(tempfile.mkdtemp(prefix="hopper-bench-management-")) / "server.log"
+    with (
+        ServerProcess.hopper(["--memory"], log=log) as server,
+        httpx.Client(base_url=server.url, timeout=60) as c,
+    ):
+        fill_s = fill(c, args.jobs)
+        some_id = c.get(f"/api/queues/{QUEUE}/jobs?start=0&end=1").json()["data"][0]["id"]
+        half = args.jobs // 2
+        cases = {
+            "counts": f"/api/queues/{QUEUE}",
+            "queue list": "/api/queues",
+            "first page (100)": f"/api/queues/{QUEUE}/jobs?state=waiting&start=0&end=100",
+            "deep page (100)": (
+                f"/api/queues/{QUEUE}/jobs?state=waiting&start={half}&end={half + 100}"
+            ),
+            "id search": f"/api/search?q={some_id}",
+            "payload search, no hit (full scan)": (
+                f"/api/search?type=payload&queue={QUEUE}&q=zzz-absent"
+            ),
+            "payload search, 50 hits": f"/api/search?type=payload&queue={QUEUE}&q=needle-in",
+        }
+        results = {name: timed(c, path, args.repeat) for name, path in cases.items()}
     print(
         f"\n{args.jobs:,} waiting jobs in one queue (filled in {fill_s:.1f} s); "
         f"ms per request, {args.repeat} requests\n"

@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import hopper
-import httpx
+from hopper.server_process import ServerProcess
 
 PAYLOAD = {
     "to": "user@example.com",
@@ -39,38 +36,13 @@ PAYLOAD = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def local_server() -> Iterator[str]:
-    port = free_port()
+    """`hopper serve` with a scratch data directory (default fsync policy)."""
     with tempfile.TemporaryDirectory(prefix="hopper-bench-") as data:
-        cmd = [sys.executable, "-m", "hopper", "serve", "--host", "127.0.0.1"]
-        cmd += ["--port", str(port), "--data-dir", data]
-        env = {k: v for k, v in os.environ.items() if k != "AUTH_TOKENS"}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.05)
-            else:
-                raise SystemExit("server did not start")
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        log = Path(data) / "server.log"
+        with ServerProcess.hopper(["--data-dir", str(Path(data) / "data")], log=log) as server:
+            yield server.url
 
 
 async def one_run(url: str, args: argparse.Namespace, run: int) -> dict[str, float]:

@@ -38,12 +38,13 @@ import platform
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from hopper.server_process import ServerProcess, free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -62,76 +63,49 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_REQ_PER_THREAD = 50_000_000  # count bound on top of wrk's -d time bound
 SERVERS = ("hopper", "reference")
 
-_children: list[subprocess.Popen] = []  # servers
+_children: list[ServerProcess] = []  # servers running now
 _generator: list[subprocess.Popen] = []  # the load generator running now, if any
 
 
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None, log: Path):
-    logf = open(log, "wb")  # noqa: SIM115 - closed with the process
-    p = subprocess.Popen(
+def spawn(
+    cmd: list[str],
+    *,
+    port: int,
+    cwd: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    health_path: str = "/health",
+) -> ServerProcess:
+    """Launches a server (not waiting for it), tracked so that stop_all() ends it."""
+    server = ServerProcess(
         cmd,
+        port=port,
+        log=log,
+        env=os.environ if env is None else env,
         cwd=cwd,
-        env=env,
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # own process group: the Granian worker dies with it
+        label=log.stem,
+        health_path=health_path,
     )
-    p._bench_log = logf  # type: ignore[attr-defined]
-    _children.append(p)
-    return p
+    server.launch()
+    _children.append(server)
+    return server
 
 
-def stop(p: subprocess.Popen) -> None:
-    """SIGTERM the child's process group (the child's own id), SIGKILL after 3 s."""
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
-    else:
-        # the leader exited; make sure no worker of its group lingers
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, signal.SIGKILL)
-    p._bench_log.close()  # type: ignore[attr-defined]
-    if p in _children:
-        _children.remove(p)
+def stop(server: ServerProcess, grace: float = 3.0) -> None:
+    server.stop(grace)
+    if server in _children:
+        _children.remove(server)
 
 
 def stop_all() -> None:
     for g in list(_generator):
         if g.poll() is None:
             g.kill()
-    for p in list(_children):
-        stop(p)
-
-
-def wait_http(port: int, proc: subprocess.Popen, path: str = "/health", limit: float = 30) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", path)
-            c.getresponse().read()
-            c.close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"no HTTP answer on 127.0.0.1:{port} within {limit}s")
+    for server in list(_children):
+        stop(server)
 
 
 def proc_tree(pid: int) -> list[int]:
@@ -228,25 +202,29 @@ class Servers:
         self.logdir = logdir
         self.tag = tag  # log file suffix
         self.port: dict[str, int] = {}
-        self.proc: dict[str, subprocess.Popen] = {}
+        self.proc: dict[str, ServerProcess] = {}
 
     def start(self, bare: bool = False) -> None:
         hp, rp, rtcp = free_port(), free_port(), free_port()
         if bare:
             h = spawn(
                 [sys.executable, "bare_app.py", "--host", "127.0.0.1", "--port", str(hp)],
+                port=hp,
                 cwd=HERE,
                 log=self.logdir / f"bare_granian-{self.tag}.log",
+                health_path="/",
             )
             r = spawn(
                 [str(BUN), "bare_bun.ts", str(rp)],
+                port=rp,
                 cwd=HERE,
                 log=self.logdir / f"bare_bun-{self.tag}.log",
+                health_path="/",
             )
-            path = "/"
         else:
             h = spawn(
                 [*hopper_cmd(), "serve", "--host", "127.0.0.1", "--port", str(hp)],
+                port=hp,
                 cwd=self.logdir,  # its ./data default dir lands in the scratch dir
                 log=self.logdir / f"hopper-{self.tag}.log",
             )
@@ -260,22 +238,24 @@ class Servers:
             env.pop("DATA_PATH", None)  # in-memory
             r = spawn(
                 [str(BUN), str(BUNQUEUE_MAIN)],
+                port=rp,
                 cwd=PEERS,
                 env=env,
                 log=self.logdir / f"bunqueue-{self.tag}.log",
             )
-            path = "/health"
         self.proc = {"hopper": h, "reference": r}
         self.port = {"hopper": hp, "reference": rp}
+        deadline = time.monotonic() + 30
         for name in SERVERS:
-            wait_http(self.port[name], self.proc[name], path)
+            if not self.proc[name].wait_healthy(deadline):
+                raise RuntimeError(f"{name} server did not answer within 30 s")
 
     def alive(self, name: str) -> bool:
-        return self.proc[name].poll() is None
+        return self.proc[name].running
 
     def stop(self) -> None:
-        for p in self.proc.values():
-            stop(p)
+        for server in self.proc.values():
+            stop(server)
 
 
 def hopper_cmd() -> list[str]:

@@ -9,53 +9,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from hopper.server_process import ServerProcess
 
 DEADLINE_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 def one_start(command: str) -> float:
-    port = free_port()
+    """Seconds from exec to the first 200 from /health (polled every 5 ms)."""
     with tempfile.TemporaryDirectory() as data:
-        args = [command, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data]
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            args,
-            env={"PATH": "/usr/bin:/bin"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        server = ServerProcess.hopper(
+            ["--data-dir", str(Path(data) / "data")],
+            executable=command,
+            log=Path(data) / "server.log",
         )
         try:
-            while not healthy(f"http://127.0.0.1:{port}/health"):
-                if proc.poll() is not None or time.perf_counter() - started > DEADLINE_S:
-                    raise RuntimeError(f"{command} did not become healthy")
-                time.sleep(0.01)
-            return time.perf_counter() - started
+            return server.start(DEADLINE_S)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(15)
+            server.stop()
 
 
 def main() -> int:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,16 +14,17 @@ from typing import Any
 
 import httpx
 import pytest
-from hopper.server.config import clean_environment
+from hopper.server_process import SCRUBBED_PATH as SCRUBBED_PATH
+from hopper.server_process import ServerProcess, ServerStartError
+from hopper.server_process import free_port as free_port
 
 STARTUP_TIMEOUT_S = 15.0
 SHUTDOWN_TIMEOUT_S = 10.0
 HOST = "127.0.0.1"
 # The server under test is `python -m hopper` from this environment, or the executable
-# HOPPER_TEST_SERVER names (tests/packaging points it at the single-file binary), which
+# HOPPER_TEST_SERVER names (test_packaging points it at the single-file binary), which
 # then runs with a scrubbed environment, as on a machine without Python or a virtualenv.
 SERVER_EXECUTABLE = os.environ.get("HOPPER_TEST_SERVER")
-SCRUBBED_PATH = "/usr/bin:/bin"
 
 
 @dataclass
@@ -34,21 +33,19 @@ class Server:
 
     url: str
     ws_url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    process: ServerProcess
     client: httpx.Client
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self.process.proc is not None
+        return self.process.proc
+
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+        return self.process.log_tail(4000)
 
 
 ServerFactory = Callable[..., Server]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -60,65 +57,40 @@ def run_server(
     **env: str,
 ) -> Iterator[Server]:
     """Starts `hopper serve` (or `command`) with `args`, and `env` added to a cleaned
-    environment; stops it on exit. `executable` (default: HOPPER_TEST_SERVER) is a
-    `hopper` command to run with a scrubbed environment instead of this interpreter's
-    `python -m hopper`."""
+    environment, a data directory of its own under `workdir`; stops it on exit, where
+    it must end with status 0 within SHUTDOWN_TIMEOUT_S. `executable` (default:
+    HOPPER_TEST_SERVER) is a `hopper` command run with a scrubbed environment instead of
+    this interpreter's `python -m hopper`."""
     port = free_port()
-    executable = executable or SERVER_EXECUTABLE
-    if executable:
-        prefix = [executable]
-        child_env = {"PATH": SCRUBBED_PATH}
-    else:
-        prefix = [sys.executable, "-m", "hopper"]
-        child_env = clean_environment()
     data_dir = workdir / f"data-{port}"
     data_dir.mkdir(parents=True, exist_ok=True)
-    child_env["HOPPER_DATA_DIR"] = str(data_dir)
-    child_env.update(env)
-    log = workdir / f"server-{port}.log"
-    cmd = [*prefix, command, "--host", HOST, "--port", str(port), *args]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, env=child_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    url = f"http://{HOST}:{port}"
-    client = httpx.Client(base_url=url, timeout=10.0)
-    server = Server(url, f"ws://{HOST}:{port}", proc, log, client)
+    process = ServerProcess.hopper(
+        args,
+        log=workdir / f"server-{port}.log",
+        command=command,
+        executable=executable or SERVER_EXECUTABLE,
+        env={"HOPPER_DATA_DIR": str(data_dir), **env},
+        port=port,
+    )
     try:
-        _wait_healthy(server)
-        yield server
+        process.start(STARTUP_TIMEOUT_S)
+    except ServerStartError as e:
+        pytest.fail(str(e))
+    client = httpx.Client(base_url=process.url, timeout=10.0)
+    try:
+        yield Server(process.url, process.ws_url, process, client)
     finally:
         client.close()
-        _stop(server)
+        _stop(process)
 
 
-def _wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            pytest.fail(f"server exited with {server.proc.returncode}:\n{server.log_text()}")
-        try:
-            if httpx.get(server.url + "/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    server.proc.kill()
-    server.proc.wait(5)
-    pytest.fail(f"server did not answer /health within {STARTUP_TIMEOUT_S} s:\n{server.log_text()}")
-
-
-def _stop(server: Server) -> None:
-    proc = server.proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(SHUTDOWN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        pytest.fail(f"server ignored SIGTERM for {SHUTDOWN_TIMEOUT_S} s:\n{server.log_text()}")
-    assert code == 0, f"server exited with {code} after SIGTERM:\n{server.log_text()}"
+def _stop(process: ServerProcess) -> None:
+    code = process.stop(SHUTDOWN_TIMEOUT_S)
+    tail = process.log_tail(4000)
+    assert code is not None
+    if code == -signal.SIGKILL:
+        pytest.fail(f"server ignored SIGTERM for {SHUTDOWN_TIMEOUT_S} s:\n{tail}")
+    assert code == 0, f"server exited with {code} after SIGTERM:\n{tail}"
 
 
 # ----- helpers shared by the test modules ---------------------------------------------

@@ -10,13 +10,13 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+from hopper.server_process import ServerProcess
 from hopper.soak.api import ApiError, HttpApi, WsSession
 from hopper.soak.checks import MemoryWatch, StatsWatch, Tally
 from hopper.soak.config import SoakConfig
 from hopper.soak.errors import Unavailable, Violation
 from hopper.soak.load import Load
 from hopper.soak.model import Model
-from hopper.soak.server import ManagedServer
 
 
 class Retired:
@@ -33,7 +33,7 @@ class SoakContext:
         self,
         config: SoakConfig,
         api: HttpApi,
-        server: ManagedServer | None,
+        server: ServerProcess | None,
         load: Load,
         tally: Tally,
         run_id: str,
@@ -131,7 +131,8 @@ class SoakContext:
         self.load.ledger.crashed()
         self.faults["server-kill"] += 1
         try:
-            self.server.start()
+            # The killed server's port and directory lock may linger a moment.
+            self.server.start(retry=True)
         finally:
             self.load.down.clear()
         ready = time.monotonic()

@@ -18,6 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from hopper.server_process import ServerProcess
 from hopper.soak.api import HttpApi
 from hopper.soak.checks import Tally
 from hopper.soak.config import SoakConfig
@@ -27,7 +28,6 @@ from hopper.soak.ledger import IdRegistry, Ledger
 from hopper.soak.load import Load
 from hopper.soak.machine import SoakMachine
 from hopper.soak.report import Report
-from hopper.soak.server import ManagedServer
 
 Say = Callable[[str], None]
 ROTATE_EVERY = 2000  # load jobs per load queue (far below the server's retention)
@@ -148,18 +148,26 @@ def run(
         faults={k: 0 for k in config.fault_kinds},
     )
     own_dir: Path | None = None
-    server: ManagedServer | None = None
+    server: ServerProcess | None = None
     if config.start:
         if config.data_dir is None:
             own_dir = Path(tempfile.mkdtemp(prefix="hopper-soak-"))
         base = config.data_dir or (own_dir / "data" if own_dir else Path("data"))
         log = config.server_log or (own_dir or base.parent) / "soak-server.log"
-        server = ManagedServer(
-            base, log, fsync=config.fsync, stall_interval_ms=config.stall_interval_ms
+        server = ServerProcess.hopper(
+            [
+                "--data-dir",
+                str(base),
+                "--fsync",
+                config.fsync,
+                "--stall-interval-ms",
+                str(config.stall_interval_ms),
+            ],
+            log=log,
         )
         report.data_dir, report.server_log = str(base), str(log)
         try:
-            server.start()
+            server.start(retry=True)
         except RuntimeError as e:
             report.result, report.error = "ERROR", str(e)
             report.elapsed_s = time.monotonic() - t0
