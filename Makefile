@@ -62,8 +62,8 @@ bench: install
 
 # dist/hopper-*.whl: one abi3 wheel for every CPython >= 3.10 on this platform.
 wheel: install
-	$(BIN)/maturin build --release --out dist
+	$(BIN)/python packaging/build.py wheel --out dist
 
 # dist/hopper: one self-contained executable (PyInstaller, one-file mode).
 binary: install
-	$(BIN)/python packaging/build_binary.py --out dist
+	$(BIN)/python packaging/build.py binary --out dist

@@ -15,7 +15,7 @@ import pytest
 from support import SCRUBBED_PATH, Server, expect_ok, get_job, pull, push, run_server
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+BUILD = ROOT / "packaging" / "build.py"  # what `make wheel` and `make binary` run
 SUBCOMMANDS = ("serve", "start", "demo", "bench", "soak")
 EXTRA_HINT = "pip install 'hopper[tools]'"
 
@@ -44,16 +44,7 @@ def without_rust(bin_dir: Path) -> dict[str, str]:
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel `make wheel` builds (abi3, release)."""
     out = tmp_path_factory.mktemp("wheel")
-    sh(
-        BIN / "maturin",
-        "build",
-        "--release",
-        "--quiet",
-        "--out",
-        out,
-        "--manifest-path",
-        ROOT / "rust" / "py" / "Cargo.toml",
-    )
+    sh(sys.executable, BUILD, "wheel", "--out", out)
     (built,) = out.glob("hopper-*.whl")
     assert "-abi3-" in built.name, built.name
     return built
@@ -79,7 +70,7 @@ def checkout_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def binary(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`make binary`'s executable, frozen from the same wheel."""
     out = tmp_path_factory.mktemp("binary")
-    sh(sys.executable, ROOT / "packaging" / "build_binary.py", "--out", out, "--wheel", wheel)
+    sh(sys.executable, BUILD, "binary", "--out", out, "--wheel", wheel)
     exe = out / "hopper"
     assert exe.is_file() and os.access(exe, os.X_OK)
     return exe

@@ -1,11 +1,14 @@
-"""Builds `dist/hopper`, one executable holding Python, the engine, Granian, uvloop and
-the dashboard, from what a plain `pip install` of the wheel gives (no extras), so the
-binary carries exactly the server's runtime and nothing the tests or the tools use.
+"""Builds what users install: the wheel, and `hopper`, one executable holding Python,
+the engine, Granian, uvloop and the dashboard, frozen from what a plain `pip install` of
+the wheel gives (no extras), so it carries exactly the server's runtime and nothing the
+tests or the tools use.
 
-    python packaging/build_binary.py [--out dist]
+    python packaging/build.py wheel [--out dist]     # make wheel
+    python packaging/build.py binary [--out dist]    # make binary
 
-Steps: build the abi3 wheel with maturin, install it into a build virtualenv under
-target/ (kept between builds: pip then only swaps the wheel), freeze with PyInstaller.
+The binary: build the abi3 wheel with maturin (or take --wheel), install it into a build
+virtualenv under target/ (kept between builds: pip then only swaps the wheel), freeze with
+PyInstaller.
 """
 
 from __future__ import annotations
@@ -92,17 +95,24 @@ def freeze(python: Path, out: Path, work: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("artifact", choices=("wheel", "binary"))
     parser.add_argument("--out", type=Path, default=ROOT / "dist")
-    parser.add_argument("--wheel", type=Path, help="freeze this wheel instead of building one")
+    parser.add_argument("--wheel", type=Path, help="binary: freeze this wheel, not a new one")
     args = parser.parse_args()
+    out = args.out.resolve()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="hopper-binary-") as tmp:
-        wheel = args.wheel.resolve() if args.wheel else build_wheel(Path(tmp))
-        python = build_env(wheel)
-        binary = freeze(python, args.out.resolve(), Path(tmp))
-    size = binary.stat().st_size
+    if args.artifact == "wheel":
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="hopper-wheel-") as tmp:
+            built = build_wheel(Path(tmp))
+            artifact = Path(shutil.move(built, out / built.name))
+    else:
+        with tempfile.TemporaryDirectory(prefix="hopper-binary-") as tmp:
+            wheel = args.wheel.resolve() if args.wheel else build_wheel(Path(tmp))
+            artifact = freeze(build_env(wheel), out, Path(tmp))
+    size = artifact.stat().st_size
     took = time.monotonic() - started
-    print(f"built {binary}: {size / 2**20:.1f} MiB in {took:.0f} s")
+    print(f"built {artifact}: {size / 2**20:.1f} MiB in {took:.0f} s")
     return 0
 
 
