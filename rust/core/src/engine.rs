@@ -310,7 +310,7 @@ impl Engine {
 
     /// When the timer thread should next wake; it records the promise so that an earlier
     /// timer inserted later can wake it.
-    pub fn plan_wake(&mut self) -> Option<u64> {
+    pub(crate) fn plan_wake(&mut self) -> Option<u64> {
         let has_finished = self
             .queues
             .iter()
@@ -329,7 +329,7 @@ impl Engine {
         wake
     }
 
-    pub fn take_timers_moved_earlier(&mut self) -> bool {
+    pub(crate) fn take_timers_moved_earlier(&mut self) -> bool {
         std::mem::take(&mut self.timers_moved_earlier)
     }
 
@@ -511,7 +511,7 @@ impl Engine {
     }
 
     /// Whether anything is waiting for Python to drain (events or woken queues).
-    pub fn has_notifications(&self) -> bool {
+    pub(crate) fn has_notifications(&self) -> bool {
         !self.events.is_empty() || !self.woken.is_empty()
     }
 
@@ -545,7 +545,7 @@ impl Engine {
             .collect()
     }
 
-    pub fn take_work_added(&mut self) -> bool {
+    pub(crate) fn take_work_added(&mut self) -> bool {
         std::mem::take(&mut self.work_added)
     }
 

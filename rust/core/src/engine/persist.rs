@@ -52,12 +52,8 @@ fn view<'a>(job: &'a Job, queue: &'a str, name: &'a str, with_data: bool) -> Job
 
 impl Engine {
     /// Starts recording changes for the log (a persistent engine, after recovery).
-    pub fn set_recording(&mut self, on: bool) {
+    pub(crate) fn set_recording(&mut self, on: bool) {
         self.recording = on;
-    }
-
-    pub fn is_recording(&self) -> bool {
-        self.recording
     }
 
     /// Marks a job as changed, so the next flush writes it.
@@ -111,7 +107,7 @@ impl Engine {
     /// Appends one frame with everything changed since the last flush to `out`.
     /// Returns `None` if nothing changed, else whether the frame holds a `durable` push
     /// (which must be synced at once).
-    pub fn flush_log(&mut self, out: &mut Vec<u8>) -> Option<bool> {
+    pub(crate) fn flush_log(&mut self, out: &mut Vec<u8>) -> Option<bool> {
         if self.dirty.is_empty() && self.op_log.is_empty() {
             return None;
         }
@@ -140,7 +136,7 @@ impl Engine {
 
     /// The snapshot's opening frame: counters, queues and metric buckets. Taken under
     /// the same lock as the log rotation, so the log after it continues from here.
-    pub fn snapshot_meta(&self, out: &mut Vec<u8>) {
+    pub(crate) fn snapshot_meta(&self, out: &mut Vec<u8>) {
         let at = begin_frame(out);
         encode_snapshot_begin(out, self.next_seq);
         encode_totals(out, &self.totals);
@@ -156,7 +152,12 @@ impl Engine {
 
     /// Appends a frame with the jobs in slots `from..` (at most `max`); returns the next
     /// slot to continue from (`None` when done) and how many jobs were written.
-    pub fn snapshot_jobs(&self, from: u32, max: usize, out: &mut Vec<u8>) -> (Option<u32>, u64) {
+    pub(crate) fn snapshot_jobs(
+        &self,
+        from: u32,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> (Option<u32>, u64) {
         let high = self.jobs.high();
         let at = begin_frame(out);
         let mut slot = from;
@@ -231,7 +232,7 @@ impl Engine {
 
     /// Applies one record read back from a snapshot or the log. Idempotent: the record
     /// states the result, not the change.
-    pub fn apply(&mut self, rec: Record, stats: &mut RestoreStats) {
+    pub(crate) fn apply(&mut self, rec: Record, stats: &mut RestoreStats) {
         stats.records += 1;
         match rec {
             Record::Job(image) => {
