@@ -151,10 +151,6 @@ fn put_removal(out: &mut Vec<u8>, r: Removal) {
     }
 }
 
-fn state_code(s: JobState) -> u8 {
-    JobState::ALL.iter().position(|&x| x == s).unwrap_or(0) as u8
-}
-
 /// The borrowed view of a job that `encode_job` writes; built by the engine from its slot.
 pub struct JobView<'a> {
     pub id: &'a JobId,
@@ -191,7 +187,7 @@ pub fn encode_job(out: &mut Vec<u8>, j: &JobView<'_>) {
     if let Some(d) = j.data {
         put_str(out, d);
     }
-    out.push(state_code(j.state));
+    out.push(j.state.wire_code());
     out.push(j.flags);
     put_i64(out, i64::from(j.priority));
     put_i64(out, j.seq);
@@ -451,9 +447,7 @@ impl<'a> Decoder<'a> {
         let queue = self.str()?;
         let name = self.str()?;
         let data = if with_data { Some(self.str()?) } else { None };
-        let state = *JobState::ALL
-            .get(usize::from(self.byte()?))
-            .ok_or(DecodeError("bad state"))?;
+        let state = JobState::from_wire(self.byte()?).ok_or(DecodeError("bad state"))?;
         let flags = self.byte()?;
         let priority =
             i32::try_from(self.i64()?).map_err(|_| DecodeError("priority out of range"))?;

@@ -1,6 +1,7 @@
 //! Operations on one job or a whole queue, as the management API asks for them: remove,
 //! cancel, retry, promote, update, pause, drain, clean, obliterate.
 
+use super::placement::Cause;
 use super::Engine;
 use crate::error::{EngineError, Result};
 use crate::events::{EventExtra, EventKind};
@@ -64,24 +65,23 @@ impl Engine {
     }
 
     fn retry_slot(&mut self, slot: u32, now: u64) {
-        let prev = self.job(slot).state;
-        self.detach(slot);
-        let job = self.job_mut(slot);
-        job.attempts = 0;
-        job.stalls = 0;
-        job.progress = 0;
-        job.finished_at = 0;
-        job.run_at = now;
-        let (qid, key) = (job.queue, job.unique_key().map(Box::<str>::from));
-        if let Some(ext) = job.ext.as_deref_mut() {
-            ext.result = None;
-            ext.error = None;
-        }
+        let job = self.job(slot);
+        let (prev, qid, key) = (job.state, job.queue, job.unique_key().map(Box::<str>::from));
+        self.enqueue_ready(slot, now, Cause::Retry, |job| {
+            job.attempts = 0;
+            job.stalls = 0;
+            job.progress = 0;
+            job.finished_at = 0;
+            job.run_at = now;
+            if let Some(ext) = job.ext.as_deref_mut() {
+                ext.result = None;
+                ext.error = None;
+            }
+        });
         // Take the dedup key back unless another live job holds it now.
         if let Some(key) = key {
             self.queues[qid as usize].dedup.entry(key).or_insert(slot);
         }
-        self.enqueue_ready(slot, now);
         self.totals.retried += 1;
         self.emit(EventKind::Retried, slot, now, EventExtra::Prev(prev));
     }
@@ -111,9 +111,7 @@ impl Engine {
     }
 
     fn promote_slot(&mut self, slot: u32, now: u64) {
-        self.detach(slot);
-        self.job_mut(slot).run_at = now;
-        self.enqueue_ready(slot, now);
+        self.enqueue_ready(slot, now, Cause::Promote, |job| job.run_at = now);
         self.emit(EventKind::Promoted, slot, now, EventExtra::None);
     }
 
@@ -134,17 +132,15 @@ impl Engine {
                 return Err(EngineError::invalid("data is over the payload size limit"));
             }
         }
-        let state = self.job(slot).state;
-        self.detach(slot);
         self.mark_dirty(slot, data.is_some());
-        let job = self.job_mut(slot);
-        if let Some(d) = data {
-            job.data = d;
-        }
-        if let Some(p) = priority {
-            job.priority = p;
-        }
-        self.attach(slot, state, now);
+        self.refresh(slot, now, |job| {
+            if let Some(d) = data {
+                job.data = d;
+            }
+            if let Some(p) = priority {
+                job.priority = p;
+            }
+        });
         Ok(())
     }
 

@@ -1,9 +1,10 @@
 //! Links between jobs: dependencies (`dependsOn`) released or failed as their jobs
 //! finish or go away, and repeat series pushing their next occurrence.
 
+use super::placement::Cause;
 use super::Engine;
 use crate::cron::CronSchedule;
-use crate::job::JobState;
+use crate::job::{Job, JobState};
 use crate::options::PushOptions;
 
 impl Engine {
@@ -23,8 +24,7 @@ impl Engine {
             let pending = self.unfinished_dependencies(ds);
             self.job_mut(ds).ext_mut().pending_deps = pending;
             if pending == 0 {
-                self.detach(ds);
-                self.make_runnable(ds, now);
+                self.make_runnable(ds, now, Cause::DependenciesMet, |_| {});
             }
         }
     }
@@ -122,18 +122,17 @@ impl Engine {
         let id = self.job(slot).id.clone();
         for dep in deps {
             let Some(ds) = self.find(&dep) else { continue };
+            let unlink = |job: &mut Job| {
+                if let Some(ext) = job.ext.as_deref_mut() {
+                    ext.dependents.retain(|d| d != &id);
+                }
+            };
             // A finished job's footprint is counted in its set's bytes: re-enter the set
             // around the change so the count follows it.
-            let state = self.job(ds).state;
-            let finished = state.is_finished();
-            if finished {
-                self.detach(ds);
-            }
-            if let Some(ext) = self.job_mut(ds).ext.as_deref_mut() {
-                ext.dependents.retain(|d| d != &id);
-            }
-            if finished {
-                self.attach(ds, state, self.last_now);
+            if self.job(ds).state.is_finished() {
+                self.refresh(ds, self.last_now, unlink);
+            } else {
+                unlink(self.job_mut(ds));
             }
         }
     }

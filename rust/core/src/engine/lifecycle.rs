@@ -1,6 +1,7 @@
 //! A job's life from push to a finish: push, pull and the lease, ack, failed attempts
 //! with backoff, stalls, and the final failure that lands it in the dead-letter set.
 
+use super::placement::Cause;
 use super::{backoff_delay, Engine, FailOutcome, Pulled, PushOutcome, TimerKind, DEFAULT_NAME_ID};
 use crate::error::{EngineError, Result};
 use crate::events::{EventExtra, EventKind};
@@ -172,17 +173,19 @@ impl Engine {
             self.add_timer(now.saturating_add(ttl), TimerKind::Ttl, slot);
         }
         if let Some(dep) = failed_dep {
-            self.job_mut(slot).ext_mut().pending_deps = pending;
-            // finish_failed detaches from the current state, so enter one first (a
-            // never-attached job would "leave" the ready queue and its group count).
-            self.attach(slot, JobState::WaitingChildren, now);
+            // It waits for its dependencies first, so that failing is a legal move from
+            // a state it is really in.
+            self.transition(slot, JobState::WaitingChildren, Cause::Push, now, |job| {
+                job.ext_mut().pending_deps = pending;
+            });
             self.finish_failed(slot, format!("Dependency {dep} failed"), now);
         } else if pending > 0 {
-            self.job_mut(slot).ext_mut().pending_deps = pending;
-            self.attach(slot, JobState::WaitingChildren, now);
+            self.transition(slot, JobState::WaitingChildren, Cause::Push, now, |job| {
+                job.ext_mut().pending_deps = pending;
+            });
             self.emit(EventKind::WaitingChildren, slot, now, EventExtra::None);
         } else {
-            self.make_runnable(slot, now);
+            self.make_runnable(slot, now, Cause::Push, |_| {});
         }
         let job = self.job(slot);
         PushOutcome {
@@ -214,22 +217,21 @@ impl Engine {
             })
         };
         let Some(slot) = slot else { return Ok(None) };
-        self.detach(slot);
         let token = self.ids.next(now);
         let stall_deadline = now + self.config.stall_interval_ms;
-        let job = self.job_mut(slot);
-        job.started_at = now;
-        let timeout_deadline = job
-            .ext()
-            .and_then(|e| e.timeout)
-            .map(|t| now.saturating_add(t));
-        job.lease = Some(Box::new(Lease {
-            token,
-            owner,
-            stall_deadline,
-            timeout_deadline,
-        }));
-        self.attach(slot, JobState::Active, now);
+        self.transition(slot, JobState::Active, Cause::Pull, now, |job| {
+            job.started_at = now;
+            let timeout_deadline = job
+                .ext()
+                .and_then(|e| e.timeout)
+                .map(|t| now.saturating_add(t));
+            job.lease = Some(Box::new(Lease {
+                token,
+                owner,
+                stall_deadline,
+                timeout_deadline,
+            }));
+        });
         self.totals.pulled += 1;
         self.emit(EventKind::Pulled, slot, now, EventExtra::None);
         if self.queues[qid as usize].ready.is_empty() {
@@ -318,13 +320,12 @@ impl Engine {
             .clamp(1, MAX_DELAY_MS);
         let deadline = now + duration;
         // Re-enter the active state so the lease's deadline index moves with it.
-        self.detach(slot);
-        self.job_mut(slot)
-            .lease
-            .as_mut()
-            .expect("active job has a lease")
-            .stall_deadline = deadline;
-        self.attach(slot, JobState::Active, now);
+        self.refresh(slot, now, |job| {
+            job.lease
+                .as_mut()
+                .expect("active job has a lease")
+                .stall_deadline = deadline;
+        });
         Ok(deadline)
     }
 
@@ -352,9 +353,7 @@ impl Engine {
             return 0;
         };
         for &slot in &slots {
-            self.detach(slot);
-            self.job_mut(slot).lease = None;
-            self.enqueue_ready(slot, now);
+            self.enqueue_ready(slot, now, Cause::OwnerGone, |job| job.lease = None);
             self.emit(
                 EventKind::Retried,
                 slot,
@@ -366,21 +365,22 @@ impl Engine {
     }
 
     fn complete(&mut self, slot: u32, result: Option<Box<str>>, now: u64) {
-        self.detach(slot);
-        let job = self.job_mut(slot);
-        job.lease = None;
-        job.finished_at = now;
+        let job = self.job(slot);
         let (qid, name, took) = (job.queue, job.name, now.saturating_sub(job.started_at));
-        if let Some(r) = result.clone() {
-            job.ext_mut().result = Some(r);
-        }
         let window = self.config.metrics_window_ms;
         self.queues[qid as usize]
             .metrics
             .record(now, name, true, took, window);
         self.record_metric(qid, name, now, true, took);
         self.totals.completed += 1;
-        self.attach(slot, JobState::Completed, now);
+        let stored = result.clone();
+        self.transition(slot, JobState::Completed, Cause::Ack, now, |job| {
+            job.lease = None;
+            job.finished_at = now;
+            if let Some(r) = stored {
+                job.ext_mut().result = Some(r);
+            }
+        });
         let extra = result.map_or(EventExtra::None, EventExtra::Result);
         self.emit(EventKind::Completed, slot, now, extra);
         self.settle_dependents(slot, now);
@@ -411,12 +411,11 @@ impl Engine {
         }
         self.emit(EventKind::Failed, slot, now, EventExtra::Error(message));
         let delay = backoff_delay(backoff, attempts);
-        self.detach(slot);
-        let job = self.job_mut(slot);
-        job.lease = None;
-        job.run_at = now + delay;
         self.totals.retried += 1;
-        self.make_runnable(slot, now);
+        // `runAt` keys only the delayed index, so it may change while the job is active;
+        // `make_runnable` reads it to choose between delayed and waiting.
+        self.job_mut(slot).run_at = now + delay;
+        self.make_runnable(slot, now, Cause::AttemptFailed, |job| job.lease = None);
         FailOutcome::Retrying { delay }
     }
 
@@ -431,9 +430,7 @@ impl Engine {
             job.attempts = job.attempts.saturating_add(1);
             self.finish_failed(slot, "Job stalled more than the allowed limit".into(), now);
         } else {
-            self.detach(slot);
-            self.job_mut(slot).lease = None;
-            self.enqueue_ready(slot, now);
+            self.enqueue_ready(slot, now, Cause::Stall, |job| job.lease = None);
         }
     }
 
@@ -448,24 +445,24 @@ impl Engine {
             if state.is_finished() {
                 continue;
             }
-            self.detach(slot);
-            let job = self.job_mut(slot);
-            job.lease = None;
-            job.finished_at = now;
+            let job = self.job(slot);
             let (qid, name) = (job.queue, job.name);
             let took = if state == JobState::Active {
                 now.saturating_sub(job.started_at)
             } else {
                 0
             };
-            job.ext_mut().error = Some(error.as_str().into());
             let window = self.config.metrics_window_ms;
             self.queues[qid as usize]
                 .metrics
                 .record(now, name, false, took, window);
             self.record_metric(qid, name, now, false, took);
             self.totals.failed += 1;
-            self.attach(slot, JobState::Failed, now);
+            self.transition(slot, JobState::Failed, Cause::FailedForGood, now, |job| {
+                job.lease = None;
+                job.finished_at = now;
+                job.ext_mut().error = Some(error.as_str().into());
+            });
             self.emit(
                 EventKind::Failed,
                 slot,

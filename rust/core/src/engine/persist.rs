@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::placement::Cause;
 use super::{sorted_paused_names, Engine, TimerKind};
 use crate::frame::{begin_frame, finish_frame};
 use crate::ids::JobId;
@@ -326,16 +327,8 @@ impl Engine {
         if let Some(l) = &img.lease {
             self.ids.observe(&l.token);
         }
-        let slot = match self.find(&img.id) {
-            Some(slot) => {
-                self.detach(slot);
-                let job = self.jobs.get_mut(slot).expect("slot holds a job");
-                if let Some(data) = img.data {
-                    job.data = data;
-                }
-                job.queue = qid;
-                slot
-            }
+        let (slot, cause, data) = match self.find(&img.id) {
+            Some(slot) => (slot, Cause::Replay, img.data),
             None => {
                 let Some(data) = img.data else {
                     return false;
@@ -366,43 +359,35 @@ impl Engine {
                 if let Some(ttl) = ttl.filter(|_| img.state.is_live()) {
                     self.add_timer(img.created_at.saturating_add(ttl), TimerKind::Ttl, slot);
                 }
-                slot
+                (slot, Cause::Load, None)
             }
         };
-        let job = self.jobs.get_mut(slot).expect("slot holds a job");
-        job.ext = img.ext.map(Box::new);
-        job.lease = img.lease.map(Box::new);
-        job.created_at = img.created_at;
-        job.run_at = img.run_at;
-        job.started_at = img.started_at;
-        job.finished_at = img.finished_at;
-        job.seq = img.seq;
-        job.name = name;
-        job.priority = img.priority;
-        job.backoff = img.backoff;
-        job.attempts = img.attempts;
-        job.max_attempts = img.max_attempts;
-        job.stalls = img.stalls;
-        job.progress = img.progress;
-        job.flags = img.flags & STORED_FLAGS;
-        let key = job.unique_key().map(Box::<str>::from);
-        self.attach(slot, img.state, touched);
+        self.transition(slot, img.state, cause, touched, |job| {
+            if let Some(data) = data {
+                job.data = data;
+            }
+            job.queue = qid;
+            job.ext = img.ext.map(Box::new);
+            job.lease = img.lease.map(Box::new);
+            job.created_at = img.created_at;
+            job.run_at = img.run_at;
+            job.started_at = img.started_at;
+            job.finished_at = img.finished_at;
+            job.seq = img.seq;
+            job.name = name;
+            job.priority = img.priority;
+            job.backoff = img.backoff;
+            job.attempts = img.attempts;
+            job.max_attempts = img.max_attempts;
+            job.stalls = img.stalls;
+            job.progress = img.progress;
+            job.flags = img.flags & STORED_FLAGS;
+        });
+        let key = self.job(slot).unique_key().map(Box::<str>::from);
         if let Some(key) = key.filter(|_| img.state.is_live()) {
             self.queues[qid as usize].dedup.entry(key).or_insert(slot);
         }
         true
-    }
-
-    /// Removes a job from every index and the slab, with no cascade and no event.
-    pub(super) fn discard(&mut self, slot: u32) {
-        self.detach(slot);
-        let job = self.release(slot);
-        if let Some(key) = job.unique_key() {
-            let q = &mut self.queues[job.queue as usize];
-            if q.dedup.get(key) == Some(&slot) {
-                q.dedup.remove(key);
-            }
-        }
     }
 
     /// Forgets an emptied queue; its id is reused by the next new queue.

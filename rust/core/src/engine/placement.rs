@@ -5,12 +5,126 @@
 
 use super::{Engine, TimerKind};
 use crate::events::{EventExtra, EventKind};
-use crate::job::JobState;
+use crate::job::{Job, JobState};
 use crate::options::Removal;
 use crate::priority_queue::OrderKey;
 
+/// Why a job changes state: the rule of `docs/state-machine.md` being applied. It names
+/// the move in the report of an illegal one, and says whether the job is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// A new job (or a repeat occurrence) takes its first state.
+    Push,
+    /// Its `runAt` was reached.
+    DelayEnded,
+    Promote,
+    Pull,
+    Ack,
+    /// A failed attempt (or a timeout) with attempts left: back off and run again.
+    AttemptFailed,
+    /// A lease not renewed in time, below `max_stalls`.
+    Stall,
+    /// The connection that leased it closed (`release_owner`).
+    OwnerGone,
+    /// No way forward: last attempt, `max_stalls`, cancel, or a dependency failed or
+    /// was removed.
+    FailedForGood,
+    /// Every dependency completed.
+    DependenciesMet,
+    Retry,
+    /// Recovery creates the job from a log or snapshot record.
+    Load,
+    /// Recovery sets an existing job to a record's state.
+    Replay,
+}
+
+/// Whether the state machine allows a job in `from` (`None`: a new job, in no state yet)
+/// to move to `to`. Every legal pair is listed, each with its rule; the transition table
+/// of `docs/state-machine.md` lists the same pairs (a test compares them). Removal is not
+/// a move: a job leaves every state by `discard`.
+fn is_legal(from: Option<JobState>, to: JobState) -> bool {
+    use JobState::{Active, Completed, Delayed, Failed, Waiting, WaitingChildren};
+    match (from, to) {
+        // push: no delay and no pending dependency / a delay / pending dependencies
+        (None, Waiting | Delayed | WaitingChildren) => true,
+        // pull
+        (Some(Waiting), Active) => true,
+        // runAt reached, promote
+        (Some(Delayed), Waiting) => true,
+        // all dependencies completed, by runAt; a dependency failed or was removed
+        (Some(WaitingChildren), Waiting | Delayed | Failed) => true,
+        // ack
+        (Some(Active), Completed) => true,
+        // failed attempt with backoff 0, stall below max_stalls, owner gone
+        (Some(Active), Waiting) => true,
+        // failed attempt with backoff
+        (Some(Active), Delayed) => true,
+        // last attempt failed or timed out, max_stalls reached, cancel
+        (Some(Active), Failed) => true,
+        // retry, retry_all, retry_failures
+        (Some(Completed | Failed), Waiting) => true,
+        _ => false,
+    }
+}
+
 impl Engine {
-    pub(super) fn detach(&mut self, slot: u32) {
+    /// Moves a job to `to`: it leaves its current state's index, `change` edits its
+    /// fields (those that key an index may change only here), and it enters `to`'s.
+    ///
+    /// An illegal move is a bug in a rule. Debug builds (and so every test) panic on it.
+    /// Release builds make the move anyway and report it on stderr: the indexes stay
+    /// consistent for any pair (leaving and entering are exact inverses), whereas
+    /// refusing would strand a half-applied rule (say, an active job already stripped of
+    /// its lease) for a later `expect` to panic on, and a panic must never reach Python.
+    /// Recovery (`Load`, `Replay`) is not checked: a record states a result, not a move.
+    pub(super) fn transition(
+        &mut self,
+        slot: u32,
+        to: JobState,
+        cause: Cause,
+        now: u64,
+        change: impl FnOnce(&mut Job),
+    ) {
+        let from = match cause {
+            Cause::Push | Cause::Load => None,
+            _ => Some(self.job(slot).state),
+        };
+        let legal = matches!(cause, Cause::Load | Cause::Replay) || is_legal(from, to);
+        debug_assert!(legal, "illegal transition {from:?} -> {to:?} ({cause:?})");
+        if !legal {
+            eprintln!("hopper-core: internal error: illegal transition {from:?} -> {to:?} ({cause:?}); applied");
+        }
+        if from.is_some() {
+            self.detach(slot);
+        }
+        change(self.jobs.get_mut(slot).expect("slot holds a job"));
+        self.attach(slot, to, now);
+    }
+
+    /// Edits fields that key the job's current index (a priority, a lease deadline, a
+    /// finished job's footprint) by leaving and re-entering it. Not a state change.
+    pub(super) fn refresh(&mut self, slot: u32, now: u64, change: impl FnOnce(&mut Job)) {
+        let state = self.job(slot).state;
+        self.detach(slot);
+        change(self.jobs.get_mut(slot).expect("slot holds a job"));
+        self.attach(slot, state, now);
+    }
+
+    /// Removes a job from every index and the slab, with no cascade and no event.
+    pub(super) fn discard(&mut self, slot: u32) {
+        self.detach(slot);
+        let job = self.release(slot);
+        if let Some(key) = job.unique_key() {
+            let q = &mut self.queues[job.queue as usize];
+            if q.dedup.get(key) == Some(&slot) {
+                q.dedup.remove(key);
+            }
+        }
+    }
+
+    /// Leaves the current state's index (and the flow, repeat, group, lease and owner
+    /// indexes that follow it).
+    fn detach(&mut self, slot: u32) {
         let job = self.jobs.get(slot).expect("slot holds a job");
         let q = &mut self.queues[job.queue as usize];
         if let Some(ext) = job.ext() {
@@ -67,7 +181,8 @@ impl Engine {
         }
     }
 
-    pub(super) fn attach(&mut self, slot: u32, state: JobState, now: u64) {
+    /// Enters `state` and its indexes; the only place a job's state is assigned.
+    fn attach(&mut self, slot: u32, state: JobState, now: u64) {
         self.mark_dirty(slot, false);
         let job = self.jobs.get_mut(slot).expect("slot holds a job");
         job.state = state;
@@ -139,20 +254,34 @@ impl Engine {
         }
     }
 
-    /// Puts a detached job at the back (or, for lifo, the front) of its priority.
-    pub(super) fn enqueue_ready(&mut self, slot: u32, now: u64) {
+    /// Moves a job to waiting, at the back (or, for lifo, the front) of its priority.
+    pub(super) fn enqueue_ready(
+        &mut self,
+        slot: u32,
+        now: u64,
+        cause: Cause,
+        change: impl FnOnce(&mut Job),
+    ) {
         self.next_seq += 1;
         let seq = self.next_seq;
-        let job = self.job_mut(slot);
-        job.seq = if job.lifo() { -seq } else { seq };
-        self.attach(slot, JobState::Waiting, now);
+        self.transition(slot, JobState::Waiting, cause, now, |job| {
+            change(job);
+            job.seq = if job.lifo() { -seq } else { seq };
+        });
     }
 
-    /// A detached job whose dependencies are met goes to delayed or waiting by `runAt`.
-    pub(super) fn make_runnable(&mut self, slot: u32, now: u64) {
+    /// Moves a job that may run (new, dependencies met, or backing off) to delayed or
+    /// waiting by its `runAt`.
+    pub(super) fn make_runnable(
+        &mut self,
+        slot: u32,
+        now: u64,
+        cause: Cause,
+        change: impl FnOnce(&mut Job),
+    ) {
         let run_at = self.job(slot).run_at;
         if run_at > now {
-            self.attach(slot, JobState::Delayed, now);
+            self.transition(slot, JobState::Delayed, cause, now, change);
             self.emit(
                 EventKind::Delayed,
                 slot,
@@ -160,7 +289,7 @@ impl Engine {
                 EventExtra::Delay(run_at - now),
             );
         } else {
-            self.enqueue_ready(slot, now);
+            self.enqueue_ready(slot, now, cause, change);
         }
     }
 
@@ -199,6 +328,53 @@ impl Engine {
                 break;
             };
             self.remove_slot(oldest, self.last_now, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_legal;
+    use crate::job::JobState;
+
+    /// The (from, to) pairs of the transition table in `docs/state-machine.md`.
+    fn documented_moves() -> Vec<(Option<JobState>, JobState)> {
+        let doc = include_str!("../../../../docs/state-machine.md");
+        let table = doc
+            .split("## Transitions")
+            .nth(1)
+            .expect("the doc has a Transitions section");
+        let state = |cell: &str| {
+            let name = cell.trim().trim_matches('`');
+            (name != "(new)").then(|| JobState::parse(name).expect("a state name"))
+        };
+        table
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').collect();
+                let from = cells.get(1)?.trim();
+                (from == "(new)" || from.starts_with('`')).then(|| {
+                    let to = state(cells[2]).expect("a move goes to a state");
+                    (state(from), to)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn legal_moves_are_exactly_the_documented_ones() {
+        let documented = documented_moves();
+        assert_eq!(documented.len(), 14, "{documented:?}");
+        let froms = std::iter::once(None).chain(JobState::ALL.map(Some));
+        for from in froms {
+            for to in JobState::ALL {
+                assert_eq!(
+                    is_legal(from, to),
+                    documented.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
         }
     }
 }

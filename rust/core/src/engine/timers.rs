@@ -1,6 +1,7 @@
 //! Time: `tick` applies every due deadline (end of a delay, ttl, lease stall, attempt
 //! timeout, the retention-age sweep); `plan_wake` tells the timer thread when to return.
 
+use super::placement::Cause;
 use super::{Engine, Timer, TimerKind, RETENTION_SWEEP_MS};
 use crate::job::JobState;
 
@@ -103,8 +104,7 @@ impl Engine {
         }
         match t.kind {
             TimerKind::Delay if job.state == JobState::Delayed && job.run_at <= now => {
-                self.detach(t.slot);
-                self.enqueue_ready(t.slot, now);
+                self.enqueue_ready(t.slot, now, Cause::DelayEnded, |_| {});
             }
             TimerKind::Ttl
                 if matches!(
