@@ -773,4 +773,83 @@ mod tests {
         let mut d = Decoder::new(&[TAG_TOTALS, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(d.next_record().is_err());
     }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The exact bytes of one record of each kind, as existing data directories hold
+    /// them: a reordered enum, a renumbered tag or a changed field order fails here.
+    #[test]
+    fn encodings_are_pinned() {
+        let img = image();
+        let encoded = |write: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            write(&mut out);
+            hex(&out)
+        };
+        let full = encoded(&|o| encode_image(o, &img, true));
+        let state_only = encoded(&|o| encode_image(o, &img, false));
+        assert_eq!(
+            full,
+            concat!(
+                "0101076f726465722d3706656d61696c730777656c636f6d650e7b22746f223a226140622e63227d",
+                "0303095380d095ffbc31f4d395ffbc31e8d795ffbc3100e807020501280107070707070707070707",
+                "07070707070798c297ffbc3101d0df95ffbc310101e0d40301e80701016b02016101620101670100",
+                "010101010101010101010101010101010101010170020a010100010b2a2f35202a202a202a202a01",
+                "0302010101310104626f6f6d",
+            )
+        );
+        assert_eq!(
+            state_only,
+            concat!(
+                "0201076f726465722d3706656d61696c730777656c636f6d650303095380d095ffbc31f4d395ffbc",
+                "31e8d795ffbc3100e80702050128010707070707070707070707070707070798c297ffbc3101d0df",
+                "95ffbc310101e0d40301e80701016b02016101620101670100010101010101010101010101010101",
+                "010101010170020a010100010b2a2f35202a202a202a202a010302010101310104626f6f6d",
+            )
+        );
+        let b = Bucket {
+            completed: 1,
+            failed: 2,
+            total_process_ms: 3,
+            min_process_ms: 4,
+            max_process_ms: 5,
+        };
+        let t = Totals {
+            pushed: 1,
+            pulled: 2,
+            completed: 3,
+            failed: 4,
+            retried: 5,
+            stalled: 6,
+            duplicated: 7,
+            expired: 300,
+        };
+        let others: [(&dyn Fn(&mut Vec<u8>), &str); 8] = [
+            (
+                &|o| encode_delete(o, &JobId::Uuid([9; 16])),
+                "030009090909090909090909090909090909",
+            ),
+            (
+                &|o| encode_queue_state(o, "q", true, &["n1", "n2"]),
+                "0401710102026e31026e32",
+            ),
+            (&|o| encode_queue_drop(o, "q"), "050171"),
+            (
+                &|o| encode_metric(o, "q", "n", 123, false, 45),
+                "060171016e7b002d",
+            ),
+            (
+                &|o| encode_metric_bucket(o, "q", "n", 60_000, &b),
+                "070171016ee0d4030102030405",
+            ),
+            (&|o| encode_totals(o, &t), "0801020304050607ac02"),
+            (&|o| encode_snapshot_begin(o, -42), "0953"),
+            (&|o| encode_snapshot_end(o, 99), "0a63"),
+        ];
+        for (write, want) in others {
+            assert_eq!(encoded(write), want);
+        }
+    }
 }

@@ -92,7 +92,7 @@ impl Engine {
         let legal = matches!(cause, Cause::Load | Cause::Replay) || is_legal(from, to);
         debug_assert!(legal, "illegal transition {from:?} -> {to:?} ({cause:?})");
         if !legal {
-            eprintln!("hopper-core: internal error: illegal transition {from:?} -> {to:?} ({cause:?}); applied");
+            eprintln!("hopper-core: bug: illegal transition {from:?} -> {to:?} ({cause:?}), made");
         }
         if from.is_some() {
             self.detach(slot);
