@@ -774,8 +774,11 @@ mod tests {
         assert!(d.next_record().is_err());
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    /// What `write` appends, in hex.
+    fn encoded(write: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        write(&mut out);
+        out.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The exact bytes of one record of each kind, as existing data directories hold
@@ -783,13 +786,8 @@ mod tests {
     #[test]
     fn encodings_are_pinned() {
         let img = image();
-        let encoded = |write: &dyn Fn(&mut Vec<u8>)| {
-            let mut out = Vec::new();
-            write(&mut out);
-            hex(&out)
-        };
-        let full = encoded(&|o| encode_image(o, &img, true));
-        let state_only = encoded(&|o| encode_image(o, &img, false));
+        let full = encoded(|o| encode_image(o, &img, true));
+        let state_only = encoded(|o| encode_image(o, &img, false));
         assert_eq!(
             full,
             concat!(
@@ -826,30 +824,30 @@ mod tests {
             duplicated: 7,
             expired: 300,
         };
-        let others: [(&dyn Fn(&mut Vec<u8>), &str); 8] = [
+        let others = [
             (
-                &|o| encode_delete(o, &JobId::Uuid([9; 16])),
+                encoded(|o| encode_delete(o, &JobId::Uuid([9; 16]))),
                 "030009090909090909090909090909090909",
             ),
             (
-                &|o| encode_queue_state(o, "q", true, &["n1", "n2"]),
+                encoded(|o| encode_queue_state(o, "q", true, &["n1", "n2"])),
                 "0401710102026e31026e32",
             ),
-            (&|o| encode_queue_drop(o, "q"), "050171"),
+            (encoded(|o| encode_queue_drop(o, "q")), "050171"),
             (
-                &|o| encode_metric(o, "q", "n", 123, false, 45),
+                encoded(|o| encode_metric(o, "q", "n", 123, false, 45)),
                 "060171016e7b002d",
             ),
             (
-                &|o| encode_metric_bucket(o, "q", "n", 60_000, &b),
+                encoded(|o| encode_metric_bucket(o, "q", "n", 60_000, &b)),
                 "070171016ee0d4030102030405",
             ),
-            (&|o| encode_totals(o, &t), "0801020304050607ac02"),
-            (&|o| encode_snapshot_begin(o, -42), "0953"),
-            (&|o| encode_snapshot_end(o, 99), "0a63"),
+            (encoded(|o| encode_totals(o, &t)), "0801020304050607ac02"),
+            (encoded(|o| encode_snapshot_begin(o, -42)), "0953"),
+            (encoded(|o| encode_snapshot_end(o, 99)), "0a63"),
         ];
-        for (write, want) in others {
-            assert_eq!(encoded(write), want);
+        for (got, want) in others {
+            assert_eq!(got, want);
         }
     }
 }
