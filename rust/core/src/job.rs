@@ -149,7 +149,7 @@ pub const FLAG_DIRTY_DATA: u8 = 8;
 /// The flags a record stores.
 pub const STORED_FLAGS: u8 = FLAG_LIFO | FLAG_DURABLE;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub id: JobId,
     /// The payload exactly as the producer sent it (JSON text).

@@ -12,7 +12,7 @@
 
 use crate::engine::Totals;
 use crate::ids::JobId;
-use crate::job::{JobExt, JobState, Lease, RepeatState};
+use crate::job::{Job, JobExt, JobState, Lease, RepeatState, STORED_FLAGS};
 use crate::metrics::Bucket;
 use crate::options::{Removal, RepeatSpec};
 
@@ -27,30 +27,17 @@ const TAG_TOTALS: u8 = 8;
 const TAG_SNAPSHOT_BEGIN: u8 = 9;
 const TAG_SNAPSHOT_END: u8 = 10;
 
-/// A job as stored: everything but the engine's slot, generation and interned ids.
+/// A job read back from a record: the engine's own `Job` (with what a record does not
+/// store zeroed: slot generation, interned queue and name ids, lease owner, engine
+/// flags), and the queue and job names as text, which is how records carry them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobImage {
-    pub id: JobId,
+    pub job: Job,
     pub queue: Box<str>,
     pub name: Box<str>,
-    /// `None` in a state-only record: the payload did not change.
-    pub data: Option<Box<str>>,
-    pub state: JobState,
-    pub flags: u8,
-    pub priority: i32,
-    pub seq: i64,
-    pub created_at: u64,
-    pub run_at: u64,
-    pub started_at: u64,
-    pub finished_at: u64,
-    pub backoff: u32,
-    pub attempts: u16,
-    pub max_attempts: u16,
-    pub stalls: u16,
-    pub progress: u8,
-    /// The lease of an active job; its owner connection does not survive a restart.
-    pub lease: Option<Lease>,
-    pub ext: Option<JobExt>,
+    /// False for a state-only record: the payload did not change, and `job.data` is
+    /// empty.
+    pub with_data: bool,
 }
 
 /// One decoded record.
@@ -151,44 +138,22 @@ fn put_removal(out: &mut Vec<u8>, r: Removal) {
     }
 }
 
-/// The borrowed view of a job that `encode_job` writes; built by the engine from its slot.
-pub struct JobView<'a> {
-    pub id: &'a JobId,
-    pub queue: &'a str,
-    pub name: &'a str,
-    pub data: Option<&'a str>,
-    pub state: JobState,
-    pub flags: u8,
-    pub priority: i32,
-    pub seq: i64,
-    pub created_at: u64,
-    pub run_at: u64,
-    pub started_at: u64,
-    pub finished_at: u64,
-    pub backoff: u32,
-    pub attempts: u16,
-    pub max_attempts: u16,
-    pub stalls: u16,
-    pub progress: u8,
-    pub lease: Option<&'a Lease>,
-    pub ext: Option<&'a JobExt>,
-}
-
-/// Appends a job record: with `data` a full record, without it a state-only one.
-pub fn encode_job(out: &mut Vec<u8>, j: &JobView<'_>) {
-    out.push(if j.data.is_some() {
+/// Appends a job record, in `queue` under the job name `name`: `with_data` a full
+/// record, else a state-only one (the payload did not change).
+pub fn encode_job(out: &mut Vec<u8>, j: &Job, queue: &str, name: &str, with_data: bool) {
+    out.push(if with_data {
         TAG_JOB_FULL
     } else {
         TAG_JOB_STATE
     });
-    put_id(out, j.id);
-    put_str(out, j.queue);
-    put_str(out, j.name);
-    if let Some(d) = j.data {
-        put_str(out, d);
+    put_id(out, &j.id);
+    put_str(out, queue);
+    put_str(out, name);
+    if with_data {
+        put_str(out, &j.data);
     }
     out.push(j.state.wire_code());
-    out.push(j.flags);
+    out.push(j.flags & STORED_FLAGS);
     put_i64(out, i64::from(j.priority));
     put_i64(out, j.seq);
     for v in [j.created_at, j.run_at, j.started_at, j.finished_at] {
@@ -199,7 +164,7 @@ pub fn encode_job(out: &mut Vec<u8>, j: &JobView<'_>) {
         put_u64(out, u64::from(v));
     }
     out.push(j.progress);
-    match j.lease {
+    match j.lease.as_deref() {
         None => out.push(0),
         Some(l) => {
             out.push(1);
@@ -208,7 +173,7 @@ pub fn encode_job(out: &mut Vec<u8>, j: &JobView<'_>) {
             put_opt_u64(out, l.timeout_deadline);
         }
     }
-    match j.ext {
+    match j.ext.as_deref() {
         None => out.push(0),
         Some(e) => {
             out.push(1);
@@ -446,7 +411,11 @@ impl<'a> Decoder<'a> {
         let id = self.id()?;
         let queue = self.str()?;
         let name = self.str()?;
-        let data = if with_data { Some(self.str()?) } else { None };
+        let data = if with_data {
+            self.str()?
+        } else {
+            Box::default()
+        };
         let state = JobState::from_wire(self.byte()?).ok_or(DecodeError("bad state"))?;
         let flags = self.byte()?;
         let priority =
@@ -474,26 +443,33 @@ impl<'a> Decoder<'a> {
         } else {
             None
         };
-        Ok(JobImage {
+        let job = Job {
             id,
-            queue,
-            name,
             data,
-            state,
-            flags,
-            priority,
-            seq,
+            ext: ext.map(Box::new),
+            lease: lease.map(Box::new),
             created_at,
             run_at,
             started_at,
             finished_at,
+            seq,
+            gen: 0,
+            queue: 0,
+            name: 0,
+            priority,
             backoff,
             attempts,
             max_attempts,
             stalls,
             progress,
-            lease,
-            ext,
+            state,
+            flags,
+        };
+        Ok(JobImage {
+            job,
+            queue,
+            name,
+            with_data,
         })
     }
 
@@ -608,31 +584,10 @@ mod tests {
     use super::*;
 
     fn image() -> JobImage {
-        JobImage {
+        let job = Job {
             id: JobId::Custom("order-7".into()),
-            queue: "emails".into(),
-            name: "welcome".into(),
-            data: Some(r#"{"to":"a@b.c"}"#.into()),
-            state: JobState::Active,
-            flags: 3,
-            priority: -5,
-            seq: -42,
-            created_at: 1_700_000_000_000,
-            run_at: 1_700_000_000_500,
-            started_at: 1_700_000_001_000,
-            finished_at: 0,
-            backoff: 1000,
-            attempts: 2,
-            max_attempts: 5,
-            stalls: 1,
-            progress: 40,
-            lease: Some(Lease {
-                token: [7; 16],
-                owner: 0,
-                stall_deadline: 1_700_000_031_000,
-                timeout_deadline: Some(1_700_000_002_000),
-            }),
-            ext: Some(JobExt {
+            data: r#"{"to":"a@b.c"}"#.into(),
+            ext: Some(Box::new(JobExt {
                 ttl: Some(60_000),
                 timeout: Some(1000),
                 unique_key: Some("k".into()),
@@ -654,35 +609,40 @@ mod tests {
                 }),
                 result: Some("1".into()),
                 error: Some("boom".into()),
-            }),
+            })),
+            lease: Some(Box::new(Lease {
+                token: [7; 16],
+                owner: 0,
+                stall_deadline: 1_700_000_031_000,
+                timeout_deadline: Some(1_700_000_002_000),
+            })),
+            created_at: 1_700_000_000_000,
+            run_at: 1_700_000_000_500,
+            started_at: 1_700_000_001_000,
+            finished_at: 0,
+            seq: -42,
+            gen: 0,
+            queue: 0,
+            name: 0,
+            priority: -5,
+            backoff: 1000,
+            attempts: 2,
+            max_attempts: 5,
+            stalls: 1,
+            progress: 40,
+            state: JobState::Active,
+            flags: 3,
+        };
+        JobImage {
+            job,
+            queue: "emails".into(),
+            name: "welcome".into(),
+            with_data: true,
         }
     }
 
     fn encode_image(out: &mut Vec<u8>, j: &JobImage, with_data: bool) {
-        encode_job(
-            out,
-            &JobView {
-                id: &j.id,
-                queue: &j.queue,
-                name: &j.name,
-                data: if with_data { j.data.as_deref() } else { None },
-                state: j.state,
-                flags: j.flags,
-                priority: j.priority,
-                seq: j.seq,
-                created_at: j.created_at,
-                run_at: j.run_at,
-                started_at: j.started_at,
-                finished_at: j.finished_at,
-                backoff: j.backoff,
-                attempts: j.attempts,
-                max_attempts: j.max_attempts,
-                stalls: j.stalls,
-                progress: j.progress,
-                lease: j.lease.as_ref(),
-                ext: j.ext.as_ref(),
-            },
-        );
+        encode_job(out, &j.job, &j.queue, &j.name, with_data);
     }
 
     #[test]
@@ -723,7 +683,11 @@ mod tests {
             got.push(r);
         }
         let state_only = JobImage {
-            data: None,
+            job: Job {
+                data: Box::default(),
+                ..img.job.clone()
+            },
+            with_data: false,
             ..img.clone()
         };
         assert_eq!(

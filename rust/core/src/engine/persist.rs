@@ -12,11 +12,11 @@ use super::placement::Cause;
 use super::{sorted_paused_names, Engine, TimerKind};
 use crate::frame::{begin_frame, finish_frame};
 use crate::ids::JobId;
-use crate::job::{Job, JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
+use crate::job::{JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
 use crate::queue::Queue;
 use crate::record::{
     encode_delete, encode_job, encode_metric, encode_metric_bucket, encode_queue_drop,
-    encode_queue_state, encode_snapshot_begin, encode_totals, JobImage, JobView, Record,
+    encode_queue_state, encode_snapshot_begin, encode_totals, JobImage, Record,
 };
 
 /// What applying records found that it could not use (counted, not fatal).
@@ -25,30 +25,6 @@ pub struct RestoreStats {
     pub records: u64,
     /// State-only records for a job no earlier record created.
     pub orphans: u64,
-}
-
-fn view<'a>(job: &'a Job, queue: &'a str, name: &'a str, with_data: bool) -> JobView<'a> {
-    JobView {
-        id: &job.id,
-        queue,
-        name,
-        data: with_data.then_some(&*job.data),
-        state: job.state,
-        flags: job.flags & STORED_FLAGS,
-        priority: job.priority,
-        seq: job.seq,
-        created_at: job.created_at,
-        run_at: job.run_at,
-        started_at: job.started_at,
-        finished_at: job.finished_at,
-        backoff: job.backoff,
-        attempts: job.attempts,
-        max_attempts: job.max_attempts,
-        stalls: job.stalls,
-        progress: job.progress,
-        lease: job.lease.as_deref(),
-        ext: job.ext(),
-    }
 }
 
 impl Engine {
@@ -127,7 +103,7 @@ impl Engine {
             let job = self.jobs.get(slot).expect("slot holds a job");
             let queue = &self.queues[job.queue as usize].name;
             let name = &self.names[job.name as usize];
-            encode_job(out, &view(job, queue, name, with_data));
+            encode_job(out, job, queue, name, with_data);
         }
         finish_frame(out, at);
         Some(std::mem::take(&mut self.durable_pushed))
@@ -167,7 +143,7 @@ impl Engine {
             if let Some(job) = self.jobs.get(slot) {
                 let queue = &self.queues[job.queue as usize].name;
                 let name = &self.names[job.name as usize];
-                encode_job(out, &view(job, queue, name, true));
+                encode_job(out, job, queue, name, true);
                 n += 1;
             }
             slot += 1;
@@ -195,13 +171,10 @@ impl Engine {
                 for slot in q.slots(state) {
                     let job = self.job(slot);
                     let mut buf = Vec::new();
-                    encode_job(
-                        &mut buf,
-                        &view(job, &q.name, &self.names[job.name as usize], true),
-                    );
+                    encode_job(&mut buf, job, &q.name, &self.names[job.name as usize], true);
                     let mut d = crate::record::Decoder::new(&buf);
                     if let Ok(Some(Record::Job(mut img))) = d.next_record() {
-                        if let Some(l) = img.lease.as_mut() {
+                        if let Some(l) = img.job.lease.as_mut() {
                             l.owner = 0;
                         }
                         let _ = writeln!(out, "  {img:?}");
@@ -308,83 +281,64 @@ impl Engine {
     /// Puts a job into exactly the stored state, creating it if needed. False for a
     /// state-only record of a job that does not exist.
     fn restore_job(&mut self, img: JobImage) -> bool {
-        let Ok(qid) = self.queue_or_create(&img.queue) else {
+        let JobImage {
+            job: mut stored,
+            queue,
+            name,
+            with_data,
+        } = img;
+        let Ok(qid) = self.queue_or_create(&queue) else {
             return false;
         };
-        let name = if img.name.is_empty() {
+        stored.queue = qid;
+        stored.name = if name.is_empty() {
             0
         } else {
-            self.intern_name(&img.name)
+            self.intern_name(&name)
         };
-        let touched = [img.created_at, img.run_at, img.started_at, img.finished_at]
-            .into_iter()
-            .max()
-            .unwrap_or(0);
-        self.next_seq = self.next_seq.max(img.seq.saturating_abs());
-        if let JobId::Uuid(b) = &img.id {
+        stored.flags &= STORED_FLAGS;
+        let touched = [
+            stored.created_at,
+            stored.run_at,
+            stored.started_at,
+            stored.finished_at,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        self.next_seq = self.next_seq.max(stored.seq.saturating_abs());
+        if let JobId::Uuid(b) = &stored.id {
             self.ids.observe(b);
         }
-        if let Some(l) = &img.lease {
+        if let Some(l) = &stored.lease {
             self.ids.observe(&l.token);
         }
-        let (slot, cause, data) = match self.find(&img.id) {
-            Some(slot) => (slot, Cause::Replay, img.data),
-            None => {
-                let Some(data) = img.data else {
-                    return false;
-                };
-                let ttl = img.ext.as_ref().and_then(|e| e.ttl);
-                let slot = self.alloc(Job {
-                    id: img.id,
-                    data,
-                    ext: None,
-                    lease: None,
-                    created_at: img.created_at,
-                    run_at: 0,
-                    started_at: 0,
-                    finished_at: 0,
-                    seq: 0,
-                    gen: 0,
-                    queue: qid,
-                    name,
-                    priority: 0,
-                    backoff: 0,
-                    attempts: 0,
-                    max_attempts: 0,
-                    stalls: 0,
-                    progress: 0,
-                    state: img.state,
-                    flags: 0,
+        let state = stored.state;
+        let key = stored.unique_key().map(Box::<str>::from);
+        let slot = match self.find(&stored.id) {
+            Some(slot) => {
+                self.transition(slot, state, Cause::Replay, touched, |job| {
+                    if !with_data {
+                        stored.data = std::mem::take(&mut job.data);
+                    }
+                    stored.gen = job.gen;
+                    *job = stored;
                 });
-                if let Some(ttl) = ttl.filter(|_| img.state.is_live()) {
-                    self.add_timer(img.created_at.saturating_add(ttl), TimerKind::Ttl, slot);
+                slot
+            }
+            None if !with_data => return false,
+            None => {
+                let ttl = stored.ext().and_then(|e| e.ttl);
+                let created_at = stored.created_at;
+                let slot = self.alloc(stored);
+                if let Some(ttl) = ttl.filter(|_| state.is_live()) {
+                    self.add_timer(created_at.saturating_add(ttl), TimerKind::Ttl, slot);
                 }
-                (slot, Cause::Load, None)
+                self.transition(slot, state, Cause::Load, touched, |_| {});
+                slot
             }
         };
-        self.transition(slot, img.state, cause, touched, |job| {
-            if let Some(data) = data {
-                job.data = data;
-            }
-            job.queue = qid;
-            job.ext = img.ext.map(Box::new);
-            job.lease = img.lease.map(Box::new);
-            job.created_at = img.created_at;
-            job.run_at = img.run_at;
-            job.started_at = img.started_at;
-            job.finished_at = img.finished_at;
-            job.seq = img.seq;
-            job.name = name;
-            job.priority = img.priority;
-            job.backoff = img.backoff;
-            job.attempts = img.attempts;
-            job.max_attempts = img.max_attempts;
-            job.stalls = img.stalls;
-            job.progress = img.progress;
-            job.flags = img.flags & STORED_FLAGS;
-        });
-        let key = self.job(slot).unique_key().map(Box::<str>::from);
-        if let Some(key) = key.filter(|_| img.state.is_live()) {
+        if let Some(key) = key.filter(|_| state.is_live()) {
             self.queues[qid as usize].dedup.entry(key).or_insert(slot);
         }
         true
