@@ -357,6 +357,29 @@ mod tests {
         }
     }
 
+    fn bucket() -> Bucket {
+        Bucket {
+            completed: 1,
+            failed: 2,
+            total_process_ms: 3,
+            min_process_ms: 4,
+            max_process_ms: 5,
+        }
+    }
+
+    fn totals(expired: u64) -> Totals {
+        Totals {
+            pushed: 1,
+            pulled: 2,
+            completed: 3,
+            failed: 4,
+            retried: 5,
+            stalled: 6,
+            duplicated: 7,
+            expired,
+        }
+    }
+
     fn encode_image(out: &mut Vec<u8>, j: &JobImage, with_data: bool) {
         encode_job(out, &j.job, &j.queue, &j.name, with_data);
     }
@@ -371,24 +394,9 @@ mod tests {
         encode_queue_state(&mut out, "q", true, &["n1", "n2"]);
         encode_queue_drop(&mut out, "q");
         encode_metric(&mut out, "q", "n", 123, false, 45);
-        let b = Bucket {
-            completed: 1,
-            failed: 2,
-            total_process_ms: 3,
-            min_process_ms: 4,
-            max_process_ms: 5,
-        };
+        let b = bucket();
         encode_metric_bucket(&mut out, "q", "n", 60_000, &b);
-        let t = Totals {
-            pushed: 1,
-            pulled: 2,
-            completed: 3,
-            failed: 4,
-            retried: 5,
-            stalled: 6,
-            duplicated: 7,
-            expired: u64::MAX,
-        };
+        let t = totals(u64::MAX);
         encode_totals(&mut out, &t);
         encode_snapshot_begin(&mut out, i64::MIN + 1);
         encode_snapshot_end(&mut out, 99);
@@ -487,23 +495,8 @@ mod tests {
                 "010101010170020a010100010b2a2f35202a202a202a202a010302010101310104626f6f6d",
             )
         );
-        let b = Bucket {
-            completed: 1,
-            failed: 2,
-            total_process_ms: 3,
-            min_process_ms: 4,
-            max_process_ms: 5,
-        };
-        let t = Totals {
-            pushed: 1,
-            pulled: 2,
-            completed: 3,
-            failed: 4,
-            retried: 5,
-            stalled: 6,
-            duplicated: 7,
-            expired: 300,
-        };
+        let b = bucket();
+        let t = totals(300);
         let others = [
             (
                 encoded(|o| encode_delete(o, &JobId::Uuid([9; 16]))),

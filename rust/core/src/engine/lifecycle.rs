@@ -366,13 +366,8 @@ impl Engine {
 
     fn complete(&mut self, slot: u32, result: Option<Box<str>>, now: u64) {
         let job = self.job(slot);
-        let (qid, name, took) = (job.queue, job.name, now.saturating_sub(job.started_at));
-        let window = self.config.metrics_window_ms;
-        self.queues[qid as usize]
-            .metrics
-            .record(now, name, true, took, window);
-        self.record_metric(qid, name, now, true, took);
-        self.totals.completed += 1;
+        let (qid, took) = (job.queue, now.saturating_sub(job.started_at));
+        self.count_finish(slot, true, took, now);
         let stored = result.clone();
         self.transition(slot, JobState::Completed, Cause::Ack, now, |job| {
             job.lease = None;
@@ -434,6 +429,23 @@ impl Engine {
         }
     }
 
+    /// Counts a job's finish (completed if `ok`, else failed for good) in the totals and
+    /// its queue's per-minute metrics, and records the metric for the log.
+    fn count_finish(&mut self, slot: u32, ok: bool, took: u64, now: u64) {
+        let job = self.job(slot);
+        let (qid, name) = (job.queue, job.name);
+        let window = self.config.metrics_window_ms;
+        self.queues[qid as usize]
+            .metrics
+            .record(now, name, ok, took, window);
+        self.record_metric(qid, name, now, ok, took);
+        if ok {
+            self.totals.completed += 1;
+        } else {
+            self.totals.failed += 1;
+        }
+    }
+
     /// Moves a job to the failed set for good, and fails every job that waits on it.
     pub(super) fn finish_failed(&mut self, slot: u32, error: String, now: u64) {
         let mut work = vec![(slot, error)];
@@ -446,18 +458,13 @@ impl Engine {
                 continue;
             }
             let job = self.job(slot);
-            let (qid, name) = (job.queue, job.name);
+            let qid = job.queue;
             let took = if state == JobState::Active {
                 now.saturating_sub(job.started_at)
             } else {
                 0
             };
-            let window = self.config.metrics_window_ms;
-            self.queues[qid as usize]
-                .metrics
-                .record(now, name, false, took, window);
-            self.record_metric(qid, name, now, false, took);
-            self.totals.failed += 1;
+            self.count_finish(slot, false, took, now);
             self.transition(slot, JobState::Failed, Cause::FailedForGood, now, |job| {
                 job.lease = None;
                 job.finished_at = now;
