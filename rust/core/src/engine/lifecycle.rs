@@ -380,11 +380,7 @@ impl Engine {
         self.emit(EventKind::Completed, slot, now, extra);
         self.settle_dependents(slot, now);
         self.schedule_repeat(slot, now);
-        let removal = self
-            .job(slot)
-            .ext()
-            .map_or(Removal::Keep, |e| e.remove_on_complete);
-        self.retain_finished(slot, qid, JobState::Completed, removal, now);
+        self.retain_finished(slot, qid, JobState::Completed, now);
     }
 
     pub(super) fn fail_attempt(
@@ -483,11 +479,7 @@ impl Engine {
             if state == JobState::Active {
                 self.schedule_repeat(slot, now);
             }
-            let removal = self
-                .job(slot)
-                .ext()
-                .map_or(Removal::Keep, |e| e.remove_on_fail);
-            self.retain_finished(slot, qid, JobState::Failed, removal, now);
+            self.retain_finished(slot, qid, JobState::Failed, now);
         }
     }
 }

@@ -293,17 +293,17 @@ impl Engine {
         }
     }
 
-    /// Applies a just-finished job's removeOnComplete/removeOnFail: `Remove` drops that job
-    /// alone, `KeepLast(n)` trims its queue's set to the newest `n`. Then the engine's
-    /// retention bounds apply.
-    pub(super) fn retain_finished(
-        &mut self,
-        slot: u32,
-        qid: u32,
-        state: JobState,
-        removal: Removal,
-        now: u64,
-    ) {
+    /// Applies a job's removeOnComplete (or, finished in `state` failed, removeOnFail):
+    /// `Remove` drops that job alone, `KeepLast(n)` trims its queue's set to the newest
+    /// `n`. Then the engine's retention bounds apply.
+    pub(super) fn retain_finished(&mut self, slot: u32, qid: u32, state: JobState, now: u64) {
+        let removal = self.job(slot).ext().map_or(Removal::Keep, |e| {
+            if state == JobState::Failed {
+                e.remove_on_fail
+            } else {
+                e.remove_on_complete
+            }
+        });
         let keep = match removal {
             Removal::Keep => None,
             Removal::Remove => {
