@@ -155,27 +155,37 @@ pub enum SearchKind {
 pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
+    /// The latest clock reading: time never goes back, even if the clock does.
     last_now: u64,
+    /// Every job, by slot.
     jobs: Slab,
     /// (32 bits of the id's hash, slot) for every job.
-    index: HashTable<(u32, u32)>,
+    id_index: HashTable<(u32, u32)>,
     hasher: DefaultHashBuilder,
+    /// Queues by id; a dropped queue's entry is reset and its id reused.
     queues: Vec<Queue>,
     queue_ids: HashMap<Arc<str>, u32>,
     free_queues: Vec<u32>,
-    names: Vec<Arc<str>>,
-    name_ids: HashMap<Arc<str>, u32>,
+    /// Job names, interned: a job stores the index (0 is "default").
+    job_names: Vec<Arc<str>>,
+    job_name_ids: HashMap<Arc<str>, u32>,
+    /// Delay and ttl deadlines.
     timers: TimerWheel<Timer>,
     /// (stall deadline, slot) of every active job.
     lease_deadlines: BTreeSet<(u64, u32)>,
     /// (timeout deadline, slot) of active jobs with a `timeout`.
     timeout_deadlines: BTreeSet<(u64, u32)>,
+    /// When `tick` next checks finished jobs against the retention age.
     next_retention_sweep: u64,
     /// Earliest time the timer thread has promised to wake; earlier timers must wake it.
     planned_wake: u64,
+    /// A deadline earlier than `planned_wake` was added: the timer thread must replan.
     timers_moved_earlier: bool,
-    ids: IdGenerator,
+    /// Job ids and lease tokens (UUIDv7).
+    id_gen: IdGenerator,
+    /// The last ready-order sequence number handed out.
     next_seq: i64,
+    /// The last slot generation handed out.
     next_gen: u32,
     events: EventBuffer,
     totals: Totals,
@@ -185,7 +195,8 @@ pub struct Engine {
     woken: Vec<u32>,
     /// Set when any job became ready, so blocked pullers can be signalled.
     work_added: bool,
-    fired: Vec<Timer>,
+    /// The timers `tick` takes off the wheel; kept so that a tick allocates nothing.
+    due_timers: Vec<Timer>,
     /// Durability: when on, every change is recorded for the write-ahead log.
     recording: bool,
     /// Records of the current operation not tied to a live job (removals, metrics, queues).
@@ -231,20 +242,20 @@ impl Engine {
             clock,
             last_now: now,
             jobs: Slab::default(),
-            index: HashTable::new(),
+            id_index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             queues: Vec::new(),
             queue_ids: HashMap::new(),
             free_queues: Vec::new(),
-            names: Vec::new(),
-            name_ids: HashMap::new(),
+            job_names: Vec::new(),
+            job_name_ids: HashMap::new(),
             timers: TimerWheel::new(now),
             lease_deadlines: BTreeSet::new(),
             timeout_deadlines: BTreeSet::new(),
             next_retention_sweep: now + RETENTION_SWEEP_MS,
             planned_wake: u64::MAX,
             timers_moved_earlier: false,
-            ids: IdGenerator::new(seed),
+            id_gen: IdGenerator::new(seed),
             next_seq: 0,
             next_gen: 0,
             events: EventBuffer::new(event_capacity),
@@ -252,7 +263,7 @@ impl Engine {
             owners: HashMap::new(),
             woken: Vec::new(),
             work_added: false,
-            fired: Vec::new(),
+            due_timers: Vec::new(),
             recording: false,
             op_log: Vec::new(),
             dirty: Vec::new(),
@@ -289,7 +300,7 @@ impl Engine {
     fn find(&self, id: &JobId) -> Option<u32> {
         let (short, hash) = self.id_hash(id);
         let jobs = &self.jobs;
-        self.index
+        self.id_index
             .find(hash, |&(h, s)| {
                 h == short && jobs.get(s).is_some_and(|j| &j.id == id)
             })
@@ -310,7 +321,7 @@ impl Engine {
         job.gen = self.next_gen;
         let (short, hash) = self.id_hash(&job.id);
         let slot = self.jobs.insert(job);
-        self.index
+        self.id_index
             .insert_unique(hash, (short, slot), |&(h, _)| spread(h));
         self.mark_dirty(slot, true);
         slot
@@ -318,7 +329,7 @@ impl Engine {
 
     fn release(&mut self, slot: u32) -> Job {
         let (_, hash) = self.id_hash(&self.job(slot).id);
-        if let Ok(entry) = self.index.find_entry(hash, |&(_, s)| s == slot) {
+        if let Ok(entry) = self.id_index.find_entry(hash, |&(_, s)| s == slot) {
             entry.remove();
         }
         let job = self.jobs.remove(slot).expect("slot holds a job");
@@ -327,13 +338,13 @@ impl Engine {
     }
 
     fn intern_name(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.name_ids.get(name) {
+        if let Some(&id) = self.job_name_ids.get(name) {
             return id;
         }
         let name: Arc<str> = name.into();
-        self.names.push(name.clone());
-        let id = (self.names.len() - 1) as u32;
-        self.name_ids.insert(name, id);
+        self.job_names.push(name.clone());
+        let id = (self.job_names.len() - 1) as u32;
+        self.job_name_ids.insert(name, id);
         id
     }
 

@@ -68,7 +68,7 @@ impl Engine {
         let Some(next) = next else { return };
         let ext = job.ext().expect("repeat lives in ext");
         let opts = PushOptions {
-            name: Some(self.names[job.name as usize].to_string()),
+            name: Some(self.job_names[job.name as usize].to_string()),
             data: job.data.clone(),
             priority: job.priority,
             delay: next.saturating_sub(now),

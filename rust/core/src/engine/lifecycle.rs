@@ -76,7 +76,7 @@ impl Engine {
                 }
                 id
             }
-            None => JobId::Uuid(self.ids.next(now)),
+            None => JobId::Uuid(self.id_gen.next(now)),
         };
         if let Some(key) = &opts.unique_key {
             if let Some(&slot) = self.queues[qid as usize].dedup.get(key.as_str()) {
@@ -217,7 +217,7 @@ impl Engine {
             })
         };
         let Some(slot) = slot else { return Ok(None) };
-        let token = self.ids.next(now);
+        let token = self.id_gen.next(now);
         let stall_deadline = now + self.config.stall_interval_ms;
         self.transition(slot, JobState::Active, Cause::Pull, now, |job| {
             job.started_at = now;
@@ -250,7 +250,7 @@ impl Engine {
             id: job.id.to_string(),
             token,
             data: job.data.clone(),
-            name: self.names[job.name as usize].to_string(),
+            name: self.job_names[job.name as usize].to_string(),
             priority: job.priority,
             attempts: job.attempts,
             max_attempts: job.max_attempts,

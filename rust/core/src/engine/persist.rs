@@ -58,7 +58,7 @@ impl Engine {
             encode_metric(
                 &mut self.op_log,
                 q,
-                &self.names[name as usize],
+                &self.job_names[name as usize],
                 at,
                 ok,
                 took,
@@ -71,7 +71,7 @@ impl Engine {
             return;
         }
         let q = &self.queues[qid as usize];
-        let names = sorted_paused_names(q, &self.names);
+        let names = sorted_paused_names(q, &self.job_names);
         encode_queue_state(&mut self.op_log, &q.name, q.paused, &names);
     }
 
@@ -102,7 +102,7 @@ impl Engine {
             job.flags &= !(FLAG_DIRTY | FLAG_DIRTY_DATA);
             let job = self.jobs.get(slot).expect("slot holds a job");
             let queue = &self.queues[job.queue as usize].name;
-            let name = &self.names[job.name as usize];
+            let name = &self.job_names[job.name as usize];
             encode_job(out, job, queue, name, with_data);
         }
         finish_frame(out, at);
@@ -119,9 +119,14 @@ impl Engine {
         encode_totals(out, &self.totals);
         for &qid in self.queue_ids.values() {
             let q = &self.queues[qid as usize];
-            encode_queue_state(out, &q.name, q.paused, &sorted_paused_names(q, &self.names));
+            encode_queue_state(
+                out,
+                &q.name,
+                q.paused,
+                &sorted_paused_names(q, &self.job_names),
+            );
             for (minute, name, bucket) in q.metrics.buckets() {
-                encode_metric_bucket(out, &q.name, &self.names[name as usize], minute, bucket);
+                encode_metric_bucket(out, &q.name, &self.job_names[name as usize], minute, bucket);
             }
         }
         finish_frame(out, at);
@@ -142,7 +147,7 @@ impl Engine {
         while slot < high && (n as usize) < max {
             if let Some(job) = self.jobs.get(slot) {
                 let queue = &self.queues[job.queue as usize].name;
-                let name = &self.names[job.name as usize];
+                let name = &self.job_names[job.name as usize];
                 encode_job(out, job, queue, name, true);
                 n += 1;
             }
@@ -164,14 +169,20 @@ impl Engine {
         for name in self.queue_names() {
             let qid = self.queue_ids[name.as_str()];
             let q = &self.queues[qid as usize];
-            let paused = sorted_paused_names(q, &self.names);
+            let paused = sorted_paused_names(q, &self.job_names);
             let _ = writeln!(out, "queue {name} paused={} names={paused:?}", q.paused);
             for state in JobState::ALL {
                 let _ = writeln!(out, " {} count={}", state.as_str(), q.count(state));
                 for slot in q.slots(state) {
                     let job = self.job(slot);
                     let mut buf = Vec::new();
-                    encode_job(&mut buf, job, &q.name, &self.names[job.name as usize], true);
+                    encode_job(
+                        &mut buf,
+                        job,
+                        &q.name,
+                        &self.job_names[job.name as usize],
+                        true,
+                    );
                     let mut d = crate::record::Decoder::new(&buf);
                     if let Ok(Some(Record::Job(mut img))) = d.next_record() {
                         if let Some(l) = img.job.lease.as_mut() {
@@ -192,7 +203,7 @@ impl Engine {
             let mut buckets: Vec<(u64, &str, _)> = q
                 .metrics
                 .buckets()
-                .map(|(m, n, b)| (m, &*self.names[n as usize], b))
+                .map(|(m, n, b)| (m, &*self.job_names[n as usize], b))
                 .collect();
             buckets.sort_unstable_by_key(|&(m, n, _)| (m, n));
             for (minute, name, b) in buckets {
@@ -308,10 +319,10 @@ impl Engine {
         .unwrap_or(0);
         self.next_seq = self.next_seq.max(stored.seq.saturating_abs());
         if let JobId::Uuid(b) = &stored.id {
-            self.ids.observe(b);
+            self.id_gen.observe(b);
         }
         if let Some(l) = &stored.lease {
-            self.ids.observe(&l.token);
+            self.id_gen.observe(&l.token);
         }
         let state = stored.state;
         let key = stored.unique_key().map(Box::<str>::from);

@@ -21,7 +21,7 @@ impl Engine {
         let Some(qid) = self.queue_id(queue) else {
             return Vec::new();
         };
-        sorted_paused_names(&self.queues[qid as usize], &self.names)
+        sorted_paused_names(&self.queues[qid as usize], &self.job_names)
             .into_iter()
             .map(String::from)
             .collect()
@@ -247,7 +247,7 @@ impl Engine {
             .metrics
             .query(from, to, granularity_ms.max(60_000))
             .into_iter()
-            .map(|(t, n, b)| (t, self.names[n as usize].to_string(), b))
+            .map(|(t, n, b)| (t, self.job_names[n as usize].to_string(), b))
             .collect())
     }
 
@@ -264,7 +264,7 @@ impl Engine {
     }
 
     pub fn job_name_of(&self, slot: u32) -> &str {
-        &self.names[self.job(slot).name as usize]
+        &self.job_names[self.job(slot).name as usize]
     }
 
     /// Appends the job's JSON (the job server's shape, with `state`).
@@ -274,7 +274,7 @@ impl Engine {
             out,
             job,
             &self.queues[job.queue as usize].name,
-            &self.names[job.name as usize],
+            &self.job_names[job.name as usize],
         );
     }
 

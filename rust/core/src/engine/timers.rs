@@ -10,12 +10,12 @@ impl Engine {
     pub fn tick(&mut self) -> u64 {
         let now = self.clock.now_ms().max(self.last_now);
         self.last_now = now;
-        let mut fired = std::mem::take(&mut self.fired);
+        let mut fired = std::mem::take(&mut self.due_timers);
         self.timers.advance(now, &mut fired);
         for timer in fired.drain(..) {
             self.fire(timer, now);
         }
-        self.fired = fired;
+        self.due_timers = fired;
         while let Some(&(at, slot)) = self.lease_deadlines.first() {
             if at > now {
                 break;
