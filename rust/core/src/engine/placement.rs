@@ -13,7 +13,8 @@ use crate::priority_queue::OrderKey;
 /// the move in the report of an illegal one, and says whether the job is new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Cause {
-    /// A new job (or a repeat occurrence) takes its first state.
+    /// A new job (or a repeat occurrence) takes its first state. Only for a job just
+    /// allocated: it is in no index yet, so there is nothing to leave.
     Push,
     /// Its `runAt` was reached.
     DelayEnded,
@@ -32,7 +33,8 @@ pub(super) enum Cause {
     /// Every dependency completed.
     DependenciesMet,
     Retry,
-    /// Recovery creates the job from a log or snapshot record.
+    /// Recovery creates the job from a log or snapshot record (just allocated, as for
+    /// `Push`).
     Load,
     /// Recovery sets an existing job to a record's state.
     Replay,
@@ -92,7 +94,7 @@ impl Engine {
         let legal = matches!(cause, Cause::Load | Cause::Replay) || is_legal(from, to);
         debug_assert!(legal, "illegal transition {from:?} -> {to:?} ({cause:?})");
         if !legal {
-            eprintln!("hopper-core: bug: illegal transition {from:?} -> {to:?} ({cause:?}), made");
+            eprintln!("hopper-core: bug: illegal move {from:?} -> {to:?} ({cause:?}), made anyway");
         }
         if from.is_some() {
             self.detach(slot);
