@@ -9,13 +9,6 @@ pub const HEADER_LEN: usize = 12;
 /// No frame is larger (payloads are capped far below this); a larger length is damage.
 pub const MAX_FRAME: usize = 1 << 30;
 
-/// Appends one frame holding `payload`.
-pub fn write_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
 /// Starts a frame whose payload the caller appends next; `finish_frame` fills the header.
 pub fn begin_frame(out: &mut Vec<u8>) -> usize {
     let at = out.len();
@@ -97,7 +90,9 @@ mod tests {
     #[test]
     fn frames_round_trip_and_damage_is_classified() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, b"hello");
+        let at = begin_frame(&mut buf);
+        buf.extend_from_slice(b"hello");
+        assert!(finish_frame(&mut buf, at));
         let at = begin_frame(&mut buf);
         buf.extend_from_slice(b"world!");
         assert!(finish_frame(&mut buf, at));

@@ -161,12 +161,6 @@ impl IdGenerator {
             self.counter = counter;
         }
     }
-
-    pub fn next_string(&mut self, now_ms: u64) -> String {
-        let mut s = String::with_capacity(36);
-        write_uuid(&self.next(now_ms), &mut s);
-        s
-    }
 }
 
 #[cfg(test)]

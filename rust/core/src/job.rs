@@ -5,17 +5,25 @@
 use crate::ids::JobId;
 use crate::options::{Removal, RepeatSpec};
 
+/// Where a job is in its life; `docs/state-machine.md` lists the moves between states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobState {
+    /// Ready: in its queue's ordered ready set, to be handed to the next `pull`.
     Waiting,
+    /// Ready at its `runAt` (a delay, a backoff, or the next slot of a repeat series).
     Delayed,
+    /// Leased to a worker, who must ack, fail or renew before the lease stalls.
     Active,
+    /// Acked; kept (with its result) until retention or a removal drops it.
     Completed,
+    /// Failed for good: the dead-letter set, kept until retry, retention or removal.
     Failed,
+    /// Waits for its `dependsOn` jobs to complete.
     WaitingChildren,
 }
 
 impl JobState {
+    /// Every state, in the order counts and listings report them.
     pub const ALL: [JobState; 6] = [
         JobState::Waiting,
         JobState::WaitingChildren,
@@ -24,6 +32,33 @@ impl JobState {
         JobState::Completed,
         JobState::Failed,
     ];
+
+    /// The byte that stands for this state in log and snapshot records. Fixed forever:
+    /// existing data directories hold these numbers (they were once the position in
+    /// `ALL`, which is why they do not follow the declaration order).
+    pub fn wire_code(self) -> u8 {
+        match self {
+            JobState::Waiting => 0,
+            JobState::WaitingChildren => 1,
+            JobState::Delayed => 2,
+            JobState::Active => 3,
+            JobState::Completed => 4,
+            JobState::Failed => 5,
+        }
+    }
+
+    /// The state a record's byte stands for; `None` for a byte no version wrote.
+    pub fn from_wire(code: u8) -> Option<JobState> {
+        Some(match code {
+            0 => JobState::Waiting,
+            1 => JobState::WaitingChildren,
+            2 => JobState::Delayed,
+            3 => JobState::Active,
+            4 => JobState::Completed,
+            5 => JobState::Failed,
+            _ => return None,
+        })
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,7 +149,7 @@ pub const FLAG_DIRTY_DATA: u8 = 8;
 /// The flags a record stores.
 pub const STORED_FLAGS: u8 = FLAG_LIFO | FLAG_DURABLE;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub id: JobId,
     /// The payload exactly as the producer sent it (JSON text).
@@ -193,5 +228,24 @@ mod tests {
             assert_eq!(JobState::parse(st.as_str()), Some(st));
         }
         assert!(JobState::WaitingChildren.is_live() && JobState::Failed.is_finished());
+    }
+
+    #[test]
+    fn state_bytes_are_the_ones_data_directories_hold() {
+        // The codes written before `wire_code` existed (then each state's position in
+        // `ALL`). Changing one makes existing data directories load wrong.
+        let pinned = [
+            (JobState::Waiting, 0),
+            (JobState::WaitingChildren, 1),
+            (JobState::Delayed, 2),
+            (JobState::Active, 3),
+            (JobState::Completed, 4),
+            (JobState::Failed, 5),
+        ];
+        for (st, code) in pinned {
+            assert_eq!(st.wire_code(), code, "{st:?}");
+            assert_eq!(JobState::from_wire(code), Some(st));
+        }
+        assert_eq!(JobState::from_wire(6), None);
     }
 }

@@ -1,35 +1,48 @@
 //! hopper-core: the job-queue engine in plain Rust (no Python). See `docs/architecture.md`.
+//!
+//! Modules are private; this file is the crate's API. The Python binding (`rust/py`), the
+//! integration tests and the examples use only what is re-exported here, so everything
+//! else (indexes, record encoding, the log writer) can change without breaking them.
 
-pub mod clock;
-pub mod cron;
-pub mod data_dir;
-pub mod engine;
-pub mod error;
-pub mod events;
-pub mod frame;
-pub mod handle;
-pub mod ids;
-pub mod job;
-pub mod json_render;
-pub mod metrics;
-pub mod notify;
-pub mod options;
-pub mod priority_queue;
-pub mod queue;
-pub mod record;
-pub mod recovery;
-pub mod requests;
-pub mod slab;
-pub mod snapshot;
-pub mod storage;
-pub mod timer_wheel;
-pub mod wal;
+mod clock;
+mod cron;
+mod data_dir;
+mod engine;
+mod error;
+mod events;
+mod frame;
+mod handle;
+mod ids;
+mod job;
+mod json_render;
+mod metrics;
+mod notify;
+mod options;
+mod priority_queue;
+mod queue;
+mod record;
+mod recovery;
+mod requests;
+mod slab;
+mod snapshot;
+mod storage;
+mod timer_wheel;
+mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Engine, EngineConfig, FailOutcome, PushOutcome, SearchKind, Totals};
+pub use data_dir::{list as list_data_dir, Listing};
+pub use engine::{
+    backoff_delay, Engine, EngineConfig, FailOutcome, Pulled, PushOutcome, SearchKind, Totals,
+    MAX_BACKOFF_DELAY_MS,
+};
 pub use error::{EngineError, ErrorKind, Result};
+pub use events::{Event, EventExtra, EventKind};
 pub use handle::EngineHandle;
-pub use job::JobState;
+pub use job::{Job, JobState};
+pub use json_render::{push_str, write_event};
+pub use metrics::Bucket;
 pub use options::PushOptions;
-pub use storage::StorageConfig;
+pub use queue::GroupCounts;
+pub use requests::{AckRequest, FailRequest};
+pub use storage::{OpenReport, StorageConfig};
 pub use wal::FsyncPolicy;

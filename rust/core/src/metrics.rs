@@ -79,10 +79,6 @@ impl QueueMetrics {
         out.into_iter().map(|((s, n), b)| (s, n, b)).collect()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-    }
-
     /// Every minute bucket: (minute start, name id, bucket), for snapshots.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u32, &Bucket)> {
         self.buckets.iter().map(|(&(m, n), b)| (m, n, b))

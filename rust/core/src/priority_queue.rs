@@ -87,10 +87,6 @@ impl PriorityQueue {
         }
         out
     }
-
-    pub fn clear(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.entries).into_values().collect()
-    }
 }
 
 #[cfg(test)]
@@ -136,7 +132,5 @@ mod tests {
         assert_eq!(q.remove(&k1), Some(1));
         assert_eq!(q.first_where(|s| s != 2), Some(3));
         assert_eq!(q.len(), 2);
-        assert_eq!(q.clear(), vec![2, 3]);
-        assert!(q.is_empty());
     }
 }

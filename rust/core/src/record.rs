@@ -8,13 +8,18 @@
 //!
 //! Encoding: little-endian base-128 varints for integers (zig-zag for signed), a varint
 //! length before strings. A job's queue and name travel as strings, so records do not
-//! depend on the engine's interned ids.
+//! depend on the engine's interned ids. The bytes are pinned by a test: data directories
+//! written by earlier versions must still load. Decoding is in `record/decode.rs`.
 
 use crate::engine::Totals;
 use crate::ids::JobId;
-use crate::job::{JobExt, JobState, Lease, RepeatState};
+use crate::job::{Job, JobExt, STORED_FLAGS};
 use crate::metrics::Bucket;
-use crate::options::{Removal, RepeatSpec};
+use crate::options::Removal;
+
+mod decode;
+
+pub use decode::Decoder;
 
 const TAG_JOB_FULL: u8 = 1;
 const TAG_JOB_STATE: u8 = 2;
@@ -27,30 +32,17 @@ const TAG_TOTALS: u8 = 8;
 const TAG_SNAPSHOT_BEGIN: u8 = 9;
 const TAG_SNAPSHOT_END: u8 = 10;
 
-/// A job as stored: everything but the engine's slot, generation and interned ids.
+/// A job read back from a record: the engine's own `Job` (with what a record does not
+/// store zeroed: slot generation, interned queue and name ids, lease owner, engine
+/// flags), and the queue and job names as text, which is how records carry them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobImage {
-    pub id: JobId,
+    pub job: Job,
     pub queue: Box<str>,
     pub name: Box<str>,
-    /// `None` in a state-only record: the payload did not change.
-    pub data: Option<Box<str>>,
-    pub state: JobState,
-    pub flags: u8,
-    pub priority: i32,
-    pub seq: i64,
-    pub created_at: u64,
-    pub run_at: u64,
-    pub started_at: u64,
-    pub finished_at: u64,
-    pub backoff: u32,
-    pub attempts: u16,
-    pub max_attempts: u16,
-    pub stalls: u16,
-    pub progress: u8,
-    /// The lease of an active job; its owner connection does not survive a restart.
-    pub lease: Option<Lease>,
-    pub ext: Option<JobExt>,
+    /// False for a state-only record: the payload did not change, and `job.data` is
+    /// empty.
+    pub with_data: bool,
 }
 
 /// One decoded record.
@@ -151,48 +143,22 @@ fn put_removal(out: &mut Vec<u8>, r: Removal) {
     }
 }
 
-fn state_code(s: JobState) -> u8 {
-    JobState::ALL.iter().position(|&x| x == s).unwrap_or(0) as u8
-}
-
-/// The borrowed view of a job that `encode_job` writes; built by the engine from its slot.
-pub struct JobView<'a> {
-    pub id: &'a JobId,
-    pub queue: &'a str,
-    pub name: &'a str,
-    pub data: Option<&'a str>,
-    pub state: JobState,
-    pub flags: u8,
-    pub priority: i32,
-    pub seq: i64,
-    pub created_at: u64,
-    pub run_at: u64,
-    pub started_at: u64,
-    pub finished_at: u64,
-    pub backoff: u32,
-    pub attempts: u16,
-    pub max_attempts: u16,
-    pub stalls: u16,
-    pub progress: u8,
-    pub lease: Option<&'a Lease>,
-    pub ext: Option<&'a JobExt>,
-}
-
-/// Appends a job record: with `data` a full record, without it a state-only one.
-pub fn encode_job(out: &mut Vec<u8>, j: &JobView<'_>) {
-    out.push(if j.data.is_some() {
+/// Appends a job record, in `queue` under the job name `name`: `with_data` a full
+/// record, else a state-only one (the payload did not change).
+pub fn encode_job(out: &mut Vec<u8>, j: &Job, queue: &str, name: &str, with_data: bool) {
+    out.push(if with_data {
         TAG_JOB_FULL
     } else {
         TAG_JOB_STATE
     });
-    put_id(out, j.id);
-    put_str(out, j.queue);
-    put_str(out, j.name);
-    if let Some(d) = j.data {
-        put_str(out, d);
+    put_id(out, &j.id);
+    put_str(out, queue);
+    put_str(out, name);
+    if with_data {
+        put_str(out, &j.data);
     }
-    out.push(state_code(j.state));
-    out.push(j.flags);
+    out.push(j.state.wire_code());
+    out.push(j.flags & STORED_FLAGS);
     put_i64(out, i64::from(j.priority));
     put_i64(out, j.seq);
     for v in [j.created_at, j.run_at, j.started_at, j.finished_at] {
@@ -203,7 +169,7 @@ pub fn encode_job(out: &mut Vec<u8>, j: &JobView<'_>) {
         put_u64(out, u64::from(v));
     }
     out.push(j.progress);
-    match j.lease {
+    match j.lease.as_deref() {
         None => out.push(0),
         Some(l) => {
             out.push(1);
@@ -212,7 +178,7 @@ pub fn encode_job(out: &mut Vec<u8>, j: &JobView<'_>) {
             put_opt_u64(out, l.timeout_deadline);
         }
     }
-    match j.ext {
+    match j.ext.as_deref() {
         None => out.push(0),
         Some(e) => {
             out.push(1);
@@ -327,318 +293,17 @@ pub fn encode_snapshot_end(out: &mut Vec<u8>, jobs: u64) {
     put_u64(out, jobs);
 }
 
-// ----- decoding ---------------------------------------------------------------------
-
-/// A record payload that passed its checksum but does not parse (a bug or a file from an
-/// incompatible version): recovery treats it as corruption.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub &'static str);
-
-type Dec<T> = std::result::Result<T, DecodeError>;
-
-/// Reads records one after another out of a frame's payload.
-pub struct Decoder<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Decoder<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    fn byte(&mut self) -> Dec<u8> {
-        let b = *self
-            .buf
-            .get(self.pos)
-            .ok_or(DecodeError("record ends early"))?;
-        self.pos += 1;
-        Ok(b)
-    }
-
-    fn bytes(&mut self, n: usize) -> Dec<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(DecodeError("record ends early"))?;
-        let out = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn u64(&mut self) -> Dec<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7F) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(DecodeError("varint too long"))
-    }
-
-    fn small<T: TryFrom<u64>>(&mut self) -> Dec<T> {
-        T::try_from(self.u64()?).map_err(|_| DecodeError("number out of range"))
-    }
-
-    fn i64(&mut self) -> Dec<i64> {
-        let z = self.u64()?;
-        Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
-    }
-
-    fn bool(&mut self) -> Dec<bool> {
-        match self.byte()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(DecodeError("bad flag byte")),
-        }
-    }
-
-    fn str(&mut self) -> Dec<Box<str>> {
-        let n = self.small::<usize>()?;
-        let raw = self.bytes(n)?;
-        std::str::from_utf8(raw)
-            .map(Into::into)
-            .map_err(|_| DecodeError("string is not UTF-8"))
-    }
-
-    fn opt_str(&mut self) -> Dec<Option<Box<str>>> {
-        Ok(if self.bool()? {
-            Some(self.str()?)
-        } else {
-            None
-        })
-    }
-
-    fn opt_u64(&mut self) -> Dec<Option<u64>> {
-        Ok(if self.bool()? {
-            Some(self.u64()?)
-        } else {
-            None
-        })
-    }
-
-    fn id(&mut self) -> Dec<JobId> {
-        match self.byte()? {
-            0 => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(self.bytes(16)?);
-                Ok(JobId::Uuid(b))
-            }
-            1 => Ok(JobId::Custom(self.str()?)),
-            _ => Err(DecodeError("bad id tag")),
-        }
-    }
-
-    fn ids(&mut self) -> Dec<Vec<JobId>> {
-        let n = self.small::<usize>()?;
-        (0..n).map(|_| self.id()).collect()
-    }
-
-    fn removal(&mut self) -> Dec<Removal> {
-        match self.byte()? {
-            0 => Ok(Removal::Keep),
-            1 => Ok(Removal::Remove),
-            2 => Ok(Removal::KeepLast(self.small()?)),
-            _ => Err(DecodeError("bad removal tag")),
-        }
-    }
-
-    fn job(&mut self, with_data: bool) -> Dec<JobImage> {
-        let id = self.id()?;
-        let queue = self.str()?;
-        let name = self.str()?;
-        let data = if with_data { Some(self.str()?) } else { None };
-        let state = *JobState::ALL
-            .get(usize::from(self.byte()?))
-            .ok_or(DecodeError("bad state"))?;
-        let flags = self.byte()?;
-        let priority =
-            i32::try_from(self.i64()?).map_err(|_| DecodeError("priority out of range"))?;
-        let seq = self.i64()?;
-        let (created_at, run_at, started_at, finished_at) =
-            (self.u64()?, self.u64()?, self.u64()?, self.u64()?);
-        let backoff = self.small()?;
-        let (attempts, max_attempts, stalls) = (self.small()?, self.small()?, self.small()?);
-        let progress = self.byte()?;
-        let lease = if self.bool()? {
-            let mut token = [0u8; 16];
-            token.copy_from_slice(self.bytes(16)?);
-            Some(Lease {
-                token,
-                owner: 0,
-                stall_deadline: self.u64()?,
-                timeout_deadline: self.opt_u64()?,
-            })
-        } else {
-            None
-        };
-        let ext = if self.bool()? {
-            Some(self.ext()?)
-        } else {
-            None
-        };
-        Ok(JobImage {
-            id,
-            queue,
-            name,
-            data,
-            state,
-            flags,
-            priority,
-            seq,
-            created_at,
-            run_at,
-            started_at,
-            finished_at,
-            backoff,
-            attempts,
-            max_attempts,
-            stalls,
-            progress,
-            lease,
-            ext,
-        })
-    }
-
-    fn ext(&mut self) -> Dec<JobExt> {
-        let ttl = self.opt_u64()?;
-        let timeout = self.opt_u64()?;
-        let unique_key = self.opt_str()?;
-        let n = self.small::<usize>()?;
-        let tags = (0..n).map(|_| self.str()).collect::<Dec<Vec<_>>>()?;
-        let group_id = self.opt_str()?;
-        let depends_on = self.ids()?;
-        let pending_deps = self.small()?;
-        let dependents = self.ids()?;
-        let remove_on_complete = self.removal()?;
-        let remove_on_fail = self.removal()?;
-        let repeat = if self.bool()? {
-            let every = self.opt_u64()?;
-            let pattern = self.opt_str()?.map(String::from);
-            let limit = self.opt_u64()?.map(u32::try_from).transpose();
-            let limit = limit.map_err(|_| DecodeError("repeat limit out of range"))?;
-            Some(RepeatState {
-                spec: RepeatSpec {
-                    every,
-                    pattern,
-                    limit,
-                },
-                count: self.small()?,
-                successor_scheduled: self.bool()?,
-            })
-        } else {
-            None
-        };
-        Ok(JobExt {
-            ttl,
-            timeout,
-            unique_key,
-            tags,
-            group_id,
-            depends_on,
-            pending_deps,
-            dependents,
-            remove_on_complete,
-            remove_on_fail,
-            repeat,
-            result: self.opt_str()?,
-            error: self.opt_str()?,
-        })
-    }
-
-    /// The next record, or `None` at the end of the payload.
-    pub fn next_record(&mut self) -> Dec<Option<Record>> {
-        if self.pos == self.buf.len() {
-            return Ok(None);
-        }
-        let rec = match self.byte()? {
-            TAG_JOB_FULL => Record::Job(Box::new(self.job(true)?)),
-            TAG_JOB_STATE => Record::Job(Box::new(self.job(false)?)),
-            TAG_JOB_DELETE => Record::JobDelete(self.id()?),
-            TAG_QUEUE_STATE => {
-                let queue = self.str()?;
-                let paused = self.bool()?;
-                let n = self.small::<usize>()?;
-                let paused_names = (0..n).map(|_| self.str()).collect::<Dec<Vec<_>>>()?;
-                Record::QueueState {
-                    queue,
-                    paused,
-                    paused_names,
-                }
-            }
-            TAG_QUEUE_DROP => Record::QueueDrop(self.str()?),
-            TAG_METRIC => Record::Metric {
-                queue: self.str()?,
-                name: self.str()?,
-                at: self.u64()?,
-                ok: self.bool()?,
-                took: self.u64()?,
-            },
-            TAG_METRIC_BUCKET => Record::MetricBucket {
-                queue: self.str()?,
-                name: self.str()?,
-                minute: self.u64()?,
-                bucket: Bucket {
-                    completed: self.u64()?,
-                    failed: self.u64()?,
-                    total_process_ms: self.u64()?,
-                    min_process_ms: self.u64()?,
-                    max_process_ms: self.u64()?,
-                },
-            },
-            TAG_TOTALS => Record::Totals(Totals {
-                pushed: self.u64()?,
-                pulled: self.u64()?,
-                completed: self.u64()?,
-                failed: self.u64()?,
-                retried: self.u64()?,
-                stalled: self.u64()?,
-                duplicated: self.u64()?,
-                expired: self.u64()?,
-            }),
-            TAG_SNAPSHOT_BEGIN => Record::SnapshotBegin {
-                next_seq: self.i64()?,
-            },
-            TAG_SNAPSHOT_END => Record::SnapshotEnd { jobs: self.u64()? },
-            _ => return Err(DecodeError("unknown record tag")),
-        };
-        Ok(Some(rec))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::{JobState, Lease, RepeatState};
+    use crate::options::RepeatSpec;
 
     fn image() -> JobImage {
-        JobImage {
+        let job = Job {
             id: JobId::Custom("order-7".into()),
-            queue: "emails".into(),
-            name: "welcome".into(),
-            data: Some(r#"{"to":"a@b.c"}"#.into()),
-            state: JobState::Active,
-            flags: 3,
-            priority: -5,
-            seq: -42,
-            created_at: 1_700_000_000_000,
-            run_at: 1_700_000_000_500,
-            started_at: 1_700_000_001_000,
-            finished_at: 0,
-            backoff: 1000,
-            attempts: 2,
-            max_attempts: 5,
-            stalls: 1,
-            progress: 40,
-            lease: Some(Lease {
-                token: [7; 16],
-                owner: 0,
-                stall_deadline: 1_700_000_031_000,
-                timeout_deadline: Some(1_700_000_002_000),
-            }),
-            ext: Some(JobExt {
+            data: r#"{"to":"a@b.c"}"#.into(),
+            ext: Some(Box::new(JobExt {
                 ttl: Some(60_000),
                 timeout: Some(1000),
                 unique_key: Some("k".into()),
@@ -660,35 +325,63 @@ mod tests {
                 }),
                 result: Some("1".into()),
                 error: Some("boom".into()),
-            }),
+            })),
+            lease: Some(Box::new(Lease {
+                token: [7; 16],
+                owner: 0,
+                stall_deadline: 1_700_000_031_000,
+                timeout_deadline: Some(1_700_000_002_000),
+            })),
+            created_at: 1_700_000_000_000,
+            run_at: 1_700_000_000_500,
+            started_at: 1_700_000_001_000,
+            finished_at: 0,
+            seq: -42,
+            gen: 0,
+            queue: 0,
+            name: 0,
+            priority: -5,
+            backoff: 1000,
+            attempts: 2,
+            max_attempts: 5,
+            stalls: 1,
+            progress: 40,
+            state: JobState::Active,
+            flags: 3,
+        };
+        JobImage {
+            job,
+            queue: "emails".into(),
+            name: "welcome".into(),
+            with_data: true,
+        }
+    }
+
+    fn bucket() -> Bucket {
+        Bucket {
+            completed: 1,
+            failed: 2,
+            total_process_ms: 3,
+            min_process_ms: 4,
+            max_process_ms: 5,
+        }
+    }
+
+    fn totals(expired: u64) -> Totals {
+        Totals {
+            pushed: 1,
+            pulled: 2,
+            completed: 3,
+            failed: 4,
+            retried: 5,
+            stalled: 6,
+            duplicated: 7,
+            expired,
         }
     }
 
     fn encode_image(out: &mut Vec<u8>, j: &JobImage, with_data: bool) {
-        encode_job(
-            out,
-            &JobView {
-                id: &j.id,
-                queue: &j.queue,
-                name: &j.name,
-                data: if with_data { j.data.as_deref() } else { None },
-                state: j.state,
-                flags: j.flags,
-                priority: j.priority,
-                seq: j.seq,
-                created_at: j.created_at,
-                run_at: j.run_at,
-                started_at: j.started_at,
-                finished_at: j.finished_at,
-                backoff: j.backoff,
-                attempts: j.attempts,
-                max_attempts: j.max_attempts,
-                stalls: j.stalls,
-                progress: j.progress,
-                lease: j.lease.as_ref(),
-                ext: j.ext.as_ref(),
-            },
-        );
+        encode_job(out, &j.job, &j.queue, &j.name, with_data);
     }
 
     #[test]
@@ -701,24 +394,9 @@ mod tests {
         encode_queue_state(&mut out, "q", true, &["n1", "n2"]);
         encode_queue_drop(&mut out, "q");
         encode_metric(&mut out, "q", "n", 123, false, 45);
-        let b = Bucket {
-            completed: 1,
-            failed: 2,
-            total_process_ms: 3,
-            min_process_ms: 4,
-            max_process_ms: 5,
-        };
+        let b = bucket();
         encode_metric_bucket(&mut out, "q", "n", 60_000, &b);
-        let t = Totals {
-            pushed: 1,
-            pulled: 2,
-            completed: 3,
-            failed: 4,
-            retried: 5,
-            stalled: 6,
-            duplicated: 7,
-            expired: u64::MAX,
-        };
+        let t = totals(u64::MAX);
         encode_totals(&mut out, &t);
         encode_snapshot_begin(&mut out, i64::MIN + 1);
         encode_snapshot_end(&mut out, 99);
@@ -729,7 +407,11 @@ mod tests {
             got.push(r);
         }
         let state_only = JobImage {
-            data: None,
+            job: Job {
+                data: Box::default(),
+                ..img.job.clone()
+            },
+            with_data: false,
             ..img.clone()
         };
         assert_eq!(
@@ -778,5 +460,67 @@ mod tests {
         assert!(d.next_record().is_err());
         let mut d = Decoder::new(&[TAG_TOTALS, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(d.next_record().is_err());
+    }
+
+    /// What `write` appends, in hex.
+    fn encoded(write: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        write(&mut out);
+        out.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The exact bytes of one record of each kind, as existing data directories hold
+    /// them: a reordered enum, a renumbered tag or a changed field order fails here.
+    #[test]
+    fn encodings_are_pinned() {
+        let img = image();
+        let full = encoded(|o| encode_image(o, &img, true));
+        let state_only = encoded(|o| encode_image(o, &img, false));
+        assert_eq!(
+            full,
+            concat!(
+                "0101076f726465722d3706656d61696c730777656c636f6d650e7b22746f223a226140622e63227d",
+                "0303095380d095ffbc31f4d395ffbc31e8d795ffbc3100e807020501280107070707070707070707",
+                "07070707070798c297ffbc3101d0df95ffbc310101e0d40301e80701016b02016101620101670100",
+                "010101010101010101010101010101010101010170020a010100010b2a2f35202a202a202a202a01",
+                "0302010101310104626f6f6d",
+            )
+        );
+        assert_eq!(
+            state_only,
+            concat!(
+                "0201076f726465722d3706656d61696c730777656c636f6d650303095380d095ffbc31f4d395ffbc",
+                "31e8d795ffbc3100e80702050128010707070707070707070707070707070798c297ffbc3101d0df",
+                "95ffbc310101e0d40301e80701016b02016101620101670100010101010101010101010101010101",
+                "010101010170020a010100010b2a2f35202a202a202a202a010302010101310104626f6f6d",
+            )
+        );
+        let b = bucket();
+        let t = totals(300);
+        let others = [
+            (
+                encoded(|o| encode_delete(o, &JobId::Uuid([9; 16]))),
+                "030009090909090909090909090909090909",
+            ),
+            (
+                encoded(|o| encode_queue_state(o, "q", true, &["n1", "n2"])),
+                "0401710102026e31026e32",
+            ),
+            (encoded(|o| encode_queue_drop(o, "q")), "050171"),
+            (
+                encoded(|o| encode_metric(o, "q", "n", 123, false, 45)),
+                "060171016e7b002d",
+            ),
+            (
+                encoded(|o| encode_metric_bucket(o, "q", "n", 60_000, &b)),
+                "070171016ee0d4030102030405",
+            ),
+            (encoded(|o| encode_totals(o, &t)), "0801020304050607ac02"),
+            (encoded(|o| encode_snapshot_begin(o, -42)), "0953"),
+            (encoded(|o| encode_snapshot_end(o, 99)), "0a63"),
+        ];
+        for (got, want) in others {
+            assert_eq!(got, want);
+        }
     }
 }

@@ -62,10 +62,6 @@ impl Slab {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// One past the highest slot ever handed out: every job's slot is below it.
     pub fn high(&self) -> u32 {
         self.high

@@ -2,7 +2,7 @@
 
 mod common;
 use common::H;
-use hopper_core::events::EventKind;
+use hopper_core::EventKind;
 use hopper_core::{ErrorKind, FailOutcome, JobState};
 
 #[test]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hopper_core::data_dir::list;
+use hopper_core::list_data_dir as list;
 use hopper_core::{
     EngineConfig, EngineHandle, ErrorKind, FsyncPolicy, ManualClock, PushOptions, StorageConfig,
 };

@@ -3,9 +3,9 @@
 
 mod common;
 use common::H;
-use hopper_core::engine::{backoff_delay, MAX_BACKOFF_DELAY_MS};
-use hopper_core::events::{EventExtra, EventKind};
+use hopper_core::{backoff_delay, MAX_BACKOFF_DELAY_MS};
 use hopper_core::{EngineConfig, ErrorKind, FailOutcome, JobState};
+use hopper_core::{EventExtra, EventKind};
 
 #[test]
 fn pull_returns_a_token_and_ack_checks_it() {

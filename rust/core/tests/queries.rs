@@ -2,8 +2,8 @@
 
 mod common;
 use common::{H, T0};
-use hopper_core::events::{EventExtra, EventKind};
 use hopper_core::{ErrorKind, JobState, SearchKind};
+use hopper_core::{EventExtra, EventKind};
 
 #[test]
 fn search_by_id_prefix_queue_substring_and_payload() {

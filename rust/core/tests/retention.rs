@@ -3,7 +3,7 @@
 
 mod common;
 use common::H;
-use hopper_core::events::EventKind;
+use hopper_core::EventKind;
 use hopper_core::{EngineConfig, ErrorKind, JobState};
 
 fn fail_for_good(h: &mut H, q: &str, id: &str) {

@@ -6,14 +6,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use hopper_core::engine::{Engine, EngineConfig, FailOutcome, SearchKind};
-use hopper_core::events::Event;
-use hopper_core::json_render::{push_str, write_event};
-use hopper_core::requests::{AckRequest, FailRequest};
-use hopper_core::storage::OpenReport;
 use hopper_core::{
-    Clock, EngineError, EngineHandle, ErrorKind, FsyncPolicy, JobState, ManualClock, PushOptions,
-    StorageConfig, SystemClock,
+    push_str, write_event, AckRequest, Clock, Engine, EngineConfig, EngineError, EngineHandle,
+    ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, ManualClock, OpenReport,
+    PushOptions, SearchKind, StorageConfig, SystemClock,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;

@@ -8,14 +8,15 @@
 
 use std::sync::Arc;
 
+use super::placement::Cause;
 use super::{sorted_paused_names, Engine, TimerKind};
 use crate::frame::{begin_frame, finish_frame};
 use crate::ids::JobId;
-use crate::job::{Job, JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
+use crate::job::{JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
 use crate::queue::Queue;
 use crate::record::{
     encode_delete, encode_job, encode_metric, encode_metric_bucket, encode_queue_drop,
-    encode_queue_state, encode_snapshot_begin, encode_totals, JobImage, JobView, Record,
+    encode_queue_state, encode_snapshot_begin, encode_totals, JobImage, Record,
 };
 
 /// What applying records found that it could not use (counted, not fatal).
@@ -26,38 +27,10 @@ pub struct RestoreStats {
     pub orphans: u64,
 }
 
-fn view<'a>(job: &'a Job, queue: &'a str, name: &'a str, with_data: bool) -> JobView<'a> {
-    JobView {
-        id: &job.id,
-        queue,
-        name,
-        data: with_data.then_some(&*job.data),
-        state: job.state,
-        flags: job.flags & STORED_FLAGS,
-        priority: job.priority,
-        seq: job.seq,
-        created_at: job.created_at,
-        run_at: job.run_at,
-        started_at: job.started_at,
-        finished_at: job.finished_at,
-        backoff: job.backoff,
-        attempts: job.attempts,
-        max_attempts: job.max_attempts,
-        stalls: job.stalls,
-        progress: job.progress,
-        lease: job.lease.as_deref(),
-        ext: job.ext(),
-    }
-}
-
 impl Engine {
     /// Starts recording changes for the log (a persistent engine, after recovery).
-    pub fn set_recording(&mut self, on: bool) {
+    pub(crate) fn set_recording(&mut self, on: bool) {
         self.recording = on;
-    }
-
-    pub fn is_recording(&self) -> bool {
-        self.recording
     }
 
     /// Marks a job as changed, so the next flush writes it.
@@ -85,7 +58,7 @@ impl Engine {
             encode_metric(
                 &mut self.op_log,
                 q,
-                &self.names[name as usize],
+                &self.job_names[name as usize],
                 at,
                 ok,
                 took,
@@ -98,7 +71,7 @@ impl Engine {
             return;
         }
         let q = &self.queues[qid as usize];
-        let names = sorted_paused_names(q, &self.names);
+        let names = sorted_paused_names(q, &self.job_names);
         encode_queue_state(&mut self.op_log, &q.name, q.paused, &names);
     }
 
@@ -111,7 +84,7 @@ impl Engine {
     /// Appends one frame with everything changed since the last flush to `out`.
     /// Returns `None` if nothing changed, else whether the frame holds a `durable` push
     /// (which must be synced at once).
-    pub fn flush_log(&mut self, out: &mut Vec<u8>) -> Option<bool> {
+    pub(crate) fn flush_log(&mut self, out: &mut Vec<u8>) -> Option<bool> {
         if self.dirty.is_empty() && self.op_log.is_empty() {
             return None;
         }
@@ -129,8 +102,8 @@ impl Engine {
             job.flags &= !(FLAG_DIRTY | FLAG_DIRTY_DATA);
             let job = self.jobs.get(slot).expect("slot holds a job");
             let queue = &self.queues[job.queue as usize].name;
-            let name = &self.names[job.name as usize];
-            encode_job(out, &view(job, queue, name, with_data));
+            let name = &self.job_names[job.name as usize];
+            encode_job(out, job, queue, name, with_data);
         }
         finish_frame(out, at);
         Some(std::mem::take(&mut self.durable_pushed))
@@ -140,15 +113,20 @@ impl Engine {
 
     /// The snapshot's opening frame: counters, queues and metric buckets. Taken under
     /// the same lock as the log rotation, so the log after it continues from here.
-    pub fn snapshot_meta(&self, out: &mut Vec<u8>) {
+    pub(crate) fn snapshot_meta(&self, out: &mut Vec<u8>) {
         let at = begin_frame(out);
         encode_snapshot_begin(out, self.next_seq);
         encode_totals(out, &self.totals);
         for &qid in self.queue_ids.values() {
             let q = &self.queues[qid as usize];
-            encode_queue_state(out, &q.name, q.paused, &sorted_paused_names(q, &self.names));
+            encode_queue_state(
+                out,
+                &q.name,
+                q.paused,
+                &sorted_paused_names(q, &self.job_names),
+            );
             for (minute, name, bucket) in q.metrics.buckets() {
-                encode_metric_bucket(out, &q.name, &self.names[name as usize], minute, bucket);
+                encode_metric_bucket(out, &q.name, &self.job_names[name as usize], minute, bucket);
             }
         }
         finish_frame(out, at);
@@ -156,7 +134,12 @@ impl Engine {
 
     /// Appends a frame with the jobs in slots `from..` (at most `max`); returns the next
     /// slot to continue from (`None` when done) and how many jobs were written.
-    pub fn snapshot_jobs(&self, from: u32, max: usize, out: &mut Vec<u8>) -> (Option<u32>, u64) {
+    pub(crate) fn snapshot_jobs(
+        &self,
+        from: u32,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> (Option<u32>, u64) {
         let high = self.jobs.high();
         let at = begin_frame(out);
         let mut slot = from;
@@ -164,8 +147,8 @@ impl Engine {
         while slot < high && (n as usize) < max {
             if let Some(job) = self.jobs.get(slot) {
                 let queue = &self.queues[job.queue as usize].name;
-                let name = &self.names[job.name as usize];
-                encode_job(out, &view(job, queue, name, true));
+                let name = &self.job_names[job.name as usize];
+                encode_job(out, job, queue, name, true);
                 n += 1;
             }
             slot += 1;
@@ -186,7 +169,7 @@ impl Engine {
         for name in self.queue_names() {
             let qid = self.queue_ids[name.as_str()];
             let q = &self.queues[qid as usize];
-            let paused = sorted_paused_names(q, &self.names);
+            let paused = sorted_paused_names(q, &self.job_names);
             let _ = writeln!(out, "queue {name} paused={} names={paused:?}", q.paused);
             for state in JobState::ALL {
                 let _ = writeln!(out, " {} count={}", state.as_str(), q.count(state));
@@ -195,11 +178,14 @@ impl Engine {
                     let mut buf = Vec::new();
                     encode_job(
                         &mut buf,
-                        &view(job, &q.name, &self.names[job.name as usize], true),
+                        job,
+                        &q.name,
+                        &self.job_names[job.name as usize],
+                        true,
                     );
                     let mut d = crate::record::Decoder::new(&buf);
                     if let Ok(Some(Record::Job(mut img))) = d.next_record() {
-                        if let Some(l) = img.lease.as_mut() {
+                        if let Some(l) = img.job.lease.as_mut() {
                             l.owner = 0;
                         }
                         let _ = writeln!(out, "  {img:?}");
@@ -217,7 +203,7 @@ impl Engine {
             let mut buckets: Vec<(u64, &str, _)> = q
                 .metrics
                 .buckets()
-                .map(|(m, n, b)| (m, &*self.names[n as usize], b))
+                .map(|(m, n, b)| (m, &*self.job_names[n as usize], b))
                 .collect();
             buckets.sort_unstable_by_key(|&(m, n, _)| (m, n));
             for (minute, name, b) in buckets {
@@ -231,7 +217,7 @@ impl Engine {
 
     /// Applies one record read back from a snapshot or the log. Idempotent: the record
     /// states the result, not the change.
-    pub fn apply(&mut self, rec: Record, stats: &mut RestoreStats) {
+    pub(crate) fn apply(&mut self, rec: Record, stats: &mut RestoreStats) {
         stats.records += 1;
         match rec {
             Record::Job(image) => {
@@ -306,102 +292,67 @@ impl Engine {
     /// Puts a job into exactly the stored state, creating it if needed. False for a
     /// state-only record of a job that does not exist.
     fn restore_job(&mut self, img: JobImage) -> bool {
-        let Ok(qid) = self.queue_or_create(&img.queue) else {
+        let JobImage {
+            job: mut stored,
+            queue,
+            name,
+            with_data,
+        } = img;
+        let Ok(qid) = self.queue_or_create(&queue) else {
             return false;
         };
-        let name = if img.name.is_empty() {
+        stored.queue = qid;
+        stored.name = if name.is_empty() {
             0
         } else {
-            self.intern_name(&img.name)
+            self.intern_name(&name)
         };
-        let touched = [img.created_at, img.run_at, img.started_at, img.finished_at]
-            .into_iter()
-            .max()
-            .unwrap_or(0);
-        self.next_seq = self.next_seq.max(img.seq.saturating_abs());
-        if let JobId::Uuid(b) = &img.id {
-            self.ids.observe(b);
+        stored.flags &= STORED_FLAGS;
+        let touched = [
+            stored.created_at,
+            stored.run_at,
+            stored.started_at,
+            stored.finished_at,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        self.next_seq = self.next_seq.max(stored.seq.saturating_abs());
+        if let JobId::Uuid(b) = &stored.id {
+            self.id_gen.observe(b);
         }
-        if let Some(l) = &img.lease {
-            self.ids.observe(&l.token);
+        if let Some(l) = &stored.lease {
+            self.id_gen.observe(&l.token);
         }
-        let slot = match self.find(&img.id) {
+        let state = stored.state;
+        let key = stored.unique_key().map(Box::<str>::from);
+        let slot = match self.find(&stored.id) {
             Some(slot) => {
-                self.detach(slot);
-                let job = self.jobs.get_mut(slot).expect("slot holds a job");
-                if let Some(data) = img.data {
-                    job.data = data;
-                }
-                job.queue = qid;
+                self.transition(slot, state, Cause::Replay, touched, |job| {
+                    if !with_data {
+                        stored.data = std::mem::take(&mut job.data);
+                    }
+                    stored.gen = job.gen;
+                    *job = stored;
+                });
                 slot
             }
+            None if !with_data => return false,
             None => {
-                let Some(data) = img.data else {
-                    return false;
-                };
-                let ttl = img.ext.as_ref().and_then(|e| e.ttl);
-                let slot = self.alloc(Job {
-                    id: img.id,
-                    data,
-                    ext: None,
-                    lease: None,
-                    created_at: img.created_at,
-                    run_at: 0,
-                    started_at: 0,
-                    finished_at: 0,
-                    seq: 0,
-                    gen: 0,
-                    queue: qid,
-                    name,
-                    priority: 0,
-                    backoff: 0,
-                    attempts: 0,
-                    max_attempts: 0,
-                    stalls: 0,
-                    progress: 0,
-                    state: img.state,
-                    flags: 0,
-                });
-                if let Some(ttl) = ttl.filter(|_| img.state.is_live()) {
-                    self.add_timer(img.created_at.saturating_add(ttl), TimerKind::Ttl, slot);
+                let ttl = stored.ext().and_then(|e| e.ttl);
+                let created_at = stored.created_at;
+                let slot = self.alloc(stored);
+                if let Some(ttl) = ttl.filter(|_| state.is_live()) {
+                    self.add_timer(created_at.saturating_add(ttl), TimerKind::Ttl, slot);
                 }
+                self.transition(slot, state, Cause::Load, touched, |_| {});
                 slot
             }
         };
-        let job = self.jobs.get_mut(slot).expect("slot holds a job");
-        job.ext = img.ext.map(Box::new);
-        job.lease = img.lease.map(Box::new);
-        job.created_at = img.created_at;
-        job.run_at = img.run_at;
-        job.started_at = img.started_at;
-        job.finished_at = img.finished_at;
-        job.seq = img.seq;
-        job.name = name;
-        job.priority = img.priority;
-        job.backoff = img.backoff;
-        job.attempts = img.attempts;
-        job.max_attempts = img.max_attempts;
-        job.stalls = img.stalls;
-        job.progress = img.progress;
-        job.flags = img.flags & STORED_FLAGS;
-        let key = job.unique_key().map(Box::<str>::from);
-        self.attach(slot, img.state, touched);
-        if let Some(key) = key.filter(|_| img.state.is_live()) {
+        if let Some(key) = key.filter(|_| state.is_live()) {
             self.queues[qid as usize].dedup.entry(key).or_insert(slot);
         }
         true
-    }
-
-    /// Removes a job from every index and the slab, with no cascade and no event.
-    pub(super) fn discard(&mut self, slot: u32) {
-        self.detach(slot);
-        let job = self.release(slot);
-        if let Some(key) = job.unique_key() {
-            let q = &mut self.queues[job.queue as usize];
-            if q.dedup.get(key) == Some(&slot) {
-                q.dedup.remove(key);
-            }
-        }
     }
 
     /// Forgets an emptied queue; its id is reused by the next new queue.

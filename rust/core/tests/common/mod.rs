@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use hopper_core::events::{EventExtra, EventKind};
-use hopper_core::job::Job;
+use hopper_core::Job;
 use hopper_core::{
     Engine, EngineConfig, FailOutcome, JobState, ManualClock, PushOptions, PushOutcome, Result,
 };
+use hopper_core::{EventExtra, EventKind};
 
 /// 2024-01-01T00:00:00Z: minute- and hour-aligned, a Monday.
 pub const T0: u64 = 1_704_067_200_000;
