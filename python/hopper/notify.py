@@ -1,9 +1,11 @@
 """Bridges the engine's notification fd to an asyncio loop: one `add_reader`, and on
-each wake-up one call that drains every event and every queue that got work."""
+each wake-up one call that drains every event and every queue that got work, and one
+pass that answers every commit the log's progress has reached."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -16,13 +18,13 @@ EventListener = Callable[[EventBatch], None]
 class _Drainable(Protocol):
     def take_notifications(self) -> tuple[EventBatch, list[str]]: ...
     def notify_fd(self) -> int: ...
-    def durable_lsn(self) -> int: ...
+    def log_progress(self) -> tuple[int, int]: ...
     def request_sync(self, lsn: int) -> None: ...
     def storage_error(self) -> str | None: ...
 
 
 class LoopWatcher:
-    """Watches one engine's fd on one loop; wakes `wait_for_queue` and `wait_durable`
+    """Watches one engine's fd on one loop; wakes `wait_for_queue` and `wait_committed`
     callers and feeds event listeners."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, core: Core | _Drainable) -> None:
@@ -31,7 +33,9 @@ class LoopWatcher:
         self._fd = core.notify_fd()
         self._listeners: list[EventListener] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._commits: list[tuple[int, asyncio.Future[None]]] = []
+        # (LSN to see written, LSN to see synced, future), in the order taken: targets
+        # only grow, so both LSNs are sorted and a wake-up settles a prefix.
+        self._commits: deque[tuple[int, int, asyncio.Future[None]]] = deque()
         self._interrupted = False
         loop.add_reader(self._fd, self._on_readable)
 
@@ -67,30 +71,36 @@ class LoopWatcher:
                 if not waiting:
                     del self._waiters[queue]
 
-    async def wait_durable(self, lsn: int) -> None:
-        """Waits until the log is synced up to `lsn`; UnavailableError if storage fails."""
+    async def wait_committed(self, written: int, synced: int) -> None:
+        """Waits until the log has handed `written` to the OS and synced `synced`;
+        UnavailableError if storage fails first."""
         fut: asyncio.Future[None] = self.loop.create_future()
-        self._commits.append((lsn, fut))
-        self._core.request_sync(lsn)
-        self._settle_commits()
+        self._commits.append((written, synced, fut))
+        if synced:
+            self._core.request_sync(synced)
+        # Progress (or a failure, re-announced at every retry) that landed before the
+        # append has signalled the fd: the next wake-up settles this one too.
         await fut
 
     def _settle_commits(self) -> None:
-        if not self._commits:
+        commits = self._commits
+        if not commits:
             return
-        durable = self._core.durable_lsn()
-        failure = self._core.storage_error()
-        waiting = []
-        for lsn, fut in self._commits:
-            if fut.done():
-                continue
-            if lsn <= durable:
+        written, durable = self._core.log_progress()
+        while commits:
+            want_written, want_synced, fut = commits[0]
+            if want_written > written or want_synced > durable:
+                break
+            commits.popleft()
+            if not fut.done():
                 fut.set_result(None)
-            elif failure is not None:
-                fut.set_exception(UnavailableError(failure))
-            else:
-                waiting.append((lsn, fut))
-        self._commits = waiting
+        if commits:
+            failure = self._core.storage_error()
+            if failure is not None:
+                while commits:
+                    fut = commits.popleft()[2]
+                    if not fut.done():
+                        fut.set_exception(UnavailableError(failure))
 
     def _on_readable(self) -> None:
         # take_notifications clears the fd first: a sync landing after that re-signals.
@@ -118,7 +128,7 @@ class LoopWatcher:
             for fut in waiting:
                 fut.cancel()
         self._waiters.clear()
-        for _lsn, fut in self._commits:
+        for _written, _synced, fut in self._commits:
             fut.cancel()
         self._commits.clear()
         self._listeners.clear()

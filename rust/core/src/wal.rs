@@ -5,8 +5,9 @@
 //! order is the operation order) and go on; the writer thread takes everything appended
 //! so far in one swap, writes it with one `pwrite`, and syncs it with one `fdatasync`
 //! according to the policy. Concurrent operations therefore share writes and syncs.
-//! Progress is a byte count of appended frames (the LSN): an operation is durable once
-//! `durable_lsn()` reaches the LSN its append returned.
+//! Progress is a byte count of appended frames (the LSN): an operation's record is with
+//! the OS once `written_lsn()` reaches the LSN its append returned (a killed process
+//! cannot lose it), and on disk once `durable_lsn()` does (an OS crash cannot either).
 //!
 //! A failed write or sync puts the log in the failed state: new operations are refused
 //! (`check_writable`), the unwritten bytes are kept and retried in place (the same file
@@ -16,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,6 +53,13 @@ impl FsyncPolicy {
     }
 }
 
+/// What an answer waits for: its record handed to the OS (`write` returned), or synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub lsn: u64,
+    pub synced: bool,
+}
+
 pub fn segment_path(dir: &Path, number: u32) -> PathBuf {
     dir.join(format!("wal-{number:010}.log"))
 }
@@ -78,16 +86,22 @@ struct Pending {
 struct Shared {
     pending: Mutex<Pending>,
     wake_writer: Condvar,
+    /// LSN handed to the OS by `pwrite`.
+    written: AtomicU64,
+    /// LSN synced by `fdatasync`.
     durable: AtomicU64,
-    durable_lock: Mutex<()>,
-    durable_changed: Condvar,
+    progress_lock: Mutex<()>,
+    progress_changed: Condvar,
+    /// Threads blocked in `wait`; waking them costs a syscall, so only when there are any.
+    blocked: AtomicUsize,
     failed: AtomicBool,
     error: Mutex<Option<String>>,
     /// Bytes written to segments since the last snapshot's rotation.
     log_bytes: AtomicU64,
     /// Set by tests: every write fails as if the disk were full.
     inject_failure: AtomicBool,
-    /// Called when the durable LSN moves or the log fails, if async waiters asked.
+    /// Called when the written or durable LSN moves or the log fails, if async waiters
+    /// asked.
     on_progress: Box<dyn Fn() + Send + Sync>,
     progress_wanted: AtomicBool,
     policy: FsyncPolicy,
@@ -113,9 +127,11 @@ impl Shared {
     }
 
     fn announce(&self) {
-        {
-            let _g = self.durable_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.durable_changed.notify_all();
+        // SeqCst here and on the LSN stores/loads: either the waiter sees the new LSN or
+        // this sees the waiter.
+        if self.blocked.load(Ordering::SeqCst) > 0 {
+            let _g = self.progress_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.progress_changed.notify_all();
         }
         if self.progress_wanted.load(Ordering::Acquire) {
             (self.on_progress)();
@@ -153,9 +169,11 @@ impl Wal {
                 closing: false,
             }),
             wake_writer: Condvar::new(),
+            written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
-            durable_lock: Mutex::new(()),
-            durable_changed: Condvar::new(),
+            progress_lock: Mutex::new(()),
+            progress_changed: Condvar::new(),
+            blocked: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             log_bytes: AtomicU64::new(config.log_bytes),
@@ -182,27 +200,28 @@ impl Wal {
     }
 
     /// Appends what `fill` writes (whole frames) and records the counters as of now.
-    /// Returns the LSN that covers it, or `None` when `fill` wrote nothing. `urgent`
-    /// asks the writer to sync it at once whatever the policy (a `durable` push).
+    /// Returns what the operation's answer waits for, or `None` when `fill` wrote
+    /// nothing. `fill` returning true asks the writer to sync it at once whatever the
+    /// policy (a `durable` push).
     pub fn append(
         &self,
         totals: Totals,
         fill: impl FnOnce(&mut Vec<u8>) -> Option<bool>,
-    ) -> Option<(u64, bool)> {
+    ) -> Option<Commit> {
         let mut p = self.shared.lock();
         let before = p.buf.len();
-        let urgent = fill(&mut p.buf)? || self.shared.policy == FsyncPolicy::Always;
+        let synced = fill(&mut p.buf)? || self.shared.policy == FsyncPolicy::Always;
         p.appended += (p.buf.len() - before) as u64;
         p.totals = Some(totals);
         let lsn = p.appended;
-        if urgent {
+        if synced {
             p.sync_wanted = lsn;
         }
         if p.writer_idle {
             p.writer_idle = false;
             self.shared.wake_writer.notify_one();
         }
-        Some((lsn, urgent))
+        Some(Commit { lsn, synced })
     }
 
     /// Everything appended so far.
@@ -210,8 +229,22 @@ impl Wal {
         self.shared.lock().appended
     }
 
+    pub fn written_lsn(&self) -> u64 {
+        self.shared.written.load(Ordering::SeqCst)
+    }
+
     pub fn durable_lsn(&self) -> u64 {
-        self.shared.durable.load(Ordering::Acquire)
+        self.shared.durable.load(Ordering::SeqCst)
+    }
+
+    /// Whether `c` is already satisfied.
+    pub fn reached(&self, c: Commit) -> bool {
+        let at = if c.synced {
+            self.durable_lsn()
+        } else {
+            self.written_lsn()
+        };
+        at >= c.lsn
     }
 
     /// Asks the writer to sync up to `lsn` now, without waiting for it.
@@ -231,27 +264,37 @@ impl Wal {
         self.shared.progress_wanted.store(true, Ordering::Release);
     }
 
-    /// Blocks until `lsn` is synced; an error if the log fails first.
-    pub fn wait_durable(&self, lsn: u64) -> Result<()> {
-        if self.durable_lsn() >= lsn {
+    /// Blocks until `c` is reached; an error if the log fails first.
+    pub fn wait(&self, c: Commit) -> Result<()> {
+        if self.reached(c) {
             return Ok(());
         }
-        self.request_sync(lsn);
+        if c.synced {
+            self.request_sync(c.lsn);
+        }
+        // Counted before the check under the lock, so `announce` cannot miss us.
+        self.shared.blocked.fetch_add(1, Ordering::SeqCst);
         let mut g = self
             .shared
-            .durable_lock
+            .progress_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        while self.durable_lsn() < lsn {
-            self.check_writable()?;
+        let mut out = Ok(());
+        while !self.reached(c) {
+            out = self.check_writable();
+            if out.is_err() {
+                break;
+            }
             g = self
                 .shared
-                .durable_changed
+                .progress_changed
                 .wait_timeout(g, Duration::from_millis(RETRY_MS))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        Ok(())
+        drop(g);
+        self.shared.blocked.fetch_sub(1, Ordering::SeqCst);
+        out
     }
 
     /// Refuses new operations while the log cannot write.
@@ -398,6 +441,15 @@ impl Writer {
                 continue;
             }
             let unsynced = self.written_lsn > durable;
+            if self.written_lsn > self.shared.written.load(Ordering::Acquire) {
+                self.shared
+                    .written
+                    .store(self.written_lsn, Ordering::SeqCst);
+                // Under `always` every waiter needs the sync that follows at once.
+                if self.shared.policy != FsyncPolicy::Always {
+                    self.shared.announce();
+                }
+            }
             let due = match self.shared.policy {
                 FsyncPolicy::Always => true,
                 FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
@@ -514,7 +566,7 @@ impl Writer {
         self.last_sync = Instant::now();
         self.shared
             .durable
-            .store(self.written_lsn, Ordering::Release);
+            .store(self.written_lsn, Ordering::SeqCst);
         self.shared.announce();
         Ok(())
     }

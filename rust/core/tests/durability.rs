@@ -290,7 +290,7 @@ fn a_failing_disk_refuses_writes_keeps_reads_and_recovers() {
     let kept = push(&h, "q", r#"{"data":"kept"}"#);
     h.inject_io_failure(true).unwrap();
     // The next write fails at the disk: its caller waits for the sync and gets the error.
-    let (_, lsn) = h
+    let (_, commit) = h
         .mutate(|e| {
             e.push(
                 "q",
@@ -298,9 +298,9 @@ fn a_failing_disk_refuses_writes_keeps_reads_and_recovers() {
             )
         })
         .unwrap();
-    let err = h
-        .wait_durable(lsn.expect("always policy waits"))
-        .unwrap_err();
+    let commit = commit.expect("a change waits");
+    assert!(commit.synced, "always policy waits for the sync");
+    let err = h.wait(commit).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable);
     assert!(err.message.contains("No space left"), "{}", err.message);
     // While failing, new writes are refused and nothing changes; reads still work.
@@ -348,13 +348,14 @@ fn concurrent_durable_pushes_share_syncs_and_all_survive() {
                 (0..50)
                     .map(|i| {
                         let body = format!(r#"{{"data":{{"t":{t},"i":{i}}},"durable":true}}"#);
-                        let (out, lsn) = h
+                        let (out, commit) = h
                             .mutate(|e| {
                                 e.push("q", PushOptions::from_json(body.as_bytes(), 1 << 20)?)
                             })
                             .unwrap();
-                        h.wait_durable(lsn.expect("a durable push waits under every policy"))
-                            .unwrap();
+                        let commit = commit.expect("a push waits");
+                        assert!(commit.synced, "a durable push waits under every policy");
+                        h.wait(commit).unwrap();
                         out.id
                     })
                     .collect::<Vec<_>>()
