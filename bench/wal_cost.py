@@ -90,7 +90,7 @@ def main() -> int:
                 finally:
                     S.stop(proc)
                 res["run"] = run + 1
-                res["loadavg"] = open("/proc/loadavg").read().split()[:3]
+                res["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
                 samples[sc.key][mode].append(res)
                 commands[mode] = shlex.join(cmd)
                 print(

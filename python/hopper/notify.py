@@ -19,6 +19,7 @@ class _Drainable(Protocol):
     def take_notifications(self) -> tuple[EventBatch, list[str]]: ...
     def notify_fd(self) -> int: ...
     def log_progress(self) -> tuple[int, int]: ...
+    def write_log(self) -> None: ...
     def request_sync(self, lsn: int) -> None: ...
     def storage_error(self) -> str | None: ...
 
@@ -36,6 +37,7 @@ class LoopWatcher:
         # (LSN to see written, LSN to see synced, future), in the order taken: targets
         # only grow, so both LSNs are sorted and a wake-up settles a prefix.
         self._commits: deque[tuple[int, int, asyncio.Future[None]]] = deque()
+        self._write_scheduled = False
         self._interrupted = False
         loop.add_reader(self._fd, self._on_readable)
 
@@ -78,9 +80,18 @@ class LoopWatcher:
         self._commits.append((written, synced, fut))
         if synced:
             self._core.request_sync(synced)
-        # Progress (or a failure, re-announced at every retry) that landed before the
-        # append has signalled the fd: the next wake-up settles this one too.
+        if not self._write_scheduled:
+            # Once per batch: the requests handled before it runs share one write.
+            self._write_scheduled = True
+            self.loop.call_soon(self._write)
         await fut
+
+    def _write(self) -> None:
+        """Writes the log on this thread (one `pwrite`, no hand-off to the writer
+        thread and back through the fd) and answers every waiter it covers."""
+        self._write_scheduled = False
+        self._core.write_log()
+        self._settle_commits()
 
     def _settle_commits(self) -> None:
         commits = self._commits

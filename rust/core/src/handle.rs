@@ -182,6 +182,13 @@ impl EngineHandle {
         }
     }
 
+    /// Writes everything appended so far on this thread (see `Wal::write_now`).
+    pub fn write_now(&self) {
+        if let Some(s) = self.storage() {
+            s.wal.write_now();
+        }
+    }
+
     /// Whether `c` is reached already (always, for an in-memory engine).
     pub fn reached(&self, c: Commit) -> bool {
         self.storage().is_none_or(|s| s.wal.reached(c))

@@ -2,9 +2,11 @@
 //! that does group commit.
 //!
 //! Operations append their frame to a shared buffer under the engine lock (so the log
-//! order is the operation order) and go on; the writer thread takes everything appended
-//! so far in one swap, writes it with one `pwrite`, and syncs it with one `fdatasync`
-//! according to the policy. Concurrent operations therefore share writes and syncs.
+//! order is the operation order) and go on; whoever writes next takes everything
+//! appended so far in one swap and writes it with one `pwrite`: a caller that must see
+//! its record written (`write_now`, an event loop once per batch of requests), or else
+//! the writer thread, which also syncs with one `fdatasync` according to the policy.
+//! Concurrent operations therefore share writes and syncs.
 //! Progress is a byte count of appended frames (the LSN): an operation's record is with
 //! the OS once `written_lsn()` reaches the LSN its append returned (a killed process
 //! cannot lose it), and on disk once `durable_lsn()` does (an OS crash cannot either).
@@ -85,6 +87,8 @@ struct Pending {
 
 struct Shared {
     pending: Mutex<Pending>,
+    /// The writing side; lock order: `output`, then `pending`.
+    output: Mutex<Output>,
     wake_writer: Condvar,
     /// LSN handed to the OS by `pwrite`.
     written: AtomicU64,
@@ -113,6 +117,20 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn output(&self) -> MutexGuard<'_, Output> {
+        self.output.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failing(&self) -> io::Result<()> {
+        if self.inject_failure.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device (injected)",
+            ));
+        }
+        Ok(())
+    }
+
     fn set_error(&self, what: &str, e: &io::Error) {
         let msg = format!("storage unavailable: {what} failed: {e}");
         *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
@@ -126,13 +144,19 @@ impl Shared {
         }
     }
 
-    fn announce(&self) {
+    /// Wakes the threads blocked in `wait`.
+    fn wake_blocked(&self) {
         // SeqCst here and on the LSN stores/loads: either the waiter sees the new LSN or
         // this sees the waiter.
         if self.blocked.load(Ordering::SeqCst) > 0 {
             let _g = self.progress_lock.lock().unwrap_or_else(|p| p.into_inner());
             self.progress_changed.notify_all();
         }
+    }
+
+    /// Tells every waiter, blocked threads and event loops, that the log moved.
+    fn announce(&self) {
+        self.wake_blocked();
         if self.progress_wanted.load(Ordering::Acquire) {
             (self.on_progress)();
         }
@@ -157,7 +181,18 @@ pub struct Wal {
 
 impl Wal {
     pub fn open(config: WalConfig, on_progress: Box<dyn Fn() + Send + Sync>) -> io::Result<Self> {
+        let segment = Segment::create(&config.dir, config.first_segment)?;
         let shared = Arc::new(Shared {
+            output: Mutex::new(Output {
+                dir: config.dir.clone(),
+                segment,
+                batch: Vec::with_capacity(1 << 16),
+                carry: Vec::with_capacity(1 << 16),
+                rotate: None,
+                carry_lsn: 0,
+                written_lsn: 0,
+                last_totals: None,
+            }),
             pending: Mutex::new(Pending {
                 buf: Vec::with_capacity(1 << 16),
                 appended: 0,
@@ -183,12 +218,10 @@ impl Wal {
             policy: config.policy,
             segment_bytes: config.segment_bytes,
         });
-        let segment = Segment::create(&config.dir, config.first_segment)?;
         let s = shared.clone();
-        let dir = config.dir.clone();
         let thread = std::thread::Builder::new()
             .name("hopper-wal".into())
-            .spawn(move || Writer::new(s, dir, segment).run())?;
+            .spawn(move || Writer::new(s).run())?;
         Ok(Self {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -262,6 +295,24 @@ impl Wal {
     /// Async waiters want `on_progress` calls from now on.
     pub fn want_progress(&self) {
         self.shared.progress_wanted.store(true, Ordering::Release);
+    }
+
+    /// Writes everything appended so far on the caller's thread, one `pwrite`, instead of
+    /// waiting for the writer thread to wake: the caller sees its records written at
+    /// the cost of the write alone. Blocked threads are woken; an event loop calling this
+    /// settles its own waiters. A failure puts the log in the failed state (the writer
+    /// thread retries).
+    pub fn write_now(&self) {
+        let mut out = self.shared.output();
+        match out.write_pending(&self.shared) {
+            Ok(true) => {
+                drop(out);
+                self.shared.wake_blocked();
+            }
+            Ok(false) => {}
+            // Under the output lock, so the writer thread cannot clear it in between.
+            Err(e) => self.shared.set_error("writing the log", &e),
+        }
     }
 
     /// Blocks until `c` is reached; an error if the log fails first.
@@ -364,7 +415,8 @@ impl Drop for Wal {
 }
 
 struct Segment {
-    file: File,
+    /// Shared with the writer thread while it syncs.
+    file: Arc<File>,
     len: u64,
 }
 
@@ -380,17 +432,19 @@ impl Segment {
         file.sync_all()?;
         sync_dir(dir)?;
         Ok(Segment {
-            file,
+            file: Arc::new(file),
             len: crate::frame::HEADER_LEN as u64,
         })
     }
 }
 
-/// The writer thread's own state.
-struct Writer {
-    shared: Arc<Shared>,
+/// The writing side: the open segment and the bytes taken from the buffer but not yet
+/// written. Held by whoever writes: the writer thread or a `write_now` caller.
+struct Output {
     dir: PathBuf,
     segment: Segment,
+    /// Swapped with the shared buffer, so taking it copies nothing.
+    batch: Vec<u8>,
     /// Bytes taken from the buffer but not yet written (kept across failures).
     carry: Vec<u8>,
     /// A rotation inside `carry`: (offset, new segment number).
@@ -398,66 +452,111 @@ struct Writer {
     /// LSN covered by `carry` once written.
     carry_lsn: u64,
     written_lsn: u64,
-    last_sync: Instant,
     last_totals: Option<Totals>,
 }
 
-impl Writer {
-    fn new(shared: Arc<Shared>, dir: PathBuf, segment: Segment) -> Self {
-        Self {
-            shared,
-            dir,
-            segment,
-            carry: Vec::with_capacity(1 << 16),
-            rotate: None,
-            carry_lsn: 0,
-            written_lsn: 0,
-            last_sync: Instant::now(),
-            last_totals: None,
+impl Output {
+    /// Takes everything appended and writes it. Returns whether the written LSN moved.
+    fn write_pending(&mut self, shared: &Shared) -> io::Result<bool> {
+        self.take(shared);
+        self.write_carry(shared)?;
+        if self.written_lsn <= shared.written.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        shared.written.store(self.written_lsn, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    fn take(&mut self, shared: &Shared) {
+        let mut p = shared.lock();
+        std::mem::swap(&mut p.buf, &mut self.batch);
+        if let Some((at, n)) = p.rotate.take() {
+            self.rotate = Some((self.carry.len() + at, n));
+        } else if self.rotate.is_none() && self.segment.len >= shared.segment_bytes {
+            let n = p.next_segment;
+            p.next_segment += 1;
+            self.rotate = Some((self.carry.len(), n));
+        }
+        let totals = p.totals;
+        self.carry_lsn = p.appended;
+        drop(p);
+        self.carry.append(&mut self.batch);
+        // The counters as of the last operation taken, once per batch.
+        if let Some(t) = totals.filter(|_| totals != self.last_totals) {
+            let at = begin_frame(&mut self.carry);
+            encode_totals(&mut self.carry, &t);
+            finish_frame(&mut self.carry, at);
+            self.last_totals = totals;
         }
     }
 
-    fn failing(&self) -> io::Result<()> {
-        if self.shared.inject_failure.load(Ordering::Acquire) {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "No space left on device (injected)",
-            ));
+    fn write_carry(&mut self, shared: &Shared) -> io::Result<()> {
+        if let Some((at, number)) = self.rotate {
+            self.write_prefix(shared, at)?;
+            // The old segment is complete: sync it before anything goes to the next one.
+            shared.failing()?;
+            self.segment.file.sync_data()?;
+            self.segment = Segment::create(&self.dir, number)?;
+            self.rotate = None;
         }
+        self.write_prefix(shared, self.carry.len())?;
+        self.written_lsn = self.carry_lsn;
         Ok(())
     }
 
+    /// Writes `carry[..n]` at the segment's end and drops it from `carry`. A failure
+    /// leaves `carry` and the segment length as they were, so the retry writes the same
+    /// bytes at the same offset (over any partial write).
+    fn write_prefix(&mut self, shared: &Shared, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        shared.failing()?;
+        self.segment
+            .file
+            .write_all_at(&self.carry[..n], self.segment.len)?;
+        self.segment.len += n as u64;
+        shared.log_bytes.fetch_add(n as u64, Ordering::AcqRel);
+        self.carry.drain(..n);
+        if let Some((at, _)) = self.rotate.as_mut() {
+            *at -= n;
+        }
+        Ok(())
+    }
+}
+
+/// The writer thread: writes what no caller wrote, syncs by the policy, retries failures.
+struct Writer {
+    shared: Arc<Shared>,
+    last_sync: Instant,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            last_sync: Instant::now(),
+        }
+    }
+
     fn run(mut self) {
-        let mut batch = Vec::with_capacity(1 << 16);
+        let shared = self.shared.clone();
         loop {
-            let (closing, sync_wanted) = self.take(&mut batch);
-            let durable = self.shared.durable.load(Ordering::Acquire);
-            if let Err(e) = self.write_carry() {
-                self.shared.set_error("writing the log", &e);
-                if closing {
-                    return;
+            let (closing, sync_wanted) = self.wait_for_work();
+            let mut out = shared.output();
+            let wrote = out.write_pending(&shared);
+            // Synced without the output lock, so callers' writes go on meanwhile.
+            let (file, written) = (out.segment.file.clone(), out.written_lsn);
+            drop(out);
+            match wrote {
+                Ok(moved) => {
+                    // Under `always` every waiter needs the sync that follows at once.
+                    if moved && shared.policy != FsyncPolicy::Always {
+                        shared.announce();
+                    }
                 }
-                std::thread::sleep(Duration::from_millis(RETRY_MS));
-                continue;
-            }
-            let unsynced = self.written_lsn > durable;
-            if self.written_lsn > self.shared.written.load(Ordering::Acquire) {
-                self.shared
-                    .written
-                    .store(self.written_lsn, Ordering::SeqCst);
-                // Under `always` every waiter needs the sync that follows at once.
-                if self.shared.policy != FsyncPolicy::Always {
-                    self.shared.announce();
-                }
-            }
-            let due = match self.shared.policy {
-                FsyncPolicy::Always => true,
-                FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
-                FsyncPolicy::Never => false,
-            };
-            if unsynced && (due || closing || sync_wanted > durable) {
-                if let Err(e) = self.sync() {
-                    self.shared.set_error("syncing the log", &e);
+                Err(e) => {
+                    shared.set_error("writing the log", &e);
                     if closing {
                         return;
                     }
@@ -465,24 +564,46 @@ impl Writer {
                     continue;
                 }
             }
-            self.shared.clear_error();
+            let durable = shared.durable.load(Ordering::SeqCst);
+            let due = match shared.policy {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
+                FsyncPolicy::Never => false,
+            };
+            if written > durable && (due || closing || sync_wanted > durable) {
+                if let Err(e) = self.sync(&file, written) {
+                    shared.set_error("syncing the log", &e);
+                    if closing {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(RETRY_MS));
+                    continue;
+                }
+            }
+            // Under the output lock: bytes a caller failed to write meanwhile keep it.
+            let out = shared.output();
+            if out.carry.is_empty() {
+                shared.clear_error();
+            }
+            drop(out);
             if closing {
                 return;
             }
         }
     }
 
-    /// Waits for work and moves it into `carry`. Returns (closing, LSN to sync).
-    fn take(&mut self, batch: &mut Vec<u8>) -> (bool, u64) {
-        let shared = self.shared.clone();
+    /// Sleeps until there is something to write or sync. Returns (closing, LSN to sync).
+    fn wait_for_work(&self) -> (bool, u64) {
+        let shared = &self.shared;
         let mut p = shared.lock();
         loop {
-            let unsynced = self.written_lsn > shared.durable.load(Ordering::Acquire);
+            let durable = shared.durable.load(Ordering::SeqCst);
+            let unsynced = shared.written.load(Ordering::SeqCst) > durable;
             let has_work = !p.buf.is_empty()
                 || p.rotate.is_some()
                 || p.closing
-                || !self.carry.is_empty()
-                || (unsynced && p.sync_wanted > shared.durable.load(Ordering::Acquire));
+                || shared.failed.load(Ordering::Acquire)
+                || (unsynced && p.sync_wanted > durable);
             if has_work {
                 break;
             }
@@ -504,69 +625,14 @@ impl Writer {
                 .0;
             p.writer_idle = false;
         }
-        std::mem::swap(&mut p.buf, batch);
-        if let Some((at, n)) = p.rotate.take() {
-            self.rotate = Some((self.carry.len() + at, n));
-        } else if self.rotate.is_none() && self.segment.len >= shared.segment_bytes {
-            let n = p.next_segment;
-            p.next_segment += 1;
-            self.rotate = Some((self.carry.len(), n));
-        }
-        let totals = p.totals;
-        let out = (p.closing, p.sync_wanted);
-        self.carry_lsn = p.appended;
-        drop(p);
-        self.carry.append(batch);
-        // The counters as of the last operation taken, once per batch.
-        if let Some(t) = totals.filter(|_| totals != self.last_totals) {
-            let at = begin_frame(&mut self.carry);
-            encode_totals(&mut self.carry, &t);
-            finish_frame(&mut self.carry, at);
-            self.last_totals = totals;
-        }
-        out
+        (p.closing, p.sync_wanted)
     }
 
-    fn write_carry(&mut self) -> io::Result<()> {
-        if let Some((at, number)) = self.rotate {
-            self.write_prefix(at)?;
-            self.sync()?;
-            self.failing()?;
-            self.segment = Segment::create(&self.dir, number)?;
-            self.rotate = None;
-        }
-        self.write_prefix(self.carry.len())?;
-        self.written_lsn = self.carry_lsn;
-        Ok(())
-    }
-
-    /// Writes `carry[..n]` at the segment's end and drops it from `carry`. A failure
-    /// leaves `carry` and the segment length as they were, so the retry writes the same
-    /// bytes at the same offset (over any partial write).
-    fn write_prefix(&mut self, n: usize) -> io::Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.failing()?;
-        self.segment
-            .file
-            .write_all_at(&self.carry[..n], self.segment.len)?;
-        self.segment.len += n as u64;
-        self.shared.log_bytes.fetch_add(n as u64, Ordering::AcqRel);
-        self.carry.drain(..n);
-        if let Some((at, _)) = self.rotate.as_mut() {
-            *at -= n;
-        }
-        Ok(())
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.failing()?;
-        self.segment.file.sync_data()?;
+    fn sync(&mut self, file: &File, written: u64) -> io::Result<()> {
+        self.shared.failing()?;
+        file.sync_data()?;
         self.last_sync = Instant::now();
-        self.shared
-            .durable
-            .store(self.written_lsn, Ordering::SeqCst);
+        self.shared.durable.fetch_max(written, Ordering::SeqCst);
         self.shared.announce();
         Ok(())
     }

@@ -136,7 +136,12 @@ impl Core {
         if let Some(c) = commit {
             if self.block_on_commit.load(Ordering::Acquire) {
                 let handle = &self.handle;
-                py.allow_threads(|| guard(|| handle.wait(c)))?;
+                py.allow_threads(|| {
+                    guard(|| {
+                        handle.write_now();
+                        handle.wait(c)
+                    })
+                })?;
             } else if c.synced {
                 self.commit_synced.fetch_max(c.lsn, Ordering::AcqRel);
             } else {
@@ -272,6 +277,18 @@ impl Core {
     /// (written LSN, synced LSN); 2**64-1 for an in-memory engine.
     fn log_progress(&self) -> (u64, u64) {
         (self.handle.written_lsn(), self.handle.durable_lsn())
+    }
+
+    /// Writes everything appended so far on this thread, one `pwrite` (GIL released):
+    /// an event loop calls it once per batch of requests that wait for their records.
+    fn write_log(&self, py: Python<'_>) -> PyResult<()> {
+        let handle = &self.handle;
+        py.allow_threads(|| {
+            guard(|| {
+                handle.write_now();
+                Ok(())
+            })
+        })
     }
 
     /// Asks for a sync up to `lsn` now.
