@@ -20,7 +20,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,11 @@ use crate::record::encode_totals;
 
 /// How long a failed write waits before it is retried.
 const RETRY_MS: u64 = 200;
+
+/// The writer's longest sleep: records nobody waits for (leases, timer changes) are
+/// written at the latest this long after they were appended, and an interval's sync is
+/// noticed this late at most (appends that only need writing do not wake the writer).
+const NAP: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -247,12 +252,16 @@ impl Wal {
         p.appended += (p.buf.len() - before) as u64;
         p.totals = Some(totals);
         let lsn = p.appended;
+        // Only a record that must be synced wakes the writer: one that must be written
+        // is written by its waiter (`write_now`), and the others by the writer's next nap
+        // at the latest. Waking it per batch would cost the event loop a futex call and
+        // a race for the output lock.
         if synced {
             p.sync_wanted = lsn;
-        }
-        if p.writer_idle {
-            p.writer_idle = false;
-            self.shared.wake_writer.notify_one();
+            if p.writer_idle {
+                p.writer_idle = false;
+                self.shared.wake_writer.notify_one();
+            }
         }
         Some(Commit { lsn, synced })
     }
@@ -303,7 +312,13 @@ impl Wal {
     /// settles its own waiters. A failure puts the log in the failed state (the writer
     /// thread retries).
     pub fn write_now(&self) {
-        let mut out = self.shared.output();
+        // The writer thread holds it only while writing: it then writes what is pending
+        // and announces it, so there is no need to queue behind it.
+        let mut out = match self.shared.output.try_lock() {
+            Ok(out) => out,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
         match out.write_pending(&self.shared) {
             Ok(true) => {
                 drop(out);
@@ -526,6 +541,8 @@ impl Output {
 }
 
 /// The writer thread: writes what no caller wrote, syncs by the policy, retries failures.
+/// It wakes for records that must be synced, rotations, sync requests and closing, and
+/// otherwise every `NAP`.
 struct Writer {
     shared: Arc<Shared>,
     last_sync: Instant,
@@ -613,9 +630,9 @@ impl Writer {
                     if left.is_zero() {
                         break;
                     }
-                    left
+                    left.min(NAP)
                 }
-                _ => Duration::from_secs(1),
+                _ => NAP,
             };
             p.writer_idle = true;
             p = shared
