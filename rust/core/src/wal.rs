@@ -32,9 +32,9 @@ use crate::record::encode_totals;
 /// How long a failed write waits before it is retried.
 const RETRY_MS: u64 = 200;
 
-/// The writer's longest sleep: records nobody waits for (leases, timer changes) are
-/// written at the latest this long after they were appended, and an interval's sync is
-/// noticed this late at most (appends that only need writing do not wake the writer).
+/// The writer's longest sleep (shorter under a shorter interval): records nobody waits
+/// for (leases, timer changes) are written at the latest this long after they were
+/// appended (appends that only need writing do not wake the writer).
 const NAP: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -632,6 +632,9 @@ impl Writer {
                     }
                     left.min(NAP)
                 }
+                // A caller's write does not wake the writer: look again within the
+                // interval, so its sync is never later than that.
+                FsyncPolicy::Interval(d) => d.min(NAP),
                 _ => NAP,
             };
             p.writer_idle = true;
