@@ -5,7 +5,6 @@ pass that answers every commit the log's progress has reached."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -34,9 +33,8 @@ class LoopWatcher:
         self._fd = core.notify_fd()
         self._listeners: list[EventListener] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        # (LSN to see written, LSN to see synced, future), in the order taken: targets
-        # only grow, so both LSNs are sorted and a wake-up settles a prefix.
-        self._commits: deque[tuple[int, int, asyncio.Future[None]]] = deque()
+        # (LSN to see written, LSN to see synced, future) per waiting answer.
+        self._commits: list[tuple[int, int, asyncio.Future[None]]] = []
         self._write_scheduled = False
         self._interrupted = False
         loop.add_reader(self._fd, self._on_readable)
@@ -94,24 +92,27 @@ class LoopWatcher:
         self._settle_commits()
 
     def _settle_commits(self) -> None:
-        commits = self._commits
-        if not commits:
+        """One pass over the waiters: answers those the log has reached, fails the
+        rest if storage has failed."""
+        if not self._commits:
             return
         written, durable = self._core.log_progress()
-        while commits:
-            want_written, want_synced, fut = commits[0]
-            if want_written > written or want_synced > durable:
-                break
-            commits.popleft()
-            if not fut.done():
+        waiting = []
+        for entry in self._commits:
+            want_written, want_synced, fut = entry
+            if fut.done():
+                continue
+            if want_written <= written and want_synced <= durable:
                 fut.set_result(None)
-        if commits:
+            else:
+                waiting.append(entry)
+        if waiting:
             failure = self._core.storage_error()
             if failure is not None:
-                while commits:
-                    fut = commits.popleft()[2]
-                    if not fut.done():
-                        fut.set_exception(UnavailableError(failure))
+                for _written, _synced, fut in waiting:
+                    fut.set_exception(UnavailableError(failure))
+                waiting = []
+        self._commits = waiting
 
     def _on_readable(self) -> None:
         # take_notifications clears the fd first: a sync landing after that re-signals.

@@ -330,35 +330,40 @@ impl Wal {
         }
     }
 
-    /// Blocks until `c` is reached; an error if the log fails first.
+    /// Blocks until `c` is reached; an error if the log fails first. A record that
+    /// must only be written is written on this thread (or by whoever holds the output
+    /// lock, which wakes us), so the wait costs a `pwrite`, not a hand-off.
     pub fn wait(&self, c: Commit) -> Result<()> {
-        if self.reached(c) {
-            return Ok(());
-        }
-        if c.synced {
+        if c.synced && !self.reached(c) {
             self.request_sync(c.lsn);
         }
-        // Counted before the check under the lock, so `announce` cannot miss us.
+        // Counted before every check, so `announce` cannot miss us.
         self.shared.blocked.fetch_add(1, Ordering::SeqCst);
-        let mut g = self
-            .shared
-            .progress_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut out = Ok(());
-        while !self.reached(c) {
-            out = self.check_writable();
-            if out.is_err() {
-                break;
+        let out = loop {
+            if !c.synced {
+                self.write_now();
             }
-            g = self
+            if self.reached(c) {
+                break Ok(());
+            }
+            if let Err(e) = self.check_writable() {
+                break Err(e);
+            }
+            let g = self
                 .shared
-                .progress_changed
-                .wait_timeout(g, Duration::from_millis(RETRY_MS))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        drop(g);
+                .progress_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if self.reached(c) {
+                break Ok(());
+            }
+            drop(
+                self.shared
+                    .progress_changed
+                    .wait_timeout(g, Duration::from_millis(RETRY_MS))
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        };
         self.shared.blocked.fetch_sub(1, Ordering::SeqCst);
         out
     }

@@ -380,3 +380,38 @@ fn concurrent_durable_pushes_share_syncs_and_all_survive() {
     }
     h.close();
 }
+
+#[test]
+fn a_change_is_written_by_its_caller_and_synced_only_by_the_policy() {
+    let dir = Dir::new("written");
+    let clock = ManualClock::new(T0);
+    let h = open_with(&dir.0, &clock, |c| {
+        c.policy = FsyncPolicy::Interval(std::time::Duration::from_secs(3600))
+    })
+    .unwrap();
+    let body = br#"{"data":"x"}"#;
+    let (_, commit) = h
+        .mutate(|e| e.push("q", PushOptions::from_json(body, 1 << 20)?))
+        .unwrap();
+    let commit = commit.expect("a change waits");
+    assert!(
+        !commit.synced,
+        "interval: the answer waits for the write only"
+    );
+    h.write_now();
+    assert!(h.reached(commit), "written on the caller's thread");
+    assert!(h.written_lsn() >= commit.lsn);
+    assert!(
+        h.durable_lsn() < commit.lsn,
+        "not synced before the interval"
+    );
+    // A record nobody waits for (a lease) is written by the writer's next nap.
+    let (_, lease) = h.mutate(|e| e.pull("q", 0)).unwrap();
+    let lease = lease.expect("a lease is logged");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !h.reached(lease) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(h.reached(lease), "the writer thread wrote the lease");
+    h.close();
+}

@@ -136,12 +136,7 @@ impl Core {
         if let Some(c) = commit {
             if self.block_on_commit.load(Ordering::Acquire) {
                 let handle = &self.handle;
-                py.allow_threads(|| {
-                    guard(|| {
-                        handle.write_now();
-                        handle.wait(c)
-                    })
-                })?;
+                py.allow_threads(|| guard(|| handle.wait(c)))?;
             } else if c.synced {
                 self.commit_synced.fetch_max(c.lsn, Ordering::AcqRel);
             } else {
