@@ -319,7 +319,7 @@ impl Wal {
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return,
         };
-        match out.write_pending(&self.shared) {
+        match out.write_pending(&self.shared, true) {
             Ok(true) => {
                 drop(out);
                 self.shared.wake_blocked();
@@ -477,8 +477,13 @@ struct Output {
 
 impl Output {
     /// Takes everything appended and writes it. Returns whether the written LSN moved.
-    fn write_pending(&mut self, shared: &Shared) -> io::Result<bool> {
-        self.take(shared);
+    /// `inline` (a caller's thread, maybe an event loop) leaves a segment switch, which
+    /// syncs and creates files for milliseconds, to the writer thread: nothing is
+    /// written then, and the writer announces it when done.
+    fn write_pending(&mut self, shared: &Shared, inline: bool) -> io::Result<bool> {
+        if !self.take(shared, inline) {
+            return Ok(false);
+        }
         self.write_carry(shared)?;
         if self.written_lsn <= shared.written.load(Ordering::SeqCst) {
             return Ok(false);
@@ -487,8 +492,19 @@ impl Output {
         Ok(true)
     }
 
-    fn take(&mut self, shared: &Shared) {
+    /// Moves everything appended into `carry`; false (nothing moved) when `inline` and
+    /// a segment switch is due.
+    fn take(&mut self, shared: &Shared, inline: bool) -> bool {
         let mut p = shared.lock();
+        let switch =
+            p.rotate.is_some() || self.rotate.is_some() || self.segment.len >= shared.segment_bytes;
+        if inline && switch {
+            if p.writer_idle {
+                p.writer_idle = false;
+                shared.wake_writer.notify_one();
+            }
+            return false;
+        }
         std::mem::swap(&mut p.buf, &mut self.batch);
         if let Some((at, n)) = p.rotate.take() {
             self.rotate = Some((self.carry.len() + at, n));
@@ -508,6 +524,7 @@ impl Output {
             finish_frame(&mut self.carry, at);
             self.last_totals = totals;
         }
+        true
     }
 
     fn write_carry(&mut self, shared: &Shared) -> io::Result<()> {
@@ -566,7 +583,7 @@ impl Writer {
         loop {
             let (closing, sync_wanted) = self.wait_for_work();
             let mut out = shared.output();
-            let wrote = out.write_pending(&shared);
+            let wrote = out.write_pending(&shared, false);
             // Synced without the output lock, so callers' writes go on meanwhile.
             let (file, written) = (out.segment.file.clone(), out.written_lsn);
             drop(out);

@@ -415,3 +415,30 @@ fn a_change_is_written_by_its_caller_and_synced_only_by_the_policy() {
     assert!(h.reached(lease), "the writer thread wrote the lease");
     h.close();
 }
+
+#[test]
+fn callers_writing_their_own_records_leave_segment_switches_to_the_writer() {
+    let dir = Dir::new("switch");
+    let clock = ManualClock::new(T0);
+    let h = open_with(&dir.0, &clock, |c| {
+        c.policy = FsyncPolicy::Interval(std::time::Duration::from_millis(5));
+        c.segment_bytes = 4096;
+    })
+    .unwrap();
+    for i in 0..300 {
+        let body = format!(r#"{{"data":{{"i":{i},"pad":"{}"}}}}"#, "x".repeat(100));
+        let (_, commit) = h
+            .mutate(|e| e.push("q", PushOptions::from_json(body.as_bytes(), 1 << 20)?))
+            .unwrap();
+        // What the servers and the embedded API do: write on this thread, then wait.
+        h.wait(commit.expect("a push waits")).unwrap();
+    }
+    let segments = list(&dir.0).unwrap().segments.len();
+    assert!(segments > 5, "the log switched segments: {segments}");
+    let before = dump(&h);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(dump(&h), before);
+    h.close();
+}
