@@ -4,6 +4,7 @@ allows mounting one, and an injected write error everywhere)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import time
@@ -107,6 +108,35 @@ def test_a_durable_push_is_synced_before_it_returns(tmp_path: Path, fsync: str) 
         e.push("q", 1, durable=True)
         info = e.storage_info()
         assert info is not None and info["durable_lsn"] == info["appended_lsn"] > 0
+
+
+@pytest.mark.parametrize("fsync", ["interval", "never"])
+def test_a_change_returns_once_written_not_synced(tmp_path: Path, fsync: str) -> None:
+    """A SIGKILL must not lose what a call returned from: the record is with the OS."""
+    with Engine(data_dir=tmp_path, fsync=fsync, fsync_interval_ms=3_600_000) as e:  # type: ignore[arg-type]
+        e.push("q", 1)
+        job = e.pull("q")
+        assert job is not None
+        e.ack(job.id, job.token)
+        info = e.storage_info()
+        assert info is not None
+        assert info["written_lsn"] == info["appended_lsn"] > info["durable_lsn"]
+
+
+def test_commit_on_a_loop_waits_for_the_write_of_every_change(tmp_path: Path) -> None:
+    async def main() -> None:
+        with Engine(data_dir=tmp_path, fsync_interval_ms=3_600_000) as e:
+            e.defer_commits()
+            e.push("q", 1)
+            e.push("q", 2)
+            target = e.commit_target()
+            assert target is not None and target[1] == 0, "written, not synced"
+            await asyncio.wait_for(e.commit(), 5)
+            info = e.storage_info()
+            assert info is not None and info["written_lsn"] >= target[0]
+            assert e.commit_target() is None, "nothing left to wait for"
+
+    asyncio.run(main())
 
 
 def test_injected_write_errors_refuse_writes_and_lose_nothing(tmp_path: Path) -> None:

@@ -60,10 +60,12 @@ class Engine:
     a `data_dir` (see docs/durability.md).
 
     With a `data_dir`, start-up recovers the directory's state (a second engine on the
-    same directory is refused), and every change goes to a write-ahead log synced by the
-    `fsync` policy: "always" (each call returns after its record is synced), "interval"
-    (synced at least every `fsync_interval_ms`), or "never" (left to the OS). A push with
-    `durable=True` returns after its record is synced under every policy.
+    same directory is refused), and every change goes to a write-ahead log. A call that
+    changed state returns once its record is handed to the OS, so a killed process loses
+    nothing it returned from; the `fsync` policy says when it is synced: "always" (each
+    call returns after its record is synced), "interval" (synced at least every
+    `fsync_interval_ms`), or "never" (left to the OS). A push with `durable=True` returns
+    after its record is synced under every policy.
 
     `clock_ms` starts a manual clock at that time (ms): time then moves only through
     `advance_clock`, which tests use to drive delays, retries, leases and TTLs.
@@ -448,25 +450,26 @@ class Engine:
         return self._core.snapshot()
 
     def defer_commits(self) -> None:
-        """For event loops: calls no longer block on the disk; await `commit()` after
-        each call instead (the servers do this)."""
+        """For event loops: calls no longer block on the log; await `commit()` before
+        answering instead (the servers do this)."""
         self._core.set_block_on_commit(False)
 
     async def commit(self) -> None:
-        """Waits, without blocking the loop, until the calls made since the last
-        `commit()` are on disk as far as the fsync policy (or `durable`) requires.
-        Raises UnavailableError if storage fails first."""
-        lsn = self.take_commit()
-        if lsn:
-            await self.wait_committed(lsn)
+        """Waits, without blocking the loop, until every call made so far that changed
+        state has its record handed to the OS (a killed process keeps it), and synced
+        where the fsync policy or `durable` requires. Raises UnavailableError if storage
+        fails first. Cheap when there is nothing to wait for."""
+        target = self._core.commit_target()
+        if target is not None:
+            await self.wait_committed(target)
 
-    def take_commit(self) -> int:
-        """The LSN the calls since the last take must see synced (0: nothing to wait
-        for). `commit()` in two halves, for callers that answer later."""
-        return self._core.take_commit()
+    def commit_target(self) -> tuple[int, int] | None:
+        """What `commit()` would wait for now: (LSN to see written, LSN to see synced),
+        or None. `commit()` in two halves, for callers that answer later."""
+        return self._core.commit_target()
 
-    async def wait_committed(self, lsn: int) -> None:
-        await self._watch(asyncio.get_running_loop()).wait_durable(lsn)
+    async def wait_committed(self, target: tuple[int, int]) -> None:
+        await self._watch(asyncio.get_running_loop()).wait_committed(*target)
 
     def dump_state(self) -> str:
         """Canonical text of everything a restart preserves (for tests)."""

@@ -1,5 +1,6 @@
 """Bridges the engine's notification fd to an asyncio loop: one `add_reader`, and on
-each wake-up one call that drains every event and every queue that got work."""
+each wake-up one call that drains every event and every queue that got work, and one
+pass that answers every commit the log's progress has reached."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ EventListener = Callable[[EventBatch], None]
 class _Drainable(Protocol):
     def take_notifications(self) -> tuple[EventBatch, list[str]]: ...
     def notify_fd(self) -> int: ...
-    def durable_lsn(self) -> int: ...
+    def log_progress(self) -> tuple[int, int]: ...
+    def write_log(self) -> None: ...
     def request_sync(self, lsn: int) -> None: ...
     def storage_error(self) -> str | None: ...
 
 
 class LoopWatcher:
-    """Watches one engine's fd on one loop; wakes `wait_for_queue` and `wait_durable`
+    """Watches one engine's fd on one loop; wakes `wait_for_queue` and `wait_committed`
     callers and feeds event listeners."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, core: Core | _Drainable) -> None:
@@ -31,7 +33,9 @@ class LoopWatcher:
         self._fd = core.notify_fd()
         self._listeners: list[EventListener] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._commits: list[tuple[int, asyncio.Future[None]]] = []
+        # (LSN to see written, LSN to see synced, future) per waiting answer.
+        self._commits: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._write_scheduled = False
         self._interrupted = False
         loop.add_reader(self._fd, self._on_readable)
 
@@ -67,29 +71,47 @@ class LoopWatcher:
                 if not waiting:
                     del self._waiters[queue]
 
-    async def wait_durable(self, lsn: int) -> None:
-        """Waits until the log is synced up to `lsn`; UnavailableError if storage fails."""
+    async def wait_committed(self, written: int, synced: int) -> None:
+        """Waits until the log has handed `written` to the OS and synced `synced`;
+        UnavailableError if storage fails first."""
         fut: asyncio.Future[None] = self.loop.create_future()
-        self._commits.append((lsn, fut))
-        self._core.request_sync(lsn)
-        self._settle_commits()
+        self._commits.append((written, synced, fut))
+        if synced:
+            self._core.request_sync(synced)
+        if not self._write_scheduled:
+            # Once per batch: the requests handled before it runs share one write.
+            self._write_scheduled = True
+            self.loop.call_soon(self._write)
         await fut
 
+    def _write(self) -> None:
+        """Writes the log on this thread (one `pwrite`, no hand-off to the writer
+        thread and back through the fd) and answers every waiter it covers."""
+        self._write_scheduled = False
+        self._core.write_log()
+        self._settle_commits()
+
     def _settle_commits(self) -> None:
+        """One pass over the waiters: answers those the log has reached, fails the
+        rest if storage has failed."""
         if not self._commits:
             return
-        durable = self._core.durable_lsn()
-        failure = self._core.storage_error()
+        written, durable = self._core.log_progress()
         waiting = []
-        for lsn, fut in self._commits:
+        for entry in self._commits:
+            want_written, want_synced, fut = entry
             if fut.done():
                 continue
-            if lsn <= durable:
+            if want_written <= written and want_synced <= durable:
                 fut.set_result(None)
-            elif failure is not None:
-                fut.set_exception(UnavailableError(failure))
             else:
-                waiting.append((lsn, fut))
+                waiting.append(entry)
+        if waiting:
+            failure = self._core.storage_error()
+            if failure is not None:
+                for _written, _synced, fut in waiting:
+                    fut.set_exception(UnavailableError(failure))
+                waiting = []
         self._commits = waiting
 
     def _on_readable(self) -> None:
@@ -118,7 +140,7 @@ class LoopWatcher:
             for fut in waiting:
                 fut.cancel()
         self._waiters.clear()
-        for _lsn, fut in self._commits:
+        for _written, _synced, fut in self._commits:
             fut.cancel()
         self._commits.clear()
         self._listeners.clear()

@@ -72,7 +72,11 @@ def test_a_damaged_log_stops_start_up_until_repair(tmp_path: Path) -> None:
         assert "skipped" in s.log_text()  # the repair says what it dropped
 
 
-def test_a_full_disk_answers_503_and_writes_resume_when_space_returns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+def test_a_full_disk_answers_503_and_writes_resume_when_space_returns(
+    tmp_path: Path, fsync: str
+) -> None:
+    """Under `interval` too: a push whose record cannot be written is not acknowledged."""
     fs = tmp_path / "fs"
     fs.mkdir()
     mounted = subprocess.run(
@@ -83,7 +87,7 @@ def test_a_full_disk_answers_503_and_writes_resume_when_space_returns(tmp_path: 
     try:
         filler = fs / "filler"
         filler.write_bytes(b"\0" * 600_000)
-        with run_server(tmp_path, HOPPER_DATA_DIR=str(fs / "data"), HOPPER_FSYNC="always") as s:
+        with run_server(tmp_path, HOPPER_DATA_DIR=str(fs / "data"), HOPPER_FSYNC=fsync) as s:
             pad = "x" * 4000
             accepted = []
             for i in range(500):

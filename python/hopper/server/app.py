@@ -40,7 +40,7 @@ from hopper.server.http import (
 from hopper.server.management.api import Management
 from hopper.server.prometheus import Metrics
 from hopper.server.rate_limit import RateLimiter, client_key
-from hopper.server.router import Auth, Router
+from hopper.server.router import MUTATING, Auth, Router
 from hopper.server.routes import events as event_routes
 from hopper.server.routes import jobs, websocket
 from hopper.server.routes import monitoring as monitoring_routes
@@ -214,6 +214,11 @@ class HopperApp:
             # A bug, not bad input: keep the envelope, and leave a trace in the log.
             log.exception("unhandled error in %s %s", method, path)
             response = error(500, "Internal server error")
+        if method in MUTATING:
+            try:
+                await self.engine.commit()
+            except HopperError as e:
+                response = error(status_of(e), str(e))
         await send_response(send, response, self.cors)
 
     def _admit(self, request: Request, auth: Auth, rate_limited: bool) -> None:

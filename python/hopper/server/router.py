@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+# Methods whose answer waits for the log (`Engine.commit`): the dispatchers await it
+# after every such handler, so no route can forget it. GETs (pulls included) do not.
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
 
 class Auth(Enum):
     """Whether a route needs the bearer token."""

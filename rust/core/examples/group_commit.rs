@@ -31,11 +31,10 @@ fn run(dir: &std::path::Path, threads: usize, seconds: f64) -> f64 {
             let (h, done) = (h.clone(), done.clone());
             std::thread::spawn(move || {
                 while Instant::now() < deadline {
-                    let (_, lsn) = h
+                    let (_, commit) = h
                         .mutate(|e| e.push("q", PushOptions::from_json(BODY, 1 << 20)?))
                         .expect("push");
-                    h.wait_durable(lsn.expect("durable pushes wait"))
-                        .expect("synced");
+                    h.wait(commit.expect("pushes wait")).expect("committed");
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })

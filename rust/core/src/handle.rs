@@ -15,6 +15,7 @@ use crate::error::{EngineError, Result};
 use crate::notify::Notifier;
 use crate::snapshot::SnapshotInfo;
 use crate::storage::{OpenReport, Storage, StorageConfig};
+use crate::wal::Commit;
 
 /// The timer thread wakes at least this often, so a clock that jumps is noticed.
 const MAX_TIMER_SLEEP_MS: u64 = 1000;
@@ -42,8 +43,8 @@ impl Shared {
     }
 
     /// After every engine call: log what it changed, and wake whoever it made work for.
-    /// Returns the LSN of the call's log record and whether it must be synced at once.
-    fn after(&self, engine: &mut Engine) -> Option<(u64, bool)> {
+    /// Returns what an answer to the call waits for, when it logged something.
+    fn after(&self, engine: &mut Engine) -> Option<Commit> {
         let logged = self.storage.as_ref().and_then(|s| {
             let totals = engine.totals();
             s.wal.append(totals, |buf| engine.flush_log(buf))
@@ -145,17 +146,19 @@ impl EngineHandle {
         out
     }
 
-    /// `with` for an operation that changes state: refused while storage is failing,
-    /// and returns the LSN to wait for before answering, when the fsync policy (or a
-    /// `durable` push) says the answer must wait for the disk.
-    pub fn mutate<R>(&self, f: impl FnOnce(&mut Engine) -> Result<R>) -> Result<(R, Option<u64>)> {
+    /// `with` for an operation that changes state: refused while storage is failing, and
+    /// returns what its answer must wait for (its record written, or synced under
+    /// `always` and for a `durable` push); `None` when it logged nothing.
+    pub fn mutate<R>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<R>,
+    ) -> Result<(R, Option<Commit>)> {
         self.check_writable()?;
         let mut engine = self.shared.lock();
         let out = f(&mut engine);
         let logged = self.shared.after(&mut engine);
         drop(engine);
-        let wait = logged.filter(|&(_, urgent)| urgent).map(|(lsn, _)| lsn);
-        Ok((out?, wait))
+        Ok((out?, logged))
     }
 
     /// Refuses state changes while storage is failing.
@@ -171,12 +174,24 @@ impl EngineHandle {
         s.wal.check_writable()
     }
 
-    /// Blocks until the log is synced up to `lsn` (no-op for an in-memory engine).
-    pub fn wait_durable(&self, lsn: u64) -> Result<()> {
+    /// Blocks until `c` is reached (no-op for an in-memory engine).
+    pub fn wait(&self, c: Commit) -> Result<()> {
         match self.storage() {
-            Some(s) => s.wal.wait_durable(lsn),
+            Some(s) => s.wal.wait(c),
             None => Ok(()),
         }
+    }
+
+    /// Writes everything appended so far on this thread (see `Wal::write_now`).
+    pub fn write_now(&self) {
+        if let Some(s) = self.storage() {
+            s.wal.write_now();
+        }
+    }
+
+    /// Whether `c` is reached already (always, for an in-memory engine).
+    pub fn reached(&self, c: Commit) -> bool {
+        self.storage().is_none_or(|s| s.wal.reached(c))
     }
 
     /// The synced LSN (`u64::MAX` for an in-memory engine: nothing to wait for).
@@ -184,11 +199,22 @@ impl EngineHandle {
         self.storage().map_or(u64::MAX, |s| s.wal.durable_lsn())
     }
 
-    /// Asks for `lsn` to be synced now; the notification fd is signalled when the synced
-    /// LSN moves or storage fails, so an event loop can await it.
-    pub fn request_sync(&self, lsn: u64) {
+    /// The LSN handed to the OS (`u64::MAX` for an in-memory engine).
+    pub fn written_lsn(&self) -> u64 {
+        self.storage().map_or(u64::MAX, |s| s.wal.written_lsn())
+    }
+
+    /// From now on the notification fd is signalled when the written or synced LSN
+    /// moves or storage fails, so an event loop can await commits.
+    pub fn want_progress(&self) {
         if let Some(s) = self.storage() {
             s.wal.want_progress();
+        }
+    }
+
+    /// Asks for `lsn` to be synced now.
+    pub fn request_sync(&self, lsn: u64) {
+        if let Some(s) = self.storage() {
             s.wal.request_sync(lsn);
         }
     }
@@ -205,9 +231,9 @@ impl EngineHandle {
         }
     }
 
-    /// (appended LSN, synced LSN, log bytes since the last snapshot, snapshots taken,
-    /// fsync policy) of a persistent engine.
-    pub fn storage_info(&self) -> Option<(u64, u64, u64, u64, &'static str)> {
+    /// (appended LSN, written LSN, synced LSN, log bytes since the last snapshot,
+    /// snapshots taken, fsync policy) of a persistent engine.
+    pub fn storage_info(&self) -> Option<(u64, u64, u64, u64, u64, &'static str)> {
         self.storage().map(|s| {
             let policy = match s.wal.policy() {
                 crate::wal::FsyncPolicy::Always => "always",
@@ -216,6 +242,7 @@ impl EngineHandle {
             };
             (
                 s.wal.appended_lsn(),
+                s.wal.written_lsn(),
                 s.wal.durable_lsn(),
                 s.wal.log_bytes(),
                 s.snapshots_taken(),

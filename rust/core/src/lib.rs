@@ -45,4 +45,4 @@ pub use options::PushOptions;
 pub use queue::GroupCounts;
 pub use requests::{AckRequest, FailRequest};
 pub use storage::{OpenReport, StorageConfig};
-pub use wal::FsyncPolicy;
+pub use wal::{Commit, FsyncPolicy};

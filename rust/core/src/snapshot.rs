@@ -99,7 +99,10 @@ fn write_file<'a>(
     file.sync_all()?;
     // Whatever a chunk saw must be on disk in the log before the snapshot counts.
     let end = wal.appended_lsn();
-    wal.wait_durable(end)
-        .map_err(|e| io::Error::other(e.message))?;
+    wal.wait(crate::wal::Commit {
+        lsn: end,
+        synced: true,
+    })
+    .map_err(|e| io::Error::other(e.message))?;
     Ok((jobs, bytes))
 }

@@ -2,11 +2,14 @@
 //! that does group commit.
 //!
 //! Operations append their frame to a shared buffer under the engine lock (so the log
-//! order is the operation order) and go on; the writer thread takes everything appended
-//! so far in one swap, writes it with one `pwrite`, and syncs it with one `fdatasync`
-//! according to the policy. Concurrent operations therefore share writes and syncs.
-//! Progress is a byte count of appended frames (the LSN): an operation is durable once
-//! `durable_lsn()` reaches the LSN its append returned.
+//! order is the operation order) and go on; whoever writes next takes everything
+//! appended so far in one swap and writes it with one `pwrite`: a caller that must see
+//! its record written (`write_now`, an event loop once per batch of requests), or else
+//! the writer thread, which also syncs with one `fdatasync` according to the policy.
+//! Concurrent operations therefore share writes and syncs.
+//! Progress is a byte count of appended frames (the LSN): an operation's record is with
+//! the OS once `written_lsn()` reaches the LSN its append returned (a killed process
+//! cannot lose it), and on disk once `durable_lsn()` does (an OS crash cannot either).
 //!
 //! A failed write or sync puts the log in the failed state: new operations are refused
 //! (`check_writable`), the unwritten bytes are kept and retried in place (the same file
@@ -16,8 +19,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,11 @@ use crate::record::encode_totals;
 
 /// How long a failed write waits before it is retried.
 const RETRY_MS: u64 = 200;
+
+/// The writer's longest sleep (shorter under a shorter interval): records nobody waits
+/// for (leases, timer changes) are written at the latest this long after they were
+/// appended (appends that only need writing do not wake the writer).
+const NAP: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -50,6 +58,13 @@ impl FsyncPolicy {
             )),
         }
     }
+}
+
+/// What an answer waits for: its record handed to the OS (`write` returned), or synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub lsn: u64,
+    pub synced: bool,
 }
 
 pub fn segment_path(dir: &Path, number: u32) -> PathBuf {
@@ -77,17 +92,25 @@ struct Pending {
 
 struct Shared {
     pending: Mutex<Pending>,
+    /// The writing side; lock order: `output`, then `pending`.
+    output: Mutex<Output>,
     wake_writer: Condvar,
+    /// LSN handed to the OS by `pwrite`.
+    written: AtomicU64,
+    /// LSN synced by `fdatasync`.
     durable: AtomicU64,
-    durable_lock: Mutex<()>,
-    durable_changed: Condvar,
+    progress_lock: Mutex<()>,
+    progress_changed: Condvar,
+    /// Threads blocked in `wait`; waking them costs a syscall, so only when there are any.
+    blocked: AtomicUsize,
     failed: AtomicBool,
     error: Mutex<Option<String>>,
     /// Bytes written to segments since the last snapshot's rotation.
     log_bytes: AtomicU64,
     /// Set by tests: every write fails as if the disk were full.
     inject_failure: AtomicBool,
-    /// Called when the durable LSN moves or the log fails, if async waiters asked.
+    /// Called when the written or durable LSN moves or the log fails, if async waiters
+    /// asked.
     on_progress: Box<dyn Fn() + Send + Sync>,
     progress_wanted: AtomicBool,
     policy: FsyncPolicy,
@@ -97,6 +120,20 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn output(&self) -> MutexGuard<'_, Output> {
+        self.output.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failing(&self) -> io::Result<()> {
+        if self.inject_failure.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device (injected)",
+            ));
+        }
+        Ok(())
     }
 
     fn set_error(&self, what: &str, e: &io::Error) {
@@ -112,11 +149,19 @@ impl Shared {
         }
     }
 
-    fn announce(&self) {
-        {
-            let _g = self.durable_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.durable_changed.notify_all();
+    /// Wakes the threads blocked in `wait`.
+    fn wake_blocked(&self) {
+        // SeqCst here and on the LSN stores/loads: either the waiter sees the new LSN or
+        // this sees the waiter.
+        if self.blocked.load(Ordering::SeqCst) > 0 {
+            let _g = self.progress_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.progress_changed.notify_all();
         }
+    }
+
+    /// Tells every waiter, blocked threads and event loops, that the log moved.
+    fn announce(&self) {
+        self.wake_blocked();
         if self.progress_wanted.load(Ordering::Acquire) {
             (self.on_progress)();
         }
@@ -141,7 +186,18 @@ pub struct Wal {
 
 impl Wal {
     pub fn open(config: WalConfig, on_progress: Box<dyn Fn() + Send + Sync>) -> io::Result<Self> {
+        let segment = Segment::create(&config.dir, config.first_segment)?;
         let shared = Arc::new(Shared {
+            output: Mutex::new(Output {
+                dir: config.dir.clone(),
+                segment,
+                batch: Vec::with_capacity(1 << 16),
+                carry: Vec::with_capacity(1 << 16),
+                rotate: None,
+                carry_lsn: 0,
+                written_lsn: 0,
+                last_totals: None,
+            }),
             pending: Mutex::new(Pending {
                 buf: Vec::with_capacity(1 << 16),
                 appended: 0,
@@ -153,9 +209,11 @@ impl Wal {
                 closing: false,
             }),
             wake_writer: Condvar::new(),
+            written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
-            durable_lock: Mutex::new(()),
-            durable_changed: Condvar::new(),
+            progress_lock: Mutex::new(()),
+            progress_changed: Condvar::new(),
+            blocked: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             log_bytes: AtomicU64::new(config.log_bytes),
@@ -165,12 +223,10 @@ impl Wal {
             policy: config.policy,
             segment_bytes: config.segment_bytes,
         });
-        let segment = Segment::create(&config.dir, config.first_segment)?;
         let s = shared.clone();
-        let dir = config.dir.clone();
         let thread = std::thread::Builder::new()
             .name("hopper-wal".into())
-            .spawn(move || Writer::new(s, dir, segment).run())?;
+            .spawn(move || Writer::new(s).run())?;
         Ok(Self {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -182,27 +238,32 @@ impl Wal {
     }
 
     /// Appends what `fill` writes (whole frames) and records the counters as of now.
-    /// Returns the LSN that covers it, or `None` when `fill` wrote nothing. `urgent`
-    /// asks the writer to sync it at once whatever the policy (a `durable` push).
+    /// Returns what the operation's answer waits for, or `None` when `fill` wrote
+    /// nothing. `fill` returning true asks the writer to sync it at once whatever the
+    /// policy (a `durable` push).
     pub fn append(
         &self,
         totals: Totals,
         fill: impl FnOnce(&mut Vec<u8>) -> Option<bool>,
-    ) -> Option<(u64, bool)> {
+    ) -> Option<Commit> {
         let mut p = self.shared.lock();
         let before = p.buf.len();
-        let urgent = fill(&mut p.buf)? || self.shared.policy == FsyncPolicy::Always;
+        let synced = fill(&mut p.buf)? || self.shared.policy == FsyncPolicy::Always;
         p.appended += (p.buf.len() - before) as u64;
         p.totals = Some(totals);
         let lsn = p.appended;
-        if urgent {
+        // Only a record that must be synced wakes the writer: one that must be written
+        // is written by its waiter (`write_now`), and the others by the writer's next nap
+        // at the latest. Waking it per batch would cost the event loop a futex call and
+        // a race for the output lock.
+        if synced {
             p.sync_wanted = lsn;
+            if p.writer_idle {
+                p.writer_idle = false;
+                self.shared.wake_writer.notify_one();
+            }
         }
-        if p.writer_idle {
-            p.writer_idle = false;
-            self.shared.wake_writer.notify_one();
-        }
-        Some((lsn, urgent))
+        Some(Commit { lsn, synced })
     }
 
     /// Everything appended so far.
@@ -210,8 +271,22 @@ impl Wal {
         self.shared.lock().appended
     }
 
+    pub fn written_lsn(&self) -> u64 {
+        self.shared.written.load(Ordering::SeqCst)
+    }
+
     pub fn durable_lsn(&self) -> u64 {
-        self.shared.durable.load(Ordering::Acquire)
+        self.shared.durable.load(Ordering::SeqCst)
+    }
+
+    /// Whether `c` is already satisfied.
+    pub fn reached(&self, c: Commit) -> bool {
+        let at = if c.synced {
+            self.durable_lsn()
+        } else {
+            self.written_lsn()
+        };
+        at >= c.lsn
     }
 
     /// Asks the writer to sync up to `lsn` now, without waiting for it.
@@ -231,27 +306,66 @@ impl Wal {
         self.shared.progress_wanted.store(true, Ordering::Release);
     }
 
-    /// Blocks until `lsn` is synced; an error if the log fails first.
-    pub fn wait_durable(&self, lsn: u64) -> Result<()> {
-        if self.durable_lsn() >= lsn {
-            return Ok(());
+    /// Writes everything appended so far on the caller's thread, one `pwrite`, instead of
+    /// waiting for the writer thread to wake: the caller sees its records written at
+    /// the cost of the write alone. Blocked threads are woken; an event loop calling this
+    /// settles its own waiters. A failure puts the log in the failed state (the writer
+    /// thread retries).
+    pub fn write_now(&self) {
+        // The writer thread holds it only while writing: it then writes what is pending
+        // and announces it, so there is no need to queue behind it.
+        let mut out = match self.shared.output.try_lock() {
+            Ok(out) => out,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        match out.write_pending(&self.shared, true) {
+            Ok(true) => {
+                drop(out);
+                self.shared.wake_blocked();
+            }
+            Ok(false) => {}
+            // Under the output lock, so the writer thread cannot clear it in between.
+            Err(e) => self.shared.set_error("writing the log", &e),
         }
-        self.request_sync(lsn);
-        let mut g = self
-            .shared
-            .durable_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        while self.durable_lsn() < lsn {
-            self.check_writable()?;
-            g = self
+    }
+
+    /// Blocks until `c` is reached; an error if the log fails first. A record that
+    /// must only be written is written on this thread (or by whoever holds the output
+    /// lock, which wakes us), so the wait costs a `pwrite`, not a hand-off.
+    pub fn wait(&self, c: Commit) -> Result<()> {
+        if c.synced && !self.reached(c) {
+            self.request_sync(c.lsn);
+        }
+        // Counted before every check, so `announce` cannot miss us.
+        self.shared.blocked.fetch_add(1, Ordering::SeqCst);
+        let out = loop {
+            if !c.synced {
+                self.write_now();
+            }
+            if self.reached(c) {
+                break Ok(());
+            }
+            if let Err(e) = self.check_writable() {
+                break Err(e);
+            }
+            let g = self
                 .shared
-                .durable_changed
-                .wait_timeout(g, Duration::from_millis(RETRY_MS))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        Ok(())
+                .progress_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if self.reached(c) {
+                break Ok(());
+            }
+            drop(
+                self.shared
+                    .progress_changed
+                    .wait_timeout(g, Duration::from_millis(RETRY_MS))
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        };
+        self.shared.blocked.fetch_sub(1, Ordering::SeqCst);
+        out
     }
 
     /// Refuses new operations while the log cannot write.
@@ -321,7 +435,8 @@ impl Drop for Wal {
 }
 
 struct Segment {
-    file: File,
+    /// Shared with the writer thread while it syncs.
+    file: Arc<File>,
     len: u64,
 }
 
@@ -337,17 +452,19 @@ impl Segment {
         file.sync_all()?;
         sync_dir(dir)?;
         Ok(Segment {
-            file,
+            file: Arc::new(file),
             len: crate::frame::HEADER_LEN as u64,
         })
     }
 }
 
-/// The writer thread's own state.
-struct Writer {
-    shared: Arc<Shared>,
+/// The writing side: the open segment and the bytes taken from the buffer but not yet
+/// written. Held by whoever writes: the writer thread or a `write_now` caller.
+struct Output {
     dir: PathBuf,
     segment: Segment,
+    /// Swapped with the shared buffer, so taking it copies nothing.
+    batch: Vec<u8>,
     /// Bytes taken from the buffer but not yet written (kept across failures).
     carry: Vec<u8>,
     /// A rotation inside `carry`: (offset, new segment number).
@@ -355,57 +472,130 @@ struct Writer {
     /// LSN covered by `carry` once written.
     carry_lsn: u64,
     written_lsn: u64,
-    last_sync: Instant,
     last_totals: Option<Totals>,
 }
 
-impl Writer {
-    fn new(shared: Arc<Shared>, dir: PathBuf, segment: Segment) -> Self {
-        Self {
-            shared,
-            dir,
-            segment,
-            carry: Vec::with_capacity(1 << 16),
-            rotate: None,
-            carry_lsn: 0,
-            written_lsn: 0,
-            last_sync: Instant::now(),
-            last_totals: None,
+impl Output {
+    /// Takes everything appended and writes it. Returns whether the written LSN moved.
+    /// `inline` (a caller's thread, maybe an event loop) leaves a segment switch, which
+    /// syncs and creates files for milliseconds, to the writer thread: nothing is
+    /// written then, and the writer announces it when done.
+    fn write_pending(&mut self, shared: &Shared, inline: bool) -> io::Result<bool> {
+        if !self.take(shared, inline) {
+            return Ok(false);
         }
+        self.write_carry(shared)?;
+        if self.written_lsn <= shared.written.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        shared.written.store(self.written_lsn, Ordering::SeqCst);
+        Ok(true)
     }
 
-    fn failing(&self) -> io::Result<()> {
-        if self.shared.inject_failure.load(Ordering::Acquire) {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "No space left on device (injected)",
-            ));
+    /// Moves everything appended into `carry`; false (nothing moved) when `inline` and
+    /// a segment switch is due.
+    fn take(&mut self, shared: &Shared, inline: bool) -> bool {
+        let mut p = shared.lock();
+        let switch =
+            p.rotate.is_some() || self.rotate.is_some() || self.segment.len >= shared.segment_bytes;
+        if inline && switch {
+            if p.writer_idle {
+                p.writer_idle = false;
+                shared.wake_writer.notify_one();
+            }
+            return false;
         }
+        std::mem::swap(&mut p.buf, &mut self.batch);
+        if let Some((at, n)) = p.rotate.take() {
+            self.rotate = Some((self.carry.len() + at, n));
+        } else if self.rotate.is_none() && self.segment.len >= shared.segment_bytes {
+            let n = p.next_segment;
+            p.next_segment += 1;
+            self.rotate = Some((self.carry.len(), n));
+        }
+        let totals = p.totals;
+        self.carry_lsn = p.appended;
+        drop(p);
+        self.carry.append(&mut self.batch);
+        // The counters as of the last operation taken, once per batch.
+        if let Some(t) = totals.filter(|_| totals != self.last_totals) {
+            let at = begin_frame(&mut self.carry);
+            encode_totals(&mut self.carry, &t);
+            finish_frame(&mut self.carry, at);
+            self.last_totals = totals;
+        }
+        true
+    }
+
+    fn write_carry(&mut self, shared: &Shared) -> io::Result<()> {
+        if let Some((at, number)) = self.rotate {
+            self.write_prefix(shared, at)?;
+            // The old segment is complete: sync it before anything goes to the next one.
+            shared.failing()?;
+            self.segment.file.sync_data()?;
+            self.segment = Segment::create(&self.dir, number)?;
+            self.rotate = None;
+        }
+        self.write_prefix(shared, self.carry.len())?;
+        self.written_lsn = self.carry_lsn;
         Ok(())
     }
 
+    /// Writes `carry[..n]` at the segment's end and drops it from `carry`. A failure
+    /// leaves `carry` and the segment length as they were, so the retry writes the same
+    /// bytes at the same offset (over any partial write).
+    fn write_prefix(&mut self, shared: &Shared, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        shared.failing()?;
+        self.segment
+            .file
+            .write_all_at(&self.carry[..n], self.segment.len)?;
+        self.segment.len += n as u64;
+        shared.log_bytes.fetch_add(n as u64, Ordering::AcqRel);
+        self.carry.drain(..n);
+        if let Some((at, _)) = self.rotate.as_mut() {
+            *at -= n;
+        }
+        Ok(())
+    }
+}
+
+/// The writer thread: writes what no caller wrote, syncs by the policy, retries failures.
+/// It wakes for records that must be synced, rotations, sync requests and closing, and
+/// otherwise every `NAP`.
+struct Writer {
+    shared: Arc<Shared>,
+    last_sync: Instant,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            last_sync: Instant::now(),
+        }
+    }
+
     fn run(mut self) {
-        let mut batch = Vec::with_capacity(1 << 16);
+        let shared = self.shared.clone();
         loop {
-            let (closing, sync_wanted) = self.take(&mut batch);
-            let durable = self.shared.durable.load(Ordering::Acquire);
-            if let Err(e) = self.write_carry() {
-                self.shared.set_error("writing the log", &e);
-                if closing {
-                    return;
+            let (closing, sync_wanted) = self.wait_for_work();
+            let mut out = shared.output();
+            let wrote = out.write_pending(&shared, false);
+            // Synced without the output lock, so callers' writes go on meanwhile.
+            let (file, written) = (out.segment.file.clone(), out.written_lsn);
+            drop(out);
+            match wrote {
+                Ok(moved) => {
+                    // Under `always` every waiter needs the sync that follows at once.
+                    if moved && shared.policy != FsyncPolicy::Always {
+                        shared.announce();
+                    }
                 }
-                std::thread::sleep(Duration::from_millis(RETRY_MS));
-                continue;
-            }
-            let unsynced = self.written_lsn > durable;
-            let due = match self.shared.policy {
-                FsyncPolicy::Always => true,
-                FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
-                FsyncPolicy::Never => false,
-            };
-            if unsynced && (due || closing || sync_wanted > durable) {
-                if let Err(e) = self.sync() {
-                    self.shared.set_error("syncing the log", &e);
+                Err(e) => {
+                    shared.set_error("writing the log", &e);
                     if closing {
                         return;
                     }
@@ -413,24 +603,46 @@ impl Writer {
                     continue;
                 }
             }
-            self.shared.clear_error();
+            let durable = shared.durable.load(Ordering::SeqCst);
+            let due = match shared.policy {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
+                FsyncPolicy::Never => false,
+            };
+            if written > durable && (due || closing || sync_wanted > durable) {
+                if let Err(e) = self.sync(&file, written) {
+                    shared.set_error("syncing the log", &e);
+                    if closing {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(RETRY_MS));
+                    continue;
+                }
+            }
+            // Under the output lock: bytes a caller failed to write meanwhile keep it.
+            let out = shared.output();
+            if out.carry.is_empty() {
+                shared.clear_error();
+            }
+            drop(out);
             if closing {
                 return;
             }
         }
     }
 
-    /// Waits for work and moves it into `carry`. Returns (closing, LSN to sync).
-    fn take(&mut self, batch: &mut Vec<u8>) -> (bool, u64) {
-        let shared = self.shared.clone();
+    /// Sleeps until there is something to write or sync. Returns (closing, LSN to sync).
+    fn wait_for_work(&self) -> (bool, u64) {
+        let shared = &self.shared;
         let mut p = shared.lock();
         loop {
-            let unsynced = self.written_lsn > shared.durable.load(Ordering::Acquire);
+            let durable = shared.durable.load(Ordering::SeqCst);
+            let unsynced = shared.written.load(Ordering::SeqCst) > durable;
             let has_work = !p.buf.is_empty()
                 || p.rotate.is_some()
                 || p.closing
-                || !self.carry.is_empty()
-                || (unsynced && p.sync_wanted > shared.durable.load(Ordering::Acquire));
+                || shared.failed.load(Ordering::Acquire)
+                || (unsynced && p.sync_wanted > durable);
             if has_work {
                 break;
             }
@@ -440,9 +652,12 @@ impl Writer {
                     if left.is_zero() {
                         break;
                     }
-                    left
+                    left.min(NAP)
                 }
-                _ => Duration::from_secs(1),
+                // A caller's write does not wake the writer: look again within the
+                // interval, so its sync is never later than that.
+                FsyncPolicy::Interval(d) => d.min(NAP),
+                _ => NAP,
             };
             p.writer_idle = true;
             p = shared
@@ -452,69 +667,14 @@ impl Writer {
                 .0;
             p.writer_idle = false;
         }
-        std::mem::swap(&mut p.buf, batch);
-        if let Some((at, n)) = p.rotate.take() {
-            self.rotate = Some((self.carry.len() + at, n));
-        } else if self.rotate.is_none() && self.segment.len >= shared.segment_bytes {
-            let n = p.next_segment;
-            p.next_segment += 1;
-            self.rotate = Some((self.carry.len(), n));
-        }
-        let totals = p.totals;
-        let out = (p.closing, p.sync_wanted);
-        self.carry_lsn = p.appended;
-        drop(p);
-        self.carry.append(batch);
-        // The counters as of the last operation taken, once per batch.
-        if let Some(t) = totals.filter(|_| totals != self.last_totals) {
-            let at = begin_frame(&mut self.carry);
-            encode_totals(&mut self.carry, &t);
-            finish_frame(&mut self.carry, at);
-            self.last_totals = totals;
-        }
-        out
+        (p.closing, p.sync_wanted)
     }
 
-    fn write_carry(&mut self) -> io::Result<()> {
-        if let Some((at, number)) = self.rotate {
-            self.write_prefix(at)?;
-            self.sync()?;
-            self.failing()?;
-            self.segment = Segment::create(&self.dir, number)?;
-            self.rotate = None;
-        }
-        self.write_prefix(self.carry.len())?;
-        self.written_lsn = self.carry_lsn;
-        Ok(())
-    }
-
-    /// Writes `carry[..n]` at the segment's end and drops it from `carry`. A failure
-    /// leaves `carry` and the segment length as they were, so the retry writes the same
-    /// bytes at the same offset (over any partial write).
-    fn write_prefix(&mut self, n: usize) -> io::Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.failing()?;
-        self.segment
-            .file
-            .write_all_at(&self.carry[..n], self.segment.len)?;
-        self.segment.len += n as u64;
-        self.shared.log_bytes.fetch_add(n as u64, Ordering::AcqRel);
-        self.carry.drain(..n);
-        if let Some((at, _)) = self.rotate.as_mut() {
-            *at -= n;
-        }
-        Ok(())
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.failing()?;
-        self.segment.file.sync_data()?;
+    fn sync(&mut self, file: &File, written: u64) -> io::Result<()> {
+        self.shared.failing()?;
+        file.sync_data()?;
         self.last_sync = Instant::now();
-        self.shared
-            .durable
-            .store(self.written_lsn, Ordering::Release);
+        self.shared.durable.fetch_max(written, Ordering::SeqCst);
         self.shared.announce();
         Ok(())
     }

@@ -290,7 +290,7 @@ fn a_failing_disk_refuses_writes_keeps_reads_and_recovers() {
     let kept = push(&h, "q", r#"{"data":"kept"}"#);
     h.inject_io_failure(true).unwrap();
     // The next write fails at the disk: its caller waits for the sync and gets the error.
-    let (_, lsn) = h
+    let (_, commit) = h
         .mutate(|e| {
             e.push(
                 "q",
@@ -298,9 +298,9 @@ fn a_failing_disk_refuses_writes_keeps_reads_and_recovers() {
             )
         })
         .unwrap();
-    let err = h
-        .wait_durable(lsn.expect("always policy waits"))
-        .unwrap_err();
+    let commit = commit.expect("a change waits");
+    assert!(commit.synced, "always policy waits for the sync");
+    let err = h.wait(commit).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable);
     assert!(err.message.contains("No space left"), "{}", err.message);
     // While failing, new writes are refused and nothing changes; reads still work.
@@ -348,13 +348,14 @@ fn concurrent_durable_pushes_share_syncs_and_all_survive() {
                 (0..50)
                     .map(|i| {
                         let body = format!(r#"{{"data":{{"t":{t},"i":{i}}},"durable":true}}"#);
-                        let (out, lsn) = h
+                        let (out, commit) = h
                             .mutate(|e| {
                                 e.push("q", PushOptions::from_json(body.as_bytes(), 1 << 20)?)
                             })
                             .unwrap();
-                        h.wait_durable(lsn.expect("a durable push waits under every policy"))
-                            .unwrap();
+                        let commit = commit.expect("a push waits");
+                        assert!(commit.synced, "a durable push waits under every policy");
+                        h.wait(commit).unwrap();
                         out.id
                     })
                     .collect::<Vec<_>>()
@@ -377,5 +378,67 @@ fn concurrent_durable_pushes_share_syncs_and_all_survive() {
     for id in &ids {
         assert!(h2.with(|e| e.slot_of(id)).is_some(), "{id}");
     }
+    h.close();
+}
+
+#[test]
+fn a_change_is_written_by_its_caller_and_synced_only_by_the_policy() {
+    let dir = Dir::new("written");
+    let clock = ManualClock::new(T0);
+    let h = open_with(&dir.0, &clock, |c| {
+        c.policy = FsyncPolicy::Interval(std::time::Duration::from_secs(3600))
+    })
+    .unwrap();
+    let body = br#"{"data":"x"}"#;
+    let (_, commit) = h
+        .mutate(|e| e.push("q", PushOptions::from_json(body, 1 << 20)?))
+        .unwrap();
+    let commit = commit.expect("a change waits");
+    assert!(
+        !commit.synced,
+        "interval: the answer waits for the write only"
+    );
+    h.write_now();
+    assert!(h.reached(commit), "written on the caller's thread");
+    assert!(h.written_lsn() >= commit.lsn);
+    assert!(
+        h.durable_lsn() < commit.lsn,
+        "not synced before the interval"
+    );
+    // A record nobody waits for (a lease) is written by the writer's next nap.
+    let (_, lease) = h.mutate(|e| e.pull("q", 0)).unwrap();
+    let lease = lease.expect("a lease is logged");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !h.reached(lease) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(h.reached(lease), "the writer thread wrote the lease");
+    h.close();
+}
+
+#[test]
+fn callers_writing_their_own_records_leave_segment_switches_to_the_writer() {
+    let dir = Dir::new("switch");
+    let clock = ManualClock::new(T0);
+    let h = open_with(&dir.0, &clock, |c| {
+        c.policy = FsyncPolicy::Interval(std::time::Duration::from_millis(5));
+        c.segment_bytes = 4096;
+    })
+    .unwrap();
+    for i in 0..300 {
+        let body = format!(r#"{{"data":{{"i":{i},"pad":"{}"}}}}"#, "x".repeat(100));
+        let (_, commit) = h
+            .mutate(|e| e.push("q", PushOptions::from_json(body.as_bytes(), 1 << 20)?))
+            .unwrap();
+        // What the servers and the embedded API do: write on this thread, then wait.
+        h.wait(commit.expect("a push waits")).unwrap();
+    }
+    let segments = list(&dir.0).unwrap().segments.len();
+    assert!(segments > 5, "the log switched segments: {segments}");
+    let before = dump(&h);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(dump(&h), before);
     h.close();
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hopper_core::{
-    push_str, write_event, AckRequest, Clock, Engine, EngineConfig, EngineError, EngineHandle,
+    push_str, write_event, AckRequest, Clock, Commit, Engine, EngineConfig, EngineError, EngineHandle,
     ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, ManualClock, OpenReport,
     PushOptions, SearchKind, StorageConfig, SystemClock,
 };
@@ -104,10 +104,13 @@ type PulledTuple = (String, String, Py<PyBytes>, String, i32, u16, u16, u64);
 struct Core {
     handle: EngineHandle,
     manual_clock: Option<ManualClock>,
-    /// Calls that must wait for the disk block (GIL released) when set; when clear the
-    /// LSN is left in `pending_commit` for an event loop to await (`take_commit`).
+    /// Calls that changed state block (GIL released) until their record is written (or
+    /// synced) when set; when clear they raise these marks for an event loop to await
+    /// (`commit_target`). The marks only grow: a request that awaits them after its calls
+    /// is covered even if another request's await ran in between.
     block_on_commit: AtomicBool,
-    pending_commit: AtomicU64,
+    commit_written: AtomicU64,
+    commit_synced: AtomicU64,
     report: Option<OpenReport>,
 }
 
@@ -116,20 +119,23 @@ impl Core {
         guard(|| self.handle.with(f))
     }
 
-    /// A state-changing call: refused while storage fails, and, when the fsync policy or
-    /// a durable push requires it, answered only once its record is synced.
+    /// A state-changing call: refused while storage fails, and answered only once its
+    /// record is handed to the OS, or synced when the fsync policy or a durable push
+    /// requires it.
     fn mutate<R>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut Engine) -> Result<R, EngineError>,
     ) -> PyResult<R> {
-        let (out, wait) = guard(|| self.handle.mutate(f))?;
-        if let Some(lsn) = wait {
+        let (out, commit) = guard(|| self.handle.mutate(f))?;
+        if let Some(c) = commit {
             if self.block_on_commit.load(Ordering::Acquire) {
                 let handle = &self.handle;
-                py.allow_threads(|| guard(|| handle.wait_durable(lsn)))?;
+                py.allow_threads(|| guard(|| handle.wait(c)))?;
+            } else if c.synced {
+                self.commit_synced.fetch_max(c.lsn, Ordering::AcqRel);
             } else {
-                self.pending_commit.fetch_max(lsn, Ordering::AcqRel);
+                self.commit_written.fetch_max(c.lsn, Ordering::AcqRel);
             }
         }
         Ok(out)
@@ -228,7 +234,8 @@ impl Core {
             handle,
             manual_clock,
             block_on_commit: AtomicBool::new(true),
-            pending_commit: AtomicU64::new(0),
+            commit_written: AtomicU64::new(0),
+            commit_synced: AtomicU64::new(0),
             report,
         })
     }
@@ -238,23 +245,41 @@ impl Core {
         self.report.as_ref().map(|r| open_report(py, r)).transpose()
     }
 
-    /// True: calls that must wait for the disk block. False: they leave the LSN for
-    /// `take_commit`, and an event loop awaits it through the notification fd.
+    /// True: calls that changed state block until their record is written (or synced).
+    /// False: they leave it to `commit_target`, and an event loop awaits it through the
+    /// notification fd, which from then on also fires when the log moves.
     fn set_block_on_commit(&self, on: bool) {
         self.block_on_commit.store(on, Ordering::Release);
+        if !on {
+            self.handle.want_progress();
+        }
     }
 
-    /// The highest LSN a call since the last `take_commit` must see synced (0 = none).
-    fn take_commit(&self) -> u64 {
-        self.pending_commit.swap(0, Ordering::AcqRel)
+    /// (LSN to see written, LSN to see synced) covering every call so far, or None when
+    /// both are reached already (the common case for a request that changed nothing).
+    fn commit_target(&self) -> Option<(u64, u64)> {
+        let written = self.commit_written.load(Ordering::Acquire);
+        let synced = self.commit_synced.load(Ordering::Acquire);
+        let pending = |lsn, synced| !self.handle.reached(Commit { lsn, synced });
+        (pending(written, false) || pending(synced, true)).then_some((written, synced))
     }
 
-    /// The synced LSN (2**64-1 for an in-memory engine).
-    fn durable_lsn(&self) -> u64 {
-        self.handle.durable_lsn()
+    /// (written LSN, synced LSN); 2**64-1 for an in-memory engine.
+    fn log_progress(&self) -> (u64, u64) {
+        (self.handle.written_lsn(), self.handle.durable_lsn())
     }
 
-    /// Asks for a sync up to `lsn`; the notification fd fires when the synced LSN moves.
+    /// Writes everything appended so far on this thread, one `pwrite`: an event loop
+    /// calls it once per batch of requests that wait for their records. The GIL stays
+    /// held: a page-cache write takes microseconds, less than handing the GIL over.
+    fn write_log(&self) -> PyResult<()> {
+        guard(|| {
+            self.handle.write_now();
+            Ok(())
+        })
+    }
+
+    /// Asks for a sync up to `lsn` now.
     fn request_sync(&self, lsn: u64) {
         self.handle.request_sync(lsn);
     }
@@ -262,7 +287,7 @@ impl Core {
     /// Blocks (GIL released) until `lsn` is synced.
     fn wait_durable(&self, py: Python<'_>, lsn: u64) -> PyResult<()> {
         let handle = &self.handle;
-        py.allow_threads(|| guard(|| handle.wait_durable(lsn)))
+        py.allow_threads(|| guard(|| handle.wait(Commit { lsn, synced: true })))
     }
 
     /// Why writes are refused now (disk full, I/O error), or None.
@@ -272,12 +297,14 @@ impl Core {
 
     /// Log and snapshot figures of a persistent engine, or None.
     fn storage_info<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some((appended, durable, log_bytes, snapshots, policy)) = self.handle.storage_info()
+        let Some((appended, written, durable, log_bytes, snapshots, policy)) =
+            self.handle.storage_info()
         else {
             return Ok(None);
         };
         let d = PyDict::new(py);
         d.set_item("appended_lsn", appended)?;
+        d.set_item("written_lsn", written)?;
         d.set_item("durable_lsn", durable)?;
         d.set_item("log_bytes", log_bytes)?;
         d.set_item("snapshots", snapshots)?;

@@ -24,7 +24,7 @@ from hopper.server.auth import TokenCheck
 from hopper.server.config import base_path
 from hopper.server.http import HttpError, Receive, Request, Response, Scope, Send, send_response
 from hopper.server.rate_limit import RateLimiter, client_key
-from hopper.server.router import Auth, Doc, Route, Router
+from hopper.server.router import MUTATING, Auth, Doc, Route, Router
 
 if TYPE_CHECKING:
     from hopper.server.app import ServerState
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("hopper.management")
 
 MAX_SAFE_INT = 2**53 - 1
-MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
     (b"access-control-allow-headers", b"Content-Type, Authorization"),
@@ -204,6 +203,12 @@ class Management:
         except Exception:
             log.exception("unhandled error in %s %s", method, path)
             response = error_response(500, "INTERNAL_ERROR", "Internal server error")
+        if method in MUTATING:
+            try:
+                await self.engine.commit()
+            except HopperError as e:
+                status = STATUS_OF_ENGINE_ERROR.get(type(e), 503)
+                response = error_response(status, CODE_OF_STATUS[status], str(e))
         if method == "HEAD":
             response = Response(response.status, b"", response.content_type, response.headers)
         await send_response(send, response, cors)

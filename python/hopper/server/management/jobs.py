@@ -109,7 +109,6 @@ def register(api: Management) -> None:
         job_id, _duplicate = engine.push_body(
             queue, orjson.dumps(push_body(body["name"], body.get("data", {}), opts))
         )
-        await engine.commit()
         j = engine.get(job_id)
         if j is None:  # removed at once (removeOnComplete cannot apply yet; a TTL of 1 ms)
             raise not_found(f"Job {job_id} not found")
@@ -129,7 +128,6 @@ def register(api: Management) -> None:
             if j["state"] not in allowed:
                 raise bad_request(f'Cannot {verb} job in state "{j["state"]}"')
             apply(job_id)
-            await engine.commit()
             return data({key: True})
 
         return handler
@@ -150,7 +148,6 @@ def register(api: Management) -> None:
         if body.get("data") is None and priority is None:
             raise bad_request("No valid fields to update")
         engine.update(job_id, data=body.get("data"), priority=priority)
-        await engine.commit()
         updated = engine.get(job_id)
         assert updated is not None
         return data(shapes.job(engine, updated))
@@ -158,7 +155,6 @@ def register(api: Management) -> None:
     async def remove(req: Request) -> Response:
         job_id, _ = job_in(req)
         engine.remove(job_id)
-        await engine.commit()
         return data({"removed": True})
 
     tag = "Jobs"

@@ -56,19 +56,16 @@ def register(api: Management) -> None:
         queue = api.queue(req)
         name = await job_name(req)
         engine.pause(queue, name)
-        await engine.commit()
         return data({"paused": name or shapes.ALL_NAMES})
 
     async def resume(req: Request) -> Response:
         queue = api.queue(req)
         name = await job_name(req)
         engine.resume(queue, name)
-        await engine.commit()
         return data({"resumed": name or shapes.ALL_NAMES})
 
     async def drain(req: Request) -> Response:
         engine.drain(api.existing_queue(req))
-        await engine.commit()
         return data({"drained": True})
 
     async def state_body(req: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -86,19 +83,16 @@ def register(api: Management) -> None:
         if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
             raise bad_request("grace must be a non-negative integer (ms)")
         removed = engine.clean(queue, body["state"], grace)
-        await engine.commit()
         return data({"removed": len(removed)})
 
     async def retry(req: Request) -> Response:
         queue = api.existing_queue(req)
         body = await state_body(req, ("failed", "completed"))
         n = engine.retry_all(queue, body["state"])
-        await engine.commit()
         return data({"retried": n})
 
     async def promote(req: Request) -> Response:
         n = engine.promote_all(api.existing_queue(req))
-        await engine.commit()
         return data({"promoted": n})
 
     async def obliterate(req: Request) -> Response:
@@ -107,7 +101,6 @@ def register(api: Management) -> None:
         if force not in ("true", "false"):
             raise bad_request("force must be true or false")
         engine.obliterate(queue, force=force == "true")
-        await engine.commit()
         return data({"obliterated": True})
 
     async def failures(req: Request) -> Response:
@@ -120,7 +113,6 @@ def register(api: Management) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
             raise bad_request('body must be an object with "reason" (a string)')
         n = engine.retry_failures(queue, body["reason"])
-        await engine.commit()
         return data({"retried": n})
 
     tag = "Queues"

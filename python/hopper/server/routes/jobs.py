@@ -53,7 +53,6 @@ def register(router: Router, state: ServerState) -> None:
         body = await req.body()
         t0 = perf_counter()
         job_id, _duplicate = engine.push_body(req.params["queue"], body)
-        await engine.commit()
         metrics.observe_push(perf_counter() - t0)
         return ok(b'{"ok":true,"id":' + orjson.dumps(job_id) + b"}")
 
@@ -61,7 +60,6 @@ def register(router: Router, state: ServerState) -> None:
         body = await req.body()
         t0 = perf_counter()
         ids = engine.push_many_body(req.params["queue"], body)
-        await engine.commit()
         metrics.observe_push(perf_counter() - t0)
         return ok(b'{"ok":true,"ids":' + ids + b"}")
 
@@ -107,7 +105,6 @@ def register(router: Router, state: ServerState) -> None:
             engine.cancel_pending(req.params["id"])
         except NotFoundError:
             raise HttpError(404, "Job not found") from None
-        await engine.commit()
         return OK_TRUE
 
     async def ack(req: Request) -> Response:
@@ -117,7 +114,6 @@ def register(router: Router, state: ServerState) -> None:
             engine.ack_body(req.params["id"], body)
         except InvalidStateError:
             raise HttpError(400, NOT_ACTIVE) from None
-        await engine.commit()
         metrics.observe_ack(perf_counter() - t0)
         return OK_TRUE
 
@@ -127,7 +123,6 @@ def register(router: Router, state: ServerState) -> None:
             engine.fail_body(req.params["id"], body)
         except InvalidStateError:
             raise HttpError(400, NOT_ACTIVE) from None
-        await engine.commit()
         return OK_TRUE
 
     tag, errors = "Job server", (400, 401, 404, 413, 429, 503)

@@ -67,6 +67,9 @@ def _splice(req_id: Any, body: bytes) -> bytes:
     return body[:-1] + b',"reqId":' + orjson.dumps(req_id) + b"}"
 
 
+# Commands that change state: answered once their record is written (or synced).
+MUTATING_COMMANDS = frozenset({"PUSH", "PUSHB", "ACK", "FAIL"})
+
 # Long-poll PULLs waiting at once on one socket; more are refused, not queued.
 MAX_PENDING_PULLS = 1000
 
@@ -123,8 +126,9 @@ class Connection:
             )
             return
         req_id = msg.get("reqId")
+        cmd = msg["cmd"]
         try:
-            reply = await self._run(msg["cmd"], msg, raw, req_id)
+            reply = await self._run(cmd, msg, raw, req_id)
         except InvalidStateError as e:
             message = NOT_ACTIVE if str(e).startswith("Job not found") else str(e)
             reply = _reply(req_id, {"ok": False, "error": message})
@@ -132,19 +136,21 @@ class Connection:
             reply = _reply(req_id, {"ok": False, "error": str(e)})
         if reply is None:
             return
-        lsn = self.engine.take_commit()
-        if lsn:
-            # Answer once the record is on disk, in a task: the commands after this one
-            # go on meanwhile and share its sync (group commit).
-            task = asyncio.create_task(self._reply_when_committed(lsn, reply, req_id))
+        target = self.engine.commit_target() if cmd in MUTATING_COMMANDS else None
+        if target is not None:
+            # Answer once the record is written, in a task: the commands after this one
+            # go on meanwhile and share its write (group commit).
+            task = asyncio.create_task(self._reply_when_committed(target, reply, req_id))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
             return
         await self.send_text(reply)
 
-    async def _reply_when_committed(self, lsn: int, reply: bytes, req_id: Any) -> None:
+    async def _reply_when_committed(
+        self, target: tuple[int, int], reply: bytes, req_id: Any
+    ) -> None:
         try:
-            await self.engine.wait_committed(lsn)
+            await self.engine.wait_committed(target)
         except HopperError as e:
             reply = _reply(req_id, {"ok": False, "error": str(e)})
         await self.send_text(reply)
