@@ -46,9 +46,10 @@ def start(mode: str, scratch: Path, tag: str):
         data = scratch / f"data-{tag}"
         shutil.rmtree(data, ignore_errors=True)
         cmd += ["--data-dir", str(data)]
-    proc = S.spawn(cmd, cwd=scratch, log=scratch / f"hopper-{tag}.log")
-    S.wait_http(port, proc)
-    return proc, port, cmd
+    server = S.spawn(cmd, port=port, cwd=scratch, log=scratch / f"hopper-{tag}.log")
+    if not server.wait_healthy(time.monotonic() + 30):
+        raise RuntimeError(f"hopper ({mode}) did not answer within 30 s")
+    return server, port, cmd
 
 
 def main() -> int:
@@ -84,11 +85,11 @@ def main() -> int:
         for sc in scenarios:
             for mode in order:
                 tag = f"run{run + 1}-{sc.key}-{mode}"
-                proc, port, cmd = start(mode, scratch, tag)
+                server, port, cmd = start(mode, scratch, tag)
                 try:
-                    res = S.run_scenario(sc, mode, port, proc.pid, args, scratch, run)
+                    res = S.run_scenario(sc, mode, port, server.pid, args, scratch, run)
                 finally:
-                    S.stop(proc)
+                    S.stop(server)
                 res["run"] = run + 1
                 res["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
                 samples[sc.key][mode].append(res)

@@ -23,11 +23,8 @@ connection: its record then reaches the log while the writer thread is in the pu
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -37,8 +34,8 @@ from pathlib import Path
 import httpx
 import pytest
 from hopper import Engine
-from hopper.server.config import clean_environment
-from support import HOST, free_port
+from hopper.server_process import ServerProcess, ServerStartError
+from support import HOST
 
 LOAD_SECONDS = (0.3, 1.2)  # the killer arms at a random moment in this range
 PROBE_DELAY_US = (0, 300)  # durable push -> probe ack, see crash_killer.py
@@ -66,37 +63,23 @@ class Round:
                 self.delivered_again.append(job_id)
 
 
-def start(data_dir: Path, fsync: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = clean_environment()
-    env.update(HOPPER_DATA_DIR=str(data_dir), HOPPER_FSYNC=fsync)
-    cmd = [sys.executable, "-m", "hopper", "serve", "--host", HOST, "--port", str(port)]
-    with log.open("ab") as out:
-        # Its own session: SIGKILL goes to Granian's main process and its worker at once.
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    kill(proc, data_dir)
-    pytest.fail(f"server did not start:\n{log.read_text()}")
+def start(data_dir: Path, fsync: str, log: Path) -> ServerProcess:
+    """`hopper serve` on the directory, in its own session: a SIGKILL reaches Granian's
+    main process and its worker at once."""
+    server = ServerProcess.hopper(
+        env={"HOPPER_DATA_DIR": str(data_dir), "HOPPER_FSYNC": fsync}, log=log
+    )
+    try:
+        server.start()
+    except ServerStartError as e:
+        pytest.fail(str(e))
+    return server
 
 
-def kill(proc: subprocess.Popen[bytes], data_dir: Path) -> None:
+def kill(server: ServerProcess, data_dir: Path) -> None:
     """SIGKILLs the server's process group and waits until the directory's lock is free:
     Granian's worker dies with its parent, but only its own exit releases the lock."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    server.kill()
     deadline = time.monotonic() + 10
     with (data_dir / "LOCK").open("a") as f:
         while True:
@@ -187,7 +170,8 @@ def test_sigkill_mid_load_loses_nothing_answered(tmp_path: Path, fsync: str, cyc
     rnd = Round()
     rng = random.Random(7)
     for cycle in range(cycles):
-        proc, url = start(data_dir, fsync, log)
+        server = start(data_dir, fsync, log)
+        url = server.url
         rnd.stop.clear()
         threads = [
             threading.Thread(target=role, args=(url, rnd, n))
@@ -203,7 +187,7 @@ def test_sigkill_mid_load_loses_nothing_answered(tmp_path: Path, fsync: str, cyc
                 str(KILLER),
                 HOST,
                 url.rsplit(":", 1)[1],
-                str(proc.pid),
+                str(server.pid),
                 str(rng.uniform(*LOAD_SECONDS)),
                 str(rng.uniform(*PROBE_DELAY_US)),
             ],
@@ -211,7 +195,7 @@ def test_sigkill_mid_load_loses_nothing_answered(tmp_path: Path, fsync: str, cyc
             timeout=KILLER_TIMEOUT_S,
             check=True,
         )
-        kill(proc, data_dir)
+        kill(server, data_dir)
         rnd.stop.set()
         for t in threads:
             t.join(10)
@@ -226,9 +210,9 @@ def test_sigkill_mid_load_loses_nothing_answered(tmp_path: Path, fsync: str, cyc
         )
 
     # A last start: drain the queue over HTTP; nothing acked or failed may come back.
-    proc, url = start(data_dir, fsync, log)
+    server = start(data_dir, fsync, log)
     try:
-        with httpx.Client(base_url=url, timeout=5) as c:
+        with httpx.Client(base_url=server.url, timeout=5) as c:
             for _ in range(50_000):
                 job = c.get("/queues/crash/jobs").json()["job"]
                 if job is None:
@@ -236,5 +220,5 @@ def test_sigkill_mid_load_loses_nothing_answered(tmp_path: Path, fsync: str, cyc
                 rnd.seen(job["id"])
                 c.post(f"/jobs/{job['id']}/ack", json={})
     finally:
-        kill(proc, data_dir)
+        kill(server, data_dir)
     assert not rnd.delivered_again, rnd.delivered_again[:5]

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hopper_core::{
-    push_str, write_event, AckRequest, Clock, Commit, Engine, EngineConfig, EngineError, EngineHandle,
-    ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, ManualClock, OpenReport,
-    PushOptions, SearchKind, StorageConfig, SystemClock,
+    push_str, write_event, AckRequest, Clock, Commit, Engine, EngineConfig, EngineError,
+    EngineHandle, ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, ManualClock,
+    OpenReport, PushOptions, SearchKind, StorageConfig, SystemClock,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
