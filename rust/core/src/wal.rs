@@ -323,10 +323,24 @@ impl Wal {
             Ok(true) => {
                 drop(out);
                 self.shared.wake_blocked();
+                self.wake_writer_for_sync();
             }
             Ok(false) => {}
             // Under the output lock, so the writer thread cannot clear it in between.
             Err(e) => self.shared.set_error("writing the log", &e),
+        }
+    }
+
+    /// Wakes an idle writer thread if a sync is wanted past what is synced. A caller's
+    /// write takes the records out of the buffer before it marks them written, so a
+    /// writer that looked in between saw nothing to write and nothing written, went to
+    /// sleep for its interval, and a `durable` answer waited that long (seen: 10 ms on
+    /// one push in five at one connection).
+    fn wake_writer_for_sync(&self) {
+        let mut p = self.shared.lock();
+        if p.writer_idle && p.sync_wanted > self.shared.durable.load(Ordering::SeqCst) {
+            p.writer_idle = false;
+            self.shared.wake_writer.notify_one();
         }
     }
 
