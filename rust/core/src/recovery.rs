@@ -47,7 +47,7 @@ fn apply_frames(
     mut pos: usize,
     engine: &mut Engine,
     out: &mut Recovered,
-    mut on_record: impl FnMut(&Record),
+    mut on_record: impl FnMut(&Record<'_>),
 ) -> Option<Damage> {
     let mut records = Vec::new();
     loop {
@@ -101,7 +101,7 @@ fn replay_file(
     repair: bool,
     tail_ok: bool,
     out: &mut Recovered,
-    mut on_record: impl FnMut(&Record),
+    mut on_record: impl FnMut(&Record<'_>),
 ) -> Result<(), String> {
     let file = path.display().to_string();
     let mut pos = HEADER_LEN;

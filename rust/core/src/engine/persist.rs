@@ -217,11 +217,11 @@ impl Engine {
 
     /// Applies one record read back from a snapshot or the log. Idempotent: the record
     /// states the result, not the change.
-    pub(crate) fn apply(&mut self, rec: Record, stats: &mut RestoreStats) {
+    pub(crate) fn apply(&mut self, rec: Record<'_>, stats: &mut RestoreStats) {
         stats.records += 1;
         match rec {
             Record::Job(image) => {
-                if !self.restore_job(*image) {
+                if !self.restore_job(image) {
                     stats.orphans += 1;
                 }
             }
@@ -291,21 +291,21 @@ impl Engine {
 
     /// Puts a job into exactly the stored state, creating it if needed. False for a
     /// state-only record of a job that does not exist.
-    fn restore_job(&mut self, img: JobImage) -> bool {
+    fn restore_job(&mut self, img: JobImage<'_>) -> bool {
         let JobImage {
             job: mut stored,
             queue,
             name,
             with_data,
         } = img;
-        let Ok(qid) = self.queue_or_create(&queue) else {
+        let Ok(qid) = self.queue_or_create(queue) else {
             return false;
         };
         stored.queue = qid;
         stored.name = if name.is_empty() {
             0
         } else {
-            self.intern_name(&name)
+            self.intern_name(name)
         };
         stored.flags &= STORED_FLAGS;
         let touched = [

@@ -79,11 +79,13 @@ impl<'a> Decoder<'a> {
     }
 
     fn str(&mut self) -> Dec<Box<str>> {
+        self.borrowed_str().map(Into::into)
+    }
+
+    fn borrowed_str(&mut self) -> Dec<&'a str> {
         let n = self.small::<usize>()?;
         let raw = self.bytes(n)?;
-        std::str::from_utf8(raw)
-            .map(Into::into)
-            .map_err(|_| DecodeError("string is not UTF-8"))
+        std::str::from_utf8(raw).map_err(|_| DecodeError("string is not UTF-8"))
     }
 
     fn opt_str(&mut self) -> Dec<Option<Box<str>>> {
@@ -128,10 +130,10 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn job(&mut self, with_data: bool) -> Dec<JobImage> {
+    fn job(&mut self, with_data: bool) -> Dec<JobImage<'a>> {
         let id = self.id()?;
-        let queue = self.str()?;
-        let name = self.str()?;
+        let queue = self.borrowed_str()?;
+        let name = self.borrowed_str()?;
         let data = if with_data {
             self.str()?
         } else {
@@ -241,13 +243,13 @@ impl<'a> Decoder<'a> {
     }
 
     /// The next record, or `None` at the end of the payload.
-    pub fn next_record(&mut self) -> Dec<Option<Record>> {
+    pub fn next_record(&mut self) -> Dec<Option<Record<'a>>> {
         if self.pos == self.buf.len() {
             return Ok(None);
         }
         let rec = match self.byte()? {
-            TAG_JOB_FULL => Record::Job(Box::new(self.job(true)?)),
-            TAG_JOB_STATE => Record::Job(Box::new(self.job(false)?)),
+            TAG_JOB_FULL => Record::Job(self.job(true)?),
+            TAG_JOB_STATE => Record::Job(self.job(false)?),
             TAG_JOB_DELETE => Record::JobDelete(self.id()?),
             TAG_QUEUE_STATE => {
                 let queue = self.str()?;
