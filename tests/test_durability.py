@@ -14,6 +14,7 @@ from pathlib import Path
 import hopper
 import pytest
 from hopper import Engine
+from hopper.server.server_engine import ServerEngine
 
 
 def workload(e: Engine) -> None:
@@ -125,8 +126,7 @@ def test_a_change_returns_once_written_not_synced(tmp_path: Path, fsync: str) ->
 
 def test_commit_on_a_loop_waits_for_the_write_of_every_change(tmp_path: Path) -> None:
     async def main() -> None:
-        with Engine(data_dir=tmp_path, fsync_interval_ms=3_600_000) as e:
-            e.defer_commits()
+        with ServerEngine(data_dir=tmp_path, fsync_interval_ms=3_600_000) as e:
             e.push("q", 1)
             e.push("q", 2)
             target = e.commit_target()

@@ -41,6 +41,22 @@ class Core:
         segment_bytes: int | None = None,
         repair: bool = False,
     ) -> Core: ...
+    @staticmethod
+    def check_options(
+        *,
+        max_payload_bytes: int | None = None,
+        stall_interval_ms: int | None = None,
+        max_stalls: int | None = None,
+        retention_count: int | None = None,
+        retention_age_ms: int | None = None,
+        retention_bytes: int | None = None,
+        data_dir: str | PathLike[str] | None = None,
+        fsync: str = "interval",
+        fsync_interval_ms: int = 10,
+        snapshot_bytes: int | None = None,
+        segment_bytes: int | None = None,
+        repair: bool = False,
+    ) -> None: ...
     def recovery_report(self) -> dict[str, Any] | None: ...
     def set_block_on_commit(self, on: bool) -> None: ...
     def commit_target(self) -> tuple[int, int] | None: ...

@@ -51,6 +51,16 @@ def _timeout_ms(timeout: float) -> int:
     return int(timeout * 1000)
 
 
+def check_engine_options(**options: Any) -> None:
+    """Raises InvalidInputError naming the first `Engine(...)` option the engine would
+    refuse, without opening anything: the engine's own checks, for callers that validate
+    a configuration before they start the process that opens the engine."""
+    try:
+        Core.check_options(**options)
+    except (TypeError, OverflowError) as e:
+        raise InvalidInputError(f"invalid engine option: {e}") from None
+
+
 def _type_error(e: TypeError) -> InvalidInputError:
     return InvalidInputError(f"wrong argument type: {e}")
 
@@ -216,10 +226,12 @@ class Engine:
             ),
         )
 
-    async def pull_async(self, queue: str, *, timeout: float | None = None) -> Job | None:
+    async def pull_async(
+        self, queue: str, *, timeout: float | None = None, owner: int = 0
+    ) -> Job | None:
         """Awaits the next job of `queue` (woken by the engine, no polling); None when
-        `timeout` seconds pass first."""
-        return await self._await_work(queue, timeout, lambda: self.pull(queue))
+        `timeout` seconds pass first. `owner` as for `pull`."""
+        return await self._await_work(queue, timeout, lambda: self.pull(queue, owner=owner))
 
     async def _await_work(
         self, queue: str, timeout: float | None, attempt: Callable[[], R | None]
@@ -398,39 +410,6 @@ class Engine:
         """Lifetime counters (pushed, pulled, completed, failed, ...) and index sizes."""
         return self._core.stats()
 
-    # ----- wire format (the servers pass request bytes straight through) ------------
-
-    def push_body(self, queue: str, body: bytes) -> tuple[str, bool]:
-        """Pushes a job-server push body (JSON bytes). Returns (id, duplicate)."""
-        job_id, duplicate, _durable = self._core.push(queue, body)
-        return job_id, duplicate
-
-    def push_many_body(self, queue: str, body: bytes) -> bytes:
-        """Pushes a JSON array of push bodies, or `{"jobs": [...]}`, all or none.
-        Returns the ids as a JSON array."""
-        return self._core.push_many_json(queue, body)
-
-    def pull_json(self, queue: str, owner: int = 0) -> tuple[bytes, str] | None:
-        """Leases the next job: (job JSON, lock token), or None."""
-        return self._core.pull_json(queue, owner)
-
-    async def pull_json_async(
-        self, queue: str, timeout: float, owner: int = 0
-    ) -> tuple[bytes, str] | None:
-        """`pull_json`, waiting up to `timeout` seconds for a job (long poll)."""
-        return await self._await_work(queue, timeout, lambda: self._core.pull_json(queue, owner))
-
-    def get_json(self, job_id: str) -> bytes | None:
-        return self._core.get(job_id)
-
-    def ack_body(self, job_id: str, body: bytes) -> None:
-        """Acks from a job-server body `{result?, token?}` (empty = `{}`)."""
-        self._core.ack_json(job_id, body)
-
-    def fail_body(self, job_id: str, body: bytes) -> int | None:
-        """Fails from a job-server body `{error?, token?}`. Returns the retry delay or None."""
-        return self._core.fail_json(job_id, body)
-
     # ----- durability ----------------------------------------------------------------
 
     @property
@@ -448,28 +427,6 @@ class Engine:
     def snapshot(self) -> tuple[int, int, int] | None:
         """Writes a snapshot now: (number, jobs, bytes). Normally automatic."""
         return self._core.snapshot()
-
-    def defer_commits(self) -> None:
-        """For event loops: calls no longer block on the log; await `commit()` before
-        answering instead (the servers do this)."""
-        self._core.set_block_on_commit(False)
-
-    async def commit(self) -> None:
-        """Waits, without blocking the loop, until every call made so far that changed
-        state has its record handed to the OS (a killed process keeps it), and synced
-        where the fsync policy or `durable` requires. Raises UnavailableError if storage
-        fails first. Cheap when there is nothing to wait for."""
-        target = self._core.commit_target()
-        if target is not None:
-            await self.wait_committed(target)
-
-    def commit_target(self) -> tuple[int, int] | None:
-        """What `commit()` would wait for now: (LSN to see written, LSN to see synced),
-        or None. `commit()` in two halves, for callers that answer later."""
-        return self._core.commit_target()
-
-    async def wait_committed(self, target: tuple[int, int]) -> None:
-        await self._watch(asyncio.get_running_loop()).wait_committed(*target)
 
     def dump_state(self) -> str:
         """Canonical text of everything a restart preserves (for tests)."""
@@ -492,27 +449,12 @@ class Engine:
 
         return unsubscribe
 
-    def enable_events(self, on: bool = True) -> None:
-        """Starts (or stops) recording events for `poll_events`."""
-        self._core.set_events_enabled(on)
-
-    def poll_events(self) -> list[dict[str, Any]]:
-        """Events recorded since the last call, oldest first (for code without a loop)."""
-        events, _woken = self._core.take_notifications()
-        return [orjson.loads(raw) for _kind, _queue, raw in events]
-
     def advance_clock(self, ms: int) -> None:
         """Moves a manual clock (`clock_ms=`) forward and applies due timers."""
         self._call(self._core.advance_clock, ms)
 
     def now_ms(self) -> int:
         return self._core.now_ms()
-
-    def interrupt_waits(self) -> None:
-        """Makes every pending `pull_async`/long poll return None now, and later ones
-        return at once (used when a server shuts down)."""
-        if self._watcher is not None:
-            self._watcher.interrupt()
 
     def close(self) -> None:
         """Stops the engine's timer thread and detaches from the event loop."""

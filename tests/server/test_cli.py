@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from urllib.parse import urlparse
 
+import hopper
+import pytest
 from hopper.server import config
 from support import Server
 
@@ -72,3 +75,30 @@ def test_tls_settings_are_refused_not_ignored() -> None:
     result = run("--memory", env=env)
     assert result.returncode == 2
     assert result.stderr.startswith("hopper serve: TLS is not supported yet")
+
+
+def test_engine_options_are_checked_by_the_engine_and_named() -> None:
+    """One check for the embedded engine and the server alike; nothing clamped."""
+    for env, message in (
+        ({"HOPPER_MAX_STALLS": "0"}, "max_stalls must be at least 1"),
+        ({"HOPPER_STALL_INTERVAL_MS": "0"}, "stall_interval_ms must be at least 1"),
+        ({"HOPPER_FSYNC_INTERVAL_MS": "0"}, "fsync_interval_ms must be at least 1"),
+        ({"HOPPER_SNAPSHOT_BYTES": "0"}, "snapshot_bytes must be at least 1"),
+    ):
+        with pytest.raises(config.ConfigError, match=message):
+            config.load(env=env)
+    with pytest.raises(hopper.InvalidInputError, match="stall_interval_ms must be at least 1"):
+        hopper.Engine(stall_interval_ms=0)
+
+
+def test_every_engine_option_of_the_server_reaches_the_engine() -> None:
+    loaded = config.load(env={"HOPPER_MEMORY": "1", "BUNQUEUE_MAX_COMPLETED_JOBS": "5"})
+    options = loaded.engine_options()
+    assert options["retention_count"] == 5 and options["data_dir"] is None
+    with hopper.Engine(**options) as engine:
+        assert engine.counts("q")["waiting"] == 0
+
+
+def test_the_worker_hand_off_rebuilds_the_same_configuration() -> None:
+    loaded = config.load(env={"AUTH_TOKENS": "a,b", "HOPPER_MEMORY": "1"})
+    assert config.ServerConfig.from_json(json.loads(json.dumps(loaded.to_json()))) == loaded

@@ -54,9 +54,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
-
-from hopper.client import _wire
 from hopper.client.errors import AuthError
 from hopper.client.http import AsyncClient, Client
 from hopper.client.ws import WsChannel
@@ -194,11 +191,7 @@ class _EngineBackend(_Backend):
         self.owner = next(_OWNERS)
 
     async def pull(self, queue: str, timeout: float) -> Job | None:
-        got = await self.engine.pull_json_async(queue, timeout, self.owner)
-        if got is None:
-            return None
-        raw, token = got
-        return _wire.job_from({"job": orjson.loads(raw), "token": token})
+        return await self.engine.pull_async(queue, timeout=timeout, owner=self.owner)
 
     async def ack(self, job: Job, result: Any) -> None:
         self.engine.ack(job.id, job.token, result)

@@ -44,6 +44,7 @@ from hopper.server.router import MUTATING, Auth, Router
 from hopper.server.routes import events as event_routes
 from hopper.server.routes import jobs, websocket
 from hopper.server.routes import monitoring as monitoring_routes
+from hopper.server.server_engine import ServerEngine
 from hopper.server.throughput import Throughput
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def status_of(e: HopperError) -> int:
 class ServerState:
     """What routes share: the engine, config, event hub, counters."""
 
-    def __init__(self, config: ServerConfig, engine: Engine) -> None:
+    def __init__(self, config: ServerConfig, engine: ServerEngine) -> None:
         self.config = config
         self.engine = engine
         self.hub = EventHub(engine)
@@ -133,24 +134,10 @@ def announce_storage(config: ServerConfig, engine: Engine) -> None:
 
 
 class HopperApp:
-    def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
+    def __init__(self, config: ServerConfig, engine: ServerEngine | None = None) -> None:
         self.config = config
         self._own_engine = engine is None
-        self.engine = engine or Engine(
-            max_payload_bytes=config.max_payload_bytes,
-            stall_interval_ms=config.stall_interval_ms,
-            max_stalls=config.max_stalls,
-            retention_count=config.retention_count,
-            retention_age_ms=config.retention_age_ms,
-            retention_bytes=config.retention_bytes,
-            data_dir=None if config.memory else config.data_dir,
-            fsync=config.fsync,  # type: ignore[arg-type]  # validated in config
-            fsync_interval_ms=config.fsync_interval_ms,
-            snapshot_bytes=config.snapshot_bytes,
-            repair=config.repair,
-        )
-        # Answers that must wait for the disk await `engine.commit()` on the loop.
-        self.engine.defer_commits()
+        self.engine = engine or ServerEngine(**config.engine_options())
         if self._own_engine:
             announce_storage(config, self.engine)
         self.state = ServerState(config, self.engine)
@@ -301,9 +288,8 @@ class HopperApp:
             signal.signal(sig, handler)
 
 
-def create_app(config: ServerConfig | None = None, **engine_options: Any) -> HopperApp:
+def create_app(config: ServerConfig | None = None) -> HopperApp:
     """The ASGI app; `config` defaults to the environment (see `hopper serve --help`)."""
     from hopper.server.config import load
 
-    engine = Engine(**engine_options) if engine_options else None
-    return HopperApp(config or load(), engine)
+    return HopperApp(config or load())

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import fcntl
 import json
-import math
 import os
 import signal
 import socket
@@ -35,13 +33,8 @@ def app_from_env() -> HopperApp:
     raw = os.environ.get(CONFIG_ENV)
     if raw is None:
         return HopperApp(load())
-    values = json.loads(raw)
-    values["auth_tokens"] = tuple(values["auth_tokens"])
-    values["dashboard_queues"] = tuple(values["dashboard_queues"])
-    if values["rate_limit_max_requests"] is None:
-        values["rate_limit_max_requests"] = math.inf
     try:
-        return HopperApp(ServerConfig(**values))
+        return HopperApp(ServerConfig.from_json(json.loads(raw)))
     except HopperError as e:
         # Recovery refused the data directory (damage, lock, I/O): say why and exit;
         # Granian then stops with an error status instead of serving without a worker.
@@ -120,10 +113,7 @@ def serve(args: argparse.Namespace) -> int:
     config = load(args)
     check_port_free(config.host, config.port)
     check_data_dir_free(config)
-    values = dataclasses.asdict(config)
-    if math.isinf(config.rate_limit_max_requests):
-        values["rate_limit_max_requests"] = None
-    os.environ[CONFIG_ENV] = json.dumps(values)
+    os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     server = Server(
         "hopper.server.main:app_from_env",
         factory=True,

@@ -70,6 +70,24 @@ pub struct EngineConfig {
     pub seed: u64,
 }
 
+impl EngineConfig {
+    /// Refuses values the engine cannot work with, naming the option: the one check of
+    /// the embedded API's and the server's options alike (nothing is clamped silently).
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("max_payload_bytes", self.max_payload_bytes as u64),
+            ("stall_interval_ms", self.stall_interval_ms),
+            ("max_stalls", u64::from(self.max_stalls)),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(EngineError::invalid(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {

@@ -24,7 +24,25 @@ pub struct StorageConfig {
     pub repair: bool,
 }
 
+/// The smallest log segment: a frame header and some records must fit.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+
 impl StorageConfig {
+    /// Refuses values the storage cannot work with, naming the option.
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.snapshot_min_bytes == 0 {
+            return Err(crate::EngineError::invalid(
+                "snapshot_bytes must be at least 1",
+            ));
+        }
+        if self.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(crate::EngineError::invalid(format!(
+                "segment_bytes must be at least {MIN_SEGMENT_BYTES}"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn new(dir: impl Into<PathBuf>, policy: FsyncPolicy) -> Self {
         Self {
             dir: dir.into(),

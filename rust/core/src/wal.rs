@@ -51,7 +51,10 @@ impl FsyncPolicy {
     pub fn parse(s: &str, interval_ms: u64) -> std::result::Result<Self, String> {
         match s {
             "always" => Ok(Self::Always),
-            "interval" => Ok(Self::Interval(Duration::from_millis(interval_ms.max(1)))),
+            "interval" if interval_ms == 0 => {
+                Err("fsync_interval_ms must be at least 1".to_string())
+            }
+            "interval" => Ok(Self::Interval(Duration::from_millis(interval_ms))),
             "never" => Ok(Self::Never),
             other => Err(format!(
                 "unknown fsync policy '{other}': expected always, interval or never"

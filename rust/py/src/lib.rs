@@ -169,6 +169,53 @@ impl Drop for Core {
     }
 }
 
+/// The engine options as Python passes them (None: the engine's default), turned into
+/// the engine's configuration and checked by the engine's own rules.
+struct Options<'a> {
+    max_payload_bytes: Option<usize>,
+    stall_interval_ms: Option<u64>,
+    max_stalls: Option<u16>,
+    retention_count: Option<usize>,
+    retention_age_ms: Option<u64>,
+    retention_bytes: Option<usize>,
+    data_dir: Option<std::path::PathBuf>,
+    fsync: &'a str,
+    fsync_interval_ms: u64,
+    snapshot_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
+    repair: bool,
+}
+
+impl Options<'_> {
+    fn build(self) -> PyResult<(EngineConfig, Option<StorageConfig>)> {
+        let d = EngineConfig::default();
+        let config = EngineConfig {
+            max_payload_bytes: self.max_payload_bytes.unwrap_or(d.max_payload_bytes),
+            stall_interval_ms: self.stall_interval_ms.unwrap_or(d.stall_interval_ms),
+            max_stalls: self.max_stalls.unwrap_or(d.max_stalls),
+            retention_count: self.retention_count.unwrap_or(d.retention_count),
+            retention_age_ms: self.retention_age_ms.unwrap_or(d.retention_age_ms),
+            retention_bytes: self.retention_bytes.unwrap_or(d.retention_bytes),
+            ..d
+        };
+        config.validate().map_err(to_py)?;
+        let policy = FsyncPolicy::parse(self.fsync, self.fsync_interval_ms)
+            .map_err(InvalidInputError::new_err)?;
+        let storage = match self.data_dir {
+            None => None,
+            Some(dir) => {
+                let mut s = StorageConfig::new(dir, policy);
+                s.snapshot_min_bytes = self.snapshot_bytes.unwrap_or(s.snapshot_min_bytes);
+                s.segment_bytes = self.segment_bytes.unwrap_or(s.segment_bytes);
+                s.repair = self.repair;
+                s.validate().map_err(to_py)?;
+                Some(s)
+            }
+        };
+        Ok((config, storage))
+    }
+}
+
 #[pymethods]
 impl Core {
     #[new]
@@ -193,34 +240,26 @@ impl Core {
         segment_bytes: Option<u64>,
         repair: bool,
     ) -> PyResult<Self> {
-        let d = EngineConfig::default();
-        let config = EngineConfig {
-            max_payload_bytes: max_payload_bytes.unwrap_or(d.max_payload_bytes),
-            stall_interval_ms: stall_interval_ms.unwrap_or(d.stall_interval_ms).max(1),
-            max_stalls: max_stalls.unwrap_or(d.max_stalls).max(1),
-            retention_count: retention_count.unwrap_or(d.retention_count),
-            retention_age_ms: retention_age_ms.unwrap_or(d.retention_age_ms),
-            retention_bytes: retention_bytes.unwrap_or(d.retention_bytes),
-            ..d
-        };
+        let (config, storage) = Options {
+            max_payload_bytes,
+            stall_interval_ms,
+            max_stalls,
+            retention_count,
+            retention_age_ms,
+            retention_bytes,
+            data_dir,
+            fsync,
+            fsync_interval_ms,
+            snapshot_bytes,
+            segment_bytes,
+            repair,
+        }
+        .build()?;
         let manual_clock = clock_ms.map(ManualClock::new);
         let clock: Arc<dyn Clock> = match &manual_clock {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(SystemClock),
         };
-        let policy =
-            FsyncPolicy::parse(fsync, fsync_interval_ms).map_err(InvalidInputError::new_err)?;
-        let storage = data_dir.map(|dir| {
-            let mut s = StorageConfig::new(dir, policy);
-            if let Some(b) = snapshot_bytes {
-                s.snapshot_min_bytes = b.max(1);
-            }
-            if let Some(b) = segment_bytes {
-                s.segment_bytes = b.max(4096);
-            }
-            s.repair = repair;
-            s
-        });
         // Recovery reads the whole data directory: let other Python threads run meanwhile.
         let (handle, report) = py
             .allow_threads(|| {
@@ -238,6 +277,47 @@ impl Core {
             commit_synced: AtomicU64::new(0),
             report,
         })
+    }
+
+    /// Checks engine options without opening anything (the server's main process
+    /// checks its configuration before it starts a worker): the same checks `Core()`
+    /// makes, InvalidInputError naming the option.
+    #[staticmethod]
+    #[pyo3(signature = (*, max_payload_bytes=None, stall_interval_ms=None, max_stalls=None,
+        retention_count=None, retention_age_ms=None, retention_bytes=None,
+        data_dir=None, fsync="interval", fsync_interval_ms=10, snapshot_bytes=None,
+        segment_bytes=None, repair=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn check_options(
+        max_payload_bytes: Option<usize>,
+        stall_interval_ms: Option<u64>,
+        max_stalls: Option<u16>,
+        retention_count: Option<usize>,
+        retention_age_ms: Option<u64>,
+        retention_bytes: Option<usize>,
+        data_dir: Option<std::path::PathBuf>,
+        fsync: &str,
+        fsync_interval_ms: u64,
+        snapshot_bytes: Option<u64>,
+        segment_bytes: Option<u64>,
+        repair: bool,
+    ) -> PyResult<()> {
+        Options {
+            max_payload_bytes,
+            stall_interval_ms,
+            max_stalls,
+            retention_count,
+            retention_age_ms,
+            retention_bytes,
+            data_dir,
+            fsync,
+            fsync_interval_ms,
+            snapshot_bytes,
+            segment_bytes,
+            repair,
+        }
+        .build()
+        .map(drop)
     }
 
     /// What start-up recovered (None for an in-memory engine).

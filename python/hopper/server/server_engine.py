@@ -1,0 +1,78 @@
+"""The engine as the servers drive it: request bytes in and JSON bytes out (the engine
+parses and renders them, Python only routes), and answers that wait, on the event loop,
+for their records to be written. `hopper.Engine` stays the embedded API; what only a
+server needs lives here."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hopper.engine import Engine
+
+
+class ServerEngine(Engine):
+    """An `Engine` whose calls never block on the log: a request handler awaits
+    `commit()` (or `commit_target()` then `wait_committed()`) before it answers."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._core.set_block_on_commit(False)
+
+    # ----- wire format ---------------------------------------------------------------
+
+    def push_body(self, queue: str, body: bytes) -> tuple[str, bool]:
+        """Pushes a job-server push body (JSON bytes). Returns (id, duplicate)."""
+        job_id, duplicate, _durable = self._core.push(queue, body)
+        return job_id, duplicate
+
+    def push_many_body(self, queue: str, body: bytes) -> bytes:
+        """Pushes a JSON array of push bodies, or `{"jobs": [...]}`, all or none.
+        Returns the ids as a JSON array."""
+        return self._core.push_many_json(queue, body)
+
+    def pull_json(self, queue: str, owner: int = 0) -> tuple[bytes, str] | None:
+        """Leases the next job: (job JSON, lock token), or None."""
+        return self._core.pull_json(queue, owner)
+
+    async def pull_json_async(
+        self, queue: str, timeout: float, owner: int = 0
+    ) -> tuple[bytes, str] | None:
+        """`pull_json`, waiting up to `timeout` seconds for a job (long poll)."""
+        return await self._await_work(queue, timeout, lambda: self._core.pull_json(queue, owner))
+
+    def get_json(self, job_id: str) -> bytes | None:
+        return self._core.get(job_id)
+
+    def ack_body(self, job_id: str, body: bytes) -> None:
+        """Acks from a job-server body `{result?, token?}` (empty = `{}`)."""
+        self._core.ack_json(job_id, body)
+
+    def fail_body(self, job_id: str, body: bytes) -> int | None:
+        """Fails from a job-server body `{error?, token?}`. Returns the retry delay or None."""
+        return self._core.fail_json(job_id, body)
+
+    # ----- answering after the log ---------------------------------------------------
+
+    async def commit(self) -> None:
+        """Waits, without blocking the loop, until every call made so far that changed
+        state has its record handed to the OS (a killed process keeps it), and synced
+        where the fsync policy or `durable` requires. Raises UnavailableError if storage
+        fails first. Cheap when there is nothing to wait for."""
+        target = self._core.commit_target()
+        if target is not None:
+            await self.wait_committed(target)
+
+    def commit_target(self) -> tuple[int, int] | None:
+        """What `commit()` would wait for now: (LSN to see written, LSN to see synced),
+        or None. `commit()` in two halves, for callers that answer later."""
+        return self._core.commit_target()
+
+    async def wait_committed(self, target: tuple[int, int]) -> None:
+        await self._watch(asyncio.get_running_loop()).wait_committed(*target)
+
+    def interrupt_waits(self) -> None:
+        """Makes every pending long poll return None now, and later ones return at once
+        (the server is shutting down)."""
+        if self._watcher is not None:
+            self._watcher.interrupt()
