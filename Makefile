@@ -48,6 +48,7 @@ lint: install
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest hopper._engine
+	$(BIN)/lint-imports
 
 test-rust:
 	cargo test -p hopper-core

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-import hopper
+from hopper._engine import __version__
 from hopper.server.http import Request, Response
 from hopper.server.jobserver_schemas import COMPONENTS as JOB_SERVER_COMPONENTS
 from hopper.server.management.schemas import COMPONENTS as MANAGEMENT_COMPONENTS
@@ -104,7 +104,7 @@ def build(server: Router, management: Management) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "hopper",
-            "version": hopper.__version__,
+            "version": __version__,
             "description": (
                 "Two APIs on one engine: the job server (bunqueue-compatible: push, pull, ack, "
                 "fail, events; WebSocket commands on /ws are described in docs/compatibility.md) "

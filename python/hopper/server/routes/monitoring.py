@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-import hopper
+from hopper._engine import __version__
 from hopper.server import memory
 from hopper.server.http import Request, Response, ok
 from hopper.server.prometheus import CONTENT_TYPE
@@ -33,7 +33,7 @@ def register(router: Router, state: ServerState) -> None:
                     "ok": True,
                     "status": "healthy",
                     "uptime": uptime(),
-                    "version": hopper.__version__,
+                    "version": __version__,
                     "queues": {
                         "waiting": c["waiting"],
                         "active": c["active"],
