@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import get_args
 
 import hopper
+import hopper.job
 import orjson
 import pytest
 
@@ -265,3 +267,10 @@ def test_pull_async_on_a_queue_whose_only_jobs_are_paused_by_name_times_out():
             assert job is not None and job.name == "img"
 
     asyncio.run(main())
+
+
+def test_the_state_names_are_the_engines() -> None:
+    """`hopper.State` (for type checkers) spells the engine's names, in its order."""
+    assert get_args(hopper.State) == hopper.job.STATES
+    with hopper.Engine() as e:
+        assert tuple(e.counts("q")) == hopper.job.STATES

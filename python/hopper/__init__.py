@@ -9,7 +9,7 @@ imported on first use, so the engine alone does not load httpx and websockets.
 from typing import TYPE_CHECKING, Any
 
 from hopper._engine import __version__
-from hopper.engine import Engine, SearchType, State
+from hopper.engine import Engine, SearchType
 from hopper.errors import (
     HopperError,
     InvalidInputError,
@@ -18,7 +18,7 @@ from hopper.errors import (
     NotFoundError,
     UnavailableError,
 )
-from hopper.job import Job
+from hopper.job import Job, State
 
 if TYPE_CHECKING:
     from hopper.client import (

@@ -4,7 +4,13 @@ from os import PathLike
 from typing import Any, final
 
 __version__: str
+STATES: tuple[str, ...]
+DEFAULT_MAX_ATTEMPTS: int
+DEFAULT_BACKOFF_MS: int
 __all__ = [
+    "DEFAULT_BACKOFF_MS",
+    "DEFAULT_MAX_ATTEMPTS",
+    "STATES",
     "Core",
     "HopperError",
     "InvalidInputError",

@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import orjson
 
 from hopper._engine import Core, InvalidInputError
-from hopper.job import Job
+from hopper.job import Job, State
 from hopper.notify import EventListener, LoopWatcher
+from hopper.push_options import PushOptions, push_body
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 P = ParamSpec("P")
 R = TypeVar("R")
-State = Literal["waiting", "waiting-children", "delayed", "active", "completed", "failed"]
 SearchType = Literal["job", "queue", "payload"]
 FsyncPolicy = Literal["always", "interval", "never"]
 
@@ -118,71 +121,18 @@ class Engine:
 
     # ----- producing -----------------------------------------------------------------
 
-    def push(
-        self,
-        queue: str,
-        data: Any,
-        *,
-        name: str | None = None,
-        priority: int = 0,
-        delay: int = 0,
-        max_attempts: int = 3,
-        backoff: int = 1000,
-        ttl: int | None = None,
-        timeout: int | None = None,
-        unique_key: str | None = None,
-        job_id: str | None = None,
-        tags: Sequence[str] = (),
-        group_id: str | None = None,
-        lifo: bool = False,
-        remove_on_complete: bool | int = False,
-        remove_on_fail: bool | int = False,
-        durable: bool = False,
-        depends_on: Sequence[str] = (),
-        repeat: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Adds a job and returns its id. A push whose `unique_key` matches a live job, or
-        whose `job_id` exists, returns that job's id and adds nothing."""
-        # Only non-default options are sent; the engine validates every value, so a wrong
-        # type or range comes back as InvalidInputError with the field's name.
-        body: dict[str, Any] = {"data": data}
-        if name is not None:
-            body["name"] = name
-        if priority:
-            body["priority"] = priority
-        if delay:
-            body["delay"] = delay
-        if max_attempts != 3:
-            body["maxAttempts"] = max_attempts
-        if backoff != 1000:
-            body["backoff"] = backoff
-        if ttl is not None:
-            _check_finite(ttl=ttl)
-            body["ttl"] = ttl
-        if timeout is not None:
-            _check_finite(timeout=timeout)
-            body["timeout"] = timeout
-        if unique_key is not None:
-            body["uniqueKey"] = unique_key
-        if job_id is not None:
-            body["jobId"] = job_id
-        if tags:
-            body["tags"] = tags
-        if group_id is not None:
-            body["groupId"] = group_id
-        if lifo:
-            body["lifo"] = lifo
-        if remove_on_complete:
-            body["removeOnComplete"] = remove_on_complete
-        if remove_on_fail:
-            body["removeOnFail"] = remove_on_fail
-        if durable:
-            body["durable"] = durable
-        if depends_on:
-            body["dependsOn"] = depends_on
-        if repeat is not None:
-            body["repeat"] = repeat
+    def push(self, queue: str, data: Any, **options: Unpack[PushOptions]) -> str:
+        """Adds a job and returns its id. Options are the job server's push fields in
+        snake_case (`hopper.push_options.PushOptions`: priority, delay, max_attempts,
+        backoff, ttl, timeout, unique_key, job_id, tags, group_id, lifo,
+        remove_on_complete, remove_on_fail, durable, depends_on, repeat, name); those not
+        given take the engine's defaults. A push whose `unique_key` matches a live job,
+        or whose `job_id` exists, returns that job's id and adds nothing."""
+        # The engine validates every value, so a wrong type or range comes back as
+        # InvalidInputError with the field's name.
+        _check_finite(ttl=options.get("ttl"), timeout=options.get("timeout"))
         try:
+            body = push_body(data, options)
             # orjson's encode error is a TypeError too: both mean a wrong argument type.
             return self._core.push(queue, orjson.dumps(body))[0]
         except TypeError as e:

@@ -3,71 +3,17 @@ arguments ↔ the seed-001 camelCase body), reply decoding and the `Job` a pull 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
+from hopper._engine import DEFAULT_MAX_ATTEMPTS
 from hopper.client.errors import BadRequestError, ServerError, error_for
 from hopper.job import Job
-
-
-class PushOptions(TypedDict, total=False):
-    """Push options, as keyword arguments of every push method. Only those given (and
-    not None) are sent; the server applies its defaults to the rest."""
-
-    name: str
-    priority: int
-    delay: int
-    max_attempts: int
-    backoff: int
-    ttl: int
-    timeout: int
-    unique_key: str
-    job_id: str
-    tags: Sequence[str]
-    group_id: str
-    lifo: bool
-    remove_on_complete: bool | int
-    remove_on_fail: bool | int
-    durable: bool
-    depends_on: Sequence[str]
-    repeat: Mapping[str, Any]
-
-
-# snake_case keyword -> the push body's field (seed 001; `name` is a hopper extension).
-FIELDS: dict[str, str] = {
-    "name": "name",
-    "priority": "priority",
-    "delay": "delay",
-    "max_attempts": "maxAttempts",
-    "backoff": "backoff",
-    "ttl": "ttl",
-    "timeout": "timeout",
-    "unique_key": "uniqueKey",
-    "job_id": "jobId",
-    "tags": "tags",
-    "group_id": "groupId",
-    "lifo": "lifo",
-    "remove_on_complete": "removeOnComplete",
-    "remove_on_fail": "removeOnFail",
-    "durable": "durable",
-    "depends_on": "dependsOn",
-    "repeat": "repeat",
-}
-_LIST_FIELDS = frozenset(("tags", "dependsOn"))
-
-
-def push_body(data: Any, options: Mapping[str, Any], what: str = "push") -> dict[str, Any]:
-    """The push body for `data` and snake_case `options` (None values left out)."""
-    body: dict[str, Any] = {"data": data}
-    for key, value in options.items():
-        field = FIELDS.get(key)
-        if field is None:
-            raise TypeError(f"{what}() got an unexpected keyword argument {key!r}")
-        if value is not None:
-            body[field] = list(value) if field in _LIST_FIELDS else value
-    return body
+from hopper.push_options import FIELDS, LIST_FIELDS, as_list
+from hopper.push_options import PushOptions as PushOptions
+from hopper.push_options import push_body as push_body
 
 
 def job_body(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,7 +23,7 @@ def job_body(job: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in job.items():
         field = FIELDS.get(key, key)
         if value is not None:
-            body[field] = list(value) if field in _LIST_FIELDS else value
+            body[field] = as_list(value) if field in LIST_FIELDS else value
     if "data" not in body:
         raise BadRequestError("each job needs `data`")
     return body
@@ -129,7 +75,7 @@ def job_from(body: Mapping[str, Any]) -> Job | None:
         token=token if isinstance(token, str) else "",
         priority=job.get("priority", 0),
         attempts=job.get("attempts", 0),
-        max_attempts=job.get("maxAttempts", 3),
+        max_attempts=job.get("maxAttempts", DEFAULT_MAX_ATTEMPTS),
         created_at=job.get("createdAt", 0),
     )
 

@@ -19,10 +19,10 @@ import orjson
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from hopper.job import STATES
 from hopper.soak.errors import Unavailable
 
 Pulled = tuple[dict[str, Any], str]
-STATES = ("waiting", "waiting-children", "delayed", "active", "completed", "failed")
 PAGE = 1000
 # A WebSocket on a queue filter nobody pushes to receives no event broadcasts.
 QUIET_PATH = "/ws/queues/" + quote("__hopper_soak_quiet__", safe="")

@@ -7,9 +7,10 @@ import threading
 import time
 from collections import Counter
 
+from hopper.job import STATES
 from hopper.soak.api import HttpApi
 from hopper.soak.errors import Violation
-from hopper.soak.model import STATES, Model
+from hopper.soak.model import Model
 
 INVARIANTS = (
     "no-lost-push",

@@ -21,6 +21,7 @@ import hypothesis.strategies as st
 from hypothesis.errors import HypothesisException
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from hopper._engine import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS
 from hopper.soak.api import HttpApi, Pulled, WsSession
 from hopper.soak.checks import check_counts
 from hopper.soak.context import Retired, SoakContext
@@ -120,8 +121,8 @@ class SoakMachine(RuleBasedStateMachine):
             id=got,
             queue=queue,
             promised=bool(body.get("durable")) or self.model.always,
-            max_attempts=int(body.get("maxAttempts", 3)),
-            backoff=int(body.get("backoff", 1000)),
+            max_attempts=int(body.get("maxAttempts", DEFAULT_MAX_ATTEMPTS)),
+            backoff=int(body.get("backoff", DEFAULT_BACKOFF_MS)),
             priority=int(body.get("priority", 0)),
             unique_key=body.get("uniqueKey"),
             custom_id="jobId" in body,

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hopper.job import STATES
 from hopper.soak.errors import Violation
 
 LIVE = frozenset({"waiting", "waiting-children", "delayed", "active"})
-STATES = ("waiting", "waiting-children", "delayed", "active", "completed", "failed")
 MAX_STALLS = 3  # hopper's default; `hopper serve` has no flag for it
 
 

@@ -41,7 +41,7 @@ pub use handle::EngineHandle;
 pub use job::{Job, JobState};
 pub use json_render::{push_str, write_event};
 pub use metrics::Bucket;
-pub use options::PushOptions;
+pub use options::{PushOptions, DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS};
 pub use queue::GroupCounts;
 pub use requests::{AckRequest, FailRequest};
 pub use storage::{OpenReport, StorageConfig};

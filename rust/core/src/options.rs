@@ -12,6 +12,10 @@ pub const MAX_PRIORITY: i64 = i32::MAX as i64;
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
 pub const MAX_BACKOFF_MS: u64 = 7 * 86_400_000;
 pub const MAX_ATTEMPTS: u64 = 10_000;
+/// A push without `maxAttempts` runs at most this many times (the reference's default).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// A push without `backoff` waits this long (ms) before its first retry.
+pub const DEFAULT_BACKOFF_MS: u32 = 1000;
 pub const MAX_KEY_LEN: usize = 512;
 pub const MAX_TAGS: usize = 64;
 pub const MAX_DEPENDENCIES: usize = 1000;
@@ -369,8 +373,20 @@ impl PushOptions {
         let name = opt_string(raw.name, "name", MAX_NAME_LEN)?;
         let priority = int_or(raw.priority, "priority", -MAX_PRIORITY, MAX_PRIORITY, 0)?;
         let delay = int_or(raw.delay, "delay", 0, MAX_DELAY_MS as i64, 0)?;
-        let max_attempts = int_or(raw.max_attempts, "maxAttempts", 1, MAX_ATTEMPTS as i64, 3)?;
-        let backoff = int_or(raw.backoff, "backoff", 0, MAX_BACKOFF_MS as i64, 1000)?;
+        let max_attempts = int_or(
+            raw.max_attempts,
+            "maxAttempts",
+            1,
+            MAX_ATTEMPTS as i64,
+            DEFAULT_MAX_ATTEMPTS.into(),
+        )?;
+        let backoff = int_or(
+            raw.backoff,
+            "backoff",
+            0,
+            MAX_BACKOFF_MS as i64,
+            DEFAULT_BACKOFF_MS.into(),
+        )?;
         let ttl = opt_int(raw.ttl, "ttl", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
         let timeout = opt_int(raw.timeout, "timeout", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
         let opts = PushOptions {

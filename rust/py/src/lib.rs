@@ -9,12 +9,13 @@ use std::sync::Arc;
 use hopper_core::{
     push_str, write_event, AckRequest, Clock, Commit, Engine, EngineConfig, EngineError,
     EngineHandle, ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, ManualClock,
-    OpenReport, PushOptions, SearchKind, StorageConfig, SystemClock,
+    OpenReport, PushOptions, SearchKind, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS,
+    DEFAULT_MAX_ATTEMPTS,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 create_exception!(
     _engine,
@@ -931,5 +932,11 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LockError", py.get_type::<LockError>())?;
     m.add("UnavailableError", py.get_type::<UnavailableError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The engine's own names and defaults, so Python spells them once: the states in
+    // display order, and the push defaults a job shows when it was given none.
+    let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+    m.add("STATES", PyTuple::new(py, states)?)?;
+    m.add("DEFAULT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)?;
+    m.add("DEFAULT_BACKOFF_MS", DEFAULT_BACKOFF_MS)?;
     Ok(())
 }

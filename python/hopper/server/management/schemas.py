@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hopper.job import STATES
+
 Schema = dict[str, Any]
 
 
@@ -29,7 +31,7 @@ INT = {"type": "integer"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 STATE = {
     "type": "string",
-    "enum": ["waiting", "waiting-children", "delayed", "active", "completed", "failed"],
+    "enum": list(STATES),
 }
 COUNTS = {
     "type": "object",

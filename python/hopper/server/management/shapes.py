@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from hopper.engine import Engine
+from hopper.job import STATES as STATES
 
-STATES = ("waiting", "waiting-children", "delayed", "active", "completed", "failed")
 ALL_NAMES = "__all__"
 
 
