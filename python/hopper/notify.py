@@ -24,8 +24,8 @@ class _Drainable(Protocol):
 
 
 class LoopWatcher:
-    """Watches one engine's fd on one loop; wakes `wait_for_queue` and `wait_committed`
-    callers and feeds event listeners."""
+    """Watches one engine's fd on one loop; wakes `wait_for_queue` callers, settles
+    `committed` futures and feeds event listeners."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, core: Core | _Drainable) -> None:
         self.loop = loop
@@ -71,9 +71,10 @@ class LoopWatcher:
                 if not waiting:
                     del self._waiters[queue]
 
-    async def wait_committed(self, written: int, synced: int) -> None:
-        """Waits until the log has handed `written` to the OS and synced `synced`;
-        UnavailableError if storage fails first."""
+    def committed(self, written: int, synced: int) -> asyncio.Future[None]:
+        """A future done once the log has handed `written` to the OS and synced
+        `synced` (UnavailableError if storage fails first). A plain future, not a
+        coroutine: a request awaits it directly, one suspension and no frames."""
         fut: asyncio.Future[None] = self.loop.create_future()
         self._commits.append((written, synced, fut))
         if synced:
@@ -82,7 +83,7 @@ class LoopWatcher:
             # Once per batch: the requests handled before it runs share one write.
             self._write_scheduled = True
             self.loop.call_soon(self._write)
-        await fut
+        return fut
 
     def _write(self) -> None:
         """Writes the log on this thread (one `pwrite`, no hand-off to the writer

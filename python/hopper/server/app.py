@@ -203,7 +203,9 @@ class HopperApp:
             response = error(500, "Internal server error")
         if method in MUTATING:
             try:
-                await self.engine.commit()
+                pending = self.engine.commit_pending()
+                if pending is not None:
+                    await pending
             except HopperError as e:
                 response = error(status_of(e), str(e))
         await send_response(send, response, self.cors)

@@ -59,9 +59,17 @@ class ServerEngine(Engine):
         state has its record handed to the OS (a killed process keeps it), and synced
         where the fsync policy or `durable` requires. Raises UnavailableError if storage
         fails first. Cheap when there is nothing to wait for."""
+        pending = self.commit_pending()
+        if pending is not None:
+            await pending
+
+    def commit_pending(self) -> asyncio.Future[None] | None:
+        """`commit()` without its coroutine, for the dispatchers' hot path: a future to
+        await, or None when there is nothing to wait for. Call on the running loop."""
         target = self._core.commit_target()
-        if target is not None:
-            await self.wait_committed(target)
+        if target is None:
+            return None
+        return self._watch(asyncio.get_running_loop()).committed(*target)
 
     def commit_target(self) -> tuple[int, int] | None:
         """What `commit()` would wait for now: (LSN to see written, LSN to see synced),
@@ -69,7 +77,7 @@ class ServerEngine(Engine):
         return self._core.commit_target()
 
     async def wait_committed(self, target: tuple[int, int]) -> None:
-        await self._watch(asyncio.get_running_loop()).wait_committed(*target)
+        await self._watch(asyncio.get_running_loop()).committed(*target)
 
     def interrupt_waits(self) -> None:
         """Makes every pending long poll return None now, and later ones return at once

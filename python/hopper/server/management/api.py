@@ -205,7 +205,9 @@ class Management:
             response = error_response(500, "INTERNAL_ERROR", "Internal server error")
         if method in MUTATING:
             try:
-                await self.engine.commit()
+                pending = self.engine.commit_pending()
+                if pending is not None:
+                    await pending
             except HopperError as e:
                 status = STATUS_OF_ENGINE_ERROR.get(type(e), 503)
                 response = error_response(status, CODE_OF_STATUS[status], str(e))
