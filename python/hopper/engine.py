@@ -98,6 +98,7 @@ class Engine:
         fsync: FsyncPolicy = "interval",
         fsync_interval_ms: int = 10,
         snapshot_bytes: int | None = None,
+        segment_bytes: int | None = None,
         repair: bool = False,
     ) -> None:
         try:
@@ -113,6 +114,7 @@ class Engine:
                 fsync=fsync,
                 fsync_interval_ms=fsync_interval_ms,
                 snapshot_bytes=snapshot_bytes,
+                segment_bytes=segment_bytes,
                 repair=repair,
             )
         except (TypeError, OverflowError) as e:
@@ -134,7 +136,7 @@ class Engine:
         try:
             body = push_body(data, options)
             # orjson's encode error is a TypeError too: both mean a wrong argument type.
-            return self._core.push(queue, orjson.dumps(body))[0]
+            return self._core.push_body(queue, orjson.dumps(body))[0]
         except TypeError as e:
             raise _type_error(e) from None
 
@@ -142,7 +144,7 @@ class Engine:
         """Adds many jobs in one call, all or none. Each mapping has `data` and any push
         option, in snake_case or the job server's camelCase."""
         try:
-            return self._core.push_many(queue, _dumps(list(jobs), "jobs"))
+            return self._core.push_many_body(queue, _dumps(list(jobs), "jobs"))
         except TypeError as e:
             raise _type_error(e) from None
 
@@ -233,7 +235,7 @@ class Engine:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """The job in the job server's JSON shape, with `state`; None if unknown."""
-        raw = self._call(self._core.get, job_id)
+        raw = self._call(self._core.get_json, job_id)
         return None if raw is None else orjson.loads(raw)
 
     def cancel(self, job_id: str) -> None:

@@ -174,6 +174,13 @@ class ServerConfig:
         "log bytes after which a snapshot compacts it (at least the last snapshot's size)",
         engine=True,
     )
+    segment_bytes: int = option(
+        64 * 1024 * 1024,
+        "--segment-bytes",
+        ("HOPPER_SEGMENT_BYTES",),
+        "a log segment is closed and a new one started past this size (at least 4096)",
+        engine=True,
+    )
     repair: bool = option(
         False,
         "--repair",

@@ -19,17 +19,17 @@ class ServerEngine(Engine):
         super().__init__(**options)
         self._core.set_block_on_commit(False)
 
-    # ----- wire format ---------------------------------------------------------------
+    # ----- wire format (`*_body` takes request bytes, `*_json` returns JSON bytes) -----
 
     def push_body(self, queue: str, body: bytes) -> tuple[str, bool]:
         """Pushes a job-server push body (JSON bytes). Returns (id, duplicate)."""
-        job_id, duplicate, _durable = self._core.push(queue, body)
+        job_id, duplicate, _durable = self._core.push_body(queue, body)
         return job_id, duplicate
 
-    def push_many_body(self, queue: str, body: bytes) -> bytes:
+    def push_many_body_json(self, queue: str, body: bytes) -> bytes:
         """Pushes a JSON array of push bodies, or `{"jobs": [...]}`, all or none.
         Returns the ids as a JSON array."""
-        return self._core.push_many_json(queue, body)
+        return self._core.push_many_body_json(queue, body)
 
     def pull_json(self, queue: str, owner: int = 0) -> tuple[bytes, str] | None:
         """Leases the next job: (job JSON, lock token), or None."""
@@ -42,15 +42,15 @@ class ServerEngine(Engine):
         return await self._await_work(queue, timeout, lambda: self._core.pull_json(queue, owner))
 
     def get_json(self, job_id: str) -> bytes | None:
-        return self._core.get(job_id)
+        return self._core.get_json(job_id)
 
     def ack_body(self, job_id: str, body: bytes) -> None:
         """Acks from a job-server body `{result?, token?}` (empty = `{}`)."""
-        self._core.ack_json(job_id, body)
+        self._core.ack_body(job_id, body)
 
     def fail_body(self, job_id: str, body: bytes) -> int | None:
         """Fails from a job-server body `{error?, token?}`. Returns the retry delay or None."""
-        return self._core.fail_json(job_id, body)
+        return self._core.fail_body(job_id, body)
 
     # ----- answering after the log ---------------------------------------------------
 

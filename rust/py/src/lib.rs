@@ -418,7 +418,7 @@ impl Core {
     }
 
     /// Pushes one job from a push body (JSON bytes). Returns (id, duplicate, durable).
-    fn push(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<(String, bool, bool)> {
+    fn push_body(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<(String, bool, bool)> {
         self.mutate(py, |e| {
             let opts = PushOptions::from_json(body, e.config().max_payload_bytes)?;
             let out = e.push(queue, opts)?;
@@ -427,7 +427,7 @@ impl Core {
     }
 
     /// Pushes a JSON array of push bodies atomically. Returns the ids in order.
-    fn push_many(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Vec<String>> {
+    fn push_many_body(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Vec<String>> {
         self.mutate(py, |e| {
             let batch = PushOptions::many_from_json(body, e.config().max_payload_bytes)?;
             Ok(e.push_many(queue, batch)?
@@ -438,8 +438,8 @@ impl Core {
     }
 
     /// `push_many`, returning the ids as a JSON array (bytes) for the servers.
-    fn push_many_json(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Py<PyBytes>> {
-        let ids = self.push_many(py, queue, body)?;
+    fn push_many_body_json(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Py<PyBytes>> {
+        let ids = self.push_many_body(py, queue, body)?;
         let mut out = String::with_capacity(2 + ids.len() * 39);
         out.push('[');
         for (i, id) in ids.iter().enumerate() {
@@ -530,7 +530,7 @@ impl Core {
     }
 
     /// Acks from a job-server body `{result?, token?}` (raw bytes; empty = `{}`).
-    fn ack_json(&self, py: Python<'_>, id: &str, body: &[u8]) -> PyResult<()> {
+    fn ack_body(&self, py: Python<'_>, id: &str, body: &[u8]) -> PyResult<()> {
         self.mutate(py, |e| {
             let req = AckRequest::from_json(body, e.config().max_payload_bytes)?;
             e.ack(id, req.token.as_deref(), req.result)
@@ -538,7 +538,7 @@ impl Core {
     }
 
     /// Fails from a job-server body `{error?, token?}`. Returns the retry delay, or None.
-    fn fail_json(&self, py: Python<'_>, id: &str, body: &[u8]) -> PyResult<Option<u64>> {
+    fn fail_body(&self, py: Python<'_>, id: &str, body: &[u8]) -> PyResult<Option<u64>> {
         self.mutate(py, |e| {
             let req = FailRequest::from_json(body, e.config().max_payload_bytes)?;
             Ok(
@@ -577,7 +577,7 @@ impl Core {
     }
 
     /// The job's JSON (the job server's shape, with `state`), or None.
-    fn get(&self, py: Python<'_>, id: &str) -> PyResult<Option<Py<PyBytes>>> {
+    fn get_json(&self, py: Python<'_>, id: &str) -> PyResult<Option<Py<PyBytes>>> {
         self.with(|e| {
             Ok(e.render_by_id(id)
                 .map(|s| PyBytes::new(py, s.as_bytes()).unbind()))

@@ -59,7 +59,7 @@ def register(router: Router, state: ServerState) -> None:
     async def push_bulk(req: Request) -> Response:
         body = await req.body()
         t0 = perf_counter()
-        ids = engine.push_many_body(req.params["queue"], body)
+        ids = engine.push_many_body_json(req.params["queue"], body)
         metrics.observe_push(perf_counter() - t0)
         return ok(b'{"ok":true,"ids":' + ids + b"}")
 

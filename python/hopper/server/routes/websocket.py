@@ -160,7 +160,7 @@ class Connection:
             job_id, _dup = self.engine.push_body(_string(msg, "queue"), raw)
             return _reply(req_id, {"ok": True, "id": job_id})
         if cmd == "PUSHB":
-            ids = self.engine.push_many_body(_string(msg, "queue"), raw)
+            ids = self.engine.push_many_body_json(_string(msg, "queue"), raw)
             return _splice(req_id, b'{"ok":true,"ids":' + ids + b"}")
         if cmd == "PULL":
             queue = _string(msg, "queue")
