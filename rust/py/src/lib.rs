@@ -418,7 +418,12 @@ impl Core {
     }
 
     /// Pushes one job from a push body (JSON bytes). Returns (id, duplicate, durable).
-    fn push_body(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<(String, bool, bool)> {
+    fn push_body(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        body: &[u8],
+    ) -> PyResult<(String, bool, bool)> {
         self.mutate(py, |e| {
             let opts = PushOptions::from_json(body, e.config().max_payload_bytes)?;
             let out = e.push(queue, opts)?;
@@ -438,7 +443,12 @@ impl Core {
     }
 
     /// `push_many`, returning the ids as a JSON array (bytes) for the servers.
-    fn push_many_body_json(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Py<PyBytes>> {
+    fn push_many_body_json(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        body: &[u8],
+    ) -> PyResult<Py<PyBytes>> {
         let ids = self.push_many_body(py, queue, body)?;
         let mut out = String::with_capacity(2 + ids.len() * 39);
         out.push('[');
