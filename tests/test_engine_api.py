@@ -274,3 +274,9 @@ def test_the_state_names_are_the_engines() -> None:
     assert get_args(hopper.State) == hopper.job.STATES
     with hopper.Engine() as e:
         assert tuple(e.counts("q")) == hopper.job.STATES
+
+
+def test_dir_shows_the_public_api() -> None:
+    names = dir(hopper)
+    assert {"Client", "AsyncClient", "Worker", "Producer", "Engine"} <= set(names)
+    assert "Any" not in names and "TYPE_CHECKING" not in names

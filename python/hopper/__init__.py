@@ -56,6 +56,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'hopper' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The public names, the lazily imported client ones included (not `Any`)."""
+    return sorted(__all__)
+
+
 __all__ = [
     "ActiveJob",
     "AsyncClient",
