@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "STATES",
     "Core",
+    "EngineOptions",
     "HopperError",
     "InvalidInputError",
     "InvalidStateError",
@@ -29,7 +30,7 @@ class LockError(HopperError): ...
 class UnavailableError(HopperError): ...
 
 @final
-class Core:
+class EngineOptions:
     def __new__(
         cls,
         *,
@@ -39,30 +40,17 @@ class Core:
         retention_count: int | None = None,
         retention_age_ms: int | None = None,
         retention_bytes: int | None = None,
-        clock_ms: int | None = None,
         data_dir: str | PathLike[str] | None = None,
         fsync: str = "interval",
         fsync_interval_ms: int = 10,
         snapshot_bytes: int | None = None,
         segment_bytes: int | None = None,
         repair: bool = False,
-    ) -> Core: ...
-    @staticmethod
-    def check_options(
-        *,
-        max_payload_bytes: int | None = None,
-        stall_interval_ms: int | None = None,
-        max_stalls: int | None = None,
-        retention_count: int | None = None,
-        retention_age_ms: int | None = None,
-        retention_bytes: int | None = None,
-        data_dir: str | PathLike[str] | None = None,
-        fsync: str = "interval",
-        fsync_interval_ms: int = 10,
-        snapshot_bytes: int | None = None,
-        segment_bytes: int | None = None,
-        repair: bool = False,
-    ) -> None: ...
+    ) -> EngineOptions: ...
+
+@final
+class Core:
+    def __new__(cls, options: EngineOptions, *, clock_ms: int | None = None) -> Core: ...
     def recovery_report(self) -> dict[str, Any] | None: ...
     def set_block_on_commit(self, on: bool) -> None: ...
     def commit_target(self) -> tuple[int, int] | None: ...

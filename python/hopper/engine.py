@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import orjson
 
-from hopper._engine import Core, InvalidInputError
+from hopper._engine import Core, EngineOptions, InvalidInputError
 from hopper.job import Job, State
 from hopper.notify import EventListener, LoopWatcher
 from hopper.push_options import PushOptions, push_body
@@ -54,12 +54,13 @@ def _timeout_ms(timeout: float) -> int:
     return int(timeout * 1000)
 
 
-def check_engine_options(**options: Any) -> None:
-    """Raises InvalidInputError naming the first `Engine(...)` option the engine would
-    refuse, without opening anything: the engine's own checks, for callers that validate
-    a configuration before they start the process that opens the engine."""
+def check_engine_options(**options: Any) -> EngineOptions:
+    """The engine's options built and checked by the engine's own rules, without opening
+    anything; InvalidInputError names the first option it would refuse. `Engine()` opens
+    with them, and callers that validate a configuration before they start the process
+    that opens the engine call this alone."""
     try:
-        Core.check_options(**options)
+        return EngineOptions(**options)
     except (TypeError, OverflowError) as e:
         raise InvalidInputError(f"invalid engine option: {e}") from None
 
@@ -101,22 +102,22 @@ class Engine:
         segment_bytes: int | None = None,
         repair: bool = False,
     ) -> None:
+        options = check_engine_options(
+            max_payload_bytes=max_payload_bytes,
+            stall_interval_ms=stall_interval_ms,
+            max_stalls=max_stalls,
+            retention_count=retention_count,
+            retention_age_ms=retention_age_ms,
+            retention_bytes=retention_bytes,
+            data_dir=data_dir,
+            fsync=fsync,
+            fsync_interval_ms=fsync_interval_ms,
+            snapshot_bytes=snapshot_bytes,
+            segment_bytes=segment_bytes,
+            repair=repair,
+        )
         try:
-            self._core = Core(
-                max_payload_bytes=max_payload_bytes,
-                stall_interval_ms=stall_interval_ms,
-                max_stalls=max_stalls,
-                retention_count=retention_count,
-                retention_age_ms=retention_age_ms,
-                retention_bytes=retention_bytes,
-                clock_ms=clock_ms,
-                data_dir=data_dir,
-                fsync=fsync,
-                fsync_interval_ms=fsync_interval_ms,
-                snapshot_bytes=snapshot_bytes,
-                segment_bytes=segment_bytes,
-                repair=repair,
-            )
+            self._core = Core(options, clock_ms=clock_ms)
         except (TypeError, OverflowError) as e:
             raise InvalidInputError(f"invalid engine option: {e}") from None
         self._watcher: LoopWatcher | None = None

@@ -170,70 +170,32 @@ impl Drop for Core {
     }
 }
 
-/// The engine options as Python passes them (None: the engine's default), turned into
-/// the engine's configuration and checked by the engine's own rules.
-struct Options<'a> {
-    max_payload_bytes: Option<usize>,
-    stall_interval_ms: Option<u64>,
-    max_stalls: Option<u16>,
-    retention_count: Option<usize>,
-    retention_age_ms: Option<u64>,
-    retention_bytes: Option<usize>,
-    data_dir: Option<std::path::PathBuf>,
-    fsync: &'a str,
-    fsync_interval_ms: u64,
-    snapshot_bytes: Option<u64>,
-    segment_bytes: Option<u64>,
-    repair: bool,
-}
-
-impl Options<'_> {
-    fn build(self) -> PyResult<(EngineConfig, Option<StorageConfig>)> {
-        let d = EngineConfig::default();
-        let config = EngineConfig {
-            max_payload_bytes: self.max_payload_bytes.unwrap_or(d.max_payload_bytes),
-            stall_interval_ms: self.stall_interval_ms.unwrap_or(d.stall_interval_ms),
-            max_stalls: self.max_stalls.unwrap_or(d.max_stalls),
-            retention_count: self.retention_count.unwrap_or(d.retention_count),
-            retention_age_ms: self.retention_age_ms.unwrap_or(d.retention_age_ms),
-            retention_bytes: self.retention_bytes.unwrap_or(d.retention_bytes),
-            ..d
-        };
-        config.validate().map_err(to_py)?;
-        let policy = FsyncPolicy::parse(self.fsync, self.fsync_interval_ms)
-            .map_err(InvalidInputError::new_err)?;
-        let storage = match self.data_dir {
-            None => None,
-            Some(dir) => {
-                let mut s = StorageConfig::new(dir, policy);
-                s.snapshot_min_bytes = self.snapshot_bytes.unwrap_or(s.snapshot_min_bytes);
-                s.segment_bytes = self.segment_bytes.unwrap_or(s.segment_bytes);
-                s.repair = self.repair;
-                s.validate().map_err(to_py)?;
-                Some(s)
-            }
-        };
-        Ok((config, storage))
-    }
+/// The engine's options as Python passes them (None: the engine's default), built into
+/// the engine's configuration and checked by the engine's own rules when constructed.
+/// One signature for both uses: `Core(options)` opens an engine with them, and the
+/// server's main process builds one only to check its configuration before it starts a
+/// worker.
+#[pyclass(frozen)]
+struct EngineOptions {
+    config: EngineConfig,
+    storage: Option<StorageConfig>,
 }
 
 #[pymethods]
-impl Core {
+impl EngineOptions {
     #[new]
     #[pyo3(signature = (*, max_payload_bytes=None, stall_interval_ms=None, max_stalls=None,
-        retention_count=None, retention_age_ms=None, retention_bytes=None, clock_ms=None,
+        retention_count=None, retention_age_ms=None, retention_bytes=None,
         data_dir=None, fsync="interval", fsync_interval_ms=10, snapshot_bytes=None,
         segment_bytes=None, repair=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         max_payload_bytes: Option<usize>,
         stall_interval_ms: Option<u64>,
         max_stalls: Option<u16>,
         retention_count: Option<usize>,
         retention_age_ms: Option<u64>,
         retention_bytes: Option<usize>,
-        clock_ms: Option<u64>,
         data_dir: Option<std::path::PathBuf>,
         fsync: &str,
         fsync_interval_ms: u64,
@@ -241,21 +203,40 @@ impl Core {
         segment_bytes: Option<u64>,
         repair: bool,
     ) -> PyResult<Self> {
-        let (config, storage) = Options {
-            max_payload_bytes,
-            stall_interval_ms,
-            max_stalls,
-            retention_count,
-            retention_age_ms,
-            retention_bytes,
-            data_dir,
-            fsync,
-            fsync_interval_ms,
-            snapshot_bytes,
-            segment_bytes,
-            repair,
-        }
-        .build()?;
+        let d = EngineConfig::default();
+        let config = EngineConfig {
+            max_payload_bytes: max_payload_bytes.unwrap_or(d.max_payload_bytes),
+            stall_interval_ms: stall_interval_ms.unwrap_or(d.stall_interval_ms),
+            max_stalls: max_stalls.unwrap_or(d.max_stalls),
+            retention_count: retention_count.unwrap_or(d.retention_count),
+            retention_age_ms: retention_age_ms.unwrap_or(d.retention_age_ms),
+            retention_bytes: retention_bytes.unwrap_or(d.retention_bytes),
+            ..d
+        };
+        config.validate().map_err(to_py)?;
+        let policy =
+            FsyncPolicy::parse(fsync, fsync_interval_ms).map_err(InvalidInputError::new_err)?;
+        let storage = match data_dir {
+            None => None,
+            Some(dir) => {
+                let mut s = StorageConfig::new(dir, policy);
+                s.snapshot_min_bytes = snapshot_bytes.unwrap_or(s.snapshot_min_bytes);
+                s.segment_bytes = segment_bytes.unwrap_or(s.segment_bytes);
+                s.repair = repair;
+                s.validate().map_err(to_py)?;
+                Some(s)
+            }
+        };
+        Ok(Self { config, storage })
+    }
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    #[pyo3(signature = (options, *, clock_ms=None))]
+    fn new(py: Python<'_>, options: &EngineOptions, clock_ms: Option<u64>) -> PyResult<Self> {
+        let (config, storage) = (options.config.clone(), options.storage.clone());
         let manual_clock = clock_ms.map(ManualClock::new);
         let clock: Arc<dyn Clock> = match &manual_clock {
             Some(c) => Arc::new(c.clone()),
@@ -278,47 +259,6 @@ impl Core {
             commit_synced: AtomicU64::new(0),
             report,
         })
-    }
-
-    /// Checks engine options without opening anything (the server's main process
-    /// checks its configuration before it starts a worker): the same checks `Core()`
-    /// makes, InvalidInputError naming the option.
-    #[staticmethod]
-    #[pyo3(signature = (*, max_payload_bytes=None, stall_interval_ms=None, max_stalls=None,
-        retention_count=None, retention_age_ms=None, retention_bytes=None,
-        data_dir=None, fsync="interval", fsync_interval_ms=10, snapshot_bytes=None,
-        segment_bytes=None, repair=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn check_options(
-        max_payload_bytes: Option<usize>,
-        stall_interval_ms: Option<u64>,
-        max_stalls: Option<u16>,
-        retention_count: Option<usize>,
-        retention_age_ms: Option<u64>,
-        retention_bytes: Option<usize>,
-        data_dir: Option<std::path::PathBuf>,
-        fsync: &str,
-        fsync_interval_ms: u64,
-        snapshot_bytes: Option<u64>,
-        segment_bytes: Option<u64>,
-        repair: bool,
-    ) -> PyResult<()> {
-        Options {
-            max_payload_bytes,
-            stall_interval_ms,
-            max_stalls,
-            retention_count,
-            retention_age_ms,
-            retention_bytes,
-            data_dir,
-            fsync,
-            fsync_interval_ms,
-            snapshot_bytes,
-            segment_bytes,
-            repair,
-        }
-        .build()
-        .map(drop)
     }
 
     /// What start-up recovered (None for an in-memory engine).
@@ -935,6 +875,7 @@ impl Core {
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Core>()?;
+    m.add_class::<EngineOptions>()?;
     m.add("HopperError", py.get_type::<HopperError>())?;
     m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
     m.add("NotFoundError", py.get_type::<NotFoundError>())?;
