@@ -25,6 +25,9 @@ HOST = "127.0.0.1"
 # HOPPER_TEST_SERVER names (test_packaging points it at the single-file binary), which
 # then runs with a scrubbed environment, as on a machine without Python or a virtualenv.
 SERVER_EXECUTABLE = os.environ.get("HOPPER_TEST_SERVER")
+# The Granian interface every test server runs on (`--interface`): the full suite runs
+# on the default, a smoke subset on the other (see the Makefile's test target).
+INTERFACE = os.environ.get("HOPPER_TEST_INTERFACE", "rsgi")
 
 
 @dataclass
@@ -69,7 +72,7 @@ def run_server(
         log=workdir / f"server-{port}.log",
         command=command,
         executable=executable or SERVER_EXECUTABLE,
-        env={"HOPPER_DATA_DIR": str(data_dir), **env},
+        env={"HOPPER_DATA_DIR": str(data_dir), "HOPPER_INTERFACE": INTERFACE, **env},
         port=port,
     )
     try:

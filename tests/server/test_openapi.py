@@ -60,7 +60,7 @@ def test_document_covers_every_route_of_both_apis(server: Server, in_process: An
 
     doc = document(server)
     expected = set()
-    for route in in_process.router.routes():
+    for route in in_process.job_api.router.routes():
         if route.method == "WS":
             continue  # WebSocket commands are documented in prose (docs/compatibility.md)
         assert route.doc is not None, f"undocumented route {route.method} {route.path}"
@@ -73,7 +73,7 @@ def test_document_covers_every_route_of_both_apis(server: Server, in_process: An
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert documented == expected
     # one source of truth: the served document is the one built from the route tables
-    assert doc == openapi.build(in_process.router, in_process.management)
+    assert doc == openapi.build(in_process.job_api.router, in_process.management)
 
 
 def test_operations_declare_their_errors(server: Server, in_process: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import websockets
-from support import Server, get_job, pull, push, run_server, wait_until
+from support import INTERFACE, Server, get_job, pull, push, run_server, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
 RECV_TIMEOUT_S = 5.0
@@ -371,10 +371,14 @@ def test_handshake_without_a_valid_token_is_rejected(
         with pytest.raises(websockets.InvalidStatus) as err:
             async with ws_connect(auth_server, path, additional_headers=headers):
                 pass
-        # Observed: HTTP 401 with the JSON error body, as the page says.
+        # Observed: HTTP 401 with the JSON error body, as the page says. Granian's RSGI
+        # refuses a handshake with a status only (docs/compatibility.md).
         response = err.value.response
         assert response.status_code == 401
-        assert json.loads(bytes(response.body)) == {"ok": False, "error": "Unauthorized"}
+        if INTERFACE == "asgi":
+            assert json.loads(bytes(response.body)) == {"ok": False, "error": "Unauthorized"}
+        else:
+            assert not response.body
 
     run(scenario)
 

@@ -68,6 +68,14 @@ class ServerConfig:
         "HTTP port",
         aliases=("--http-port",),
     )
+    interface: str = option(
+        "rsgi",
+        "--interface",
+        ("HOPPER_INTERFACE",),
+        "Granian interface serving the app: rsgi (faster, see docs/performance.md) or asgi "
+        "(WebSocket close codes and reasons, refused handshakes with a body)",
+        choices=("rsgi", "asgi"),
+    )
     tcp_port: int = option(
         6789,
         "--tcp-port",

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from importlib import resources
 
-from hopper.server.http import Response, Send, send_response
+from hopper.server.http import Response
 
 CSP = (
-    b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    b"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-TYPES = {"app.js": b"text/javascript; charset=utf-8", "app.css": b"text/css; charset=utf-8"}
+TYPES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 
 
 class Dashboard:
@@ -23,9 +23,9 @@ class Dashboard:
         self._index = page.replace("{{BASE}}", base).encode()
         self._assets = {name: files.joinpath(name).read_bytes() for name in TYPES}
         self._headers = [
-            (b"content-security-policy", CSP),
-            (b"x-content-type-options", b"nosniff"),
-            (b"cache-control", b"no-cache"),
+            ("content-security-policy", CSP),
+            ("x-content-type-options", "nosniff"),
+            ("cache-control", "no-cache"),
         ]
 
     def response(self, method: str, path: str) -> Response | None:
@@ -33,16 +33,11 @@ class Dashboard:
         if method not in ("GET", "HEAD"):
             return None
         if path == self.base + "/":
-            return Response(200, self._index, b"text/html; charset=utf-8", self._headers)
+            return Response(200, self._index, "text/html; charset=utf-8", self._headers)
         if self.base and path == self.base:
-            return Response(308, b"", b"text/plain", [(b"location", (self.base + "/").encode())])
+            return Response(308, b"", "text/plain", [("location", self.base + "/")])
         prefix = self.base + "/assets/"
         if path.startswith(prefix) and path[len(prefix) :] in self._assets:
             name = path[len(prefix) :]
             return Response(200, self._assets[name], TYPES[name], self._headers)
         return None
-
-    async def serve(self, send: Send, response: Response, head: bool) -> None:
-        if head:
-            response = Response(response.status, b"", response.content_type, response.headers)
-        await send_response(send, response, [])

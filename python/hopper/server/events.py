@@ -1,83 +1,170 @@
-"""Fans engine events out to SSE and WebSocket subscribers.
+"""Fans engine events out to SSE and WebSocket consumers, with back-pressure that is fair.
 
-The hub listens to the engine only while it has subscribers (the engine then stops
-recording events, which cost a copy of each payload). Each subscriber has a bounded
-buffer: a consumer that falls behind by more than `limit` events is marked overflowed
-and its connection is closed with a reason, so a slow client cannot grow server memory."""
+Each consumer has one outbox (`Subscriber`): what is queued for it and not yet sent,
+events and (on a WebSocket) command replies in order, written by one writer. The hub
+listens to the engine only while it has subscribers (the engine then stops recording
+events, which cost a copy of each payload).
+
+The rules, by unsent bytes of an outbox:
+- over `SOFT_BYTES` while its consumer still reads: the server is behind its producers,
+  so `FlowGate.wait` holds producers (the next WebSocket command is not read, a mutating
+  HTTP request waits) until the outbox is back under it;
+- a consumer that has not taken a byte for `STALL_S` has stopped reading: it no longer
+  holds anyone up, and once over `HARD_BYTES` it is dropped with a reason;
+- over `CEILING_BYTES` any consumer is dropped (events the gate cannot hold back, such as
+  a million delayed jobs falling due at once, must not grow memory without bound)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 
 from hopper.engine import Engine
 from hopper.notify import EventBatch
 
-DEFAULT_BUFFER = 10_000
-# A buffer is also bounded by bytes: 10,000 events of 1 MB payloads would be 10 GB.
-DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024
+SOFT_BYTES = 1024 * 1024
+HARD_BYTES = 16 * 1024 * 1024
+CEILING_BYTES = 64 * 1024 * 1024
+STALL_S = 1.0
+# What an item costs beyond its bytes (the bytes object, the deque slot, the tuple).
+ITEM_OVERHEAD = 64
 
-
-# (eventType, event JSON, the next event's type in the batch) -> what to buffer, or None.
+# (eventType, event JSON, the next event's type in the batch) -> what to queue, or None.
 Framer = Callable[[str, bytes, str | None], bytes | None]
+# Before an item may be sent, the log must have reached this (written LSN, synced LSN).
+CommitTarget = tuple[int, int]
 
 
 class Subscriber:
-    """One stream's buffer. `frame` turns engine events into what this stream sends (the
-    job server's streams send them as they are); `accept` filters queues (an allow-list)."""
+    """One consumer's outbox. `frame` turns engine events into what this consumer sends
+    (None: as they are); `accept` filters queues (an allow-list)."""
 
     def __init__(
         self,
+        gate: FlowGate,
         queue: str | None,
-        limit: int = DEFAULT_BUFFER,
         frame: Framer | None = None,
         accept: Callable[[str], bool] | None = None,
     ) -> None:
+        self.gate = gate
         self.queue = queue
-        self.limit = limit
         self.frame = frame
         self.accept = accept
-        self.buffer: deque[bytes] = deque()
-        self.overflowed = False
-        self.bytes = 0
+        self.buffer: deque[tuple[bytes, CommitTarget | None]] = deque()
+        self.bytes = 0  # queued or being sent
+        self.dropped = False
         self.closed = False
+        self.on_drop: Callable[[], None] | None = None
+        self.progress_at = gate.clock()
         self._ready = asyncio.Event()
 
     def close(self) -> None:
-        """The connection ended: wake the sender so it stops."""
+        """The connection ended (or the server is stopping): wake the writer to stop."""
         self.closed = True
-        self._ready.set()
+        self._release()
 
-    def offer(self, event: bytes) -> None:
-        if self.overflowed:
+    def offer(self, item: bytes, target: CommitTarget | None = None) -> None:
+        if self.dropped or self.closed:
             return
-        if len(self.buffer) >= self.limit or self.bytes + len(event) > DEFAULT_BUFFER_BYTES:
-            self.overflowed = True
-            self.buffer.clear()
-            self.bytes = 0
-        else:
-            self.buffer.append(event)
-            self.bytes += len(event)
+        if not self.bytes:
+            self.progress_at = self.gate.clock()  # the clock of a stall starts now
+        self.buffer.append((item, target))
+        self.bytes += len(item) + ITEM_OVERHEAD
+        if self.bytes > SOFT_BYTES:
+            self._over_soft()
         self._ready.set()
 
-    async def wait(self, timeout: float) -> list[bytes]:
-        """Everything buffered, waiting up to `timeout` s for the first event ([] on timeout)."""
-        if not self.buffer and not self.overflowed and not self.closed:
-            self._ready.clear()
-            try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except asyncio.TimeoutError:
-                return []
-        batch = list(self.buffer)
+    def _over_soft(self) -> None:
+        if self.bytes > CEILING_BYTES or (
+            self.bytes > HARD_BYTES and self.stalled(self.gate.clock())
+        ):
+            self.drop()
+        else:
+            self.gate.heavy.add(self)
+
+    def stalled(self, now: float) -> bool:
+        """Nothing taken for STALL_S while something waits: the consumer stopped reading."""
+        return self.bytes > 0 and now - self.progress_at > STALL_S
+
+    def drop(self) -> None:
+        self.dropped = True
+        self._release()
+        if self.on_drop is not None:
+            self.on_drop()
+
+    def _release(self) -> None:
         self.buffer.clear()
         self.bytes = 0
+        self.gate.relieved(self)
+        self._ready.set()
+
+    async def take(self, timeout: float | None = None) -> list[tuple[bytes, CommitTarget | None]]:
+        """Everything queued, waiting up to `timeout` s for something ([] on timeout, or
+        once closed or dropped). The bytes stay counted until `sent`."""
+        if not self.buffer and not self.dropped and not self.closed:
+            self._ready.clear()
+            if timeout is None:
+                await self._ready.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._ready.wait(), timeout)
+                except TimeoutError:
+                    return []
+        batch = list(self.buffer)
+        self.buffer.clear()
         return batch
+
+    def sent(self, size: int) -> None:
+        """The writer handed `size` bytes (as counted by `offer`) to the connection."""
+        self.progress_at = self.gate.clock()
+        self.bytes = max(0, self.bytes - size)
+        if self.bytes <= SOFT_BYTES and self in self.gate.heavy:
+            self.gate.relieved(self)
+
+
+def item_size(item: bytes) -> int:
+    """What `offer` counted for `item`, for `Subscriber.sent`."""
+    return len(item) + ITEM_OVERHEAD
+
+
+class FlowGate:
+    """Holds producers while a consumer that reads is behind (see the module notes)."""
+
+    def __init__(self, clock: Callable[[], float] = monotonic) -> None:
+        self.clock = clock  # seconds; injectable for tests
+        self.heavy: set[Subscriber] = set()
+        self._changed = asyncio.Event()
+
+    def relieved(self, sub: Subscriber) -> None:
+        if sub in self.heavy:
+            self.heavy.discard(sub)
+            self._changed.set()
+
+    async def wait(self) -> None:
+        """Returns once no reading consumer is over SOFT_BYTES. Call only when `heavy`."""
+        while self.heavy:
+            now = self.clock()
+            waiting_on = 0.0
+            for sub in list(self.heavy):
+                if sub.stalled(now):
+                    if sub.bytes > HARD_BYTES:
+                        sub.drop()
+                    continue
+                waiting_on = max(waiting_on, STALL_S - (now - sub.progress_at))
+            if waiting_on <= 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), waiting_on + 0.001)
 
 
 class EventHub:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.gate = FlowGate()
         self._by_queue: dict[str | None, set[Subscriber]] = {}
         self._count = 0
         self._unsubscribe: Callable[[], None] | None = None
@@ -85,11 +172,10 @@ class EventHub:
     def subscribe(
         self,
         queue: str | None,
-        limit: int = DEFAULT_BUFFER,
         frame: Framer | None = None,
         accept: Callable[[str], bool] | None = None,
     ) -> Subscriber:
-        sub = Subscriber(queue, limit, frame, accept)
+        sub = Subscriber(self.gate, queue, frame, accept)
         self._by_queue.setdefault(queue, set()).add(sub)
         self._count += 1
         if self._unsubscribe is None:

@@ -1,34 +1,54 @@
-"""Raw ASGI plumbing for the job server: one request type, one response type, the
-`{ok:false,error}` error envelope, CORS headers, and body reading with a size limit.
-No framework on the hot path: a handler gets bytes in and hands bytes out."""
+"""What a handler sees of HTTP and WebSocket, whichever Granian interface serves it (ASGI
+or RSGI, see `asgi.py` and `rsgi.py`): one request type, one response type, a stream for
+SSE, a socket for WebSocket, and the errors that end a request. Header names and values
+are `str` (RSGI's native form; the ASGI adapter converts). No framework on the hot path:
+a handler gets bytes in and hands bytes out."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
+from hopper.errors import (
+    HopperError,
+    InvalidInputError,
+    InvalidStateError,
+    LockError,
+    NotFoundError,
+    UnavailableError,
+)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[str, str]]
 
-JSON = b"application/json"
+JSON = "application/json"
 # A body over the limit is still read (and dropped) up to this size so the 413 reaches
 # the client; a larger one is refused without reading it.
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
+# The status of each engine error, for every API (each wraps it in its own envelope).
+_STATUS_OF_ENGINE_ERROR: dict[type[HopperError], int] = {
+    InvalidInputError: 400,
+    InvalidStateError: 400,
+    LockError: 400,
+    NotFoundError: 404,
+    UnavailableError: 503,
+}
+
+
+def status_of(e: HopperError) -> int:
+    return _STATUS_OF_ENGINE_ERROR.get(type(e), 400)
+
 
 class HttpError(Exception):
-    """Ends a request with `{ok:false, error}` and the given status."""
+    """Ends a request with the API's error envelope. `code` is the management API's
+    machine-readable code (None: derived from the status)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
 
 
 class BodyTooLarge(HttpError):
@@ -36,103 +56,111 @@ class BodyTooLarge(HttpError):
         super().__init__(413, f"Request body too large (max {limit} bytes)")
 
 
-@dataclass(slots=True)
-class Request:
-    scope: Scope
-    receive: Receive
-    method: str
-    path: str
-    params: dict[str, str]
-    max_body: int
-    _query: dict[str, str] | None = field(default=None)
+class Request(ABC):
+    """One HTTP request or WebSocket upgrade. `params` holds the path's captured segments."""
 
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return bytes(value)
-        return None
+    __slots__ = ("_query", "_query_string", "max_body", "method", "params", "path")
+
+    def __init__(self, method: str, path: str, query_string: str, max_body: int) -> None:
+        self.method = method
+        self.path = path
+        self.params: dict[str, str] = {}
+        self.max_body = max_body
+        self._query_string = query_string
+        self._query: dict[str, str] | None = None
+
+    @abstractmethod
+    def header(self, name: str) -> str | None:
+        """The value of a header (`name` in lower case), or None."""
+
+    @abstractmethod
+    async def body(self) -> bytes:
+        """The whole body; BodyTooLarge past `max_body` (by header, then by count)."""
+
+    @abstractmethod
+    async def disconnected(self) -> None:
+        """Returns when the client has closed the connection."""
 
     @property
     def query(self) -> dict[str, str]:
         if self._query is None:
-            raw = self.scope.get("query_string", b"").decode("latin-1")
-            self._query = dict(parse_qsl(raw, keep_blank_values=True))
+            self._query = dict(parse_qsl(self._query_string, keep_blank_values=True))
         return self._query
 
-    async def body(self) -> bytes:
-        """The whole body, refusing more than `max_body` bytes (by header, then by count)."""
-        message = await self.receive()
-        if not message.get("more_body", False) and message["type"] == "http.request":
-            body: bytes = message.get("body", b"")
-            if len(body) <= self.max_body:
-                return body  # the common case: one small chunk
-        return await self._body_slow(message)
-
-    async def _body_slow(self, message: Message) -> bytes:
-        length = self.header(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            if message.get("more_body", False) and int(length) <= MAX_DRAIN_BYTES:
-                await self._drain()
-            raise BodyTooLarge(self.max_body)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if message["type"] == "http.disconnect":
-                raise HttpError(400, "Client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                if message.get("more_body", False):
-                    await self._drain()
-                raise BodyTooLarge(self.max_body)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            message = await self.receive()
-
-    async def _drain(self) -> None:
-        """Reads and drops the rest of a refused body (at most MAX_DRAIN_BYTES). A client
-        still sending it would otherwise get a connection reset instead of the 413."""
-        budget = MAX_DRAIN_BYTES
-        while budget > 0:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return
-            budget -= len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
+    def declared_too_large(self) -> bool:
+        """Whether Content-Length alone already says the body is over the limit."""
+        length = self.header("content-length")
+        return length is not None and length.isdigit() and int(length) > self.max_body
 
 
 @dataclass(slots=True)
 class Response:
     status: int
     body: bytes
-    content_type: bytes = JSON
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    content_type: str = JSON
+    headers: Headers = field(default_factory=list)
+
+    def without_body(self) -> Response:
+        """The same response for a HEAD request."""
+        return Response(self.status, b"", self.content_type, self.headers)
 
 
 def ok(body: bytes) -> Response:
     return Response(200, body)
 
 
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"ok": False, "error": message})
-
-
-def error(status: int, message: str) -> Response:
-    return Response(status, error_body(message))
-
-
 OK_TRUE = Response(200, b'{"ok":true}')
 
 
-async def send_response(send: Send, response: Response, cors: list[tuple[bytes, bytes]]) -> None:
-    headers = [
-        (b"content-type", response.content_type),
-        (b"content-length", b"%d" % len(response.body)),
-        *cors,
-    ]
-    if response.headers:
-        headers += response.headers
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
+class Stream(ABC):
+    """An HTTP response sent in pieces (SSE). `open` sends the status and headers."""
+
+    opened = False
+
+    @abstractmethod
+    async def open(self, status: int, headers: Headers) -> None: ...
+
+    @abstractmethod
+    async def write(self, chunk: bytes) -> None: ...
+
+    @abstractmethod
+    async def end(self) -> None: ...
+
+
+class Socket(ABC):
+    """An accepted WebSocket. Messages out are always text frames."""
+
+    @abstractmethod
+    async def receive(self) -> bytes | None:
+        """The next message's payload (text as UTF-8), or None once the peer has closed."""
+
+    @abstractmethod
+    async def send(self, text: bytes) -> None:
+        """Sends one text message (`text` is UTF-8). OSError once the peer is gone."""
+
+    @abstractmethod
+    async def close(self, code: int, reason: str) -> None:
+        """Sends a close frame where the interface allows a code and reason (ASGI);
+        RSGI closes without them."""
+
+
+class Upgrade(ABC):
+    """A WebSocket handshake waiting for the server's answer."""
+
+    @abstractmethod
+    async def accept(self) -> Socket: ...
+
+    @abstractmethod
+    async def reject(self, response: Response) -> None:
+        """Refuses with an HTTP response (RSGI sends the status only, without a body)."""
+
+
+class Responder(ABC):
+    """Where an HTTP request's answer goes: one response, or a stream."""
+
+    @abstractmethod
+    async def send(self, response: Response, cors: bool = True) -> None:
+        """Sends `response`, with the server's CORS header unless `cors` is False."""
+
+    @abstractmethod
+    def stream(self) -> Stream: ...

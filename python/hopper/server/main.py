@@ -1,4 +1,4 @@
-"""`hopper serve`: Granian (ASGI, uvloop, one worker: the engine owns its data dir) running
+"""`hopper serve`: Granian (RSGI or ASGI, uvloop, one worker: the engine owns its data dir) running
 the app. Flags are resolved once here and handed to the worker process as JSON in the
 environment, so the worker builds exactly the configuration that was validated."""
 
@@ -20,7 +20,7 @@ from hopper.server.config import ConfigError, ServerConfig, load
 
 CONFIG_ENV = "HOPPER_RESOLVED_CONFIG"
 # On SIGTERM the app ends its SSE streams, WebSockets and long polls itself (see
-# ServerState.begin_shutdown) and Granian waits for the rest of the in-flight requests.
+# state.ServerState.begin_shutdown) and Granian waits for the rest of the in-flight requests.
 # This grace is the backstop if a request still hangs: the worker is then killed.
 SHUTDOWN_GRACE_S = 5
 # How long the main process gives workers to close streams and sockets before Granian's
@@ -119,7 +119,7 @@ def serve(args: argparse.Namespace) -> int:
         factory=True,
         address=config.host,
         port=config.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI if config.interface == "rsgi" else Interfaces.ASGI,
         loop=Loops.uvloop,
         workers=1,
         websockets=True,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -19,10 +18,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from hopper.server.app import ServerState
+from hopper.engine import Engine
 
-CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Milliseconds, as the reference page documents (`bunqueue_*_duration_ms`).
 BUCKETS_MS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
 
@@ -49,12 +47,15 @@ class LatencyHistogram:
 
 
 class _EngineCollector(Collector):
-    def __init__(self, state: ServerState, histograms: list[LatencyHistogram]) -> None:
-        self._state = state
+    def __init__(
+        self, engine: Engine, connections: dict[str, int], histograms: list[LatencyHistogram]
+    ) -> None:
+        self._engine = engine
+        self._connections = connections
         self._histograms = histograms
 
     def collect(self) -> Iterator[Metric]:
-        engine = self._state.engine
+        engine = self._engine
         stats = engine.stats()
         for name, key, text in (
             ("bunqueue_jobs_pushed", "pushed", "Total jobs pushed"),
@@ -94,7 +95,7 @@ class _EngineCollector(Collector):
         connections = GaugeMetricFamily(
             "bunqueue_connections", "Open connections", labels=["transport"]
         )
-        for transport, n in self._state.connections.items():
+        for transport, n in self._connections.items():
             connections.add_metric([transport], n)
         yield connections
         for histogram in self._histograms:
@@ -102,7 +103,7 @@ class _EngineCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, engine: Engine, connections: dict[str, int]) -> None:
         def histogram(op: str) -> LatencyHistogram:
             return LatencyHistogram(
                 f"bunqueue_{op}_duration_ms", f"{op.capitalize()} latency in ms"
@@ -112,7 +113,9 @@ class Metrics:
         self._pull = histogram("pull")
         self._ack = histogram("ack")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_EngineCollector(state, [self._push, self._pull, self._ack]))
+        self.registry.register(
+            _EngineCollector(engine, connections, [self._push, self._pull, self._ack])
+        )
 
     def observe_push(self, seconds: float) -> None:
         self._push.observe(seconds * 1000)

@@ -56,13 +56,13 @@ class RateLimiter:
         return len(self._clients)
 
 
-def client_key(forwarded_for: bytes | None, real_ip: bytes | None) -> str:
+def client_key(forwarded_for: str | None, real_ip: str | None) -> str:
     """The first X-Forwarded-For address, else X-Real-IP, else "unknown" (as the
     reference server does)."""
     if forwarded_for:
-        first = forwarded_for.split(b",", 1)[0].strip()
+        first = forwarded_for.split(",", 1)[0].strip()
         if first:
-            return first.decode("latin-1")
+            return first
     if real_ip and real_ip.strip():
-        return real_ip.strip().decode("latin-1")
+        return real_ip.strip()
     return "unknown"

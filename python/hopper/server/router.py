@@ -8,9 +8,17 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-# Methods whose answer waits for the log (`Engine.commit`): the dispatchers await it
-# after every such handler, so no route can forget it. GETs (pulls included) do not.
+# Methods whose answer waits for the log (`Engine.commit`): the pipeline awaits it after
+# every such handler, so no route can forget it. GETs (pulls included) do not.
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Kind(Enum):
+    """What a route's handler does with the connection."""
+
+    JSON = "json"  # handler(request) -> Response
+    STREAM = "stream"  # handler(request, stream, cors): an SSE response it writes itself
+    SOCKET = "socket"  # handler(request, socket): an accepted WebSocket
 
 
 class Auth(Enum):
@@ -55,7 +63,7 @@ class Route:
     handler: Callable[..., Awaitable[Any]]
     auth: Auth = Auth.REQUIRED
     rate_limited: bool = True
-    streaming: bool = False  # the handler drives the ASGI send itself (SSE)
+    kind: Kind = Kind.JSON
     doc: Doc | None = None
     path: str = ""
 

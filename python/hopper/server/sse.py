@@ -1,7 +1,7 @@
 """One SSE response driven by a hub subscription, shared by the job server's streams and
-the management API's named-event streams: headers, a hello frame, batches as they come,
-a comment line as keep-alive, an overflow notice for a client too slow to keep up, and
-a clean end when either side closes."""
+the management API's named-event streams: headers, a hello frame, everything queued
+written as one chunk, a comment line as keep-alive, an overflow notice for a client
+that stopped reading, and a clean end when either side closes."""
 
 from __future__ import annotations
 
@@ -9,63 +9,56 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from hopper.server.events import Subscriber
-from hopper.server.http import Receive, Send
+from hopper.server.events import Subscriber, item_size
+from hopper.server.http import Headers, Request, Stream
 
 KEEPALIVE_S = 15.0
+SSE_HEADERS: Headers = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("connection", "keep-alive"),
+    ("x-accel-buffering", "no"),
+]
 
 
-async def _watch_disconnect(receive: Receive, sub: Subscriber) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def _watch_disconnect(req: Request, sub: Subscriber) -> None:
+    await req.disconnected()
     sub.close()
 
 
 async def pump(
-    receive: Receive,
-    send: Send,
-    cors: list[tuple[bytes, bytes]],
+    req: Request,
+    stream: Stream,
+    cors: Headers,
     sub: Subscriber,
     hello: bytes,
     overflow: bytes,
     wrap: Callable[[bytes], bytes] | None = None,
 ) -> None:
-    """Streams `sub` until it closes. `wrap` frames each buffered item (None: the items
+    """Streams `sub` until it closes. `wrap` frames each queued item (None: the items
     are frames already)."""
-    watcher = asyncio.create_task(_watch_disconnect(receive, sub))
+    watcher = asyncio.create_task(_watch_disconnect(req, sub))
     try:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream"),
-                    (b"cache-control", b"no-cache"),
-                    (b"connection", b"keep-alive"),
-                    (b"x-accel-buffering", b"no"),
-                    *cors,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": hello, "more_body": True})
+        await stream.open(200, [*SSE_HEADERS, *cors])
+        await stream.write(hello)
         while not sub.closed:
-            batch = await sub.wait(KEEPALIVE_S)
+            batch = await sub.take(KEEPALIVE_S)
             if sub.closed:
                 break
-            if sub.overflowed:
-                await send({"type": "http.response.body", "body": overflow})
+            if sub.dropped:
+                await stream.write(overflow)
                 return
             if not batch:
-                body = b": keepalive\n\n"
-            elif wrap is None:
-                body = b"".join(batch)
-            else:
-                body = b"".join(wrap(e) for e in batch)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+                await stream.write(b": keepalive\n\n")
+                continue
+            items = [item for item, _ in batch]
+            body = b"".join(items) if wrap is None else b"".join(wrap(e) for e in items)
+            await stream.write(body)
+            sub.sent(sum(item_size(i) for i in items))
         # Closed by the server (shutdown) or the client: end the response; a client that
-        # is gone makes this send fail, which changes nothing.
+        # is gone makes this fail, which changes nothing.
         with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b""})
+            await stream.end()
     except OSError:
         pass  # the client went away mid-send
     finally:

@@ -1,42 +1,24 @@
-"""Dispatch for the management API under `{basePath}/api`: its envelope (`{data}`,
-`{data, meta}`, `{error:{code,message}}`), then, in this order, CORS preflight, rate
-limit, auth (the job server's bearer tokens; `/api/config` and preflight stay open),
-read-only mode, routing. The queue allow-list is applied by every route through
-`queue()`/`visible()`, so a hidden queue is NOT_FOUND whichever URL names it."""
+"""The management API under `{basePath}/api`: its envelope (`{data}`, `{data, meta}`,
+`{error:{code,message}}`) and admission (rate limit, then the job server's bearer tokens,
+with `/api/config` and preflight open and `?token=` for streams, then read-only mode),
+served by the one pipeline (`pipeline.py`). The queue allow-list is applied by every
+route through `queue()`/`visible()`, so a hidden queue is NOT_FOUND whichever URL names
+it."""
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from hopper.errors import (
-    HopperError,
-    InvalidInputError,
-    InvalidStateError,
-    LockError,
-    NotFoundError,
-    UnavailableError,
-)
-from hopper.server.auth import TokenCheck
+from hopper.server.admission import Admission
 from hopper.server.config import base_path
-from hopper.server.http import HttpError, Receive, Request, Response, Scope, Send, send_response
-from hopper.server.rate_limit import RateLimiter, client_key
-from hopper.server.router import MUTATING, Auth, Doc, Route, Router
-
-if TYPE_CHECKING:
-    from hopper.server.app import ServerState
-
-log = logging.getLogger("hopper.management")
+from hopper.server.http import HttpError, Request, Response
+from hopper.server.pipeline import Api
+from hopper.server.router import MUTATING, Auth, Doc, Kind, Route
+from hopper.server.state import ServerState
 
 MAX_SAFE_INT = 2**53 - 1
-PREFLIGHT_HEADERS = [
-    (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-    (b"access-control-allow-headers", b"Content-Type, Authorization"),
-    (b"access-control-max-age", b"86400"),
-]
 CODE_OF_STATUS = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
@@ -47,27 +29,18 @@ CODE_OF_STATUS = {
     500: "INTERNAL_ERROR",
     503: "UNAVAILABLE",
 }
-STATUS_OF_ENGINE_ERROR: dict[type[HopperError], int] = {
-    InvalidInputError: 400,
-    InvalidStateError: 400,
-    LockError: 400,
-    NotFoundError: 404,
-    UnavailableError: 503,
-}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+def api_error(status: int, code: str, message: str) -> HttpError:
+    return HttpError(status, message, code)
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "BAD_REQUEST", message)
+def bad_request(message: str) -> HttpError:
+    return HttpError(400, message, "BAD_REQUEST")
 
 
-def not_found(message: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", message)
+def not_found(message: str) -> HttpError:
+    return HttpError(404, message, "NOT_FOUND")
 
 
 def error_response(status: int, code: str, message: str) -> Response:
@@ -115,12 +88,24 @@ def state_param(raw: str | None, allowed: tuple[str, ...], name: str = "state") 
     return raw
 
 
-class Management:
+class Management(Api):
     """The management API on one server's engine and settings."""
 
-    def __init__(self, state: ServerState, tokens: TokenCheck, limiter: RateLimiter) -> None:
+    head_as_get = True
+    preflight = Response(
+        204,
+        b"",
+        headers=[
+            ("access-control-allow-methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            ("access-control-allow-headers", "Content-Type, Authorization"),
+            ("access-control-max-age", "86400"),
+        ],
+    )
+
+    def __init__(self, state: ServerState, admission: Admission) -> None:
         from hopper.server.management import insights, jobs, queues, streams
 
+        super().__init__()
         config = state.config
         self.state = state
         self.engine = state.engine
@@ -129,9 +114,7 @@ class Management:
         self.read_only = config.dashboard_read_only
         self.metrics_enabled = config.dashboard_metrics
         self.allow = frozenset(config.dashboard_queues)
-        self.tokens = tokens
-        self.limiter = limiter
-        self.router = Router()
+        self.admission = admission
         for module in (queues, jobs, insights, streams):
             module.register(self)
 
@@ -162,76 +145,30 @@ class Management:
     def routes(self) -> list[Route]:
         return self.router.routes()
 
-    # ----- dispatch -----------------------------------------------------------------------
+    # ----- the pipeline's policy --------------------------------------------------------
 
-    def owns(self, path: str) -> bool:
-        return path == self.prefix or path.startswith(self.prefix + "/")
+    def error(self, status: int, message: str, code: str | None = None) -> Response:
+        return error_response(status, code or CODE_OF_STATUS.get(status, "BAD_REQUEST"), message)
 
-    async def handle(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        cors: list[tuple[bytes, bytes]],
-    ) -> None:
-        method: str = scope["method"]
-        path: str = scope["path"]
-        if method == "OPTIONS":
-            await send_response(send, Response(204, b"", headers=PREFLIGHT_HEADERS), cors)
-            return
-        sub = path[len(self.prefix) :] or "/"
-        found = self.router.match("GET" if method == "HEAD" else method, sub)
-        request = Request(scope, receive, method, path, {}, self.state.config.max_body_bytes)
-        try:
-            self._admit(request, found[0] if found else None)
-            if found is None:
-                raise not_found(f"No route for {method} {path}")
-            route, request.params = found
-            if route.streaming:
-                await route.handler(request, send, cors)
-                return
-            response: Response = await route.handler(request)
-        except ApiError as e:
-            response = error_response(e.status, e.code, e.message)
-        except HttpError as e:
-            response = error_response(
-                e.status, CODE_OF_STATUS.get(e.status, "BAD_REQUEST"), e.message
-            )
-        except HopperError as e:
-            status = STATUS_OF_ENGINE_ERROR.get(type(e), 400)
-            response = error_response(status, CODE_OF_STATUS[status], str(e))
-        except Exception:
-            log.exception("unhandled error in %s %s", method, path)
-            response = error_response(500, "INTERNAL_ERROR", "Internal server error")
-        if method in MUTATING:
-            try:
-                pending = self.engine.commit_pending()
-                if pending is not None:
-                    await pending
-            except HopperError as e:
-                status = STATUS_OF_ENGINE_ERROR.get(type(e), 503)
-                response = error_response(status, CODE_OF_STATUS[status], str(e))
-        if method == "HEAD":
-            response = Response(response.status, b"", response.content_type, response.headers)
-        await send_response(send, response, cors)
+    def not_found(self, req: Request) -> HttpError:
+        return not_found(f"No route for {req.method} {req.path}")
 
-    def _admit(self, request: Request, route: Route | None) -> None:
-        if self.limiter.enabled:
-            key = client_key(request.header(b"x-forwarded-for"), request.header(b"x-real-ip"))
-            if not self.limiter.allow(key, time.monotonic_ns() // 1_000_000):
-                raise ApiError(429, "RATE_LIMITED", "Rate limit exceeded")
+    def admit(self, req: Request, route: Route | None) -> None:
+        admission = self.admission
+        if admission.over_limit(req):
+            raise HttpError(429, "Rate limit exceeded", "RATE_LIMITED")
         if route is not None and route.auth is Auth.EXEMPT:
             return
-        if self.tokens.enabled and not self._authorized(request, route):
-            raise ApiError(401, "UNAUTHORIZED", "Authentication required")
-        if self.read_only and request.method in MUTATING:
-            raise ApiError(403, "FORBIDDEN", "Dashboard is in read-only mode")
+        if admission.tokens.enabled and not self._authorized(req, route):
+            raise HttpError(401, "Authentication required", "UNAUTHORIZED")
+        if self.read_only and req.method in MUTATING:
+            raise HttpError(403, "Dashboard is in read-only mode", "FORBIDDEN")
 
-    def _authorized(self, request: Request, route: Route | None) -> bool:
-        if self.tokens.header_ok(request.header(b"authorization")):
+    def _authorized(self, req: Request, route: Route | None) -> bool:
+        if self.admission.bearer_ok(req):
             return True
         # A browser EventSource cannot send headers: streams also take ?token=.
-        token = request.query.get("token")
+        token = req.query.get("token")
         return (
-            route is not None and route.streaming and token is not None
-        ) and self.tokens.token_ok(token.encode())
+            route is not None and route.kind is Kind.STREAM and token is not None
+        ) and self.admission.tokens.token_ok(token.encode())

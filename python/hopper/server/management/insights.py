@@ -11,7 +11,7 @@ import orjson
 
 from hopper.server.http import Request, Response
 from hopper.server.management import shapes
-from hopper.server.management.api import ApiError, bad_request, data, not_found, state_param
+from hopper.server.management.api import api_error, bad_request, data, not_found, state_param
 from hopper.server.management.schemas import STATE, data_of, ref
 from hopper.server.router import Auth, Doc, Param
 
@@ -53,7 +53,7 @@ def register(api: Management) -> None:
 
     def metrics_on() -> None:
         if not api.metrics_enabled:
-            raise ApiError(
+            raise api_error(
                 400,
                 "METRICS_DISABLED",
                 "Metrics are disabled on this server (HOPPER_DASHBOARD_METRICS)",
@@ -151,7 +151,7 @@ def register(api: Management) -> None:
         return data({"enabled": api.metrics_enabled})
 
     async def config(_req: Request) -> Response:
-        return data({"readOnly": api.read_only, "authRequired": api.tokens.enabled})
+        return data({"readOnly": api.read_only, "authRequired": api.admission.tokens.enabled})
 
     api.add(
         "GET",

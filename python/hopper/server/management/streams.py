@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from hopper.server import sse
-from hopper.server.http import Request, Send
+from hopper.server.http import Headers, Request, Stream
 from hopper.server.management.shapes import ALL_NAMES, iso
-from hopper.server.router import Doc
+from hopper.server.router import Doc, Kind
 
 if TYPE_CHECKING:
     from hopper.server.management.api import Management
@@ -69,13 +69,13 @@ def frame(kind: str, raw: bytes, next_kind: str | None) -> bytes | None:
 def register(api: Management) -> None:
     state = api.state
 
-    async def stream(req: Request, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
+    async def stream(req: Request, out: Stream, cors: Headers) -> None:
         queue = api.queue(req) if "name" in req.params else None
         accept = api.visible if api.allow and queue is None else None
         sub = state.hub.subscribe(queue, frame=frame, accept=accept)
         state.connections["sse"] += 1
         try:
-            await sse.pump(req.receive, send, cors, sub, HELLO, OVERFLOW)
+            await sse.pump(req, out, cors, sub, HELLO, OVERFLOW)
         finally:
             state.hub.unsubscribe(sub)
             state.connections["sse"] -= 1
@@ -92,7 +92,7 @@ def register(api: Management) -> None:
             description=doc,
             errors=(401, 429),
         ),
-        streaming=True,
+        kind=Kind.STREAM,
     )
     api.add(
         "GET",
@@ -105,5 +105,5 @@ def register(api: Management) -> None:
             description=doc,
             errors=(401, 404, 429),
         ),
-        streaming=True,
+        kind=Kind.STREAM,
     )

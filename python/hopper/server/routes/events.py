@@ -6,16 +6,13 @@ disconnected)."""
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
 import orjson
 
 from hopper.server import sse
-from hopper.server.http import Request, Send
-from hopper.server.router import Doc, Router
-
-if TYPE_CHECKING:
-    from hopper.server.app import ServerState
+from hopper.server.http import Headers, Request, Stream
+from hopper.server.router import Doc, Kind, Router
+from hopper.server.state import ServerState
 
 OVERFLOW = b'data: {"ok":false,"error":"Event buffer overflow: client too slow, disconnecting"}\n\n'
 STREAM_DOC = "text/event-stream: `data: {eventType, queue, jobId, timestamp, ...}` per event"
@@ -26,12 +23,12 @@ def _frame(event: bytes) -> bytes:
 
 
 def register(router: Router, state: ServerState) -> None:
-    async def stream(req: Request, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
+    async def stream(req: Request, out: Stream, cors: Headers) -> None:
         sub = state.hub.subscribe(req.params.get("queue"))
         state.connections["sse"] += 1
         hello = orjson.dumps({"connected": True, "clientId": str(uuid.uuid4())})
         try:
-            await sse.pump(req.receive, send, cors, sub, _frame(hello), OVERFLOW, _frame)
+            await sse.pump(req, out, cors, sub, _frame(hello), OVERFLOW, _frame)
         finally:
             state.hub.unsubscribe(sub)
             state.connections["sse"] -= 1
@@ -43,7 +40,7 @@ def register(router: Router, state: ServerState) -> None:
         description=STREAM_DOC,
         errors=(401, 429),
     )
-    router.add("GET", "/events", stream, streaming=True, doc=doc)
+    router.add("GET", "/events", stream, kind=Kind.STREAM, doc=doc)
     qdoc = Doc(
         "Event stream of one queue (SSE)",
         "Job server",
@@ -51,4 +48,4 @@ def register(router: Router, state: ServerState) -> None:
         description=STREAM_DOC,
         errors=(401, 429),
     )
-    router.add("GET", "/events/queues/:queue", stream, streaming=True, doc=qdoc)
+    router.add("GET", "/events/queues/:queue", stream, kind=Kind.STREAM, doc=qdoc)

@@ -1,25 +1,16 @@
 """Job endpoints: push (and bulk push), pull with long poll, get, cancel, ack, fail.
-Each is one engine call on the request bytes; the engine returns ready JSON."""
+Each is one job operation (`operations.py`) on the request bytes."""
 
 from __future__ import annotations
 
 import asyncio
-from time import perf_counter
-from typing import TYPE_CHECKING
 
-import orjson
-
-from hopper.errors import InvalidStateError, NotFoundError
-from hopper.server.http import OK_TRUE, HttpError, Request, Response, ok
+from hopper.errors import InvalidInputError
+from hopper.server.http import Request, Response, ok
 from hopper.server.jobserver_schemas import ok_with, ref
+from hopper.server.operations import MAX_POLL_MS, TIMEOUT_RANGE, JobOperations, pulled
 from hopper.server.router import Doc, Param, Router
-
-if TYPE_CHECKING:
-    from hopper.server.app import ServerState
-
-MAX_POLL_MS = 60_000
-NO_JOB = b'{"ok":true,"job":null,"token":null}'
-NOT_ACTIVE = "Job not found or not active"
+from hopper.server.state import ServerState
 
 
 def poll_timeout_ms(raw: str | None) -> int:
@@ -28,59 +19,33 @@ def poll_timeout_ms(raw: str | None) -> int:
         return 0
     # isascii: str.isdigit() also accepts digits int() refuses, such as '²'.
     if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_POLL_MS:
-        raise HttpError(400, f"timeout must be an integer between 0 and {MAX_POLL_MS} (ms)")
+        raise InvalidInputError(TIMEOUT_RANGE)
     return int(raw)
 
 
-def pulled_body(got: tuple[bytes, str] | None) -> bytes:
-    if got is None:
-        return NO_JOB
-    job, token = got
-    return b'{"ok":true,"job":' + job + b',"token":"' + token.encode() + b'"}'
-
-
-async def disconnected(req: Request) -> None:
-    """Returns when the client closes the connection."""
-    while (await req.receive())["type"] != "http.disconnect":
-        pass
-
-
-def register(router: Router, state: ServerState) -> None:
-    engine = state.engine
-    metrics = state.metrics
-
+def register(router: Router, state: ServerState, ops: JobOperations) -> None:
     async def push(req: Request) -> Response:
-        body = await req.body()
-        t0 = perf_counter()
-        job_id, _duplicate = engine.push_body(req.params["queue"], body)
-        metrics.observe_push(perf_counter() - t0)
-        return ok(b'{"ok":true,"id":' + orjson.dumps(job_id) + b"}")
+        return ok(ops.push(req.params["queue"], await req.body()))
 
     async def push_bulk(req: Request) -> Response:
-        body = await req.body()
-        t0 = perf_counter()
-        ids = engine.push_many_body_json(req.params["queue"], body)
-        metrics.observe_push(perf_counter() - t0)
-        return ok(b'{"ok":true,"ids":' + ids + b"}")
+        return ok(ops.push_many(req.params["queue"], await req.body()))
 
     async def pull(req: Request) -> Response:
         queue = req.params["queue"]
         timeout = poll_timeout_ms(req.query.get("timeout"))
-        t0 = perf_counter()
-        got = engine.pull_json(queue)
-        metrics.observe_pull(perf_counter() - t0)
-        if got is None and timeout:
-            got = await long_poll(req, queue, timeout)
-        return ok(pulled_body(got))
+        reply = ops.pull(queue)
+        if reply is None:
+            reply = pulled(await long_poll(req, queue, timeout) if timeout else None)
+        return ok(reply)
 
     async def long_poll(req: Request, queue: str, timeout_ms: int) -> tuple[bytes, str] | None:
         """Waits for a job while watching the connection: a client that has gone away
         must not be handed a lease (the job would sit active until it stalls). The poll
         leases under its own owner id, so a job taken just as the client left goes
         straight back to waiting."""
-        owner = next(state.ws_ids)
-        poll = asyncio.ensure_future(engine.pull_json_async(queue, timeout_ms / 1000, owner))
-        gone = asyncio.ensure_future(disconnected(req))
+        owner = next(state.owner_ids)
+        poll = asyncio.ensure_future(ops.pull_wait(queue, timeout_ms, owner))
+        gone = asyncio.ensure_future(req.disconnected())
         try:
             await asyncio.wait((poll, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -90,40 +55,21 @@ def register(router: Router, state: ServerState) -> None:
         got = poll.result() if poll.done() and not poll.cancelled() else None
         if gone.done() and not gone.cancelled():
             if got is not None:
-                engine.release_owner(owner)
+                ops.release(owner)
             return None
         return got
 
     async def get(req: Request) -> Response:
-        job = engine.get_json(req.params["id"])
-        if job is None:
-            raise HttpError(404, "Job not found")
-        return ok(b'{"ok":true,"job":' + job + b"}")
+        return ok(ops.get(req.params["id"]))
 
     async def cancel(req: Request) -> Response:
-        try:
-            engine.cancel_pending(req.params["id"])
-        except NotFoundError:
-            raise HttpError(404, "Job not found") from None
-        return OK_TRUE
+        return ok(ops.cancel(req.params["id"]))
 
     async def ack(req: Request) -> Response:
-        body = await req.body()
-        t0 = perf_counter()
-        try:
-            engine.ack_body(req.params["id"], body)
-        except InvalidStateError:
-            raise HttpError(400, NOT_ACTIVE) from None
-        metrics.observe_ack(perf_counter() - t0)
-        return OK_TRUE
+        return ok(ops.ack(req.params["id"], await req.body()))
 
     async def fail(req: Request) -> Response:
-        body = await req.body()
-        try:
-            engine.fail_body(req.params["id"], body)
-        except InvalidStateError:
-            raise HttpError(400, NOT_ACTIVE) from None
-        return OK_TRUE
+        return ok(ops.fail(req.params["id"], await req.body()))
 
     tag, errors = "Job server", (400, 401, 404, 413, 429, 503)
     ack_body = {"type": "object", "properties": {"result": {}, "token": {"type": "string"}}}

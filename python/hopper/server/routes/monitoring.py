@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -12,11 +12,9 @@ from hopper.server import memory
 from hopper.server.http import Request, Response, ok
 from hopper.server.prometheus import CONTENT_TYPE
 from hopper.server.router import Auth, Doc, Router
+from hopper.server.state import ServerState
 
-if TYPE_CHECKING:
-    from hopper.server.app import ServerState
-
-PLAIN = b"text/plain; charset=utf-8"
+PLAIN = "text/plain; charset=utf-8"
 
 
 def register(router: Router, state: ServerState) -> None:

@@ -1,253 +1,252 @@
 """WebSocket: `/ws` and `/ws/queues/:queue`. Broadcasts engine events (filtered by queue
-on the second path) and answers commands PUSH, PUSHB (extension: many jobs), PULL, ACK,
-FAIL, Auth with `reqId` echoed. Jobs pulled on a connection are owned by it and go back
-to waiting when it closes."""
+on the second path) and answers the commands in `COMMANDS` with `reqId` echoed. Jobs
+pulled on a connection are owned by it and go back to waiting when it closes.
+
+One reader and one writer per socket. The reader runs each command and queues its reply
+in the socket's outbox (`events.Subscriber`), which the hub also fills with events; the
+writer sends the outbox in order, a reply to a state change once its record is written.
+Back-pressure (see `events.py`): the reader stops taking commands while a consumer that
+reads is behind, and a socket that stops reading is dropped with a reason."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from hopper.errors import HopperError, InvalidInputError, InvalidStateError
-from hopper.server.auth import TokenCheck
-from hopper.server.events import Subscriber
-from hopper.server.http import Message, Receive, Request, Scope, Send, error_body
-from hopper.server.router import Router
-from hopper.server.routes.jobs import MAX_POLL_MS, NOT_ACTIVE, pulled_body
-
-if TYPE_CHECKING:
-    from hopper.server.app import ServerState
+from hopper.errors import HopperError, InvalidInputError
+from hopper.server.admission import Admission
+from hopper.server.events import CommitTarget, Subscriber, item_size
+from hopper.server.http import Request, Socket
+from hopper.server.operations import MAX_POLL_MS, JobOperations, check_poll_timeout, pulled
+from hopper.server.router import Kind, Router
+from hopper.server.state import ServerState
 
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
-TRY_AGAIN_LATER = 1013
+TOO_SLOW = "event buffer overflow: client too slow"
+# Long-poll PULLs waiting at once on one socket; more are refused, not queued.
+MAX_PENDING_PULLS = 1000
+# After a drop, how long the writer may still wait for a send the client is not reading
+# (its reason can only reach a client that reads again).
+DROP_GRACE_S = 30.0
 
 
-async def reject(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    message: str,
-    cors: list[tuple[bytes, bytes]],
-) -> None:
-    """Refuses an upgrade with an HTTP status and the `{ok:false}` body when the server
-    supports the ASGI denial-response extension, else closes the handshake."""
-    await receive()  # websocket.connect
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = error_body(message)
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *cors,
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": POLICY_VIOLATION})
-
-
-def _reply(req_id: Any, body: dict[str, Any]) -> bytes:
+def reply(req_id: Any, body: dict[str, Any]) -> bytes:
     if req_id is not None:
         body["reqId"] = req_id
     return orjson.dumps(body)
 
 
-def _splice(req_id: Any, body: bytes) -> bytes:
+def splice(req_id: Any, body: bytes) -> bytes:
     """Adds `reqId` to a ready JSON object without parsing it again."""
     if req_id is None:
         return body
     return body[:-1] + b',"reqId":' + orjson.dumps(req_id) + b"}"
 
 
-# Commands that change state: answered once their record is written (or synced).
-MUTATING_COMMANDS = frozenset({"PUSH", "PUSHB", "ACK", "FAIL"})
-
-# Long-poll PULLs waiting at once on one socket; more are refused, not queued.
-MAX_PENDING_PULLS = 1000
-
-
-class Connection:
-    def __init__(self, state: ServerState, send: Send, tokens: TokenCheck, owner: int) -> None:
-        self.state = state
-        self.engine = state.engine
-        self._send = send
-        self._lock = asyncio.Lock()
-        self.tokens = tokens
-        self.owner = owner
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def close_going_away(self) -> None:
-        """Server shutdown: close with 1001; the receive loop then ends and cleans up."""
-        async with self._lock:
-            await self._send(
-                {"type": "websocket.close", "code": GOING_AWAY, "reason": "server shutting down"}
-            )
-
-    async def send_text(self, text: bytes) -> None:
-        async with self._lock:
-            await self._send({"type": "websocket.send", "text": text.decode()})
-
-    async def pump_events(self, sub: Subscriber) -> None:
-        while True:
-            batch = await sub.wait(30.0)
-            if sub.closed:
-                return
-            if sub.overflowed:
-                async with self._lock:
-                    await self._send(
-                        {
-                            "type": "websocket.close",
-                            "code": TRY_AGAIN_LATER,
-                            "reason": "event buffer overflow: client too slow",
-                        }
-                    )
-                return
-            for event in batch:
-                await self.send_text(event)
-
-    async def command(self, raw: bytes) -> None:
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            await self.send_text(error_body("Invalid JSON"))
-            return
-        if not isinstance(msg, dict) or not isinstance(msg.get("cmd"), str):
-            req_id = msg.get("reqId") if isinstance(msg, dict) else None
-            await self.send_text(
-                _reply(req_id, {"ok": False, "error": "Invalid command: cmd is required"})
-            )
-            return
-        req_id = msg.get("reqId")
-        cmd = msg["cmd"]
-        try:
-            reply = await self._run(cmd, msg, raw, req_id)
-        except InvalidStateError as e:
-            message = NOT_ACTIVE if str(e).startswith("Job not found") else str(e)
-            reply = _reply(req_id, {"ok": False, "error": message})
-        except HopperError as e:
-            reply = _reply(req_id, {"ok": False, "error": str(e)})
-        if reply is None:
-            return
-        target = self.engine.commit_target() if cmd in MUTATING_COMMANDS else None
-        if target is not None:
-            # Answer once the record is written, in a task: the commands after this one
-            # go on meanwhile and share its write (group commit).
-            task = asyncio.create_task(self._reply_when_committed(target, reply, req_id))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            return
-        await self.send_text(reply)
-
-    async def _reply_when_committed(
-        self, target: tuple[int, int], reply: bytes, req_id: Any
-    ) -> None:
-        try:
-            await self.engine.wait_committed(target)
-        except HopperError as e:
-            reply = _reply(req_id, {"ok": False, "error": str(e)})
-        await self.send_text(reply)
-
-    async def _run(self, cmd: str, msg: dict[str, Any], raw: bytes, req_id: Any) -> bytes | None:
-        if cmd == "PUSH":
-            job_id, _dup = self.engine.push_body(_string(msg, "queue"), raw)
-            return _reply(req_id, {"ok": True, "id": job_id})
-        if cmd == "PUSHB":
-            ids = self.engine.push_many_body_json(_string(msg, "queue"), raw)
-            return _splice(req_id, b'{"ok":true,"ids":' + ids + b"}")
-        if cmd == "PULL":
-            queue = _string(msg, "queue")
-            timeout = msg.get("timeout", 0)
-            if (
-                not isinstance(timeout, int)
-                or isinstance(timeout, bool)
-                or not 0 <= timeout <= MAX_POLL_MS
-            ):
-                return _reply(
-                    req_id,
-                    {
-                        "ok": False,
-                        "error": f"timeout must be an integer between 0 and {MAX_POLL_MS} (ms)",
-                    },
-                )
-            if timeout and len(self.tasks) >= MAX_PENDING_PULLS:
-                return _reply(
-                    req_id,
-                    {
-                        "ok": False,
-                        "error": f"Too many pending pulls on this socket (max {MAX_PENDING_PULLS})",
-                    },
-                )
-            got = self.engine.pull_json(queue, self.owner)
-            if got is None and timeout:
-                # Wait in a task so later commands on this socket are not held up.
-                task = asyncio.create_task(self._long_pull(queue, timeout, req_id))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-                return None
-            return _splice(req_id, pulled_body(got))
-        if cmd == "ACK":
-            self.engine.ack_body(_string(msg, "id"), raw)
-            return _reply(req_id, {"ok": True})
-        if cmd == "FAIL":
-            self.engine.fail_body(_string(msg, "id"), raw)
-            return _reply(req_id, {"ok": True})
-        if cmd == "Auth":
-            token = msg.get("token")
-            good = isinstance(token, str) and (
-                not self.tokens.enabled or self.tokens.token_ok(token.encode())
-            )
-            return _reply(req_id, {"ok": True} if good else {"ok": False, "error": "Invalid token"})
-        return _reply(req_id, {"ok": False, "error": f"Unknown command: {cmd}"})
-
-    async def _long_pull(self, queue: str, timeout_ms: int, req_id: Any) -> None:
-        got = await self.engine.pull_json_async(queue, timeout_ms / 1000, self.owner)
-        await self.send_text(_splice(req_id, pulled_body(got)))
-
-
-def _string(msg: dict[str, Any], field: str) -> str:
+def string(msg: dict[str, Any], field: str) -> str:
     value = msg.get(field)
     if not isinstance(value, str) or not value:
         raise InvalidInputError(f"{field} is required (a string)")
     return value
 
 
-def register(router: Router, state: ServerState) -> None:
-    async def handle(req: Request, send: Send, tokens: TokenCheck) -> None:
-        first: Message = await req.receive()
-        if first["type"] != "websocket.connect":
+class Connection:
+    def __init__(
+        self,
+        state: ServerState,
+        ops: JobOperations,
+        admission: Admission,
+        socket: Socket,
+        sub: Subscriber,
+    ) -> None:
+        self.state = state
+        self.ops = ops
+        self.admission = admission
+        self.socket = socket
+        self.sub = sub
+        self.owner = next(state.owner_ids)
+        self.polls: set[asyncio.Task[None]] = set()
+        self.going_away = False
+
+    def go_away(self) -> None:
+        """Server shutdown: the writer drops what is queued and closes with 1001."""
+        self.going_away = True
+        self.sub.close()
+
+    # ----- reading -------------------------------------------------------------------
+
+    async def read(self) -> None:
+        gate = self.state.hub.gate
+        while True:
+            if gate.heavy:
+                await gate.wait()  # a consumer that reads is behind: take no more work
+            try:
+                raw = await self.socket.receive()
+            except (OSError, RuntimeError):
+                return
+            if raw is None:
+                return
+            self.command(raw)
+
+    def command(self, raw: bytes) -> None:
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.sub.offer(reply(None, {"ok": False, "error": "Invalid JSON"}))
             return
-        await send({"type": "websocket.accept"})
-        conn = Connection(state, send, tokens, next(state.ws_ids))
+        req_id = msg.get("reqId") if isinstance(msg, dict) else None
+        cmd = msg.get("cmd") if isinstance(msg, dict) else None
+        if not isinstance(cmd, str):
+            self.sub.offer(
+                reply(req_id, {"ok": False, "error": "Invalid command: cmd is required"})
+            )
+            return
+        command = COMMANDS.get(cmd)
+        if command is None:
+            self.sub.offer(reply(req_id, {"ok": False, "error": f"Unknown command: {cmd}"}))
+            return
+        try:
+            body = command.run(self, msg, raw)
+        except HopperError as e:
+            self.sub.offer(reply(req_id, {"ok": False, "error": str(e)}))
+            return
+        if body is None:
+            return  # answered later (a long poll)
+        target = self.state.engine.commit_target() if command.mutating else None
+        self.sub.offer(splice(req_id, body), target)
+
+    # ----- commands ------------------------------------------------------------------
+
+    def pull(self, msg: dict[str, Any]) -> bytes | None:
+        queue = string(msg, "queue")
+        timeout = check_poll_timeout(msg.get("timeout", 0))
+        if timeout and len(self.polls) >= MAX_PENDING_PULLS:
+            raise InvalidInputError(
+                f"Too many pending pulls on this socket (max {MAX_PENDING_PULLS})"
+            )
+        body = self.ops.pull(queue, self.owner)
+        if body is not None or not timeout:
+            return body or pulled(None)
+        # Wait in a task so later commands on this socket are not held up.
+        task = asyncio.create_task(self._long_pull(queue, timeout, msg.get("reqId")))
+        self.polls.add(task)
+        task.add_done_callback(self.polls.discard)
+        return None
+
+    async def _long_pull(self, queue: str, timeout_ms: int, req_id: Any) -> None:
+        got = await self.ops.pull_wait(queue, timeout_ms, self.owner)
+        self.sub.offer(splice(req_id, pulled(got)))
+
+    def auth(self, msg: dict[str, Any]) -> bytes:
+        token = msg.get("token")
+        tokens = self.admission.tokens
+        good = isinstance(token, str) and (not tokens.enabled or tokens.token_ok(token.encode()))
+        return b'{"ok":true}' if good else b'{"ok":false,"error":"Invalid token"}'
+
+    # ----- writing -------------------------------------------------------------------
+
+    async def write(self) -> None:
+        sub, socket = self.sub, self.socket
+        while True:
+            batch = await sub.take()
+            if sub.dropped:
+                await self._send_drop_notice()
+                return
+            if not batch:  # closed
+                if self.going_away:
+                    with contextlib.suppress(Exception):
+                        await socket.close(GOING_AWAY, "server shutting down")
+                return
+            last = _last_target(batch)
+            if last is not None:
+                try:
+                    # One wait covers the batch: targets only grow.
+                    await self.state.engine.wait_committed(last)
+                except HopperError as e:
+                    batch = [(_as_error(item, e) if t else item, None) for item, t in batch]
+            try:
+                for item, _target in batch:
+                    await socket.send(item)
+                    sub.sent(item_size(item))
+            except (OSError, RuntimeError):
+                return  # the peer is gone; the reader sees it too
+
+    async def _send_drop_notice(self) -> None:
+        """The reason goes as a last message (RSGI has no close reason) and in the close
+        frame; both wait behind the send the client stopped reading."""
+        with contextlib.suppress(Exception):
+            await self.socket.send(reply(None, {"ok": False, "error": TOO_SLOW}))
+            await self.socket.close(POLICY_VIOLATION, TOO_SLOW)
+
+    def release(self) -> None:
+        for task in list(self.polls):
+            task.cancel()
+        self.ops.release(self.owner)
+
+
+def _last_target(batch: list[tuple[bytes, CommitTarget | None]]) -> CommitTarget | None:
+    for _item, target in reversed(batch):
+        if target is not None:
+            return target
+    return None
+
+
+def _as_error(item: bytes, e: HopperError) -> bytes:
+    """The reply of a command whose record could not be written (storage failed)."""
+    req_id = orjson.loads(item).get("reqId")
+    return reply(req_id, {"ok": False, "error": str(e)})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    run: Callable[[Connection, dict[str, Any], bytes], bytes | None]
+    mutating: bool = False  # answered once its record is written
+
+
+COMMANDS: dict[str, Command] = {
+    "PUSH": Command(lambda c, m, raw: c.ops.push(string(m, "queue"), raw), mutating=True),
+    "PUSHB": Command(lambda c, m, raw: c.ops.push_many(string(m, "queue"), raw), mutating=True),
+    "PULL": Command(lambda c, m, _raw: c.pull(m)),
+    "ACK": Command(lambda c, m, raw: c.ops.ack(string(m, "id"), raw), mutating=True),
+    "FAIL": Command(lambda c, m, raw: c.ops.fail(string(m, "id"), raw), mutating=True),
+    "Auth": Command(lambda c, m, _raw: c.auth(m)),
+}
+
+
+def register(router: Router, state: ServerState, ops: JobOperations, admission: Admission) -> None:
+    async def handle(req: Request, socket: Socket) -> None:
+        sub = state.hub.subscribe(req.params.get("queue"))
+        conn = Connection(state, ops, admission, socket, sub)
         state.connections["ws"] += 1
         state.sockets.add(conn)
-        sub = state.hub.subscribe(req.params.get("queue"))
-        pump = asyncio.create_task(conn.pump_events(sub))
-        try:
-            while True:
-                message = await req.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                text = message.get("text")
-                raw = text.encode() if text is not None else message.get("bytes") or b""
-                await conn.command(raw)
-        except OSError:
-            pass  # the peer vanished mid-send
-        finally:
-            state.hub.unsubscribe(sub)
-            pump.cancel()
-            for task in list(conn.tasks):
-                task.cancel()
-            state.engine.release_owner(conn.owner)
-            state.sockets.discard(conn)
-            state.connections["ws"] -= 1
+        writer = asyncio.create_task(conn.write())
+        reader = asyncio.create_task(conn.read())
 
-    router.add("WS", "/ws", handle, rate_limited=True)
-    router.add("WS", "/ws/queues/:queue", handle, rate_limited=True)
+        def dropped() -> None:
+            reader.cancel()
+
+        sub.on_drop = dropped
+        try:
+            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            state.hub.unsubscribe(sub)
+            conn.release()
+            state.connections["ws"] -= 1
+            if sub.dropped or conn.going_away:
+                # Let the reason or the close frame go out, bounded.
+                await asyncio.wait((writer,), timeout=DROP_GRACE_S)
+            writer.cancel()
+            state.sockets.discard(conn)
+
+    router.add("WS", "/ws", handle, kind=Kind.SOCKET)
+    router.add("WS", "/ws/queues/:queue", handle, kind=Kind.SOCKET)
+
+
+__all__ = ["COMMANDS", "MAX_POLL_MS", "register"]

@@ -1,0 +1,235 @@
+"""The ASGI interface: turns ASGI scopes and messages into the server's own request,
+responder, stream and socket types (`http.py`) and hands them to the pipeline. Nothing
+here knows a route."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from hopper.server.http import (
+    MAX_DRAIN_BYTES,
+    BodyTooLarge,
+    Headers,
+    HttpError,
+    Request,
+    Responder,
+    Response,
+    Socket,
+    Stream,
+    Upgrade,
+)
+
+if TYPE_CHECKING:
+    from hopper.server.pipeline import Pipeline
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _encode(headers: Headers) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+class AsgiRequest(Request):
+    __slots__ = ("receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, max_body: int) -> None:
+        super().__init__(
+            scope.get("method", "WS"),
+            scope["path"],
+            scope.get("query_string", b"").decode("latin-1"),
+            max_body,
+        )
+        self.scope = scope
+        self.receive = receive
+
+    def header(self, name: str) -> str | None:
+        key = name.encode("latin-1")
+        for k, v in self.scope["headers"]:
+            if k == key:
+                return bytes(v).decode("latin-1")
+        return None
+
+    async def body(self) -> bytes:
+        message = await self.receive()
+        if not message.get("more_body", False) and message["type"] == "http.request":
+            body: bytes = message.get("body", b"")
+            if len(body) <= self.max_body:
+                return body  # the common case: one small chunk
+        return await self._body_slow(message)
+
+    async def _body_slow(self, message: Message) -> bytes:
+        if self.declared_too_large():
+            if message.get("more_body", False) and self._declared() <= MAX_DRAIN_BYTES:
+                await self._drain()
+            raise BodyTooLarge(self.max_body)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "Client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                if message.get("more_body", False):
+                    await self._drain()
+                raise BodyTooLarge(self.max_body)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            message = await self.receive()
+
+    def _declared(self) -> int:
+        return int(self.header("content-length") or 0)
+
+    async def _drain(self) -> None:
+        """Reads and drops the rest of a refused body (at most MAX_DRAIN_BYTES): a client
+        still sending it would otherwise get a connection reset instead of the 413."""
+        budget = MAX_DRAIN_BYTES
+        while budget > 0:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return
+            budget -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    async def disconnected(self) -> None:
+        while (await self.receive())["type"] not in ("http.disconnect", "websocket.disconnect"):
+            pass
+
+
+class AsgiStream(Stream):
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    async def open(self, status: int, headers: Headers) -> None:
+        self.opened = True
+        await self._send(
+            {"type": "http.response.start", "status": status, "headers": _encode(headers)}
+        )
+
+    async def write(self, chunk: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def end(self) -> None:
+        await self._send({"type": "http.response.body", "body": b""})
+
+
+class AsgiResponder(Responder):
+    __slots__ = ("_cors", "_send")
+
+    def __init__(self, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
+        self._send = send
+        self._cors = cors
+
+    async def send(self, response: Response, cors: bool = True) -> None:
+        headers = [
+            (b"content-type", response.content_type.encode("latin-1")),
+            (b"content-length", b"%d" % len(response.body)),
+        ]
+        if cors:
+            headers += self._cors
+        if response.headers:
+            headers += _encode(response.headers)
+        await self._send(
+            {"type": "http.response.start", "status": response.status, "headers": headers}
+        )
+        await self._send({"type": "http.response.body", "body": response.body})
+
+    def stream(self) -> Stream:
+        return AsgiStream(self._send)
+
+
+class AsgiSocket(Socket):
+    __slots__ = ("_receive", "_send")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+
+    async def receive(self) -> bytes | None:
+        message = await self._receive()
+        if message["type"] != "websocket.receive":
+            return None
+        text = message.get("text")
+        return text.encode() if text is not None else message.get("bytes") or b""
+
+    async def send(self, text: bytes) -> None:
+        await self._send({"type": "websocket.send", "text": text.decode()})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class AsgiUpgrade(Upgrade):
+    def __init__(self, scope: Scope, receive: Receive, send: Send, cors: Headers) -> None:
+        self._scope, self._receive, self._send, self._cors = scope, receive, send, cors
+
+    async def accept(self) -> Socket:
+        await self._receive()  # websocket.connect
+        await self._send({"type": "websocket.accept"})
+        return AsgiSocket(self._receive, self._send)
+
+    async def reject(self, response: Response) -> None:
+        """With the ASGI denial-response extension: the status and `{ok:false}` body;
+        without it, a close of the handshake (policy violation)."""
+        await self._receive()  # websocket.connect
+        if "websocket.http.response" not in self._scope.get("extensions", {}):
+            await self._send({"type": "websocket.close", "code": 1008})
+            return
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+            *self._cors,
+        ]
+        await self._send(
+            {
+                "type": "websocket.http.response.start",
+                "status": response.status,
+                "headers": _encode(headers),
+            }
+        )
+        await self._send({"type": "websocket.http.response.body", "body": response.body})
+
+
+class AsgiInterface:
+    """The ASGI entry point over the pipeline (lifespan included)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        on_start: Callable[[asyncio.AbstractEventLoop], None],
+        on_stop: Callable[[], None],
+    ) -> None:
+        self.pipeline = pipeline
+        self._on_start, self._on_stop = on_start, on_stop
+        self._cors = _encode(pipeline.cors)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        max_body = self.pipeline.max_body
+        if kind == "http":
+            request = AsgiRequest(scope, receive, max_body)
+            await self.pipeline.http(request, AsgiResponder(send, self._cors))
+        elif kind == "websocket":
+            request = AsgiRequest(scope, receive, max_body)
+            upgrade = AsgiUpgrade(scope, receive, send, self.pipeline.cors)
+            await self.pipeline.websocket(request, upgrade)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._on_start(asyncio.get_running_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._on_stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

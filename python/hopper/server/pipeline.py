@@ -1,0 +1,137 @@
+"""The one request pipeline, for every API and both Granian interfaces: CORS preflight,
+HEAD, route match, admission, back-pressure, the call, engine and HTTP errors to the
+API's envelope, and the wait for the log after anything that changes state, in that
+order. The job server and the management API differ only in their `Api` (envelope,
+admission, preflight); ASGI and RSGI only in their adapters (`asgi.py`, `rsgi.py`)."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+
+from hopper.errors import HopperError
+from hopper.server.dashboard import Dashboard
+from hopper.server.events import FlowGate
+from hopper.server.http import (
+    Headers,
+    HttpError,
+    Request,
+    Responder,
+    Response,
+    Upgrade,
+    status_of,
+)
+from hopper.server.router import MUTATING, Kind, Route, Router
+from hopper.server.server_engine import ServerEngine
+
+log = logging.getLogger("hopper.server")
+
+
+class Api(ABC):
+    """One API: its routes (relative to `prefix`), envelope and admission policy."""
+
+    prefix = ""
+    head_as_get = False  # HEAD answers as the GET route, without the body
+    preflight: Response
+
+    def __init__(self) -> None:
+        self.router = Router()
+
+    def owns(self, path: str) -> bool:
+        return not self.prefix or path == self.prefix or path.startswith(self.prefix + "/")
+
+    @abstractmethod
+    def error(self, status: int, message: str, code: str | None = None) -> Response:
+        """The API's error envelope."""
+
+    @abstractmethod
+    def admit(self, req: Request, route: Route | None) -> None:
+        """Raises HttpError if the request may not go on (`route` None: no route matched)."""
+
+    def not_found(self, req: Request) -> HttpError:
+        return HttpError(404, "Not found")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        engine: ServerEngine,
+        gate: FlowGate,
+        apis: list[Api],
+        dashboard: Dashboard,
+        cors: Headers,
+        max_body: int,
+    ) -> None:
+        """`apis` in match order: the last one owns every path the others do not."""
+        self.engine = engine
+        self.gate = gate
+        self.apis = apis
+        self.dashboard = dashboard
+        self.cors = cors
+        self.max_body = max_body
+
+    def _api(self, path: str) -> Api:
+        for api in self.apis:
+            if api.owns(path):
+                return api
+        return self.apis[-1]
+
+    async def http(self, req: Request, out: Responder) -> None:
+        method = req.method
+        api = self._api(req.path)
+        if not api.prefix:
+            page = self.dashboard.response(method, req.path)
+            if page is not None:
+                await out.send(page.without_body() if method == "HEAD" else page, cors=False)
+                return
+        if method == "OPTIONS":
+            await out.send(api.preflight)
+            return
+        match_method = "GET" if method == "HEAD" and api.head_as_get else method
+        found = api.router.match(match_method, req.path[len(api.prefix) :] or "/")
+        stream = None
+        try:
+            route = None
+            if found is not None:
+                route, req.params = found
+            api.admit(req, route)
+            if route is None:
+                raise api.not_found(req)
+            if route.kind is Kind.STREAM:
+                stream = out.stream()
+                await route.handler(req, stream, self.cors)
+                return
+            if method in MUTATING and self.gate.heavy:
+                await self.gate.wait()  # a consumer that reads is behind: slow producers
+            response: Response = await route.handler(req)
+        except HttpError as e:
+            response = api.error(e.status, e.message, e.code)
+        except HopperError as e:
+            response = api.error(status_of(e), str(e))
+        except Exception:
+            # A bug, not bad input: keep the envelope, and leave a trace in the log.
+            log.exception("unhandled error in %s %s", method, req.path)
+            response = api.error(500, "Internal server error")
+        if stream is not None and stream.opened:
+            return  # a stream that failed midway: its status is sent, nothing to add
+        if method in MUTATING:
+            try:
+                pending = self.engine.commit_pending()
+                if pending is not None:
+                    await pending
+            except HopperError as e:
+                response = api.error(status_of(e), str(e))
+        await out.send(response.without_body() if method == "HEAD" else response)
+
+    async def websocket(self, req: Request, upgrade: Upgrade) -> None:
+        api = self.apis[-1]  # only the job server has sockets
+        found = api.router.match("WS", req.path)
+        try:
+            if found is None:
+                raise api.not_found(req)
+            route, req.params = found
+            api.admit(req, route)
+        except HttpError as e:
+            await upgrade.reject(api.error(e.status, e.message, e.code))
+            return
+        await route.handler(req, await upgrade.accept())

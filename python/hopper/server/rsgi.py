@@ -1,0 +1,180 @@
+"""Granian's RSGI interface: the same pipeline as `asgi.py` behind RSGI's calls, which
+cost less per request than ASGI's message dicts (measured in docs/performance.md). RSGI
+gives no close code or reason on an accepted WebSocket and no body on a refused
+handshake; docs/compatibility.md says what that changes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hopper.server.http import (
+    MAX_DRAIN_BYTES,
+    BodyTooLarge,
+    Headers,
+    Request,
+    Responder,
+    Response,
+    Socket,
+    Stream,
+    Upgrade,
+)
+
+if TYPE_CHECKING:
+    from hopper.server.pipeline import Pipeline
+
+# granian.rsgi.WebsocketMessageType, without importing granian where it is not serving.
+_WS_CLOSE = 0
+
+
+class RsgiRequest(Request):
+    __slots__ = ("protocol", "scope")
+
+    def __init__(self, scope: Any, protocol: Any, max_body: int, method: str) -> None:
+        super().__init__(method, scope.path, scope.query_string, max_body)
+        self.scope = scope
+        self.protocol = protocol
+
+    def header(self, name: str) -> str | None:
+        value: str | None = self.scope.headers.get(name)
+        return value
+
+    async def body(self) -> bytes:
+        length = self.header("content-length")
+        if length is not None and length.isdigit():
+            declared = int(length)
+            if declared <= self.max_body:
+                body: bytes = await self.protocol()
+                return body
+            if declared <= MAX_DRAIN_BYTES:
+                async for _chunk in self.protocol:
+                    pass  # dropped: the 413 then reaches a client still sending
+            raise BodyTooLarge(self.max_body)
+        if self.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            return b""
+        return await self._read_counted()
+
+    async def _read_counted(self) -> bytes:
+        """A body without Content-Length (chunked): counted as it comes; past the limit
+        the rest is read and dropped (bounded), so the 413 reaches a client still
+        sending instead of a connection reset."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.protocol:
+            size += len(chunk)
+            if size > MAX_DRAIN_BYTES:
+                break
+            if size <= self.max_body:
+                chunks.append(chunk)
+        if size > self.max_body:
+            raise BodyTooLarge(self.max_body)
+        return b"".join(chunks)
+
+    async def disconnected(self) -> None:
+        await self.protocol.client_disconnect()
+
+
+class RsgiStream(Stream):
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._transport: Any = None
+
+    async def open(self, status: int, headers: Headers) -> None:
+        self.opened = True
+        self._transport = self._protocol.response_stream(status, headers)
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            await self._transport.send_bytes(chunk)
+        except RuntimeError as e:  # RSGIProtocolClosed: the client went away
+            raise ConnectionResetError(str(e)) from None
+
+    async def end(self) -> None:
+        """The response ends when the handler returns."""
+
+
+class RsgiResponder(Responder):
+    __slots__ = ("_cors", "_protocol")
+
+    def __init__(self, protocol: Any, cors: Headers) -> None:
+        self._protocol = protocol
+        self._cors = cors
+
+    async def send(self, response: Response, cors: bool = True) -> None:
+        headers = [("content-type", response.content_type)]
+        if cors:
+            headers += self._cors
+        if response.headers:
+            headers += response.headers
+        self._protocol.response_bytes(response.status, headers, response.body)
+
+    def stream(self) -> Stream:
+        return RsgiStream(self._protocol)
+
+
+class RsgiSocket(Socket):
+    __slots__ = ("_protocol", "_transport")
+
+    def __init__(self, protocol: Any, transport: Any) -> None:
+        self._protocol = protocol
+        self._transport = transport
+
+    async def receive(self) -> bytes | None:
+        try:
+            message = await self._transport.receive()
+        except RuntimeError:  # RSGIProtocolClosed / RSGIProtocolError
+            return None
+        if message.kind == _WS_CLOSE:
+            return None
+        data: bytes | str = message.data
+        return data.encode() if isinstance(data, str) else data
+
+    async def send(self, text: bytes) -> None:
+        try:
+            await self._transport.send_str(text.decode())
+        except RuntimeError as e:
+            raise ConnectionResetError(str(e)) from None
+
+    async def close(self, code: int, reason: str) -> None:
+        self._protocol.close(code)
+
+
+class RsgiUpgrade(Upgrade):
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    async def accept(self) -> Socket:
+        return RsgiSocket(self._protocol, await self._protocol.accept())
+
+    async def reject(self, response: Response) -> None:
+        self._protocol.close(response.status)
+
+
+class RsgiInterface:
+    """The RSGI entry points (`__rsgi__`, `__rsgi_init__`, `__rsgi_del__`) over the
+    pipeline."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        on_start: Callable[[asyncio.AbstractEventLoop], None],
+        on_stop: Callable[[], None],
+    ) -> None:
+        self.pipeline = pipeline
+        self._on_start, self._on_stop = on_start, on_stop
+
+    async def __call__(self, scope: Any, protocol: Any) -> None:
+        pipeline = self.pipeline
+        if scope.proto == "http":
+            request = RsgiRequest(scope, protocol, pipeline.max_body, scope.method)
+            await pipeline.http(request, RsgiResponder(protocol, pipeline.cors))
+        elif scope.proto == "ws":
+            request = RsgiRequest(scope, protocol, pipeline.max_body, "WS")
+            await pipeline.websocket(request, RsgiUpgrade(protocol))
+
+    def init(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._on_start(loop)
+
+    def delete(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._on_stop()
