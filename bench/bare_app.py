@@ -1,17 +1,25 @@
-"""Ceiling reference for bench/server.py: a raw ASGI app that answers every HTTP request
-with a fixed JSON body without reading the request body, served by Granian with the same
-settings as `hopper serve` (ASGI, uvloop, one worker, websockets on, no access log).
-On a WebSocket it answers every text message with a fixed reply carrying the message's
-`reqId` (found by string search, no JSON parsing), the WebSocket ceiling.
+"""Ceiling reference for bench/server.py: a raw Granian app that answers every HTTP request
+with a fixed JSON body, served with the same settings as `hopper serve` (uvloop, one
+worker, websockets on, no access log), as an ASGI app (`--interface asgi`, the default)
+or an RSGI one (`--interface rsgi`).
 
-    python bench/bare_app.py --host 127.0.0.1 --port 8000
+With `--parse` it first reads the whole request body and parses it with `orjson.loads`
+(an empty body, such as the health check's GET, is not parsed), as a job server must;
+without it, it answers without reading the body. On a WebSocket it answers every message
+with a fixed reply carrying the message's `reqId`: with `--parse` taken from the parsed
+message, without it found by string search (the WebSocket ceiling).
+
+    python bench/bare_app.py --host 127.0.0.1 --port 8000 [--interface rsgi] [--parse]
 """
 
 from __future__ import annotations
 
 import argparse
 
+import orjson
+
 BODY = b'{"ok":true,"id":"01a2078e-4ce9-7000-b186-b07f6cc824b0"}'
+BAD_BODY = b'{"ok":false,"error":"Invalid JSON"}'
 START = {
     "type": "http.response.start",
     "status": 200,
@@ -22,32 +30,117 @@ START = {
 }
 RESPONSE = {"type": "http.response.body", "body": BODY}
 WS_REPLY = '{"ok":true,"id":"01a2078e-4ce9-7000-b186-b07f6cc824b0","reqId":'
+RSGI_HEADERS = [("content-type", "application/json")]
 
 
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] == "websocket":
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
-        while True:
-            msg = await receive()
-            if msg["type"] != "websocket.receive":
-                return
-            text = msg.get("text") or ""
-            i = text.rfind('"reqId":')
-            rid = text[i + 8 : text.index("}", i)] if i >= 0 else "null"
-            await send({"type": "websocket.send", "text": WS_REPLY + rid + "}"})
-    if scope["type"] != "http":
-        return
-    await send(START)
-    await send(RESPONSE)
+def req_id_by_search(text: str) -> str:
+    """The raw `reqId` value of a command, found without parsing (the no-parse ceiling)."""
+    i = text.rfind('"reqId":')
+    return text[i + 8 : text.index("}", i)] if i >= 0 else "null"
+
+
+def req_id_parsed(data: str | bytes) -> str:
+    """The `reqId` of a command, from the parsed message (the parse ceiling)."""
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return "null"
+    rid = msg.get("reqId") if isinstance(msg, dict) else None
+    return orjson.dumps(rid).decode()
+
+
+# --------------------------------------------------------------------------- ASGI
+
+
+def make_asgi(parse: bool):
+    ws_req_id = req_id_parsed if parse else req_id_by_search
+
+    async def app(scope, receive, send):
+        kind = scope["type"]
+        if kind == "http":
+            if parse:
+                body = b""
+                more = True
+                while more:
+                    msg = await receive()
+                    body += msg.get("body", b"")
+                    more = msg.get("more_body", False)
+                if body:
+                    try:
+                        orjson.loads(body)
+                    except orjson.JSONDecodeError:
+                        await send({**START, "status": 400, "headers": []})
+                        await send({"type": "http.response.body", "body": BAD_BODY})
+                        return
+            await send(START)
+            await send(RESPONSE)
+            return
+        if kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            while True:
+                msg = await receive()
+                if msg["type"] != "websocket.receive":
+                    return
+                data = msg.get("text")
+                if data is None:
+                    data = (msg.get("bytes") or b"").decode()
+                await send({"type": "websocket.send", "text": WS_REPLY + ws_req_id(data) + "}"})
+        if kind == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    return app
+
+
+app = make_asgi(parse=False)
+app_parse = make_asgi(parse=True)
+
+
+# --------------------------------------------------------------------------- RSGI
+
+
+class RSGIApp:
+    """The same server as an RSGI app (Granian's native interface)."""
+
+    def __init__(self, parse: bool) -> None:
+        self.parse = parse
+        self.ws_req_id = req_id_parsed if parse else req_id_by_search
+
+    async def __rsgi__(self, scope, protocol):
+        if scope.proto == "http":
+            if self.parse:
+                body = await protocol()
+                if body:
+                    try:
+                        orjson.loads(body)
+                    except orjson.JSONDecodeError:
+                        protocol.response_bytes(400, RSGI_HEADERS, BAD_BODY)
+                        return
+            protocol.response_bytes(200, RSGI_HEADERS, BODY)
+            return
+        if scope.proto == "ws":
+            from granian.rsgi import WebsocketMessageType
+
+            transport = await protocol.accept()
+            while True:
+                msg = await transport.receive()
+                if msg.kind == WebsocketMessageType.close:
+                    break
+                data = msg.data
+                if isinstance(data, bytes) and not self.parse:
+                    data = data.decode()
+                await transport.send_str(WS_REPLY + self.ws_req_id(data) + "}")
+            protocol.close(None)
+
+
+rsgi_app = RSGIApp(parse=False)
+rsgi_app_parse = RSGIApp(parse=True)
 
 
 def main() -> None:
@@ -57,12 +150,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--interface", choices=("asgi", "rsgi"), default="asgi")
+    p.add_argument(
+        "--parse",
+        action="store_true",
+        help="read the whole request body / WS message and parse it with orjson.loads",
+    )
     args = p.parse_args()
+    target = ("rsgi_app" if args.interface == "rsgi" else "app") + ("_parse" if args.parse else "")
     Granian(
-        "bare_app:app",
+        f"bare_app:{target}",
         address=args.host,
         port=args.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI if args.interface == "rsgi" else Interfaces.ASGI,
         loop=Loops.uvloop,
         workers=1,
         websockets=True,

@@ -12,10 +12,18 @@ seconds each after a --warmup, and reports the median over runs:
   ws push          one WebSocket to /ws, PUSH commands with a window of --ws-window in
                    flight, counting replies (the broadcast events are received and skipped);
                    client: bench/ws_push_client.ts on Bun (--ws-impl python for the asyncio one)
+  ws push filtered the same on /ws/queues/<q> (the queue-filtered socket)
+  ws push events   --ws-events-conns sockets x --ws-events-window in flight on /ws for
+                   --ws-events-duration s: every socket receives every push's event; sockets
+                   the server closes (code, reason) are counted and reported
+  ws pushb         PUSHB of --ws-pushb-size jobs per message, --ws-pushb-window in flight -> jobs/s
   bare c64         ceiling: a bare Granian ASGI app (bench/bare_app.py, same Granian settings
                    as hopper) in the hopper column and a bare Bun.serve (bench/bare_bun.ts)
-                   in the reference column, both answering a fixed JSON without reading the body
+                   in the reference column, both reading and parsing the body (--no-bare-parse:
+                   answering without reading it), then answering a fixed JSON
+  bare rsgi c64    the same with the bare Granian app on RSGI instead of ASGI
   bare ws          the same two bare servers echoing a fixed reply per WS message (WS ceiling)
+  bare rsgi ws     the same with the bare Granian app on RSGI
 
 Every load generator run is bounded in time (-d / deadline) and count; all traffic goes to
 127.0.0.1. Generator and server CPU (cores = CPU seconds / wall seconds) are recorded for
@@ -23,6 +31,7 @@ every sample. Servers are restarted for each run and always killed at the end.
 
     .venv/bin/python bench/server.py [--runs 3] [--duration 10] [--warmup 2]
     .venv/bin/python bench/server.py --runs 1 --duration 2 --warmup 0.5     # smoke run
+    .venv/bin/python bench/server.py --only ws_push_events --hopper-arg=--interface=rsgi
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -198,24 +208,29 @@ class ChildCPU:
 class Servers:
     """The two servers under test, fresh for one run."""
 
-    def __init__(self, logdir: Path, tag: str) -> None:
+    def __init__(
+        self, logdir: Path, tag: str, hopper_args: list[str], bare_parse: bool = True
+    ) -> None:
         self.logdir = logdir
         self.tag = tag  # log file suffix
+        self.hopper_args = hopper_args  # appended to `hopper serve ...`
+        self.bare_parse = bare_parse
         self.port: dict[str, int] = {}
         self.proc: dict[str, ServerProcess] = {}
 
-    def start(self, bare: bool = False) -> None:
+    def start(self, bare: str | None = None) -> None:
+        """`bare`: None for hopper and bunqueue, "asgi" / "rsgi" for the bare pair."""
         hp, rp, rtcp = free_port(), free_port(), free_port()
         if bare:
             h = spawn(
-                [sys.executable, "bare_app.py", "--host", "127.0.0.1", "--port", str(hp)],
+                bare_app_cmd(hp, bare, self.bare_parse),
                 port=hp,
                 cwd=HERE,
-                log=self.logdir / f"bare_granian-{self.tag}.log",
+                log=self.logdir / f"bare_granian_{bare}-{self.tag}.log",
                 health_path="/",
             )
             r = spawn(
-                [str(BUN), "bare_bun.ts", str(rp)],
+                [str(BUN), "bare_bun.ts", str(rp), *(["parse"] if self.bare_parse else [])],
                 port=rp,
                 cwd=HERE,
                 log=self.logdir / f"bare_bun-{self.tag}.log",
@@ -223,7 +238,7 @@ class Servers:
             )
         else:
             h = spawn(
-                [*hopper_cmd(), "serve", "--host", "127.0.0.1", "--port", str(hp)],
+                hopper_serve_cmd(hp, self.hopper_args),
                 port=hp,
                 cwd=self.logdir,  # its ./data default dir lands in the scratch dir
                 log=self.logdir / f"hopper-{self.tag}.log",
@@ -261,6 +276,15 @@ class Servers:
 def hopper_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "hopper"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "hopper"]
+
+
+def hopper_serve_cmd(port: int | str, extra: list[str]) -> list[str]:
+    return [*hopper_cmd(), "serve", "--host", "127.0.0.1", "--port", str(port), *extra]
+
+
+def bare_app_cmd(port: int | str, interface: str, parse: bool) -> list[str]:
+    cmd = [sys.executable, "bare_app.py", "--host", "127.0.0.1", "--port", str(port)]
+    return [*cmd, "--interface", interface, *(["--parse"] if parse else [])]
 
 
 def bulk_push(port: int, queue: str, n: int, per_request: int = 5000) -> None:
@@ -326,47 +350,125 @@ def scenario_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+@dataclasses.dataclass
+class WsLoad:
+    """A WebSocket load: `conns` sockets on `path` ({q} = the queue), `window` commands in
+    flight on each, PUSH or PUSHB of `batch` jobs."""
+
+    path: str
+    conns: int
+    window: int
+    mode: str = "push"
+    batch: int = 1
+
+
 class Scenario:
-    def __init__(self, key: str, label: str, unit: str, bare: bool = False) -> None:
-        self.key, self.label, self.unit, self.bare = key, label, unit, bare
+    def __init__(
+        self,
+        key: str,
+        label: str,
+        unit: str,
+        kind: str,
+        *,
+        bare: str | None = None,
+        conns: int = 0,
+        ws: WsLoad | None = None,
+        duration: float | None = None,
+    ) -> None:
+        self.key, self.label, self.unit, self.kind = key, label, unit, kind
+        self.bare = bare  # None (hopper vs bunqueue), or the bare Granian app's interface
+        self.conns = conns  # wrk connections (push, bare HTTP)
+        self.ws = ws
+        self.duration = duration  # overrides --duration
 
 
 def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
-    out = [Scenario(f"push_c{c}", f"HTTP push, {c} conn", "pushes/s") for c in args.conns]
+    out = [
+        Scenario(f"push_c{c}", f"HTTP push, {c} conn", "pushes/s", "push", conns=c)
+        for c in args.conns
+    ]
     out.append(
-        Scenario(f"pullack_c{args.pull_conns}", f"HTTP pull+ack, {args.pull_conns} conn", "pairs/s")
+        Scenario(
+            f"pullack_c{args.pull_conns}",
+            f"HTTP pull+ack, {args.pull_conns} conn",
+            "pairs/s",
+            "pullack",
+        )
     )
     out.append(
         Scenario(
             f"bulk_c{args.bulk_conns}",
             f"HTTP bulk push ({args.bulk_size}/req), {args.bulk_conns} conn",
             "jobs/s",
+            "bulk",
         )
     )
+    ws = WsLoad("/ws", args.ws_conns, args.ws_window)
     out.append(
         Scenario(
             "ws_push",
             f"WS push, {args.ws_conns} conn, window {args.ws_window}",
             "pushes/s",
+            "ws",
+            ws=ws,
         )
     )
     out.append(
         Scenario(
-            f"bare_c{args.bare_conns}",
-            f"ceiling: bare Granian ASGI vs bare Bun.serve, {args.bare_conns} conn",
-            "req/s",
-            bare=True,
+            "ws_push_filtered",
+            f"WS push on /ws/queues/<q>, {args.ws_conns} conn, window {args.ws_window}",
+            "pushes/s",
+            "ws",
+            ws=dataclasses.replace(ws, path="/ws/queues/{q}"),
         )
     )
     out.append(
         Scenario(
-            "bare_ws",
-            f"ceiling: bare Granian ASGI vs bare Bun.serve, WS echo, {args.ws_conns} conn, "
-            f"window {args.ws_window}",
-            "msgs/s",
-            bare=True,
+            "ws_push_events",
+            f"WS push, events on (/ws), {args.ws_events_conns} conn x window "
+            f"{args.ws_events_window}, {args.ws_events_duration:g} s",
+            "pushes/s",
+            "ws",
+            ws=WsLoad("/ws", args.ws_events_conns, args.ws_events_window),
+            duration=args.ws_events_duration,
         )
     )
+    out.append(
+        Scenario(
+            "ws_pushb",
+            f"WS PUSHB ({args.ws_pushb_size}/msg), {args.ws_conns} conn, "
+            f"window {args.ws_pushb_window}",
+            "jobs/s",
+            "ws",
+            ws=WsLoad("/ws", args.ws_conns, args.ws_pushb_window, "pushb", args.ws_pushb_size),
+        )
+    )
+    body = "parse body" if args.bare_parse else "body unread"
+    for iface in ("asgi", "rsgi"):
+        infix = "" if iface == "asgi" else "rsgi_"
+        out.append(
+            Scenario(
+                f"bare_{infix}c{args.bare_conns}",
+                f"ceiling: bare Granian {iface.upper()} vs bare Bun.serve, {body}, "
+                f"{args.bare_conns} conn",
+                "req/s",
+                "push",
+                bare=iface,
+                conns=args.bare_conns,
+            )
+        )
+        out.append(
+            Scenario(
+                f"bare_{infix}ws",
+                f"ceiling: bare Granian {iface.upper()} vs bare Bun.serve, WS echo, "
+                f"{'parse msg' if args.bare_parse else 'msg unparsed'}, {args.ws_conns} conn, "
+                f"window {args.ws_window}",
+                "msgs/s",
+                "ws",
+                bare=iface,
+                ws=ws,
+            )
+        )
     if args.only:
         keep = set(args.only.split(","))
         out = [s for s in out if s.key in keep or s.key.split("_")[0] in keep]
@@ -376,16 +478,16 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
 def run_scenario(
     sc: Scenario, name: str, port: int, pid: int, args, scratch: Path, run: int
 ) -> dict:
-    d = args.duration
+    d = sc.duration or args.duration
     q = f"{sc.key.replace('_', '')}r{run + 1}"  # fresh queue per scenario and run
-    if sc.key.startswith("push") or sc.key.startswith("bare_c"):
-        conns = int(sc.key.rsplit("c", 1)[1])
+    if sc.kind == "push":
+        conns = sc.conns
         threads = min(conns, args.wrk_threads)
         env = scenario_env(
             {"BENCH_PATH": f"/queues/{q}/jobs", "BENCH_MAX_REQ": str(MAX_REQ_PER_THREAD)}
         )
         cmd = lambda s: wrk_cmd("push.lua", port, threads, conns, s)  # noqa: E731
-    elif sc.key.startswith("bulk"):
+    elif sc.kind == "bulk":
         conns = args.bulk_conns
         body = scratch / "bulk_body.json"
         body.write_text(
@@ -400,7 +502,7 @@ def run_scenario(
             }
         )
         cmd = lambda s: wrk_cmd("push.lua", port, min(conns, args.wrk_threads), conns, s)  # noqa: E731
-    elif sc.key.startswith("pullack"):
+    elif sc.kind == "pullack":
         conns = args.pull_conns
         n = int(args.prefill_rate * (d + args.warmup))
         t0 = time.monotonic()
@@ -408,9 +510,11 @@ def run_scenario(
         prefill_s = time.monotonic() - t0
         env = scenario_env({"BENCH_QUEUE": q, "BENCH_MAX_PAIRS": str(n)})
         cmd = lambda s: wrk_cmd("pullack.lua", port, conns, conns, s)  # noqa: E731
-    elif sc.key in ("ws_push", "bare_ws"):
+    elif sc.kind == "ws":
         env = scenario_env({})
-        url = f"ws://127.0.0.1:{port}/ws"
+        ws = sc.ws
+        assert ws is not None
+        url = f"ws://127.0.0.1:{port}" + ws.path.format(q=q)
 
         def cmd(s: float) -> list[str]:
             if args.ws_impl == "bun":
@@ -419,9 +523,11 @@ def run_scenario(
                     str(HERE / "ws_push_client.ts"),
                     url,
                     f"{s:g}",
-                    str(args.ws_window),
-                    str(args.ws_conns),
+                    str(ws.window),
+                    str(ws.conns),
                     q,
+                    ws.mode,
+                    str(ws.batch),
                 ]
             return [
                 sys.executable,
@@ -431,11 +537,15 @@ def run_scenario(
                 "--duration",
                 f"{s:g}",
                 "--ws-window",
-                str(args.ws_window),
+                str(ws.window),
                 "--ws-conns",
-                str(args.ws_conns),
+                str(ws.conns),
                 "--ws-queue",
                 q,
+                "--ws-mode",
+                ws.mode,
+                "--ws-batch",
+                str(ws.batch),
             ]
     else:
         raise ValueError(sc.key)
@@ -444,7 +554,7 @@ def run_scenario(
         measure(cmd(args.warmup), env, pid, args.warmup)
     res = measure(cmd(d), env, pid, d)
     res["command"] = shlex.join(cmd(d))
-    if sc.key.startswith("pullack"):
+    if sc.kind == "pullack":
         res["prefill_jobs"] = n
         res["prefill_s"] = prefill_s
         res["ran_dry"] = res.get("empty", 0) > 0
@@ -454,60 +564,96 @@ def run_scenario(
 # --------------------------------------------------------------------------- WS client
 
 
+def ws_prefix(queue: str, mode: str, batch: int) -> str:
+    """A PUSH / PUSHB command up to its reqId value (the client appends `<n>}`)."""
+    data = json.dumps(PAYLOAD, separators=(",", ":"))
+    q = json.dumps(queue)
+    if mode == "push":
+        return f'{{"cmd":"PUSH","queue":{q},"data":{data},"reqId":'
+    jobs = ",".join([f'{{"data":{data}}}'] * batch)
+    return f'{{"cmd":"PUSHB","queue":{q},"jobs":[{jobs}],"reqId":'
+
+
 async def _ws_conn(
-    url: str, queue: str, deadline: float, window: int, limit: int, stats: dict
+    url: str,
+    prefix: str,
+    deadline: float,
+    window: int,
+    limit: int,
+    stats: dict,
+    socket: int,
+    t0: float,
 ) -> None:
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
-    data = json.dumps(PAYLOAD, separators=(",", ":"))
-    prefix = f'{{"cmd":"PUSH","queue":"{queue}","data":{data},"reqId":'
     sent_at: dict[int, float] = {}
     lat: list[float] = stats["lat"]
     now = time.perf_counter
-    async with connect(
-        url, compression=None, max_size=None, ping_interval=None, max_queue=None
-    ) as ws:
-        seq = 0
-        while seq < window and seq < limit:
-            sent_at[seq] = now()
-            await ws.send(prefix + str(seq) + "}")
-            seq += 1
-        stopping = False
-        while sent_at:
-            remaining = (deadline + 5 if stopping else deadline) - time.monotonic()
-            if remaining <= 0:
-                if stopping:
-                    break
-                stopping = True
-                continue
-            try:
-                msg = await asyncio.wait_for(ws.recv(), remaining)
-            except TimeoutError:
-                continue
-            i = msg.rfind('"reqId":')
-            if i < 0:
-                stats["events"] += 1
-                continue
-            rid = int(msg[i + 8 : msg.index("}", i)].strip('"'))
-            t = sent_at.pop(rid, None)
-            if t is None:
-                stats["bad"] += 1
-                continue
-            t1 = now()
-            if time.monotonic() <= deadline:
-                if '"ok":true' in msg:
-                    stats["ok"] += 1
-                    lat.append(t1 - t)
-                else:
-                    stats["bad"] += 1
-                    stats["sample_bad"] = stats["sample_bad"] or msg[:200]
-            else:
-                stopping = True
-            if not stopping and seq < limit:
+    seq = 0
+    opened = False
+    try:
+        async with connect(
+            url, compression=None, max_size=None, ping_interval=None, max_queue=None
+        ) as ws:
+            opened = True
+            while seq < window and seq < limit:
                 sent_at[seq] = now()
                 await ws.send(prefix + str(seq) + "}")
                 seq += 1
+            stopping = False
+            while sent_at:
+                remaining = (deadline + 5 if stopping else deadline) - time.monotonic()
+                if remaining <= 0:
+                    if stopping:
+                        break
+                    stopping = True
+                    continue
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), remaining)
+                except TimeoutError:
+                    continue
+                i = msg.rfind('"reqId":')
+                if i < 0:
+                    stats["events"] += 1
+                    if time.monotonic() <= deadline:
+                        stats["events_in_window"] += 1
+                    continue
+                rid = int(msg[i + 8 : msg.index("}", i)].strip('"'))
+                t = sent_at.pop(rid, None)
+                if t is None:
+                    stats["bad"] += 1
+                    continue
+                t1 = now()
+                if time.monotonic() <= deadline:
+                    if '"ok":true' in msg:
+                        stats["ok"] += 1
+                        lat.append(t1 - t)
+                    else:
+                        stats["bad"] += 1
+                        stats["sample_bad"] = stats["sample_bad"] or msg[:200]
+                else:
+                    stopping = True
+                if not stopping and seq < limit:
+                    sent_at[seq] = now()
+                    await ws.send(prefix + str(seq) + "}")
+                    seq += 1
+    except (ConnectionClosed, OSError) as e:
+        # closed by the server (or refused) before this client was done with it
+        rcvd = getattr(e, "rcvd", None)
+        stats["closed_sockets"] += 1
+        stats["close_reasons"].append(
+            {
+                "socket": socket,
+                "code": rcvd.code if rcvd is not None else 1006,
+                "reason": rcvd.reason if rcvd is not None else str(e)[:200],
+                "at_s": time.monotonic() - t0,
+                "opened": opened,
+            }
+        )
+    finally:
         stats["sent"] += seq
+        stats["last_active"] = max(stats["last_active"], min(time.monotonic(), deadline))
 
 
 def ws_client(args: argparse.Namespace) -> int:
@@ -517,21 +663,37 @@ def ws_client(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    stats = {"ok": 0, "bad": 0, "events": 0, "sent": 0, "lat": [], "sample_bad": ""}
+    stats = {
+        "ok": 0,
+        "bad": 0,
+        "events": 0,
+        "events_in_window": 0,
+        "sent": 0,
+        "lat": [],
+        "sample_bad": "",
+        "closed_sockets": 0,
+        "close_reasons": [],
+        "ws_errors": 0,
+        "last_active": 0.0,
+    }
     limit = 20_000_000
+    batch = args.ws_batch if args.ws_mode == "pushb" else 1
+    prefix = ws_prefix(args.ws_queue, args.ws_mode, batch)
 
     async def main() -> float:
         t0 = time.monotonic()
+        stats["last_active"] = t0
         deadline = t0 + args.duration
         await asyncio.gather(
             *(
-                _ws_conn(args.ws_client, args.ws_queue, deadline, args.ws_window, limit, stats)
-                for _ in range(args.ws_conns)
+                _ws_conn(args.ws_client, prefix, deadline, args.ws_window, limit, stats, i, t0)
+                for i in range(args.ws_conns)
             )
         )
-        return min(time.monotonic(), deadline) - t0
+        return stats.pop("last_active") - t0
 
-    secs = asyncio.run(main())
+    active = asyncio.run(main())
+    secs = args.duration  # the whole window, even if every socket was closed early
     lat = sorted(stats.pop("lat"))
 
     def pct(p: float) -> float | None:
@@ -543,8 +705,16 @@ def ws_client(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 **stats,
+                "mode": args.ws_mode,
+                "batch": batch,
+                "conns": args.ws_conns,
+                "window": args.ws_window,
+                "url": args.ws_client,
                 "duration_s": secs,
-                "rate": stats["ok"] / secs,
+                "active_s": active,
+                "rate": stats["ok"] * batch / secs,
+                "reply_rate": stats["ok"] / secs,
+                "event_rate": stats["events_in_window"] / secs,
                 "p50_us": pct(50),
                 "p99_us": pct(99),
                 "events_per_reply": stats["events"] / max(1, stats["ok"]),
@@ -576,6 +746,7 @@ def machine_info() -> dict:
         bq = json.loads((PEERS / "node_modules" / "bunqueue" / "package.json").read_text())
         bq = bq["version"]
     hopper_version = ver([sys.executable, "-c", "import hopper; print(hopper.__version__)"])
+    hopper_path = ver([sys.executable, "-c", "import hopper; print(hopper.__file__)"])
     granian_version = ver([sys.executable, "-c", "import granian; print(granian.__version__)"])
     return {
         "nproc": os.cpu_count(),
@@ -585,6 +756,7 @@ def machine_info() -> dict:
         "bun": ver([str(BUN), "--version"]),
         "bunqueue": bq,
         "hopper": hopper_version,
+        "hopper_path": hopper_path,  # which checkout the interpreter (and hopper serve) import
         "granian": granian_version,
         "wrk": ver(["sh", "-c", "wrk --version 2>&1 | head -1"]),
         "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
@@ -610,7 +782,8 @@ def med(samples: list[dict], field: str) -> float | None:
 def report(scenarios: list[Scenario], samples: dict, args, info: dict) -> dict:
     labels = {"hopper": "hopper", "reference": f"bunqueue {info['bunqueue']}"}
     print(
-        f"\nmedian of {args.runs} runs x {args.duration:g} s; {info['cpu_model']}, "
+        f"\nmedian of {args.runs} runs x {args.duration:g} s (unless the scenario says "
+        f"otherwise); {info['cpu_model']}, "
         f"{info['nproc']} cores "
         f"(shared by generator and server), Python {info['python']}, Bun {info['bun']}, "
         f"hopper {info['hopper']}, bunqueue {info['bunqueue']}\n"
@@ -635,6 +808,10 @@ def report(scenarios: list[Scenario], samples: dict, args, info: dict) -> dict:
                     "server_cores",
                     "machine_busy_cores",
                     "other_cores",
+                    "reply_rate",
+                    "event_rate",
+                    "events_per_reply",
+                    "closed_sockets",
                 )
             }
         medians[sc.key] = row
@@ -666,6 +843,41 @@ def report(scenarios: list[Scenario], samples: dict, args, info: dict) -> dict:
             f"{c('reference', 'generator_cores')} | {c('reference', 'server_cores')} | "
             f"{c('hopper', 'other_cores')} / {c('reference', 'other_cores')} |"
         )
+    ws_rows = [sc for sc in scenarios if sc.kind == "ws" and not sc.bare]
+    if ws_rows:
+        print(
+            "\nWebSocket details (median; closed = sockets the server closed before the "
+            "client was done, summed over runs, with code and reason):\n"
+        )
+        print(
+            "| scenario | replies/s h / r | events/s h / r | events per reply h / r "
+            "| closed h / r | close reasons |"
+        )
+        print("|---|---:|---:|---:|---:|---|")
+        for sc in ws_rows:
+            row = medians[sc.key]
+
+            def v(f: str, row: dict = row, fmt: str = ",.0f") -> str:
+                return " / ".join(
+                    "n/a" if row[n][f] is None else format(row[n][f], fmt) for n in SERVERS
+                )
+
+            closed = " / ".join(
+                str(sum(x.get("closed_sockets", 0) for x in samples[sc.key][n])) for n in SERVERS
+            )
+            reasons = sorted(
+                {
+                    f"{n}: {c.get('code')} {c.get('reason', '')!r}"
+                    for n in SERVERS
+                    for x in samples[sc.key][n]
+                    for c in x.get("close_reasons", [])
+                }
+            )
+            print(
+                f"| {sc.key} | {v('reply_rate')} | {v('event_rate')} | "
+                f"{v('events_per_reply', fmt='.2f')} | {closed} | "
+                f"{'; '.join(reasons) or '-'} |"
+            )
     problems = []
     for sc in scenarios:
         for name in SERVERS:
@@ -673,11 +885,22 @@ def report(scenarios: list[Scenario], samples: dict, args, info: dict) -> dict:
                 bad = s.get("bad", 0)
                 errs = s.get("errors") or {}
                 nerr = sum(errs.values()) if isinstance(errs, dict) else 0
-                if bad or nerr or s.get("ran_dry") or s.get("error"):
+                closed = s.get("closed_sockets", 0)
+                if bad or nerr or s.get("ran_dry") or s.get("error") or closed:
                     problems.append(
                         f"{sc.key} {name} run {i + 1}: bad={bad} wrk_errors={errs} "
                         f"empty_pulls={s.get('empty', 0)} {s.get('sample_bad', '')!r} "
                         f"{s.get('error', '')}"
+                        + (
+                            f" closed_sockets={closed} "
+                            + "; ".join(
+                                f"socket {c.get('socket')} code {c.get('code')} "
+                                f"{c.get('reason', '')!r} at {c.get('at_s', 0):.2f} s"
+                                for c in s.get("close_reasons", [])
+                            )
+                            if closed
+                            else ""
+                        )
                     )
     if problems:
         print("\nproblems seen:")
@@ -700,8 +923,33 @@ def main() -> int:
     p.add_argument("--bulk-size", type=int, default=100)
     p.add_argument("--bare-conns", type=int, default=64)
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads for push/bulk/bare")
-    p.add_argument("--ws-conns", type=int, default=1)
-    p.add_argument("--ws-window", type=int, default=256)
+    p.add_argument("--ws-conns", type=int, default=1, help="ws_push, ws_push_filtered, ws_pushb")
+    p.add_argument("--ws-window", type=int, default=256, help="ws_push, ws_push_filtered")
+    p.add_argument("--ws-events-conns", type=int, default=4, help="ws_push_events sockets")
+    p.add_argument("--ws-events-window", type=int, default=64, help="ws_push_events window")
+    p.add_argument(
+        "--ws-events-duration",
+        type=float,
+        default=30.0,
+        help="seconds measured for ws_push_events (instead of --duration)",
+    )
+    p.add_argument("--ws-pushb-window", type=int, default=16, help="ws_pushb window")
+    p.add_argument("--ws-pushb-size", type=int, default=100, help="jobs per PUSHB message")
+    p.add_argument(
+        "--bare-parse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bare apps read and parse the body / WS message (--no-bare-parse: they answer "
+        "without reading the body and find the WS reqId by string search)",
+    )
+    p.add_argument(
+        "--hopper-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="appended to the `hopper serve` command line (repeatable), e.g. "
+        "--hopper-arg=--interface=rsgi",
+    )
     p.add_argument(
         "--ws-impl",
         choices=("bun", "python"),
@@ -716,11 +964,14 @@ def main() -> int:
         help="pull+ack pre-fill: jobs per second of (warmup + duration)",
     )
     p.add_argument(
-        "--only", help="comma list of scenario keys or prefixes (push,pullack,bulk,ws,bare)"
+        "--only",
+        help="comma list of scenario keys or first words (push,pullack,bulk,ws,bare)",
     )
     p.add_argument("--out", type=Path, default=HERE / "results" / "server.json")
     p.add_argument("--ws-client", help=argparse.SUPPRESS)
     p.add_argument("--ws-queue", default="qws", help=argparse.SUPPRESS)
+    p.add_argument("--ws-mode", choices=("push", "pushb"), default="push", help=argparse.SUPPRESS)
+    p.add_argument("--ws-batch", type=int, default=100, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.ws_client:
         return ws_client(args)
@@ -753,7 +1004,7 @@ def main() -> int:
             order = SERVERS if run % 2 == 0 else SERVERS[::-1]
             for sc in scenarios:
                 # fresh servers per scenario: no heap / backlog carried over between scenarios
-                srv = Servers(scratch, f"run{run + 1}-{sc.key}")
+                srv = Servers(scratch, f"run{run + 1}-{sc.key}", args.hopper_arg, args.bare_parse)
                 srv.start(bare=sc.bare)
                 try:
                     for name in order:
@@ -770,13 +1021,21 @@ def main() -> int:
                         res["run"] = run + 1
                         samples[sc.key][name].append(res)
                         print(
-                            f"run {run + 1}/{args.runs} {sc.key:<12} {name:<9} "
+                            f"run {run + 1}/{args.runs} {sc.key:<16} {name:<9} "
                             f"{fmt_rate(res.get('rate')):>10} {sc.unit:<8} "
                             f"p50/p99 {fmt_lat(res.get('p50_us'), res.get('p99_us'))}  "
                             f"gen {res.get('generator_cores', 0):.2f} "
                             f"srv {res.get('server_cores', 0):.2f} cores"
                             + (f"  ERROR {res['error'][:200]}" if "error" in res else "")
-                            + (f"  bad={res['bad']}" if res.get("bad") else ""),
+                            + (f"  bad={res['bad']}" if res.get("bad") else "")
+                            + (
+                                f"  closed_sockets={res['closed_sockets']} "
+                                + ", ".join(
+                                    f"{c['code']} {c['reason']!r}" for c in res["close_reasons"]
+                                )
+                                if res.get("closed_sockets")
+                                else ""
+                            ),
                             file=sys.stderr,
                             flush=True,
                         )
@@ -786,6 +1045,7 @@ def main() -> int:
         stop_all()
 
     medians = report(scenarios, samples, args, info)
+    hopper_line = shlex.join(hopper_serve_cmd("PORT", args.hopper_arg)).replace("PORT", "<free>")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -800,12 +1060,21 @@ def main() -> int:
                     "warmup_s": args.warmup,
                     "statistic": "median over runs of each sample field",
                     "servers": {
-                        "hopper": "hopper serve --host 127.0.0.1 --port <free> "
-                        "(Granian, ASGI, uvloop, 1 worker)",
+                        "hopper": hopper_line
+                        + " (Granian, uvloop, 1 worker; ASGI unless --hopper-arg says otherwise)",
+                        "hopper_args": args.hopper_arg,
                         "reference": "HOST=127.0.0.1 HTTP_PORT=<free> TCP_PORT=<free> "
                         "RATE_LIMIT_MAX_REQUESTS=1000000000 bun bunqueue/dist/main.js (in-memory)",
-                        "bare": "bench/bare_app.py (Granian, same settings) "
-                        "vs bench/bare_bun.ts (Bun.serve)",
+                        "bare": "bench/bare_app.py --interface asgi|rsgi (Granian, same settings) "
+                        "vs bench/bare_bun.ts (Bun.serve)"
+                        + (
+                            ", both reading the whole body and parsing it (orjson.loads / "
+                            "JSON.parse; WS: reqId from the parsed message)"
+                            if args.bare_parse
+                            else ", both answering without reading the body (WS: reqId by "
+                            "string search)"
+                        ),
+                        "bare_parse": args.bare_parse,
                     },
                     "restart": "both servers started fresh for every scenario of every run",
                     "order": "hopper first on odd runs, reference first on even runs",
@@ -821,10 +1090,22 @@ def main() -> int:
                         else "python websockets asyncio client (uvloop), compression off"
                     ),
                     "latency": "push/bulk/bare: wrk per-request histogram; pull+ack: GET sent -> "
-                    "ack answered, CLOCK_MONOTONIC in Lua; WS: PUSH sent -> reply received "
-                    f"(includes queueing within the window of {args.ws_window})",
+                    "ack answered, CLOCK_MONOTONIC in Lua; WS: PUSH / PUSHB sent -> reply "
+                    "received (includes queueing within the window)",
                     "rate": 'responses that were 2xx with "ok":true per second '
-                    "(bulk: x jobs per request)",
+                    "(bulk: x jobs per request; ws_pushb: ok replies x jobs per PUSHB)",
+                    "ws": {
+                        sc.key: {
+                            **dataclasses.asdict(sc.ws),
+                            "duration_s": sc.duration or args.duration,
+                        }
+                        for sc in scenarios
+                        if sc.ws is not None
+                    },
+                    "ws_closes": "a socket the server closes before the client is done is "
+                    "counted in closed_sockets with its code and reason in close_reasons "
+                    "(socket index, seconds since start); the other sockets go on, and the "
+                    "rate is over the whole window",
                     "cpu": "generator_cores from the generator's rusage / wall; server_cores from "
                     "/proc/<pid>/stat utime+stime of the server process tree / wall; "
                     "machine_busy_cores from /proc/stat; other_cores = machine - generator - "
@@ -832,7 +1113,9 @@ def main() -> int:
                     "pullack_prefill": f"{args.prefill_rate:g} jobs per second of "
                     "warmup+duration, via bulk push",
                     "ws_note": "both servers broadcast a 'pushed' event to every /ws client "
-                    "for each push; the client receives and skips them (events_per_reply)",
+                    "for each pushed job (on /ws/queues/<q> only that queue's); the client "
+                    "receives and skips them (events, events_in_window, event_rate, "
+                    "events_per_reply)",
                 },
                 "server_logs": str(scratch),
                 "scenarios": {sc.key: {"label": sc.label, "unit": sc.unit} for sc in scenarios},
