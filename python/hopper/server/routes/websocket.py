@@ -95,6 +95,8 @@ class Connection:
             self.command(raw)
 
     def command(self, raw: bytes) -> None:
+        if self.sub.closed or self.sub.dropped:
+            return  # the connection is ending: take no more work
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -174,6 +176,8 @@ class Connection:
                 for item, _target in batch:
                     await socket.send(item)
                     sub.sent(item_size(item))
+                    if sub.dropped:
+                        break
             except (OSError, RuntimeError):
                 return  # the peer is gone; the reader sees it too
 
@@ -227,22 +231,21 @@ def register(router: Router, state: ServerState, ops: JobOperations, admission: 
         state.sockets.add(conn)
         writer = asyncio.create_task(conn.write())
         reader = asyncio.create_task(conn.read())
-
-        def dropped() -> None:
-            reader.cancel()
-
-        sub.on_drop = dropped
+        dropped = asyncio.Event()
+        sub.on_drop = dropped.set
+        drop = asyncio.create_task(dropped.wait())
         try:
-            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((reader, writer, drop), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            reader.cancel()
             state.hub.unsubscribe(sub)
             conn.release()
             state.connections["ws"] -= 1
             if sub.dropped or conn.going_away:
-                # Let the reason or the close frame go out, bounded.
+                # Let the reason or the close frame go out, bounded. The reader stays
+                # until then: cancelling RSGI's pending receive first loses the close.
                 await asyncio.wait((writer,), timeout=DROP_GRACE_S)
-            writer.cancel()
+            for task in (reader, writer, drop):
+                task.cancel()
             state.sockets.discard(conn)
 
     router.add("WS", "/ws", handle, kind=Kind.SOCKET)
