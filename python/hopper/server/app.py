@@ -86,27 +86,28 @@ class HopperApp:
             [("access-control-allow-origin", config.cors_allow_origin)],
             config.max_body_bytes,
         )
-        self._asgi = AsgiInterface(self.pipeline, self._started, self._stopped)
-        self._rsgi = RsgiInterface(self.pipeline, self._started, self._stopped)
+        self.asgi = AsgiInterface(self.pipeline, self._started, self._stopped)
+        self.rsgi = RsgiInterface(self.pipeline, self._started, self._stopped)
         self._sampler: asyncio.Task[None] | None = None
 
     # ----- the two interfaces --------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._asgi(scope, receive, send)
+        await self.asgi(scope, receive, send)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        await self._rsgi(scope, protocol)
+        await self.rsgi.__rsgi__(scope, protocol)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._rsgi.init(loop)
+        self.rsgi.__rsgi_init__(loop)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._rsgi.delete(loop)
+        self.rsgi.__rsgi_del__(loop)
 
     # ----- start and stop ------------------------------------------------------------
 
     def _started(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.engine.serve_on(loop)
         self._sampler = loop.create_task(self.state.throughput.run(self.engine))
         self._hook_signals(loop)
 

@@ -38,7 +38,10 @@ class Api(ABC):
         self.router = Router()
 
     def owns(self, path: str) -> bool:
-        return not self.prefix or path == self.prefix or path.startswith(self.prefix + "/")
+        prefix = self.prefix
+        return not prefix or (
+            path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in "/"
+        )
 
     @abstractmethod
     def error(self, status: int, message: str, code: str | None = None) -> Response:

@@ -68,6 +68,9 @@ class Route:
     path: str = ""
 
 
+RECENT_PATHS = 4096
+
+
 def split(path: str) -> tuple[str, ...]:
     return tuple(path.strip("/").split("/")) if path.strip("/") else ()
 
@@ -79,10 +82,14 @@ class Router:
     def __init__(self) -> None:
         self._index: dict[tuple[str, int, str], list[Route]] = {}
         self._all: list[Route] = []
+        # (method, path) -> match, for the paths clients repeat (one queue's push URL);
+        # bounded, emptied when full. Captured params are shared: handlers only read them.
+        self._recent: dict[tuple[str, str], tuple[Route, dict[str, str]] | None] = {}
 
     def add(
         self, method: str, path: str, handler: Callable[..., Awaitable[Any]], **kw: Any
     ) -> None:
+        self._recent.clear()
         template = split(path)
         if template and template[0].startswith(":"):
             raise ValueError("a route's first segment must be literal")
@@ -97,6 +104,17 @@ class Router:
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route and its captured segments; None if no route has this path and method."""
+        key = (method, path)
+        try:
+            return self._recent[key]
+        except KeyError:
+            pass
+        if len(self._recent) >= RECENT_PATHS:
+            self._recent.clear()
+        found = self._recent[key] = self._match(method, path)
+        return found
+
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         segments = split(path)
         routes = self._index.get((method, len(segments), segments[0] if segments else ""))
         if routes is None:

@@ -164,7 +164,7 @@ class RsgiInterface:
         self.pipeline = pipeline
         self._on_start, self._on_stop = on_start, on_stop
 
-    async def __call__(self, scope: Any, protocol: Any) -> None:
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         pipeline = self.pipeline
         if scope.proto == "http":
             request = RsgiRequest(scope, protocol, pipeline.max_body, scope.method)
@@ -173,8 +173,8 @@ class RsgiInterface:
             request = RsgiRequest(scope, protocol, pipeline.max_body, "WS")
             await pipeline.websocket(request, RsgiUpgrade(protocol))
 
-    def init(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._on_start(loop)
 
-    def delete(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._on_stop()
