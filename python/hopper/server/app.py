@@ -81,7 +81,8 @@ class HopperApp:
         self.pipeline = Pipeline(
             self.engine,
             self.state.hub.gate,
-            [self.management, job_api],
+            self.management,
+            job_api,
             Dashboard(self.management.base),
             [("access-control-allow-origin", config.cors_allow_origin)],
             config.max_body_bytes,

@@ -14,7 +14,6 @@ from hopper.server.http import (
     Headers,
     HttpError,
     Request,
-    Responder,
     Response,
     Socket,
     Stream,
@@ -35,9 +34,16 @@ def _encode(headers: Headers) -> list[tuple[bytes, bytes]]:
 
 
 class AsgiRequest(Request):
-    __slots__ = ("receive", "scope")
+    __slots__ = ("_cors", "_send", "receive", "scope")
 
-    def __init__(self, scope: Scope, receive: Receive, max_body: int) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        max_body: int,
+        cors: list[tuple[bytes, bytes]],
+    ) -> None:
         super().__init__(
             scope.get("method", "WS"),
             scope["path"],
@@ -46,6 +52,8 @@ class AsgiRequest(Request):
         )
         self.scope = scope
         self.receive = receive
+        self._send = send
+        self._cors = cors
 
     def header(self, name: str) -> str | None:
         key = name.encode("latin-1")
@@ -102,6 +110,22 @@ class AsgiRequest(Request):
         while (await self.receive())["type"] not in ("http.disconnect", "websocket.disconnect"):
             pass
 
+    async def respond(self, response: Response, cors: bool = True) -> None:
+        headers = [
+            (b"content-type", response.content_type.encode("latin-1")),
+            (b"content-length", b"%d" % len(response.body)),
+        ]
+        if cors:
+            headers += self._cors
+        if response.headers:
+            headers += _encode(response.headers)
+        start = {"type": "http.response.start", "status": response.status, "headers": headers}
+        await self._send(start)
+        await self._send({"type": "http.response.body", "body": response.body})
+
+    def stream(self) -> Stream:
+        return AsgiStream(self._send)
+
 
 class AsgiStream(Stream):
     def __init__(self, send: Send) -> None:
@@ -118,31 +142,6 @@ class AsgiStream(Stream):
 
     async def end(self) -> None:
         await self._send({"type": "http.response.body", "body": b""})
-
-
-class AsgiResponder(Responder):
-    __slots__ = ("_cors", "_send")
-
-    def __init__(self, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
-        self._send = send
-        self._cors = cors
-
-    async def send(self, response: Response, cors: bool = True) -> None:
-        headers = [
-            (b"content-type", response.content_type.encode("latin-1")),
-            (b"content-length", b"%d" % len(response.body)),
-        ]
-        if cors:
-            headers += self._cors
-        if response.headers:
-            headers += _encode(response.headers)
-        await self._send(
-            {"type": "http.response.start", "status": response.status, "headers": headers}
-        )
-        await self._send({"type": "http.response.body", "body": response.body})
-
-    def stream(self) -> Stream:
-        return AsgiStream(self._send)
 
 
 class AsgiSocket(Socket):
@@ -214,10 +213,9 @@ class AsgiInterface:
         kind = scope["type"]
         max_body = self.pipeline.max_body
         if kind == "http":
-            request = AsgiRequest(scope, receive, max_body)
-            await self.pipeline.http(request, AsgiResponder(send, self._cors))
+            await self.pipeline.http(AsgiRequest(scope, receive, send, max_body, self._cors))
         elif kind == "websocket":
-            request = AsgiRequest(scope, receive, max_body)
+            request = AsgiRequest(scope, receive, send, max_body, self._cors)
             upgrade = AsgiUpgrade(scope, receive, send, self.pipeline.cors)
             await self.pipeline.websocket(request, upgrade)
         elif kind == "lifespan":

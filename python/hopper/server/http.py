@@ -20,6 +20,7 @@ from hopper.errors import (
 )
 
 Headers = list[tuple[str, str]]
+NO_PARAMS: dict[str, str] = {}
 
 JSON = "application/json"
 # A body over the limit is still read (and dropped) up to this size so the 413 reaches
@@ -57,14 +58,15 @@ class BodyTooLarge(HttpError):
 
 
 class Request(ABC):
-    """One HTTP request or WebSocket upgrade. `params` holds the path's captured segments."""
+    """One HTTP request or WebSocket upgrade, and the way to answer it. `params` holds the
+    path's captured segments (shared between requests: read them, never change them)."""
 
     __slots__ = ("_query", "_query_string", "max_body", "method", "params", "path")
 
     def __init__(self, method: str, path: str, query_string: str, max_body: int) -> None:
         self.method = method
         self.path = path
-        self.params: dict[str, str] = {}
+        self.params = NO_PARAMS
         self.max_body = max_body
         self._query_string = query_string
         self._query: dict[str, str] | None = None
@@ -80,6 +82,14 @@ class Request(ABC):
     @abstractmethod
     async def disconnected(self) -> None:
         """Returns when the client has closed the connection."""
+
+    @abstractmethod
+    async def respond(self, response: Response, cors: bool = True) -> None:
+        """Sends the answer, with the server's CORS header unless `cors` is False."""
+
+    @abstractmethod
+    def stream(self) -> Stream:
+        """Answers with a response sent in pieces instead."""
 
     @property
     def query(self) -> dict[str, str]:
@@ -153,14 +163,3 @@ class Upgrade(ABC):
     @abstractmethod
     async def reject(self, response: Response) -> None:
         """Refuses with an HTTP response (RSGI sends the status only, without a body)."""
-
-
-class Responder(ABC):
-    """Where an HTTP request's answer goes: one response, or a stream."""
-
-    @abstractmethod
-    async def send(self, response: Response, cors: bool = True) -> None:
-        """Sends `response`, with the server's CORS header unless `cors` is False."""
-
-    @abstractmethod
-    def stream(self) -> Stream: ...

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from time import perf_counter
 
-import orjson
-
 from hopper.errors import InvalidInputError, NotFoundError
 from hopper.server.prometheus import Metrics
 from hopper.server.server_engine import ServerEngine
@@ -40,9 +38,9 @@ class JobOperations:
 
     def push(self, queue: str, body: bytes) -> bytes:
         t0 = perf_counter()
-        job_id, _duplicate = self.engine.push_body(queue, body)
+        job_id = self.engine.push_body_json(queue, body)
         self.metrics.observe_push(perf_counter() - t0)
-        return b'{"ok":true,"id":' + orjson.dumps(job_id) + b"}"
+        return b'{"ok":true,"id":' + job_id + b"}"
 
     def push_many(self, queue: str, body: bytes) -> bytes:
         t0 = perf_counter()

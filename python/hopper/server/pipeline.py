@@ -16,7 +16,6 @@ from hopper.server.http import (
     Headers,
     HttpError,
     Request,
-    Responder,
     Response,
     Upgrade,
     status_of,
@@ -38,10 +37,9 @@ class Api(ABC):
         self.router = Router()
 
     def owns(self, path: str) -> bool:
+        """Whether `path` is the prefix or under it (any path, without a prefix)."""
         prefix = self.prefix
-        return not prefix or (
-            path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in "/"
-        )
+        return path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in "/"
 
     @abstractmethod
     def error(self, status: int, message: str, code: str | None = None) -> Response:
@@ -60,38 +58,37 @@ class Pipeline:
         self,
         engine: ServerEngine,
         gate: FlowGate,
-        apis: list[Api],
+        management: Api,
+        jobs: Api,
         dashboard: Dashboard,
         cors: Headers,
         max_body: int,
     ) -> None:
-        """`apis` in match order: the last one owns every path the others do not."""
+        """`management` owns the paths under its prefix, `jobs` (the job server) the rest."""
         self.engine = engine
         self.gate = gate
-        self.apis = apis
+        self.management = management
+        self.jobs = jobs
         self.dashboard = dashboard
         self.cors = cors
         self.max_body = max_body
 
-    def _api(self, path: str) -> Api:
-        for api in self.apis:
-            if api.owns(path):
-                return api
-        return self.apis[-1]
-
-    async def http(self, req: Request, out: Responder) -> None:
+    async def http(self, req: Request) -> None:
         method = req.method
-        api = self._api(req.path)
-        if not api.prefix:
-            page = self.dashboard.response(method, req.path)
-            if page is not None:
-                await out.send(page.without_body() if method == "HEAD" else page, cors=False)
-                return
+        path = req.path
+        api = self.management if self.management.owns(path) else self.jobs
         if method == "OPTIONS":
-            await out.send(api.preflight)
+            await req.respond(api.preflight)
             return
-        match_method = "GET" if method == "HEAD" and api.head_as_get else method
-        found = api.router.match(match_method, req.path[len(api.prefix) :] or "/")
+        found = api.router.match(
+            "GET" if method == "HEAD" and api.head_as_get else method,
+            path[len(api.prefix) :] or "/",
+        )
+        if found is None and api is self.jobs:
+            page = self.dashboard.response(method, path)  # the page: none of the job routes
+            if page is not None:
+                await req.respond(page.without_body() if method == "HEAD" else page, cors=False)
+                return
         stream = None
         try:
             route = None
@@ -101,19 +98,20 @@ class Pipeline:
             if route is None:
                 raise api.not_found(req)
             if route.kind is Kind.STREAM:
-                stream = out.stream()
+                stream = req.stream()
                 await route.handler(req, stream, self.cors)
                 return
             if method in MUTATING and self.gate.heavy:
                 await self.gate.wait()  # a consumer that reads is behind: slow producers
-            response: Response = await route.handler(req)
+            answer: Response | bytes = await route.handler(req)
+            response = Response(200, answer) if isinstance(answer, bytes) else answer
         except HttpError as e:
             response = api.error(e.status, e.message, e.code)
         except HopperError as e:
             response = api.error(status_of(e), str(e))
         except Exception:
             # A bug, not bad input: keep the envelope, and leave a trace in the log.
-            log.exception("unhandled error in %s %s", method, req.path)
+            log.exception("unhandled error in %s %s", method, path)
             response = api.error(500, "Internal server error")
         if stream is not None and stream.opened:
             return  # a stream that failed midway: its status is sent, nothing to add
@@ -124,10 +122,10 @@ class Pipeline:
                     await pending
             except HopperError as e:
                 response = api.error(status_of(e), str(e))
-        await out.send(response.without_body() if method == "HEAD" else response)
+        await req.respond(response.without_body() if method == "HEAD" else response)
 
     async def websocket(self, req: Request, upgrade: Upgrade) -> None:
-        api = self.apis[-1]  # only the job server has sockets
+        api = self.jobs  # only the job server has sockets
         found = api.router.match("WS", req.path)
         try:
             if found is None:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from hopper.server.http import (
     MAX_DRAIN_BYTES,
+    NO_PARAMS,
     BodyTooLarge,
     Headers,
     Request,
-    Responder,
     Response,
     Socket,
     Stream,
@@ -29,12 +29,21 @@ _WS_CLOSE = 0
 
 
 class RsgiRequest(Request):
-    __slots__ = ("protocol", "scope")
+    __slots__ = ("cors", "protocol", "scope")
 
-    def __init__(self, scope: Any, protocol: Any, max_body: int, method: str) -> None:
-        super().__init__(method, scope.path, scope.query_string, max_body)
+    def __init__(
+        self, scope: Any, protocol: Any, max_body: int, method: str, cors: Headers
+    ) -> None:
+        # The base class's fields, set here without a super() call: this runs per request.
+        self.method = method
+        self.path = scope.path
+        self.params = NO_PARAMS
+        self.max_body = max_body
+        self._query_string = scope.query_string
+        self._query = None
         self.scope = scope
         self.protocol = protocol
+        self.cors = cors
 
     def header(self, name: str) -> str | None:
         value: str | None = self.scope.headers.get(name)
@@ -74,6 +83,17 @@ class RsgiRequest(Request):
     async def disconnected(self) -> None:
         await self.protocol.client_disconnect()
 
+    async def respond(self, response: Response, cors: bool = True) -> None:
+        headers = [("content-type", response.content_type)]
+        if cors:
+            headers += self.cors
+        if response.headers:
+            headers += response.headers
+        self.protocol.response_bytes(response.status, headers, response.body)
+
+    def stream(self) -> Stream:
+        return RsgiStream(self.protocol)
+
 
 class RsgiStream(Stream):
     def __init__(self, protocol: Any) -> None:
@@ -92,25 +112,6 @@ class RsgiStream(Stream):
 
     async def end(self) -> None:
         """The response ends when the handler returns."""
-
-
-class RsgiResponder(Responder):
-    __slots__ = ("_cors", "_protocol")
-
-    def __init__(self, protocol: Any, cors: Headers) -> None:
-        self._protocol = protocol
-        self._cors = cors
-
-    async def send(self, response: Response, cors: bool = True) -> None:
-        headers = [("content-type", response.content_type)]
-        if cors:
-            headers += self._cors
-        if response.headers:
-            headers += response.headers
-        self._protocol.response_bytes(response.status, headers, response.body)
-
-    def stream(self) -> Stream:
-        return RsgiStream(self._protocol)
 
 
 class RsgiSocket(Socket):
@@ -167,10 +168,11 @@ class RsgiInterface:
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         pipeline = self.pipeline
         if scope.proto == "http":
-            request = RsgiRequest(scope, protocol, pipeline.max_body, scope.method)
-            await pipeline.http(request, RsgiResponder(protocol, pipeline.cors))
+            await pipeline.http(
+                RsgiRequest(scope, protocol, pipeline.max_body, scope.method, pipeline.cors)
+            )
         elif scope.proto == "ws":
-            request = RsgiRequest(scope, protocol, pipeline.max_body, "WS")
+            request = RsgiRequest(scope, protocol, pipeline.max_body, "WS", pipeline.cors)
             await pipeline.websocket(request, RsgiUpgrade(protocol))
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -6,6 +6,7 @@ server needs lives here."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from hopper.engine import Engine
@@ -14,12 +15,40 @@ from hopper.notify import LoopWatcher
 
 class ServerEngine(Engine):
     """An `Engine` whose calls never block on the log: a request handler awaits
-    `commit()` (or `commit_target()` then `wait_committed()`) before it answers."""
+    `commit()` (or `commit_target()` then `wait_committed()`) before it answers.
+
+    The wire-format calls every request makes are the extension's own methods, bound
+    in `__init__` (no Python frame in between): `*_body` takes request bytes, `*_json`
+    returns JSON bytes."""
+
+    push_body_json: Callable[[str, bytes], bytes]
+    """Pushes a job-server push body; returns the id as a JSON string."""
+    push_many_body_json: Callable[[str, bytes], bytes]
+    """Pushes a JSON array of push bodies, or `{"jobs": [...]}`, all or none; returns
+    the ids as a JSON array."""
+    pull_json: Callable[[str, int], tuple[bytes, str] | None]
+    """Leases the next job to an owner: (job JSON, lock token), or None."""
+    get_json: Callable[[str], bytes | None]
+    ack_body: Callable[[str, bytes], None]
+    """Acks from a job-server body `{result?, token?}` (empty = `{}`)."""
+    fail_body: Callable[[str, bytes], int | None]
+    """Fails from a job-server body `{error?, token?}`; returns the retry delay or None."""
+    commit_target: Callable[[], tuple[int, int] | None]
+    """What `commit()` would wait for now: (LSN to see written, LSN to see synced), or
+    None. `commit()` in two halves, for callers that answer later."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._core.set_block_on_commit(False)
+        core = self._core
+        core.set_block_on_commit(False)
         self._served: LoopWatcher | None = None
+        self.push_body_json = core.push_body_json
+        self.push_many_body_json = core.push_many_body_json
+        self.pull_json = core.pull_json
+        self.get_json = core.get_json
+        self.ack_body = core.ack_body
+        self.fail_body = core.fail_body
+        self.commit_target = core.commit_target
 
     def serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """Binds the commit waits to the server's loop once, so a request does not look
@@ -37,31 +66,11 @@ class ServerEngine(Engine):
         job_id, duplicate, _durable = self._core.push_body(queue, body)
         return job_id, duplicate
 
-    def push_many_body_json(self, queue: str, body: bytes) -> bytes:
-        """Pushes a JSON array of push bodies, or `{"jobs": [...]}`, all or none.
-        Returns the ids as a JSON array."""
-        return self._core.push_many_body_json(queue, body)
-
-    def pull_json(self, queue: str, owner: int = 0) -> tuple[bytes, str] | None:
-        """Leases the next job: (job JSON, lock token), or None."""
-        return self._core.pull_json(queue, owner)
-
     async def pull_json_async(
         self, queue: str, timeout: float, owner: int = 0
     ) -> tuple[bytes, str] | None:
         """`pull_json`, waiting up to `timeout` seconds for a job (long poll)."""
         return await self._await_work(queue, timeout, lambda: self._core.pull_json(queue, owner))
-
-    def get_json(self, job_id: str) -> bytes | None:
-        return self._core.get_json(job_id)
-
-    def ack_body(self, job_id: str, body: bytes) -> None:
-        """Acks from a job-server body `{result?, token?}` (empty = `{}`)."""
-        self._core.ack_body(job_id, body)
-
-    def fail_body(self, job_id: str, body: bytes) -> int | None:
-        """Fails from a job-server body `{error?, token?}`. Returns the retry delay or None."""
-        return self._core.fail_body(job_id, body)
 
     # ----- answering after the log ---------------------------------------------------
 
@@ -77,15 +86,10 @@ class ServerEngine(Engine):
     def commit_pending(self) -> asyncio.Future[None] | None:
         """`commit()` without its coroutine, for the dispatchers' hot path: a future to
         await, or None when there is nothing to wait for. Call on the running loop."""
-        target = self._core.commit_target()
+        target = self.commit_target()
         if target is None:
             return None
-        return self._watcher_here().committed(*target)
-
-    def commit_target(self) -> tuple[int, int] | None:
-        """What `commit()` would wait for now: (LSN to see written, LSN to see synced),
-        or None. `commit()` in two halves, for callers that answer later."""
-        return self._core.commit_target()
+        return (self._served or self._watcher_here()).committed(*target)
 
     async def wait_committed(self, target: tuple[int, int]) -> None:
         await self._watcher_here().committed(*target)

@@ -371,6 +371,15 @@ impl Core {
         })
     }
 
+    /// `push_body` for a server's reply: the id as a JSON string (escaped: a caller's
+    /// `jobId` may hold any character).
+    fn push_body_json(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Py<PyBytes>> {
+        let (id, _duplicate, _durable) = self.push_body(py, queue, body)?;
+        let mut out = String::with_capacity(id.len() + 2);
+        push_str(&mut out, &id);
+        Ok(PyBytes::new(py, out.as_bytes()).unbind())
+    }
+
     /// Pushes a JSON array of push bodies atomically. Returns the ids in order.
     fn push_many_body(&self, py: Python<'_>, queue: &str, body: &[u8]) -> PyResult<Vec<String>> {
         self.mutate(py, |e| {

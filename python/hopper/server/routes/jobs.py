@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from hopper.errors import InvalidInputError
-from hopper.server.http import Request, Response, ok
+from hopper.server.http import Request
 from hopper.server.jobserver_schemas import ok_with, ref
 from hopper.server.operations import MAX_POLL_MS, TIMEOUT_RANGE, JobOperations, pulled
 from hopper.server.router import Doc, Param, Router
@@ -24,19 +24,19 @@ def poll_timeout_ms(raw: str | None) -> int:
 
 
 def register(router: Router, state: ServerState, ops: JobOperations) -> None:
-    async def push(req: Request) -> Response:
-        return ok(ops.push(req.params["queue"], await req.body()))
+    async def push(req: Request) -> bytes:
+        return ops.push(req.params["queue"], await req.body())
 
-    async def push_bulk(req: Request) -> Response:
-        return ok(ops.push_many(req.params["queue"], await req.body()))
+    async def push_bulk(req: Request) -> bytes:
+        return ops.push_many(req.params["queue"], await req.body())
 
-    async def pull(req: Request) -> Response:
+    async def pull(req: Request) -> bytes:
         queue = req.params["queue"]
         timeout = poll_timeout_ms(req.query.get("timeout"))
         reply = ops.pull(queue)
         if reply is None:
             reply = pulled(await long_poll(req, queue, timeout) if timeout else None)
-        return ok(reply)
+        return reply
 
     async def long_poll(req: Request, queue: str, timeout_ms: int) -> tuple[bytes, str] | None:
         """Waits for a job while watching the connection: a client that has gone away
@@ -59,17 +59,17 @@ def register(router: Router, state: ServerState, ops: JobOperations) -> None:
             return None
         return got
 
-    async def get(req: Request) -> Response:
-        return ok(ops.get(req.params["id"]))
+    async def get(req: Request) -> bytes:
+        return ops.get(req.params["id"])
 
-    async def cancel(req: Request) -> Response:
-        return ok(ops.cancel(req.params["id"]))
+    async def cancel(req: Request) -> bytes:
+        return ops.cancel(req.params["id"])
 
-    async def ack(req: Request) -> Response:
-        return ok(ops.ack(req.params["id"], await req.body()))
+    async def ack(req: Request) -> bytes:
+        return ops.ack(req.params["id"], await req.body())
 
-    async def fail(req: Request) -> Response:
-        return ok(ops.fail(req.params["id"], await req.body()))
+    async def fail(req: Request) -> bytes:
+        return ops.fail(req.params["id"], await req.body())
 
     tag, errors = "Job server", (400, 401, 404, 413, 429, 503)
     ack_body = {"type": "object", "properties": {"result": {}, "token": {"type": "string"}}}
