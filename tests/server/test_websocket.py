@@ -400,3 +400,28 @@ def test_handshake_with_the_token(auth_server: Server, queue: str) -> None:
             assert (await peer.call("Auth", reqId="a3"))["ok"] is False
 
     run(scenario)
+
+
+@pytest.mark.smoke
+def test_pipelined_commands_are_answered_and_evented_in_order(server: Server, queue: str) -> None:
+    """One socket, 2,000 PUSHes sent without waiting: the replies come back in the order
+    sent, and so do the jobs' events (the server writes a socket's messages in order,
+    however many it hands over at once)."""
+    n = 2000
+
+    async def scenario() -> None:
+        async with ws_connect(server, f"/ws/queues/{queue}", max_size=None) as conn:
+            peer = Peer(conn)
+            for i in range(n):
+                await peer.send_raw(
+                    json.dumps({"cmd": "PUSH", "queue": queue, "data": {"n": i}, "reqId": i})
+                )
+            while len(peer.replies) < n or len(peer.events) < n:
+                await peer.recv()
+            assert [r["reqId"] for r in peer.replies] == list(range(n))
+            assert all(r["ok"] for r in peer.replies)
+            assert [e["data"]["n"] for e in peer.events] == list(range(n))
+            ids = [r["id"] for r in peer.replies]
+            assert [e["jobId"] for e in peer.events] == ids
+
+    run(scenario)

@@ -148,6 +148,11 @@ class Socket(ABC):
     async def send(self, text: bytes) -> None:
         """Sends one text message (`text` is UTF-8). OSError once the peer is gone."""
 
+    async def send_all(self, texts: list[bytes]) -> None:
+        """Sends each as its own message, in order."""
+        for text in texts:
+            await self.send(text)
+
     @abstractmethod
     async def close(self, code: int, reason: str) -> None:
         """Sends a close frame where the interface allows a code and reason (ASGI);

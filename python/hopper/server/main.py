@@ -124,6 +124,9 @@ def serve(args: argparse.Namespace) -> int:
         interface=Interfaces.RSGI if config.interface == "rsgi" else Interfaces.ASGI,
         loop=Loops.uvloop,
         workers=1,
+        # One runtime thread: WebSocket sends started together run in the order started
+        # (rsgi.RsgiSocket.send_all relies on it).
+        runtime_threads=1,
         websockets=True,
         log_access=False,
         workers_kill_timeout=SHUTDOWN_GRACE_S,

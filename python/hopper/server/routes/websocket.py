@@ -20,7 +20,7 @@ import orjson
 
 from hopper.errors import HopperError, InvalidInputError
 from hopper.server.admission import Admission
-from hopper.server.events import CommitTarget, Subscriber, item_size
+from hopper.server.events import ITEM_OVERHEAD, CommitTarget, Subscriber
 from hopper.server.http import Request, Socket
 from hopper.server.operations import MAX_POLL_MS, JobOperations, check_poll_timeout, pulled
 from hopper.server.router import Kind, Router
@@ -29,6 +29,9 @@ from hopper.server.state import ServerState
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TOO_SLOW = "event buffer overflow: client too slow"
+# Messages handed to the socket at once: bounds what is in flight past the outbox and
+# lets a consumer that reads show progress between chunks.
+SEND_CHUNK = 128
 # Long-poll PULLs waiting at once on one socket; more are refused, not queued.
 MAX_PENDING_PULLS = 1000
 # After a drop, how long the writer may still wait for a send the client is not reading
@@ -172,14 +175,16 @@ class Connection:
                     await self.state.engine.wait_committed(last)
                 except HopperError as e:
                     batch = [(_as_error(item, e) if t else item, None) for item, t in batch]
-            try:
-                for item, _target in batch:
-                    await socket.send(item)
-                    sub.sent(item_size(item))
-                    if sub.dropped:
-                        break
-            except (OSError, RuntimeError):
-                return  # the peer is gone; the reader sees it too
+            items = [item for item, _target in batch]
+            for i in range(0, len(items), SEND_CHUNK):
+                chunk = items[i : i + SEND_CHUNK]
+                try:
+                    await socket.send_all(chunk)
+                except (OSError, RuntimeError):
+                    return  # the peer is gone; the reader sees it too
+                sub.sent(sum(len(item) for item in chunk) + ITEM_OVERHEAD * len(chunk))
+                if sub.dropped:
+                    break
 
     async def _send_drop_notice(self) -> None:
         """The reason goes as a last message (RSGI has no close reason) and in the close
