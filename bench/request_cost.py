@@ -160,10 +160,12 @@ async def main(args: argparse.Namespace) -> float:
     from hopper.server.app import HopperApp
     from hopper.server.config import ServerConfig
 
-    app = HopperApp(ServerConfig(memory=True, data_dir=tempfile.mkdtemp(), interface="rsgi"))
+    app = HopperApp(ServerConfig(memory=True, data_dir=tempfile.mkdtemp()))
     loop = asyncio.get_running_loop()
-    app.rsgi.__rsgi_init__(loop)
-    entry = app.rsgi.__rsgi__
+    entry = None
+    if hasattr(app, "rsgi"):
+        app.rsgi.__rsgi_init__(loop)
+        entry = app.rsgi.__rsgi__
     if args.bare:
         sys.path.insert(0, str(HERE))
         import bare_app
@@ -171,7 +173,8 @@ async def main(args: argparse.Namespace) -> float:
         entry = bare_app.rsgi_app_parse.__rsgi__
     run = {
         ("http", "rsgi"): lambda n: http_rsgi(entry, n),
-        ("http", "asgi"): lambda n: http_asgi(app.asgi, n),
+        # (getattr: the app before the pipeline was an ASGI callable itself)
+        ("http", "asgi"): lambda n: http_asgi(getattr(app, "asgi", app), n),
         ("ws", "rsgi"): lambda n: ws_rsgi(entry, n),
     }[(args.mode, args.interface)]
     await run(1024)  # warm up

@@ -1061,7 +1061,8 @@ def main() -> int:
                     "statistic": "median over runs of each sample field",
                     "servers": {
                         "hopper": hopper_line
-                        + " (Granian, uvloop, 1 worker; ASGI unless --hopper-arg says otherwise)",
+                        + " (Granian, uvloop, 1 worker; hopper's default interface, RSGI,"
+                        " unless --hopper-arg says otherwise)",
                         "hopper_args": args.hopper_arg,
                         "reference": "HOST=127.0.0.1 HTTP_PORT=<free> TCP_PORT=<free> "
                         "RATE_LIMIT_MAX_REQUESTS=1000000000 bun bunqueue/dist/main.js (in-memory)",
