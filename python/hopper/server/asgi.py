@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import Any
 
 from hopper.server.http import (
     MAX_DRAIN_BYTES,
@@ -19,9 +20,7 @@ from hopper.server.http import (
     Stream,
     Upgrade,
 )
-
-if TYPE_CHECKING:
-    from hopper.server.pipeline import Pipeline
+from hopper.server.pipeline import Interface
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -196,18 +195,12 @@ class AsgiUpgrade(Upgrade):
         await self._send({"type": "websocket.http.response.body", "body": response.body})
 
 
-class AsgiInterface:
+class AsgiInterface(Interface):
     """The ASGI entry point over the pipeline (lifespan included)."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        on_start: Callable[[asyncio.AbstractEventLoop], None],
-        on_stop: Callable[[], None],
-    ) -> None:
-        self.pipeline = pipeline
-        self._on_start, self._on_stop = on_start, on_stop
-        self._cors = _encode(pipeline.cors)
+    @cached_property
+    def _cors(self) -> list[tuple[bytes, bytes]]:
+        return _encode(self.pipeline.cors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

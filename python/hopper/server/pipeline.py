@@ -6,8 +6,10 @@ admission, preflight); ASGI and RSGI only in their adapters (`asgi.py`, `rsgi.py
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from hopper.errors import HopperError
 from hopper.server.dashboard import Dashboard
@@ -136,3 +138,17 @@ class Pipeline:
             await upgrade.reject(api.error(e.status, e.message, e.code))
             return
         await route.handler(req, await upgrade.accept())
+
+
+class Interface:
+    """What each Granian interface's entry object holds (`asgi.py`, `rsgi.py`): the
+    pipeline, and the app's hooks for when serving starts (with its loop) and stops."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        on_start: Callable[[asyncio.AbstractEventLoop], None],
+        on_stop: Callable[[], None],
+    ) -> None:
+        self.pipeline = pipeline
+        self._on_start, self._on_stop = on_start, on_stop

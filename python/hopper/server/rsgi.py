@@ -6,8 +6,7 @@ handshake; docs/compatibility.md says what that changes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hopper.server.http import (
     MAX_DRAIN_BYTES,
@@ -20,9 +19,7 @@ from hopper.server.http import (
     Stream,
     Upgrade,
 )
-
-if TYPE_CHECKING:
-    from hopper.server.pipeline import Pipeline
+from hopper.server.pipeline import Interface
 
 # granian.rsgi.WebsocketMessageType, without importing granian where it is not serving.
 _WS_CLOSE = 0
@@ -167,18 +164,9 @@ class RsgiUpgrade(Upgrade):
         self._protocol.close(response.status)
 
 
-class RsgiInterface:
+class RsgiInterface(Interface):
     """The RSGI entry points (`__rsgi__`, `__rsgi_init__`, `__rsgi_del__`) over the
     pipeline."""
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        on_start: Callable[[asyncio.AbstractEventLoop], None],
-        on_stop: Callable[[], None],
-    ) -> None:
-        self.pipeline = pipeline
-        self._on_start, self._on_stop = on_start, on_stop
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         pipeline = self.pipeline
