@@ -12,7 +12,7 @@ seconds each after a --warmup, and reports the median over runs:
   ws push          one WebSocket to /ws, PUSH commands with a window of --ws-window in
                    flight, counting replies (the broadcast events are received and skipped);
                    client: bench/ws_push_client.ts on Bun (--ws-impl python for the asyncio one)
-  ws push filtered the same on /ws/queues/<q> (the queue-filtered socket)
+  ws push filtered the same on /ws/queues/<another queue> (filtered: no job events)
   ws push events   --ws-events-conns sockets x --ws-events-window in flight on /ws for
                    --ws-events-duration s: every socket receives every push's event; sockets
                    the server closes (code, reason) are counted and reported
@@ -416,10 +416,12 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
     out.append(
         Scenario(
             "ws_push_filtered",
-            f"WS push on /ws/queues/<q>, {args.ws_conns} conn, window {args.ws_window}",
+            f"WS push on /ws/queues/<another q> (no events), {args.ws_conns} conn, "
+            f"window {args.ws_window}",
             "pushes/s",
             "ws",
-            ws=dataclasses.replace(ws, path="/ws/queues/{q}"),
+            # Filtered on a queue nobody pushes to: replies only, no job events.
+            ws=dataclasses.replace(ws, path="/ws/queues/{q}-quiet"),
         )
     )
     out.append(
