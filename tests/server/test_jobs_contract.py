@@ -94,6 +94,8 @@ def test_push_defaults_are_visible_via_get(client: httpx.Client, queue: str) -> 
 
 @pytest.mark.smoke
 def test_push_every_option_is_kept(client: httpx.Client, queue: str) -> None:
+    """The page's own push example, every field at once (repeat with dependsOn and a
+    jobId included: they apply to the first occurrence, docs/compatibility.md)."""
     dep1 = push(client, queue, data="dep1")
     dep2 = push(client, queue, data="dep2")
     custom = f"custom-{queue}"
@@ -114,6 +116,7 @@ def test_push_every_option_is_kept(client: httpx.Client, queue: str) -> None:
         "removeOnFail": True,
         "durable": True,
         "dependsOn": [dep1, dep2],
+        "repeat": {"every": 60000, "limit": 10},
     }
     resp = client.post(f"/queues/{queue}/jobs", json=body)
     assert resp.json() == {"ok": True, "id": custom}
@@ -123,6 +126,7 @@ def test_push_every_option_is_kept(client: httpx.Client, queue: str) -> None:
     for key in ("tags", "groupId", "lifo", "removeOnComplete", "removeOnFail", "durable"):
         assert job[key] == body[key], key
     assert job["dependsOn"] == [dep1, dep2]
+    assert job["repeat"]["every"] == 60000 and job["repeat"]["limit"] == 10
     assert job["runAt"] - job["createdAt"] == 5000
     assert job["state"] == "waiting-children"  # its dependencies have not completed
 

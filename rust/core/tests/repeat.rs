@@ -2,7 +2,7 @@
 
 mod common;
 use common::{H, T0};
-use hopper_core::{ErrorKind, FailOutcome, JobState};
+use hopper_core::{FailOutcome, JobState};
 
 /// The one job of `q` in `state`.
 fn only(h: &H, state: JobState) -> String {
@@ -129,10 +129,41 @@ fn repeat_keeps_options_and_unique_key() {
 }
 
 #[test]
-fn repeat_rejects_job_id() {
+fn a_job_id_names_the_first_occurrence_only() {
     let mut h = H::new();
-    let err = h
-        .try_push("q", r#"{"data":1,"jobId":"x","repeat":{"every":10}}"#)
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::InvalidInput);
+    let first = h.add("q", r#"{"data":1,"jobId":"daily","repeat":{"every":1000}}"#);
+    assert_eq!(first, "daily");
+    // The id is idempotent like any jobId: the same push gives the same job.
+    assert_eq!(
+        h.push("q", r#"{"data":1,"jobId":"daily","repeat":{"every":1000}}"#)
+            .id,
+        "daily"
+    );
+    h.run("q", &first);
+    let next = only(&h, JobState::Delayed);
+    assert_ne!(next, "daily", "later occurrences get generated ids");
+    assert_eq!(h.job(&next).run_at, T0 + 1000);
+}
+
+#[test]
+fn dependencies_hold_the_first_occurrence_only() {
+    let mut h = H::new();
+    let a = h.add("q", r#"{"data":"a","jobId":"job-id-1"}"#);
+    let b = h.add("q", r#"{"data":"b","jobId":"job-id-2"}"#);
+    let first = h.add(
+        "q",
+        r#"{"data":1,"dependsOn":["job-id-1","job-id-2"],"repeat":{"every":1000,"limit":3}}"#,
+    );
+    assert_eq!(h.state(&first), Some(JobState::WaitingChildren));
+    h.run("q", &a);
+    assert_eq!(h.state(&first), Some(JobState::WaitingChildren));
+    h.run("q", &b);
+    assert_eq!(h.state(&first), Some(JobState::Waiting));
+    h.run("q", &first);
+    // The next occurrence is a scheduled run: no dependencies to wait for.
+    let next = only(&h, JobState::Delayed);
+    assert!(h.job(&next).ext().is_none_or(|e| e.depends_on.is_empty()));
+    h.advance(1000);
+    let (id, _) = h.pull("q").unwrap();
+    assert_eq!(id, next);
 }

@@ -10,13 +10,10 @@ use crate::job::{Job, JobExt, JobState, Lease, RepeatState, FLAG_DURABLE, FLAG_L
 use crate::options::{check_queue_name, PushOptions, Removal, MAX_DELAY_MS};
 
 impl Engine {
+    /// A repeating job may have `dependsOn` and a `jobId` (the page's own example has
+    /// both): they apply to its first occurrence, which waits for the dependencies and
+    /// carries the id; later occurrences are plain scheduled runs (`schedule_repeat`).
     fn check_push(&self, opts: &PushOptions) -> Result<()> {
-        if opts.repeat.is_some() && !opts.depends_on.is_empty() {
-            return Err(EngineError::invalid("repeat jobs cannot have dependsOn"));
-        }
-        if opts.repeat.is_some() && opts.job_id.is_some() {
-            return Err(EngineError::invalid("repeat jobs cannot use jobId"));
-        }
         for dep in &opts.depends_on {
             if self.slot_of(dep).is_none() {
                 return Err(EngineError::invalid(format!(
