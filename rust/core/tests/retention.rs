@@ -209,18 +209,27 @@ fn retention_bytes_stay_exact_after_a_failure_with_dependents() {
 }
 
 #[test]
-fn drain_removes_waiting_and_delayed_only() {
+fn drain_removes_waiting_delayed_and_waiting_children_only() {
     let mut h = H::new();
     h.e.set_events_enabled(true);
-    h.add("q", r#"{"data":1}"#);
+    let parent = h.add("q", r#"{"data":1}"#);
     h.add("q", r#"{"data":2,"delay":1000}"#);
+    let child = h.add("q", &format!(r#"{{"data":5,"dependsOn":["{parent}"]}}"#));
+    let elsewhere = h.add(
+        "other",
+        &format!(r#"{{"data":6,"dependsOn":["{parent}"]}}"#),
+    );
     let active = h.add("q", r#"{"data":3,"priority":9}"#);
     let done = h.add("q", r#"{"data":4,"priority":10}"#);
     h.run("q", &done);
     assert_eq!(h.pull_id("q"), Some(active.clone()));
     h.events();
-    assert_eq!(h.op(|e| e.drain("q")).unwrap(), 2);
+    assert_eq!(h.op(|e| e.drain("q")).unwrap(), 3);
+    // Nothing of q failed: its waiting-children job went with its dependency.
     assert_eq!(h.e.counts("q"), [0, 0, 0, 1, 1, 0]);
+    assert_eq!(h.state(&child), None);
+    // A dependent in another queue loses its dependency: it fails, as on any removal.
+    assert_eq!(h.state(&elsewhere), Some(JobState::Failed));
     assert!(h.events().iter().any(|e| e.0 == EventKind::Drained));
     assert_eq!(
         h.op(|e| e.drain("nope")).unwrap_err().kind,

@@ -189,9 +189,11 @@ impl Engine {
         let now = self.tick();
         let qid = self.existing_queue(queue)?;
         let q = &self.queues[qid as usize];
+        // The jobs waiting for dependencies go first and with the rest: removed after
+        // their dependencies, they would fail ("Dependency … was removed") instead.
         let slots: Vec<u32> = q
-            .ready
-            .iter()
+            .slots(JobState::WaitingChildren)
+            .chain(q.ready.iter())
             .chain(q.delayed.iter().map(|&(_, s)| s))
             .collect();
         for &slot in &slots {
