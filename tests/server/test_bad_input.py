@@ -225,6 +225,8 @@ CASES: list[Case] = [
     Case("get-nul-id", "GET", "/jobs/%00", status=404),
     Case("get-bad-escape-id", "GET", "/jobs/%ZZ%C3", status=404),
     Case("delete-odd-id", "DELETE", "/jobs/%FF%FE", status=404),
+    # The WebSocket route's method name, asked for over plain HTTP: not a route.
+    Case("ws-method-over-http", "WS", "/ws", status=404),
     Case("ack-odd-id", "POST", "/jobs/%FF/ack", _json({})),
 ]
 

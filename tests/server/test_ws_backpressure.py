@@ -129,3 +129,36 @@ def test_sockets_that_read_are_not_dropped_under_a_flood(
     assert closes == []
     assert counts == [total, total]
     assert srv.client.get("/health").json()["connections"]["ws"] == 0
+
+
+def test_an_sse_stream_that_stops_reading_is_ended_with_a_notice_on_asgi(
+    start_server: ServerFactory, queue: str
+) -> None:
+    """On ASGI a stream's writes wait for the client, so a stream that stops reading is
+    dropped past the bound, with the notice as its last event. Always run on ASGI: on
+    RSGI, Granian queues a stream's chunks without bound and the server cannot see a
+    reader stop (docs/compatibility.md)."""
+    srv = start_server(HOPPER_INTERFACE="asgi")
+    port = int(srv.url.rsplit(":", 1)[1])
+    sock = small_buffer_socket(port)
+    sock.sendall(f"GET /events/queues/{queue} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    for _ in range(40):  # stop reading; ~80 MB of events for this stream, bounded
+        resp = srv.client.post(f"/queues/{queue}/jobs/bulk", json=[{"data": BIG}] * 8, timeout=30)
+        resp.raise_for_status()
+        if srv.client.get("/health").json()["connections"]["sse"] == 0:
+            break
+    tail = b""
+    sock.settimeout(10)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # read again, to the end of the response
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        tail = (tail + chunk)[-4096:]
+        if tail.endswith(b"0\r\n\r\n"):
+            break
+    sock.close()
+    assert b"Event buffer overflow: client too slow, disconnecting" in tail
+    assert tail.endswith(b"0\r\n\r\n"), tail[-200:]  # the chunked response was ended
+    wait_until(lambda: srv.client.get("/health").json()["connections"]["sse"] == 0, 10)

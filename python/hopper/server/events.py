@@ -29,6 +29,9 @@ SOFT_BYTES = 1024 * 1024
 HARD_BYTES = 16 * 1024 * 1024
 CEILING_BYTES = 64 * 1024 * 1024
 STALL_S = 1.0
+# After a drop, how long its reason may wait for a consumer that stopped reading (the
+# reason can only reach one that reads again); then the connection is let go.
+DROP_GRACE_S = 30.0
 # What an item costs beyond its bytes (the bytes object, the deque slot, the tuple).
 ITEM_OVERHEAD = 64
 

@@ -97,8 +97,8 @@ class Pipeline:
             if found is not None:
                 route, req.params = found
             api.admit(req, route)
-            if route is None:
-                raise api.not_found(req)
+            if route is None or route.kind is Kind.SOCKET:
+                raise api.not_found(req)  # (a WebSocket route asked for over plain HTTP)
             if route.kind is Kind.STREAM:
                 stream = req.stream()
                 await route.handler(req, stream, self.cors)

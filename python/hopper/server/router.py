@@ -69,6 +69,7 @@ class Route:
 
 
 RECENT_PATHS = 4096
+RECENT_PATH_CHARS = 256
 
 
 def split(path: str) -> tuple[str, ...]:
@@ -84,7 +85,7 @@ class Router:
         self._all: list[Route] = []
         # (method, path) -> match, for the paths clients repeat (one queue's push URL);
         # bounded, emptied when full. Captured params are shared: handlers only read them.
-        self._recent: dict[tuple[str, str], tuple[Route, dict[str, str]] | None] = {}
+        self._recent: dict[tuple[str, str], tuple[Route, dict[str, str]]] = {}
 
     def add(
         self, method: str, path: str, handler: Callable[..., Awaitable[Any]], **kw: Any
@@ -105,13 +106,16 @@ class Router:
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route and its captured segments; None if no route has this path and method."""
         key = (method, path)
-        try:
-            return self._recent[key]
-        except KeyError:
-            pass
-        if len(self._recent) >= RECENT_PATHS:
-            self._recent.clear()
-        found = self._recent[key] = self._match(method, path)
+        found = self._recent.get(key)
+        if found is not None:
+            return found
+        found = self._match(method, path)
+        # Only matches of ordinary length are kept: misses and long paths would let any
+        # client fill the cache with what it likes.
+        if found is not None and len(path) <= RECENT_PATH_CHARS:
+            if len(self._recent) >= RECENT_PATHS:
+                self._recent.clear()
+            self._recent[key] = found
         return found
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from hopper.server.events import Subscriber, item_size
+from hopper.server.events import DROP_GRACE_S, Subscriber, item_size
 from hopper.server.http import Headers, Request, Stream
 
 KEEPALIVE_S = 15.0
@@ -19,6 +19,11 @@ SSE_HEADERS: Headers = [
     ("connection", "keep-alive"),
     ("x-accel-buffering", "no"),
 ]
+
+
+async def _last_words(stream: Stream, notice: bytes) -> None:
+    await stream.write(notice)
+    await stream.end()
 
 
 async def _watch_disconnect(req: Request, sub: Subscriber) -> None:
@@ -46,7 +51,11 @@ async def pump(
             if sub.closed:
                 break
             if sub.dropped:
-                await stream.write(overflow)
+                # The notice, then the end of the response (an unfinished one is cut off
+                # with what is still buffered); bounded, as it waits for a client that
+                # stopped reading.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(_last_words(stream, overflow), DROP_GRACE_S)
                 return
             if not batch:
                 await stream.write(b": keepalive\n\n")

@@ -20,7 +20,7 @@ import orjson
 
 from hopper.errors import HopperError, InvalidInputError
 from hopper.server.admission import Admission
-from hopper.server.events import ITEM_OVERHEAD, CommitTarget, Subscriber
+from hopper.server.events import DROP_GRACE_S, ITEM_OVERHEAD, CommitTarget, Subscriber
 from hopper.server.http import Request, Socket
 from hopper.server.operations import MAX_POLL_MS, JobOperations, check_poll_timeout, pulled
 from hopper.server.router import Kind, Router
@@ -34,9 +34,6 @@ TOO_SLOW = "event buffer overflow: client too slow"
 SEND_CHUNK = 128
 # Long-poll PULLs waiting at once on one socket; more are refused, not queued.
 MAX_PENDING_PULLS = 1000
-# After a drop, how long the writer may still wait for a send the client is not reading
-# (its reason can only reach a client that reads again).
-DROP_GRACE_S = 30.0
 
 
 def reply(req_id: Any, body: dict[str, Any]) -> bytes:
