@@ -53,10 +53,10 @@ lint: install
 test-rust:
 	cargo test -p hopper-core
 
-# The full suite on the default interface (RSGI), the smoke subset on the other (ASGI).
+# The full suite on the default interface (ASGI), the smoke subset on the other (RSGI).
 test-python: install
 	$(BIN)/pytest -q
-	HOPPER_TEST_INTERFACE=asgi $(BIN)/pytest -q -m smoke tests/server
+	HOPPER_TEST_INTERFACE=rsgi $(BIN)/pytest -q -m smoke tests/server
 
 test: lint test-rust test-python
 

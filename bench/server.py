@@ -1063,7 +1063,7 @@ def main() -> int:
                     "statistic": "median over runs of each sample field",
                     "servers": {
                         "hopper": hopper_line
-                        + " (Granian, uvloop, 1 worker; hopper's default interface, RSGI,"
+                        + " (Granian, uvloop, 1 worker; hopper's default interface"
                         " unless --hopper-arg says otherwise)",
                         "hopper_args": args.hopper_arg,
                         "reference": "HOST=127.0.0.1 HTTP_PORT=<free> TCP_PORT=<free> "

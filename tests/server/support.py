@@ -27,7 +27,7 @@ HOST = "127.0.0.1"
 SERVER_EXECUTABLE = os.environ.get("HOPPER_TEST_SERVER")
 # The Granian interface every test server runs on (`--interface`): the full suite runs
 # on the default, a smoke subset on the other (see the Makefile's test target).
-INTERFACE = os.environ.get("HOPPER_TEST_INTERFACE", "rsgi")
+INTERFACE = os.environ.get("HOPPER_TEST_INTERFACE", "asgi")
 
 
 @dataclass

@@ -69,11 +69,12 @@ class ServerConfig:
         aliases=("--http-port",),
     )
     interface: str = option(
-        "rsgi",
+        "asgi",
         "--interface",
         ("HOPPER_INTERFACE",),
-        "Granian interface serving the app: rsgi (faster, see docs/performance.md) or asgi "
-        "(WebSocket close codes and reasons, refused handshakes with a body)",
+        "Granian interface serving the app: asgi, or rsgi (faster per request, but SSE "
+        "streams without back-pressure and WebSocket closes without codes; see "
+        "docs/compatibility.md)",
         choices=("rsgi", "asgi"),
     )
     tcp_port: int = option(

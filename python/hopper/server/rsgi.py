@@ -6,6 +6,7 @@ handshake; docs/compatibility.md says what that changes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from hopper.server.http import (
@@ -21,12 +22,13 @@ from hopper.server.http import (
 )
 from hopper.server.pipeline import Interface
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # granian.rsgi.WebsocketMessageType, without importing granian where it is not serving.
 _WS_CLOSE = 0
 
 
 class RsgiRequest(Request):
-    __slots__ = ("cors", "protocol", "scope")
+    __slots__ = ("body_read", "cors", "protocol", "scope")
 
     def __init__(
         self, scope: Any, protocol: Any, max_body: int, method: str, cors: Headers
@@ -41,12 +43,14 @@ class RsgiRequest(Request):
         self.scope = scope
         self.protocol = protocol
         self.cors = cors
+        self.body_read = False
 
     def header(self, name: str) -> str | None:
         value: str | None = self.scope.headers.get(name)
         return value
 
     async def body(self) -> bytes:
+        self.body_read = True
         length = self.header("content-length")
         if length is not None and length.isdigit():
             declared = int(length)
@@ -80,7 +84,20 @@ class RsgiRequest(Request):
     async def disconnected(self) -> None:
         await self.protocol.client_disconnect()
 
+    async def _discard_body(self) -> None:
+        """Reads a body nobody asked for (a request refused before its handler read it),
+        bounded: answered with its body unread, the connection could not be kept alive,
+        and a client reusing it would find it closed."""
+        self.body_read = True
+        length = self.header("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_DRAIN_BYTES):
+            return
+        with contextlib.suppress(RuntimeError):
+            await self._read_counted()
+
     async def respond(self, response: Response, cors: bool = True) -> None:
+        if not self.body_read and self.method in BODY_METHODS:
+            await self._discard_body()
         headers = [("content-type", response.content_type)]
         if cors:
             headers += self.cors
