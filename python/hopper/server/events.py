@@ -75,7 +75,7 @@ class Subscriber:
         if not self.bytes:
             self.progress_at = self.gate.clock()  # the clock of a stall starts now
         self.buffer.append((item, target))
-        self.bytes += len(item) + ITEM_OVERHEAD
+        self.bytes += item_size(item)
         if self.bytes > SOFT_BYTES:
             self._over_soft()
         self._ready.set()

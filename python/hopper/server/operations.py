@@ -55,9 +55,10 @@ class JobOperations:
         self.metrics.observe_pull(perf_counter() - t0)
         return None if got is None else pulled(got)
 
-    async def pull_wait(self, queue: str, timeout_ms: int, owner: int) -> tuple[bytes, str] | None:
-        """Waits up to `timeout_ms` for a job (a long poll): (job JSON, token) or None."""
-        return await self.engine.pull_json_async(queue, timeout_ms / 1000, owner)
+    async def pull_wait(self, queue: str, timeout_ms: int, owner: int) -> bytes | None:
+        """`pull`, waiting up to `timeout_ms` for a job (a long poll)."""
+        got = await self.engine.pull_json_async(queue, timeout_ms / 1000, owner)
+        return None if got is None else pulled(got)
 
     def ack(self, job_id: str, body: bytes) -> bytes:
         t0 = perf_counter()

@@ -31,20 +31,12 @@ CODE_OF_STATUS = {
 }
 
 
-def api_error(status: int, code: str, message: str) -> HttpError:
-    return HttpError(status, message, code)
-
-
 def bad_request(message: str) -> HttpError:
     return HttpError(400, message, "BAD_REQUEST")
 
 
 def not_found(message: str) -> HttpError:
     return HttpError(404, message, "NOT_FOUND")
-
-
-def error_response(status: int, code: str, message: str) -> Response:
-    return Response(status, orjson.dumps({"error": {"code": code, "message": message}}))
 
 
 def data(value: Any, status: int = 200) -> Response:
@@ -148,7 +140,8 @@ class Management(Api):
     # ----- the pipeline's policy --------------------------------------------------------
 
     def error(self, status: int, message: str, code: str | None = None) -> Response:
-        return error_response(status, code or CODE_OF_STATUS.get(status, "BAD_REQUEST"), message)
+        code = code or CODE_OF_STATUS.get(status, "BAD_REQUEST")
+        return Response(status, orjson.dumps({"error": {"code": code, "message": message}}))
 
     def not_found(self, req: Request) -> HttpError:
         return not_found(f"No route for {req.method} {req.path}")

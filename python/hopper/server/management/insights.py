@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from hopper.server.http import Request, Response
+from hopper.server.http import HttpError, Request, Response
 from hopper.server.management import shapes
-from hopper.server.management.api import api_error, bad_request, data, not_found, state_param
+from hopper.server.management.api import bad_request, data, not_found, state_param
 from hopper.server.management.schemas import STATE, data_of, ref
 from hopper.server.router import Auth, Doc, Param
 
@@ -53,10 +53,10 @@ def register(api: Management) -> None:
 
     def metrics_on() -> None:
         if not api.metrics_enabled:
-            raise api_error(
+            raise HttpError(
                 400,
-                "METRICS_DISABLED",
                 "Metrics are disabled on this server (HOPPER_DASHBOARD_METRICS)",
+                "METRICS_DISABLED",
             )
 
     async def groups(req: Request) -> Response:

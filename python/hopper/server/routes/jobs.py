@@ -8,7 +8,7 @@ import asyncio
 from hopper.errors import InvalidInputError
 from hopper.server.http import Request
 from hopper.server.jobserver_schemas import ok_with, ref
-from hopper.server.operations import MAX_POLL_MS, TIMEOUT_RANGE, JobOperations, pulled
+from hopper.server.operations import MAX_POLL_MS, NO_JOB, TIMEOUT_RANGE, JobOperations
 from hopper.server.router import Doc, Param, Router
 from hopper.server.state import ServerState
 
@@ -34,11 +34,11 @@ def register(router: Router, state: ServerState, ops: JobOperations) -> None:
         queue = req.params["queue"]
         timeout = poll_timeout_ms(req.query.get("timeout"))
         reply = ops.pull(queue)
-        if reply is None:
-            reply = pulled(await long_poll(req, queue, timeout) if timeout else None)
-        return reply
+        if reply is None and timeout:
+            reply = await long_poll(req, queue, timeout)
+        return reply or NO_JOB
 
-    async def long_poll(req: Request, queue: str, timeout_ms: int) -> tuple[bytes, str] | None:
+    async def long_poll(req: Request, queue: str, timeout_ms: int) -> bytes | None:
         """Waits for a job while watching the connection: a client that has gone away
         must not be handed a lease (the job would sit active until it stalls). The poll
         leases under its own owner id, so a job taken just as the client left goes

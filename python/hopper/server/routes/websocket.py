@@ -20,9 +20,9 @@ import orjson
 
 from hopper.errors import HopperError, InvalidInputError
 from hopper.server.admission import Admission
-from hopper.server.events import DROP_GRACE_S, ITEM_OVERHEAD, CommitTarget, Subscriber
+from hopper.server.events import DROP_GRACE_S, CommitTarget, Subscriber, item_size
 from hopper.server.http import Request, Socket
-from hopper.server.operations import MAX_POLL_MS, JobOperations, check_poll_timeout, pulled
+from hopper.server.operations import NO_JOB, JobOperations, check_poll_timeout
 from hopper.server.router import Kind, Router
 from hopper.server.state import ServerState
 
@@ -134,7 +134,7 @@ class Connection:
             )
         body = self.ops.pull(queue, self.owner)
         if body is not None or not timeout:
-            return body or pulled(None)
+            return body or NO_JOB
         # Wait in a task so later commands on this socket are not held up.
         task = asyncio.create_task(self._long_pull(queue, timeout, msg.get("reqId")))
         self.polls.add(task)
@@ -143,7 +143,7 @@ class Connection:
 
     async def _long_pull(self, queue: str, timeout_ms: int, req_id: Any) -> None:
         got = await self.ops.pull_wait(queue, timeout_ms, self.owner)
-        self.sub.offer(splice(req_id, pulled(got)))
+        self.sub.offer(splice(req_id, got or NO_JOB))
 
     def auth(self, msg: dict[str, Any]) -> bytes:
         token = msg.get("token")
@@ -179,7 +179,7 @@ class Connection:
                     await socket.send_all(chunk)
                 except (OSError, RuntimeError):
                     return  # the peer is gone; the reader sees it too
-                sub.sent(sum(len(item) for item in chunk) + ITEM_OVERHEAD * len(chunk))
+                sub.sent(sum(item_size(item) for item in chunk))
                 if sub.dropped:
                     break
 
@@ -252,6 +252,3 @@ def register(router: Router, state: ServerState, ops: JobOperations, admission: 
 
     router.add("WS", "/ws", handle, kind=Kind.SOCKET)
     router.add("WS", "/ws/queues/:queue", handle, kind=Kind.SOCKET)
-
-
-__all__ = ["COMMANDS", "MAX_POLL_MS", "register"]
