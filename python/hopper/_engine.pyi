@@ -18,8 +18,11 @@ __all__ = [
     "InvalidStateError",
     "LockError",
     "NotFoundError",
+    "PendingPull",
+    "ProtocolSession",
     "UnavailableError",
     "__version__",
+    "event_frame",
 ]
 
 class HopperError(Exception): ...
@@ -127,3 +130,37 @@ class Core:
     def now_ms(self) -> int: ...
     def close(self) -> None: ...
     def _panic_for_test(self) -> None: ...
+
+@final
+class PendingPull:
+    @property
+    def queue(self) -> str: ...
+    @property
+    def timeout_ms(self) -> int: ...
+
+# (reply bytes, long polls, subscription changed, queue subscribed to, close)
+_Fed = tuple[bytes, list[PendingPull], bool, str | None, bool]
+
+@final
+class ProtocolSession:
+    def __new__(
+        cls,
+        core: Core,
+        owner: int,
+        *,
+        json: bool = False,
+        tokens: list[bytes] = ...,
+        authenticated: bool = False,
+        rate: tuple[int, int] | None = None,
+    ) -> ProtocolSession: ...
+    def feed(self, data: bytes) -> _Fed: ...
+    def message(self, data: bytes) -> _Fed: ...
+    def retry(self, pending: PendingPull) -> bytes | None: ...
+    def expire(self, pending: PendingPull) -> bytes: ...
+    def close(self) -> int: ...
+    @property
+    def partial_bytes(self) -> int: ...
+    @property
+    def blocked(self) -> bool: ...
+
+def event_frame(event: bytes) -> bytes | None: ...

@@ -65,6 +65,8 @@ class ServerProcess:
         self.ws_url = f"ws://{HOST}:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.tcp_port: int | None = None
+        """The bunqueue TCP protocol's port, when the command serves it."""
 
     @classmethod
     def hopper(
@@ -76,18 +78,24 @@ class ServerProcess:
         executable: str | None = None,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        tcp_port: int | None = None,
     ) -> ServerProcess:
         """`hopper serve` (or `command`) with `args`, from this interpreter, or from the
         `executable` given (an installed `hopper` or the single-file binary), which then
         runs with a scrubbed environment: PATH of the system directories only. `env` is
-        added to either."""
+        added to either. The bunqueue TCP listener gets `tcp_port`, or a free port of
+        its own (never the shared default 6789)."""
         port = free_port() if port is None else port
+        tcp_port = free_port() if tcp_port is None else tcp_port
         if executable:
             prefix, base = [executable], {"PATH": SCRUBBED_PATH}
         else:
             prefix, base = [sys.executable, "-m", "hopper"], clean_environment()
-        cmd = [*prefix, command, "--host", HOST, "--port", str(port), *args]
-        return cls(cmd, port=port, log=log, env={**base, **(env or {})})
+        cmd = [*prefix, command, "--host", HOST, "--port", str(port)]
+        cmd += ["--tcp-port", str(tcp_port), *args]
+        process = cls(cmd, port=port, log=log, env={**base, **(env or {})})
+        process.tcp_port = tcp_port
+        return process
 
     # ----- lifecycle ------------------------------------------------------------------
 

@@ -40,6 +40,12 @@ class Server:
     client: httpx.Client
 
     @property
+    def tcp_port(self) -> int:
+        """The bunqueue TCP protocol's port."""
+        assert self.process.tcp_port is not None
+        return self.process.tcp_port
+
+    @property
     def proc(self) -> subprocess.Popen[bytes]:
         assert self.process.proc is not None
         return self.process.proc

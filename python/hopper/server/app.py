@@ -30,6 +30,7 @@ from hopper.server.routes import monitoring as monitoring_routes
 from hopper.server.rsgi import RsgiInterface
 from hopper.server.server_engine import ServerEngine
 from hopper.server.state import ServerState
+from hopper.server.tcp import TcpListener
 
 # Longest a SIGTERM waits for WebSocket close frames before Granian's shutdown starts.
 CLOSE_GRACE_S = 1.0
@@ -87,6 +88,8 @@ class HopperApp:
             [("access-control-allow-origin", config.cors_allow_origin)],
             config.max_body_bytes,
         )
+        # bunqueue's TCP protocol, served by the same process when it has a port.
+        self.tcp = TcpListener(self.state, config) if config.tcp_port else None
         self.asgi = AsgiInterface(self.pipeline, self._started, self._stopped)
         self.rsgi = RsgiInterface(self.pipeline, self._started, self._stopped)
         self._sampler: asyncio.Task[None] | None = None
@@ -110,9 +113,13 @@ class HopperApp:
     def _started(self, loop: asyncio.AbstractEventLoop) -> None:
         self.engine.serve_on(loop)
         self._sampler = loop.create_task(self.state.throughput.run(self.engine))
+        if self.tcp is not None:
+            self.tcp.start(loop)
         self._hook_signals(loop)
 
     def _stopped(self) -> None:
+        if self.tcp is not None:
+            self.tcp.go_away()
         if self._sampler is not None:
             self._sampler.cancel()
         if self._own_engine:

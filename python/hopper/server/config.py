@@ -81,9 +81,22 @@ class ServerConfig:
         6789,
         "--tcp-port",
         ("TCP_PORT",),
-        "port of bunqueue's binary TCP protocol: accepted for `bunqueue start` command "
-        "lines, but not served yet (hopper speaks HTTP, SSE and WebSocket until the TCP "
-        "protocol lands)",
+        "port of bunqueue's binary TCP protocol (its SDK's transport); 0 turns the TCP "
+        "listener off",
+    )
+    tcp_idle_timeout_ms: int = option(
+        60_000,
+        "--tcp-idle-timeout-ms",
+        ("TCP_IDLE_TIMEOUT_MS",),
+        "a TCP connection holding a partial frame this long is closed (an idle "
+        "connection with no partial frame stays open)",
+    )
+    tcp_max_write_queue_bytes: int = option(
+        64 * 1024 * 1024,
+        "--tcp-max-write-queue-bytes",
+        ("TCP_MAX_WRITE_QUEUE_BYTES",),
+        "a TCP client that lets this many bytes of replies and events pile up unread "
+        "is disconnected",
     )
     tls_cert: str = option(
         "",
@@ -394,7 +407,13 @@ def _validate(c: ServerConfig) -> None:
             "TLS is not supported yet (--tls-cert/--tls-key, TLS_CERT_FILE/TLS_KEY_FILE): "
             "serve plain HTTP behind a TLS-terminating proxy"
         )
-    for name in ("rate_limit_window_ms", "rate_limit_cleanup_ms", "max_body_bytes"):
+    for name in (
+        "rate_limit_window_ms",
+        "rate_limit_cleanup_ms",
+        "max_body_bytes",
+        "tcp_idle_timeout_ms",
+        "tcp_max_write_queue_bytes",
+    ):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
     if c.rate_limit_max_requests <= 0:

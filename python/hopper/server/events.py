@@ -21,6 +21,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
+from typing import Protocol
 
 from hopper.engine import Engine
 from hopper.notify import EventBatch
@@ -164,11 +165,23 @@ class FlowGate:
                 await asyncio.wait_for(self._changed.wait(), waiting_on + 0.001)
 
 
+class Sink(Protocol):
+    """What the hub feeds: an outbox (`Subscriber`) or a connection that writes events
+    itself (a TCP protocol session)."""
+
+    queue: str | None
+    frame: Framer | None
+    accept: Callable[[str], bool] | None
+
+    def offer(self, item: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
 class EventHub:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.gate = FlowGate()
-        self._by_queue: dict[str | None, set[Subscriber]] = {}
+        self._by_queue: dict[str | None, set[Sink]] = {}
         self._count = 0
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -179,13 +192,17 @@ class EventHub:
         accept: Callable[[str], bool] | None = None,
     ) -> Subscriber:
         sub = Subscriber(self.gate, queue, frame, accept)
-        self._by_queue.setdefault(queue, set()).add(sub)
+        self.attach(sub)
+        return sub
+
+    def attach(self, sink: Sink) -> None:
+        """Feeds `sink` the events of its queue (all queues for None)."""
+        self._by_queue.setdefault(sink.queue, set()).add(sink)
         self._count += 1
         if self._unsubscribe is None:
             self._unsubscribe = self._engine.subscribe(self._on_batch)
-        return sub
 
-    def unsubscribe(self, sub: Subscriber) -> None:
+    def unsubscribe(self, sub: Sink) -> None:
         sub.close()
         subs = self._by_queue.get(sub.queue)
         if subs is None or sub not in subs:

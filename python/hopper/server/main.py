@@ -114,6 +114,8 @@ def serve(args: argparse.Namespace) -> int:
 
     config = load(args)
     check_port_free(config.host, config.port)
+    if config.tcp_port:
+        check_port_free(config.host, config.tcp_port)
     check_data_dir_free(config)
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     server = Server(

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from hopper._engine import ProtocolSession
 from hopper.engine import Engine
 from hopper.notify import LoopWatcher
+
+R = TypeVar("R")
 
 
 class ServerEngine(Engine):
@@ -71,6 +74,33 @@ class ServerEngine(Engine):
     ) -> tuple[bytes, str] | None:
         """`pull_json`, waiting up to `timeout` seconds for a job (long poll)."""
         return await self._await_work(queue, timeout, lambda: self._core.pull_json(queue, owner))
+
+    async def wait_for(
+        self, queue: str, timeout: float, attempt: Callable[[], R | None]
+    ) -> R | None:
+        """Runs `attempt` until it returns something or `timeout` seconds pass, waking
+        when `queue` gets work (a protocol session's long poll)."""
+        return await self._await_work(queue, timeout, attempt)
+
+    def protocol_session(
+        self,
+        owner: int,
+        *,
+        json: bool = False,
+        tokens: list[bytes] | None = None,
+        authenticated: bool = False,
+        rate: tuple[int, int] | None = None,
+    ) -> ProtocolSession:
+        """A connection speaking bunqueue's protocol (TCP MessagePack, or WebSocket JSON
+        with `json`), run by the engine: see `hopper._engine.ProtocolSession`."""
+        return ProtocolSession(
+            self._core,
+            owner,
+            json=json,
+            tokens=tokens or [],
+            authenticated=authenticated,
+            rate=rate,
+        )
 
     # ----- answering after the log ---------------------------------------------------
 

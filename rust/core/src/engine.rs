@@ -41,6 +41,7 @@ use crate::options::check_queue_name;
 use crate::queue::Queue;
 use crate::slab::Slab;
 use crate::timer_wheel::TimerWheel;
+use crate::workers::WorkerRegistry;
 
 /// Retry delays never exceed this, whatever the backoff and attempt count.
 pub const MAX_BACKOFF_DELAY_MS: u64 = 3_600_000;
@@ -209,6 +210,8 @@ pub struct Engine {
     totals: Totals,
     /// Jobs currently leased by each client connection.
     owners: HashMap<u64, HashSet<u32>>,
+    /// Workers that announced themselves (live bookkeeping, not logged).
+    pub workers: WorkerRegistry,
     /// Queues with a requested wake-up that got work since the last drain.
     woken: Vec<u32>,
     /// Set when any job became ready, so blocked pullers can be signalled.
@@ -279,6 +282,7 @@ impl Engine {
             events: EventBuffer::new(event_capacity),
             totals: Totals::default(),
             owners: HashMap::new(),
+            workers: WorkerRegistry::default(),
             woken: Vec::new(),
             work_added: false,
             due_timers: Vec::new(),

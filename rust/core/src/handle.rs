@@ -161,6 +161,15 @@ impl EngineHandle {
         Ok((out?, logged))
     }
 
+    /// `with` for a batch of operations, each of which may or may not change state
+    /// (protocol frames): returns what their answers must wait for, if anything logged.
+    pub fn apply<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> (R, Option<Commit>) {
+        let mut engine = self.shared.lock();
+        let out = f(&mut engine);
+        let logged = self.shared.after(&mut engine);
+        (out, logged)
+    }
+
     /// Refuses state changes while storage is failing.
     pub fn check_writable(&self) -> Result<()> {
         let Some(s) = self.storage() else {

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hopper_core::{
-    push_str, write_event, AckRequest, Clock, Commit, Engine, EngineConfig, EngineError,
-    EngineHandle, ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, ManualClock,
-    OpenReport, PushOptions, SearchKind, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS,
-    DEFAULT_MAX_ATTEMPTS,
+    event_frame as encode_event_frame, push_str, write_event, AckRequest, Clock, Commit, Deferred,
+    Encoding, Engine, EngineConfig, EngineError, EngineHandle, ErrorKind, Event, FailOutcome,
+    FailRequest, FsyncPolicy, JobState, ManualClock, OpenReport, Output, PushOptions, SearchKind,
+    Session, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -129,6 +129,13 @@ impl Core {
         f: impl FnOnce(&mut Engine) -> Result<R, EngineError>,
     ) -> PyResult<R> {
         let (out, commit) = guard(|| self.handle.mutate(f))?;
+        self.answer_after(py, commit)?;
+        Ok(out)
+    }
+
+    /// What an answer to a state change waits for: the wait itself when calls block,
+    /// else the marks `commit_target` reports.
+    fn answer_after(&self, py: Python<'_>, commit: Option<Commit>) -> PyResult<()> {
         if let Some(c) = commit {
             if self.block_on_commit.load(Ordering::Acquire) {
                 let handle = &self.handle;
@@ -139,7 +146,7 @@ impl Core {
                 self.commit_written.fetch_max(c.lsn, Ordering::AcqRel);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A lease: refused while storage fails, never waits (a lease lost in a crash only
@@ -885,6 +892,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Core>()?;
     m.add_class::<EngineOptions>()?;
+    m.add_class::<ProtocolSession>()?;
+    m.add_class::<PendingPull>()?;
+    m.add_function(wrap_pyfunction!(event_frame, m)?)?;
     m.add("HopperError", py.get_type::<HopperError>())?;
     m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
     m.add("NotFoundError", py.get_type::<NotFoundError>())?;
@@ -899,4 +909,148 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)?;
     m.add("DEFAULT_BACKOFF_MS", DEFAULT_BACKOFF_MS)?;
     Ok(())
+}
+
+// ----- bunqueue's protocol -------------------------------------------------------------
+
+/// A long poll of a protocol session (opaque to Python but for what it waits on).
+#[pyclass(module = "hopper._engine", frozen)]
+struct PendingPull {
+    inner: Deferred,
+}
+
+#[pymethods]
+impl PendingPull {
+    #[getter]
+    fn queue(&self) -> &str {
+        &self.inner.queue
+    }
+
+    #[getter]
+    fn timeout_ms(&self) -> u64 {
+        self.inner.timeout_ms
+    }
+}
+
+/// What one call gives the server: (reply bytes, long polls, subscription changed,
+/// the queue subscribed to, close the connection).
+type Fed = (Py<PyBytes>, Vec<PendingPull>, bool, Option<String>, bool);
+
+/// One client connection of bunqueue's protocol (`hopper_core::Session`): bytes in,
+/// reply bytes out, with the engine's commit marks raised for what the replies wait on.
+#[pyclass(module = "hopper._engine")]
+struct ProtocolSession {
+    core: Py<Core>,
+    inner: Session,
+}
+
+impl ProtocolSession {
+    fn run(
+        &mut self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Session, &EngineHandle) -> Output,
+    ) -> PyResult<Fed> {
+        let core = self.core.get();
+        let inner = &mut self.inner;
+        let out = guard(|| Ok(f(inner, &core.handle)))?;
+        core.answer_after(py, out.commit)?;
+        let (changed, queue) = match out.subscription {
+            Some(q) => (true, q),
+            None => (false, None),
+        };
+        let pending = out
+            .deferred
+            .into_iter()
+            .map(|inner| PendingPull { inner })
+            .collect();
+        Ok((
+            PyBytes::new(py, &out.bytes).unbind(),
+            pending,
+            changed,
+            queue,
+            out.close,
+        ))
+    }
+}
+
+#[pymethods]
+impl ProtocolSession {
+    /// `owner`: the lease owner id of this connection. `json`: WebSocket JSON messages
+    /// instead of TCP MessagePack frames. `tokens`: accepted auth tokens (empty: none
+    /// needed), `authenticated`: already checked (a WebSocket upgrade). `rate`: at most
+    /// (frames, per window ms).
+    #[new]
+    #[pyo3(signature = (core, owner, *, json=false, tokens=Vec::new(), authenticated=false, rate=None))]
+    fn new(
+        core: Py<Core>,
+        owner: u64,
+        json: bool,
+        tokens: Vec<Vec<u8>>,
+        authenticated: bool,
+        rate: Option<(usize, u64)>,
+    ) -> Self {
+        let encoding = if json {
+            Encoding::Json
+        } else {
+            Encoding::MessagePack
+        };
+        let tokens: Vec<Box<[u8]>> = tokens.into_iter().map(Vec::into_boxed_slice).collect();
+        Self {
+            core,
+            inner: Session::new(owner, encoding, tokens.into(), authenticated, rate),
+        }
+    }
+
+    /// TCP bytes in: every whole frame is run (up to the running-commands limit).
+    fn feed(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<Fed> {
+        self.run(py, |s, h| s.feed(h, data))
+    }
+
+    /// One WebSocket text message in.
+    fn message(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<Fed> {
+        self.run(py, |s, h| s.message(h, data))
+    }
+
+    /// A long poll tries again: its reply bytes, or None to keep waiting.
+    fn retry(&mut self, py: Python<'_>, pending: &PendingPull) -> PyResult<Option<Py<PyBytes>>> {
+        let core = self.core.get();
+        let inner = &mut self.inner;
+        let (reply, commit) = guard(|| Ok(inner.retry(&core.handle, &pending.inner)))?;
+        core.answer_after(py, commit)?;
+        Ok(reply.map(|b| PyBytes::new(py, &b).unbind()))
+    }
+
+    /// A long poll's time is up: its empty reply.
+    fn expire(&mut self, py: Python<'_>, pending: &PendingPull) -> PyResult<Py<PyBytes>> {
+        let inner = &mut self.inner;
+        let bytes = guard(|| Ok(inner.expire(&pending.inner)))?;
+        Ok(PyBytes::new(py, &bytes).unbind())
+    }
+
+    /// The connection closed: releases its unrenewed leases and its workers. Returns
+    /// how many jobs went back to waiting.
+    fn close(&mut self) -> PyResult<usize> {
+        let core = self.core.get();
+        let inner = &mut self.inner;
+        guard(|| Ok(inner.close(&core.handle)))
+    }
+
+    /// Bytes of a partial frame waiting for the rest.
+    #[getter]
+    fn partial_bytes(&self) -> usize {
+        self.inner.partial_bytes()
+    }
+
+    /// Whole frames wait for a running long poll to end.
+    #[getter]
+    fn blocked(&self) -> bool {
+        self.inner.blocked()
+    }
+}
+
+/// An engine event (its JSON) as a TCP event frame, or None if it is not an event.
+#[pyfunction]
+fn event_frame(py: Python<'_>, event: &[u8]) -> PyResult<Option<Py<PyBytes>>> {
+    let frame = guard(|| Ok(encode_event_frame(event)))?;
+    Ok(frame.map(|b| PyBytes::new(py, &b).unbind()))
 }

@@ -195,6 +195,16 @@ impl Engine {
     /// Leases the next ready job of `queue` to `owner` (0 = no connection). Returns the
     /// slot and the lock token.
     pub fn pull(&mut self, queue: &str, owner: u64) -> Result<Option<(u32, String)>> {
+        self.pull_locked(queue, owner, None)
+    }
+
+    /// `pull` with a lease of `lock_ms` (default: the stall interval) before it stalls.
+    pub fn pull_locked(
+        &mut self,
+        queue: &str,
+        owner: u64,
+        lock_ms: Option<u64>,
+    ) -> Result<Option<(u32, String)>> {
         let now = self.tick();
         let Some(qid) = self.queue_id(queue) else {
             check_queue_name(queue)?;
@@ -215,7 +225,8 @@ impl Engine {
         };
         let Some(slot) = slot else { return Ok(None) };
         let token = self.id_gen.next(now);
-        let stall_deadline = now + self.config.stall_interval_ms;
+        let lock = lock_ms.unwrap_or(self.config.stall_interval_ms);
+        let stall_deadline = now + lock.clamp(1, MAX_DELAY_MS);
         self.transition(slot, JobState::Active, Cause::Pull, now, |job| {
             job.started_at = now;
             let timeout_deadline = job
@@ -303,7 +314,10 @@ impl Engine {
         Ok(self.fail_attempt(slot, error, now))
     }
 
-    /// Renews a lease for `duration_ms` (default: the stall interval).
+    /// Renews a lease for `duration_ms` (default: the stall interval). A renewed job is
+    /// no longer tied to the connection that pulled it: if that connection closes, the
+    /// job stays active until its lease runs out (the reference's rule, which lets a
+    /// worker that reconnects finish what it holds).
     pub fn extend_lease(
         &mut self,
         id: &str,
@@ -318,12 +332,58 @@ impl Engine {
         let deadline = now + duration;
         // Re-enter the active state so the lease's deadline index moves with it.
         self.refresh(slot, now, |job| {
-            job.lease
-                .as_mut()
-                .expect("active job has a lease")
-                .stall_deadline = deadline;
+            let lease = job.lease.as_mut().expect("active job has a lease");
+            lease.stall_deadline = deadline;
+            lease.owner = 0;
         });
         Ok(deadline)
+    }
+
+    /// Fails an active job for good, whatever attempts it has left (an unrecoverable
+    /// error).
+    pub fn fail_for_good(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+        error: Option<Box<str>>,
+    ) -> Result<()> {
+        let now = self.tick();
+        let slot = self.leased_slot(id, token)?;
+        let job = self.job_mut(slot);
+        job.attempts = job.attempts.saturating_add(1);
+        let message = error.map_or_else(|| "Job failed".to_string(), String::from);
+        self.finish_failed(slot, message, now);
+        Ok(())
+    }
+
+    /// Gives an active job back to its queue without counting an attempt (a worker that
+    /// closes returns what it buffered), promotes a delayed one and retries a failed
+    /// one; a waiting job stays as it is.
+    pub fn move_to_wait(&mut self, id: &str, token: Option<&str>) -> Result<()> {
+        let now = self.tick();
+        let slot = self
+            .slot_of(id)
+            .ok_or_else(|| EngineError::not_found(format!("Job not found: {id}")))?;
+        match self.job(slot).state {
+            JobState::Waiting => Ok(()),
+            JobState::Active => {
+                let slot = self.leased_slot(id, token)?;
+                self.enqueue_ready(slot, now, Cause::OwnerGone, |job| job.lease = None);
+                self.emit(
+                    EventKind::Retried,
+                    slot,
+                    now,
+                    EventExtra::Prev(JobState::Active),
+                );
+                Ok(())
+            }
+            JobState::Delayed => self.promote(id),
+            JobState::Failed => self.retry(id),
+            state => Err(EngineError::state(format!(
+                "Cannot move job from state '{}' to waiting",
+                state.as_str()
+            ))),
+        }
     }
 
     pub fn progress(&mut self, id: &str, token: Option<&str>, progress: u8) -> Result<()> {

@@ -251,6 +251,11 @@ impl Engine {
             .collect())
     }
 
+    /// The state of the job with this id, if it exists.
+    pub fn state_by_id(&self, id: &str) -> Option<JobState> {
+        self.slot_of(id).map(|s| self.state_of(s))
+    }
+
     pub fn state_of(&self, slot: u32) -> JobState {
         self.job(slot).state
     }

@@ -1,0 +1,14 @@
+//! bunqueue's client protocol: the binary TCP protocol of its SDK (length-prefixed
+//! MessagePack frames) and the same commands as JSON over WebSocket. Decoding, the
+//! command table and encoding all run here, next to the engine, so a frame's payload
+//! never becomes Python objects: the server hands in bytes and writes out bytes.
+
+mod commands;
+mod frames;
+mod job_object;
+pub mod msgpack;
+mod session;
+mod value;
+
+pub use session::{event_frame, Deferred, Encoding, Output, Session, MAX_RUNNING};
+pub use value::Value;
