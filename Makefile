@@ -29,8 +29,15 @@ $(VENV)/.installed-test: $(ENGINE_SRC) | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
+# The reference peers from npm, pinned by the lock file: bun and bunqueue 2.9.5 (its
+# SDK drives hopper's TCP protocol in the tests; its server runs in the benchmarks).
+PEERS := bench/peers/node_modules/.installed
+$(PEERS): bench/peers/package.json bench/peers/package-lock.json
+	npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
+	touch $@
+
 install-run: $(VENV)/.installed-run
-install: $(VENV)/.installed-test
+install: $(VENV)/.installed-test $(PEERS)
 
 # The job server on 0.0.0.0:6790 (HTTP_PORT, HOST and the other variables apply).
 run: install-run

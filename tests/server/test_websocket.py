@@ -19,7 +19,8 @@ from websockets.asyncio.client import ClientConnection, connect
 RECV_TIMEOUT_S = 5.0
 SCENARIO_TIMEOUT_S = 20.0
 TOKEN = "ws-secret"
-NOT_ACTIVE = "Job not found or not active"
+# bunqueue's wording for an ack or fail of a job that is not active.
+NOT_ACTIVE = "Job not found or not in processing state: "
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -91,14 +92,15 @@ def test_push_pull_ack(server: Server, queue: str) -> None:
             assert pushed["ok"] is True and isinstance(pushed["id"], str)
             job_id = pushed["id"]
 
-            pulled = await peer.call("PULL", queue=queue, reqId="req-2")
+            # With a lock owner the reply carries the lock token (bunqueue's PULL).
+            pulled = await peer.call("PULL", queue=queue, owner="w1", reqId="req-2")
             assert pulled["ok"] is True and pulled["reqId"] == "req-2"
             assert pulled["job"]["id"] == job_id
             assert pulled["job"]["data"] == {"to": "user@test.com"}
             assert isinstance(pulled["token"], str)
 
             empty = await peer.call("PULL", queue=queue)
-            assert empty["job"] is None
+            assert empty == {"ok": True, "job": None, "reqId": empty["reqId"]}
 
             acked = await peer.call(
                 "ACK", id=job_id, result={"sent": True}, token=pulled["token"], reqId=3
@@ -121,7 +123,7 @@ def test_push_options_and_fail(server: Server, queue: str) -> None:
             )["id"]
             job = get_job(server.client, job_id)
             assert (job["priority"], job["maxAttempts"], job["tags"]) == (4, 1, ["t"])
-            pulled = await peer.call("PULL", queue=queue)
+            pulled = await peer.call("PULL", queue=queue, owner="w1")
             failed = await peer.call("FAIL", id=job_id, error="Timeout", token=pulled["token"])
             assert failed == {"ok": True, "reqId": failed["reqId"]}
         job = get_job(server.client, job_id)
@@ -159,7 +161,7 @@ def test_req_id_is_echoed_as_sent(server: Server, queue: str) -> None:
             await peer.send_raw(json.dumps({"cmd": "PULL", "queue": queue}))
             reply = await peer.reply(None)
             assert "reqId" not in reply
-            assert reply == {"ok": True, "job": None, "token": None}
+            assert reply == {"ok": True, "job": None}
 
     run(scenario)
 
@@ -205,7 +207,7 @@ def test_error_replies(server: Server, queue: str) -> None:
 
             for cmd in ("ACK", "FAIL"):
                 reply = await peer.call(cmd, id="no-such-job", reqId=cmd)
-                assert reply == {"ok": False, "error": NOT_ACTIVE, "reqId": cmd}
+                assert reply == {"ok": False, "error": NOT_ACTIVE + "no-such-job", "reqId": cmd}
 
             # Nothing was pushed by the bad commands, and the socket still works.
             assert (await peer.call("PULL", queue=queue))["job"] is None
@@ -317,7 +319,7 @@ def test_closed_connection_releases_its_jobs(server: Server, queue: str) -> None
     async def scenario() -> None:
         async with ws_connect(server) as conn:
             peer = Peer(conn)
-            pulled = [await peer.call("PULL", queue=queue) for _ in range(3)]
+            pulled = [await peer.call("PULL", queue=queue, owner="w") for _ in range(3)]
             assert [p["job"]["id"] for p in pulled] == mine
             # One is finished before the socket closes: it must stay completed.
             await peer.call("ACK", id=mine[0], token=pulled[0]["token"])

@@ -34,7 +34,10 @@ from hopper.errors import (
 )
 
 NOT_ACTIVE = "Job not found or not active"
+# The WebSocket's wording (bunqueue's command table): the job id follows.
+NOT_PROCESSING = "Job not found or not in processing state: "
 BAD_TOKEN = "Invalid lock token"
+EXPIRED_TOKEN = "Invalid or expired lock token"
 
 
 class ClientError(HopperError):
@@ -100,9 +103,9 @@ def error_for(status: int | None, message: str) -> ClientError:
     """The error for an `{ok:false, error}` answer; `status` None (WebSocket) or 200 (a
     server that answers errors with 200) classifies by the message alone."""
     if status == 400 or status is None or status == 200:
-        if message == NOT_ACTIVE:
+        if message == NOT_ACTIVE or message.startswith(NOT_PROCESSING):
             return JobNotActiveError(message, status)
-        if message.startswith(BAD_TOKEN):
+        if message.startswith((BAD_TOKEN, EXPIRED_TOKEN)):
             return LockTokenError(message, status)
         if status == 400:
             return BadRequestError(message, status)

@@ -294,7 +294,8 @@ class WsChannel:
         """PULL with a long-poll of up to `timeout` seconds. The job is owned by this
         socket: if it closes before the ack, the server puts the job back to waiting."""
         ms = _wire.poll_ms(timeout)
-        reply = await self.call("PULL", timeout, queue=queue, timeout=ms)
+        # A lock owner makes the reply carry the lock token (bunqueue's PULL).
+        reply = await self.call("PULL", timeout, queue=queue, timeout=ms, owner="hopper-client")
         return _wire.job_from(reply)
 
     async def ack(self, job_id: str, token: str | None = None, result: Any = None) -> None:

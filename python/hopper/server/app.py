@@ -76,7 +76,7 @@ class HopperApp:
         jobs.register(job_api.router, self.state, self.operations)
         monitoring_routes.register(job_api.router, self.state)
         event_routes.register(job_api.router, self.state)
-        websocket.register(job_api.router, self.state, self.operations, admission)
+        websocket.register(job_api.router, self.state)
         self.management = Management(self.state, admission)
         openapi.register(job_api.router, self.management)
         self.pipeline = Pipeline(

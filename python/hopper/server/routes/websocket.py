@@ -1,6 +1,8 @@
 """WebSocket: `/ws` and `/ws/queues/:queue`. Broadcasts engine events (filtered by queue
-on the second path) and answers the commands in `COMMANDS` with `reqId` echoed. Jobs
-pulled on a connection are owned by it and go back to waiting when it closes.
+on the second path) and answers bunqueue's commands in JSON, `reqId` echoed: the same
+command table as the TCP port (`hopper._engine.ProtocolSession`), so a message is parsed
+once, in the engine. Jobs pulled on a connection go back to waiting when it closes
+(unless their lock was renewed).
 
 One reader and one writer per socket. The reader runs each command and queues its reply
 in the socket's outbox (`events.Subscriber`), which the hub also fills with events; the
@@ -12,17 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
 
-from hopper.errors import HopperError, InvalidInputError
-from hopper.server.admission import Admission
+from hopper._engine import PendingPull
+from hopper.errors import HopperError
 from hopper.server.events import DROP_GRACE_S, CommitTarget, Subscriber, item_size
 from hopper.server.http import Request, Socket
-from hopper.server.operations import NO_JOB, JobOperations, check_poll_timeout
 from hopper.server.router import Kind, Router
 from hopper.server.state import ServerState
 
@@ -32,8 +32,6 @@ TOO_SLOW = "event buffer overflow: client too slow"
 # Messages handed to the socket at once: bounds what is in flight past the outbox and
 # lets a consumer that reads show progress between chunks.
 SEND_CHUNK = 128
-# Long-poll PULLs waiting at once on one socket; more are refused, not queued.
-MAX_PENDING_PULLS = 1000
 
 
 def reply(req_id: Any, body: dict[str, Any]) -> bytes:
@@ -42,35 +40,21 @@ def reply(req_id: Any, body: dict[str, Any]) -> bytes:
     return orjson.dumps(body)
 
 
-def splice(req_id: Any, body: bytes) -> bytes:
-    """Adds `reqId` to a ready JSON object without parsing it again."""
-    if req_id is None:
-        return body
-    return body[:-1] + b',"reqId":' + orjson.dumps(req_id) + b"}"
-
-
-def string(msg: dict[str, Any], field: str) -> str:
-    value = msg.get(field)
-    if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"{field} is required (a string)")
-    return value
-
-
 class Connection:
     def __init__(
         self,
         state: ServerState,
-        ops: JobOperations,
-        admission: Admission,
         socket: Socket,
         sub: Subscriber,
     ) -> None:
         self.state = state
-        self.ops = ops
-        self.admission = admission
         self.socket = socket
         self.sub = sub
-        self.owner = next(state.owner_ids)
+        tokens = [t.encode() for t in state.config.auth_tokens]
+        # The upgrade already checked the token; `Auth` is accepted but not needed.
+        self.session = state.engine.protocol_session(
+            next(state.owner_ids), json=True, tokens=tokens, authenticated=True
+        )
         self.polls: set[asyncio.Task[None]] = set()
         self.going_away = False
 
@@ -95,61 +79,31 @@ class Connection:
             self.command(raw)
 
     def command(self, raw: bytes) -> None:
+        """Runs one message through the protocol session (the TCP port's command table,
+        in JSON) and queues its reply behind the log write it answers for."""
         if self.sub.closed or self.sub.dropped:
             return  # the connection is ending: take no more work
+        out, pending, _changed, _queue, _close = self.session.message(raw)
+        if out:
+            self.sub.offer(out, self.state.engine.commit_target())
+        for p in pending:
+            # Wait in a task so later commands on this socket are not held up.
+            task = asyncio.create_task(self._long_pull(p))
+            self.polls.add(task)
+            task.add_done_callback(self.polls.discard)
+
+    async def _long_pull(self, pending: PendingPull) -> None:
+        retry = partial(self.session.retry, pending)
         try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self.sub.offer(reply(None, {"ok": False, "error": "Invalid JSON"}))
-            return
-        req_id = msg.get("reqId") if isinstance(msg, dict) else None
-        cmd = msg.get("cmd") if isinstance(msg, dict) else None
-        if not isinstance(cmd, str):
-            self.sub.offer(
-                reply(req_id, {"ok": False, "error": "Invalid command: cmd is required"})
+            got = await self.state.engine.wait_for(
+                pending.queue, pending.timeout_ms / 1000, retry
             )
-            return
-        command = COMMANDS.get(cmd)
-        if command is None:
-            self.sub.offer(reply(req_id, {"ok": False, "error": f"Unknown command: {cmd}"}))
-            return
-        try:
-            body = command.run(self, msg, raw)
-        except HopperError as e:
-            self.sub.offer(reply(req_id, {"ok": False, "error": str(e)}))
-            return
-        if body is None:
-            return  # answered later (a long poll)
-        target = self.state.engine.commit_target() if command.mutating else None
-        self.sub.offer(splice(req_id, body), target)
-
-    # ----- commands ------------------------------------------------------------------
-
-    def pull(self, msg: dict[str, Any]) -> bytes | None:
-        queue = string(msg, "queue")
-        timeout = check_poll_timeout(msg.get("timeout", 0))
-        if timeout and len(self.polls) >= MAX_PENDING_PULLS:
-            raise InvalidInputError(
-                f"Too many pending pulls on this socket (max {MAX_PENDING_PULLS})"
-            )
-        body = self.ops.pull(queue, self.owner)
-        if body is not None or not timeout:
-            return body or NO_JOB
-        # Wait in a task so later commands on this socket are not held up.
-        task = asyncio.create_task(self._long_pull(queue, timeout, msg.get("reqId")))
-        self.polls.add(task)
-        task.add_done_callback(self.polls.discard)
-        return None
-
-    async def _long_pull(self, queue: str, timeout_ms: int, req_id: Any) -> None:
-        got = await self.ops.pull_wait(queue, timeout_ms, self.owner)
-        self.sub.offer(splice(req_id, got or NO_JOB))
-
-    def auth(self, msg: dict[str, Any]) -> bytes:
-        token = msg.get("token")
-        tokens = self.admission.tokens
-        good = isinstance(token, str) and (not tokens.enabled or tokens.token_ok(token.encode()))
-        return b'{"ok":true}' if good else b'{"ok":false,"error":"Invalid token"}'
+        except HopperError:
+            got = None
+        self.sub.offer(
+            got if got is not None else self.session.expire(pending),
+            self.state.engine.commit_target(),
+        )
 
     # ----- writing -------------------------------------------------------------------
 
@@ -193,7 +147,7 @@ class Connection:
     def release(self) -> None:
         for task in list(self.polls):
             task.cancel()
-        self.ops.release(self.owner)
+        self.session.close()
 
 
 def _last_target(batch: list[tuple[bytes, CommitTarget | None]]) -> CommitTarget | None:
@@ -209,26 +163,10 @@ def _as_error(item: bytes, e: HopperError) -> bytes:
     return reply(req_id, {"ok": False, "error": str(e)})
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    run: Callable[[Connection, dict[str, Any], bytes], bytes | None]
-    mutating: bool = False  # answered once its record is written
-
-
-COMMANDS: dict[str, Command] = {
-    "PUSH": Command(lambda c, m, raw: c.ops.push(string(m, "queue"), raw), mutating=True),
-    "PUSHB": Command(lambda c, m, raw: c.ops.push_many(string(m, "queue"), raw), mutating=True),
-    "PULL": Command(lambda c, m, _raw: c.pull(m)),
-    "ACK": Command(lambda c, m, raw: c.ops.ack(string(m, "id"), raw), mutating=True),
-    "FAIL": Command(lambda c, m, raw: c.ops.fail(string(m, "id"), raw), mutating=True),
-    "Auth": Command(lambda c, m, _raw: c.auth(m)),
-}
-
-
-def register(router: Router, state: ServerState, ops: JobOperations, admission: Admission) -> None:
+def register(router: Router, state: ServerState) -> None:
     async def handle(req: Request, socket: Socket) -> None:
         sub = state.hub.subscribe(req.params.get("queue"))
-        conn = Connection(state, ops, admission, socket, sub)
+        conn = Connection(state, socket, sub)
         state.connections["ws"] += 1
         state.sockets.add(conn)
         writer = asyncio.create_task(conn.write())

@@ -49,6 +49,18 @@ impl Engine {
         out
     }
 
+    /// Waiting jobs of `queue` with a non-zero priority (what bunqueue reports as
+    /// `prioritized`). Walks the ready set: O(waiting jobs).
+    pub fn prioritized_count(&self, queue: &str) -> usize {
+        self.queue_id(queue).map_or(0, |qid| {
+            self.queues[qid as usize]
+                .ready
+                .iter()
+                .filter(|&s| self.job(s).priority != 0)
+                .count()
+        })
+    }
+
     /// Counts per state summed over all queues.
     pub fn total_counts(&self) -> [usize; 6] {
         let mut out = [0; 6];

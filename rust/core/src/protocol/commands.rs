@@ -1,5 +1,6 @@
-//! bunqueue's command table, tier 1 (the hot path its SDK uses: push, pull, ack, fail,
-//! lock renewals, progress, workers, ping, auth, events), on hopper's engine. Requests
+//! bunqueue's command table on hopper's engine: tier 1 (the hot path its SDK uses: push,
+//! pull, ack, fail, lock renewals, progress, workers, ping, auth, events) and the
+//! getters its `Queue` reads jobs back with (GetJob, GetState, GetResult, GetJobCounts). Requests
 //! and replies use the reference's field names and shapes; validation and job rules
 //! are the engine's own (`docs/compatibility.md` lists where the messages differ).
 
@@ -8,6 +9,7 @@ use super::session::{Context, Deferred, Encoding, Session};
 use super::value::Value;
 use crate::engine::Engine;
 use crate::error::{EngineError, ErrorKind};
+use crate::job::JobState;
 use crate::options::{check_queue_name, PushOptions};
 use crate::workers::Worker;
 
@@ -206,6 +208,10 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "JobHeartbeatB" => heartbeat_jobs(engine, req),
         "Progress" => progress(engine, req),
         "MoveToWait" => move_to_wait(engine, req),
+        "GetJob" => get_job(engine, req),
+        "GetState" => get_state(engine, req),
+        "GetResult" => get_result(engine, req),
+        "GetJobCounts" => job_counts(engine, req),
         "RegisterWorker" => register_worker(engine, ctx, req),
         "Heartbeat" => worker_heartbeat(engine, ctx, req),
         "UnregisterWorker" => unregister_worker(engine, req),
@@ -565,6 +571,74 @@ fn move_to_wait(engine: &mut Engine, req: &Value) -> Res<Value> {
     let token = opt_string(req, "token")?.filter(|t| !t.is_empty());
     engine.move_to_wait(id, token).map_err(engine_message)?;
     Ok(ok())
+}
+
+// ----- getters -----------------------------------------------------------------------
+
+fn get_job(engine: &Engine, req: &Value) -> Res<Value> {
+    let id = string(req, "id")?;
+    let slot = engine.slot_of(id).ok_or("Job not found")?;
+    Ok(ok_with(vec![("job", job_object(engine, slot, true))]))
+}
+
+/// bunqueue's state names: a waiting job with a priority is `prioritized`.
+fn state_name(engine: &Engine, id: &str) -> &'static str {
+    match engine.slot_of(id) {
+        None => "unknown",
+        Some(slot) => match engine.state_of(slot) {
+            JobState::Waiting if engine.job_at(slot).priority != 0 => "prioritized",
+            state => state.as_str(),
+        },
+    }
+}
+
+fn get_state(engine: &Engine, req: &Value) -> Res<Value> {
+    let id = string(req, "id")?;
+    Ok(ok_with(vec![
+        ("id", Value::str(id)),
+        ("state", Value::str(state_name(engine, id))),
+    ]))
+}
+
+fn get_result(engine: &Engine, req: &Value) -> Res<Value> {
+    let id = string(req, "id")?;
+    let result = engine
+        .slot_of(id)
+        .and_then(|s| engine.job_at(s).ext().and_then(|e| e.result.as_deref()))
+        .map_or(Value::Undefined, super::job_object::json_value);
+    Ok(ok_with(vec![("id", Value::str(id)), ("result", result)]))
+}
+
+/// Counts by bunqueue's states. While the queue is paused its ready jobs count as
+/// `paused` only (not twice).
+fn job_counts(engine: &Engine, req: &Value) -> Res<Value> {
+    let queue = queue_name(req)?;
+    let counts = engine.counts(queue);
+    let count = |st: JobState| {
+        let i = JobState::ALL.iter().position(|&s| s == st).expect("a state");
+        counts[i] as i64
+    };
+    let prioritized = engine.prioritized_count(queue) as i64;
+    let waiting = count(JobState::Waiting) - prioritized;
+    let paused = engine.is_paused(queue);
+    let (waiting, prioritized, paused) = if paused {
+        (0, 0, waiting + prioritized)
+    } else {
+        (waiting, prioritized, 0)
+    };
+    Ok(ok_with(vec![(
+        "counts",
+        Value::map(vec![
+            ("waiting", Value::Int(waiting)),
+            ("prioritized", Value::Int(prioritized)),
+            ("delayed", Value::Int(count(JobState::Delayed))),
+            ("active", Value::Int(count(JobState::Active))),
+            ("completed", Value::Int(count(JobState::Completed))),
+            ("failed", Value::Int(count(JobState::Failed))),
+            ("waiting-children", Value::Int(count(JobState::WaitingChildren))),
+            ("paused", Value::Int(paused)),
+        ]),
+    )]))
 }
 
 // ----- workers -----------------------------------------------------------------------

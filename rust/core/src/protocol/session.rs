@@ -18,6 +18,9 @@ use crate::wal::Commit;
 /// Commands running at once per connection (the reference's semaphore): frames beyond
 /// it wait, in order, until one of the long polls holding a place ends.
 pub const MAX_RUNNING: usize = 50;
+/// Long polls waiting at once on one WebSocket, which has no such limit in the
+/// reference: each costs a task, so more are refused rather than grow memory.
+pub const MAX_SOCKET_POLLS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -188,6 +191,8 @@ impl Session {
         out: &mut Output,
     ) {
         let admitted = self.rate.as_mut().is_none_or(|r| r.admit(now));
+        // A JavaScript-falsy message fails as unreadable, as in the reference.
+        let request = request.filter(|v| !is_falsy(v));
         let Some(request) = request else {
             let error = match self.encoding {
                 Encoding::MessagePack => "Invalid command format",
@@ -205,11 +210,8 @@ impl Session {
             let reply = commands::error_reply(&string_id, "Rate limit exceeded");
             return self.write(&mut out.bytes, &reply);
         }
-        let Some(cmd) = request
-            .get("cmd")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        else {
+        let cmd = request.get("cmd").and_then(Value::as_str).filter(|c| !c.is_empty());
+        let Some(cmd) = cmd.map(str::to_owned) else {
             let reply = commands::error_reply(&string_id, "Invalid command");
             return self.write(&mut out.bytes, &reply);
         };
@@ -228,6 +230,12 @@ impl Session {
         let reply = match step {
             Step::Reply(v) => commands::finish(v, &req_id),
             Step::Error(e) => commands::error_reply(&req_id, &e),
+            Step::Defer(_) if self.encoding == Encoding::Json && self.running >= MAX_SOCKET_POLLS => {
+                commands::error_reply(
+                    &req_id,
+                    &format!("Too many pending pulls on this socket (max {MAX_SOCKET_POLLS})"),
+                )
+            }
             Step::Defer(mut d) => {
                 d.req_id = req_id;
                 self.running += 1;
@@ -294,6 +302,15 @@ impl Session {
                 out.extend_from_slice(s.as_bytes());
             }
         }
+    }
+}
+
+fn is_falsy(v: &Value) -> bool {
+    match v {
+        Value::Nil | Value::Undefined | Value::Bool(false) | Value::Int(0) => true,
+        Value::Float(f) => *f == 0.0 || f.is_nan(),
+        Value::Str(s) => s.is_empty(),
+        _ => false,
     }
 }
 
