@@ -22,6 +22,7 @@ mod placement;
 mod query;
 mod timers;
 
+pub use lifecycle::LOCK_TOKEN_REQUIRED;
 pub use persist::RestoreStats;
 
 use std::collections::BTreeSet;

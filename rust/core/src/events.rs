@@ -56,7 +56,8 @@ pub enum EventExtra {
     None,
     Data(Box<str>),
     Error(Box<str>),
-    Progress(u8),
+    /// The percentage, and the message a worker sent with it (bunqueue's protocol).
+    Progress(u8, Option<Box<str>>),
     Prev(JobState),
     Delay(u64),
     Result(Box<str>),

@@ -95,6 +95,9 @@ pub struct Lease {
     pub stall_deadline: u64,
     /// When the attempt times out (`timeout` option), if set.
     pub timeout_deadline: Option<u64>,
+    /// Pulled with a lock owner (bunqueue's protocol): an ack, fail or renewal must
+    /// present the token. Not stored: after a restart the puller's connection is gone.
+    pub token_required: bool,
 }
 
 /// Repeat bookkeeping carried from one occurrence to the next.

@@ -193,8 +193,12 @@ pub fn write_event(out: &mut String, ev: &Event) {
             out.push_str(",\"error\":");
             push_str(out, e);
         }
-        EventExtra::Progress(p) => {
+        EventExtra::Progress(p, message) => {
             let _ = write!(out, ",\"progress\":{p}");
+            if let Some(m) = message {
+                out.push_str(",\"message\":");
+                push_str(out, m);
+            }
         }
         EventExtra::Prev(s) => {
             let _ = write!(out, ",\"prev\":\"{}\"", s.as_str());

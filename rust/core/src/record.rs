@@ -334,6 +334,7 @@ mod tests {
                 owner: 0,
                 stall_deadline: 1_700_000_031_000,
                 timeout_deadline: Some(1_700_000_002_000),
+                token_required: false,
             })),
             created_at: 1_700_000_000_000,
             run_at: 1_700_000_000_500,

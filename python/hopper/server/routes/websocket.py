@@ -95,9 +95,7 @@ class Connection:
     async def _long_pull(self, pending: PendingPull) -> None:
         retry = partial(self.session.retry, pending)
         try:
-            got = await self.state.engine.wait_for(
-                pending.queue, pending.timeout_ms / 1000, retry
-            )
+            got = await self.state.engine.wait_for(pending.queue, pending.timeout_ms / 1000, retry)
         except HopperError:
             got = None
         self.sub.offer(

@@ -9,6 +9,9 @@ use crate::ids::JobId;
 use crate::job::{Job, JobExt, JobState, Lease, RepeatState, FLAG_DURABLE, FLAG_LIFO};
 use crate::options::{check_queue_name, PushOptions, Removal, MAX_DELAY_MS};
 
+/// Settling a job pulled with a lock owner, without its token.
+pub const LOCK_TOKEN_REQUIRED: &str = "Lock token required for this job";
+
 impl Engine {
     /// A repeating job may have `dependsOn` and a `jobId` (the page's own example has
     /// both): they apply to its first occurrence, which waits for the dependencies and
@@ -195,15 +198,17 @@ impl Engine {
     /// Leases the next ready job of `queue` to `owner` (0 = no connection). Returns the
     /// slot and the lock token.
     pub fn pull(&mut self, queue: &str, owner: u64) -> Result<Option<(u32, String)>> {
-        self.pull_locked(queue, owner, None)
+        self.pull_locked(queue, owner, None, false)
     }
 
-    /// `pull` with a lease of `lock_ms` (default: the stall interval) before it stalls.
+    /// `pull` with a lease of `lock_ms` (default: the stall interval) before it stalls;
+    /// `token_required`: settling or renewing it needs the token.
     pub fn pull_locked(
         &mut self,
         queue: &str,
         owner: u64,
         lock_ms: Option<u64>,
+        token_required: bool,
     ) -> Result<Option<(u32, String)>> {
         let now = self.tick();
         let Some(qid) = self.queue_id(queue) else {
@@ -238,6 +243,7 @@ impl Engine {
                 owner,
                 stall_deadline,
                 timeout_deadline,
+                token_required,
             }));
         });
         self.totals.pulled += 1;
@@ -279,19 +285,29 @@ impl Engine {
     /// The slot of an active job whose lease matches `token` (`None` skips the check, as
     /// the job server's ack/fail without a token do).
     fn leased_slot(&self, id: &str, token: Option<&str>) -> Result<u32> {
+        self.leased_slot_for(id, token, true)
+    }
+
+    /// `leased_slot`; `settling`: an ack, fail or renewal, which a lease pulled with a
+    /// lock owner allows only with its token (progress reports do not need it).
+    fn leased_slot_for(&self, id: &str, token: Option<&str>, settling: bool) -> Result<u32> {
         let slot = self
             .slot_of(id)
             .filter(|&s| self.job(s).state == JobState::Active)
             .ok_or_else(|| EngineError::state("Job not found or not active"))?;
-        if let Some(token) = token {
-            let lease = self
-                .job(slot)
-                .lease
-                .as_ref()
-                .expect("active job has a lease");
-            if JobId::parse(token) != JobId::Uuid(lease.token) {
+        let lease = self
+            .job(slot)
+            .lease
+            .as_ref()
+            .expect("active job has a lease");
+        match token {
+            Some(token) if JobId::parse(token) != JobId::Uuid(lease.token) => {
                 return Err(EngineError::lock("Invalid lock token for this job"));
             }
+            None if settling && lease.token_required => {
+                return Err(EngineError::lock(LOCK_TOKEN_REQUIRED));
+            }
+            _ => {}
         }
         Ok(slot)
     }
@@ -387,17 +403,28 @@ impl Engine {
     }
 
     pub fn progress(&mut self, id: &str, token: Option<&str>, progress: u8) -> Result<()> {
+        self.progress_noted(id, token, progress, None)
+    }
+
+    /// `progress` with the message a worker sent along (carried by the event only).
+    pub fn progress_noted(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+        progress: u8,
+        message: Option<Box<str>>,
+    ) -> Result<()> {
         if progress > 100 {
             return Err(EngineError::invalid("progress must be between 0 and 100"));
         }
         let now = self.tick();
-        let slot = self.leased_slot(id, token)?;
+        let slot = self.leased_slot_for(id, token, false)?;
         self.job_mut(slot).progress = progress;
         self.emit(
             EventKind::Progress,
             slot,
             now,
-            EventExtra::Progress(progress),
+            EventExtra::Progress(progress, message),
         );
         Ok(())
     }

@@ -7,7 +7,7 @@
 use super::job_object::job_object;
 use super::session::{Context, Deferred, Encoding, Session};
 use super::value::Value;
-use crate::engine::Engine;
+use crate::engine::{Engine, LOCK_TOKEN_REQUIRED};
 use crate::error::{EngineError, ErrorKind};
 use crate::job::JobState;
 use crate::options::{check_queue_name, PushOptions};
@@ -347,7 +347,19 @@ fn push_batch(engine: &mut Engine, req: &Value) -> Res<Value> {
             push_options(engine, item, "customId").map_err(|e| format!("jobs[{i}]: {e}"))
         })
         .collect::<Res<Vec<_>>>()?;
-    let outcomes = engine.push_many(queue, batch).map_err(engine_message)?;
+    // The engine names a batch item `job i:`; the reference says `jobs[i]:`.
+    let outcomes = engine.push_many(queue, batch).map_err(|e| {
+        let message = e.message;
+        match message
+            .strip_prefix("job ")
+            .and_then(|rest| rest.split_once(": "))
+        {
+            Some((i, reason)) if i.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("jobs[{i}]: {reason}")
+            }
+            _ => message,
+        }
+    })?;
     Ok(ok_with(vec![(
         "ids",
         Value::Array(outcomes.into_iter().map(|o| Value::Str(o.id)).collect()),
@@ -413,7 +425,8 @@ pub(super) fn pull_now(
     let mut jobs = Vec::with_capacity(want.min(64));
     let mut tokens = Vec::with_capacity(want.min(64));
     while jobs.len() < want {
-        let Some((slot, token)) = engine.pull_locked(&spec.queue, owner, spec.lock_ms)? else {
+        let pulled = engine.pull_locked(&spec.queue, owner, spec.lock_ms, spec.with_owner)?;
+        let Some((slot, token)) = pulled else {
             break;
         };
         jobs.push(job_object(engine, slot, false));
@@ -453,6 +466,9 @@ pub(super) fn empty_pull(spec: &PullSpec) -> Value {
 /// The reference's wording for an ack or fail that finds no active job or a wrong lock.
 fn settle_error(e: EngineError, id: &str) -> String {
     match e.kind {
+        ErrorKind::LockMismatch if e.message == LOCK_TOKEN_REQUIRED => {
+            format!("Lock token required for job {id}")
+        }
         ErrorKind::LockMismatch => format!("Invalid or expired lock token for job {id}"),
         ErrorKind::NotFound | ErrorKind::InvalidState => {
             format!("Job not found or not in processing state: {id}")
@@ -461,18 +477,42 @@ fn settle_error(e: EngineError, id: &str) -> String {
     }
 }
 
+/// A job whose attempt the server already ended (its timeout failed it: it waits,
+/// delayed, for its retry): a late outcome is reported, not an error, as the reference
+/// does. Unknown, finished and released (waiting) jobs are errors.
+fn already_finalized(engine: &Engine, id: &str, e: &EngineError) -> bool {
+    matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidState)
+        && engine.state_by_id(id) == Some(JobState::Delayed)
+}
+
+fn late() -> Value {
+    data(Value::map(vec![
+        ("applied", Value::Bool(false)),
+        ("reason", Value::str("already-finalized")),
+    ]))
+}
+
 fn ack(engine: &mut Engine, req: &Value) -> Res<Value> {
     let id = string(req, "id")?;
     let token = opt_string(req, "token")?.filter(|t| !t.is_empty());
     let result = json_text(req.get("result"))?;
-    engine
-        .ack(id, token, result)
-        .map_err(|e| settle_error(e, id))?;
-    Ok(ok())
+    match engine.ack(id, token, result) {
+        Ok(()) => Ok(ok()),
+        Err(e) if already_finalized(engine, id, &e) => Ok(late()),
+        Err(e) => Err(settle_error(e, id)),
+    }
+}
+
+/// A batch's `ids`: required, an array of strings.
+fn id_list(req: &Value) -> Res<Vec<String>> {
+    if req.field("ids").is_none() {
+        return Err("ids must be an array".into());
+    }
+    string_list(req, "ids")
 }
 
 fn ack_batch(engine: &mut Engine, req: &Value) -> Res<Value> {
-    let ids = string_list(req, "ids")?;
+    let ids = id_list(req)?;
     let tokens = token_list(req, "tokens", ids.len(), "ACKB")?;
     let results = match req.field("results") {
         None => vec![None; ids.len()],
@@ -483,16 +523,20 @@ fn ack_batch(engine: &mut Engine, req: &Value) -> Res<Value> {
         Some(Value::Array(_)) => return Err("ACKB results length must match ids length".into()),
         Some(_) => return Err("results must be an array".into()),
     };
+    // Like the reference, every item is tried; the first error is the answer.
     let mut ignored = Vec::new();
+    let mut first_error = None;
     for (i, ((id, token), result)) in ids.iter().zip(tokens).zip(results).enumerate() {
         match engine.ack(id, token.as_deref(), result) {
             Ok(()) => {}
-            // Already finalized (acked twice, or failed by a stall): reported, not fatal.
-            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidState) => {
-                ignored.push(i);
+            Err(e) if already_finalized(engine, id, &e) => ignored.push(i),
+            Err(e) => {
+                first_error.get_or_insert_with(|| settle_error(e, id));
             }
-            Err(e) => return Err(settle_error(e, id)),
         }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     if ignored.is_empty() {
         return Ok(ok());
@@ -519,8 +563,11 @@ fn fail(engine: &mut Engine, req: &Value) -> Res<Value> {
     } else {
         engine.fail(id, token, error).map(|_| ())
     };
-    done.map_err(|e| settle_error(e, id))?;
-    Ok(ok())
+    match done {
+        Ok(()) => Ok(ok()),
+        Err(e) if already_finalized(engine, id, &e) => Ok(late()),
+        Err(e) => Err(settle_error(e, id)),
+    }
 }
 
 // ----- locks and progress ------------------------------------------------------------
@@ -536,7 +583,7 @@ fn heartbeat_job(engine: &mut Engine, req: &Value) -> Res<Value> {
 }
 
 fn heartbeat_jobs(engine: &mut Engine, req: &Value) -> Res<Value> {
-    let ids = string_list(req, "ids")?;
+    let ids = id_list(req)?;
     let tokens = token_list(req, "tokens", ids.len(), "JobHeartbeatB")?;
     let renewed = ids
         .iter()
@@ -552,7 +599,8 @@ fn heartbeat_jobs(engine: &mut Engine, req: &Value) -> Res<Value> {
 fn progress(engine: &mut Engine, req: &Value) -> Res<Value> {
     let id = string(req, "id")?;
     let value = number(req, "progress", 0.0, 100.0)?.ok_or("progress must be a number")?;
-    match engine.progress(id, None, value.round() as u8) {
+    let message = opt_string(req, "message")?.map(Into::into);
+    match engine.progress_noted(id, None, value.round() as u8, message) {
         Ok(()) => Ok(ok()),
         Err(e) if e.kind == ErrorKind::InvalidState => {
             let state = engine.state_by_id(id).map_or("unknown", |s| s.as_str());
@@ -615,7 +663,10 @@ fn job_counts(engine: &Engine, req: &Value) -> Res<Value> {
     let queue = queue_name(req)?;
     let counts = engine.counts(queue);
     let count = |st: JobState| {
-        let i = JobState::ALL.iter().position(|&s| s == st).expect("a state");
+        let i = JobState::ALL
+            .iter()
+            .position(|&s| s == st)
+            .expect("a state");
         counts[i] as i64
     };
     let prioritized = engine.prioritized_count(queue) as i64;
@@ -635,7 +686,10 @@ fn job_counts(engine: &Engine, req: &Value) -> Res<Value> {
             ("active", Value::Int(count(JobState::Active))),
             ("completed", Value::Int(count(JobState::Completed))),
             ("failed", Value::Int(count(JobState::Failed))),
-            ("waiting-children", Value::Int(count(JobState::WaitingChildren))),
+            (
+                "waiting-children",
+                Value::Int(count(JobState::WaitingChildren)),
+            ),
             ("paused", Value::Int(paused)),
         ]),
     )]))

@@ -210,7 +210,10 @@ impl Session {
             let reply = commands::error_reply(&string_id, "Rate limit exceeded");
             return self.write(&mut out.bytes, &reply);
         }
-        let cmd = request.get("cmd").and_then(Value::as_str).filter(|c| !c.is_empty());
+        let cmd = request
+            .get("cmd")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty());
         let Some(cmd) = cmd.map(str::to_owned) else {
             let reply = commands::error_reply(&string_id, "Invalid command");
             return self.write(&mut out.bytes, &reply);
@@ -230,7 +233,9 @@ impl Session {
         let reply = match step {
             Step::Reply(v) => commands::finish(v, &req_id),
             Step::Error(e) => commands::error_reply(&req_id, &e),
-            Step::Defer(_) if self.encoding == Encoding::Json && self.running >= MAX_SOCKET_POLLS => {
+            Step::Defer(_)
+                if self.encoding == Encoding::Json && self.running >= MAX_SOCKET_POLLS =>
+            {
                 commands::error_reply(
                     &req_id,
                     &format!("Too many pending pulls on this socket (max {MAX_SOCKET_POLLS})"),
@@ -330,12 +335,26 @@ pub fn event_frame(event_json: &[u8]) -> Option<Vec<u8>> {
     let Value::Map(mut fields) = Value::from_json(event_json)? else {
         return None;
     };
+    let mut progress = None;
     for (k, v) in &mut fields {
         if k == "result" {
             *k = "data".into();
         } else if k == "jobId" && matches!(v, Value::Nil) {
             *v = Value::str("");
+        } else if k == "progress" {
+            progress = Some(v.clone());
         }
+    }
+    // A progress event also carries `data: {progress, message}` (QueueEvents reads it).
+    if let Some(p) = progress {
+        let message = fields
+            .iter()
+            .position(|(k, _)| k == "message")
+            .map_or(Value::Undefined, |i| fields.remove(i).1);
+        fields.push((
+            "data".into(),
+            Value::map(vec![("progress", p), ("message", message)]),
+        ));
     }
     let frame = Value::map(vec![
         ("type", Value::str("event")),

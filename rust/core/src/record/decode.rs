@@ -157,6 +157,7 @@ impl<'a> Decoder<'a> {
                 owner: 0,
                 stall_deadline: self.u64()?,
                 timeout_deadline: self.opt_u64()?,
+                token_required: false,
             })
         } else {
             None
