@@ -138,8 +138,9 @@ class PendingPull:
     @property
     def timeout_ms(self) -> int: ...
 
-# (reply bytes, long polls, subscription changed, queue subscribed to, close)
-_Fed = tuple[bytes, list[PendingPull], bool, str | None, bool]
+# (reply bytes, they wait for the log, long polls, subscription changed, queue
+# subscribed to, close)
+_Fed = tuple[bytes, bool, list[PendingPull], bool, str | None, bool]
 
 @final
 class ProtocolSession:

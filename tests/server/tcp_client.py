@@ -114,6 +114,10 @@ def raw_map(fields: dict[str, Any]) -> bytes:
     return bytes([0x80 | len(fields)]) + b"".join(items)
 
 
+def without_req_id(reply: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in reply.items() if k != "reqId"}
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal and of the same type (a reqId 1 is not a reqId True or "1")."""
     return type(a) is type(b) and a == b

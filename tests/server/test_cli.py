@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from urllib.parse import urlparse
@@ -33,6 +34,9 @@ def test_help_names_every_environment_variable() -> None:
         "RATE_LIMIT_CLEANUP_MS",
         "METRICS_AUTH",
         "HOPPER_MAX_BODY_BYTES",
+        "TCP_PORT",
+        "TCP_IDLE_TIMEOUT_MS",
+        "TCP_MAX_WRITE_QUEUE_BYTES",
     ):
         assert var in out, var
 
@@ -55,6 +59,23 @@ def test_a_busy_port_is_refused_instead_of_shared(server: Server) -> None:
     assert result.returncode == 2
     assert "Address already in use" in result.stderr
     assert server.client.get("/health").status_code == 200
+
+
+def test_a_busy_tcp_port_is_a_start_up_error(server: Server) -> None:
+    """The bunqueue TCP port is checked like the HTTP one: a second server with the first
+    one's TCP port exits with the reason, and the first keeps serving."""
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    http_port = free.getsockname()[1]
+    free.close()
+    result = run(
+        "--host", "127.0.0.1", "--port", str(http_port), "--tcp-port", str(server.tcp_port)
+    )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{server.tcp_port}" in result.stderr
+    assert "Address already in use" in result.stderr
+    with socket.create_connection(("127.0.0.1", server.tcp_port), timeout=5):
+        pass
 
 
 def test_bunqueue_environment_variables_map_onto_settings() -> None:

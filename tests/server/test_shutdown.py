@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 
 import httpx
 from support import INTERFACE, run_server
+from tcp_client import Conn, without_req_id
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
@@ -61,3 +63,25 @@ def test_repeated_sigterm_still_exits_0(server_workdir: Path) -> None:
         for _ in range(6):
             srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(10) == 0
+
+
+def test_sigterm_answers_tcp_commands_in_flight_then_closes(server_workdir: Path) -> None:
+    """On the bunqueue TCP port a SIGTERM stops the listener, answers a long-polling
+    PULL ("no job") and closes the connection after it; the process exits 0 (checked by
+    `run_server`) well before the kill timeout."""
+    with run_server(server_workdir) as srv:
+        conn = Conn(srv.tcp_port, timeout=10)
+        conn.call_ok("SubscribeEvents", queue="lp")
+        poll = conn.request("PULL", queue="lp", timeout=60_000)
+        conn.barrier()  # the PULL is running when the signal comes
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert without_req_id(conn.reply(poll)) == {"ok": True, "job": None}
+        assert conn.wait_closed(5)
+        assert srv.proc.wait(10) == 0
+    assert time.monotonic() - t0 < 3, "stopped by the app, not by the kill timeout"
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", srv.tcp_port), timeout=2),
+    ):
+        raise AssertionError("the TCP port still accepts connections after the exit")

@@ -36,6 +36,7 @@ from tcp_client import (
     run_bunqueue,
     same,
     uint64,
+    without_req_id,
 )
 
 TARGET = os.environ.get("HOPPER_TCP_TEST_TARGET", "hopper")
@@ -131,10 +132,6 @@ def listener(connect: Callable[[], Conn], queue: str) -> Conn:
     c = connect()
     c.call_ok("SubscribeEvents", queue=queue)
     return c
-
-
-def without_req_id(reply: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in reply.items() if k != "reqId"}
 
 
 def push_many(c: Conn, queue: str, n: int, **opts: Any) -> list[str]:
@@ -924,3 +921,23 @@ def test_jobs_of_a_closed_connection(
         "ACKB", ids=[renewed["id"], batch_ids[0]], tokens=[renewed_token, batch["tokens"][0]]
     )
     assert without_req_id(reply) == OK
+
+
+# ----- rate limit --------------------------------------------------------------------------
+
+
+def test_rate_limit_counts_frames_per_connection(start_target: ServerFactory) -> None:
+    """RATE_LIMIT_MAX_REQUESTS frames per window per connection (every frame counts, a
+    malformed one too); the next is refused with the string reqId, the connection stays,
+    and another connection has its own budget. (The window's expiry is the engine's
+    `RateWindow`, unit-tested with explicit times.)"""
+    srv = start_target(RATE_LIMIT_MAX_REQUESTS="3", RATE_LIMIT_WINDOW_MS="600000")
+    with Conn(srv.tcp_port) as first, Conn(srv.tcp_port) as second:
+        first.call_ok("Ping")
+        first.send_raw(raw_frame(b"\xc1"))
+        assert first.reply()["error"] == "Invalid command format"
+        first.call_ok("Ping")
+        refused = first.call("Ping")
+        assert without_req_id(refused) == {"ok": False, "error": "Rate limit exceeded"}
+        assert isinstance(refused["reqId"], str)
+        second.call_ok("Ping")

@@ -128,13 +128,13 @@ class TcpConnection(asyncio.Protocol):
         if self.going_away or self.transport is None or self.transport.is_closing():
             return
         try:
-            out, pending, changed, queue, close = self.session.feed(data)
+            out, waits, pending, changed, queue, close = self.session.feed(data)
         except HopperError as e:  # an engine bug: this connection ends, the server goes on
             print(f"[ERROR] hopper: TCP connection dropped: {e}", file=sys.stderr)
             self.transport.abort()
             return
         if out:
-            self.send(out)
+            self.send(out, waits)
         for p in pending:
             task = asyncio.ensure_future(self.long_poll(p))
             self.polls.add(task)
@@ -169,7 +169,7 @@ class TcpConnection(asyncio.Protocol):
             reply = await self.engine.wait_for(pending.queue, pending.timeout_ms / 1000, retry)
         except HopperError:
             reply = None
-        self.send(reply if reply is not None else self.session.expire(pending))
+        self.send(reply if reply is not None else self.session.expire(pending), False)
         current = asyncio.current_task()
         if current is not None:
             self.polls.discard(current)  # so that a shutdown sees this poll answered
@@ -188,9 +188,9 @@ class TcpConnection(asyncio.Protocol):
 
     # ----- writing ----------------------------------------------------------------------
 
-    def send(self, out: bytes) -> None:
-        """Writes replies once the log has the records they answer for."""
-        waiting = self.engine.commit_pending()
+    def send(self, out: bytes, waits: bool) -> None:
+        """Writes replies, once the log has the records they answer for if `waits`."""
+        waiting = self.engine.commit_pending() if waits else None
         if waiting is None:
             self.write(out)
             return

@@ -932,9 +932,16 @@ impl PendingPull {
     }
 }
 
-/// What one call gives the server: (reply bytes, long polls, subscription changed,
-/// the queue subscribed to, close the connection).
-type Fed = (Py<PyBytes>, Vec<PendingPull>, bool, Option<String>, bool);
+/// What one call gives the server: (reply bytes, whether they wait for the log, long
+/// polls, subscription changed, the queue subscribed to, close the connection).
+type Fed = (
+    Py<PyBytes>,
+    bool,
+    Vec<PendingPull>,
+    bool,
+    Option<String>,
+    bool,
+);
 
 /// One client connection of bunqueue's protocol (`hopper_core::Session`): bytes in,
 /// reply bytes out, with the engine's commit marks raised for what the replies wait on.
@@ -953,6 +960,7 @@ impl ProtocolSession {
         let core = self.core.get();
         let inner = &mut self.inner;
         let out = guard(|| Ok(f(inner, &core.handle)))?;
+        let waits = out.commit.is_some();
         core.answer_after(py, out.commit)?;
         let (changed, queue) = match out.subscription {
             Some(q) => (true, q),
@@ -965,6 +973,7 @@ impl ProtocolSession {
             .collect();
         Ok((
             PyBytes::new(py, &out.bytes).unbind(),
+            waits,
             pending,
             changed,
             queue,
@@ -1015,8 +1024,7 @@ impl ProtocolSession {
     fn retry(&mut self, py: Python<'_>, pending: &PendingPull) -> PyResult<Option<Py<PyBytes>>> {
         let core = self.core.get();
         let inner = &mut self.inner;
-        let (reply, commit) = guard(|| Ok(inner.retry(&core.handle, &pending.inner)))?;
-        core.answer_after(py, commit)?;
+        let reply = guard(|| Ok(inner.retry(&core.handle, &pending.inner)))?;
         Ok(reply.map(|b| PyBytes::new(py, &b).unbind()))
     }
 

@@ -83,9 +83,9 @@ class Connection:
         in JSON) and queues its reply behind the log write it answers for."""
         if self.sub.closed or self.sub.dropped:
             return  # the connection is ending: take no more work
-        out, pending, _changed, _queue, _close = self.session.message(raw)
+        out, waits, pending, _changed, _queue, _close = self.session.message(raw)
         if out:
-            self.sub.offer(out, self.state.engine.commit_target())
+            self.sub.offer(out, self.state.engine.commit_target() if waits else None)
         for p in pending:
             # Wait in a task so later commands on this socket are not held up.
             task = asyncio.create_task(self._long_pull(p))
@@ -98,10 +98,7 @@ class Connection:
             got = await self.state.engine.wait_for(pending.queue, pending.timeout_ms / 1000, retry)
         except HopperError:
             got = None
-        self.sub.offer(
-            got if got is not None else self.session.expire(pending),
-            self.state.engine.commit_target(),
-        )
+        self.sub.offer(got if got is not None else self.session.expire(pending))
 
     # ----- writing -------------------------------------------------------------------
 

@@ -75,6 +75,8 @@ pub struct Output {
     pub close: bool,
     /// What the replies must wait for before they are sent (the log write).
     pub commit: Option<Commit>,
+    /// A command whose answer waits for the log ran (else `commit` is dropped).
+    pub(super) must_wait: bool,
 }
 
 pub struct Session {
@@ -166,7 +168,7 @@ impl Session {
                 }
             }
         });
-        out.commit = commit;
+        out.commit = commit.filter(|_| out.must_wait);
         out
     }
 
@@ -178,7 +180,7 @@ impl Session {
             let now = engine.tick();
             self.one(engine, Value::from_json(text), now, &writable, &mut out);
         });
-        out.commit = commit;
+        out.commit = commit.filter(|_| out.must_wait);
         out
     }
 
@@ -252,25 +254,17 @@ impl Session {
     }
 
     /// A long poll tries again (its queue got work): its reply, or None to keep waiting.
-    pub fn retry(
-        &mut self,
-        handle: &EngineHandle,
-        d: &Deferred,
-    ) -> (Option<Vec<u8>>, Option<Commit>) {
-        let (got, commit) = handle.apply(|engine| {
+    /// A pull's reply does not wait for the log (a lease lost in a crash only means
+    /// the job runs again).
+    pub fn retry(&mut self, handle: &EngineHandle, d: &Deferred) -> Option<Vec<u8>> {
+        let (got, _) = handle.apply(|engine| {
             let now = engine.tick();
             commands::pull_now(engine, self, &d.pull, now)
         });
         match got {
-            Ok(Some(v)) => (
-                Some(self.finish_deferred(commands::finish(v, &d.req_id))),
-                commit,
-            ),
-            Ok(None) => (None, commit),
-            Err(e) => (
-                Some(self.finish_deferred(commands::error_reply(&d.req_id, &e.message))),
-                commit,
-            ),
+            Ok(Some(v)) => Some(self.finish_deferred(commands::finish(v, &d.req_id))),
+            Ok(None) => None,
+            Err(e) => Some(self.finish_deferred(commands::error_reply(&d.req_id, &e.message))),
         }
     }
 
