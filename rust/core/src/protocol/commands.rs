@@ -196,15 +196,6 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             return Step::Error(e.message.clone());
         }
     }
-    // What a client may act on as done waits for its record in the log; a lease or a
-    // renewal lost in a crash only means the job runs again, so their replies do not
-    // wait (as the HTTP API's pulls do not).
-    if matches!(
-        cmd,
-        "PUSH" | "PUSHB" | "ACK" | "ACKB" | "FAIL" | "MoveToWait"
-    ) {
-        ctx.out.must_wait = true;
-    }
     let json = ctx.session.encoding == Encoding::Json;
     let result = match cmd {
         "PUSH" => push(engine, req),

@@ -73,10 +73,10 @@ pub struct Output {
     /// `Some(Some(queue))` after SubscribeEvents, `Some(None)` after UnsubscribeEvents.
     pub subscription: Option<Option<String>>,
     pub close: bool,
-    /// What the replies must wait for before they are sent (the log write).
+    /// What the replies must wait for before they are sent: the log write of every
+    /// record the chunk made, leases included (answering leases at once measured slower
+    /// with the SDK's worker: `docs/performance.md`).
     pub commit: Option<Commit>,
-    /// A command whose answer waits for the log ran (else `commit` is dropped).
-    pub(super) must_wait: bool,
 }
 
 pub struct Session {
@@ -168,7 +168,7 @@ impl Session {
                 }
             }
         });
-        out.commit = commit.filter(|_| out.must_wait);
+        out.commit = commit;
         out
     }
 
@@ -180,7 +180,7 @@ impl Session {
             let now = engine.tick();
             self.one(engine, Value::from_json(text), now, &writable, &mut out);
         });
-        out.commit = commit.filter(|_| out.must_wait);
+        out.commit = commit;
         out
     }
 
