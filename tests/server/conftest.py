@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support import Server, ServerFactory, run_server
+from tcp_client import ON_BUNQUEUE, run_bunqueue
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +51,34 @@ def client(server: Server) -> httpx.Client:
 def queue() -> str:
     """A queue name no other test uses."""
     return f"q-{uuid.uuid4().hex[:12]}"
+
+
+# ----- the bunqueue protocol suites' server: hopper, or the reference itself -----------
+# (HOPPER_TCP_TEST_TARGET=bunqueue runs test_tcp_*.py against bunqueue 2.9.5, to check
+# that the tests describe the reference.)
+
+
+@pytest.fixture(scope="module")
+def target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The server under test, shared by the module (no auth, no rate limit)."""
+    if ON_BUNQUEUE:
+        with run_bunqueue(tmp_path_factory.mktemp("bunqueue")) as s:
+            yield s
+    else:
+        yield request.getfixturevalue("server")
+
+
+@pytest.fixture
+def start_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerFactory]:
+    """Starts a server under test with the given environment, for one test."""
+    if not ON_BUNQUEUE:
+        yield request.getfixturevalue("start_server")
+        return
+    with contextlib.ExitStack() as stack:
+
+        def start(**env: str) -> Server:
+            return stack.enter_context(run_bunqueue(tmp_path, **env))
+
+        yield start

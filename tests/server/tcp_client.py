@@ -32,6 +32,9 @@ T = TypeVar("T")
 MAX_FRAME = 64 * 1024 * 1024
 READ_TIMEOUT_S = 10.0
 REPO = Path(__file__).resolve().parents[2]
+# The protocol suites run against hopper, or with HOPPER_TCP_TEST_TARGET=bunqueue against
+# the reference server (to check that they describe it).
+ON_BUNQUEUE = os.environ.get("HOPPER_TCP_TEST_TARGET", "hopper") == "bunqueue"
 BUN = REPO / "bench/peers/node_modules/.bin/bun"
 BUNQUEUE_MAIN = REPO / "bench/peers/node_modules/bunqueue/dist/main.js"
 

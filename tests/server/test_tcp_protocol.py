@@ -12,16 +12,15 @@ hold no 64-bit integer (see tcp_client.Conn)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from support import Server, ServerFactory, get_job, wait_until
 from tcp_client import (
     MAX_FRAME,
+    ON_BUNQUEUE,
     UNDEFINED,
     UNDEFINED_BYTES,
     Conn,
@@ -33,14 +32,11 @@ from tcp_client import (
     pack,
     raw_frame,
     raw_map,
-    run_bunqueue,
     same,
     uint64,
     without_req_id,
 )
 
-TARGET = os.environ.get("HOPPER_TCP_TEST_TARGET", "hopper")
-ON_BUNQUEUE = TARGET == "bunqueue"
 FLOAT64 = 0xCB
 OK = {"ok": True, "id": UNDEFINED}
 """The plain OK reply (besides reqId): `id` is present, and undefined."""
@@ -81,32 +77,6 @@ WORKER_KEYS = words(
 
 
 # ----- targets and helpers -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def target(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """The server under test, shared by the module (no auth, no rate limit)."""
-    if ON_BUNQUEUE:
-        with run_bunqueue(tmp_path_factory.mktemp("bunqueue")) as s:
-            yield s
-    else:
-        yield request.getfixturevalue("server")
-
-
-@pytest.fixture
-def start_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerFactory]:
-    """Starts a server under test with the given environment, for one test."""
-    if not ON_BUNQUEUE:
-        yield request.getfixturevalue("start_server")
-        return
-    with contextlib.ExitStack() as stack:
-
-        def start(**env: str) -> Server:
-            return stack.enter_context(run_bunqueue(tmp_path, **env))
-
-        yield start
 
 
 @pytest.fixture

@@ -10,55 +10,21 @@ HOPPER_TCP_TEST_TARGET=bunqueue, the reference bunqueue 2.9.5 server under bench
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
 from support import HOST, Server, ServerFactory
-from tcp_client import BUN, REPO, run_bunqueue
+from tcp_client import BUN, REPO
 
-ON_BUNQUEUE = os.environ.get("HOPPER_TCP_TEST_TARGET", "hopper") == "bunqueue"
 SDK_DIR = REPO / "tests" / "server" / "sdk"
 # A backstop only: every script prints its result and exits within ~15 s on its own.
 SCRIPT_TIMEOUT_S = 30.0
 TOKEN = "secret"
-
-pytestmark = pytest.mark.skipif(
-    not BUN.exists(), reason="bun and bunqueue are not installed (cd bench/peers && npm ci)"
-)
-
-
-@pytest.fixture(scope="module")
-def target(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """The server under test, shared by the module (no auth, no rate limit)."""
-    if ON_BUNQUEUE:
-        with run_bunqueue(tmp_path_factory.mktemp("bunqueue")) as s:
-            yield s
-    else:
-        yield request.getfixturevalue("server")
-
-
-@pytest.fixture
-def start_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerFactory]:
-    """Starts a server under test with the given environment, for one test."""
-    if not ON_BUNQUEUE:
-        yield request.getfixturevalue("start_server")
-        return
-    with contextlib.ExitStack() as stack:
-
-        def start(**env: str) -> Server:
-            return stack.enter_context(run_bunqueue(tmp_path, **env))
-
-        yield start
 
 
 def run_sdk(
@@ -68,6 +34,8 @@ def run_sdk(
     it printed; fails the test with its output if it did not end cleanly. The SDK's
     own BQ_*/BUNQUEUE_* variables are dropped so that only what the script sets
     counts (BQ_TOKEN would authenticate, BUNQUEUE_EMBEDDED=1 would bypass TCP)."""
+    # A missing SDK is a failure, not a skip: `make install` provides it.
+    assert BUN.exists(), "bun and bunqueue are not installed (make install: npm ci in bench/peers)"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BQ_", "BUNQUEUE_"))}
     env |= {"BQ_HOST": HOST, "BQ_PORT": str(port), "BQ_QUEUE": queue}
     if token is not None:

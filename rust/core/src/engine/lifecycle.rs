@@ -384,13 +384,7 @@ impl Engine {
             JobState::Waiting => Ok(()),
             JobState::Active => {
                 let slot = self.leased_slot(id, token)?;
-                self.enqueue_ready(slot, now, Cause::OwnerGone, |job| job.lease = None);
-                self.emit(
-                    EventKind::Retried,
-                    slot,
-                    now,
-                    EventExtra::Prev(JobState::Active),
-                );
+                self.give_back(slot, now);
                 Ok(())
             }
             JobState::Delayed => self.promote(id),
@@ -437,15 +431,20 @@ impl Engine {
             return 0;
         };
         for &slot in &slots {
-            self.enqueue_ready(slot, now, Cause::OwnerGone, |job| job.lease = None);
-            self.emit(
-                EventKind::Retried,
-                slot,
-                now,
-                EventExtra::Prev(JobState::Active),
-            );
+            self.give_back(slot, now);
         }
         slots.len()
+    }
+
+    /// An active job back to waiting without counting an attempt: its holder let go.
+    fn give_back(&mut self, slot: u32, now: u64) {
+        self.enqueue_ready(slot, now, Cause::OwnerGone, |job| job.lease = None);
+        self.emit(
+            EventKind::Retried,
+            slot,
+            now,
+            EventExtra::Prev(JobState::Active),
+        );
     }
 
     fn complete(&mut self, slot: u32, result: Option<Box<str>>, now: u64) {
