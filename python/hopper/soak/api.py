@@ -243,7 +243,8 @@ class WsSession:
         return [str(i) for i in reply["ids"]]
 
     def pull(self, queue: str, timeout_ms: int = 0) -> Pulled | None:
-        msg: dict[str, Any] = {"cmd": "PULL", "queue": queue}
+        # A lock owner makes the reply carry the lock token (bunqueue's PULL).
+        msg: dict[str, Any] = {"cmd": "PULL", "queue": queue, "owner": "hopper-soak"}
         if timeout_ms:
             msg["timeout"] = timeout_ms
         reply = self._ok(self.request(msg), "PULL")
@@ -255,13 +256,13 @@ class WsSession:
         msg: dict[str, Any] = {"cmd": "ACK", "id": job_id, "result": result}
         if token is not None:
             msg["token"] = token
-        return bool(self.request(msg).get("ok"))
+        return _applied(self.request(msg))
 
     def fail(self, job_id: str, token: str | None, error: str) -> bool:
         msg: dict[str, Any] = {"cmd": "FAIL", "id": job_id, "error": error}
         if token is not None:
             msg["token"] = token
-        return bool(self.request(msg).get("ok"))
+        return _applied(self.request(msg))
 
     @staticmethod
     def _ok(reply: dict[str, Any], cmd: str) -> dict[str, Any]:
@@ -283,3 +284,11 @@ class WsSession:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._stack.close()
+
+
+def _applied(reply: dict[str, Any]) -> bool:
+    """An ACK/FAIL took effect: ok, and not `{applied: false}` (a late outcome for a job
+    the server had already failed by its timeout)."""
+    data = reply.get("data")
+    late = isinstance(data, dict) and data.get("applied") is False
+    return reply.get("ok") is True and not late
