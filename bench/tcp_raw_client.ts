@@ -183,6 +183,28 @@ function pct(sorted: Float64Array, p: number): number | null {
 
 // ------------------------------------------------------------------ push
 
+/** Times `work` (wall and this process's CPU), then reads the queue's counts back: the
+ * result line's common fields, with what `work` returns added. */
+async function timed(
+  conns: Conn[],
+  work: () => Promise<Record<string, unknown>>,
+): Promise<Record<string, unknown>> {
+  const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
+  const extra = await work();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const counts = await conns[0].call({ cmd: "GetJobCounts", queue: QUEUE });
+  return {
+    ...(counts?.ok === true ? {} : { counts_error: JSON.stringify(counts).slice(0, 300) }),
+    seconds,
+    rate: stats.ok / seconds,
+    client_self_cpu_s: (cpu.user + cpu.system) / 1e6,
+    ...extra,
+    counts_after: counts?.ok === true ? counts.counts : null,
+  };
+}
+
 async function runPush(conns: Conn[]): Promise<Record<string, unknown>> {
   const lat = new Float64Array(JOBS); // µs, PUSH sent -> reply (includes waiting in the window)
   let nlat = 0;
@@ -207,22 +229,11 @@ async function runPush(conns: Conn[]): Promise<Record<string, unknown>> {
       while (sent < Math.min(WINDOW, share)) send();
       c.flush();
     });
-  const t0 = performance.now();
-  const cpu0 = process.cpuUsage();
-  await Promise.all(conns.map((c, k) => one(c, Math.floor(JOBS / CONNS) + (k < JOBS % CONNS ? 1 : 0))));
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
-  const sorted = lat.subarray(0, nlat).sort();
-  const counts = await conns[0].call({ cmd: "GetJobCounts", queue: QUEUE });
-  return {
-    ...(counts?.ok === true ? {} : { counts_error: JSON.stringify(counts).slice(0, 300) }),
-    seconds,
-    rate: stats.ok / seconds,
-    client_self_cpu_s: (cpu.user + cpu.system) / 1e6,
-    p50_us: pct(sorted, 50),
-    p99_us: pct(sorted, 99),
-    counts_after: counts?.ok === true ? counts.counts : null,
-  };
+  return timed(conns, async () => {
+    await Promise.all(conns.map((c, k) => one(c, Math.floor(JOBS / CONNS) + (k < JOBS % CONNS ? 1 : 0))));
+    const sorted = lat.subarray(0, nlat).sort();
+    return { p50_us: pct(sorted, 50), p99_us: pct(sorted, 99) };
+  });
 }
 
 // ------------------------------------------------------------------ pull + ack
@@ -283,26 +294,14 @@ async function runPullAck(conns: Conn[]): Promise<Record<string, unknown>> {
       pull();
       c.flush();
     });
-  const t0 = performance.now();
-  const cpu0 = process.cpuUsage();
-  const loops: Promise<void>[] = [];
-  conns.forEach((c, k) => {
-    for (let l = 0; l < LOOPS; l++) loops.push(loop(c, `bench-raw-${k}-${l}`));
+  return timed(conns, async () => {
+    const loops: Promise<void>[] = [];
+    conns.forEach((c, k) => {
+      for (let l = 0; l < LOOPS; l++) loops.push(loop(c, `bench-raw-${k}-${l}`));
+    });
+    await Promise.all(loops);
+    return { pullb_frames: pulls, empty_pulls: emptyPulls, ackb_frames: acks };
   });
-  await Promise.all(loops);
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
-  const counts = await conns[0].call({ cmd: "GetJobCounts", queue: QUEUE });
-  return {
-    ...(counts?.ok === true ? {} : { counts_error: JSON.stringify(counts).slice(0, 300) }),
-    seconds,
-    rate: stats.ok / seconds,
-    client_self_cpu_s: (cpu.user + cpu.system) / 1e6,
-    pullb_frames: pulls,
-    empty_pulls: emptyPulls,
-    ackb_frames: acks,
-    counts_after: counts?.ok === true ? counts.counts : null,
-  };
 }
 
 // ------------------------------------------------------------------ main

@@ -81,6 +81,14 @@ def run_server(
         env={"HOPPER_DATA_DIR": str(data_dir), "HOPPER_INTERFACE": INTERFACE, **env},
         port=port,
     )
+    with serving(process, _stop) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving(process: ServerProcess, stop: Callable[[ServerProcess], object]) -> Iterator[Server]:
+    """Starts `process` (a failed start fails the test), yields it as a `Server` with a
+    client, and ends with `stop`."""
     try:
         process.start(STARTUP_TIMEOUT_S)
     except ServerStartError as e:
@@ -90,7 +98,7 @@ def run_server(
         yield Server(process.url, process.ws_url, process, client)
     finally:
         client.close()
-        _stop(process)
+        stop(process)
 
 
 def _stop(process: ServerProcess) -> None:

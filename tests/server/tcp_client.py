@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
-from hopper.server_process import ServerProcess, ServerStartError, free_port
-from support import HOST, STARTUP_TIMEOUT_S, Server
+from hopper.server_process import ServerProcess, free_port
+from support import HOST, Server, serving
 
 T = TypeVar("T")
 MAX_FRAME = 64 * 1024 * 1024
@@ -363,13 +362,5 @@ def run_bunqueue(workdir: Path, **env: str) -> Iterator[Server]:
         label="bunqueue",
     )
     process.tcp_port = tcp_port
-    try:
-        process.start(STARTUP_TIMEOUT_S)
-    except ServerStartError as e:
-        pytest.fail(str(e))
-    client = httpx.Client(base_url=process.url, timeout=10.0)
-    try:
-        yield Server(process.url, process.ws_url, process, client)
-    finally:
-        client.close()
-        process.stop(10.0)
+    with serving(process, lambda p: p.stop(10.0)) as server:
+        yield server

@@ -1,13 +1,13 @@
-"""The job server's operations, once for every transport: request bytes in, the reply body
-(`{"ok":true,...}` JSON bytes) out, latency recorded. HTTP routes and WebSocket commands
-both call these (the bunqueue TCP protocol will too); they differ only in how a request
-arrives and how an error is wrapped. Failures are the engine's typed errors."""
+"""The job server's HTTP operations: request bytes in, the reply body (`{"ok":true,...}`
+JSON bytes) out, latency recorded. (WebSocket and TCP commands run in the engine's
+protocol session instead: `hopper._engine.ProtocolSession`.) Failures are the engine's
+typed errors."""
 
 from __future__ import annotations
 
 from time import perf_counter
 
-from hopper.errors import InvalidInputError, NotFoundError
+from hopper.errors import NotFoundError
 from hopper.server.prometheus import Metrics
 from hopper.server.server_engine import ServerEngine
 
@@ -15,13 +15,6 @@ MAX_POLL_MS = 60_000
 TIMEOUT_RANGE = f"timeout must be an integer between 0 and {MAX_POLL_MS} (ms)"
 NO_JOB = b'{"ok":true,"job":null,"token":null}'
 OK = b'{"ok":true}'
-
-
-def check_poll_timeout(ms: object) -> int:
-    """A pull's wait in whole ms, 0..MAX_POLL_MS (bool is not a number here)."""
-    if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms <= MAX_POLL_MS:
-        raise InvalidInputError(TIMEOUT_RANGE)
-    return ms
 
 
 def pulled(got: tuple[bytes, str] | None) -> bytes:

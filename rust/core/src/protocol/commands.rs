@@ -223,12 +223,10 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         // On the WebSocket every socket already receives events (the reference answers
         // these two as unknown there).
         "SubscribeEvents" if !json => queue_name(req).map(|q| {
-            ctx.session.subscription = Some(q.to_owned());
             ctx.out.subscription = Some(Some(q.to_owned()));
             ok()
         }),
         "UnsubscribeEvents" if !json => {
-            ctx.session.subscription = None;
             ctx.out.subscription = Some(None);
             Ok(ok())
         }

@@ -1,7 +1,8 @@
 //! One client connection of bunqueue's protocol: TCP frames of MessagePack, or WebSocket
 //! messages of JSON, feeding one command table (`commands.rs`). The session holds what
-//! the reference keeps per connection: authentication, the rate window, the event
-//! subscription, the lease owner id, and the long polls still running.
+//! the reference keeps per connection: authentication, the rate window, the lease owner
+//! id, and the long polls still running (the event subscription lives with the server,
+//! which writes the events: `Output::subscription` tells it of a change).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -85,7 +86,6 @@ pub struct Session {
     tokens: Arc<[Box<[u8]>]>,
     authenticated: bool,
     rate: Option<RateWindow>,
-    pub subscription: Option<String>,
     running: usize,
     frames: FrameBuffer,
 }
@@ -118,7 +118,6 @@ impl Session {
                 window_ms,
                 times: VecDeque::new(),
             }),
-            subscription: None,
             running: 0,
             frames: FrameBuffer::default(),
         }
