@@ -9,9 +9,9 @@ import time
 import uuid
 
 import httpx
-import pytest
 from management_support import ack, api_data, api_error, fail, open_events, take
 from support import Server, ServerFactory, expect_ok, pull, push
+from tcp_client import Conn
 
 
 def test_connected_first_with_stream_headers(server: Server, queue: str) -> None:
@@ -167,12 +167,17 @@ def test_stalled(start_server: ServerFactory) -> None:
         assert time.monotonic() - t0 < 5
 
 
-@pytest.mark.skip(
-    reason="job:progress: no API can report progress (the job server's HTTP and WebSocket "
-    "commands are push/pull/ack/fail; the management API has no progress route)"
-)
-def test_progress() -> None:
-    raise AssertionError("unreachable")
+def test_progress(server: Server, queue: str) -> None:
+    """A worker reports progress over bunqueue's protocol (here the TCP port; `/ws`
+    takes the same command): the stream shows it as job:progress."""
+    with open_events(server, f"/api/queues/{queue}/events") as stream, Conn(server.tcp_port) as c:
+        job_id = push(server.client, queue)
+        pulled = c.call_ok("PULL", queue=queue, owner="w")
+        assert pulled["job"]["id"] == job_id
+        c.call_ok("Progress", id=job_id, progress=40, message="almost")
+        event = stream.expect("job:progress", job_id)
+        assert event["queueName"] == queue
+        assert event["data"]["progress"] == 40
 
 
 def test_allow_list_filters_the_streams(start_server: ServerFactory) -> None:
