@@ -248,9 +248,12 @@ class WsSession:
         if timeout_ms:
             msg["timeout"] = timeout_ms
         reply = self._ok(self.request(msg), "PULL")
-        if reply.get("job") is None:
+        job = reply.get("job")
+        if job is None:
             return None
-        return reply["job"], str(reply["token"])
+        # bunqueue's job object names the stall count `stallCount`; the model reads the
+        # HTTP shape's `stalls`.
+        return {**job, "stalls": job["stallCount"]}, str(reply["token"])
 
     def ack(self, job_id: str, token: str | None, result: Any = None) -> bool:
         msg: dict[str, Any] = {"cmd": "ACK", "id": job_id, "result": result}

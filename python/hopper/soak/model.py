@@ -161,7 +161,7 @@ class Model:
                 f"pull order: got {j.id} (priority {j.priority}) while {top.id} (priority "
                 f"{top.priority}) was waiting",
             )
-        attempts, stalls = int(body.get("attempts", -1)), int(body.get("stalls", j.stalls))
+        attempts, stalls = int(body["attempts"]), int(body["stalls"])
         stall_range = (j.stalls, j.stalls + 1) if j.return_by is not None else (j.stalls,) * 2
         if attempts != j.attempts or not stall_range[0] <= stalls <= stall_range[1]:
             raise Violation(
