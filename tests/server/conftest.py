@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from support import Server, ServerFactory, run_server
-from tcp_client import ON_BUNQUEUE, run_bunqueue
+from tcp_client import ON_BUNQUEUE, Conn, run_bunqueue
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +82,19 @@ def start_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
             return stack.enter_context(run_bunqueue(tmp_path, **env))
 
         yield start
+
+
+@pytest.fixture
+def connect(target: Server) -> Iterator[Callable[[], Conn]]:
+    """Opens connections to `target`; all closed at teardown."""
+    with contextlib.ExitStack() as stack:
+
+        def open_conn() -> Conn:
+            return stack.enter_context(Conn(target.tcp_port))
+
+        yield open_conn
+
+
+@pytest.fixture
+def conn(connect: Callable[[], Conn]) -> Conn:
+    return connect()

@@ -80,22 +80,6 @@ WORKER_KEYS = words(
 
 
 @pytest.fixture
-def connect(target: Server) -> Iterator[Callable[[], Conn]]:
-    """Opens connections to `target`; all closed at teardown."""
-    with contextlib.ExitStack() as stack:
-
-        def open_conn() -> Conn:
-            return stack.enter_context(Conn(target.tcp_port))
-
-        yield open_conn
-
-
-@pytest.fixture
-def conn(connect: Callable[[], Conn]) -> Conn:
-    return connect()
-
-
-@pytest.fixture
 def listener(connect: Callable[[], Conn], queue: str) -> Conn:
     """A connection subscribed to the events of `queue`: how the tests see a job's result
     and progress message (fields that hopper's HTTP job object names differently)."""

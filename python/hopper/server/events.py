@@ -177,6 +177,25 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+class _Nudge:
+    """A sink that only notes that its queue had an event (a WaitJob's wake-up)."""
+
+    frame: Framer | None = None
+    accept: Callable[[str], bool] | None = None
+
+    def __init__(self, queue: str) -> None:
+        self.queue: str | None = queue
+        self.event = asyncio.Event()
+        self.closed = False
+
+    def offer(self, item: bytes) -> None:
+        self.event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.event.set()
+
+
 class EventHub:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -214,6 +233,31 @@ class EventHub:
         if self._count == 0 and self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+
+    async def wait_for_event(
+        self, queue: str, timeout: float, attempt: Callable[[], bytes | None]
+    ) -> bytes | None:
+        """Runs `attempt` until it returns something or `timeout` seconds pass, trying
+        again after each event of `queue` (a job's completion is one). None on timeout
+        or shutdown."""
+        nudge = _Nudge(queue)
+        self.attach(nudge)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while not nudge.closed:
+                nudge.event.clear()
+                got = attempt()
+                if got is not None:
+                    return got
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(nudge.event.wait(), remaining)
+            return None
+        finally:
+            self.unsubscribe(nudge)
 
     def close_all(self) -> None:
         """Ends every subscription (shutdown): streams finish, sockets close."""

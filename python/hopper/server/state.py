@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from hopper._engine import PendingPull
+from hopper.errors import HopperError
 from hopper.server.config import ServerConfig
 from hopper.server.events import EventHub
 from hopper.server.prometheus import Metrics
@@ -35,6 +38,20 @@ class ServerState:
         self.owner_ids = iter(range(1, 2**62))
         self.sockets: set[Closable] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def settle(
+        self, pending: PendingPull, attempt: Callable[[], bytes | None]
+    ) -> bytes | None:
+        """Waits for what a protocol command waits on (`attempt` answers it): work on its
+        queue for a long poll, an event of its queue for a WaitJob. None when its time
+        is up or the server is stopping."""
+        timeout = pending.timeout_ms / 1000
+        try:
+            if pending.waits_for_completion:
+                return await self.hub.wait_for_event(pending.queue, timeout, attempt)
+            return await self.engine.wait_for(pending.queue, timeout, attempt)
+        except HopperError:
+            return None
 
     def track(self, coro: Any) -> None:
         """Runs `coro` as a task the state keeps alive until it ends."""

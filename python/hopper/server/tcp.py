@@ -164,11 +164,7 @@ class TcpConnection(asyncio.Protocol):
             self.idle = loop.call_later(self.idle_s, self.transport.abort)
 
     async def long_poll(self, pending: PendingPull) -> None:
-        retry = partial(self.session.retry, pending)
-        try:
-            reply = await self.engine.wait_for(pending.queue, pending.timeout_ms / 1000, retry)
-        except HopperError:
-            reply = None
+        reply = await self.state.settle(pending, partial(self.session.retry, pending))
         self.send(reply if reply is not None else self.session.expire(pending), False)
         current = asyncio.current_task()
         if current is not None:

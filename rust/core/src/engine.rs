@@ -17,6 +17,7 @@
 mod admin;
 mod flows;
 mod lifecycle;
+mod moves;
 mod persist;
 mod placement;
 mod query;

@@ -913,7 +913,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 // ----- bunqueue's protocol -------------------------------------------------------------
 
-/// A long poll of a protocol session (opaque to Python but for what it waits on).
+/// A waiting command of a protocol session, a long poll or a WaitJob (opaque to Python
+/// but for what it waits on).
 #[pyclass(module = "hopper._engine", frozen)]
 struct PendingPull {
     inner: Deferred,
@@ -929,6 +930,11 @@ impl PendingPull {
     #[getter]
     fn timeout_ms(&self) -> u64 {
         self.inner.timeout_ms
+    }
+
+    #[getter]
+    fn waits_for_completion(&self) -> bool {
+        self.inner.waits_for_completion()
     }
 }
 

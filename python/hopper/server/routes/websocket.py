@@ -93,11 +93,7 @@ class Connection:
             task.add_done_callback(self.polls.discard)
 
     async def _long_pull(self, pending: PendingPull) -> None:
-        retry = partial(self.session.retry, pending)
-        try:
-            got = await self.state.engine.wait_for(pending.queue, pending.timeout_ms / 1000, retry)
-        except HopperError:
-            got = None
+        got = await self.state.settle(pending, partial(self.session.retry, pending))
         self.sub.offer(got if got is not None else self.session.expire(pending))
 
     # ----- writing -------------------------------------------------------------------

@@ -110,7 +110,7 @@ impl Engine {
         Ok(())
     }
 
-    fn promote_slot(&mut self, slot: u32, now: u64) {
+    pub(super) fn promote_slot(&mut self, slot: u32, now: u64) {
         self.enqueue_ready(slot, now, Cause::Promote, |job| job.run_at = now);
         self.emit(EventKind::Promoted, slot, now, EventExtra::None);
     }
@@ -122,11 +122,22 @@ impl Engine {
         data: Option<Box<str>>,
         priority: Option<i32>,
     ) -> Result<()> {
-        let now = self.tick();
         let slot = self.slot_or_404(id)?;
         if self.job(slot).state == JobState::Active {
             return Err(EngineError::state("Active jobs cannot be edited"));
         }
+        self.edit(slot, data, priority)
+    }
+
+    /// Replaces the data of a job in any state: a processor may rewrite the data of the
+    /// job it holds (the reference's `job.updateData`).
+    pub fn update_data(&mut self, id: &str, data: Box<str>) -> Result<()> {
+        let slot = self.slot_or_404(id)?;
+        self.edit(slot, Some(data), None)
+    }
+
+    fn edit(&mut self, slot: u32, data: Option<Box<str>>, priority: Option<i32>) -> Result<()> {
+        let now = self.tick();
         if let Some(d) = &data {
             if d.len() > self.config.max_payload_bytes {
                 return Err(EngineError::invalid("data is over the payload size limit"));
@@ -266,9 +277,18 @@ impl Engine {
 
     /// Makes every delayed job of a queue ready now. Returns how many.
     pub fn promote_all(&mut self, queue: &str) -> Result<usize> {
+        self.promote_first(queue, usize::MAX)
+    }
+
+    /// Makes up to `limit` delayed jobs of a queue ready now, those due soonest first.
+    /// Returns how many.
+    pub fn promote_first(&mut self, queue: &str, limit: usize) -> Result<usize> {
         let now = self.tick();
         let qid = self.existing_queue(queue)?;
-        let slots: Vec<u32> = self.queues[qid as usize].slots(JobState::Delayed).collect();
+        let slots: Vec<u32> = self.queues[qid as usize]
+            .slots(JobState::Delayed)
+            .take(limit)
+            .collect();
         for &slot in &slots {
             self.promote_slot(slot, now);
         }

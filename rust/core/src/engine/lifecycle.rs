@@ -284,7 +284,7 @@ impl Engine {
 
     /// The slot of an active job whose lease matches `token` (`None` skips the check, as
     /// the job server's ack/fail without a token do).
-    fn leased_slot(&self, id: &str, token: Option<&str>) -> Result<u32> {
+    pub(super) fn leased_slot(&self, id: &str, token: Option<&str>) -> Result<u32> {
         self.leased_slot_for(id, token, true)
     }
 
@@ -340,8 +340,29 @@ impl Engine {
         token: Option<&str>,
         duration_ms: Option<u64>,
     ) -> Result<u64> {
+        self.renew(id, token, duration_ms, true)
+    }
+
+    /// `extend_lease` where a lease pulled with a lock owner may be renewed without its
+    /// token (a given token must still match): the reference's ExtendLock.
+    pub fn extend_lock(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+        duration_ms: Option<u64>,
+    ) -> Result<u64> {
+        self.renew(id, token, duration_ms, false)
+    }
+
+    fn renew(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+        duration_ms: Option<u64>,
+        token_checked: bool,
+    ) -> Result<u64> {
         let now = self.tick();
-        let slot = self.leased_slot(id, token)?;
+        let slot = self.leased_slot_for(id, token, token_checked)?;
         let duration = duration_ms
             .unwrap_or(self.config.stall_interval_ms)
             .clamp(1, MAX_DELAY_MS);

@@ -33,6 +33,9 @@ pub(super) enum Cause {
     /// Every dependency completed.
     DependenciesMet,
     Retry,
+    /// Put off by request: an active job moved to delayed, a pending job's time changed
+    /// (`moves.rs`).
+    Deferred,
     /// Recovery creates the job from a log or snapshot record (just allocated, as for
     /// `Push`).
     Load,
@@ -61,8 +64,12 @@ fn is_legal(from: Option<JobState>, to: JobState) -> bool {
         (Some(Active), Waiting) => true,
         // failed attempt with backoff
         (Some(Active), Delayed) => true,
-        // last attempt failed or timed out, max_stalls reached, cancel
+        // last attempt failed or timed out, max_stalls reached, cancel, discard
         (Some(Active), Failed) => true,
+        // a waiting job's delay changed
+        (Some(Waiting), Delayed) => true,
+        // discarded before it started
+        (Some(Waiting | Delayed), Failed) => true,
         // retry, retry_all, retry_failures
         (Some(Completed | Failed), Waiting) => true,
         _ => false,

@@ -112,6 +112,14 @@ impl Engine {
         (slots, q.count(state))
     }
 
+    /// Every job of `queue` in `state`, in that state's index order (ready order,
+    /// due time, newest finished first). Empty for an unknown queue.
+    pub fn slots_in(&self, queue: &str, state: JobState) -> Vec<u32> {
+        self.queue_id(queue)
+            .map(|qid| self.queues[qid as usize].slots(state).collect())
+            .unwrap_or_default()
+    }
+
     /// Failed jobs of `queue` grouped by error message: (message, count, newest id),
     /// most frequent first. Scans the failed set, which retention bounds.
     pub fn failure_groups(&self, queue: &str) -> Vec<(String, usize, String)> {

@@ -4,9 +4,10 @@
 //! and replies use the reference's field names and shapes; validation and job rules
 //! are the engine's own (`docs/compatibility.md` lists where the messages differ).
 
-use super::job_object::job_object;
-use super::session::{Context, Deferred, Encoding, Session};
+use super::job_object::{job_object, state_label};
+use super::session::{Awaited, Context, Deferred, Encoding, Session};
 use super::value::Value;
+use super::{dlq_commands, job_commands, queue_commands};
 use crate::engine::{Engine, LOCK_TOKEN_REQUIRED};
 use crate::error::{EngineError, ErrorKind};
 use crate::job::JobState;
@@ -24,7 +25,7 @@ pub(super) enum Step {
     Defer(Deferred),
 }
 
-type Res<T> = std::result::Result<T, String>;
+pub(super) type Res<T> = std::result::Result<T, String>;
 
 /// What a PULL or PULLB asks for; kept to run again when a long poll wakes.
 #[derive(Debug, Clone)]
@@ -41,17 +42,17 @@ pub(super) struct PullSpec {
 // ----- replies -----------------------------------------------------------------------
 
 /// `{ok:true, id:undefined}`: the reference's plain success (the key is on the wire).
-fn ok() -> Value {
+pub(super) fn ok() -> Value {
     Value::map(vec![("ok", Value::Bool(true)), ("id", Value::Undefined)])
 }
 
-fn ok_with(fields: Vec<(&'static str, Value)>) -> Value {
+pub(super) fn ok_with(fields: Vec<(&'static str, Value)>) -> Value {
     let mut all = vec![("ok", Value::Bool(true))];
     all.extend(fields);
     Value::map(all)
 }
 
-fn data(v: Value) -> Value {
+pub(super) fn data(v: Value) -> Value {
     ok_with(vec![("data", v)])
 }
 
@@ -76,7 +77,7 @@ pub(super) fn error_reply(req_id: &Value, message: &str) -> Value {
 
 // ----- reading fields ----------------------------------------------------------------
 
-fn string<'a>(req: &'a Value, field: &str) -> Res<&'a str> {
+pub(super) fn string<'a>(req: &'a Value, field: &str) -> Res<&'a str> {
     match req.field(field) {
         Some(Value::Str(s)) => Ok(s),
         None => Err(format!("{field} is required")),
@@ -84,7 +85,7 @@ fn string<'a>(req: &'a Value, field: &str) -> Res<&'a str> {
     }
 }
 
-fn opt_string<'a>(req: &'a Value, field: &str) -> Res<Option<&'a str>> {
+pub(super) fn opt_string<'a>(req: &'a Value, field: &str) -> Res<Option<&'a str>> {
     match req.field(field) {
         None => Ok(None),
         Some(Value::Str(s)) => Ok(Some(s)),
@@ -92,14 +93,14 @@ fn opt_string<'a>(req: &'a Value, field: &str) -> Res<Option<&'a str>> {
     }
 }
 
-fn queue_name(req: &Value) -> Res<&str> {
+pub(super) fn queue_name(req: &Value) -> Res<&str> {
     let q = string(req, "queue")?;
     check_queue_name(q).map_err(|e| e.message)?;
     Ok(q)
 }
 
 /// A JavaScript number within `lo..=hi` (a BigInt or any other type is refused).
-fn number(req: &Value, field: &str, lo: f64, hi: f64) -> Res<Option<f64>> {
+pub(super) fn number(req: &Value, field: &str, lo: f64, hi: f64) -> Res<Option<f64>> {
     let Some(v) = req.field(field) else {
         return Ok(None);
     };
@@ -116,7 +117,7 @@ fn number(req: &Value, field: &str, lo: f64, hi: f64) -> Res<Option<f64>> {
     Ok(Some(n))
 }
 
-fn string_list(req: &Value, field: &str) -> Res<Vec<String>> {
+pub(super) fn string_list(req: &Value, field: &str) -> Res<Vec<String>> {
     match req.field(field) {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -132,7 +133,12 @@ fn string_list(req: &Value, field: &str) -> Res<Vec<String>> {
 }
 
 /// An optional per-item token list: `""` or null means none.
-fn token_list(req: &Value, field: &str, len: usize, cmd: &str) -> Res<Vec<Option<String>>> {
+pub(super) fn token_list(
+    req: &Value,
+    field: &str,
+    len: usize,
+    cmd: &str,
+) -> Res<Vec<Option<String>>> {
     match req.field(field) {
         None => Ok(vec![None; len]),
         Some(Value::Array(items)) => {
@@ -149,7 +155,7 @@ fn token_list(req: &Value, field: &str, len: usize, cmd: &str) -> Res<Vec<Option
 }
 
 /// A value stored as JSON text (results): `undefined` is no value.
-fn json_text(v: Option<&Value>) -> Res<Option<Box<str>>> {
+pub(super) fn json_text(v: Option<&Value>) -> Res<Option<Box<str>>> {
     match v {
         None | Some(Value::Undefined) => Ok(None),
         Some(v) => {
@@ -161,7 +167,7 @@ fn json_text(v: Option<&Value>) -> Res<Option<Box<str>>> {
 
 /// Job data and results are JSON in hopper's log; a BigInt has no JSON form (the
 /// reference refuses it the same way).
-fn check_serialisable(v: &Value) -> Res<()> {
+pub(super) fn check_serialisable(v: &Value) -> Res<()> {
     match v {
         Value::BigInt(_) => Err("Job data must be JSON serializable".into()),
         Value::Array(items) => items.iter().try_for_each(check_serialisable),
@@ -170,7 +176,7 @@ fn check_serialisable(v: &Value) -> Res<()> {
     }
 }
 
-fn engine_message(e: EngineError) -> String {
+pub(super) fn engine_message(e: EngineError) -> String {
     e.message
 }
 
@@ -190,6 +196,25 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             | "JobHeartbeatB"
             | "Progress"
             | "MoveToWait"
+            | "Cancel"
+            | "Update"
+            | "ChangePriority"
+            | "Promote"
+            | "PromoteJobs"
+            | "ChangeDelay"
+            | "MoveToDelayed"
+            | "Discard"
+            | "ExtendLock"
+            | "ExtendLocks"
+            | "Pause"
+            | "Resume"
+            | "Drain"
+            | "Obliterate"
+            | "Clean"
+            | "RetryDlq"
+            | "PurgeDlq"
+            | "RemoveDlqJob"
+            | "RetryCompleted"
     );
     if mutating {
         if let Err(e) = ctx.writable {
@@ -212,6 +237,35 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "GetState" => get_state(engine, req),
         "GetResult" => get_result(engine, req),
         "GetJobCounts" => job_counts(engine, req),
+        "GetJobs" => queue_commands::get_jobs(engine, req),
+        "Count" => queue_commands::count_jobs(engine, req),
+        "GetCountsPerPriority" => queue_commands::counts_per_priority(engine, req),
+        "GetJobByCustomId" => job_commands::get_job_by_custom_id(engine, req),
+        "GetProgress" => job_commands::get_progress(engine, req),
+        "Cancel" => job_commands::cancel(engine, req),
+        "Update" => job_commands::update(engine, req),
+        "ChangePriority" => job_commands::change_priority(engine, req),
+        "Promote" => job_commands::promote(engine, req),
+        "PromoteJobs" => queue_commands::promote_jobs(engine, req),
+        "ChangeDelay" => job_commands::change_delay(engine, req),
+        "MoveToDelayed" => job_commands::move_to_delayed(engine, req),
+        "Discard" => job_commands::discard(engine, req),
+        "ExtendLock" => job_commands::extend_lock(engine, req),
+        "ExtendLocks" => job_commands::extend_locks(engine, req),
+        "Pause" => queue_commands::pause(engine, req),
+        "Resume" => queue_commands::resume(engine, req),
+        "IsPaused" => queue_commands::is_paused(engine, req),
+        "Drain" => queue_commands::drain(engine, req),
+        "Obliterate" => queue_commands::obliterate(engine, req),
+        "Clean" => queue_commands::clean(engine, req),
+        "ListQueues" => Ok(queue_commands::list_queues(engine)),
+        "Dlq" => dlq_commands::dlq(engine, req),
+        "RetryDlq" => dlq_commands::retry_dlq(engine, req),
+        "PurgeDlq" => dlq_commands::purge_dlq(engine, req),
+        "RemoveDlqJob" => dlq_commands::remove_dlq_job(engine, req),
+        "RetryCompleted" => dlq_commands::retry_completed(engine, req),
+        "ListWorkers" => Ok(list_workers(engine, ctx.now)),
+        "WaitJob" => return wait_job(engine, req),
         "RegisterWorker" => register_worker(engine, ctx, req),
         "Heartbeat" => worker_heartbeat(engine, ctx, req),
         "UnregisterWorker" => unregister_worker(engine, req),
@@ -404,7 +458,7 @@ fn pull(engine: &mut Engine, ctx: &mut Context, req: &Value, batch: bool) -> Ste
             req_id: Value::Undefined,
             queue: spec.queue.clone(),
             timeout_ms,
-            pull: spec,
+            awaited: Awaited::Pull(spec),
         }),
         Ok(None) => Step::Reply(empty_pull(&spec)),
         Err(e) => Step::Error(e.message),
@@ -502,7 +556,7 @@ fn ack(engine: &mut Engine, req: &Value) -> Res<Value> {
 }
 
 /// A batch's `ids`: required, an array of strings.
-fn id_list(req: &Value) -> Res<Vec<String>> {
+pub(super) fn id_list(req: &Value) -> Res<Vec<String>> {
     if req.field("ids").is_none() {
         return Err("ids must be an array".into());
     }
@@ -627,15 +681,10 @@ fn get_job(engine: &Engine, req: &Value) -> Res<Value> {
     Ok(ok_with(vec![("job", job_object(engine, slot, true))]))
 }
 
-/// bunqueue's state names: a waiting job with a priority is `prioritized`.
-fn state_name(engine: &Engine, id: &str) -> &'static str {
-    match engine.slot_of(id) {
-        None => "unknown",
-        Some(slot) => match engine.state_of(slot) {
-            JobState::Waiting if engine.job_at(slot).priority != 0 => "prioritized",
-            state => state.as_str(),
-        },
-    }
+pub(super) fn state_name(engine: &Engine, id: &str) -> &'static str {
+    engine
+        .slot_of(id)
+        .map_or("unknown", |slot| state_label(engine, slot))
 }
 
 fn get_state(engine: &Engine, req: &Value) -> Res<Value> {
@@ -691,6 +740,60 @@ fn job_counts(engine: &Engine, req: &Value) -> Res<Value> {
             ("paused", Value::Int(paused)),
         ]),
     )]))
+}
+
+/// Longest WaitJob, in ms (the reference's bound), and its default.
+const MAX_WAIT_MS: f64 = 600_000.0;
+const DEFAULT_WAIT_MS: f64 = 30_000.0;
+
+/// Answers at once for a completed job, else waits (up to `timeout` ms) for it to
+/// complete; a job that fails is waited for until the time is up, as in the reference.
+fn wait_job(engine: &Engine, req: &Value) -> Step {
+    let found = (|| -> Res<(String, String, u64)> {
+        let id = string(req, "id")?;
+        let timeout = number(req, "timeout", 0.0, MAX_WAIT_MS)?.unwrap_or(DEFAULT_WAIT_MS);
+        let slot = engine.slot_of(id).ok_or("Job not found")?;
+        let queue = engine.queue_name_of(slot).to_owned();
+        Ok((id.to_owned(), queue, timeout as u64))
+    })();
+    match found {
+        Err(e) => Step::Error(e),
+        Ok((id, queue, timeout_ms)) => match completion(engine, &id) {
+            Some(reply) => Step::Reply(reply),
+            None if timeout_ms == 0 => Step::Reply(not_completed()),
+            None => Step::Defer(Deferred {
+                req_id: Value::Undefined,
+                queue,
+                timeout_ms,
+                awaited: Awaited::Completion(id),
+            }),
+        },
+    }
+}
+
+/// WaitJob's answer once `id` completed (None while it has not). A job that is gone
+/// (removed, or removed on completion) is answered not completed: hopper keeps no
+/// record of a removed job's outcome.
+pub(super) fn completion(engine: &Engine, id: &str) -> Option<Value> {
+    let Some(slot) = engine.slot_of(id) else {
+        return Some(not_completed());
+    };
+    if engine.state_of(slot) != JobState::Completed {
+        return None;
+    }
+    let result = engine
+        .job_at(slot)
+        .ext()
+        .and_then(|e| e.result.as_deref())
+        .map_or(Value::Undefined, super::job_object::json_value);
+    Some(ok_with(vec![
+        ("completed", Value::Bool(true)),
+        ("result", result),
+    ]))
+}
+
+pub(super) fn not_completed() -> Value {
+    ok_with(vec![("completed", Value::Bool(false))])
 }
 
 // ----- workers -----------------------------------------------------------------------
@@ -764,4 +867,39 @@ fn unregister_worker(engine: &mut Engine, req: &Value) -> Res<Value> {
         return Err("Worker not found".into());
     }
     Ok(data(Value::map(vec![("removed", Value::Bool(true))])))
+}
+
+/// The registry and its totals (`Queue.getWorkers`). A listed worker names its id `id`
+/// and adds its `uptime` (ms since it registered), as the reference lists them.
+fn list_workers(engine: &Engine, now: u64) -> Value {
+    let workers = engine.workers.list();
+    let sum = |f: fn(&Worker) -> u64| Value::Int(workers.iter().map(|w| f(w)).sum::<u64>() as i64);
+    let stats = Value::map(vec![
+        ("total", Value::Int(workers.len() as i64)),
+        ("active", Value::Int(workers.len() as i64)),
+        ("totalProcessed", sum(|w| w.processed_jobs)),
+        ("totalFailed", sum(|w| w.failed_jobs)),
+        ("activeJobs", sum(|w| w.active_jobs)),
+        ("concurrencySlots", sum(|w| u64::from(w.concurrency))),
+    ]);
+    data(Value::map(vec![
+        (
+            "workers",
+            Value::Array(
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        let Value::Map(mut fields) = worker_value(w) else {
+                            unreachable!("a worker is a map")
+                        };
+                        fields[0].0 = "id".into();
+                        let uptime = now.saturating_sub(w.registered_at) as i64;
+                        fields.push(("uptime".into(), Value::Int(uptime)));
+                        Value::Map(fields)
+                    })
+                    .collect(),
+            ),
+        ),
+        ("stats", stats),
+    ]))
 }

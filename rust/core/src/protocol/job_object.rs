@@ -48,9 +48,23 @@ pub fn json_value(text: &str) -> Value {
     Value::from_json(text.as_bytes()).unwrap_or(Value::Nil)
 }
 
+/// bunqueue's name for a job's state: a waiting job with a priority is `prioritized`.
+pub fn state_label(engine: &Engine, slot: u32) -> &'static str {
+    match engine.state_of(slot) {
+        JobState::Waiting if engine.job_at(slot).priority != 0 => "prioritized",
+        state => state.as_str(),
+    }
+}
+
 /// The job object; `with_state` adds `state`, `returnvalue` and `failedReason` (the
 /// getters' form).
 pub fn job_object(engine: &Engine, slot: u32, with_state: bool) -> Value {
+    job_object_as(engine, slot, with_state.then(|| state_label(engine, slot)))
+}
+
+/// The job object with `state` set to `label` (and the getters' other fields), or
+/// without them for `None`: a listing by state names the state it asked for.
+pub fn job_object_as(engine: &Engine, slot: u32, label: Option<&'static str>) -> Value {
     let job: &Job = engine.job_at(slot);
     let ext = job.ext();
     let custom = match &job.id {
@@ -150,8 +164,8 @@ pub fn job_object(engine: &Engine, slot: u32, with_state: bool) -> Value {
         ("lifo", Value::Bool(job.lifo())),
         ("timeline", Value::Array(Vec::new())),
     ];
-    if with_state {
-        fields.push(("state", Value::str(job.state.as_str())));
+    if let Some(label) = label {
+        fields.push(("state", Value::str(label)));
         fields.push((
             "returnvalue",
             ext.and_then(|e| e.result.as_deref())

@@ -4,9 +4,12 @@
 //! never becomes Python objects: the server hands in bytes and writes out bytes.
 
 mod commands;
+mod dlq_commands;
 mod frames;
+mod job_commands;
 mod job_object;
 pub mod msgpack;
+mod queue_commands;
 mod session;
 mod value;
 

@@ -56,13 +56,30 @@ impl RateWindow {
     }
 }
 
-/// A long-polling PULL or PULLB: answered when its queue gets a job or its time is up.
+/// A command that waits: a long-polling PULL or PULLB (answered when its queue gets a
+/// job) or a WaitJob (answered when its job completes), or when its time is up.
 #[derive(Debug, Clone)]
 pub struct Deferred {
     pub req_id: Value,
+    /// The queue whose activity may answer it.
     pub queue: String,
     pub timeout_ms: u64,
-    pub(super) pull: commands::PullSpec,
+    pub(super) awaited: Awaited,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Awaited {
+    Pull(commands::PullSpec),
+    /// The id of the job whose completion WaitJob waits for.
+    Completion(String),
+}
+
+impl Deferred {
+    /// Whether it waits for a job to complete (woken by the queue's events) rather than
+    /// for work (woken by the engine's work notifications).
+    pub fn waits_for_completion(&self) -> bool {
+        matches!(self.awaited, Awaited::Completion(_))
+    }
 }
 
 /// What one call produced: reply bytes to write (after `commit` is reached), long polls
@@ -256,9 +273,12 @@ impl Session {
     /// A pull's reply does not wait for the log (a lease lost in a crash only means
     /// the job runs again).
     pub fn retry(&mut self, handle: &EngineHandle, d: &Deferred) -> Option<Vec<u8>> {
-        let (got, _) = handle.apply(|engine| {
-            let now = engine.tick();
-            commands::pull_now(engine, self, &d.pull, now)
+        let (got, _) = handle.apply(|engine| match &d.awaited {
+            Awaited::Pull(spec) => {
+                let now = engine.tick();
+                commands::pull_now(engine, self, spec, now)
+            }
+            Awaited::Completion(id) => Ok(commands::completion(engine, id)),
         });
         match got {
             Ok(Some(v)) => Some(self.finish_deferred(commands::finish(v, &d.req_id))),
@@ -269,8 +289,11 @@ impl Session {
 
     /// A long poll's time is up (or the server is stopping): the empty answer.
     pub fn expire(&mut self, d: &Deferred) -> Vec<u8> {
-        let reply = commands::finish(commands::empty_pull(&d.pull), &d.req_id);
-        self.finish_deferred(reply)
+        let reply = match &d.awaited {
+            Awaited::Pull(spec) => commands::empty_pull(spec),
+            Awaited::Completion(_) => commands::not_completed(),
+        };
+        self.finish_deferred(commands::finish(reply, &d.req_id))
     }
 
     fn finish_deferred(&mut self, reply: Value) -> Vec<u8> {
