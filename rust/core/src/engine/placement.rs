@@ -127,6 +127,7 @@ impl Engine {
     /// Leaves the current state's index (and the flow, repeat, group, lease and owner
     /// indexes that follow it).
     fn detach(&mut self, slot: u32) {
+        let mut freed_qid = None;
         let job = self.jobs.get(slot).expect("slot holds a job");
         let q = &mut self.queues[job.queue as usize];
         if let Some(ext) = job.ext() {
@@ -150,6 +151,10 @@ impl Engine {
             }
             JobState::Active => {
                 q.active.remove(&(job.started_at, slot));
+                // A concurrency slot frees: waiters held back by it may pull again.
+                if q.limits.is_some() {
+                    freed_qid = Some(job.queue);
+                }
                 if let Some(g) = job.group_id() {
                     q.group_mut(g).active -= 1;
                     q.prune_group(g);
@@ -180,6 +185,9 @@ impl Engine {
                 set.remove(&(job.finished_at, slot));
                 q.finished_bytes[i] = q.finished_bytes[i].saturating_sub(job.footprint());
             }
+        }
+        if let Some(qid) = freed_qid {
+            self.wake_if_ready(qid);
         }
     }
 
