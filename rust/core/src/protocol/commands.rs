@@ -7,6 +7,7 @@
 use super::job_object::job_object;
 use super::session::{Context, Deferred, Encoding, Session};
 use super::value::Value;
+use super::{limit_commands, log_commands};
 use crate::engine::{Engine, LOCK_TOKEN_REQUIRED};
 use crate::error::{EngineError, ErrorKind};
 use crate::job::JobState;
@@ -24,7 +25,7 @@ pub(super) enum Step {
     Defer(Deferred),
 }
 
-type Res<T> = std::result::Result<T, String>;
+pub(super) type Res<T> = std::result::Result<T, String>;
 
 /// What a PULL or PULLB asks for; kept to run again when a long poll wakes.
 #[derive(Debug, Clone)]
@@ -41,7 +42,7 @@ pub(super) struct PullSpec {
 // ----- replies -----------------------------------------------------------------------
 
 /// `{ok:true, id:undefined}`: the reference's plain success (the key is on the wire).
-fn ok() -> Value {
+pub(super) fn ok() -> Value {
     Value::map(vec![("ok", Value::Bool(true)), ("id", Value::Undefined)])
 }
 
@@ -51,7 +52,7 @@ fn ok_with(fields: Vec<(&'static str, Value)>) -> Value {
     Value::map(all)
 }
 
-fn data(v: Value) -> Value {
+pub(super) fn data(v: Value) -> Value {
     ok_with(vec![("data", v)])
 }
 
@@ -76,7 +77,7 @@ pub(super) fn error_reply(req_id: &Value, message: &str) -> Value {
 
 // ----- reading fields ----------------------------------------------------------------
 
-fn string<'a>(req: &'a Value, field: &str) -> Res<&'a str> {
+pub(super) fn string<'a>(req: &'a Value, field: &str) -> Res<&'a str> {
     match req.field(field) {
         Some(Value::Str(s)) => Ok(s),
         None => Err(format!("{field} is required")),
@@ -84,7 +85,7 @@ fn string<'a>(req: &'a Value, field: &str) -> Res<&'a str> {
     }
 }
 
-fn opt_string<'a>(req: &'a Value, field: &str) -> Res<Option<&'a str>> {
+pub(super) fn opt_string<'a>(req: &'a Value, field: &str) -> Res<Option<&'a str>> {
     match req.field(field) {
         None => Ok(None),
         Some(Value::Str(s)) => Ok(Some(s)),
@@ -92,14 +93,14 @@ fn opt_string<'a>(req: &'a Value, field: &str) -> Res<Option<&'a str>> {
     }
 }
 
-fn queue_name(req: &Value) -> Res<&str> {
+pub(super) fn queue_name(req: &Value) -> Res<&str> {
     let q = string(req, "queue")?;
     check_queue_name(q).map_err(|e| e.message)?;
     Ok(q)
 }
 
 /// A JavaScript number within `lo..=hi` (a BigInt or any other type is refused).
-fn number(req: &Value, field: &str, lo: f64, hi: f64) -> Res<Option<f64>> {
+pub(super) fn number(req: &Value, field: &str, lo: f64, hi: f64) -> Res<Option<f64>> {
     let Some(v) = req.field(field) else {
         return Ok(None);
     };
@@ -170,7 +171,7 @@ fn check_serialisable(v: &Value) -> Res<()> {
     }
 }
 
-fn engine_message(e: EngineError) -> String {
+pub(super) fn engine_message(e: EngineError) -> String {
     e.message
 }
 
@@ -190,6 +191,12 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             | "JobHeartbeatB"
             | "Progress"
             | "MoveToWait"
+            | "AddLog"
+            | "ClearLogs"
+            | "RateLimit"
+            | "RateLimitClear"
+            | "SetConcurrency"
+            | "ClearConcurrency"
     );
     if mutating {
         if let Err(e) = ctx.writable {
@@ -215,6 +222,14 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "RegisterWorker" => register_worker(engine, ctx, req),
         "Heartbeat" => worker_heartbeat(engine, ctx, req),
         "UnregisterWorker" => unregister_worker(engine, req),
+        "AddLog" => log_commands::add_log(engine, req),
+        "GetLogs" => log_commands::get_logs(engine, req),
+        "ClearLogs" => log_commands::clear_logs(engine, req),
+        "RateLimit" => limit_commands::rate_limit(engine, req),
+        "RateLimitClear" => limit_commands::rate_limit_clear(engine, req),
+        "SetConcurrency" => limit_commands::set_concurrency(engine, req),
+        "ClearConcurrency" => limit_commands::clear_concurrency(engine, req),
+        "GetQueueLimits" => limit_commands::get_queue_limits(engine, req),
         "Ping" => Ok(data(Value::map(vec![
             ("pong", Value::Bool(true)),
             ("time", Value::Float(ctx.now as f64)),

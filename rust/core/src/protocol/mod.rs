@@ -6,6 +6,8 @@
 mod commands;
 mod frames;
 mod job_object;
+mod limit_commands;
+mod log_commands;
 pub mod msgpack;
 mod session;
 mod value;
