@@ -1,6 +1,7 @@
 //! bunqueue's command table on hopper's engine: tier 1 (the hot path its SDK uses: push,
 //! pull, ack, fail, lock renewals, progress, workers, ping, auth, events) and the
-//! getters its `Queue` reads jobs back with (GetJob, GetState, GetResult, GetJobCounts). Requests
+//! getters its `Queue` reads jobs back with (GetJob, GetState, GetResult, GetJobCounts);
+//! job logs live in `log_commands.rs` and queue limits in `limit_commands.rs`. Requests
 //! and replies use the reference's field names and shapes; validation and job rules
 //! are the engine's own (`docs/compatibility.md` lists where the messages differ).
 
