@@ -12,11 +12,15 @@
 //! - `flows`: dependencies and repeat series;
 //! - `admin`: job and queue operations (remove, cancel, retry, pause, drain, clean…);
 //! - `query`: reads (counts, lists, search, metrics, rendering);
+//! - `logs`: the lines a worker adds to a job's log;
+//! - `limits`: a queue's rate and concurrency limits, enforced by pull;
 //! - `persist`: log records, snapshots and recovery.
 
 mod admin;
 mod flows;
 mod lifecycle;
+mod limits;
+mod logs;
 mod moves;
 mod persist;
 mod placement;
@@ -24,6 +28,8 @@ mod query;
 mod timers;
 
 pub use lifecycle::LOCK_TOKEN_REQUIRED;
+pub use limits::QueueLimitsInfo;
+pub use logs::JobLogPage;
 pub use persist::RestoreStats;
 
 use std::collections::BTreeSet;
@@ -39,6 +45,7 @@ use crate::error::{EngineError, Result};
 use crate::events::{Event, EventBuffer, EventExtra, EventKind};
 use crate::ids::{IdGenerator, JobId};
 use crate::job::Job;
+use crate::job_logs::JobLogs;
 use crate::options::check_queue_name;
 use crate::queue::Queue;
 use crate::slab::Slab;
@@ -70,6 +77,8 @@ pub struct EngineConfig {
     pub metrics_window_ms: u64,
     /// Bound of the undrained event buffer.
     pub event_capacity: usize,
+    /// Lines kept in one job's log (the oldest go first).
+    pub max_logs_per_job: usize,
     pub seed: u64,
 }
 
@@ -81,6 +90,7 @@ impl EngineConfig {
             ("max_payload_bytes", self.max_payload_bytes as u64),
             ("stall_interval_ms", self.stall_interval_ms),
             ("max_stalls", u64::from(self.max_stalls)),
+            ("max_logs_per_job", self.max_logs_per_job as u64),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -102,6 +112,7 @@ impl Default for EngineConfig {
             retention_bytes: 64 * 1024 * 1024,
             metrics_window_ms: 24 * 3_600_000,
             event_capacity: 100_000,
+            max_logs_per_job: 1000,
             seed: 0x5EED,
         }
     }
@@ -228,6 +239,12 @@ pub struct Engine {
     dirty: Vec<u32>,
     /// A `durable` job was pushed since the last `flush_log`.
     durable_pushed: bool,
+    /// Job logs, by slot (dropped with the job in `release`).
+    logs: HashMap<u32, JobLogs>,
+    /// Slots whose logs changed since the last `flush_log`.
+    dirty_logs: Vec<u32>,
+    /// (time, queue id): a rate window ends, waiters on the queue must be woken.
+    limit_wakes: BTreeSet<(u64, u32)>,
 }
 
 /// Spreads a 32-bit hash over 64 bits: the table takes bucket bits from the bottom and
@@ -292,6 +309,9 @@ impl Engine {
             op_log: Vec::new(),
             dirty: Vec::new(),
             durable_pushed: false,
+            logs: HashMap::new(),
+            dirty_logs: Vec::new(),
+            limit_wakes: BTreeSet::new(),
         };
         let default = engine.intern_name("default");
         debug_assert_eq!(default, DEFAULT_NAME_ID);
@@ -357,6 +377,9 @@ impl Engine {
             entry.remove();
         }
         let job = self.jobs.remove(slot).expect("slot holds a job");
+        if !self.logs.is_empty() {
+            self.logs.remove(&slot);
+        }
         self.record_delete(&job.id);
         job
     }
@@ -464,8 +487,14 @@ impl Engine {
                         .is_some_and(|j| !q.paused_names.contains(&j.name))
                 })
                 .is_some();
-        if pullable {
+        if pullable && q.limits.is_none() {
             return Ok(true);
+        }
+        if pullable {
+            let now = self.tick();
+            if !self.limits_block(qid, now) {
+                return Ok(true);
+            }
         }
         let q = &mut self.queues[qid as usize];
         q.wake_requested = true;

@@ -14,7 +14,9 @@ mod frame;
 mod handle;
 mod ids;
 mod job;
+mod job_logs;
 mod json_render;
+mod limits;
 mod metrics;
 mod notify;
 mod options;
@@ -34,14 +36,16 @@ mod workers;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data_dir::{list as list_data_dir, Listing};
 pub use engine::{
-    backoff_delay, Engine, EngineConfig, FailOutcome, Pulled, PushOutcome, SearchKind, Totals,
-    MAX_BACKOFF_DELAY_MS,
+    backoff_delay, Engine, EngineConfig, FailOutcome, JobLogPage, Pulled, PushOutcome,
+    QueueLimitsInfo, SearchKind, Totals, MAX_BACKOFF_DELAY_MS,
 };
 pub use error::{EngineError, ErrorKind, Result};
 pub use events::{Event, EventExtra, EventKind};
 pub use handle::EngineHandle;
 pub use job::{Job, JobState};
+pub use job_logs::{LogEntry, LogLevel, MAX_LOG_MESSAGE_BYTES};
 pub use json_render::{push_str, write_event};
+pub use limits::{LimitsConfig, RateLimitSpec};
 pub use metrics::Bucket;
 pub use options::{PushOptions, DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS};
 pub use protocol::{event_frame, Deferred, Encoding, Output, Session, Value, MAX_RUNNING};

@@ -7,6 +7,7 @@ use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::job::JobState;
+use crate::limits::QueueLimits;
 use crate::metrics::QueueMetrics;
 use crate::priority_queue::PriorityQueue;
 
@@ -46,6 +47,8 @@ pub struct Queue {
     pub flow_parents: BTreeSet<(u64, u32)>,
     /// Jobs with a repeat schedule, in any state.
     pub scheduled: usize,
+    /// Rate and concurrency limits; `None` (most queues) costs pulls one test.
+    pub limits: Option<Box<QueueLimits>>,
 }
 
 impl Queue {
@@ -68,6 +71,7 @@ impl Queue {
             wake_requested: false,
             flow_parents: BTreeSet::new(),
             scheduled: 0,
+            limits: None,
         }
     }
 

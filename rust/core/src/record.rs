@@ -14,6 +14,8 @@
 use crate::engine::Totals;
 use crate::ids::JobId;
 use crate::job::{Job, JobExt, STORED_FLAGS};
+use crate::job_logs::LogEntry;
+use crate::limits::LimitsConfig;
 use crate::metrics::Bucket;
 use crate::options::Removal;
 
@@ -31,6 +33,9 @@ const TAG_METRIC_BUCKET: u8 = 7;
 const TAG_TOTALS: u8 = 8;
 const TAG_SNAPSHOT_BEGIN: u8 = 9;
 const TAG_SNAPSHOT_END: u8 = 10;
+const TAG_JOB_LOG: u8 = 11;
+const TAG_JOB_LOG_TRIM: u8 = 12;
+const TAG_QUEUE_LIMITS: u8 = 13;
 
 /// A job read back from a record: the engine's own `Job` (with what a record does not
 /// store zeroed: slot generation, interned queue and name ids, lease owner, engine
@@ -80,6 +85,21 @@ pub enum Record<'a> {
     },
     SnapshotEnd {
         jobs: u64,
+    },
+    /// Line `entry.seq` of a job's log (applied only if the job lacks it).
+    JobLog {
+        id: JobId,
+        entry: LogEntry,
+    },
+    /// A job's log has no line numbered `through` or lower.
+    JobLogTrim {
+        id: JobId,
+        through: u64,
+    },
+    /// A queue's limits, whole (empty: none).
+    QueueLimits {
+        queue: Box<str>,
+        limits: LimitsConfig,
     },
 }
 
@@ -296,6 +316,36 @@ pub fn encode_snapshot_end(out: &mut Vec<u8>, jobs: u64) {
     put_u64(out, jobs);
 }
 
+pub fn encode_job_log(out: &mut Vec<u8>, id: &JobId, e: &LogEntry) {
+    out.push(TAG_JOB_LOG);
+    put_id(out, id);
+    put_u64(out, e.seq);
+    out.push(e.level.wire_code());
+    put_u64(out, e.timestamp);
+    put_str(out, &e.message);
+}
+
+pub fn encode_job_log_trim(out: &mut Vec<u8>, id: &JobId, through: u64) {
+    out.push(TAG_JOB_LOG_TRIM);
+    put_id(out, id);
+    put_u64(out, through);
+}
+
+pub fn encode_queue_limits(out: &mut Vec<u8>, queue: &str, l: &LimitsConfig) {
+    out.push(TAG_QUEUE_LIMITS);
+    put_str(out, queue);
+    match &l.rate {
+        None => out.push(0),
+        Some(r) => {
+            out.push(1);
+            put_u64(out, r.max);
+            put_u64(out, r.duration_ms);
+            put_opt_u64(out, r.expires_at);
+        }
+    }
+    put_opt_u64(out, l.concurrency);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +514,67 @@ mod tests {
         assert!(d.next_record().is_err());
         let mut d = Decoder::new(&[TAG_TOTALS, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(d.next_record().is_err());
+    }
+
+    /// Log lines, log trims and queue limits come back as written, and their bytes are
+    /// pinned like the others'.
+    #[test]
+    fn log_and_limit_records_round_trip_and_are_pinned() {
+        use crate::job_logs::LogLevel;
+        use crate::limits::RateLimitSpec;
+        let entry = LogEntry {
+            message: "hi".into(),
+            level: LogLevel::Warn,
+            timestamp: 300,
+            seq: 7,
+        };
+        let limits = LimitsConfig {
+            rate: Some(RateLimitSpec {
+                max: 5,
+                duration_ms: 1000,
+                expires_at: Some(9),
+            }),
+            concurrency: Some(2),
+        };
+        let id = JobId::Custom("j".into());
+        let mut out = Vec::new();
+        encode_job_log(&mut out, &id, &entry);
+        encode_job_log_trim(&mut out, &id, 6);
+        encode_queue_limits(&mut out, "q", &limits);
+        encode_queue_limits(&mut out, "q", &LimitsConfig::default());
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "0b01016a0701ac02026869",
+                "0c01016a06",
+                "0d01710105e80701090102",
+                "0d01710000",
+            )
+        );
+        let mut d = Decoder::new(&out);
+        let mut got = Vec::new();
+        while let Some(r) = d.next_record().unwrap() {
+            got.push(r);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Record::JobLog {
+                    id: id.clone(),
+                    entry
+                },
+                Record::JobLogTrim { id, through: 6 },
+                Record::QueueLimits {
+                    queue: "q".into(),
+                    limits
+                },
+                Record::QueueLimits {
+                    queue: "q".into(),
+                    limits: LimitsConfig::default()
+                },
+            ]
+        );
     }
 
     /// What `write` appends, in hex.

@@ -12,7 +12,8 @@ fn move_to_delayed_puts_an_active_job_off_without_an_attempt() {
     let mut h = H::new();
     let id = h.add("q", r#"{"data":1,"maxAttempts":1}"#);
     let (_, token) = h.pull("q").unwrap();
-    h.op(|e| e.move_to_delayed(&id, Some(&token), 5_000)).unwrap();
+    h.op(|e| e.move_to_delayed(&id, Some(&token), 5_000))
+        .unwrap();
     assert_eq!(h.state(&id), Some(JobState::Delayed));
     assert_eq!(h.job(&id).attempts, 0);
     assert!(h.job(&id).lease.is_none());
@@ -33,7 +34,9 @@ fn move_to_delayed_needs_an_active_job_and_its_token() {
     assert_eq!(err.kind, ErrorKind::InvalidState);
     h.pull("q").unwrap();
     let wrong = "00000000-0000-7000-8000-000000000000";
-    let err = h.op(|e| e.move_to_delayed(&id, Some(wrong), 10)).unwrap_err();
+    let err = h
+        .op(|e| e.move_to_delayed(&id, Some(wrong), 10))
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::LockMismatch);
     assert_eq!(h.state(&id), Some(JobState::Active));
 }
@@ -47,15 +50,27 @@ fn change_delay_moves_waiting_and_delayed_jobs() {
     h.op(|e| e.change_delay(&id, None, 10_000)).unwrap();
     assert_eq!(h.state(&id), Some(JobState::Delayed));
     h.op(|e| e.change_delay(&id, None, 2_000)).unwrap();
-    assert_eq!(h.job(&id).run_at, h.now() + 2_000, "a delayed job gets the new time");
+    assert_eq!(
+        h.job(&id).run_at,
+        h.now() + 2_000,
+        "a delayed job gets the new time"
+    );
     h.advance(2_000);
     assert_eq!(h.state(&id), Some(JobState::Waiting));
     h.op(|e| e.change_delay(&id, None, 3_000)).unwrap();
     h.op(|e| e.change_delay(&id, None, 0)).unwrap();
-    assert_eq!(h.state(&id), Some(JobState::Waiting), "0 makes a delayed job ready");
+    assert_eq!(
+        h.state(&id),
+        Some(JobState::Waiting),
+        "0 makes a delayed job ready"
+    );
     h.run("q", &id);
     let err = h.op(|e| e.change_delay(&id, None, 10)).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::InvalidState, "a completed job has no delay");
+    assert_eq!(
+        err.kind,
+        ErrorKind::InvalidState,
+        "a completed job has no delay"
+    );
 }
 
 #[test]
@@ -73,7 +88,11 @@ fn discard_fails_jobs_for_good_whatever_their_attempts() {
         assert_eq!(h.error_of(id).as_deref(), Some("Job discarded"));
     }
     let err = h.op(|e| e.discard_job(&active, None)).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::InvalidState, "a failed job is not discarded again");
+    assert_eq!(
+        err.kind,
+        ErrorKind::InvalidState,
+        "a failed job is not discarded again"
+    );
     let err = h.op(|e| e.discard_job("nope", None)).unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
 }
@@ -112,12 +131,22 @@ fn extend_lock_renews_without_the_token_a_lease_that_requires_it() {
         .op(|e| e.pull_locked("q", 7, Some(1_000), true))
         .unwrap()
         .unwrap();
-    let err = h.op(|e| e.extend_lease(&id, None, Some(5_000))).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::LockMismatch, "extend_lease needs the token");
+    let err = h
+        .op(|e| e.extend_lease(&id, None, Some(5_000)))
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        ErrorKind::LockMismatch,
+        "extend_lease needs the token"
+    );
     let deadline = h.op(|e| e.extend_lock(&id, None, Some(5_000))).unwrap();
     assert_eq!(deadline, h.now() + 5_000);
     let wrong = "00000000-0000-7000-8000-000000000000";
     let err = h.op(|e| e.extend_lock(&id, Some(wrong), None)).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::LockMismatch, "a given token must match");
+    assert_eq!(
+        err.kind,
+        ErrorKind::LockMismatch,
+        "a given token must match"
+    );
     h.ack(&id, &token);
 }

@@ -219,6 +219,11 @@ impl Engine {
         if q.paused {
             return Ok(None);
         }
+        let limited = q.limits.is_some();
+        if limited && self.limits_block(qid, now) {
+            return Ok(None);
+        }
+        let q = &self.queues[qid as usize];
         let slot = if q.paused_names.is_empty() {
             q.ready.first_where(|_| true)
         } else {
@@ -246,6 +251,9 @@ impl Engine {
                 token_required,
             }));
         });
+        if limited {
+            self.note_limited_pull(qid, now);
+        }
         self.totals.pulled += 1;
         self.emit(EventKind::Pulled, slot, now, EventExtra::None);
         if self.queues[qid as usize].ready.is_empty() {

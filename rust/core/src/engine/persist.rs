@@ -16,8 +16,13 @@ use crate::job::{JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
 use crate::queue::Queue;
 use crate::record::{
     encode_delete, encode_job, encode_metric, encode_metric_bucket, encode_queue_drop,
-    encode_queue_state, encode_snapshot_begin, encode_totals, JobImage, Record,
+    encode_queue_limits, encode_queue_state, encode_snapshot_begin, encode_totals, JobImage,
+    Record,
 };
+
+/// A snapshot chunk stops after this many bytes even before its job count: job logs can
+/// make jobs large, and a frame must stay far below `frame::MAX_FRAME`.
+const SNAPSHOT_CHUNK_BYTES: usize = 64 << 20;
 
 /// What applying records found that it could not use (counted, not fatal).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +90,7 @@ impl Engine {
     /// Returns `None` if nothing changed, else whether the frame holds a `durable` push
     /// (which must be synced at once).
     pub(crate) fn flush_log(&mut self, out: &mut Vec<u8>) -> Option<bool> {
-        if self.dirty.is_empty() && self.op_log.is_empty() {
+        if self.dirty.is_empty() && self.op_log.is_empty() && self.dirty_logs.is_empty() {
             return None;
         }
         let at = begin_frame(out);
@@ -104,6 +109,10 @@ impl Engine {
             let queue = &self.queues[job.queue as usize].name;
             let name = &self.job_names[job.name as usize];
             encode_job(out, job, queue, name, with_data);
+        }
+        // After the jobs: a line never precedes the record that creates its job.
+        if !self.dirty_logs.is_empty() {
+            self.flush_logs(out);
         }
         finish_frame(out, at);
         Some(std::mem::take(&mut self.durable_pushed))
@@ -128,6 +137,9 @@ impl Engine {
             for (minute, name, bucket) in q.metrics.buckets() {
                 encode_metric_bucket(out, &q.name, &self.job_names[name as usize], minute, bucket);
             }
+            if let Some(l) = q.limits.as_deref() {
+                encode_queue_limits(out, &q.name, &l.config);
+            }
         }
         finish_frame(out, at);
     }
@@ -144,11 +156,12 @@ impl Engine {
         let at = begin_frame(out);
         let mut slot = from;
         let mut n = 0u64;
-        while slot < high && (n as usize) < max {
+        while slot < high && (n as usize) < max && out.len() - at < SNAPSHOT_CHUNK_BYTES {
             if let Some(job) = self.jobs.get(slot) {
                 let queue = &self.queues[job.queue as usize].name;
                 let name = &self.job_names[job.name as usize];
                 encode_job(out, job, queue, name, true);
+                self.snapshot_logs(slot, out);
                 n += 1;
             }
             slot += 1;
@@ -190,6 +203,10 @@ impl Engine {
                         }
                         let _ = writeln!(out, "  {img:?}");
                     }
+                    if let Some(logs) = self.job_logs(slot) {
+                        let lines: Vec<_> = logs.entries().collect();
+                        let _ = writeln!(out, "   logs base={} {lines:?}", logs.base());
+                    }
                 }
             }
             let mut keys: Vec<(&str, String)> = q
@@ -200,6 +217,7 @@ impl Engine {
             keys.sort_unstable();
             let _ = writeln!(out, " dedup {keys:?}");
             let _ = writeln!(out, " groups {:?}", self.groups(&name));
+            let _ = writeln!(out, " limits {:?}", self.limits_config(qid));
             let mut buckets: Vec<(u64, &str, _)> = q
                 .metrics
                 .buckets()
@@ -286,6 +304,17 @@ impl Engine {
             Record::Totals(t) => self.totals = t,
             Record::SnapshotBegin { next_seq } => self.next_seq = self.next_seq.max(next_seq),
             Record::SnapshotEnd { .. } => {}
+            Record::JobLog { id, entry } => {
+                if !self.restore_log(&id, entry) {
+                    stats.orphans += 1;
+                }
+            }
+            Record::JobLogTrim { id, through } => {
+                if !self.restore_log_trim(&id, through) {
+                    stats.orphans += 1;
+                }
+            }
+            Record::QueueLimits { queue, limits } => self.restore_limits(&queue, limits),
         }
     }
 

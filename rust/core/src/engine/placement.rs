@@ -134,6 +134,7 @@ impl Engine {
     /// Leaves the current state's index (and the flow, repeat, group, lease and owner
     /// indexes that follow it).
     fn detach(&mut self, slot: u32) {
+        let mut freed_qid = None;
         let job = self.jobs.get(slot).expect("slot holds a job");
         let q = &mut self.queues[job.queue as usize];
         if let Some(ext) = job.ext() {
@@ -157,6 +158,10 @@ impl Engine {
             }
             JobState::Active => {
                 q.active.remove(&(job.started_at, slot));
+                // A concurrency slot frees: waiters held back by it may pull again.
+                if q.limits.is_some() {
+                    freed_qid = Some(job.queue);
+                }
                 if let Some(g) = job.group_id() {
                     q.group_mut(g).active -= 1;
                     q.prune_group(g);
@@ -187,6 +192,9 @@ impl Engine {
                 set.remove(&(job.finished_at, slot));
                 q.finished_bytes[i] = q.finished_bytes[i].saturating_sub(job.footprint());
             }
+        }
+        if let Some(qid) = freed_qid {
+            self.wake_if_ready(qid);
         }
     }
 
@@ -374,7 +382,7 @@ mod tests {
     #[test]
     fn legal_moves_are_exactly_the_documented_ones() {
         let documented = documented_moves();
-        assert_eq!(documented.len(), 14, "{documented:?}");
+        assert_eq!(documented.len(), 17, "{documented:?}");
         let froms = std::iter::once(None).chain(JobState::ALL.map(Some));
         for from in froms {
             for to in JobState::ALL {

@@ -33,6 +33,9 @@ impl Engine {
                 now,
             );
         }
+        if !self.limit_wakes.is_empty() {
+            self.fire_limit_wakes(now);
+        }
         if now >= self.next_retention_sweep {
             self.next_retention_sweep = now + RETENTION_SWEEP_MS;
             self.expire_finished(now);
@@ -69,6 +72,7 @@ impl Engine {
             self.lease_deadlines.first().map(|&(at, _)| at),
             self.timeout_deadlines.first().map(|&(at, _)| at),
             has_finished.then_some(self.next_retention_sweep),
+            self.limit_wakes.first().map(|&(at, _)| at),
         ]
         .into_iter()
         .flatten()

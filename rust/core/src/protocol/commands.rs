@@ -1,13 +1,16 @@
-//! bunqueue's command table on hopper's engine: tier 1 (the hot path its SDK uses: push,
-//! pull, ack, fail, lock renewals, progress, workers, ping, auth, events) and the
-//! getters its `Queue` reads jobs back with (GetJob, GetState, GetResult, GetJobCounts). Requests
-//! and replies use the reference's field names and shapes; validation and job rules
-//! are the engine's own (`docs/compatibility.md` lists where the messages differ).
+//! bunqueue's command table on hopper's engine. Here: tier 1 (the hot path its SDK uses:
+//! push, pull, ack, fail, lock renewals, progress, workers, ping, auth, events), the job
+//! getters, workers and WaitJob; by topic in their own modules: queue control
+//! (`queue_commands.rs`), job control (`job_commands.rs`), dead letters
+//! (`dlq_commands.rs`), job logs (`log_commands.rs`) and queue limits
+//! (`limit_commands.rs`). Requests and replies use the reference's field names and
+//! shapes; validation and job rules are the engine's own (`docs/compatibility.md` lists
+//! where the messages differ).
 
 use super::job_object::{job_object, state_label};
 use super::session::{Awaited, Context, Deferred, Encoding, Session};
 use super::value::Value;
-use super::{dlq_commands, job_commands, queue_commands};
+use super::{dlq_commands, job_commands, limit_commands, log_commands, queue_commands};
 use crate::engine::{Engine, LOCK_TOKEN_REQUIRED};
 use crate::error::{EngineError, ErrorKind};
 use crate::job::JobState;
@@ -215,6 +218,12 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             | "PurgeDlq"
             | "RemoveDlqJob"
             | "RetryCompleted"
+            | "AddLog"
+            | "ClearLogs"
+            | "RateLimit"
+            | "RateLimitClear"
+            | "SetConcurrency"
+            | "ClearConcurrency"
     );
     if mutating {
         if let Err(e) = ctx.writable {
@@ -269,6 +278,14 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "RegisterWorker" => register_worker(engine, ctx, req),
         "Heartbeat" => worker_heartbeat(engine, ctx, req),
         "UnregisterWorker" => unregister_worker(engine, req),
+        "AddLog" => log_commands::add_log(engine, req),
+        "GetLogs" => log_commands::get_logs(engine, req),
+        "ClearLogs" => log_commands::clear_logs(engine, req),
+        "RateLimit" => limit_commands::rate_limit(engine, req),
+        "RateLimitClear" => limit_commands::rate_limit_clear(engine, req),
+        "SetConcurrency" => limit_commands::set_concurrency(engine, req),
+        "ClearConcurrency" => limit_commands::clear_concurrency(engine, req),
+        "GetQueueLimits" => limit_commands::get_queue_limits(engine, req),
         "Ping" => Ok(data(Value::map(vec![
             ("pong", Value::Bool(true)),
             ("time", Value::Float(ctx.now as f64)),

@@ -8,6 +8,8 @@ mod dlq_commands;
 mod frames;
 mod job_commands;
 mod job_object;
+mod limit_commands;
+mod log_commands;
 pub mod msgpack;
 mod queue_commands;
 mod session;

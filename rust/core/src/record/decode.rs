@@ -2,12 +2,15 @@
 //! tag and number checked, so damaged or foreign bytes give an error, never a panic.
 
 use super::{
-    JobImage, Record, TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_STATE, TAG_METRIC, TAG_METRIC_BUCKET,
-    TAG_QUEUE_DROP, TAG_QUEUE_STATE, TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END, TAG_TOTALS,
+    JobImage, Record, TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG, TAG_JOB_LOG_TRIM, TAG_JOB_STATE,
+    TAG_METRIC, TAG_METRIC_BUCKET, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS, TAG_QUEUE_STATE,
+    TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END, TAG_TOTALS,
 };
 use crate::engine::Totals;
 use crate::ids::JobId;
 use crate::job::{Job, JobExt, JobState, Lease, RepeatState};
+use crate::job_logs::{LogEntry, LogLevel};
+use crate::limits::{LimitsConfig, RateLimitSpec};
 use crate::metrics::Bucket;
 use crate::options::{Removal, RepeatSpec};
 
@@ -297,6 +300,39 @@ impl<'a> Decoder<'a> {
                 next_seq: self.i64()?,
             },
             TAG_SNAPSHOT_END => Record::SnapshotEnd { jobs: self.u64()? },
+            TAG_JOB_LOG => Record::JobLog {
+                id: self.id()?,
+                entry: {
+                    let seq = self.u64()?;
+                    let level =
+                        LogLevel::from_wire(self.byte()?).ok_or(DecodeError("bad log level"))?;
+                    LogEntry {
+                        seq,
+                        level,
+                        timestamp: self.u64()?,
+                        message: self.str()?,
+                    }
+                },
+            },
+            TAG_JOB_LOG_TRIM => Record::JobLogTrim {
+                id: self.id()?,
+                through: self.u64()?,
+            },
+            TAG_QUEUE_LIMITS => Record::QueueLimits {
+                queue: self.str()?,
+                limits: LimitsConfig {
+                    rate: if self.bool()? {
+                        Some(RateLimitSpec {
+                            max: self.u64()?,
+                            duration_ms: self.u64()?,
+                            expires_at: self.opt_u64()?,
+                        })
+                    } else {
+                        None
+                    },
+                    concurrency: self.opt_u64()?,
+                },
+            },
             _ => return Err(DecodeError("unknown record tag")),
         };
         Ok(Some(rec))
