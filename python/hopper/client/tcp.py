@@ -118,7 +118,8 @@ class TcpClient:
     """One connection to a bunqueue-protocol server, used one command at a time.
 
     `request` returns the server's reply as it is (ok or not); `call` returns it only
-    when `ok` is true and raises `TcpCommandError` otherwise. With a `token`, `Auth` is
+    when `ok` is true and raises `TcpCommandError` otherwise; `send` takes the whole
+    message and a reply timeout (for long polls). With a `token`, `Auth` is
     the first frame sent (a refusal raises `TcpAuthError`)."""
 
     def __init__(
@@ -157,13 +158,14 @@ class TcpClient:
     def close(self) -> None:
         self._sock.close()
 
-    def request(
-        self, cmd: str, *, timeout: float = COMMAND_TIMEOUT_S, **fields: Any
+    def send(
+        self, message: Mapping[str, Any], *, timeout: float = COMMAND_TIMEOUT_S
     ) -> dict[str, Any]:
-        """Sends `{cmd, **fields}` and returns its reply, whatever `ok` says."""
+        """Sends `message` (a map with `cmd`) and returns its reply, whatever `ok` says,
+        waiting up to `timeout` seconds (a field named `timeout` is the command's own)."""
         self._next_req += 1
         req_id = str(self._next_req)
-        frame = encode_frame({"cmd": cmd, **fields, "reqId": req_id})
+        frame = encode_frame({**message, "reqId": req_id})
         try:
             self._sock.sendall(frame)
         except OSError as e:
@@ -182,11 +184,13 @@ class TcpClient:
             if unnamed and reply.get("ok") is False:
                 return reply
 
-    def call(
-        self, cmd: str, *, timeout: float = COMMAND_TIMEOUT_S, **fields: Any
-    ) -> dict[str, Any]:
+    def request(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        """Sends `{cmd, **fields}` and returns its reply, whatever `ok` says."""
+        return self.send({"cmd": cmd, **fields})
+
+    def call(self, cmd: str, **fields: Any) -> dict[str, Any]:
         """Sends a command and returns its `ok:true` reply; raises TcpCommandError."""
-        reply = self.request(cmd, timeout=timeout, **fields)
+        reply = self.request(cmd, **fields)
         if reply.get("ok") is not True:
             error = reply.get("error")
             raise TcpCommandError(error if isinstance(error, str) else "Unknown error", reply)

@@ -65,8 +65,7 @@ def run(options: GlobalOptions, words: Sequence[str]) -> int:
     subcommand = args[0] if args and not args[0].startswith("-") else None
     try:
         with TcpClient(options.host, options.port, token=options.token) as client:
-            fields = {k: v for k, v in cmd.items() if k != "cmd"}
-            reply = client.request(cmd["cmd"], timeout=_timeout_s(cmd), **fields)
+            reply = client.send(cmd, timeout=_timeout_s(cmd))
     except TcpError as e:
         _say(error_text(str(e), options.json), err=True)
         return FAILED
