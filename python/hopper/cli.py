@@ -50,8 +50,26 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
+OWN_COMMANDS = frozenset({"demo", "serve", "start", "bench", "soak"})
+CLIENT_EPILOG = (
+    "client commands (bunqueue's CLI over its TCP protocol): push, pull, ack, fail, job, "
+    "queue, dlq, cron, worker, rate-limit, concurrency, stats, metrics, health, ping, "
+    "version; `hopper push --help` describes them"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hopper", description="hopper job queue")
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    from hopper.client_cli import global_options, runner
+
+    _, words = global_options.parse_global_options(args_in, quiet=True)
+    # Any command word that is not one of hopper's own goes to the client commands,
+    # which answer an unknown one as bunqueue's CLI does ("Unknown command", status 1).
+    if words and words[0] not in OWN_COMMANDS and not words[0].startswith("-"):
+        return runner.run(*global_options.parse_global_options(args_in))
+    parser = argparse.ArgumentParser(
+        prog="hopper", description="hopper job queue", epilog=CLIENT_EPILOG
+    )
     parser.add_argument("--version", action="version", version=f"hopper {hopper.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the embedded engine through a short workload")
@@ -80,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     soak = sub.add_parser("soak", help=soak_cli.HELP, description=soak_cli.DESCRIPTION)
     soak_cli.add_arguments(soak)
     soak.set_defaults(func=soak_cli.run)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     return int(args.func(args))
 
 
