@@ -261,14 +261,12 @@ def test_own_commands_still_work() -> None:
 # ----- commands whose server side is still coming ----------------------------------------
 
 
-@pending("ListQueues")
 def test_queue_list(cli: Cli, queue: str) -> None:
     cli.push(queue)
     assert f"  - {queue}" in cli.ok("queue", "list").out.splitlines()
     assert queue in cli.ok("queue", "list", "--json").json["queues"]
 
 
-@pending("Count")
 def test_queue_count(cli: Cli, queue: str) -> None:
     cli.push(queue)
     cli.push(queue)
@@ -276,7 +274,6 @@ def test_queue_count(cli: Cli, queue: str) -> None:
     assert cli.ok("queue", "count", queue, "--json").json == {"ok": True, "count": 2}
 
 
-@pending("GetJobs")
 def test_queue_jobs_table(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     lines = cli.ok("queue", "jobs", queue).out.splitlines()
@@ -287,7 +284,6 @@ def test_queue_jobs_table(cli: Cli, queue: str) -> None:
     assert [j["id"] for j in jobs] == [job_id]
 
 
-@pending("Pause/IsPaused/Resume")
 def test_queue_pause_paused_resume(cli: Cli, queue: str) -> None:
     cli.push(queue)
     assert cli.ok("queue", "pause", queue).out == "OK\n"
@@ -297,14 +293,12 @@ def test_queue_pause_paused_resume(cli: Cli, queue: str) -> None:
     assert cli.ok("queue", "paused", queue).out == "Queue is active\n"
 
 
-@pending("Drain")
 def test_queue_drain(cli: Cli, queue: str) -> None:
     cli.push(queue)
     assert cli.ok("queue", "drain", queue).out == "Count: 1\n"
     assert cli.ok("queue", "drain", queue, "--json").json == {"ok": True, "count": 0}
 
 
-@pending("Clean")
 def test_queue_clean(cli: Cli, queue: str) -> None:
     assert cli.ok("queue", "clean", queue, "--grace", "0").out == "Cleaned 0 jobs\n"
     assert cli.ok("queue", "clean", queue, "-g", "0", "--json").json == {
@@ -314,14 +308,12 @@ def test_queue_clean(cli: Cli, queue: str) -> None:
     }
 
 
-@pending("Obliterate")
 def test_queue_obliterate(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     assert cli.ok("queue", "obliterate", queue).out == "OK\n"
     assert cli("job", "get", job_id).code == 1
 
 
-@pending("Dlq/RetryDlq/PurgeDlq")
 def test_dlq_list_retry_purge(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue, "{}", "--max-attempts", "1")
     cli.pull(queue)
@@ -350,13 +342,11 @@ def test_cron_add_list_delete(cli: Cli, queue: str) -> None:
     assert (run.code, run.err) == (1, "Error: Cron job not found\n")
 
 
-@pending("ListWorkers")
 def test_worker_list(cli: Cli) -> None:
     reply = cli.ok("worker", "list", "--json").json
     assert reply["ok"] is True and isinstance(reply["data"]["workers"], list)
 
 
-@pending("RateLimit/RateLimitClear/SetConcurrency/ClearConcurrency")
 def test_rate_limit_and_concurrency(cli: Cli, queue: str) -> None:
     assert cli.ok("rate-limit", "set", queue, "10").out == "OK\n"
     assert cli.ok("rate-limit", "clear", queue, "--json").json == {"ok": True}
@@ -380,35 +370,30 @@ def test_metrics(cli: Cli) -> None:
     assert isinstance(cli.ok("metrics", "--json").json["data"]["metrics"], str)
 
 
-@pending("Cancel")
 def test_job_cancel(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     assert cli.ok("job", "cancel", job_id).out == "OK\n"
     assert cli("job", "cancel", job_id).code == 1
 
 
-@pending("Update")
 def test_job_update(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     assert cli.ok("job", "update", job_id, '{"n":2}').out == "OK\n"
     assert cli.ok("job", "get", job_id, "--json").json["job"]["data"] == {"n": 2}
 
 
-@pending("ChangePriority")
 def test_job_priority(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     assert cli.ok("job", "priority", job_id, "7").out == "OK\n"
     assert cli.ok("job", "get", job_id, "--json").json["job"]["priority"] == 7
 
 
-@pending("Promote")
 def test_job_promote(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue, "{}", "--delay", "100000")
     assert cli.ok("job", "promote", job_id).out == "OK\n"
     assert cli.ok("job", "state", job_id).out == "State: waiting\n"
 
 
-@pending("MoveToDelayed")
 def test_job_delay(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     cli.pull(queue)
@@ -416,7 +401,6 @@ def test_job_delay(cli: Cli, queue: str) -> None:
     assert cli.ok("job", "state", job_id).out == "State: delayed\n"
 
 
-@pending("Discard")
 def test_job_discard(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     assert cli.ok("job", "discard", job_id).out == "OK\n"
@@ -424,7 +408,6 @@ def test_job_discard(cli: Cli, queue: str) -> None:
     assert (run.code, run.err) == (1, "Error: Job not found\n")
 
 
-@pending("AddLog/GetLogs")
 def test_job_log_and_logs(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     assert cli.ok("job", "log", job_id, "hello", "-l", "warn").out == "OK\n"
@@ -438,7 +421,6 @@ def test_job_log_and_logs(cli: Cli, queue: str) -> None:
     assert cli.ok("job", "logs", job_id, "--json").json["data"]["count"] == 2
 
 
-@pending("WaitJob")
 def test_job_wait(cli: Cli, queue: str) -> None:
     job_id = cli.push(queue)
     run = cli("job", "wait", job_id, "-t", "200")
