@@ -171,3 +171,28 @@ def test_token_auth_admits_the_right_token_only(start_target: ServerFactory, que
     assert r["returnvalue"] == 42
     assert r["state"] == "completed"
     assert nonzero(r["counts"]) == {"completed": 1}
+
+
+def test_queue_and_job_control_methods(target: Server, queue: str) -> None:
+    """The tier-2 methods of `Queue` and `Job` (sdk/queue_control.ts)."""
+    r = run_sdk("queue_control", target.tcp_port, queue)
+    a, b = r["waiting"]
+    (later,) = r["delayed"]
+    assert r["count"] == 3 and r["perPriority"] == {"0": 3}
+    assert r["pausedWhilePaused"] is True and r["pausedAfterResume"] is False
+    assert nonzero(r["countsPaused"]) == {"paused": 2, "delayed": 1}
+    assert (r["bState"], r["laterState"], r["aDelayedState"]) == (
+        "prioritized",
+        "waiting",
+        "delayed",
+    )
+    assert r["logs"] == {"logs": ["[info] first line", "[info] second line"], "count": 2}
+    # `a` moved itself to delayed on its first call, then finished with its new data.
+    assert r["waited"] == {"doubled": 20}
+    assert r["calls"] == {"a": 2, "b": 1, "later": 1}
+    assert r["completed"] == sorted([a, later])
+    assert r["failed"] == [b] and r["dlq"] == [b]
+    assert r["retried"] == 1 and r["bAfterRetry"] == "prioritized"
+    assert r["cleaned"] == 2 and r["completedAfterClean"] == 0
+    assert r["concurrency"] == 1
+    assert r["drained"] == 1 and r["countAfterDrain"] == 0

@@ -14,6 +14,7 @@
 export {
   Queue,
   QueueEvents,
+  UnrecoverableError,
   Worker,
 } from "../../../bench/peers/node_modules/bunqueue/dist/client/index.js";
 
