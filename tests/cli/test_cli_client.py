@@ -354,7 +354,6 @@ def test_rate_limit_and_concurrency(cli: Cli, queue: str) -> None:
     assert cli.ok("concurrency", "clear", queue).out == "OK\n"
 
 
-@pending("Stats")
 def test_stats_and_health(cli: Cli) -> None:
     for command in ("stats", "health"):
         lines = cli.ok(command).out.splitlines()
@@ -364,7 +363,6 @@ def test_stats_and_health(cli: Cli) -> None:
     assert {"waiting", "active", "delayed", "completed", "failed", "dlq"} <= set(stats)
 
 
-@pending("Prometheus")
 def test_metrics(cli: Cli) -> None:
     assert "# TYPE" in cli.ok("metrics").out
     assert isinstance(cli.ok("metrics", "--json").json["data"]["metrics"], str)

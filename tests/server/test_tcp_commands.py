@@ -331,3 +331,55 @@ def test_list_workers_with_totals(conn: Conn) -> None:
 def test_an_unknown_command_is_named(conn: Conn) -> None:
     reply = conn.call("NoSuchCommand")
     assert strip(reply) == {"ok": False, "error": "Unknown command: NoSuchCommand"}
+
+
+# ----- the server ----------------------------------------------------------------------
+
+
+def test_hello_names_protocol_version_3(conn: Conn) -> None:
+    reply = strip(conn.call("Hello", protocolVersion=3))
+    assert reply["ok"] is True and reply["protocolVersion"] == 3
+    assert reply["capabilities"] == ["pipelining", "separate-job-name"]
+    assert reply["server"] in {"bunqueue", "hopper"} and isinstance(reply["version"], str)
+
+
+def test_storage_status_reports_healthy_storage(conn: Conn) -> None:
+    reply = strip(conn.call("StorageStatus"))
+    assert reply == {"ok": True, "data": {"diskFull": False, "error": None, "since": None}}
+
+
+def test_stats_and_metrics_count_what_happened(conn: Conn, queue: str) -> None:
+    push_many(conn, queue, 2)
+    finish_one(conn, queue)
+    stats = conn.call_ok("Stats")["stats"]
+    assert set(stats) == {
+        "waiting",
+        "active",
+        "delayed",
+        "dlq",
+        "completed",
+        "failed",
+        "uptime",
+        "pushPerSec",
+        "pullPerSec",
+    }
+    assert stats["waiting"] >= 1 and stats["completed"] >= 1
+    metrics = conn.call_ok("Metrics")["metrics"]
+    assert set(metrics) == {
+        "totalPushed",
+        "totalPulled",
+        "totalCompleted",
+        "totalFailed",
+        "avgLatencyMs",
+        "avgProcessingMs",
+        "memoryUsageMb",
+        "sqliteSizeMb",
+        "activeConnections",
+    }
+    assert metrics["totalPushed"] >= 2 and metrics["totalCompleted"] >= 1
+
+
+def test_prometheus_text(conn: Conn, queue: str) -> None:
+    push_many(conn, queue, 1)
+    text = conn.call_ok("Prometheus")["data"]["metrics"]
+    assert "# TYPE bunqueue_jobs_waiting gauge" in text

@@ -38,6 +38,11 @@ class LatencyHistogram:
         self.counts[bisect_left(BUCKETS_MS, ms)] += 1
         self.sum += ms
 
+    def mean(self) -> float:
+        """The average latency in ms (0 before the first observation)."""
+        n = sum(self.counts)
+        return self.sum / n if n else 0.0
+
     def family(self) -> HistogramMetricFamily:
         cumulative, running = [], 0
         for bound, n in zip((*(str(b) for b in BUCKETS_MS), "+Inf"), self.counts, strict=True):
@@ -125,6 +130,10 @@ class Metrics:
 
     def observe_ack(self, seconds: float) -> None:
         self._ack.observe(seconds * 1000)
+
+    def averages_ms(self) -> tuple[float, float, float]:
+        """The mean push, pull and ack latencies in ms."""
+        return self._push.mean(), self._pull.mean(), self._ack.mean()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -39,6 +39,10 @@ class ServerState:
         self.sockets: set[Closable] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def uptime_s(self) -> int:
+        """Whole seconds since the server started."""
+        return int(time.time() - self.started)
+
     async def settle(
         self, pending: PendingPull, attempt: Callable[[], bytes | None]
     ) -> bytes | None:

@@ -19,6 +19,7 @@ from functools import partial
 
 from hopper._engine import PendingPull, event_frame
 from hopper.errors import HopperError
+from hopper.server import server_commands
 from hopper.server.config import ServerConfig
 from hopper.server.events import Framer
 from hopper.server.state import ServerState
@@ -136,6 +137,10 @@ class TcpConnection(asyncio.Protocol):
         if out:
             self.send(out, waits)
         for p in pending:
+            if p.server_command is not None:
+                reply = server_commands.answer(self.state, p.server_command)
+                self.send(self.session.answer(p, reply), False)
+                continue
             task = asyncio.ensure_future(self.long_poll(p))
             self.polls.add(task)
             task.add_done_callback(self.polls.discard)

@@ -936,6 +936,11 @@ impl PendingPull {
     fn waits_for_completion(&self) -> bool {
         self.inner.waits_for_completion()
     }
+
+    #[getter]
+    fn server_command(&self) -> Option<&'static str> {
+        self.inner.server_command()
+    }
 }
 
 /// What one call gives the server: (reply bytes, whether they wait for the log, long
@@ -1032,6 +1037,18 @@ impl ProtocolSession {
         let inner = &mut self.inner;
         let reply = guard(|| Ok(inner.retry(&core.handle, &pending.inner)))?;
         Ok(reply.map(|b| PyBytes::new(py, &b).unbind()))
+    }
+
+    /// The server's answer (a JSON object) to a server command: its reply bytes.
+    fn answer(
+        &mut self,
+        py: Python<'_>,
+        pending: &PendingPull,
+        reply: &[u8],
+    ) -> PyResult<Py<PyBytes>> {
+        let inner = &mut self.inner;
+        let bytes = guard(|| Ok(inner.answer(&pending.inner, reply)))?;
+        Ok(PyBytes::new(py, &bytes).unbind())
     }
 
     /// A long poll's time is up: its empty reply.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -20,9 +19,6 @@ PLAIN = "text/plain; charset=utf-8"
 def register(router: Router, state: ServerState) -> None:
     engine = state.engine
 
-    def uptime() -> int:
-        return int(time.time() - state.started)
-
     async def health(_req: Request) -> Response:
         c = engine.counts()
         return ok(
@@ -30,7 +26,7 @@ def register(router: Router, state: ServerState) -> None:
                 {
                     "ok": True,
                     "status": "healthy",
-                    "uptime": uptime(),
+                    "uptime": state.uptime_s(),
                     "version": __version__,
                     "queues": {
                         "waiting": c["waiting"],
@@ -75,7 +71,7 @@ def register(router: Router, state: ServerState) -> None:
                         "dlq": c["failed"],
                         "completed": c["completed"],
                         "waitingChildren": c["waiting-children"],
-                        "uptime": uptime(),
+                        "uptime": state.uptime_s(),
                         "pushPerSec": push_rate,
                         "pullPerSec": pull_rate,
                         "totalPushed": s["pushed"],

@@ -21,6 +21,7 @@ import orjson
 
 from hopper._engine import PendingPull
 from hopper.errors import HopperError
+from hopper.server import server_commands
 from hopper.server.events import DROP_GRACE_S, CommitTarget, Subscriber, item_size
 from hopper.server.http import Request, Socket
 from hopper.server.router import Kind, Router
@@ -87,6 +88,10 @@ class Connection:
         if out:
             self.sub.offer(out, self.state.engine.commit_target() if waits else None)
         for p in pending:
+            if p.server_command is not None:
+                reply = server_commands.answer(self.state, p.server_command)
+                self.sub.offer(self.session.answer(p, reply))
+                continue
             # Wait in a task so later commands on this socket are not held up.
             task = asyncio.create_task(self._long_pull(p))
             self.polls.add(task)

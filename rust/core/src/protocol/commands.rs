@@ -275,6 +275,11 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "RetryCompleted" => dlq_commands::retry_completed(engine, req),
         "ListWorkers" => Ok(list_workers(engine, ctx.now)),
         "WaitJob" => return wait_job(engine, req),
+        "Stats" | "Prometheus" => return server_command(cmd),
+        "Metrics" if req.field("queue").is_none() => return server_command(cmd),
+        "Metrics" => Err("Metrics by queue is not supported".into()),
+        "Hello" => Ok(hello()),
+        "StorageStatus" => Ok(storage_status(ctx.writable)),
         "RegisterWorker" => register_worker(engine, ctx, req),
         "Heartbeat" => worker_heartbeat(engine, ctx, req),
         "UnregisterWorker" => unregister_worker(engine, req),
@@ -757,6 +762,53 @@ fn job_counts(engine: &Engine, req: &Value) -> Res<Value> {
             ("paused", Value::Int(paused)),
         ]),
     )]))
+}
+
+/// A command the server process answers (it knows uptime, rates, its metrics).
+fn server_command(cmd: &str) -> Step {
+    let cmd = match cmd {
+        "Stats" => "Stats",
+        "Metrics" => "Metrics",
+        _ => "Prometheus",
+    };
+    Step::Defer(Deferred {
+        req_id: Value::Undefined,
+        queue: String::new(),
+        timeout_ms: 0,
+        awaited: Awaited::Server(cmd),
+    })
+}
+
+/// The protocol handshake: version 3, as the reference, naming hopper as the server.
+fn hello() -> Value {
+    ok_with(vec![
+        ("protocolVersion", Value::Int(3)),
+        (
+            "capabilities",
+            Value::Array(vec![
+                Value::str("pipelining"),
+                Value::str("separate-job-name"),
+            ]),
+        ),
+        ("server", Value::str("hopper")),
+        ("version", Value::str(env!("CARGO_PKG_VERSION"))),
+    ])
+}
+
+/// Whether storage takes writes: the error that refuses them now, if any.
+fn storage_status(writable: &crate::error::Result<()>) -> Value {
+    let (full, error) = match writable {
+        Ok(()) => (false, Value::Nil),
+        Err(e) => (
+            e.message.contains("No space") || e.message.contains("ENOSPC"),
+            Value::str(&e.message),
+        ),
+    };
+    data(Value::map(vec![
+        ("diskFull", Value::Bool(full)),
+        ("error", error),
+        ("since", Value::Nil),
+    ]))
 }
 
 /// Longest WaitJob, in ms (the reference's bound), and its default.

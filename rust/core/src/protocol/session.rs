@@ -72,6 +72,9 @@ pub(super) enum Awaited {
     Pull(commands::PullSpec),
     /// The id of the job whose completion WaitJob waits for.
     Completion(String),
+    /// A command about the server process rather than the engine (Stats, Metrics,
+    /// Prometheus): the server answers it with `Session::answer`.
+    Server(&'static str),
 }
 
 impl Deferred {
@@ -79,6 +82,14 @@ impl Deferred {
     /// for work (woken by the engine's work notifications).
     pub fn waits_for_completion(&self) -> bool {
         matches!(self.awaited, Awaited::Completion(_))
+    }
+
+    /// The server command it stands for, if the server is to answer it.
+    pub fn server_command(&self) -> Option<&'static str> {
+        match self.awaited {
+            Awaited::Server(cmd) => Some(cmd),
+            _ => None,
+        }
     }
 }
 
@@ -279,6 +290,7 @@ impl Session {
                 commands::pull_now(engine, self, spec, now)
             }
             Awaited::Completion(id) => Ok(commands::completion(engine, id)),
+            Awaited::Server(_) => Ok(None),
         });
         match got {
             Ok(Some(v)) => Some(self.finish_deferred(commands::finish(v, &d.req_id))),
@@ -292,8 +304,22 @@ impl Session {
         let reply = match &d.awaited {
             Awaited::Pull(spec) => commands::empty_pull(spec),
             Awaited::Completion(_) => commands::not_completed(),
+            Awaited::Server(cmd) => {
+                let message = format!("{cmd} is not available");
+                return self.finish_deferred(commands::error_reply(&d.req_id, &message));
+            }
         };
         self.finish_deferred(commands::finish(reply, &d.req_id))
+    }
+
+    /// The server's answer to a server command (`Deferred::server_command`): `reply`
+    /// is the reply object as JSON, sent with the request's reqId.
+    pub fn answer(&mut self, d: &Deferred, reply: &[u8]) -> Vec<u8> {
+        let reply = match Value::from_json(reply) {
+            Some(v) => commands::finish(v, &d.req_id),
+            None => commands::error_reply(&d.req_id, "Internal error"),
+        };
+        self.finish_deferred(reply)
     }
 
     fn finish_deferred(&mut self, reply: Value) -> Vec<u8> {

@@ -1,0 +1,62 @@
+"""bunqueue's protocol commands about the server process rather than the engine (Stats,
+Metrics, Prometheus): the protocol session hands them to the server, which knows its
+uptime, rates, latencies, memory and connections. Each answer is the reply object as
+JSON, the shape of the reference's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from hopper.server import memory
+from hopper.server.state import ServerState
+
+
+def answer(state: ServerState, command: str) -> bytes:
+    """The reply to `command` (one of `Stats`, `Metrics`, `Prometheus`)."""
+    if command == "Stats":
+        reply = _stats(state)
+    elif command == "Metrics":
+        reply = _metrics(state)
+    else:
+        reply = {"ok": True, "data": {"metrics": state.metrics.render().decode()}}
+    return orjson.dumps(reply)
+
+
+def _stats(state: ServerState) -> dict[str, Any]:
+    c, s = state.engine.counts(), state.engine.stats()
+    push_rate, pull_rate = state.throughput.rates()
+    return {
+        "ok": True,
+        "stats": {
+            "waiting": c["waiting"],
+            "active": c["active"],
+            "delayed": c["delayed"],
+            "dlq": c["failed"],
+            "completed": c["completed"],
+            "failed": s["failed"],
+            "uptime": state.uptime_s(),
+            "pushPerSec": push_rate,
+            "pullPerSec": pull_rate,
+        },
+    }
+
+
+def _metrics(state: ServerState) -> dict[str, Any]:
+    s = state.engine.stats()
+    push_ms, pull_ms, ack_ms = state.metrics.averages_ms()
+    return {
+        "ok": True,
+        "metrics": {
+            "totalPushed": s["pushed"],
+            "totalPulled": s["pulled"],
+            "totalCompleted": s["completed"],
+            "totalFailed": s["failed"],
+            "avgLatencyMs": round((push_ms + pull_ms) / 2, 2),
+            "avgProcessingMs": round(ack_ms, 2),
+            "memoryUsageMb": memory.memory_mb()["heapUsed"],
+            "sqliteSizeMb": 0,
+            "activeConnections": sum(state.connections.values()),
+        },
+    }
