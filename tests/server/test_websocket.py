@@ -427,3 +427,35 @@ def test_pipelined_commands_are_answered_and_evented_in_order(server: Server, qu
             assert [e["jobId"] for e in peer.events] == ids
 
     run(scenario)
+
+
+def test_the_command_table_beyond_the_hot_path(server: Server, queue: str) -> None:
+    """The WebSocket runs the TCP protocol's command table (test_tcp_commands.py checks
+    each command): a sample of queue and job control, a WaitJob answered when another
+    socket completes the job, and a server command."""
+
+    async def scenario() -> None:
+        async with ws_connect(server) as a, ws_connect(server) as b:
+            waiter, worker = Peer(a), Peer(b)
+            ids = (await worker.call("PUSHB", queue=queue, jobs=[{"data": i} for i in range(3)]))[
+                "ids"
+            ]
+            assert (await worker.call("Count", queue=queue))["count"] == 3
+            listed = await worker.call("GetJobs", queue=queue, state="waiting", limit=2)
+            assert [j["id"] for j in listed["jobs"]] == ids[:2]
+            assert (await worker.call("ChangePriority", id=ids[2], priority=5))["ok"] is True
+            await a.send(
+                json.dumps({"cmd": "WaitJob", "id": ids[2], "timeout": 10_000, "reqId": "w"})
+            )
+            assert (await waiter.call("Ping"))["ok"] is True  # the WaitJob was read first
+            pulled = await worker.call("PULL", queue=queue, owner="w1")
+            assert pulled["job"]["id"] == ids[2]
+            await worker.call("ACK", id=ids[2], token=pulled["token"], result={"r": 1})
+            waited = await waiter.reply("w")
+            assert waited == {"ok": True, "completed": True, "result": {"r": 1}, "reqId": "w"}
+            stats = await worker.call("Stats")
+            assert stats["stats"]["completed"] >= 1
+            cleaned = await worker.call("Clean", queue=queue, grace=0)
+            assert cleaned["count"] == 2
+
+    run(scenario)
