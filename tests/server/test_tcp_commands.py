@@ -7,10 +7,12 @@ its own way the test names the gist (see `expect_error`)."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
-from tcp_client import Conn
+import pytest
+from tcp_client import ON_BUNQUEUE, REPO, Conn
 from test_tcp_protocol import JOB_KEYS, OK, expect_error, pull_locked, push_many
 
 GETTER_KEYS = JOB_KEYS | {"state", "returnvalue", "failedReason"}
@@ -383,3 +385,18 @@ def test_prometheus_text(conn: Conn, queue: str) -> None:
     push_many(conn, queue, 1)
     text = conn.call_ok("Prometheus")["data"]["metrics"]
     assert "# TYPE bunqueue_jobs_waiting gauge" in text
+
+
+@pytest.mark.skipif(ON_BUNQUEUE, reason="checks hopper's documented command table")
+def test_the_documented_command_table_is_what_the_server_answers(conn: Conn) -> None:
+    """docs/compatibility.md's command table: each "yes" command is known to the server
+    (whatever its reply to an empty request), each "no" answers `Unknown command`."""
+    doc = (REPO / "docs" / "compatibility.md").read_text()
+    rows = re.findall(r"^\| [123] \| `(\w+)` \| (yes|no)", doc, flags=re.M)
+    assert len(rows) == 107
+    for command, status in rows:
+        if command in {"Auth", "SubscribeEvents", "UnsubscribeEvents"}:
+            continue  # these change the connection; test_tcp_protocol.py covers them
+        reply = conn.call(command)
+        unknown = reply.get("error") == f"Unknown command: {command}"
+        assert unknown == (status == "no"), (command, status, reply)
