@@ -281,6 +281,36 @@ def test_retry_completed_runs_jobs_again(conn: Conn, queue: str) -> None:
     assert state(conn, done[1]) == "waiting"
 
 
+# ----- dedup keys ------------------------------------------------------------------------
+
+
+def test_dedup_keys_can_be_looked_up_and_released(conn: Conn, queue: str) -> None:
+    holder = conn.call_ok("PUSH", queue=queue, data=1, uniqueKey="k1")["id"]
+    other = conn.call_ok("PUSH", queue=queue, data=2, uniqueKey="k2")["id"]
+    reply = strip(conn.call("GetDeduplicationJobId", queue=queue, deduplicationId="k1"))
+    assert reply == {"ok": True, "data": {"jobId": holder}}
+    nobody = conn.call_ok("GetDeduplicationJobId", queue=queue, deduplicationId="none")
+    assert nobody["data"] == {"jobId": None}
+    released = strip(conn.call("RemoveDeduplicationKey", queue=queue, deduplicationId="k1"))
+    assert released == {"ok": True, "data": {"count": 1}}
+    again = conn.call_ok("RemoveDeduplicationKey", queue=queue, deduplicationId="k1")
+    assert again["data"] == {"count": 0}
+    assert conn.call_ok("PUSH", queue=queue, data=3, uniqueKey="k1")["id"] != holder
+    assert conn.call_ok("Count", queue=queue)["count"] == 3
+    by_job = strip(conn.call("RemoveJobDeduplicationKey", id="nope"))
+    assert by_job == {"ok": True, "data": {"removed": False}}
+    assert state(conn, other) == "waiting"
+
+
+def test_dlq_stats_count_the_dead_letters(conn: Conn, queue: str) -> None:
+    push_many(conn, queue, 2, maxAttempts=1)
+    finish_one(conn, queue, fail="boom")
+    stats = conn.call_ok("GetDlqStats", queue=queue)["data"]["stats"]
+    assert stats["total"] == 1 and stats["byQueue"] == {queue: 1}
+    assert stats["byReason"]["max_attempts_exceeded"] == 1
+    assert isinstance(stats["oldestEntry"], float | int)
+
+
 # ----- waiting for a job -----------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@
 //! - `persist`: log records, snapshots and recovery.
 
 mod admin;
+mod dedup;
 mod flows;
 mod lifecycle;
 mod limits;

@@ -442,3 +442,32 @@ fn callers_writing_their_own_records_leave_segment_switches_to_the_writer() {
     assert_eq!(dump(&h), before);
     h.close();
 }
+
+#[test]
+fn named_moves_and_a_released_dedup_key_survive_a_restart() {
+    let dir = Dir::new("moves");
+    let clock = ManualClock::new(T0);
+    let h = open(&dir.0, &clock);
+    let keyed = push(&h, "q", r#"{"data":1,"uniqueKey":"k"}"#);
+    let later = push(&h, "q", r#"{"data":2}"#);
+    let discarded = push(&h, "q", r#"{"data":3}"#);
+    h.mutate(|e| e.change_delay(&later, None, 60_000)).unwrap();
+    h.mutate(|e| e.discard_job(&discarded, None)).unwrap();
+    assert!(h.apply(|e| e.release_dedup_key("q", "k")).0);
+    let (active, token) = pull(&h, "q");
+    assert_eq!(active, keyed);
+    h.mutate(|e| e.move_to_delayed(&active, Some(&token), 30_000))
+        .unwrap();
+    let before = dump(&h);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(dump(&h), before);
+    assert_eq!(
+        h.with(|e| e.dedup_holder("q", "k")),
+        None,
+        "the key stays released"
+    );
+    let again = push(&h, "q", r#"{"data":4,"uniqueKey":"k"}"#);
+    assert_ne!(again, keyed, "a push with the released key makes a new job");
+}

@@ -357,6 +357,17 @@ impl Engine {
         let key = stored.unique_key().map(Box::<str>::from);
         let slot = match self.find(&stored.id) {
             Some(slot) => {
+                // A key the job held and no longer holds (released, or the job ended)
+                // is free again.
+                let old = self.job(slot);
+                let old_queue = old.queue as usize;
+                if let Some(old_key) = old.unique_key().map(Box::<str>::from) {
+                    let dedup = &mut self.queues[old_queue].dedup;
+                    let kept = state.is_live() && key.as_deref() == Some(&*old_key);
+                    if !kept && dedup.get(&old_key) == Some(&slot) {
+                        dedup.remove(&old_key);
+                    }
+                }
                 self.transition(slot, state, Cause::Replay, touched, |job| {
                     if !with_data {
                         stored.data = std::mem::take(&mut job.data);

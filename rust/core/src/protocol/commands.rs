@@ -217,6 +217,8 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             | "RetryDlq"
             | "PurgeDlq"
             | "RemoveDlqJob"
+            | "RemoveDeduplicationKey"
+            | "RemoveJobDeduplicationKey"
             | "RetryCompleted"
             | "AddLog"
             | "ClearLogs"
@@ -272,6 +274,10 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "RetryDlq" => dlq_commands::retry_dlq(engine, req),
         "PurgeDlq" => dlq_commands::purge_dlq(engine, req),
         "RemoveDlqJob" => dlq_commands::remove_dlq_job(engine, req),
+        "GetDlqStats" => dlq_commands::dlq_stats(engine, req),
+        "GetDeduplicationJobId" => queue_commands::dedup_job_id(engine, req),
+        "RemoveDeduplicationKey" => queue_commands::remove_dedup_key(engine, req),
+        "RemoveJobDeduplicationKey" => job_commands::remove_job_dedup_key(engine, req),
         "RetryCompleted" => dlq_commands::retry_completed(engine, req),
         "ListWorkers" => Ok(list_workers(engine, ctx.now)),
         "WaitJob" => return wait_job(engine, req),

@@ -176,3 +176,51 @@ pub(super) fn retry_completed(engine: &mut Engine, req: &Value) -> Res<Value> {
     };
     Ok(count(retry_each(engine, queue, JobState::Completed, &ids)))
 }
+
+/// Counts of the queue's dead letters by reason, and their oldest and newest times.
+pub(super) fn dlq_stats(engine: &Engine, req: &Value) -> Res<Value> {
+    let queue = queue_name(req)?;
+    let slots = engine.slots_in(queue, JobState::Failed);
+    let reasons = [
+        "explicit_fail",
+        "max_attempts_exceeded",
+        "timeout",
+        "stalled",
+        "ttl_expired",
+        "worker_lost",
+        "unknown",
+    ];
+    let mut by_reason = [0i64; 7];
+    for &slot in &slots {
+        let r = reason(error_of(engine, slot));
+        by_reason[reasons.iter().position(|&x| x == r).unwrap_or(6)] += 1;
+    }
+    let times = slots.iter().map(|&s| engine.job_at(s).finished_at);
+    let (oldest, newest) = (times.clone().min(), times.max());
+    let at = |t: Option<u64>| t.map_or(Value::Nil, |t| Value::Int(t as i64));
+    let stats = Value::map(vec![
+        ("total", Value::Int(slots.len() as i64)),
+        (
+            "byReason",
+            Value::Map(
+                reasons
+                    .iter()
+                    .zip(by_reason)
+                    .map(|(&r, n)| (r.into(), Value::Int(n)))
+                    .collect(),
+            ),
+        ),
+        (
+            "byQueue",
+            Value::Map(vec![(
+                queue.to_owned().into(),
+                Value::Int(slots.len() as i64),
+            )]),
+        ),
+        ("pendingRetry", Value::Int(0)),
+        ("expired", Value::Int(0)),
+        ("oldestEntry", at(oldest)),
+        ("newestEntry", at(newest)),
+    ]);
+    Ok(data(Value::map(vec![("stats", stats)])))
+}

@@ -170,3 +170,13 @@ pub(super) fn get_progress(engine: &Engine, req: &Value) -> Res<Value> {
         _ => Err(not_active(engine, id)),
     }
 }
+
+/// Frees the dedup key the job holds (an unknown job holds none).
+pub(super) fn remove_job_dedup_key(engine: &mut Engine, req: &Value) -> Res<Value> {
+    let id = string(req, "id")?;
+    let removed = engine.release_job_dedup_key(id).unwrap_or(false);
+    Ok(super::commands::data(Value::map(vec![(
+        "removed",
+        Value::Bool(removed),
+    )])))
+}

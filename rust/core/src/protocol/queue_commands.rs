@@ -222,3 +222,22 @@ pub(super) fn clean(engine: &mut Engine, req: &Value) -> Res<Value> {
         ),
     ]))
 }
+
+pub(super) fn dedup_job_id(engine: &Engine, req: &Value) -> Res<Value> {
+    let queue = queue_name(req)?;
+    let key = super::commands::string(req, "deduplicationId")?;
+    let holder = engine
+        .dedup_holder(queue, key)
+        .map_or(Value::Nil, Value::Str);
+    Ok(super::commands::data(Value::map(vec![("jobId", holder)])))
+}
+
+pub(super) fn remove_dedup_key(engine: &mut Engine, req: &Value) -> Res<Value> {
+    let queue = queue_name(req)?;
+    let key = super::commands::string(req, "deduplicationId")?;
+    let n = i64::from(engine.release_dedup_key(queue, key));
+    Ok(super::commands::data(Value::map(vec![(
+        "count",
+        Value::Int(n),
+    )])))
+}
