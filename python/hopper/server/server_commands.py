@@ -13,14 +13,17 @@ from hopper.server import memory
 from hopper.server.state import ServerState
 
 
-def answer(state: ServerState, command: str) -> bytes:
-    """The reply to `command` (one of `Stats`, `Metrics`, `Prometheus`)."""
+def answer(state: ServerState, command: str, request: bytes) -> bytes:
+    """The reply to `command`, whose request (JSON) is `request`."""
+    reply: dict[str, Any]
     if command == "Stats":
         reply = _stats(state)
     elif command == "Metrics":
         reply = _metrics(state)
-    else:
+    elif command == "Prometheus":
         reply = {"ok": True, "data": {"metrics": state.metrics.render().decode()}}
+    else:
+        reply = {"ok": False, "error": f"Unknown command: {command}"}
     return orjson.dumps(reply)
 
 

@@ -138,7 +138,7 @@ class TcpConnection(asyncio.Protocol):
             self.send(out, waits)
         for p in pending:
             if p.server_command is not None:
-                reply = server_commands.answer(self.state, p.server_command)
+                reply = server_commands.answer(self.state, p.server_command, p.server_request)
                 self.send(self.session.answer(p, reply), False)
                 continue
             task = asyncio.ensure_future(self.long_poll(p))

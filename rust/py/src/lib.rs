@@ -941,6 +941,11 @@ impl PendingPull {
     fn server_command(&self) -> Option<&'static str> {
         self.inner.server_command()
     }
+
+    #[getter]
+    fn server_request<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.server_request().as_bytes())
+    }
 }
 
 /// What one call gives the server: (reply bytes, whether they wait for the log, long

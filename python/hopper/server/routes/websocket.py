@@ -89,7 +89,7 @@ class Connection:
             self.sub.offer(out, self.state.engine.commit_target() if waits else None)
         for p in pending:
             if p.server_command is not None:
-                reply = server_commands.answer(self.state, p.server_command)
+                reply = server_commands.answer(self.state, p.server_command, p.server_request)
                 self.sub.offer(self.session.answer(p, reply))
                 continue
             # Wait in a task so later commands on this socket are not held up.

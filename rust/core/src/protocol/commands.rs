@@ -281,8 +281,9 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "RetryCompleted" => dlq_commands::retry_completed(engine, req),
         "ListWorkers" => Ok(list_workers(engine, ctx.now)),
         "WaitJob" => return wait_job(engine, req),
-        "Stats" | "Prometheus" => return server_command(cmd),
-        "Metrics" if req.field("queue").is_none() => return server_command(cmd),
+        "Stats" | "Prometheus" | "AddWebhook" | "RemoveWebhook" | "ListWebhooks"
+        | "SetWebhookEnabled" => return server_command(cmd, req),
+        "Metrics" if req.field("queue").is_none() => return server_command(cmd, req),
         "Metrics" => Err("Metrics by queue is not supported".into()),
         "Hello" => Ok(hello()),
         "StorageStatus" => Ok(storage_status(ctx.writable)),
@@ -770,18 +771,28 @@ fn job_counts(engine: &Engine, req: &Value) -> Res<Value> {
     )]))
 }
 
-/// A command the server process answers (it knows uptime, rates, its metrics).
-fn server_command(cmd: &str) -> Step {
-    let cmd = match cmd {
-        "Stats" => "Stats",
-        "Metrics" => "Metrics",
-        _ => "Prometheus",
-    };
+/// Commands the server process answers: it knows uptime, rates and its metrics, and
+/// runs the webhooks.
+const SERVER_COMMANDS: [&str; 7] = [
+    "Stats",
+    "Metrics",
+    "Prometheus",
+    "AddWebhook",
+    "RemoveWebhook",
+    "ListWebhooks",
+    "SetWebhookEnabled",
+];
+
+fn server_command(cmd: &str, req: &Value) -> Step {
+    let cmd = SERVER_COMMANDS
+        .into_iter()
+        .find(|&c| c == cmd)
+        .expect("a server command");
     Step::Defer(Deferred {
         req_id: Value::Undefined,
         queue: String::new(),
         timeout_ms: 0,
-        awaited: Awaited::Server(cmd),
+        awaited: Awaited::Server(cmd, req.to_json()),
     })
 }
 

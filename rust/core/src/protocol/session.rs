@@ -73,8 +73,9 @@ pub(super) enum Awaited {
     /// The id of the job whose completion WaitJob waits for.
     Completion(String),
     /// A command about the server process rather than the engine (Stats, Metrics,
-    /// Prometheus): the server answers it with `Session::answer`.
-    Server(&'static str),
+    /// Prometheus, webhooks): the server answers it with `Session::answer`. The request
+    /// is kept as JSON for the server to read its fields.
+    Server(&'static str, String),
 }
 
 impl Deferred {
@@ -87,8 +88,16 @@ impl Deferred {
     /// The server command it stands for, if the server is to answer it.
     pub fn server_command(&self) -> Option<&'static str> {
         match self.awaited {
-            Awaited::Server(cmd) => Some(cmd),
+            Awaited::Server(cmd, _) => Some(cmd),
             _ => None,
+        }
+    }
+
+    /// The request of a server command, as JSON (empty for any other command).
+    pub fn server_request(&self) -> &str {
+        match &self.awaited {
+            Awaited::Server(_, request) => request,
+            _ => "",
         }
     }
 }
@@ -290,7 +299,7 @@ impl Session {
                 commands::pull_now(engine, self, spec, now)
             }
             Awaited::Completion(id) => Ok(commands::completion(engine, id)),
-            Awaited::Server(_) => Ok(None),
+            Awaited::Server(..) => Ok(None),
         });
         match got {
             Ok(Some(v)) => Some(self.finish_deferred(commands::finish(v, &d.req_id))),
@@ -304,7 +313,7 @@ impl Session {
         let reply = match &d.awaited {
             Awaited::Pull(spec) => commands::empty_pull(spec),
             Awaited::Completion(_) => commands::not_completed(),
-            Awaited::Server(cmd) => {
+            Awaited::Server(cmd, _) => {
                 let message = format!("{cmd} is not available");
                 return self.finish_deferred(commands::error_reply(&d.req_id, &message));
             }
