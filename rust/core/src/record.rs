@@ -18,6 +18,7 @@ use crate::job_logs::LogEntry;
 use crate::limits::LimitsConfig;
 use crate::metrics::Bucket;
 use crate::options::Removal;
+use crate::schedulers::SchedulerInfo;
 
 mod decode;
 
@@ -36,6 +37,8 @@ const TAG_SNAPSHOT_END: u8 = 10;
 const TAG_JOB_LOG: u8 = 11;
 const TAG_JOB_LOG_TRIM: u8 = 12;
 const TAG_QUEUE_LIMITS: u8 = 13;
+const TAG_SCHEDULER: u8 = 14;
+const TAG_SCHEDULER_DELETE: u8 = 15;
 
 /// A job read back from a record: the engine's own `Job` (with what a record does not
 /// store zeroed: slot generation, interned queue and name ids, lease owner, engine
@@ -101,6 +104,10 @@ pub enum Record<'a> {
         queue: Box<str>,
         limits: LimitsConfig,
     },
+    /// A job scheduler, whole: definition, next run and executions.
+    Scheduler(Box<SchedulerInfo>),
+    /// A job scheduler removed: its name.
+    SchedulerDelete(Box<str>),
 }
 
 // ----- encoding ---------------------------------------------------------------------
@@ -344,6 +351,42 @@ pub fn encode_queue_limits(out: &mut Vec<u8>, queue: &str, l: &LimitsConfig) {
         }
     }
     put_opt_u64(out, l.concurrency);
+}
+
+/// Bits of a scheduler record's flag byte.
+const SCHED_SKIP_MISSED: u8 = 1;
+const SCHED_SKIP_NO_WORKER: u8 = 2;
+const SCHED_PREVENT_OVERLAP: u8 = 4;
+
+pub fn encode_scheduler(out: &mut Vec<u8>, s: &SchedulerInfo) {
+    out.push(TAG_SCHEDULER);
+    put_str(out, &s.name);
+    put_str(out, &s.queue);
+    put_str(out, &s.job_name);
+    put_str(out, &s.data);
+    put_opt_str(out, s.schedule.as_deref());
+    put_opt_u64(out, s.repeat_every);
+    put_opt_str(out, s.timezone.as_deref());
+    put_i64(out, i64::from(s.priority));
+    put_opt_u64(out, s.max_limit);
+    put_opt_str(out, s.unique_key.as_deref());
+    let flags = [
+        (s.skip_missed_on_restart, SCHED_SKIP_MISSED),
+        (s.skip_if_no_worker, SCHED_SKIP_NO_WORKER),
+        (s.prevent_overlap, SCHED_PREVENT_OVERLAP),
+    ]
+    .into_iter()
+    .filter(|&(on, _)| on)
+    .fold(0, |acc, (_, bit)| acc | bit);
+    out.push(flags);
+    put_opt_str(out, s.job_options.as_deref());
+    put_u64(out, s.next_run);
+    put_u64(out, s.executions);
+}
+
+pub fn encode_scheduler_delete(out: &mut Vec<u8>, name: &str) {
+    out.push(TAG_SCHEDULER_DELETE);
+    put_str(out, name);
 }
 
 #[cfg(test)]
