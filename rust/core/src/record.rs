@@ -620,6 +620,53 @@ mod tests {
         );
     }
 
+    /// Scheduler records come back as written, and their bytes are pinned.
+    #[test]
+    fn scheduler_records_round_trip_and_are_pinned() {
+        let info = SchedulerInfo {
+            name: "s".into(),
+            queue: "q".into(),
+            job_name: "j".into(),
+            data: "1".into(),
+            schedule: Some("* * * * *".into()),
+            repeat_every: Some(1000),
+            timezone: Some("UTC".into()),
+            priority: -2,
+            max_limit: Some(3),
+            unique_key: None,
+            skip_missed_on_restart: true,
+            skip_if_no_worker: false,
+            prevent_overlap: true,
+            job_options: Some("{}".into()),
+            next_run: 300,
+            executions: 2,
+        };
+        let mut out = Vec::new();
+        encode_scheduler(&mut out, &info);
+        encode_scheduler_delete(&mut out, "s");
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "0e01730171016a013101092a202a202a202a202a01e8070103555443030103000501027b7dac0202",
+                "0f0173",
+            )
+        );
+        let mut d = Decoder::new(&out);
+        assert_eq!(
+            d.next_record().unwrap(),
+            Some(Record::Scheduler(Box::new(info)))
+        );
+        assert_eq!(
+            d.next_record().unwrap(),
+            Some(Record::SchedulerDelete("s".into()))
+        );
+        assert_eq!(d.next_record().unwrap(), None);
+        let mut bad = out.clone();
+        bad[32] = 0x80; // the flag byte
+        assert!(Decoder::new(&bad).next_record().is_err());
+    }
+
     /// What `write` appends, in hex.
     fn encoded(write: impl FnOnce(&mut Vec<u8>)) -> String {
         let mut out = Vec::new();
