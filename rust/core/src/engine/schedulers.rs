@@ -168,8 +168,8 @@ impl Engine {
 
     /// After recovery: a scheduler whose run was missed while the server was down moves
     /// its next run past now when it has `skipMissedOnRestart` (the default) or
-    /// `skipIfNoWorker`, else it fires once at the first tick; every scheduler is put on
-    /// the timer wheel.
+    /// `skipIfNoWorker`, else it fires once, now (the reference fires it at its first
+    /// tick after loading); every scheduler is put on the timer wheel.
     pub(crate) fn settle_schedulers(&mut self) {
         if self.schedulers.is_empty() {
             return;
@@ -180,12 +180,21 @@ impl Engine {
                 continue;
             };
             let info = &mut e.info;
-            if (info.skip_missed_on_restart || info.skip_if_no_worker) && info.next_run < now {
+            let skip = (info.skip_missed_on_restart || info.skip_if_no_worker) && info.next_run < now;
+            if skip {
                 info.next_run = info.next_after(now);
+            }
+            let due = info.next_run <= now;
+            if skip {
                 self.record_scheduler(slot);
             }
             let gen = self.schedulers.bump(slot);
-            self.arm_scheduler(slot, gen);
+            if due {
+                // Fired now rather than on the wheel, which would take it a ms later.
+                self.fire_scheduler(slot, gen, now);
+            } else {
+                self.arm_scheduler(slot, gen);
+            }
         }
     }
 
@@ -211,5 +220,58 @@ impl Engine {
         for info in self.schedulers.infos() {
             let _ = writeln!(out, "scheduler {info:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::engine::EngineConfig;
+    use crate::workers::Worker;
+
+    /// `skipIfNoWorker`: a fire with no registered worker for the queue only moves the
+    /// next run on (not counted); once a worker serves the queue, fires push again.
+    #[test]
+    fn skip_if_no_worker_waits_for_a_registered_worker() {
+        let clock = ManualClock::new(1_000_000);
+        let mut e = Engine::new(EngineConfig::default(), Arc::new(clock.clone()));
+        let spec = SchedulerSpec {
+            name: "w".into(),
+            queue: "q".into(),
+            data: "1".into(),
+            repeat_every: Some(1000),
+            skip_if_no_worker: true,
+            prevent_overlap: Some(false),
+            ..SchedulerSpec::default()
+        };
+        e.upsert_scheduler(spec).unwrap();
+        clock.advance(1000);
+        let s = e.scheduler("w").unwrap();
+        assert_eq!((s.executions, s.next_run), (0, 1_002_000));
+        assert!(!e.has_queue("q") || e.counts("q").iter().all(|&n| n == 0));
+        let worker = |queue: &str| Worker {
+            id: "w1".into(),
+            name: "w1".into(),
+            queues: vec![queue.into()],
+            concurrency: 1,
+            hostname: None,
+            pid: None,
+            registered_at: 0,
+            last_seen: 0,
+            active_jobs: 0,
+            processed_jobs: 0,
+            failed_jobs: 0,
+            connection: 0,
+        };
+        e.workers.register(worker("other")).unwrap();
+        clock.advance(1000);
+        assert_eq!(e.scheduler("w").unwrap().executions, 0);
+        e.workers.register(worker("q")).unwrap();
+        clock.advance(1000);
+        assert_eq!(e.scheduler("w").unwrap().executions, 1);
+        assert_eq!(e.counts("q")[0], 1);
     }
 }
