@@ -31,9 +31,13 @@ impl Drop for Dir {
 
 fn open(dir: &Path, clock: &ManualClock) -> EngineHandle {
     let storage = StorageConfig::new(dir, FsyncPolicy::Always);
-    EngineHandle::open(EngineConfig::default(), Arc::new(clock.clone()), Some(storage))
-        .expect("opens")
-        .0
+    EngineHandle::open(
+        EngineConfig::default(),
+        Arc::new(clock.clone()),
+        Some(storage),
+    )
+    .expect("opens")
+    .0
 }
 
 fn restart(h: EngineHandle, dir: &Path, clock: &ManualClock) -> EngineHandle {

@@ -22,7 +22,10 @@ impl Engine {
         let immediately = spec.immediately;
         let mut info = validate(spec, now)?;
         PushOptions::from_json(info.push_body().as_bytes(), self.config.max_payload_bytes)?;
-        let existing = self.schedulers.by_name(&info.name).map(|e| e.info.executions);
+        let existing = self
+            .schedulers
+            .by_name(&info.name)
+            .map(|e| e.info.executions);
         if explicit_overlap {
             self.remove_orphaned_fire(&info, now);
         }
@@ -180,7 +183,8 @@ impl Engine {
                 continue;
             };
             let info = &mut e.info;
-            let skip = (info.skip_missed_on_restart || info.skip_if_no_worker) && info.next_run < now;
+            let skip =
+                (info.skip_missed_on_restart || info.skip_if_no_worker) && info.next_run < now;
             if skip {
                 info.next_run = info.next_after(now);
             }

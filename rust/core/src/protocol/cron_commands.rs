@@ -49,7 +49,9 @@ fn repeat_every(req: &Value) -> Res<Option<u64>> {
         return Ok(None);
     };
     match v.as_number() {
-        Some(n) if n.fract() == 0.0 && n >= 1.0 && n <= crate::schedulers::MAX_SAFE_INTEGER as f64 => {
+        Some(n)
+            if n.fract() == 0.0 && n >= 1.0 && n <= crate::schedulers::MAX_SAFE_INTEGER as f64 =>
+        {
             Ok(Some(n as u64))
         }
         _ => Err("Cron repeatEvery must be a positive safe integer number of milliseconds".into()),
@@ -248,7 +250,10 @@ mod tests {
             .collect();
         assert_eq!(jobs, vec![("legacy".to_owned(), r#"{"y":2}"#.to_owned())]);
         let list = cron_list(&mut e).to_json();
-        assert!(list.starts_with(r#"{"ok":true,"crons":[{"name":"a""#), "{list}");
+        assert!(
+            list.starts_with(r#"{"ok":true,"crons":[{"name":"a""#),
+            "{list}"
+        );
         assert!(list.contains(r#""name":"b","jobName":"legacy""#), "{list}");
         assert!(list.contains(r#""executions":1"#), "{list}");
     }
@@ -284,11 +289,20 @@ mod tests {
             cron_delete(&mut e, &req(r#"{"name":"zz"}"#)).unwrap_err(),
             "Cron job not found"
         );
-        cron(&mut e, &req(r#"{"name":"d","queue":"q","schedule":"@daily"}"#)).unwrap();
+        cron(
+            &mut e,
+            &req(r#"{"name":"d","queue":"q","schedule":"@daily"}"#),
+        )
+        .unwrap();
         let got = cron_get(&mut e, &req(r#"{"name":"d"}"#)).unwrap().to_json();
-        assert!(got.contains(&format!(r#""nextRun":{}"#, T0 + 86_400_000)), "{got}");
+        assert!(
+            got.contains(&format!(r#""nextRun":{}"#, T0 + 86_400_000)),
+            "{got}"
+        );
         assert_eq!(
-            cron_delete(&mut e, &req(r#"{"name":"d"}"#)).unwrap().to_json(),
+            cron_delete(&mut e, &req(r#"{"name":"d"}"#))
+                .unwrap()
+                .to_json(),
             r#"{"ok":true}"#
         );
         assert_eq!(cron_list(&mut e).to_json(), r#"{"ok":true,"crons":[]}"#);
