@@ -327,7 +327,6 @@ def test_dlq_list_retry_purge(cli: Cli, queue: str) -> None:
     assert cli.ok("dlq", "list", queue).out == "DLQ is empty\n"
 
 
-@pending("Cron/CronList/CronDelete")
 def test_cron_add_list_delete(cli: Cli, queue: str) -> None:
     name = f"cron-{uuid.uuid4().hex[:8]}"
     run = cli.ok("cron", "add", name, "-q", queue, "-d", '{"k":1}', "-e", "60000")

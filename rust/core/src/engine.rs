@@ -14,6 +14,7 @@
 //! - `query`: reads (counts, lists, search, metrics, rendering);
 //! - `logs`: the lines a worker adds to a job's log;
 //! - `limits`: a queue's rate and concurrency limits, enforced by pull;
+//! - `schedulers`: named job schedulers (crons) firing off the timer wheel;
 //! - `persist`: log records, snapshots and recovery.
 
 mod admin;
@@ -26,6 +27,7 @@ mod moves;
 mod persist;
 mod placement;
 mod query;
+mod schedulers;
 mod timers;
 
 pub use lifecycle::LOCK_TOKEN_REQUIRED;
@@ -49,6 +51,7 @@ use crate::job::Job;
 use crate::job_logs::JobLogs;
 use crate::options::check_queue_name;
 use crate::queue::Queue;
+use crate::schedulers::SchedulerSet;
 use crate::slab::Slab;
 use crate::timer_wheel::TimerWheel;
 use crate::workers::WorkerRegistry;
@@ -139,6 +142,8 @@ pub struct Totals {
 enum TimerKind {
     Delay,
     Ttl,
+    /// A scheduler's next run: `slot` and `gen` are the scheduler's, not a job's.
+    Scheduler,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -246,6 +251,8 @@ pub struct Engine {
     dirty_logs: Vec<u32>,
     /// (time, queue id): a rate window ends, waiters on the queue must be woken.
     limit_wakes: BTreeSet<(u64, u32)>,
+    /// Named job schedulers (crons).
+    schedulers: SchedulerSet,
 }
 
 /// Spreads a 32-bit hash over 64 bits: the table takes bucket bits from the bottom and
@@ -313,6 +320,7 @@ impl Engine {
             logs: HashMap::new(),
             dirty_logs: Vec::new(),
             limit_wakes: BTreeSet::new(),
+            schedulers: SchedulerSet::default(),
         };
         let default = engine.intern_name("default");
         debug_assert_eq!(default, DEFAULT_NAME_ID);

@@ -83,6 +83,8 @@ impl Storage {
         let lock = DirLock::acquire(&config.dir)?;
         let recovered = recover(&config.dir, engine, config.repair)?;
         engine.set_recording(true);
+        // Missed scheduler runs (skipped or due now), logged like any change.
+        engine.settle_schedulers();
         let wal = Wal::open(
             WalConfig {
                 dir: config.dir.clone(),

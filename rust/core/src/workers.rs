@@ -75,6 +75,13 @@ impl WorkerRegistry {
         before - self.workers.len()
     }
 
+    /// Whether a registered worker serves `queue` (a scheduler's `skipIfNoWorker`).
+    pub fn serves(&self, queue: &str) -> bool {
+        self.workers
+            .values()
+            .any(|w| w.queues.iter().any(|q| q == queue))
+    }
+
     /// Every worker, oldest registration first.
     pub fn list(&self) -> Vec<&Worker> {
         let mut all: Vec<&Worker> = self.workers.values().collect();

@@ -141,6 +141,7 @@ impl Engine {
                 encode_queue_limits(out, &q.name, &l.config);
             }
         }
+        self.snapshot_schedulers(out);
         finish_frame(out, at);
     }
 
@@ -179,6 +180,7 @@ impl Engine {
         use std::fmt::Write;
         let mut out = String::new();
         let _ = writeln!(out, "totals {:?}", self.totals);
+        self.dump_schedulers(&mut out);
         for name in self.queue_names() {
             let qid = self.queue_ids[name.as_str()];
             let q = &self.queues[qid as usize];
@@ -315,6 +317,8 @@ impl Engine {
                 }
             }
             Record::QueueLimits { queue, limits } => self.restore_limits(&queue, limits),
+            Record::Scheduler(info) => self.restore_scheduler(*info),
+            Record::SchedulerDelete(name) => self.restore_scheduler_delete(&name),
         }
     }
 

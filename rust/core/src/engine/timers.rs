@@ -100,6 +100,10 @@ impl Engine {
     }
 
     fn fire(&mut self, t: Timer, now: u64) {
+        if t.kind == TimerKind::Scheduler {
+            self.fire_scheduler(t.slot, t.gen, now);
+            return;
+        }
         let Some(job) = self.jobs.get(t.slot) else {
             return;
         };

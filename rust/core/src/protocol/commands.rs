@@ -2,15 +2,17 @@
 //! push, pull, ack, fail, lock renewals, progress, workers, ping, auth, events), the job
 //! getters, workers and WaitJob; by topic in their own modules: queue control
 //! (`queue_commands.rs`), job control (`job_commands.rs`), dead letters
-//! (`dlq_commands.rs`), job logs (`log_commands.rs`) and queue limits
-//! (`limit_commands.rs`). Requests and replies use the reference's field names and
+//! (`dlq_commands.rs`), job logs (`log_commands.rs`), queue limits
+//! (`limit_commands.rs`) and job schedulers (`cron_commands.rs`). Requests and replies use the reference's field names and
 //! shapes; validation and job rules are the engine's own (`docs/compatibility.md` lists
 //! where the messages differ).
 
 use super::job_object::{job_object, state_label};
 use super::session::{Awaited, Context, Deferred, Encoding, Session};
 use super::value::Value;
-use super::{dlq_commands, job_commands, limit_commands, log_commands, queue_commands};
+use super::{
+    cron_commands, dlq_commands, job_commands, limit_commands, log_commands, queue_commands,
+};
 use crate::engine::{Engine, LOCK_TOKEN_REQUIRED};
 use crate::error::{EngineError, ErrorKind};
 use crate::job::JobState;
@@ -226,6 +228,8 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             | "RateLimitClear"
             | "SetConcurrency"
             | "ClearConcurrency"
+            | "Cron"
+            | "CronDelete"
     );
     if mutating {
         if let Err(e) = ctx.writable {
@@ -298,6 +302,10 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "SetConcurrency" => limit_commands::set_concurrency(engine, req),
         "ClearConcurrency" => limit_commands::clear_concurrency(engine, req),
         "GetQueueLimits" => limit_commands::get_queue_limits(engine, req),
+        "Cron" => cron_commands::cron(engine, req),
+        "CronDelete" => cron_commands::cron_delete(engine, req),
+        "CronList" => Ok(cron_commands::cron_list(engine)),
+        "CronGet" => cron_commands::cron_get(engine, req),
         "Ping" => Ok(data(Value::map(vec![
             ("pong", Value::Bool(true)),
             ("time", Value::Float(ctx.now as f64)),

@@ -4,6 +4,7 @@
 //! never becomes Python objects: the server hands in bytes and writes out bytes.
 
 mod commands;
+mod cron_commands;
 mod dlq_commands;
 mod frames;
 mod job_commands;

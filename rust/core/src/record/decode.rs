@@ -4,7 +4,7 @@
 use super::{
     JobImage, Record, TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG, TAG_JOB_LOG_TRIM, TAG_JOB_STATE,
     TAG_METRIC, TAG_METRIC_BUCKET, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS, TAG_QUEUE_STATE,
-    TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END, TAG_TOTALS,
+    TAG_SCHEDULER, TAG_SCHEDULER_DELETE, TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END, TAG_TOTALS,
 };
 use crate::engine::Totals;
 use crate::ids::JobId;
@@ -13,6 +13,7 @@ use crate::job_logs::{LogEntry, LogLevel};
 use crate::limits::{LimitsConfig, RateLimitSpec};
 use crate::metrics::Bucket;
 use crate::options::{Removal, RepeatSpec};
+use crate::schedulers::SchedulerInfo;
 
 /// A record payload that passed its checksum but does not parse (a bug or a file from an
 /// incompatible version): recovery treats it as corruption.
@@ -246,6 +247,42 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    fn scheduler(&mut self) -> Dec<SchedulerInfo> {
+        let name = self.str()?;
+        let queue = self.str()?;
+        let job_name = self.str()?;
+        let data = self.str()?;
+        let schedule = self.opt_str()?;
+        let repeat_every = self.opt_u64()?;
+        let timezone = self.opt_str()?;
+        let priority =
+            i32::try_from(self.i64()?).map_err(|_| DecodeError("priority out of range"))?;
+        let max_limit = self.opt_u64()?;
+        let unique_key = self.opt_str()?;
+        let flags = self.byte()?;
+        if flags & !7 != 0 {
+            return Err(DecodeError("bad scheduler flags"));
+        }
+        Ok(SchedulerInfo {
+            name,
+            queue,
+            job_name,
+            data,
+            schedule,
+            repeat_every,
+            timezone,
+            priority,
+            max_limit,
+            unique_key,
+            skip_missed_on_restart: flags & 1 != 0,
+            skip_if_no_worker: flags & 2 != 0,
+            prevent_overlap: flags & 4 != 0,
+            job_options: self.opt_str()?,
+            next_run: self.u64()?,
+            executions: self.u64()?,
+        })
+    }
+
     /// The next record, or `None` at the end of the payload.
     pub fn next_record(&mut self) -> Dec<Option<Record<'a>>> {
         if self.pos == self.buf.len() {
@@ -333,6 +370,8 @@ impl<'a> Decoder<'a> {
                     concurrency: self.opt_u64()?,
                 },
             },
+            TAG_SCHEDULER => Record::Scheduler(Box::new(self.scheduler()?)),
+            TAG_SCHEDULER_DELETE => Record::SchedulerDelete(self.str()?),
             _ => return Err(DecodeError("unknown record tag")),
         };
         Ok(Some(rec))
