@@ -36,6 +36,7 @@ mod workers;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data_dir::{list as list_data_dir, Listing};
 pub use engine::{
+    ChildrenValues,
     backoff_delay, Engine, EngineConfig, FailOutcome, JobLogPage, Pulled, PushOutcome,
     QueueLimitsInfo, SearchKind, Totals, MAX_BACKOFF_DELAY_MS,
 };
