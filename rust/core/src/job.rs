@@ -195,7 +195,9 @@ pub struct FlowLinks {
 
 impl FlowLinks {
     fn heap_bytes(&self) -> usize {
-        let pairs = |v: &[(Box<str>, Box<str>)]| v.iter().map(|(k, x)| k.len() + x.len() + 32).sum::<usize>();
+        let pairs = |v: &[(Box<str>, Box<str>)]| {
+            v.iter().map(|(k, x)| k.len() + x.len() + 32).sum::<usize>()
+        };
         std::mem::size_of::<FlowLinks>()
             + self.children.len() * 24
             + pairs(&self.values)

@@ -324,10 +324,26 @@ fn repeat(raw: Option<&RawValue>) -> Result<Option<RepeatSpec>> {
 /// The child's failure policy from bunqueue's four booleans (at most one may be set).
 fn child_failure(raw: &RawPush) -> Result<ChildFailure> {
     let flags = [
-        (raw.fail_parent_on_failure, "failParentOnFailure", ChildFailure::FailParent),
-        (raw.continue_parent_on_failure, "continueParentOnFailure", ChildFailure::Continue),
-        (raw.ignore_dependency_on_failure, "ignoreDependencyOnFailure", ChildFailure::Ignore),
-        (raw.remove_dependency_on_failure, "removeDependencyOnFailure", ChildFailure::Remove),
+        (
+            raw.fail_parent_on_failure,
+            "failParentOnFailure",
+            ChildFailure::FailParent,
+        ),
+        (
+            raw.continue_parent_on_failure,
+            "continueParentOnFailure",
+            ChildFailure::Continue,
+        ),
+        (
+            raw.ignore_dependency_on_failure,
+            "ignoreDependencyOnFailure",
+            ChildFailure::Ignore,
+        ),
+        (
+            raw.remove_dependency_on_failure,
+            "removeDependencyOnFailure",
+            ChildFailure::Remove,
+        ),
     ];
     let mut chosen = ChildFailure::Wait;
     for (value, name, policy) in flags {

@@ -30,7 +30,9 @@ fn family(child_extra: &str) -> Vec<(String, PushOptions)> {
         ),
         (
             "parents".into(),
-            opts(r#"{"jobId":"p","name":"p","data":{},"dependsOn":["c1","c2"],"childrenIds":["c1","c2"]}"#),
+            opts(
+                r#"{"jobId":"p","name":"p","data":{},"dependsOn":["c1","c2"],"childrenIds":["c1","c2"]}"#,
+            ),
         ),
     ]
 }
@@ -217,7 +219,9 @@ fn an_active_job_with_pending_children_moves_to_waiting_children() {
     ack_with(&mut h, "b", "c2", "2");
     let (p, token) = h.pull("parents").unwrap();
     // Nothing pending: the job stays active.
-    assert!(!h.op(|e| e.move_to_waiting_children(&p, Some(&token))).unwrap());
+    assert!(!h
+        .op(|e| e.move_to_waiting_children(&p, Some(&token)))
+        .unwrap());
     assert_eq!(h.state("p"), Some(JobState::Active));
     // A child runs again: the parent must wait for it.
     h.op(|e| e.retry("c2")).unwrap();
@@ -225,7 +229,9 @@ fn an_active_job_with_pending_children_moves_to_waiting_children() {
         .op(|e| e.move_to_waiting_children(&p, Some("00000000-0000-7000-8000-000000000000")))
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::LockMismatch);
-    assert!(h.op(|e| e.move_to_waiting_children(&p, Some(&token))).unwrap());
+    assert!(h
+        .op(|e| e.move_to_waiting_children(&p, Some(&token)))
+        .unwrap());
     assert_eq!(h.state("p"), Some(JobState::WaitingChildren));
     assert!(h.job("p").lease.is_none());
     // The old lease is dead.
@@ -240,9 +246,7 @@ fn an_active_job_with_pending_children_moves_to_waiting_children() {
         ]
     );
     // Not active: refused.
-    let err = h
-        .op(|e| e.move_to_waiting_children("p", None))
-        .unwrap_err();
+    let err = h.op(|e| e.move_to_waiting_children("p", None)).unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidState);
 }
 

@@ -123,8 +123,7 @@ impl Engine {
                 dependents[d].push(i);
                 remaining[i] += 1;
             }
-            let children: HashSet<&str> =
-                opts.children_ids.iter().map(String::as_str).collect();
+            let children: HashSet<&str> = opts.children_ids.iter().map(String::as_str).collect();
             if children.len() != opts.children_ids.len() {
                 return Err(invalid(format!("duplicate child in flow job: {id}")));
             }
@@ -204,7 +203,10 @@ impl Engine {
         error: &str,
         now: u64,
     ) -> Option<String> {
-        let policy = self.job(child).flow().map_or(ChildFailure::Wait, |f| f.on_failure);
+        let policy = self
+            .job(child)
+            .flow()
+            .map_or(ChildFailure::Wait, |f| f.on_failure);
         let child_id = self.job(child).id.clone();
         let key = self.child_key(child);
         match policy {
@@ -272,13 +274,21 @@ impl Engine {
         }
         // Each pending dependency must know this job waits for it, to release it.
         let my_id = self.job(slot).id.clone();
-        let deps = self.job(slot).ext().map(|e| e.depends_on.clone()).unwrap_or_default();
+        let deps = self
+            .job(slot)
+            .ext()
+            .map(|e| e.depends_on.clone())
+            .unwrap_or_default();
         for dep in deps {
             let Some(ds) = self.find(&dep) else { continue };
             if self.job(ds).state == JobState::Completed {
                 continue;
             }
-            if !self.job(ds).ext().is_some_and(|e| e.dependents.contains(&my_id)) {
+            if !self
+                .job(ds)
+                .ext()
+                .is_some_and(|e| e.dependents.contains(&my_id))
+            {
                 self.job_mut(ds).ext_mut().dependents.push(my_id.clone());
             }
         }

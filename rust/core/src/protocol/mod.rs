@@ -5,6 +5,7 @@
 
 mod commands;
 mod dlq_commands;
+mod flow_commands;
 mod frames;
 mod job_commands;
 mod job_object;

@@ -211,11 +211,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn flow(&mut self) -> Dec<FlowLinks> {
-        let parent = if self.bool()? {
-            Some(self.id()?)
-        } else {
-            None
-        };
+        let parent = if self.bool()? { Some(self.id()?) } else { None };
         let on_failure =
             ChildFailure::from_wire(self.byte()?).ok_or(DecodeError("bad child failure policy"))?;
         Ok(FlowLinks {
