@@ -196,3 +196,17 @@ def test_queue_and_job_control_methods(target: Server, queue: str) -> None:
     assert r["cleaned"] == 2 and r["completedAfterClean"] == 0
     assert r["concurrency"] == 1
     assert r["drained"] == 1 and r["countAfterDrain"] == 0
+
+
+def test_flow_producer_runs_children_on_two_queues_before_the_parent(
+    target: Server, queue: str
+) -> None:
+    r = run_sdk("flow", target.tcp_port, queue)
+    assert "error" not in r and "timedOut" not in r, r
+    assert sorted(r["order"][:2]) == ["child-a", "child-b"]
+    assert r["order"][2:] == ["parent"]
+    a, b = r["childIds"]
+    assert r["childQueues"] == [f"{queue}-a", f"{queue}-b"]
+    assert r["values"] == {f"{queue}-a:{a}": {"doubled": 2}, f"{queue}-b:{b}": {"doubled": 4}}
+    assert r["parentData"]["role"] == "parent"
+    assert sorted(r["parentData"]["__childrenIds"]) == sorted([a, b])

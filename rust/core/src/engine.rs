@@ -10,6 +10,7 @@
 //! - `timers`: `tick` and the deadlines it applies;
 //! - `lifecycle`: push, pull and the lease, ack, fail, stalls;
 //! - `flows`: dependencies and repeat series;
+//! - `flow_graph`: flows (parent and child jobs pushed at once, across queues);
 //! - `admin`: job and queue operations (remove, cancel, retry, pause, drain, clean…);
 //! - `query`: reads (counts, lists, search, metrics, rendering);
 //! - `logs`: the lines a worker adds to a job's log;
@@ -19,6 +20,7 @@
 
 mod admin;
 mod dedup;
+mod flow_graph;
 mod flows;
 mod lifecycle;
 mod limits;
@@ -30,6 +32,7 @@ mod query;
 mod schedulers;
 mod timers;
 
+pub use flow_graph::ChildrenValues;
 pub use lifecycle::LOCK_TOKEN_REQUIRED;
 pub use limits::QueueLimitsInfo;
 pub use logs::JobLogPage;

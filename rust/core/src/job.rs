@@ -129,6 +129,89 @@ pub struct JobExt {
     pub repeat: Option<RepeatState>,
     pub result: Option<Box<str>>,
     pub error: Option<Box<str>>,
+    /// Parent/child links of a flow (`push_flow`); `None` for every other job.
+    pub flow: Option<Box<FlowLinks>>,
+}
+
+/// What a flow child does to its parent when it fails for good (bunqueue's four
+/// mutually exclusive options; none set: the parent keeps waiting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChildFailure {
+    /// The parent stays in waiting-children (the reference's default).
+    #[default]
+    Wait,
+    /// `failParentOnFailure`: the parent fails for good.
+    FailParent,
+    /// `continueParentOnFailure`: the parent runs at once; the error is kept in its
+    /// failed children values.
+    Continue,
+    /// `ignoreDependencyOnFailure`: the child stops counting as a dependency; the error
+    /// is kept in the parent's ignored failures.
+    Ignore,
+    /// `removeDependencyOnFailure`: the child stops counting as a dependency.
+    Remove,
+}
+
+impl ChildFailure {
+    /// The byte that stands for the policy in records (fixed forever).
+    pub fn wire_code(self) -> u8 {
+        match self {
+            ChildFailure::Wait => 0,
+            ChildFailure::FailParent => 1,
+            ChildFailure::Continue => 2,
+            ChildFailure::Ignore => 3,
+            ChildFailure::Remove => 4,
+        }
+    }
+
+    pub fn from_wire(code: u8) -> Option<ChildFailure> {
+        Some(match code {
+            0 => ChildFailure::Wait,
+            1 => ChildFailure::FailParent,
+            2 => ChildFailure::Continue,
+            3 => ChildFailure::Ignore,
+            4 => ChildFailure::Remove,
+            _ => return None,
+        })
+    }
+}
+
+/// A flow job's links: its parent (a child's), its children (a parent's), and what its
+/// children left behind, keyed `queue:id` as the reference keys them. A child's result
+/// is copied to its parent when it completes, so the parent reads it whatever retention
+/// does to the child.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowLinks {
+    pub parent: Option<JobId>,
+    pub on_failure: ChildFailure,
+    pub children: Vec<JobId>,
+    /// (`queue:id`, result JSON) of completed children.
+    pub values: Vec<(Box<str>, Box<str>)>,
+    /// (`queue:id`, error) of children that failed under `Continue`.
+    pub failed: Vec<(Box<str>, Box<str>)>,
+    /// (`queue:id`, error) of children that failed under `Ignore`.
+    pub ignored: Vec<(Box<str>, Box<str>)>,
+}
+
+impl FlowLinks {
+    fn heap_bytes(&self) -> usize {
+        let pairs = |v: &[(Box<str>, Box<str>)]| {
+            v.iter().map(|(k, x)| k.len() + x.len() + 32).sum::<usize>()
+        };
+        std::mem::size_of::<FlowLinks>()
+            + self.children.len() * 24
+            + pairs(&self.values)
+            + pairs(&self.failed)
+            + pairs(&self.ignored)
+    }
+}
+
+/// Sets `key` to `value` in a list of pairs (replacing an earlier value).
+pub fn set_pair(list: &mut Vec<(Box<str>, Box<str>)>, key: &str, value: &str) {
+    match list.iter_mut().find(|(k, _)| &**k == key) {
+        Some(entry) => entry.1 = value.into(),
+        None => list.push((key.into(), value.into())),
+    }
 }
 
 impl JobExt {
@@ -140,6 +223,7 @@ impl JobExt {
             + (self.depends_on.len() + self.dependents.len()) * 24
             + self.result.as_deref().map_or(0, str::len)
             + self.error.as_deref().map_or(0, str::len)
+            + self.flow.as_deref().map_or(0, FlowLinks::heap_bytes)
     }
 }
 
@@ -189,6 +273,15 @@ impl Job {
 
     pub fn ext_mut(&mut self) -> &mut JobExt {
         self.ext.get_or_insert_with(Default::default)
+    }
+
+    /// The job's flow links, if it is part of a flow.
+    pub fn flow(&self) -> Option<&FlowLinks> {
+        self.ext().and_then(|e| e.flow.as_deref())
+    }
+
+    pub fn flow_mut(&mut self) -> &mut FlowLinks {
+        self.ext_mut().flow.get_or_insert_with(Default::default)
     }
 
     pub fn lifo(&self) -> bool {

@@ -37,8 +37,8 @@ mod workers;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data_dir::{list as list_data_dir, Listing};
 pub use engine::{
-    backoff_delay, Engine, EngineConfig, FailOutcome, JobLogPage, Pulled, PushOutcome,
-    QueueLimitsInfo, SearchKind, Totals, MAX_BACKOFF_DELAY_MS,
+    backoff_delay, ChildrenValues, Engine, EngineConfig, FailOutcome, JobLogPage, Pulled,
+    PushOutcome, QueueLimitsInfo, SearchKind, Totals, MAX_BACKOFF_DELAY_MS,
 };
 pub use error::{EngineError, ErrorKind, Result};
 pub use events::{Event, EventExtra, EventKind};

@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::cron::CronSchedule;
 use crate::error::{EngineError, Result};
+use crate::job::ChildFailure;
 
 pub const MAX_PRIORITY: i64 = i32::MAX as i64;
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
@@ -62,6 +63,11 @@ pub struct PushOptions {
     pub durable: bool,
     pub depends_on: Vec<String>,
     pub repeat: Option<RepeatSpec>,
+    /// Flow links (`parentId`, `childrenIds` and the child's failure policy): used by
+    /// `Engine::push_flow` only; a plain push ignores them.
+    pub parent_id: Option<String>,
+    pub children_ids: Vec<String>,
+    pub on_child_failure: ChildFailure,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +125,18 @@ struct RawPush<'a> {
     depends_on: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     repeat: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present", alias = "parent_id")]
+    parent_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present", alias = "children_ids")]
+    children_ids: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    fail_parent_on_failure: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    continue_parent_on_failure: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    ignore_dependency_on_failure: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    remove_dependency_on_failure: Option<&'a RawValue>,
 }
 
 /// Keeps an explicit `null` as `Some("null")` (serde would turn it into `None`), so that
@@ -303,6 +321,44 @@ fn repeat(raw: Option<&RawValue>) -> Result<Option<RepeatSpec>> {
     }))
 }
 
+/// The child's failure policy from bunqueue's four booleans (at most one may be set).
+fn child_failure(raw: &RawPush) -> Result<ChildFailure> {
+    let flags = [
+        (
+            raw.fail_parent_on_failure,
+            "failParentOnFailure",
+            ChildFailure::FailParent,
+        ),
+        (
+            raw.continue_parent_on_failure,
+            "continueParentOnFailure",
+            ChildFailure::Continue,
+        ),
+        (
+            raw.ignore_dependency_on_failure,
+            "ignoreDependencyOnFailure",
+            ChildFailure::Ignore,
+        ),
+        (
+            raw.remove_dependency_on_failure,
+            "removeDependencyOnFailure",
+            ChildFailure::Remove,
+        ),
+    ];
+    let mut chosen = ChildFailure::Wait;
+    for (value, name, policy) in flags {
+        if opt_bool(value, name)? {
+            if chosen != ChildFailure::Wait {
+                return Err(EngineError::invalid(
+                    "flow failure policies are mutually exclusive",
+                ));
+            }
+            chosen = policy;
+        }
+    }
+    Ok(chosen)
+}
+
 impl PushOptions {
     /// Parses one push body (a JSON object). `max_payload` bounds the `data` bytes.
     pub fn from_json(body: &[u8], max_payload: usize) -> Result<Self> {
@@ -408,6 +464,9 @@ impl PushOptions {
             durable: opt_bool(raw.durable, "durable")?,
             depends_on: string_list(raw.depends_on, "dependsOn", MAX_DEPENDENCIES)?,
             repeat: repeat(raw.repeat)?,
+            parent_id: opt_string(raw.parent_id, "parentId", MAX_KEY_LEN)?,
+            children_ids: string_list(raw.children_ids, "childrenIds", MAX_DEPENDENCIES)?,
+            on_child_failure: child_failure(&raw)?,
         };
         Ok(opts)
     }

@@ -13,7 +13,7 @@
 
 use crate::engine::Totals;
 use crate::ids::JobId;
-use crate::job::{Job, JobExt, STORED_FLAGS};
+use crate::job::{FlowLinks, Job, JobExt, STORED_FLAGS};
 use crate::job_logs::LogEntry;
 use crate::limits::LimitsConfig;
 use crate::metrics::Bucket;
@@ -210,9 +210,36 @@ pub fn encode_job(out: &mut Vec<u8>, j: &Job, queue: &str, name: &str, with_data
     }
     match j.ext.as_deref() {
         None => out.push(0),
+        // 2: the extension is followed by flow links (a byte earlier versions never
+        // wrote, so their records read the same).
         Some(e) => {
-            out.push(1);
+            out.push(if e.flow.is_some() { 2 } else { 1 });
             encode_ext(out, e);
+            if let Some(f) = e.flow.as_deref() {
+                encode_flow(out, f);
+            }
+        }
+    }
+}
+
+fn encode_flow(out: &mut Vec<u8>, f: &FlowLinks) {
+    match &f.parent {
+        None => out.push(0),
+        Some(p) => {
+            out.push(1);
+            put_id(out, p);
+        }
+    }
+    out.push(f.on_failure.wire_code());
+    put_u64(out, f.children.len() as u64);
+    for c in &f.children {
+        put_id(out, c);
+    }
+    for pairs in [&f.values, &f.failed, &f.ignored] {
+        put_u64(out, pairs.len() as u64);
+        for (k, v) in pairs {
+            put_str(out, k);
+            put_str(out, v);
         }
     }
 }
@@ -400,6 +427,7 @@ mod tests {
             id: JobId::Custom("order-7".into()),
             data: r#"{"to":"a@b.c"}"#.into(),
             ext: Some(Box::new(JobExt {
+                flow: None,
                 ttl: Some(60_000),
                 timeout: Some(1000),
                 unique_key: Some("k".into()),

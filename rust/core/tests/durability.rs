@@ -444,6 +444,55 @@ fn callers_writing_their_own_records_leave_segment_switches_to_the_writer() {
 }
 
 #[test]
+fn a_flow_survives_a_restart_with_its_links_and_children_values() {
+    let dir = Dir::new("flow");
+    let clock = ManualClock::new(T0);
+    let h = open(&dir.0, &clock);
+    let flow = |json: &str| PushOptions::from_json(json.as_bytes(), 1 << 20).unwrap();
+    h.mutate(|e| {
+        e.push_flow(vec![
+            (
+                "fa".into(),
+                flow(r#"{"jobId":"k1","data":1,"maxAttempts":1,"parentId":"pp","continueParentOnFailure":true}"#),
+            ),
+            ("fb".into(), flow(r#"{"jobId":"k2","data":2,"parentId":"pp"}"#)),
+            (
+                "fp".into(),
+                flow(r#"{"jobId":"pp","data":0,"dependsOn":["k1","k2"],"childrenIds":["k1","k2"]}"#),
+            ),
+        ])
+    })
+    .unwrap();
+    let (id, token) = pull(&h, "fb");
+    h.mutate(|e| e.ack(&id, Some(&token), Some("\"two\"".into())))
+        .unwrap();
+    let before = dump(&h);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(dump(&h), before);
+    let values = h.with(|e| e.children_values("pp")).unwrap();
+    assert_eq!(
+        values.values,
+        [("fb:k2".to_string(), "\"two\"".to_string())]
+    );
+    // The child's policy survived too: its failure releases the parent.
+    let (id, token) = pull(&h, "fa");
+    h.mutate(|e| e.fail(&id, Some(&token), Some("bad".into())))
+        .unwrap();
+    let (id, _) = pull(&h, "fp");
+    assert_eq!(id, "pp");
+    h.snapshot_now().unwrap();
+    let before = dump(&h);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(dump(&h), before);
+    let values = h.with(|e| e.children_values("pp")).unwrap();
+    assert_eq!(values.failed, [("fa:k1".to_string(), "bad".to_string())]);
+}
+
+#[test]
 fn named_moves_and_a_released_dedup_key_survive_a_restart() {
     let dir = Dir::new("moves");
     let clock = ManualClock::new(T0);

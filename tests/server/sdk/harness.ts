@@ -12,6 +12,7 @@
 // connection.token is unset, which would hide what the script asked for.
 
 export {
+  FlowProducer,
   Queue,
   QueueEvents,
   UnrecoverableError,

@@ -31,7 +31,7 @@ impl Engine {
 
     /// Dependencies of a job that have not completed (a removed one had completed: a
     /// live one's removal fails its dependents instead).
-    fn unfinished_dependencies(&self, slot: u32) -> u32 {
+    pub(super) fn unfinished_dependencies(&self, slot: u32) -> u32 {
         self.job(slot).ext().map_or(0, |e| {
             e.depends_on
                 .iter()
@@ -86,6 +86,7 @@ impl Engine {
             durable: job.durable(),
             depends_on: Vec::new(),
             repeat: Some(state.spec.clone()),
+            ..PushOptions::default()
         };
         let qid = job.queue;
         if let Some(r) = self.job_mut(slot).ext_mut().repeat.as_mut() {

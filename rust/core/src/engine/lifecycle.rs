@@ -116,6 +116,7 @@ impl Engine {
                 }),
                 result: None,
                 error: None,
+                flow: None,
             })
         });
         let flags =
@@ -490,6 +491,7 @@ impl Engine {
         });
         let extra = result.map_or(EventExtra::None, EventExtra::Result);
         self.emit(EventKind::Completed, slot, now, extra);
+        self.hand_result_to_parent(slot);
         self.settle_dependents(slot, now);
         self.schedule_repeat(slot, now);
         self.retain_finished(slot, qid, JobState::Completed, now);
@@ -585,7 +587,15 @@ impl Engine {
                 EventExtra::Error(error.as_str().into()),
             );
             let id = self.job(slot).id.to_string();
+            let parent = self.job(slot).flow().and_then(|f| f.parent.clone());
             for ds in self.blocked_dependents(slot) {
+                // A flow child acts on its parent by its own policy.
+                if parent.as_ref() == Some(&self.job(ds).id) {
+                    if let Some(e) = self.child_failed(ds, slot, &error, now) {
+                        work.push((ds, e));
+                    }
+                    continue;
+                }
                 work.push((ds, format!("Dependency {id} failed")));
             }
             if state == JobState::Active {

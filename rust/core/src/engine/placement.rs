@@ -30,8 +30,10 @@ pub(super) enum Cause {
     /// No way forward: last attempt, `max_stalls`, cancel, or a dependency failed or
     /// was removed.
     FailedForGood,
-    /// Every dependency completed.
+    /// Every dependency completed (or a flow child's failure policy released it).
     DependenciesMet,
+    /// An active job found dependencies still pending (`move_to_waiting_children`).
+    ChildrenPending,
     Retry,
     /// Put off by request: an active job moved to delayed, a pending job's time changed
     /// (`moves.rs`).
@@ -66,6 +68,8 @@ fn is_legal(from: Option<JobState>, to: JobState) -> bool {
         (Some(Active), Delayed) => true,
         // last attempt failed or timed out, max_stalls reached, cancel, discard
         (Some(Active), Failed) => true,
+        // move to waiting-children: dependencies still pending
+        (Some(Active), WaitingChildren) => true,
         // a waiting job's delay changed
         (Some(Waiting), Delayed) => true,
         // discarded before it started
@@ -382,7 +386,7 @@ mod tests {
     #[test]
     fn legal_moves_are_exactly_the_documented_ones() {
         let documented = documented_moves();
-        assert_eq!(documented.len(), 17, "{documented:?}");
+        assert_eq!(documented.len(), 18, "{documented:?}");
         let froms = std::iter::once(None).chain(JobState::ALL.map(Some));
         for from in froms {
             for to in JobState::ALL {

@@ -3,7 +3,8 @@
 //! getters, workers and WaitJob; by topic in their own modules: queue control
 //! (`queue_commands.rs`), job control (`job_commands.rs`), dead letters
 //! (`dlq_commands.rs`), job logs (`log_commands.rs`), queue limits
-//! (`limit_commands.rs`) and job schedulers (`cron_commands.rs`). Requests and replies use the reference's field names and
+//! (`limit_commands.rs`), job schedulers (`cron_commands.rs`) and flows
+//! (`flow_commands.rs`). Requests and replies use the reference's field names and
 //! shapes; validation and job rules are the engine's own (`docs/compatibility.md` lists
 //! where the messages differ).
 
@@ -11,7 +12,8 @@ use super::job_object::{job_object, state_label};
 use super::session::{Awaited, Context, Deferred, Encoding, Session};
 use super::value::Value;
 use super::{
-    cron_commands, dlq_commands, job_commands, limit_commands, log_commands, queue_commands,
+    cron_commands, dlq_commands, flow_commands, job_commands, limit_commands, log_commands,
+    queue_commands,
 };
 use crate::engine::{Engine, LOCK_TOKEN_REQUIRED};
 use crate::error::{EngineError, ErrorKind};
@@ -230,6 +232,9 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             | "ClearConcurrency"
             | "Cron"
             | "CronDelete"
+            | "PUSHF"
+            | "MoveToWaitingChildren"
+            | "RemoveChildDependency"
     );
     if mutating {
         if let Err(e) = ctx.writable {
@@ -240,6 +245,12 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
     let result = match cmd {
         "PUSH" => push(engine, req),
         "PUSHB" => push_batch(engine, req),
+        "PUSHF" => flow_commands::push_flow(engine, req),
+        "GetChildrenValues" => flow_commands::children_values(engine, req),
+        "GetFailedChildrenValues" => flow_commands::failed_children_values(engine, req),
+        "GetIgnoredChildrenFailures" => flow_commands::ignored_children_failures(engine, req),
+        "MoveToWaitingChildren" => flow_commands::move_to_waiting_children(engine, req),
+        "RemoveChildDependency" => flow_commands::remove_child_dependency(engine, req),
         "PULL" | "PULLB" => return pull(engine, ctx, req, cmd == "PULLB"),
         "ACK" => ack(engine, req),
         "ACKB" => ack_batch(engine, req),
@@ -346,7 +357,7 @@ const NOT_OPTIONS: [&str; 4] = ["cmd", "reqId", "queue", "jobs"];
 /// A push request (PUSH, or one PUSHB item) as the engine's push options: the same
 /// parser and rules as the HTTP API, after the protocol's spellings are mapped (`customId`
 /// in batches, a `{type, delay}` backoff, the job name taken from `data.name`).
-fn push_options(engine: &Engine, req: &Value, id_key: &str) -> Res<PushOptions> {
+pub(super) fn push_options(engine: &Engine, req: &Value, id_key: &str) -> Res<PushOptions> {
     let Value::Map(entries) = req else {
         return Err("job must be an object".into());
     };

@@ -5,7 +5,7 @@
 use super::value::Value;
 use crate::engine::Engine;
 use crate::ids::JobId;
-use crate::job::{Job, JobState};
+use crate::job::{ChildFailure, Job, JobState};
 use crate::options::Removal;
 
 /// The reference's default `stackTraceLimit`.
@@ -74,6 +74,8 @@ pub fn job_object_as(engine: &Engine, slot: u32, label: Option<&'static str>) ->
     let depends = ext.map_or(&[][..], |e| &e.depends_on[..]);
     let dependents = ext.map_or(&[][..], |e| &e.dependents[..]);
     let finished = |st| (job.state == st).then_some(job.finished_at);
+    let flow = job.flow();
+    let policy = |p| Value::Bool(flow.is_some_and(|f| f.on_failure == p));
     let repeat = match ext.and_then(|e| e.repeat.as_ref()) {
         None => Value::Nil,
         Some(r) => Value::map(vec![
@@ -117,12 +119,18 @@ pub fn job_object_as(engine: &Engine, slot: u32, label: Option<&'static str>) ->
         ("dependsOn", ids(depends)),
         (
             "parentId",
-            dependents
-                .first()
+            flow.and_then(|f| f.parent.as_ref())
+                .or(dependents.first())
                 .map_or(Value::Nil, |p| Value::Str(p.to_string())),
         ),
-        ("childrenIds", Value::Array(Vec::new())),
-        ("childrenCompleted", Value::Int(0)),
+        (
+            "childrenIds",
+            ids(flow.map_or(&[][..], |f| &f.children[..])),
+        ),
+        (
+            "childrenCompleted",
+            Value::Int(flow.map_or(0, |f| f.values.len() as i64)),
+        ),
         (
             "tags",
             Value::Array(
@@ -151,10 +159,10 @@ pub fn job_object_as(engine: &Engine, slot: u32, label: Option<&'static str>) ->
         ("stackTraceLimit", Value::Int(STACK_TRACE_LIMIT)),
         ("keepLogs", Value::Nil),
         ("sizeLimit", Value::Nil),
-        ("failParentOnFailure", Value::Bool(false)),
-        ("removeDependencyOnFailure", Value::Bool(false)),
-        ("continueParentOnFailure", Value::Bool(false)),
-        ("ignoreDependencyOnFailure", Value::Bool(false)),
+        ("failParentOnFailure", policy(ChildFailure::FailParent)),
+        ("removeDependencyOnFailure", policy(ChildFailure::Remove)),
+        ("continueParentOnFailure", policy(ChildFailure::Continue)),
+        ("ignoreDependencyOnFailure", policy(ChildFailure::Ignore)),
         ("deduplicationTtl", Value::Nil),
         ("deduplicationExtend", Value::Bool(false)),
         ("deduplicationReplace", Value::Bool(false)),

@@ -6,6 +6,7 @@
 mod commands;
 mod cron_commands;
 mod dlq_commands;
+mod flow_commands;
 mod frames;
 mod job_commands;
 mod job_object;

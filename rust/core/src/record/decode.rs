@@ -8,7 +8,7 @@ use super::{
 };
 use crate::engine::Totals;
 use crate::ids::JobId;
-use crate::job::{Job, JobExt, JobState, Lease, RepeatState};
+use crate::job::{ChildFailure, FlowLinks, Job, JobExt, JobState, Lease, RepeatState};
 use crate::job_logs::{LogEntry, LogLevel};
 use crate::limits::{LimitsConfig, RateLimitSpec};
 use crate::metrics::Bucket;
@@ -166,10 +166,15 @@ impl<'a> Decoder<'a> {
         } else {
             None
         };
-        let ext = if self.bool()? {
-            Some(self.ext()?)
-        } else {
-            None
+        let ext = match self.byte()? {
+            0 => None,
+            1 => Some(self.ext()?),
+            2 => {
+                let mut ext = self.ext()?;
+                ext.flow = Some(Box::new(self.flow()?));
+                Some(ext)
+            }
+            _ => return Err(DecodeError("bad flag byte")),
         };
         let job = Job {
             id,
@@ -198,6 +203,25 @@ impl<'a> Decoder<'a> {
             queue,
             name,
             with_data,
+        })
+    }
+
+    fn pairs(&mut self) -> Dec<Vec<(Box<str>, Box<str>)>> {
+        let n = self.small::<usize>()?;
+        (0..n).map(|_| Ok((self.str()?, self.str()?))).collect()
+    }
+
+    fn flow(&mut self) -> Dec<FlowLinks> {
+        let parent = if self.bool()? { Some(self.id()?) } else { None };
+        let on_failure =
+            ChildFailure::from_wire(self.byte()?).ok_or(DecodeError("bad child failure policy"))?;
+        Ok(FlowLinks {
+            parent,
+            on_failure,
+            children: self.ids()?,
+            values: self.pairs()?,
+            failed: self.pairs()?,
+            ignored: self.pairs()?,
         })
     }
 
@@ -244,6 +268,7 @@ impl<'a> Decoder<'a> {
             repeat,
             result: self.opt_str()?,
             error: self.opt_str()?,
+            flow: None,
         })
     }
 
