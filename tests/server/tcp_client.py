@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 import pytest
+from hopper.client.tcp import UNDEFINED, decode_body, decode_ext
 from hopper.server_process import ServerProcess, free_port
 from support import HOST, Server, serving
 
@@ -38,33 +39,7 @@ BUN = REPO / "bench/peers/node_modules/.bin/bun"
 BUNQUEUE_MAIN = REPO / "bench/peers/node_modules/bunqueue/dist/main.js"
 
 
-class _Undefined:
-    """JavaScript's `undefined` (msgpackr's fixext1 type 0, `d4 00 00`)."""
-
-    _instance: _Undefined | None = None
-
-    def __new__(cls) -> _Undefined:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNDEFINED"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-UNDEFINED = _Undefined()
 UNDEFINED_BYTES = b"\xd4\x00\x00"
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == 0:
-        return UNDEFINED
-    if code == -1:
-        return msgpack.Timestamp.from_bytes(data)
-    return msgpack.ExtType(code, data)
 
 
 def _default(obj: Any) -> Any:
@@ -79,7 +54,7 @@ def pack(value: Any) -> bytes:
 
 
 def unpack(body: bytes) -> Any:
-    return msgpack.unpackb(body, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+    return decode_body(body)
 
 
 def header(length: int) -> bytes:
@@ -134,7 +109,7 @@ def leaf_markers(body: bytes) -> dict[tuple[Any, ...], int]:
     """The first byte (the MessagePack type marker) of every scalar in `body`, by its
     path of map keys and array indexes: shows how a value was encoded (`cb` float64,
     `cf`/`d3` 64-bit integers, ...), which decoding hides."""
-    unpacker = msgpack.Unpacker(raw=False, ext_hook=_ext_hook, strict_map_key=False)
+    unpacker = msgpack.Unpacker(raw=False, ext_hook=decode_ext, strict_map_key=False)
     unpacker.feed(body)
     out: dict[tuple[Any, ...], int] = {}
 

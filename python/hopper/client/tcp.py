@@ -96,7 +96,7 @@ def _encode_default(obj: Any) -> Any:
     raise TypeError(f"cannot send a {type(obj).__name__} over the TCP protocol")
 
 
-def _decode_ext(code: int, data: bytes) -> Any:
+def decode_ext(code: int, data: bytes) -> Any:
     if code == 0:
         return UNDEFINED
     if code == -1:
@@ -111,7 +111,7 @@ def encode_frame(message: Mapping[str, Any]) -> bytes:
 
 
 def decode_body(body: bytes) -> Any:
-    return msgpack.unpackb(body, raw=False, ext_hook=_decode_ext, strict_map_key=False)
+    return msgpack.unpackb(body, raw=False, ext_hook=decode_ext, strict_map_key=False)
 
 
 class TcpClient:

@@ -10,23 +10,10 @@ use hopper_core::{
     EngineConfig, EngineHandle, ErrorKind, FsyncPolicy, ManualClock, PushOptions, StorageConfig,
 };
 
+mod common;
+use common::data_dir::Dir;
+
 const T0: u64 = 1_704_067_200_000;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("hopper-dur-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn open_with(
     dir: &Path,

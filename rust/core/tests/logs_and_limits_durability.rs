@@ -2,40 +2,24 @@
 //! snapshot, and from a snapshot with more log on top. Real files in a temp directory,
 //! a manual clock.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use hopper_core::{
-    EngineConfig, EngineHandle, FsyncPolicy, ManualClock, PushOptions, StorageConfig,
-};
+use hopper_core::{EngineConfig, EngineHandle, ManualClock, PushOptions};
+
+mod common;
+use common::data_dir::{open_store, Dir};
 
 const T0: u64 = 1_704_067_200_000;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("hopper-ll-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn open(dir: &Path, clock: &ManualClock) -> EngineHandle {
-    let config = EngineConfig {
-        max_logs_per_job: 4,
-        ..EngineConfig::default()
-    };
-    let storage = StorageConfig::new(dir, FsyncPolicy::Always);
-    EngineHandle::open(config, Arc::new(clock.clone()), Some(storage))
-        .expect("opens")
-        .0
+    open_store(
+        dir,
+        clock,
+        EngineConfig {
+            max_logs_per_job: 4,
+            ..EngineConfig::default()
+        },
+    )
 }
 
 fn push(h: &EngineHandle, queue: &str, json: &str) -> String {

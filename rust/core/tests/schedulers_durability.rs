@@ -2,42 +2,20 @@
 //! with more log on top; a run missed while the server was down is skipped (the
 //! default) or fired once (`skipMissedOnRestart: false`). Real files, a manual clock.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use hopper_core::{
-    EngineConfig, EngineHandle, FsyncPolicy, JobState, ManualClock, SchedulerInfo, SchedulerSpec,
-    StorageConfig,
+    EngineConfig, EngineHandle, JobState, ManualClock, SchedulerInfo, SchedulerSpec,
 };
+
+mod common;
+use common::data_dir::{open_store, Dir};
 
 const T0: u64 = 1_704_067_200_000;
 const MIN: u64 = 60_000;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("hopper-sched-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn open(dir: &Path, clock: &ManualClock) -> EngineHandle {
-    let storage = StorageConfig::new(dir, FsyncPolicy::Always);
-    EngineHandle::open(
-        EngineConfig::default(),
-        Arc::new(clock.clone()),
-        Some(storage),
-    )
-    .expect("opens")
-    .0
+    open_store(dir, clock, EngineConfig::default())
 }
 
 fn restart(h: EngineHandle, dir: &Path, clock: &ManualClock) -> EngineHandle {

@@ -2,6 +2,8 @@
 //! helpers that re-check the counts/list invariant after every step.
 #![allow(dead_code)]
 
+pub mod data_dir;
+
 use std::sync::Arc;
 
 use hopper_core::Job;
