@@ -46,16 +46,23 @@ def _stats(state: ServerState) -> dict[str, Any]:
     }
 
 
-def _metrics(state: ServerState) -> dict[str, Any]:
+def job_totals(state: ServerState) -> dict[str, int]:
+    """The job totals since the data directory was created (bunqueue's `total*`)."""
     s = state.engine.stats()
+    return {
+        "totalPushed": s["pushed"],
+        "totalPulled": s["pulled"],
+        "totalCompleted": s["completed"],
+        "totalFailed": s["failed"],
+    }
+
+
+def _metrics(state: ServerState) -> dict[str, Any]:
     push_ms, pull_ms, ack_ms = state.metrics.averages_ms()
     return {
         "ok": True,
         "metrics": {
-            "totalPushed": s["pushed"],
-            "totalPulled": s["pulled"],
-            "totalCompleted": s["completed"],
-            "totalFailed": s["failed"],
+            **job_totals(state),
             "avgLatencyMs": round((push_ms + pull_ms) / 2, 2),
             "avgProcessingMs": round(ack_ms, 2),
             "memoryUsageMb": memory.memory_mb()["heapUsed"],

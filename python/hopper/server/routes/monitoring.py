@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from hopper._engine import __version__
-from hopper.server import memory
+from hopper.server import memory, server_commands
 from hopper.server.http import Request, Response, ok
 from hopper.server.prometheus import CONTENT_TYPE
 from hopper.server.router import Auth, Doc, Router
@@ -86,17 +86,11 @@ def register(router: Router, state: ServerState) -> None:
         )
 
     async def metrics(_req: Request) -> Response:
-        s = engine.stats()
         return ok(
             orjson.dumps(
                 {
                     "ok": True,
-                    "metrics": {
-                        "totalPushed": s["pushed"],
-                        "totalPulled": s["pulled"],
-                        "totalCompleted": s["completed"],
-                        "totalFailed": s["failed"],
-                    },
+                    "metrics": server_commands.job_totals(state),
                 }
             )
         )
