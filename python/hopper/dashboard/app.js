@@ -419,7 +419,7 @@ function logsPanel(logs) {
   }
   panel.append(h("table", { class: "logs" }, h("tbody", {}, logs.data.map((l) => h("tr", { "data-testid": "log-line" },
     h("td", { class: "muted nowrap" }, fmtTime(l.timestamp)),
-    h("td", {}, h("span", { class: "badge level " + l.level }, l.level)),
+    h("td", { class: "nowrap" }, h("span", { class: "badge level " + l.level }, l.level)),
     h("td", { class: "mono" }, l.message))))));
   return panel;
 }
