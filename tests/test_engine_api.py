@@ -280,3 +280,255 @@ def test_dir_shows_the_public_api() -> None:
     names = dir(hopper)
     assert {"Client", "AsyncClient", "Worker", "Producer", "Engine"} <= set(names)
     assert "Any" not in names and "TYPE_CHECKING" not in names
+
+
+# ----- job control moves ------------------------------------------------------------------
+
+
+def test_move_to_delayed_puts_an_active_job_off_without_spending_an_attempt():
+    with hopper.Engine(clock_ms=1_000_000) as e:
+        jid = e.push("q", 1)
+        job = e.pull("q")
+        assert job is not None
+        with pytest.raises(hopper.LockError):
+            e.move_to_delayed(jid, "00000000-0000-7000-8000-000000000000", 500)
+        e.move_to_delayed(jid, job.token, 500)
+        got = e.get(jid)
+        assert got["state"] == "delayed" and got["attempts"] == 0
+        assert got["runAt"] == 1_000_500
+        with pytest.raises(hopper.InvalidStateError):  # the lease ended with the move
+            e.ack(jid, job.token)
+        e.advance_clock(500)
+        assert e.pull("q").id == jid
+    with hopper.Engine() as e, pytest.raises(hopper.InvalidStateError):
+        e.move_to_delayed("missing", None, 10)
+
+
+def test_move_to_delayed_refuses_a_job_that_is_not_active(eng):
+    jid = eng.push("q", 1)
+    with pytest.raises(hopper.InvalidStateError, match="not active"):
+        eng.move_to_delayed(jid, None, 10)
+    assert eng.get(jid)["state"] == "waiting"
+
+
+def test_change_delay_moves_waiting_and_delayed_jobs_in_time():
+    with hopper.Engine(clock_ms=1_000_000) as e:
+        waiting = e.push("q", 1)
+        e.change_delay(waiting, 300)  # waiting -> delayed
+        assert e.get(waiting)["state"] == "delayed"
+        assert e.get(waiting)["runAt"] == 1_000_300
+        e.change_delay(waiting, 50)  # delayed, new time
+        assert e.get(waiting)["runAt"] == 1_000_050
+        e.change_delay(waiting, 0)  # delayed -> ready now
+        assert e.get(waiting)["state"] == "waiting"
+        job = e.pull("q")
+        e.change_delay(job.id, 20, job.token)  # active: as move_to_delayed
+        assert e.get(job.id)["state"] == "delayed" and e.get(job.id)["attempts"] == 0
+        e.advance_clock(20)
+        job = e.pull("q")
+        e.ack(job.id, job.token)
+        with pytest.raises(hopper.InvalidStateError, match="completed"):
+            e.change_delay(job.id, 10)
+        with pytest.raises(hopper.NotFoundError):
+            e.change_delay("missing", 10)
+        with pytest.raises(hopper.InvalidInputError):
+            e.change_delay(job.id, -1)
+
+
+def test_discard_job_fails_a_job_for_good_whatever_attempts_it_has_left(eng):
+    waiting = eng.push("q", 1, max_attempts=5)
+    delayed = eng.push("q", 2, delay=60_000)
+    eng.discard_job(waiting)
+    eng.discard_job(delayed)
+    for jid in (waiting, delayed):
+        got = eng.get(jid)
+        assert got["state"] == "failed" and got["error"] == "Job discarded"
+    active = eng.push("q", 3, max_attempts=5)
+    job = eng.pull("q")
+    assert job is not None and job.id == active
+    with pytest.raises(hopper.LockError):
+        eng.discard_job(active, "00000000-0000-7000-8000-000000000000")
+    eng.discard_job(active, job.token)
+    assert eng.get(active)["state"] == "failed"
+    with pytest.raises(hopper.InvalidStateError, match="failed"):
+        eng.discard_job(active)
+    with pytest.raises(hopper.NotFoundError):
+        eng.discard_job("missing")
+    assert eng.counts("q")["failed"] == 3
+
+
+def test_promote_first_makes_the_soonest_due_delayed_jobs_ready():
+    with hopper.Engine(clock_ms=1_000_000) as e:
+        late = e.push("q", "late", delay=3000)
+        soon = e.push("q", "soon", delay=1000)
+        mid = e.push("q", "mid", delay=2000)
+        assert e.promote_first("q", 2) == 2
+        assert e.get(soon)["state"] == e.get(mid)["state"] == "waiting"
+        assert e.get(late)["state"] == "delayed"
+        assert e.promote_first("q", 5) == 1
+        assert e.promote_first("q", 5) == 0
+        with pytest.raises(hopper.NotFoundError):
+            e.promote_first("never-used", 1)
+        with pytest.raises(hopper.InvalidInputError):
+            e.promote_first("q", -1)
+
+
+def test_update_data_rewrites_the_data_of_a_job_in_any_state(eng):
+    jid = eng.push("q", {"v": 1})
+    job = eng.pull("q")
+    with pytest.raises(hopper.InvalidStateError):
+        eng.update(jid, data={"v": 2})  # `update` refuses active jobs
+    eng.update_data(jid, {"v": 2})
+    assert eng.get(jid)["data"] == {"v": 2}
+    eng.ack(jid, job.token)
+    eng.update_data(jid, [3])
+    assert eng.get(jid)["data"] == [3]
+    with pytest.raises(hopper.NotFoundError):
+        eng.update_data("missing", 1)
+    with pytest.raises(hopper.InvalidInputError, match="JSON"):
+        eng.update_data(jid, {1, 2})
+    with hopper.Engine(max_payload_bytes=100) as small:
+        kid = small.push("q", 1)
+        with pytest.raises(hopper.InvalidInputError, match="payload"):
+            small.update_data(kid, "x" * 200)
+
+
+def test_extend_lock_renews_without_the_token_but_checks_a_given_one():
+    with hopper.Engine(clock_ms=1_000_000, stall_interval_ms=1000) as e:
+        jid = e.push("q", 1)
+        job = e.pull("q", owner=3)
+        assert e.extend_lock(jid, None, 5000) == 1_005_000
+        assert e.extend_lock(jid, job.token) == 1_001_000  # the default: stall interval
+        with pytest.raises(hopper.LockError):
+            e.extend_lock(jid, "00000000-0000-7000-8000-000000000000")
+        e.advance_clock(999)
+        assert e.get(jid)["state"] == "active"
+        with pytest.raises(hopper.InvalidStateError):
+            e.extend_lock("missing")
+
+
+# ----- job logs ---------------------------------------------------------------------------
+
+
+def test_job_logs_add_read_slice_and_clear():
+    with hopper.Engine(clock_ms=1_000_000) as e:
+        jid = e.push("q", 1)
+        assert e.logs(jid) == ([], 0)
+        e.add_log(jid, "started")
+        e.advance_clock(5)
+        e.add_log(jid, "careful", "warn")
+        e.add_log(jid, "broke", level="error")
+        entries, total = e.logs(jid)
+        assert total == 3
+        assert entries[0] == hopper.LogEntry("started", "info", 1_000_000, 1)
+        assert [(x.message, x.level, x.seq) for x in entries[1:]] == [
+            ("careful", "warn", 2),
+            ("broke", "error", 3),
+        ]
+        assert entries[1].timestamp == 1_000_005
+        assert [x.message for x in e.logs(jid, 1, 1)[0]] == ["careful"]
+        assert [x.message for x in e.logs(jid, -2)[0]] == ["careful", "broke"]
+        assert e.logs(jid, 0, -1) == ([], 3)  # bunqueue's slice(start, end + 1)
+        e.clear_logs(jid, keep=1)
+        assert [x.message for x in e.logs(jid)[0]] == ["broke"]
+        e.clear_logs(jid)
+        assert e.logs(jid) == ([], 0)
+        e.add_log(jid, "again")
+        assert e.logs(jid)[0][0].seq == 4  # numbering goes on
+
+
+def test_job_logs_errors_and_the_per_job_bound():
+    with hopper.Engine(max_logs_per_job=2) as e:
+        jid = e.push("q", 1)
+        for m in "abc":
+            e.add_log(jid, m)
+        assert [x.message for x in e.logs(jid)[0]] == ["b", "c"]
+        with pytest.raises(hopper.InvalidInputError, match="level"):
+            e.add_log(jid, "x", "debug")  # type: ignore[arg-type]
+        with pytest.raises(hopper.InvalidInputError, match="at most"):
+            e.add_log(jid, "x" * (64 * 1024 + 1))
+        for call in (
+            lambda: e.add_log("missing", "x"),
+            lambda: e.logs("missing"),
+            lambda: e.clear_logs("missing"),
+        ):
+            with pytest.raises(hopper.NotFoundError):
+                call()
+        e.remove(jid)
+        with pytest.raises(hopper.NotFoundError):
+            e.logs(jid)
+    with pytest.raises(hopper.InvalidInputError, match="max_logs_per_job"):
+        hopper.Engine(max_logs_per_job=0)
+
+
+def test_job_logs_survive_a_restart(tmp_path):
+    with hopper.Engine(data_dir=tmp_path) as e:
+        jid = e.push("q", 1)
+        e.add_log(jid, "one")
+        e.add_log(jid, "two", "warn")
+    with hopper.Engine(data_dir=tmp_path) as e:
+        assert [(x.message, x.level) for x in e.logs(jid)[0]] == [("one", "info"), ("two", "warn")]
+
+
+# ----- queue limits -----------------------------------------------------------------------
+
+
+def test_rate_limit_holds_pulls_back_and_is_reported():
+    with hopper.Engine(clock_ms=1_000_000) as e:
+        assert e.queue_limits("q") == hopper.QueueLimits(None, -2, None, False)
+        for i in range(4):
+            e.push("q", i)
+        e.set_rate_limit("q", 2, 1000)
+        assert e.pull("q") is not None and e.pull("q") is not None
+        assert e.pull("q") is None
+        limits = e.queue_limits("q")
+        assert limits.rate_limit == hopper.RateLimit(2, 1000, None)
+        assert limits.rate_limit_ttl == 1000 and limits.concurrency_limit is None
+        e.advance_clock(1000)
+        assert e.pull("q") is not None
+        e.clear_rate_limit("q")
+        assert e.pull("q") is not None
+        assert e.queue_limits("q").rate_limit is None
+        e.set_rate_limit("q", 1, 1000, ttl_ms=500)
+        assert e.queue_limits("q").rate_limit == hopper.RateLimit(1, 1000, 1_001_500)
+        e.advance_clock(500)
+        assert e.queue_limits("q").rate_limit is None
+        with pytest.raises(hopper.InvalidInputError, match="duration"):
+            e.set_rate_limit("q", 1, 0)
+        with pytest.raises(hopper.InvalidInputError, match="queue name"):
+            e.set_rate_limit("bad name", 1, 10)
+        with pytest.raises(hopper.InvalidInputError):
+            e.set_rate_limit("q", -1, 10)
+
+
+def test_concurrency_limit_caps_active_jobs(eng):
+    for i in range(3):
+        eng.push("q", i)
+    eng.set_concurrency("q", 1)
+    job = eng.pull("q")
+    assert job is not None and eng.pull("q") is None
+    limits = eng.queue_limits("q")
+    assert limits.concurrency_limit == 1 and limits.maxed
+    eng.ack(job.id, job.token)
+    assert not eng.queue_limits("q").maxed
+    assert eng.pull("q") is not None
+    eng.clear_concurrency("q")
+    assert eng.pull("q") is not None
+    assert eng.queue_limits("q").concurrency_limit is None
+    eng.clear_concurrency("never-used")  # nothing to clear is not an error
+    eng.clear_rate_limit("never-used")
+
+
+def test_queue_limits_survive_a_restart(tmp_path):
+    with hopper.Engine(data_dir=tmp_path) as e:
+        e.set_rate_limit("q", 7, 60_000)
+        e.set_concurrency("q", 3)
+    with hopper.Engine(data_dir=tmp_path) as e:
+        limits = e.queue_limits("q")
+        assert limits.rate_limit == hopper.RateLimit(7, 60_000, None)
+        assert limits.concurrency_limit == 3
+
+
+def test_workers_registry_starts_empty(eng):
+    # Workers register over the TCP protocol (tests/server covers the listing).
+    assert eng.workers() == []

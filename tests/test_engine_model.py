@@ -246,6 +246,84 @@ class EngineModel(RuleBasedStateMachine):
         j.run_at = self.now
         self._enqueue(j)
 
+    @precondition(lambda self: bool(self._in("active")))
+    @rule(data=st.data(), delay=st.sampled_from([0, 30, 100]), wrong_token=st.booleans())
+    def move_to_delayed(self, data, delay, wrong_token):
+        j = data.draw(st.sampled_from(sorted(self._in("active"), key=lambda j: j.id)))
+        if wrong_token:
+            try:
+                self.engine.move_to_delayed(j.id, "00000000-0000-7000-8000-000000000000", delay)
+            except hopper.LockError:
+                return
+            raise AssertionError("move to delayed with a wrong token was accepted")
+        self.engine.move_to_delayed(j.id, j.token, delay)
+        # The lease ends and the attempt is not counted.
+        j.token = None
+        j.run_at = self.now + delay
+        self._runnable(j)
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(data=st.data(), delay=st.sampled_from([0, 30, 100]))
+    def change_delay(self, data, delay):
+        j = data.draw(st.sampled_from(sorted(self.jobs.values(), key=lambda j: j.id)))
+        if j.state not in ("waiting", "delayed", "active"):
+            try:
+                self.engine.change_delay(j.id, delay)
+            except hopper.InvalidStateError:
+                return
+            raise AssertionError(f"changing the delay of a {j.state} job was accepted")
+        self.engine.change_delay(j.id, delay, j.token)
+        run_at = self.now + delay
+        if j.state == "active":  # as move_to_delayed
+            j.token = None
+            j.run_at = run_at
+            self._runnable(j)
+        elif j.state == "delayed":
+            j.run_at = run_at
+            if run_at > self.now:  # re-timed: due after the jobs delayed before it
+                self.delayed_order.remove(j.id)
+                self.delayed_order.append(j.id)
+            else:
+                self._enqueue(j)  # promoted
+        elif run_at > self.now:  # waiting -> delayed; a delay of 0 keeps it in place
+            j.run_at = run_at
+            self._runnable(j)
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(data=st.data())
+    def discard_job(self, data):
+        j = data.draw(st.sampled_from(sorted(self.jobs.values(), key=lambda j: j.id)))
+        if j.state in ("completed", "failed"):
+            try:
+                self.engine.discard_job(j.id)
+            except hopper.InvalidStateError:
+                return
+            raise AssertionError(f"discarding a {j.state} job was accepted")
+        self.engine.discard_job(j.id, j.token)
+        # Failed for good whatever attempts it had left; jobs waiting on it fail too.
+        self._fail_for_good(j)
+        assert self.engine.get(j.id)["error"] == "Job discarded"
+
+    @rule(queue=st.sampled_from(QUEUES), limit=st.integers(0, 3))
+    def promote_first(self, queue, limit):
+        delayed = [j for j in self._in("delayed") if j.queue == queue]
+        if not self.engine.has_queue(queue):
+            assert not delayed
+            try:
+                self.engine.promote_first(queue, limit)
+            except hopper.NotFoundError:
+                return
+            raise AssertionError("promote_first on an unknown queue was accepted")
+        # Soonest due first. Among jobs due at the same time the engine's order is its
+        # index's (by slot), which the model cannot know: take it from the listing.
+        listed, _ = self.engine.list_jobs(queue, "delayed", 0, 999)
+        position = {x["id"]: i for i, x in enumerate(listed)}
+        delayed.sort(key=lambda j: (j.run_at, position[j.id]))
+        assert self.engine.promote_first(queue, limit) == min(limit, len(delayed))
+        for j in delayed[:limit]:
+            j.run_at = self.now
+            self._enqueue(j)
+
     @precondition(lambda self: bool(self._in("failed")))
     @rule(data=st.data())
     def retry(self, data):

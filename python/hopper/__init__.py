@@ -9,7 +9,7 @@ imported on first use, so the engine alone does not load httpx and websockets.
 from typing import TYPE_CHECKING, Any
 
 from hopper._engine import __version__
-from hopper.engine import Engine, SearchType
+from hopper.engine import Engine, LogEntry, LogLevel, QueueLimits, RateLimit, SearchType, WorkerInfo
 from hopper.errors import (
     HopperError,
     InvalidInputError,
@@ -73,12 +73,17 @@ __all__ = [
     "InvalidStateError",
     "Job",
     "LockError",
+    "LogEntry",
+    "LogLevel",
     "NotFoundError",
     "Producer",
+    "QueueLimits",
+    "RateLimit",
     "SearchType",
     "State",
     "UnavailableError",
     "Worker",
+    "WorkerInfo",
     "WsChannel",
     "__version__",
 ]

@@ -11,7 +11,7 @@ import asyncio
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, TypeVar
 
 import orjson
 
@@ -27,6 +27,57 @@ P = ParamSpec("P")
 R = TypeVar("R")
 SearchType = Literal["job", "queue", "payload"]
 FsyncPolicy = Literal["always", "interval", "never"]
+LogLevel = Literal["info", "warn", "error"]
+
+
+class LogEntry(NamedTuple):
+    """One line of a job's log."""
+
+    message: str
+    level: LogLevel
+    timestamp: int
+    """When it was added (engine clock, ms)."""
+    seq: int
+    """Its number within the job's log (1 = the first line ever added)."""
+
+
+class RateLimit(NamedTuple):
+    """A queue's rate limit: at most `max` pulls per sliding window of `duration_ms`."""
+
+    max: int
+    duration_ms: int
+    expires_at: int | None
+    """When the limit lifts itself (engine clock, ms), or None for never."""
+
+
+class QueueLimits(NamedTuple):
+    """A queue's limits and whether they hold pulls back now."""
+
+    rate_limit: RateLimit | None
+    rate_limit_ttl: int
+    """-2 without a rate limit; else ms until the limit lifts (with a ttl) or until a
+    pull is admitted (0: now)."""
+    concurrency_limit: int | None
+    maxed: bool
+    """The queue's active jobs fill its concurrency limit."""
+
+
+class WorkerInfo(NamedTuple):
+    """A worker in the registry (registered over the TCP protocol, kept while its
+    connection is open)."""
+
+    id: str
+    name: str
+    queues: list[str]
+    concurrency: int
+    hostname: str | None
+    pid: float | None
+    registered_at: int
+    last_seen: int
+    """Its last registration or heartbeat (engine clock, ms)."""
+    active_jobs: int
+    processed_jobs: int
+    failed_jobs: int
 
 
 _new_tuple = tuple.__new__
@@ -101,6 +152,7 @@ class Engine:
         snapshot_bytes: int | None = None,
         segment_bytes: int | None = None,
         repair: bool = False,
+        max_logs_per_job: int | None = None,
     ) -> None:
         options = check_engine_options(
             max_payload_bytes=max_payload_bytes,
@@ -115,6 +167,7 @@ class Engine:
             snapshot_bytes=snapshot_bytes,
             segment_bytes=segment_bytes,
             repair=repair,
+            max_logs_per_job=max_logs_per_job,
         )
         try:
             self._core = Core(options, clock_ms=clock_ms)
@@ -228,6 +281,20 @@ class Engine:
     def progress(self, job_id: str, progress: int, token: str | None = None) -> None:
         self._call(self._core.progress, job_id, progress, token)
 
+    def extend_lock(
+        self, job_id: str, token: str | None = None, duration_ms: int | None = None
+    ) -> int:
+        """Renews the lease like `extend_lease`, but a lease pulled with a lock owner may
+        be renewed without its token (a given token must still match): the reference's
+        ExtendLock. Returns the new stall deadline (ms)."""
+        return self._call(self._core.extend_lock, job_id, token, duration_ms)
+
+    def move_to_delayed(self, job_id: str, token: str | None, delay_ms: int) -> None:
+        """Puts an active job off: it runs again `delay_ms` from now without spending an
+        attempt (the reference's `DelayedError`). The lease ends; the token must match
+        (None skips the check). A job that is not active is InvalidStateError."""
+        self._call(self._core.move_to_delayed, job_id, delay_ms, token)
+
     def release_owner(self, owner: int) -> int:
         """Returns every job leased by `owner` to waiting (its connection closed)."""
         return self._call(self._core.release_owner, owner)
@@ -263,6 +330,41 @@ class Engine:
         raw = None if data is None else _dumps(data, "data")
         self._call(self._core.update, job_id, raw, priority)
 
+    def update_data(self, job_id: str, data: Any) -> None:
+        """Replaces the data of a job in any state, active included (a processor may
+        rewrite the data of the job it holds: the reference's `job.updateData`)."""
+        self._call(self._core.update_data, job_id, _dumps(data, "data"))
+
+    def change_delay(self, job_id: str, delay_ms: int, token: str | None = None) -> None:
+        """Runs a job `delay_ms` from now: a waiting or delayed job gets the new time (0
+        makes it ready now), an active one is moved to delayed as by `move_to_delayed`
+        (with its lease's token). Finished jobs are InvalidStateError."""
+        self._call(self._core.change_delay, job_id, delay_ms, token)
+
+    def discard_job(self, job_id: str, token: str | None = None) -> None:
+        """Fails a job for good at once ("Job discarded"), whatever attempts it has
+        left: an active job (with its lease's token) or one that has not started.
+        Finished jobs are InvalidStateError."""
+        self._call(self._core.discard_job, job_id, token)
+
+    def add_log(self, job_id: str, message: str, level: LogLevel = "info") -> None:
+        """Adds a line to a job's log, stamped with the engine clock. A job keeps its
+        newest `max_logs_per_job` lines; they go when the job goes."""
+        self._call(self._core.add_log, job_id, message, level)
+
+    def logs(
+        self, job_id: str, start: int | None = None, end: int | None = None
+    ) -> tuple[list[LogEntry], int]:
+        """A job's log lines, oldest first, from `start` to `end` (both inclusive,
+        negative counting from the end, as bunqueue's GetLogs slices them; all lines
+        when both are None), and how many lines it has in all."""
+        raw, total = self._call(self._core.logs, job_id, start, end)
+        return [LogEntry(*entry) for entry in raw], total  # type: ignore[arg-type]
+
+    def clear_logs(self, job_id: str, keep: int = 0) -> None:
+        """Clears a job's log but for its newest `keep` lines."""
+        self._call(self._core.clear_logs, job_id, keep)
+
     def links(self, job_id: str) -> tuple[list[str], list[str]]:
         """(ids this job depends on, ids that depend on it)."""
         return self._call(self._core.links, job_id)
@@ -295,6 +397,39 @@ class Engine:
 
     def promote_all(self, queue: str) -> int:
         return self._call(self._core.promote_all, queue)
+
+    def promote_first(self, queue: str, limit: int) -> int:
+        """Makes up to `limit` delayed jobs of `queue` ready now, those due soonest
+        first. Returns how many."""
+        return self._call(self._core.promote_first, queue, limit)
+
+    def set_rate_limit(
+        self, queue: str, max: int, duration_ms: int, ttl_ms: int | None = None
+    ) -> None:
+        """At most `max` pulls of `queue` per sliding window of `duration_ms`; with
+        `ttl_ms`, the limit lifts itself after that long. Replaces any earlier one."""
+        self._call(self._core.set_rate_limit, queue, max, duration_ms, ttl_ms)
+
+    def clear_rate_limit(self, queue: str) -> None:
+        self._call(self._core.clear_rate_limit, queue)
+
+    def set_concurrency(self, queue: str, limit: int) -> None:
+        """At most `limit` jobs of `queue` active at once."""
+        self._call(self._core.set_concurrency, queue, limit)
+
+    def clear_concurrency(self, queue: str) -> None:
+        self._call(self._core.clear_concurrency, queue)
+
+    def queue_limits(self, queue: str, max_jobs: int | None = None) -> QueueLimits:
+        """`queue`'s rate and concurrency limits and whether they hold pulls back now
+        (no limits for a queue that has none or does not exist). `max_jobs` as bunqueue's
+        `getRateLimitTtl(maxJobs)`: the ttl is 0 until that many pulls are in the window."""
+        rate, ttl, concurrency, maxed = self._call(self._core.queue_limits, queue, max_jobs)
+        return QueueLimits(None if rate is None else RateLimit(*rate), ttl, concurrency, maxed)
+
+    def workers(self) -> list[WorkerInfo]:
+        """The workers registry, oldest registration first."""
+        return [WorkerInfo(**w) for w in self._core.workers()]
 
     def obliterate(self, queue: str, *, force: bool = False) -> int:
         return self._call(self._core.obliterate, queue, force)

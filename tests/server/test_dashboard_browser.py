@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from support import Server
+from tcp_client import Conn
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -100,8 +101,16 @@ def test_overview_lists_queues_live_and_views_render(server: Server, page: Any, 
     playwright_api.expect(page.get_by_test_id("queue-title")).to_contain_text(queue)
     shot(page, "queue")
 
+    with Conn(server.tcp_port) as tcp:
+        tcp.call_ok("AddLog", id=failed, message="connecting to smtp.example.com")
+        tcp.call_ok("AddLog", id=failed, message="no answer in 30 s", level="error")
     page.goto(f"{server.url}/#/job/{queue}/{failed}")
     playwright_api.expect(page.get_by_test_id("job-error")).to_have_text("smtp timeout")
+    lines = page.get_by_test_id("job-logs").get_by_test_id("log-line")
+    playwright_api.expect(lines).to_have_count(2)
+    playwright_api.expect(lines.nth(0)).to_contain_text("connecting to smtp.example.com")
+    playwright_api.expect(lines.nth(1)).to_contain_text("error")
+    playwright_api.expect(lines.nth(1)).to_contain_text("no answer in 30 s")
     shot(page, "job")
 
     page.locator("#search").fill("user1@example")
@@ -111,6 +120,26 @@ def test_overview_lists_queues_live_and_views_render(server: Server, page: Any, 
         "user1@example.com"
     )
     shot(page, "search")
+
+
+def test_queue_limits_and_workers_are_shown(server: Server, page: Any, queue: str) -> None:
+    push(server.client, queue, data=1)
+    with Conn(server.tcp_port) as tcp:
+        tcp.call_ok("RateLimit", queue=queue, limit=5, duration=60_000)
+        tcp.call_ok("SetConcurrency", queue=queue, limit=2)
+        worker = tcp.call_ok(
+            "RegisterWorker", name="thumbnailer", queues=[queue], workerId=f"w-{queue}"
+        )["data"]["workerId"]
+        page.goto(f"{server.url}/#/queue/{queue}")
+        limits = page.get_by_test_id("queue-limits")
+        playwright_api.expect(limits).to_contain_text("Rate limit: 5 per 60000 ms")
+        playwright_api.expect(limits).to_contain_text("Concurrency: 2")
+        page.goto(server.url + "/")
+        row = page.get_by_test_id(f"worker-row-{worker}")
+        playwright_api.expect(row).to_contain_text("thumbnailer")
+        playwright_api.expect(row).to_contain_text(queue)
+        playwright_api.expect(row).to_contain_text("live")
+        shot(page, "workers")
 
 
 def test_retrying_a_failed_job_from_the_page_moves_it(

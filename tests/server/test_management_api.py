@@ -28,7 +28,8 @@ from management_support import (
     seed_states,
     take,
 )
-from support import ServerFactory, expect_error, expect_ok, get_job, pull, push
+from support import Server, ServerFactory, expect_error, expect_ok, get_job, pull, push
+from tcp_client import Conn
 
 NO_COUNTS = dict.fromkeys(STATES, 0)
 
@@ -607,6 +608,130 @@ def test_flows_list_parents_by_state(client: httpx.Client, queue: str) -> None:
     api_error(client.get("/api/flows", params={"state": "bogus"}), 400, "BAD_REQUEST")
 
 
+# ----- hopper extensions: job logs, queue limits, workers -----------------------------------
+
+
+def test_job_logs_in_the_detail_and_their_own_route(
+    server: Server, client: httpx.Client, queue: str
+) -> None:
+    job_id = push(client, queue)
+    assert job_of(client, queue, job_id)["logs"] == []
+    assert api_page(client.get(f"/api/queues/{queue}/jobs/{job_id}/logs")) == (
+        [],
+        {"total": 0, "start": 0, "end": 1000},
+    )
+    with Conn(server.tcp_port) as c:
+        c.call_ok("AddLog", id=job_id, message="starting")
+        c.call_ok("AddLog", id=job_id, message="slow disk", level="warn")
+        c.call_ok("AddLog", id=job_id, message="gave up", level="error")
+    assert job_of(client, queue, job_id)["logs"] == ["starting", "slow disk", "gave up"]
+    lines, meta = api_page(client.get(f"/api/queues/{queue}/jobs/{job_id}/logs"))
+    assert meta == {"total": 3, "start": 0, "end": 1000}
+    assert [(x["seq"], x["level"], x["message"]) for x in lines] == [
+        (1, "info", "starting"),
+        (2, "warn", "slow disk"),
+        (3, "error", "gave up"),
+    ]
+    for line in lines:
+        assert set(line) == {"seq", "level", "message", "timestamp"}
+        assert abs(iso_ms(line["timestamp"]) - time.time() * 1000) < 60_000
+    lines, meta = api_page(
+        client.get(f"/api/queues/{queue}/jobs/{job_id}/logs", params={"start": 1, "end": 2})
+    )
+    assert [x["message"] for x in lines] == ["slow disk"]
+    assert meta == {"total": 3, "start": 1, "end": 2}
+    lines, meta = api_page(
+        client.get(f"/api/queues/{queue}/jobs/{job_id}/logs", params={"start": 5, "end": 5})
+    )
+    assert lines == [] and meta["total"] == 3
+    # a list leaves `logs` empty (the lines are the detail's)
+    listed, _ = api_page(client.get(f"/api/queues/{queue}/jobs"))
+    assert [j["logs"] for j in listed] == [[]]
+
+
+def test_job_logs_route_errors(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue)
+    base = f"/api/queues/{queue}/jobs"
+    api_error(client.get(f"{base}/nope/logs"), 404, "NOT_FOUND", "Job nope not found")
+    api_error(client.get(f"/api/queues/{queue}-other/jobs/{job_id}/logs"), 404, "NOT_FOUND")
+    api_error(client.get(f"{base}/{job_id}/logs", params={"start": "x"}), 400, "BAD_REQUEST")
+    api_error(
+        client.get(f"{base}/{job_id}/logs", params={"start": 0, "end": 1001}),
+        400,
+        "BAD_REQUEST",
+        "Page size too large (max 1000)",
+    )
+    api_error(client.post(f"{base}/{job_id}/logs"), 404, "NOT_FOUND")
+
+
+def test_queue_detail_shows_its_limits(server: Server, client: httpx.Client, queue: str) -> None:
+    first = push(client, queue)
+    assert api_data(client.get(f"/api/queues/{queue}"))["limits"] == {
+        "rateLimit": None,
+        "rateLimitTtl": -2,
+        "concurrency": None,
+        "concurrencyMaxed": False,
+    }
+    with Conn(server.tcp_port) as c:
+        c.call_ok("RateLimit", queue=queue, limit=5, duration=60_000)
+        c.call_ok("SetConcurrency", queue=queue, limit=1)
+    take(client, queue, first)
+    limits = api_data(client.get(f"/api/queues/{queue}"))["limits"]
+    assert limits == {
+        "rateLimit": {"max": 5, "duration": 60_000, "expiresAt": None},
+        "rateLimitTtl": 0,
+        "concurrency": 1,
+        "concurrencyMaxed": True,
+    }
+    # an extension of the detail only: the summary is the reference's
+    summary = next(s for s in api_data(client.get("/api/queues")) if s["name"] == queue)
+    assert "limits" not in summary
+    with Conn(server.tcp_port) as c:
+        c.call_ok("RateLimit", queue=queue, limit=1, duration=1000, ttl=60_000)
+        c.call_ok("ClearConcurrency", queue=queue)
+    limits = api_data(client.get(f"/api/queues/{queue}"))["limits"]
+    assert limits["rateLimit"]["max"] == 1 and ISO.match(limits["rateLimit"]["expiresAt"])
+    assert limits["concurrency"] is None and limits["concurrencyMaxed"] is False
+    with Conn(server.tcp_port) as c:
+        c.call_ok("RateLimitClear", queue=queue)
+    assert api_data(client.get(f"/api/queues/{queue}"))["limits"]["rateLimit"] is None
+
+
+def test_workers_registry(server: Server, client: httpx.Client, queue: str) -> None:
+    with Conn(server.tcp_port) as c:
+        reg = c.call_ok(
+            "RegisterWorker", name="resizer", queues=[queue], concurrency=4, hostname="h1", pid=42
+        )["data"]
+        c.call_ok("Heartbeat", id=reg["workerId"], activeJobs=2, processed=7, failed=1)
+        listed = api_data(client.get("/api/workers", params={"queue": queue}))
+        assert len(listed) == 1
+        w = listed[0]
+        assert {k: w[k] for k in ("id", "name", "queues", "concurrency", "hostname", "pid")} == {
+            "id": reg["workerId"],
+            "name": "resizer",
+            "queues": [queue],
+            "concurrency": 4,
+            "hostname": "h1",
+            "pid": 42,
+        }
+        assert (w["activeJobs"], w["processedJobs"], w["failedJobs"]) == (2, 7, 1)
+        assert w["status"] == "live"
+        assert ISO.match(w["registeredAt"]) and ISO.match(w["lastHeartbeatAt"])
+        assert reg["workerId"] in {x["id"] for x in api_data(client.get("/api/workers"))}
+        assert api_data(client.get("/api/workers", params={"queue": f"{queue}-x"})) == []
+    # the worker goes with its connection
+    deadline = time.monotonic() + 5
+    while api_data(client.get("/api/workers", params={"queue": queue})):
+        assert time.monotonic() < deadline, "the worker outlived its connection"
+        time.sleep(0.02)
+
+
+def test_extension_routes_are_documented(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "get" in paths["/api/queues/{name}/jobs/{id}/logs"]
+    assert "get" in paths["/api/workers"]
+
+
 # ----- jobs: actions ------------------------------------------------------------------------
 
 
@@ -1129,10 +1254,16 @@ def test_allow_list_hides_other_queues_everywhere(start_server: ServerFactory) -
         "/api/queues/c/metrics",
         "/api/queues/c/events",
         "/api/search?q=topsecret&type=payload&queue=c",
+        f"/api/queues/c/jobs/{secret}/logs",
+        "/api/workers?queue=c",
     ):
         hidden_404("GET", path)
     # a hidden job through an allowed queue's path
-    for path in (f"/api/queues/a/jobs/{secret}", f"/api/queues/a/jobs/{secret}/children"):
+    for path in (
+        f"/api/queues/a/jobs/{secret}",
+        f"/api/queues/a/jobs/{secret}/children",
+        f"/api/queues/a/jobs/{secret}/logs",
+    ):
         hidden_404("GET", path)
     hidden_404("PATCH", f"/api/queues/a/jobs/{secret}", {"data": 1})
     hidden_404("DELETE", f"/api/queues/a/jobs/{secret}")
@@ -1152,6 +1283,12 @@ def test_allow_list_hides_other_queues_everywhere(start_server: ServerFactory) -
     added = api_data(client.post("/api/queues/b/jobs", json={"name": "ok"}), 201)
     assert added["queueName"] == "b"
     api_error(client.post("/api/queues/c/jobs", json={"name": "no"}), 404, "NOT_FOUND")
+    # workers: only the allowed queues show, and a worker of hidden queues alone not at all
+    with Conn(server.tcp_port) as c:
+        c.call_ok("RegisterWorker", name="both", queues=["a", "c"], workerId="w-both")
+        c.call_ok("RegisterWorker", name="hidden", queues=["c"], workerId="w-hidden")
+        listed = api_data(client.get("/api/workers"))
+        assert [(w["name"], w["queues"]) for w in listed] == [("both", ["a"])]
 
 
 def test_metrics_off(start_server: ServerFactory) -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from management_support import ack, api_data, fail, seed_states, take
 from support import Server, ServerFactory, push
+from tcp_client import Conn
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -201,10 +202,20 @@ def test_real_responses_conform(start_server: ServerFactory) -> None:
         "/api/queues/{name}/events",
     ):
         get(path)
+    with Conn(server.tcp_port) as c:
+        # the extensions' answers with something in them: log lines, limits, a worker
+        c.call_ok("AddLog", id=group, message="hello", level="warn")
+        c.call_ok("RateLimit", queue=q, limit=5, duration=1000, ttl=60_000)
+        c.call_ok("SetConcurrency", queue=q, limit=3)
+        c.call_ok("RegisterWorker", name="w", queues=[q], hostname="h", pid=1)
+        get("/api/workers")
+        get("/api/workers", params={"queue": q})
+        get("/api/queues/{name}")
     for job_id in (*ids.values(), group):
         get("/jobs/{id}", id=job_id)
         get("/api/queues/{name}/jobs/{id}", id=job_id)
         get("/api/queues/{name}/jobs/{id}/children", id=job_id)
+        get("/api/queues/{name}/jobs/{id}/logs", id=job_id)
     for state in ids:
         get("/api/queues/{name}/jobs", params={"state": state})
         get("/api/flows", params={"state": state})
@@ -224,6 +235,7 @@ def test_real_responses_conform(start_server: ServerFactory) -> None:
     # errors
     get("/api/queues/{name}", name="no-such-queue")
     get("/api/queues/{name}/jobs/{id}", id="no-such-job")
+    get("/api/queues/{name}/jobs/{id}/logs", id="no-such-job")
     get("/api/queues/{name}/jobs", params={"state": "bogus"})
     get("/api/queues/{name}/metrics", params={"from": "yesterday"})
     get("/api/search")

@@ -183,9 +183,10 @@ function countCell(queue, st, n) {
 
 async function overview() {
   const queues = await api("/queues");
-  const [sparks, failures] = await Promise.all([
+  const [sparks, failures, workers] = await Promise.all([
     api("/metrics/sparklines").catch(() => ({ data: {} })),
     Promise.all(queues.data.filter((x) => x.counts.failed).map((x) => api(`/queues/${enc(x.name)}/failures`).then((f) => [x.name, f.data]))),
+    api("/workers").catch(() => ({ data: [] })),
   ]);
   const filter = h("input", { type: "search", placeholder: "Filter queues by name", "data-testid": "queue-filter" });
   const body = h("tbody");
@@ -221,8 +222,37 @@ async function overview() {
   show(
     h("div", { class: "spread" }, h("div", {}, h("h1", {}, "Queues"), h("div", { class: "muted" }, `${queues.data.length} queues · counts update live`)), filter),
     h("div", { class: "panel" }, table),
-    failurePanel);
+    failurePanel,
+    workersPanel(workers.data));
   state.refresh = { queue: null, fn: () => overview() };
+}
+
+function workersPanel(workers) {
+  const panel = h("div", { class: "panel", "data-testid": "workers" }, h("h2", {}, "Workers"));
+  if (!workers.length) {
+    panel.append(h("div", { class: "empty" }, "No workers registered."));
+    return panel;
+  }
+  panel.append(h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "Worker"), h("th", {}, "Queues"), h("th", { class: "num" }, "Concurrency"),
+      h("th", { class: "num" }, "Active"), h("th", { class: "num" }, "Processed"), h("th", { class: "num" }, "Failed"),
+      h("th", {}, "Host"), h("th", {}, "Last heartbeat"))),
+    h("tbody", {}, workers.map((w) => h("tr", { "data-testid": `worker-row-${w.id}` },
+      h("td", {}, w.name, " ", h("span", { class: "badge worker " + w.status, title: w.id }, w.status)),
+      h("td", {}, w.queues.map((q) => h("a", { class: "badge", href: `#/queue/${enc(q)}` }, q))),
+      h("td", { class: "num" }, w.concurrency), h("td", { class: "num" }, w.activeJobs),
+      h("td", { class: "num" }, w.processedJobs), h("td", { class: "num" }, w.failedJobs),
+      h("td", { class: "muted" }, [w.hostname, w.pid].filter((x) => x !== null).join(" · ") || "—"),
+      h("td", { class: "muted", title: fmtTime(w.lastHeartbeatAt) }, age(w.lastHeartbeatAt) + " ago"))))));
+  return panel;
+}
+
+function limitsLine(limits) {
+  const parts = [];
+  const r = limits.rateLimit;
+  if (r) parts.push(`Rate limit: ${r.max} per ${r.duration} ms` + (r.expiresAt ? ` until ${fmtTime(r.expiresAt)}` : "") + (limits.rateLimitTtl > 0 ? ` (next pull in ${limits.rateLimitTtl} ms)` : ""));
+  if (limits.concurrency !== null) parts.push(`Concurrency: ${limits.concurrency}` + (limits.concurrencyMaxed ? " (full)" : ""));
+  return h("div", { class: "muted", "data-testid": "queue-limits" }, parts.length ? parts.join(" · ") : "No rate or concurrency limit.");
 }
 
 async function queueView(name, params) {
@@ -262,7 +292,8 @@ async function queueView(name, params) {
   show(
     h("div", { class: "spread" },
       h("div", {}, h("div", { class: "muted" }, h("a", { href: "#/" }, "Queues"), " / "), h("h1", { "data-testid": "queue-title" }, name, " ", d.isPaused ? h("span", { class: "badge paused" }, "paused") : null),
-        d.pausedNames.filter((n) => n !== "__all__").length ? h("div", { class: "muted" }, "Paused job names: " + d.pausedNames.filter((n) => n !== "__all__").join(", ")) : null),
+        d.pausedNames.filter((n) => n !== "__all__").length ? h("div", { class: "muted" }, "Paused job names: " + d.pausedNames.filter((n) => n !== "__all__").join(", ")) : null,
+        d.limits ? limitsLine(d.limits) : null),
       queueActions(name, d)),
     h("div", { class: "panel" }, tabs, h("div", { class: "filters" }, nameFilter, groupFilter), table, pager),
     h("div", { class: "grid2" },
@@ -329,7 +360,8 @@ function metricsPanel(name) {
 
 async function jobView(queue, id) {
   const q = enc(queue);
-  const [res, kids] = await Promise.all([api(`/queues/${q}/jobs/${enc(id)}`), api(`/queues/${q}/jobs/${enc(id)}/children`)]);
+  const [res, kids, logs] = await Promise.all([api(`/queues/${q}/jobs/${enc(id)}`), api(`/queues/${q}/jobs/${enc(id)}/children`),
+    api(`/queues/${q}/jobs/${enc(id)}/logs`).catch(() => ({ data: [], meta: { total: 0 } }))]);
   const j = res.data;
   const reload = () => jobView(queue, id);
   const timeline = h("ul", { class: "timeline" },
@@ -372,8 +404,24 @@ async function jobView(queue, id) {
         ? h("ul", { class: "tree" }, kids.data.map((k) => h("li", {}, stateBadge(k.state), " ", h("a", { class: "mono", href: `#/job/${enc(k.queueName)}/${enc(k.id)}` }, k.id), " ", h("span", { class: "muted" }, k.name))))
         : h("div", { class: "empty" }, "None.")),
       edit),
+    logsPanel(logs),
     h("div", { class: "panel" }, h("h2", {}, "Options"), h("pre", {}, pretty(j.opts))));
   state.refresh = { queue, fn: () => jobView(queue, id) };
+}
+
+function logsPanel(logs) {
+  const total = logs.meta.total;
+  const panel = h("div", { class: "panel", "data-testid": "job-logs" },
+    h("h2", {}, "Logs", total > logs.data.length ? h("span", { class: "muted" }, ` (first ${logs.data.length} of ${total})`) : null));
+  if (!logs.data.length) {
+    panel.append(h("div", { class: "empty" }, "No log lines."));
+    return panel;
+  }
+  panel.append(h("table", { class: "logs" }, h("tbody", {}, logs.data.map((l) => h("tr", { "data-testid": "log-line" },
+    h("td", { class: "muted nowrap" }, fmtTime(l.timestamp)),
+    h("td", { class: "nowrap" }, h("span", { class: "badge level " + l.level }, l.level)),
+    h("td", { class: "mono" }, l.message))))));
+  return panel;
 }
 
 async function searchView(query) {

@@ -271,6 +271,13 @@ class ServerConfig:
         "approximate bytes of finished jobs kept per queue and state",
         engine=True,
     )
+    max_logs_per_job: int = option(
+        1000,
+        "--max-logs-per-job",
+        ("HOPPER_MAX_LOGS_PER_JOB",),
+        "log lines kept per job (the oldest go first)",
+        engine=True,
+    )
 
     def engine_options(self) -> dict[str, Any]:
         """`hopper.Engine` keyword arguments: every engine option, and the data directory

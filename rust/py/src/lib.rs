@@ -9,8 +9,9 @@ use std::sync::Arc;
 use hopper_core::{
     event_frame as encode_event_frame, push_str, write_event, AckRequest, Clock, Commit, Deferred,
     Encoding, Engine, EngineConfig, EngineError, EngineHandle, ErrorKind, Event, FailOutcome,
-    FailRequest, FsyncPolicy, JobState, ManualClock, OpenReport, Output, PushOptions, SearchKind,
-    Session, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS,
+    FailRequest, FsyncPolicy, JobState, ManualClock, OpenReport, Output, PushOptions,
+    QueueLimitsInfo, SearchKind, Session, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS,
+    DEFAULT_MAX_ATTEMPTS,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -194,7 +195,7 @@ impl EngineOptions {
     #[pyo3(signature = (*, max_payload_bytes=None, stall_interval_ms=None, max_stalls=None,
         retention_count=None, retention_age_ms=None, retention_bytes=None,
         data_dir=None, fsync="interval", fsync_interval_ms=10, snapshot_bytes=None,
-        segment_bytes=None, repair=false))]
+        segment_bytes=None, repair=false, max_logs_per_job=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_payload_bytes: Option<usize>,
@@ -209,6 +210,7 @@ impl EngineOptions {
         snapshot_bytes: Option<u64>,
         segment_bytes: Option<u64>,
         repair: bool,
+        max_logs_per_job: Option<usize>,
     ) -> PyResult<Self> {
         let d = EngineConfig::default();
         let config = EngineConfig {
@@ -218,6 +220,7 @@ impl EngineOptions {
             retention_count: retention_count.unwrap_or(d.retention_count),
             retention_age_ms: retention_age_ms.unwrap_or(d.retention_age_ms),
             retention_bytes: retention_bytes.unwrap_or(d.retention_bytes),
+            max_logs_per_job: max_logs_per_job.unwrap_or(d.max_logs_per_job),
             ..d
         };
         config.validate().map_err(to_py)?;
@@ -589,6 +592,187 @@ impl Core {
         })
     }
 
+    /// An active job runs again after `delay_ms`, its attempt not counted; the lease ends.
+    #[pyo3(signature = (id, delay_ms, token=None))]
+    fn move_to_delayed(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        delay_ms: u64,
+        token: Option<&str>,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| e.move_to_delayed(id, token, delay_ms))
+    }
+
+    /// Runs a waiting, delayed or active job `delay_ms` from now.
+    #[pyo3(signature = (id, delay_ms, token=None))]
+    fn change_delay(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        delay_ms: u64,
+        token: Option<&str>,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| e.change_delay(id, token, delay_ms))
+    }
+
+    /// Fails a job for good, whatever attempts it has left.
+    #[pyo3(signature = (id, token=None))]
+    fn discard_job(&self, py: Python<'_>, id: &str, token: Option<&str>) -> PyResult<()> {
+        self.mutate(py, |e| e.discard_job(id, token))
+    }
+
+    /// Replaces the data of a job in any state.
+    fn update_data(&self, py: Python<'_>, id: &str, data: &[u8]) -> PyResult<()> {
+        self.mutate(py, |e| {
+            let data = json_text(data, "data")?;
+            e.update_data(id, data)
+        })
+    }
+
+    /// Renews a lease; a given token must match, none is needed. Returns the deadline.
+    #[pyo3(signature = (id, token=None, duration_ms=None))]
+    fn extend_lock(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        token: Option<&str>,
+        duration_ms: Option<u64>,
+    ) -> PyResult<u64> {
+        self.mutate(py, |e| e.extend_lock(id, token, duration_ms))
+    }
+
+    #[pyo3(signature = (id, message, level=None))]
+    fn add_log(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        message: &str,
+        level: Option<&str>,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| e.add_log(id, message, level))
+    }
+
+    /// ([(message, level, timestamp ms, line number)], lines in all); `start`/`end`
+    /// inclusive, as bunqueue's GetLogs slices them.
+    #[pyo3(signature = (id, start=None, end=None))]
+    #[allow(clippy::type_complexity)]
+    fn logs(
+        &self,
+        id: &str,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> PyResult<(Vec<(String, &'static str, u64, u64)>, usize)> {
+        self.with(|e| {
+            let page = e.logs(id, start, end)?;
+            let entries = page
+                .entries
+                .into_iter()
+                .map(|l| (l.message.into(), l.level.as_str(), l.timestamp, l.seq))
+                .collect();
+            Ok((entries, page.total))
+        })
+    }
+
+    /// Clears a job's log but for its newest `keep` lines.
+    #[pyo3(signature = (id, keep=None))]
+    fn clear_logs(&self, py: Python<'_>, id: &str, keep: Option<u64>) -> PyResult<()> {
+        self.mutate(py, |e| e.clear_logs(id, keep))
+    }
+
+    #[pyo3(signature = (queue, max, duration_ms, ttl_ms=None))]
+    fn set_rate_limit(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        max: u64,
+        duration_ms: u64,
+        ttl_ms: Option<u64>,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| e.set_rate_limit(queue, max, duration_ms, ttl_ms))
+    }
+
+    fn clear_rate_limit(&self, py: Python<'_>, queue: &str) -> PyResult<()> {
+        self.mutate(py, |e| e.clear_rate_limit(queue))
+    }
+
+    fn set_concurrency(&self, py: Python<'_>, queue: &str, limit: u64) -> PyResult<()> {
+        self.mutate(py, |e| e.set_concurrency(queue, limit))
+    }
+
+    fn clear_concurrency(&self, py: Python<'_>, queue: &str) -> PyResult<()> {
+        self.mutate(py, |e| e.clear_concurrency(queue))
+    }
+
+    /// ((max, duration ms, expires at ms or None) or None, rate limit ttl, concurrency
+    /// limit or None, concurrency full).
+    #[pyo3(signature = (queue, max_jobs=None))]
+    #[allow(clippy::type_complexity)]
+    fn queue_limits(
+        &self,
+        queue: &str,
+        max_jobs: Option<u64>,
+    ) -> PyResult<(Option<(u64, u64, Option<u64>)>, i64, Option<u64>, bool)> {
+        let info: QueueLimitsInfo = self.with(|e| Ok(e.queue_limits(queue, max_jobs)))?;
+        Ok((
+            info.rate_limit
+                .map(|r| (r.max, r.duration_ms, r.expires_at)),
+            info.rate_limit_ttl,
+            info.concurrency_limit,
+            info.maxed,
+        ))
+    }
+
+    /// The workers registry, oldest registration first, one dict each.
+    fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let workers = self.with(|e| {
+            Ok(e.workers
+                .list()
+                .into_iter()
+                .map(|w| {
+                    (
+                        w.id.clone(),
+                        w.name.clone(),
+                        w.queues.clone(),
+                        w.concurrency,
+                        w.hostname.clone(),
+                        w.pid,
+                        [
+                            w.registered_at,
+                            w.last_seen,
+                            w.active_jobs,
+                            w.processed_jobs,
+                            w.failed_jobs,
+                        ],
+                    )
+                })
+                .collect::<Vec<_>>())
+        })?;
+        workers
+            .into_iter()
+            .map(|(id, name, queues, concurrency, hostname, pid, numbers)| {
+                let d = PyDict::new(py);
+                d.set_item("id", id)?;
+                d.set_item("name", name)?;
+                d.set_item("queues", queues)?;
+                d.set_item("concurrency", concurrency)?;
+                d.set_item("hostname", hostname)?;
+                d.set_item("pid", pid)?;
+                let keys = [
+                    "registered_at",
+                    "last_seen",
+                    "active_jobs",
+                    "processed_jobs",
+                    "failed_jobs",
+                ];
+                for (k, v) in keys.into_iter().zip(numbers) {
+                    d.set_item(k, v)?;
+                }
+                Ok(d)
+            })
+            .collect()
+    }
+
     #[pyo3(signature = (queue, name=None))]
     fn pause(&self, py: Python<'_>, queue: &str, name: Option<&str>) -> PyResult<()> {
         self.mutate(py, |e| e.pause(queue, name))
@@ -629,6 +813,11 @@ impl Core {
 
     fn promote_all(&self, py: Python<'_>, queue: &str) -> PyResult<usize> {
         self.mutate(py, |e| e.promote_all(queue))
+    }
+
+    /// Makes up to `limit` delayed jobs of `queue` ready now, those due soonest first.
+    fn promote_first(&self, py: Python<'_>, queue: &str, limit: usize) -> PyResult<usize> {
+        self.mutate(py, |e| e.promote_first(queue, limit))
     }
 
     #[pyo3(signature = (queue, force=false))]

@@ -115,7 +115,25 @@ def register(api: Management) -> None:
         return data(shapes.job(engine, j), status=201)
 
     async def detail(req: Request) -> Response:
-        return data(shapes.job(engine, job_in(req)[1]))
+        job_id, j = job_in(req)
+        shaped = shapes.job(engine, j)
+        # The reference's `logs`: the job's log lines, oldest first (lists leave it []).
+        shaped["logs"] = [entry.message for entry in engine.logs(job_id)[0]]
+        return data(shaped)
+
+    async def logs(req: Request) -> Response:
+        job_id, _ = job_in(req)
+        start = max(0, int_param(req, "start", 0))
+        end = int_param(req, "end", MAX_PAGE)
+        if end <= 0:
+            end = MAX_PAGE
+        end = max(end, start)
+        if end - start > MAX_PAGE:
+            raise bad_request(f"Page size too large (max {MAX_PAGE})")
+        if end == start:
+            return page([], engine.logs(job_id, 0, -1)[1], start, end)
+        entries, total = engine.logs(job_id, start, end - 1)
+        return page([shapes.log_entry(e) for e in entries], total, start, end)
 
     async def children(req: Request) -> Response:
         _, j = job_in(req)
@@ -200,6 +218,21 @@ def register(api: Management) -> None:
             "The jobs this job depends on (its flow children)",
             tag,
             data_of({"type": "array", "items": job}),
+            errors=ERRORS,
+        ),
+    )
+    api.add(
+        "GET",
+        "/queues/:name/jobs/:id/logs",
+        logs,
+        Doc(
+            "A job's log lines, oldest first; end is exclusive, at most 1000 per page (extension)",
+            tag,
+            page_of(ref("LogEntry")),
+            query=(
+                Param("start", {"type": "integer"}, "offset, default 0"),
+                Param("end", {"type": "integer"}, "exclusive end, default 1000"),
+            ),
             errors=ERRORS,
         ),
     )

@@ -89,10 +89,77 @@ COMPONENTS: dict[str, Schema] = {
             ref("QueueSummary"),
             {
                 "type": "object",
-                "required": ["pausedNames"],
-                "properties": {"pausedNames": {"type": "array", "items": {"type": "string"}}},
+                "required": ["pausedNames", "limits"],
+                "properties": {
+                    "pausedNames": {"type": "array", "items": {"type": "string"}},
+                    "limits": ref("QueueLimits"),
+                },
             },
         ]
+    },
+    "QueueLimits": {
+        "type": "object",
+        "description": "hopper extension: the queue's rate and concurrency limits",
+        "required": ["rateLimit", "rateLimitTtl", "concurrency", "concurrencyMaxed"],
+        "properties": {
+            "rateLimit": {
+                "type": ["object", "null"],
+                "required": ["max", "duration", "expiresAt"],
+                "properties": {
+                    "max": INT,
+                    "duration": {"type": "integer", "description": "window, ms"},
+                    "expiresAt": NULLABLE_TIME,
+                },
+            },
+            "rateLimitTtl": {
+                "type": "integer",
+                "description": "-2 without a rate limit; else ms until a pull is admitted "
+                "(0: now), or until the limit lifts when it has a ttl",
+            },
+            "concurrency": {"type": ["integer", "null"]},
+            "concurrencyMaxed": {"type": "boolean"},
+        },
+    },
+    "LogEntry": {
+        "type": "object",
+        "required": ["seq", "level", "message", "timestamp"],
+        "properties": {
+            "seq": {"type": "integer", "description": "the line's number within its job"},
+            "level": {"type": "string", "enum": ["info", "warn", "error"]},
+            "message": {"type": "string"},
+            "timestamp": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Worker": {
+        "type": "object",
+        "required": [
+            "id",
+            "name",
+            "queues",
+            "concurrency",
+            "hostname",
+            "pid",
+            "registeredAt",
+            "lastHeartbeatAt",
+            "activeJobs",
+            "processedJobs",
+            "failedJobs",
+            "status",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "concurrency": INT,
+            "hostname": {"type": ["string", "null"]},
+            "pid": {"type": ["number", "null"]},
+            "registeredAt": {"type": "string", "format": "date-time"},
+            "lastHeartbeatAt": {"type": "string", "format": "date-time"},
+            "activeJobs": INT,
+            "processedJobs": INT,
+            "failedJobs": INT,
+            "status": {"type": "string", "enum": ["live", "warning", "stale"]},
+        },
     },
     "Job": {
         "type": "object",

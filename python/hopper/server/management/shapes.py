@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hopper.engine import Engine
+from hopper.engine import Engine, LogEntry, WorkerInfo
 from hopper.job import STATES as STATES
 
 ALL_NAMES = "__all__"
@@ -118,7 +118,50 @@ def queue_detail(engine: Engine, queue: str) -> dict[str, Any]:
     paused = engine.paused_names(queue)
     if engine.is_paused(queue):
         paused = [ALL_NAMES, *paused]
-    return {**queue_summary(engine, queue), "pausedNames": paused}
+    return {**queue_summary(engine, queue), "pausedNames": paused, "limits": limits(engine, queue)}
+
+
+def limits(engine: Engine, queue: str) -> dict[str, Any]:
+    """The queue's rate and concurrency limits (a hopper extension of the detail)."""
+    info = engine.queue_limits(queue)
+    rate = info.rate_limit
+    return {
+        "rateLimit": None
+        if rate is None
+        else {"max": rate.max, "duration": rate.duration_ms, "expiresAt": iso(rate.expires_at)},
+        "rateLimitTtl": info.rate_limit_ttl,
+        "concurrency": info.concurrency_limit,
+        "concurrencyMaxed": info.maxed,
+    }
+
+
+def log_entry(entry: LogEntry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "level": entry.level,
+        "message": entry.message,
+        "timestamp": iso(entry.timestamp),
+    }
+
+
+def worker(w: WorkerInfo, now_ms: int) -> dict[str, Any]:
+    """A registered worker, with `status` by the age of its last heartbeat, as the
+    reference classifies it: live under 10 s, warning under 30 s, else stale."""
+    age = now_ms - w.last_seen
+    return {
+        "id": w.id,
+        "name": w.name,
+        "queues": w.queues,
+        "concurrency": w.concurrency,
+        "hostname": w.hostname,
+        "pid": None if w.pid is None else int(w.pid) if w.pid.is_integer() else w.pid,
+        "registeredAt": iso(w.registered_at),
+        "lastHeartbeatAt": iso(w.last_seen),
+        "activeJobs": w.active_jobs,
+        "processedJobs": w.processed_jobs,
+        "failedJobs": w.failed_jobs,
+        "status": "live" if age < 10_000 else "warning" if age < 30_000 else "stale",
+    }
 
 
 def bucket(
