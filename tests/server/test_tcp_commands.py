@@ -430,3 +430,11 @@ def test_the_documented_command_table_is_what_the_server_answers(conn: Conn) -> 
         reply = conn.call(command)
         unknown = reply.get("error") == f"Unknown command: {command}"
         assert unknown == (status == "no"), (command, status, reply)
+
+
+def test_workers_registered_without_an_id_get_distinct_ids(conn: Conn) -> None:
+    ids = {
+        conn.call_ok("RegisterWorker", name="same", queues=["a"])["data"]["workerId"]
+        for _ in range(5)
+    }
+    assert len(ids) == 5

@@ -330,6 +330,12 @@ impl Engine {
         engine
     }
 
+    /// A fresh UUIDv7 (for ids the engine hands out besides job ids: workers).
+    pub fn new_uuid(&mut self) -> String {
+        let now = self.tick();
+        JobId::Uuid(self.id_gen.next(now)).to_string()
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

@@ -933,7 +933,7 @@ fn register_worker(engine: &mut Engine, ctx: &mut Context, req: &Value) -> Res<V
     let concurrency = number(req, "concurrency", 1.0, 1_000_000.0)?.unwrap_or(1.0);
     let id = match opt_string(req, "workerId")? {
         Some(id) => id.to_owned(),
-        None => format!("worker-{}-{}", ctx.session.owner, ctx.now),
+        None => engine.new_uuid(),
     };
     let worker = Worker {
         id,
