@@ -673,6 +673,47 @@ mod tests {
         );
     }
 
+    /// Group settings records come back as written, and their bytes are pinned.
+    #[test]
+    fn group_settings_records_round_trip_and_are_pinned() {
+        use crate::groups::GroupRate;
+        let full = GroupSettings {
+            rate: Some(GroupRate {
+                max: 5,
+                duration_ms: 1000,
+            }),
+            concurrency: Some(2),
+            paused: true,
+            held_until: Some(300),
+        };
+        let mut out = Vec::new();
+        encode_group_settings(&mut out, "q", "g", &full);
+        encode_group_settings(&mut out, "q", "g", &GroupSettings::default());
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "1001710167",
+                "0105e807",
+                "0102",
+                "01",
+                "01ac02",
+                "100171016700000000",
+            )
+        );
+        let mut d = Decoder::new(&out);
+        let mut got = Vec::new();
+        while let Some(r) = d.next_record().unwrap() {
+            got.push(r);
+        }
+        let rec = |settings| Record::GroupSettings {
+            queue: "q".into(),
+            group: "g".into(),
+            settings,
+        };
+        assert_eq!(got, vec![rec(full), rec(GroupSettings::default())]);
+    }
+
     /// Scheduler records come back as written, and their bytes are pinned.
     #[test]
     fn scheduler_records_round_trip_and_are_pinned() {

@@ -350,3 +350,266 @@ impl Engine {
         self.note_deadline(at);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::engine::EngineConfig;
+    use crate::options::PushOptions;
+
+    fn engine() -> (Engine, ManualClock) {
+        let clock = ManualClock::new(10_000);
+        (
+            Engine::new(EngineConfig::default(), Arc::new(clock.clone())),
+            clock,
+        )
+    }
+
+    /// Pushes a job of `group` (none: ungrouped) with `data`; returns its id.
+    fn push(e: &mut Engine, group: Option<&str>, data: u32, extra: &str) -> String {
+        let g = group.map_or(String::new(), |g| format!(r#","groupId":"{g}""#));
+        let o = PushOptions::from_json(
+            format!(r#"{{"data":{data}{g}{extra}}}"#).as_bytes(),
+            1 << 20,
+        );
+        e.push("q", o.unwrap()).unwrap().id
+    }
+
+    /// The data of the next pulled job, and its id.
+    fn pull(e: &mut Engine) -> Option<(String, String)> {
+        e.pull_job("q", 0)
+            .unwrap()
+            .map(|p| (p.data.to_string(), p.id))
+    }
+
+    fn data(e: &mut Engine) -> Option<String> {
+        pull(e).map(|p| p.0)
+    }
+
+    #[test]
+    fn counts_follow_waiting_delayed_and_active_jobs() {
+        let (mut e, _) = engine();
+        push(&mut e, Some("a"), 1, "");
+        push(&mut e, Some("a"), 2, r#","delay":100000"#);
+        push(&mut e, Some("b"), 3, "");
+        push(&mut e, None, 4, "");
+        assert_eq!(e.group_jobs_count("q", "a"), 2);
+        assert_eq!(e.groups_jobs_count("q"), 3);
+        assert_eq!(e.group_active_count("q", "a"), 0);
+        assert_eq!(data(&mut e).as_deref(), Some("1"));
+        assert_eq!(e.group_jobs_count("q", "a"), 1);
+        assert_eq!(e.group_active_count("q", "a"), 1);
+        assert_eq!(e.group_jobs_count("nowhere", "a"), 0);
+        assert!(e.queue_id("nowhere").is_none());
+        // The dashboard's list keeps showing only groups with waiting or active jobs.
+        assert_eq!(e.groups("q").len(), 2);
+    }
+
+    /// A paused group is skipped, the others are served in ready order; resuming it
+    /// serves it again, from where it was.
+    #[test]
+    fn a_paused_group_is_skipped_while_others_are_served() {
+        let (mut e, _) = engine();
+        for i in 0..1000 {
+            push(&mut e, Some("big"), i, "");
+        }
+        push(&mut e, Some("b"), 5000, "");
+        push(&mut e, None, 5001, "");
+        push(&mut e, Some("c"), 5002, r#","priority":5"#);
+        assert!(e.pause_group("q", "big").unwrap());
+        assert!(!e.pause_group("q", "big").unwrap(), "already paused");
+        assert!(e.is_group_paused("q", "big"));
+        assert_eq!(data(&mut e).as_deref(), Some("5002"), "priority first");
+        assert_eq!(data(&mut e).as_deref(), Some("5000"));
+        assert_eq!(data(&mut e).as_deref(), Some("5001"));
+        assert_eq!(data(&mut e), None);
+        // The skip costs a step per blocked group, not per job: the index holds one
+        // head for the paused group.
+        let q = &e.queues[e.queue_id("q").unwrap() as usize];
+        let rules = q.group_rules.as_deref().unwrap();
+        assert_eq!((rules.heads.len(), rules.free.len()), (1, 0));
+        assert!(e.resume_group("q", "big"));
+        assert!(!e.resume_group("q", "big"));
+        assert!(
+            e.queues[e.queue_id("q").unwrap() as usize]
+                .group_rules
+                .is_none(),
+            "no settings left: the queue pays nothing"
+        );
+        assert_eq!(data(&mut e).as_deref(), Some("0"));
+        assert_eq!(data(&mut e).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn group_concurrency_is_freed_by_ack_and_fail() {
+        let (mut e, _) = engine();
+        for i in 0..4 {
+            push(&mut e, Some("a"), i, "");
+        }
+        push(&mut e, Some("b"), 10, "");
+        e.set_group_concurrency("q", "a", 2).unwrap();
+        assert_eq!(e.group_concurrency("q", "a"), Some(2));
+        let (_, a0) = pull(&mut e).unwrap();
+        let (_, a1) = pull(&mut e).unwrap();
+        assert_eq!(
+            data(&mut e).as_deref(),
+            Some("10"),
+            "a is full: b is served"
+        );
+        assert_eq!(data(&mut e), None);
+        e.ack(&a0, None, None).unwrap();
+        assert_eq!(data(&mut e).as_deref(), Some("2"));
+        assert_eq!(data(&mut e), None);
+        e.fail(&a1, None, Some("x".into())).unwrap();
+        assert_eq!(data(&mut e).as_deref(), Some("3"));
+        assert_eq!(data(&mut e), None);
+        assert!(e.remove_group_concurrency("q", "a"));
+        assert!(!e.remove_group_concurrency("q", "a"));
+        assert_eq!(e.group_concurrency("q", "a"), None);
+        assert!(e.set_group_concurrency("q", "a", 0).is_err());
+    }
+
+    /// Exactly `max` pulls of the group per window on the manual clock, the next one
+    /// the moment the oldest leaves the window; other groups are not held back.
+    #[test]
+    fn the_group_rate_window_is_exact() {
+        let (mut e, clock) = engine();
+        for i in 0..10 {
+            push(&mut e, Some("a"), i, "");
+        }
+        push(&mut e, Some("b"), 100, "");
+        e.set_group_rate_limit("q", "a", 2, 1000).unwrap();
+        assert_eq!(
+            e.group_rate_limit("q", "a"),
+            Some(GroupRate {
+                max: 2,
+                duration_ms: 1000
+            })
+        );
+        assert_eq!(e.group_rate_limit_ttl("q", "a", None), -2);
+        assert_eq!(data(&mut e).as_deref(), Some("0"));
+        clock.advance(300);
+        assert_eq!(data(&mut e).as_deref(), Some("1"));
+        assert_eq!(e.group_rate_limit_ttl("q", "a", None), 700);
+        assert_eq!(e.group_rate_limit_ttl("q", "a", Some(3)), 0);
+        assert_eq!(data(&mut e).as_deref(), Some("100"), "b is not limited");
+        assert_eq!(data(&mut e), None);
+        clock.advance(699);
+        assert_eq!(data(&mut e), None);
+        clock.advance(1);
+        assert_eq!(data(&mut e).as_deref(), Some("2"), "the pull at +0 left");
+        assert_eq!(data(&mut e), None);
+        clock.advance(300);
+        assert_eq!(data(&mut e).as_deref(), Some("3"));
+        assert!(e.remove_group_rate_limit("q", "a"));
+        assert!(!e.remove_group_rate_limit("q", "a"));
+        assert_eq!(data(&mut e).as_deref(), Some("4"));
+        assert!(e.set_group_rate_limit("q", "a", 0, 10).is_err());
+    }
+
+    #[test]
+    fn a_hold_ends_by_itself() {
+        let (mut e, clock) = engine();
+        push(&mut e, Some("a"), 1, "");
+        e.hold_group("q", "a", 500).unwrap();
+        assert_eq!(e.group_rate_limit_ttl("q", "a", None), 500);
+        assert_eq!(data(&mut e), None);
+        clock.advance(499);
+        assert_eq!(data(&mut e), None);
+        clock.advance(1);
+        assert_eq!(data(&mut e).as_deref(), Some("1"));
+        assert_eq!(e.group_rate_limit_ttl("q", "a", None), -2);
+    }
+
+    /// A long-poll waiter is woken when a hold or a full window ends (a planned timer),
+    /// when a job of a full group finishes, and when a group is resumed.
+    #[test]
+    fn waiters_are_woken_when_a_group_frees() {
+        let (mut e, clock) = engine();
+        for i in 0..4 {
+            push(&mut e, Some("a"), i, "");
+        }
+        let woken = |e: &mut Engine| {
+            e.tick();
+            e.take_woken() == vec![Arc::<str>::from("q")]
+        };
+        e.hold_group("q", "a", 1000).unwrap();
+        assert!(!e.request_wake("q").unwrap(), "ready jobs, but held back");
+        assert_eq!(e.plan_wake(), Some(11_000), "the hold's end");
+        clock.advance(999);
+        assert!(!woken(&mut e));
+        clock.advance(1);
+        assert!(woken(&mut e));
+
+        e.set_group_rate_limit("q", "a", 1, 1000).unwrap();
+        let (_, first) = pull(&mut e).unwrap();
+        assert!(!e.request_wake("q").unwrap());
+        assert_eq!(e.plan_wake(), Some(12_000), "the window's end");
+        clock.advance(1000);
+        assert!(woken(&mut e));
+        e.remove_group_rate_limit("q", "a");
+
+        e.set_group_concurrency("q", "a", 1).unwrap();
+        assert!(!e.request_wake("q").unwrap());
+        e.ack(&first, None, None).unwrap();
+        assert!(woken(&mut e));
+
+        e.pause_group("q", "a").unwrap();
+        assert!(!e.request_wake("q").unwrap());
+        e.resume_group("q", "a");
+        assert!(woken(&mut e));
+        assert!(e.request_wake("q").unwrap());
+    }
+
+    /// Jobs entering and leaving the ready set (priority changes, delays, removal)
+    /// keep the lanes exact: the pull order with settings matches the ready order
+    /// without blocked groups.
+    #[test]
+    fn lanes_follow_every_move_of_a_ready_job() {
+        let (mut e, clock) = engine();
+        let mut ids = Vec::new();
+        for i in 0..30 {
+            let g = ["a", "b", "c"][i % 3];
+            ids.push(push(
+                &mut e,
+                Some(g),
+                i as u32,
+                &format!(r#","priority":{}"#, i % 4),
+            ));
+        }
+        push(&mut e, None, 99, r#","delay":50"#);
+        e.set_group_concurrency("q", "a", 100).unwrap();
+        e.hold_group("q", "c", 1).unwrap();
+        e.update(&ids[3], None, Some(9)).unwrap();
+        e.remove(&ids[6]).unwrap();
+        clock.advance(60);
+        // Expected: every ready job in ready order ("c"'s hold is over).
+        let qid = e.queue_id("q").unwrap() as usize;
+        let expected: Vec<String> = e.queues[qid]
+            .ready
+            .iter()
+            .map(|s| e.jobs.get(s).unwrap().data.to_string())
+            .collect();
+        let mut got = Vec::new();
+        while let Some(d) = data(&mut e) {
+            got.push(d);
+        }
+        assert_eq!(got.len(), 30);
+        assert_eq!(got[..expected.len()], expected[..]);
+    }
+
+    #[test]
+    fn obliterate_clears_group_settings() {
+        let (mut e, _) = engine();
+        push(&mut e, Some("a"), 1, "");
+        e.pause_group("q", "a").unwrap();
+        e.set_group_concurrency("q", "a", 3).unwrap();
+        e.obliterate("q", true).unwrap();
+        push(&mut e, Some("a"), 2, "");
+        assert_eq!(e.group_settings("q", "a"), GroupSettings::default());
+        assert_eq!(data(&mut e).as_deref(), Some("2"));
+    }
+}
