@@ -22,6 +22,7 @@ mod admin;
 mod dedup;
 mod flow_graph;
 mod flows;
+mod groups;
 mod lifecycle;
 mod limits;
 mod logs;
@@ -496,6 +497,19 @@ impl Engine {
     pub fn request_wake(&mut self, queue: &str) -> Result<bool> {
         let qid = self.queue_or_create(queue)?;
         let q = &self.queues[qid as usize];
+        if q.group_rules.is_some() && !q.paused {
+            // Same eligibility as `pull`: its pick skips blocked groups (and plans the
+            // wake-up for a group blocked until a time).
+            let now = self.tick();
+            let pullable = self.queues[qid as usize].group_rules.is_some()
+                && self.pick_grouped(qid, now).is_some();
+            let limited = self.queues[qid as usize].limits.is_some();
+            if pullable && !(limited && self.limits_block(qid, now)) {
+                return Ok(true);
+            }
+            self.queues[qid as usize].wake_requested = true;
+            return Ok(false);
+        }
         // Same eligibility as `pull`: a ready job whose name is not paused.
         let jobs = &self.jobs;
         let pullable = !q.paused

@@ -11,6 +11,7 @@ mod engine;
 mod error;
 mod events;
 mod frame;
+mod groups;
 mod handle;
 mod ids;
 mod job;
@@ -42,6 +43,7 @@ pub use engine::{
 };
 pub use error::{EngineError, ErrorKind, Result};
 pub use events::{Event, EventExtra, EventKind};
+pub use groups::{GroupRate, GroupSettings};
 pub use handle::EngineHandle;
 pub use job::{Job, JobState};
 pub use job_logs::{LogEntry, LogLevel, MAX_LOG_MESSAGE_BYTES};

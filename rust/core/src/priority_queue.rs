@@ -49,6 +49,11 @@ impl PriorityQueue {
         self.entries.values().copied().find(|&slot| eligible(slot))
     }
 
+    /// (key, slot) in queue order.
+    pub fn entries(&self) -> impl Iterator<Item = (OrderKey, u32)> + '_ {
+        self.entries.iter().map(|(&k, &s)| (k, s))
+    }
+
     /// Slots in queue order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
         self.entries.values().copied()

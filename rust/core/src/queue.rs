@@ -6,16 +6,18 @@ use std::collections::BTreeSet;
 use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::groups::GroupRules;
 use crate::job::JobState;
 use crate::limits::QueueLimits;
 use crate::metrics::QueueMetrics;
 use crate::priority_queue::PriorityQueue;
 
-/// Active and waiting counts of one `groupId`.
+/// Active, waiting and delayed counts of one `groupId`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCounts {
     pub active: u64,
     pub waiting: u64,
+    pub delayed: u64,
 }
 
 #[derive(Debug)]
@@ -49,6 +51,9 @@ pub struct Queue {
     pub scheduled: usize,
     /// Rate and concurrency limits; `None` (most queues) costs pulls one test.
     pub limits: Option<Box<QueueLimits>>,
+    /// Settings of some of its groups and the index pulls use to skip blocked groups
+    /// (`groups.rs`); `None` (most queues) costs pulls one test.
+    pub group_rules: Option<Box<GroupRules>>,
 }
 
 impl Queue {
@@ -72,6 +77,7 @@ impl Queue {
             flow_parents: BTreeSet::new(),
             scheduled: 0,
             limits: None,
+            group_rules: None,
         }
     }
 
@@ -110,7 +116,7 @@ impl Queue {
         if self
             .groups
             .get(group)
-            .is_some_and(|g| g.active == 0 && g.waiting == 0)
+            .is_some_and(|g| g.active == 0 && g.waiting == 0 && g.delayed == 0)
         {
             self.groups.remove(group);
         }

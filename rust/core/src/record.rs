@@ -12,6 +12,7 @@
 //! written by earlier versions must still load. Decoding is in `record/decode.rs`.
 
 use crate::engine::Totals;
+use crate::groups::GroupSettings;
 use crate::ids::JobId;
 use crate::job::{FlowLinks, Job, JobExt, STORED_FLAGS};
 use crate::job_logs::LogEntry;
@@ -39,6 +40,7 @@ const TAG_JOB_LOG_TRIM: u8 = 12;
 const TAG_QUEUE_LIMITS: u8 = 13;
 const TAG_SCHEDULER: u8 = 14;
 const TAG_SCHEDULER_DELETE: u8 = 15;
+const TAG_GROUP_SETTINGS: u8 = 16;
 
 /// A job read back from a record: the engine's own `Job` (with what a record does not
 /// store zeroed: slot generation, interned queue and name ids, lease owner, engine
@@ -108,6 +110,12 @@ pub enum Record<'a> {
     Scheduler(Box<SchedulerInfo>),
     /// A job scheduler removed: its name.
     SchedulerDelete(Box<str>),
+    /// One group's settings in a queue, whole (empty: none).
+    GroupSettings {
+        queue: Box<str>,
+        group: Box<str>,
+        settings: GroupSettings,
+    },
 }
 
 // ----- encoding ---------------------------------------------------------------------
@@ -380,6 +388,23 @@ pub fn encode_queue_limits(out: &mut Vec<u8>, queue: &str, l: &LimitsConfig) {
     put_opt_u64(out, l.concurrency);
 }
 
+pub fn encode_group_settings(out: &mut Vec<u8>, queue: &str, group: &str, g: &GroupSettings) {
+    out.push(TAG_GROUP_SETTINGS);
+    put_str(out, queue);
+    put_str(out, group);
+    match &g.rate {
+        None => out.push(0),
+        Some(r) => {
+            out.push(1);
+            put_u64(out, r.max);
+            put_u64(out, r.duration_ms);
+        }
+    }
+    put_opt_u64(out, g.concurrency);
+    out.push(u8::from(g.paused));
+    put_opt_u64(out, g.held_until);
+}
+
 /// Bits of a scheduler record's flag byte.
 const SCHED_SKIP_MISSED: u8 = 1;
 const SCHED_SKIP_NO_WORKER: u8 = 2;
@@ -646,6 +671,47 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Group settings records come back as written, and their bytes are pinned.
+    #[test]
+    fn group_settings_records_round_trip_and_are_pinned() {
+        use crate::groups::GroupRate;
+        let full = GroupSettings {
+            rate: Some(GroupRate {
+                max: 5,
+                duration_ms: 1000,
+            }),
+            concurrency: Some(2),
+            paused: true,
+            held_until: Some(300),
+        };
+        let mut out = Vec::new();
+        encode_group_settings(&mut out, "q", "g", &full);
+        encode_group_settings(&mut out, "q", "g", &GroupSettings::default());
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "1001710167",
+                "0105e807",
+                "0102",
+                "01",
+                "01ac02",
+                "100171016700000000",
+            )
+        );
+        let mut d = Decoder::new(&out);
+        let mut got = Vec::new();
+        while let Some(r) = d.next_record().unwrap() {
+            got.push(r);
+        }
+        let rec = |settings| Record::GroupSettings {
+            queue: "q".into(),
+            group: "g".into(),
+            settings,
+        };
+        assert_eq!(got, vec![rec(full), rec(GroupSettings::default())]);
     }
 
     /// Scheduler records come back as written, and their bytes are pinned.

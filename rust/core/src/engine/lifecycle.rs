@@ -225,7 +225,10 @@ impl Engine {
             return Ok(None);
         }
         let q = &self.queues[qid as usize];
-        let slot = if q.paused_names.is_empty() {
+        let grouped = q.group_rules.is_some();
+        let slot = if grouped {
+            self.pick_grouped(qid, now)
+        } else if q.paused_names.is_empty() {
             q.ready.first_where(|_| true)
         } else {
             let jobs = &self.jobs;
@@ -254,6 +257,9 @@ impl Engine {
         });
         if limited {
             self.note_limited_pull(qid, now);
+        }
+        if grouped {
+            self.note_group_pull(qid, slot, now);
         }
         self.totals.pulled += 1;
         self.emit(EventKind::Pulled, slot, now, EventExtra::None);

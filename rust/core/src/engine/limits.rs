@@ -188,9 +188,15 @@ impl Engine {
             self.limit_wakes.pop_first();
             // The queue may have been dropped (and its id reused): a spare wake-up only
             // makes a waiter ask again.
-            if let Some(l) = self.queues[qid as usize].limits.as_deref_mut() {
+            let q = &mut self.queues[qid as usize];
+            if let Some(l) = q.limits.as_deref_mut() {
                 if l.wake_at == Some(at) {
                     l.wake_at = None;
+                }
+            }
+            if let Some(g) = q.group_rules.as_deref_mut() {
+                if g.wake_at == Some(at) {
+                    g.wake_at = None;
                 }
             }
             self.wake_if_ready(qid);

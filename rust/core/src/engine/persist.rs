@@ -15,9 +15,9 @@ use crate::ids::JobId;
 use crate::job::{JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
 use crate::queue::Queue;
 use crate::record::{
-    encode_delete, encode_job, encode_metric, encode_metric_bucket, encode_queue_drop,
-    encode_queue_limits, encode_queue_state, encode_snapshot_begin, encode_totals, JobImage,
-    Record,
+    encode_delete, encode_group_settings, encode_job, encode_metric, encode_metric_bucket,
+    encode_queue_drop, encode_queue_limits, encode_queue_state, encode_snapshot_begin,
+    encode_totals, JobImage, Record,
 };
 
 /// A snapshot chunk stops after this many bytes even before its job count: job logs can
@@ -140,6 +140,9 @@ impl Engine {
             if let Some(l) = q.limits.as_deref() {
                 encode_queue_limits(out, &q.name, &l.config);
             }
+            for (group, settings) in self.all_group_settings(qid) {
+                encode_group_settings(out, &q.name, group, &settings);
+            }
         }
         self.snapshot_schedulers(out);
         finish_frame(out, at);
@@ -220,6 +223,7 @@ impl Engine {
             let _ = writeln!(out, " dedup {keys:?}");
             let _ = writeln!(out, " groups {:?}", self.groups(&name));
             let _ = writeln!(out, " limits {:?}", self.limits_config(qid));
+            let _ = writeln!(out, " group settings {:?}", self.all_group_settings(qid));
             let mut buckets: Vec<(u64, &str, _)> = q
                 .metrics
                 .buckets()
@@ -319,6 +323,11 @@ impl Engine {
             Record::QueueLimits { queue, limits } => self.restore_limits(&queue, limits),
             Record::Scheduler(info) => self.restore_scheduler(*info),
             Record::SchedulerDelete(name) => self.restore_scheduler_delete(&name),
+            Record::GroupSettings {
+                queue,
+                group,
+                settings,
+            } => self.restore_group(&queue, &group, settings),
         }
     }
 

@@ -151,7 +151,11 @@ impl Engine {
         }
         match job.state {
             JobState::Waiting => {
-                q.ready.remove(&OrderKey::new(job.priority, job.seq));
+                let key = OrderKey::new(job.priority, job.seq);
+                q.ready.remove(&key);
+                if let Some(rules) = q.group_rules.as_deref_mut() {
+                    rules.remove_ready(job.group_id(), &key);
+                }
                 if let Some(g) = job.group_id() {
                     q.group_mut(g).waiting -= 1;
                     q.prune_group(g);
@@ -159,11 +163,15 @@ impl Engine {
             }
             JobState::Delayed => {
                 q.delayed.remove(&(job.run_at, slot));
+                if let Some(g) = job.group_id() {
+                    q.group_mut(g).delayed -= 1;
+                    q.prune_group(g);
+                }
             }
             JobState::Active => {
                 q.active.remove(&(job.started_at, slot));
                 // A concurrency slot frees: waiters held back by it may pull again.
-                if q.limits.is_some() {
+                if q.limits.is_some() || q.group_rules.is_some() {
                     freed_qid = Some(job.queue);
                 }
                 if let Some(g) = job.group_id() {
@@ -220,7 +228,11 @@ impl Engine {
         }
         match state {
             JobState::Waiting => {
-                q.ready.insert(OrderKey::new(job.priority, job.seq), slot);
+                let key = OrderKey::new(job.priority, job.seq);
+                q.ready.insert(key, slot);
+                if let Some(rules) = q.group_rules.as_deref_mut() {
+                    rules.insert_ready(job.group_id(), key, slot);
+                }
                 if let Some(g) = job.group_id() {
                     q.group_mut(g).waiting += 1;
                 }
@@ -232,6 +244,9 @@ impl Engine {
             }
             JobState::Delayed => {
                 q.delayed.insert((job.run_at, slot));
+                if let Some(g) = job.group_id() {
+                    q.group_mut(g).delayed += 1;
+                }
                 let at = job.run_at;
                 self.add_timer(at, TimerKind::Delay, slot);
             }

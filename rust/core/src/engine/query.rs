@@ -183,6 +183,7 @@ impl Engine {
         let mut out: Vec<(String, GroupCounts)> = self.queues[qid as usize]
             .groups
             .iter()
+            .filter(|(_, v)| v.active > 0 || v.waiting > 0)
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -12,8 +12,8 @@ use super::job_object::{job_object, state_label};
 use super::session::{Awaited, Context, Deferred, Encoding, Session};
 use super::value::Value;
 use super::{
-    cron_commands, dlq_commands, flow_commands, job_commands, limit_commands, log_commands,
-    queue_commands,
+    cron_commands, dlq_commands, flow_commands, group_commands, job_commands, limit_commands,
+    log_commands, queue_commands,
 };
 use crate::engine::{Engine, LOCK_TOKEN_REQUIRED};
 use crate::error::{EngineError, ErrorKind};
@@ -235,6 +235,13 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             | "PUSHF"
             | "MoveToWaitingChildren"
             | "RemoveChildDependency"
+            | "SetGroupRateLimit"
+            | "RemoveGroupRateLimit"
+            | "SetGroupConcurrency"
+            | "RemoveGroupConcurrency"
+            | "PauseGroup"
+            | "ResumeGroup"
+            | "RateLimitGroup"
     );
     if mutating {
         if let Err(e) = ctx.writable {
@@ -313,6 +320,20 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "SetConcurrency" => limit_commands::set_concurrency(engine, req),
         "ClearConcurrency" => limit_commands::clear_concurrency(engine, req),
         "GetQueueLimits" => limit_commands::get_queue_limits(engine, req),
+        "GetGroupsJobsCount" => group_commands::groups_jobs_count(engine, req),
+        "GetGroupJobsCount" => group_commands::group_jobs_count(engine, req),
+        "GetGroupActiveCount" => group_commands::group_active_count(engine, req),
+        "SetGroupRateLimit" => group_commands::set_group_rate_limit(engine, req),
+        "GetGroupRateLimit" => group_commands::group_rate_limit(engine, req),
+        "RemoveGroupRateLimit" => group_commands::remove_group_rate_limit(engine, req),
+        "GetGroupRateLimitTtl" => group_commands::group_rate_limit_ttl(engine, req),
+        "SetGroupConcurrency" => group_commands::set_group_concurrency(engine, req),
+        "GetGroupConcurrency" => group_commands::group_concurrency(engine, req),
+        "RemoveGroupConcurrency" => group_commands::remove_group_concurrency(engine, req),
+        "PauseGroup" => group_commands::pause_group(engine, req),
+        "ResumeGroup" => group_commands::resume_group(engine, req),
+        "IsGroupPaused" => group_commands::is_group_paused(engine, req),
+        "RateLimitGroup" => group_commands::rate_limit_group(engine, req),
         "Cron" => cron_commands::cron(engine, req),
         "CronDelete" => cron_commands::cron_delete(engine, req),
         "CronList" => Ok(cron_commands::cron_list(engine)),
@@ -471,6 +492,7 @@ fn push_batch(engine: &mut Engine, req: &Value) -> Res<Value> {
 fn pull(engine: &mut Engine, ctx: &mut Context, req: &Value, batch: bool) -> Step {
     let spec = (|| -> Res<(PullSpec, u64)> {
         let queue = queue_name(req)?.to_owned();
+        group_commands::check_pull_group(req)?;
         let timeout = number(req, "timeout", 0.0, MAX_PULL_TIMEOUT_MS)?.unwrap_or(0.0);
         let count = if batch {
             let n = number(req, "count", 1.0, MAX_PULL_BATCH)?

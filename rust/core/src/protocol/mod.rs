@@ -8,6 +8,7 @@ mod cron_commands;
 mod dlq_commands;
 mod flow_commands;
 mod frames;
+mod group_commands;
 mod job_commands;
 mod job_object;
 mod limit_commands;

@@ -2,11 +2,13 @@
 //! tag and number checked, so damaged or foreign bytes give an error, never a panic.
 
 use super::{
-    JobImage, Record, TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG, TAG_JOB_LOG_TRIM, TAG_JOB_STATE,
-    TAG_METRIC, TAG_METRIC_BUCKET, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS, TAG_QUEUE_STATE,
-    TAG_SCHEDULER, TAG_SCHEDULER_DELETE, TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END, TAG_TOTALS,
+    JobImage, Record, TAG_GROUP_SETTINGS, TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG,
+    TAG_JOB_LOG_TRIM, TAG_JOB_STATE, TAG_METRIC, TAG_METRIC_BUCKET, TAG_QUEUE_DROP,
+    TAG_QUEUE_LIMITS, TAG_QUEUE_STATE, TAG_SCHEDULER, TAG_SCHEDULER_DELETE, TAG_SNAPSHOT_BEGIN,
+    TAG_SNAPSHOT_END, TAG_TOTALS,
 };
 use crate::engine::Totals;
+use crate::groups::{GroupRate, GroupSettings};
 use crate::ids::JobId;
 use crate::job::{ChildFailure, FlowLinks, Job, JobExt, JobState, Lease, RepeatState};
 use crate::job_logs::{LogEntry, LogLevel};
@@ -397,6 +399,23 @@ impl<'a> Decoder<'a> {
             },
             TAG_SCHEDULER => Record::Scheduler(Box::new(self.scheduler()?)),
             TAG_SCHEDULER_DELETE => Record::SchedulerDelete(self.str()?),
+            TAG_GROUP_SETTINGS => Record::GroupSettings {
+                queue: self.str()?,
+                group: self.str()?,
+                settings: GroupSettings {
+                    rate: if self.bool()? {
+                        Some(GroupRate {
+                            max: self.u64()?,
+                            duration_ms: self.u64()?,
+                        })
+                    } else {
+                        None
+                    },
+                    concurrency: self.opt_u64()?,
+                    paused: self.bool()?,
+                    held_until: self.opt_u64()?,
+                },
+            },
             _ => return Err(DecodeError("unknown record tag")),
         };
         Ok(Some(rec))
