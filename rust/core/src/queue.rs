@@ -10,6 +10,7 @@ use crate::job::JobState;
 use crate::limits::QueueLimits;
 use crate::metrics::QueueMetrics;
 use crate::priority_queue::PriorityQueue;
+use crate::queue_config::QueueSettings;
 
 /// Active and waiting counts of one `groupId`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct Queue {
     pub scheduled: usize,
     /// Rate and concurrency limits; `None` (most queues) costs pulls one test.
     pub limits: Option<Box<QueueLimits>>,
+    /// Stall and dead-letter settings; `None` (most queues): the engine-wide ones.
+    pub settings: Option<Box<QueueSettings>>,
 }
 
 impl Queue {
@@ -72,6 +75,7 @@ impl Queue {
             flow_parents: BTreeSet::new(),
             scheduled: 0,
             limits: None,
+            settings: None,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::job_logs::LogEntry;
 use crate::limits::LimitsConfig;
 use crate::metrics::Bucket;
 use crate::options::Removal;
+use crate::queue_config::{DlqConfig, StallConfig};
 use crate::schedulers::SchedulerInfo;
 
 mod decode;
@@ -39,6 +40,14 @@ const TAG_JOB_LOG_TRIM: u8 = 12;
 const TAG_QUEUE_LIMITS: u8 = 13;
 const TAG_SCHEDULER: u8 = 14;
 const TAG_SCHEDULER_DELETE: u8 = 15;
+// 16 and 17 are reserved for another record kind.
+const TAG_QUEUE_STALL_CONFIG: u8 = 18;
+const TAG_QUEUE_DLQ_CONFIG: u8 = 19;
+
+/// Sections after a job's extension when its marker byte is 3.
+const EXT_FLOW: u8 = 1;
+const EXT_DLQ_RETRIES: u8 = 2;
+const EXT_SECTIONS: u8 = EXT_FLOW | EXT_DLQ_RETRIES;
 
 /// A job read back from a record: the engine's own `Job` (with what a record does not
 /// store zeroed: slot generation, interned queue and name ids, lease owner, engine
@@ -108,6 +117,16 @@ pub enum Record<'a> {
     Scheduler(Box<SchedulerInfo>),
     /// A job scheduler removed: its name.
     SchedulerDelete(Box<str>),
+    /// A queue's stall settings, whole (`None`: the engine-wide ones).
+    QueueStallConfig {
+        queue: Box<str>,
+        config: Option<StallConfig>,
+    },
+    /// A queue's dead-letter settings, whole (`None`: the defaults).
+    QueueDlqConfig {
+        queue: Box<str>,
+        config: Option<DlqConfig>,
+    },
 }
 
 // ----- encoding ---------------------------------------------------------------------
@@ -211,7 +230,19 @@ pub fn encode_job(out: &mut Vec<u8>, j: &Job, queue: &str, name: &str, with_data
     match j.ext.as_deref() {
         None => out.push(0),
         // 2: the extension is followed by flow links (a byte earlier versions never
-        // wrote, so their records read the same).
+        // wrote, so their records read the same). 3: a byte of `EXT_*` bits follows
+        // saying which sections come after the extension (flow links, then the
+        // automatic retry count); written only when the count is set, so the bytes of
+        // every other job stay those of earlier versions.
+        Some(e) if e.dlq_retries > 0 => {
+            out.push(3);
+            out.push(EXT_DLQ_RETRIES | if e.flow.is_some() { EXT_FLOW } else { 0 });
+            encode_ext(out, e);
+            if let Some(f) = e.flow.as_deref() {
+                encode_flow(out, f);
+            }
+            put_u64(out, u64::from(e.dlq_retries));
+        }
         Some(e) => {
             out.push(if e.flow.is_some() { 2 } else { 1 });
             encode_ext(out, e);
@@ -380,6 +411,35 @@ pub fn encode_queue_limits(out: &mut Vec<u8>, queue: &str, l: &LimitsConfig) {
     put_opt_u64(out, l.concurrency);
 }
 
+pub fn encode_queue_stall_config(out: &mut Vec<u8>, queue: &str, c: Option<&StallConfig>) {
+    out.push(TAG_QUEUE_STALL_CONFIG);
+    put_str(out, queue);
+    let Some(c) = c else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    out.push(u8::from(c.enabled));
+    put_u64(out, c.stall_interval_ms);
+    put_u64(out, c.max_stalls);
+    put_u64(out, c.grace_period_ms);
+}
+
+pub fn encode_queue_dlq_config(out: &mut Vec<u8>, queue: &str, c: Option<&DlqConfig>) {
+    out.push(TAG_QUEUE_DLQ_CONFIG);
+    put_str(out, queue);
+    let Some(c) = c else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    out.push(u8::from(c.auto_retry));
+    put_u64(out, c.auto_retry_interval_ms);
+    put_u64(out, c.max_auto_retries);
+    put_opt_u64(out, c.max_age_ms);
+    put_u64(out, c.max_entries);
+}
+
 /// Bits of a scheduler record's flag byte.
 const SCHED_SKIP_MISSED: u8 = 1;
 const SCHED_SKIP_NO_WORKER: u8 = 2;
@@ -449,6 +509,7 @@ mod tests {
                 }),
                 result: Some("1".into()),
                 error: Some("boom".into()),
+                dlq_retries: 0,
             })),
             lease: Some(Box::new(Lease {
                 token: [7; 16],

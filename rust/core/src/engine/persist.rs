@@ -140,6 +140,7 @@ impl Engine {
             if let Some(l) = q.limits.as_deref() {
                 encode_queue_limits(out, &q.name, &l.config);
             }
+            self.snapshot_queue_config(qid, out);
         }
         self.snapshot_schedulers(out);
         finish_frame(out, at);
@@ -220,6 +221,9 @@ impl Engine {
             let _ = writeln!(out, " dedup {keys:?}");
             let _ = writeln!(out, " groups {:?}", self.groups(&name));
             let _ = writeln!(out, " limits {:?}", self.limits_config(qid));
+            if let Some(s) = q.settings.as_deref() {
+                let _ = writeln!(out, " settings {:?} {:?}", s.stall, s.dlq);
+            }
             let mut buckets: Vec<(u64, &str, _)> = q
                 .metrics
                 .buckets()
@@ -317,6 +321,10 @@ impl Engine {
                 }
             }
             Record::QueueLimits { queue, limits } => self.restore_limits(&queue, limits),
+            Record::QueueStallConfig { queue, config } => {
+                self.restore_stall_config(&queue, config);
+            }
+            Record::QueueDlqConfig { queue, config } => self.restore_dlq_config(&queue, config),
             Record::Scheduler(info) => self.restore_scheduler(*info),
             Record::SchedulerDelete(name) => self.restore_scheduler_delete(&name),
         }

@@ -14,6 +14,7 @@ mod limit_commands;
 mod log_commands;
 pub mod msgpack;
 mod queue_commands;
+mod queue_config_commands;
 mod session;
 mod value;
 
