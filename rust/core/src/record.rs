@@ -709,6 +709,88 @@ mod tests {
         );
     }
 
+    /// Stall and dead-letter settings records come back as written, and their bytes are
+    /// pinned; so are the bytes of a job with an automatic retry count.
+    #[test]
+    fn queue_config_records_round_trip_and_are_pinned() {
+        let stall = StallConfig {
+            enabled: false,
+            stall_interval_ms: 1000,
+            max_stalls: 3,
+            grace_period_ms: 5,
+        };
+        let dlq = DlqConfig {
+            auto_retry: true,
+            auto_retry_interval_ms: 200,
+            max_auto_retries: 2,
+            max_age_ms: Some(7),
+            max_entries: 10,
+        };
+        let mut out = Vec::new();
+        encode_queue_stall_config(&mut out, "q", Some(&stall));
+        encode_queue_stall_config(&mut out, "q", None);
+        encode_queue_dlq_config(&mut out, "q", Some(&dlq));
+        encode_queue_dlq_config(&mut out, "q", Some(&DlqConfig { max_age_ms: None, ..dlq }));
+        encode_queue_dlq_config(&mut out, "q", None);
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "120171" ,"0100e8070305",
+                "12017100",
+                "130171", "0101c8010201070a",
+                "130171", "0101c80102000a",
+                "13017100",
+            )
+        );
+        let mut d = Decoder::new(&out);
+        let mut got = Vec::new();
+        while let Some(r) = d.next_record().unwrap() {
+            got.push(r);
+        }
+        let q = || Box::<str>::from("q");
+        assert_eq!(
+            got,
+            vec![
+                Record::QueueStallConfig { queue: q(), config: Some(stall) },
+                Record::QueueStallConfig { queue: q(), config: None },
+                Record::QueueDlqConfig { queue: q(), config: Some(dlq) },
+                Record::QueueDlqConfig {
+                    queue: q(),
+                    config: Some(DlqConfig { max_age_ms: None, ..dlq })
+                },
+                Record::QueueDlqConfig { queue: q(), config: None },
+            ]
+        );
+
+        // A job with a retry count: marker 3, the sections byte, the count last.
+        let mut img = image();
+        img.job.ext.as_mut().unwrap().dlq_retries = 2;
+        let mut out = Vec::new();
+        encode_job(&mut out, &img.job, img.queue, img.name, true);
+        let mut plain = Vec::new();
+        img.job.ext.as_mut().unwrap().dlq_retries = 0;
+        encode_job(&mut plain, &img.job, img.queue, img.name, true);
+        let marker = plain.len() - 1 - ext_len(&img.job);
+        assert_eq!(plain[marker], 1);
+        assert_eq!(&out[marker..marker + 2], &[3, 2]);
+        assert_eq!(&out[marker + 2..out.len() - 1], &plain[marker + 1..]);
+        assert_eq!(out[out.len() - 1], 2);
+        img.job.ext.as_mut().unwrap().dlq_retries = 2;
+        let mut d = Decoder::new(&out);
+        match d.next_record().unwrap() {
+            Some(Record::Job(got)) => assert_eq!(got.job.ext, img.job.ext),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Bytes of a job's extension alone.
+    fn ext_len(j: &Job) -> usize {
+        let mut out = Vec::new();
+        encode_ext(&mut out, j.ext.as_deref().unwrap());
+        out.len()
+    }
+
     /// Scheduler records come back as written, and their bytes are pinned.
     #[test]
     fn scheduler_records_round_trip_and_are_pinned() {
