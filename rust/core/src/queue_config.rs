@@ -141,7 +141,10 @@ mod tests {
             max_stalls: Some(5),
             ..StallPatch::default()
         });
-        assert_eq!((s.stall_interval_ms, s.max_stalls, s.enabled), (1000, 5, true));
+        assert_eq!(
+            (s.stall_interval_ms, s.max_stalls, s.enabled),
+            (1000, 5, true)
+        );
         let s = s.merged(&StallPatch {
             stall_interval_ms: Some(0),
             ..StallPatch::default()
@@ -159,7 +162,10 @@ mod tests {
             max_entries: Some(0),
             ..DlqPatch::default()
         });
-        assert_eq!((d2.max_age_ms, d2.max_entries, d2.auto_retry), (None, 1, false));
+        assert_eq!(
+            (d2.max_age_ms, d2.max_entries, d2.auto_retry),
+            (None, 1, false)
+        );
         assert_eq!(d.merged(&DlqPatch::default()), d);
     }
 
@@ -172,14 +178,22 @@ mod tests {
             grace_period_ms: 5000,
             ..s
         };
-        assert_eq!(g.deadline(100, 100, None), 5100, "no stall inside the grace");
+        assert_eq!(
+            g.deadline(100, 100, None),
+            5100,
+            "no stall inside the grace"
+        );
         assert_eq!(g.deadline(9000, 100, None), 10_000);
         let off = StallConfig {
             enabled: false,
             ..s
         };
         assert_eq!(off.deadline(100, 100, None), u64::MAX);
-        assert_eq!(off.deadline(100, 100, Some(50)), 150, "an explicit lock expires");
+        assert_eq!(
+            off.deadline(100, 100, Some(50)),
+            150,
+            "an explicit lock expires"
+        );
     }
 
     #[test]

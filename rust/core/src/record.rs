@@ -730,16 +730,26 @@ mod tests {
         encode_queue_stall_config(&mut out, "q", Some(&stall));
         encode_queue_stall_config(&mut out, "q", None);
         encode_queue_dlq_config(&mut out, "q", Some(&dlq));
-        encode_queue_dlq_config(&mut out, "q", Some(&DlqConfig { max_age_ms: None, ..dlq }));
+        encode_queue_dlq_config(
+            &mut out,
+            "q",
+            Some(&DlqConfig {
+                max_age_ms: None,
+                ..dlq
+            }),
+        );
         encode_queue_dlq_config(&mut out, "q", None);
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
             concat!(
-                "120171" ,"0100e8070305",
+                "120171",
+                "0100e8070305",
                 "12017100",
-                "130171", "0101c8010201070a",
-                "130171", "0101c80102000a",
+                "130171",
+                "0101c8010201070a",
+                "130171",
+                "0101c80102000a",
                 "13017100",
             )
         );
@@ -752,14 +762,29 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Record::QueueStallConfig { queue: q(), config: Some(stall) },
-                Record::QueueStallConfig { queue: q(), config: None },
-                Record::QueueDlqConfig { queue: q(), config: Some(dlq) },
+                Record::QueueStallConfig {
+                    queue: q(),
+                    config: Some(stall)
+                },
+                Record::QueueStallConfig {
+                    queue: q(),
+                    config: None
+                },
                 Record::QueueDlqConfig {
                     queue: q(),
-                    config: Some(DlqConfig { max_age_ms: None, ..dlq })
+                    config: Some(dlq)
                 },
-                Record::QueueDlqConfig { queue: q(), config: None },
+                Record::QueueDlqConfig {
+                    queue: q(),
+                    config: Some(DlqConfig {
+                        max_age_ms: None,
+                        ..dlq
+                    })
+                },
+                Record::QueueDlqConfig {
+                    queue: q(),
+                    config: None
+                },
             ]
         );
 

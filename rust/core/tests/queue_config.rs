@@ -45,7 +45,10 @@ fn unset_settings_report_the_engine_wide_ones_and_updates_merge() {
     h.op(|e| e.set_stall_config("q", &stall(None, Some(5), None)))
         .unwrap();
     let s = h.e.stall_config("q");
-    assert_eq!((s.stall_interval_ms, s.max_stalls, s.enabled), (1000, 5, true));
+    assert_eq!(
+        (s.stall_interval_ms, s.max_stalls, s.enabled),
+        (1000, 5, true)
+    );
     assert_eq!(h.e.stall_config("other").stall_interval_ms, 30_000);
 
     h.op(|e| {
@@ -90,18 +93,12 @@ fn a_queue_stall_interval_and_max_stalls_replace_the_engine_wide_ones() {
     h.pull("q").unwrap();
     h.advance(1000);
     assert_eq!(h.state(&id), Some(JobState::Failed), "second stall: max 2");
-    assert_eq!(
-        h.state(&other),
-        Some(JobState::Active),
-        "other queue: 30 s"
-    );
+    assert_eq!(h.state(&other), Some(JobState::Active), "other queue: 30 s");
     // A renewal without a duration uses the queue's interval too.
     let id2 = h.add("q", r#"{"data":2}"#);
     let (_, token) = h.pull("q").unwrap();
     h.advance(500);
-    let deadline = h
-        .op(|e| e.extend_lease(&id2, Some(&token), None))
-        .unwrap();
+    let deadline = h.op(|e| e.extend_lease(&id2, Some(&token), None)).unwrap();
     assert_eq!(deadline, h.now() + 1000);
 }
 
@@ -410,10 +407,15 @@ fn settings_and_retry_counts_survive_a_restart_from_the_log_and_a_snapshot() {
 
     // From a snapshot, with a change on top of it.
     h.snapshot_now().unwrap();
-    h.mutate(|e| e.set_stall_config("q", &StallPatch {
-        max_stalls: Some(9),
-        ..StallPatch::default()
-    }))
+    h.mutate(|e| {
+        e.set_stall_config(
+            "q",
+            &StallPatch {
+                max_stalls: Some(9),
+                ..StallPatch::default()
+            },
+        )
+    })
     .unwrap();
     let before = h.with(|e| e.dump_state());
     let h = restart(h, &dir.0, &clock);

@@ -87,7 +87,9 @@ pub(super) fn set_dlq_config(engine: &mut Engine, req: &Value) -> Res<Value> {
         },
         max_entries: whole(c, "maxEntries"),
     };
-    engine.set_dlq_config(queue, &patch).map_err(engine_message)?;
+    engine
+        .set_dlq_config(queue, &patch)
+        .map_err(engine_message)?;
     Ok(ok())
 }
 
