@@ -339,7 +339,8 @@ impl Engine {
         Ok(self.fail_attempt(slot, error, now))
     }
 
-    /// Renews a lease for `duration_ms` (default: the stall interval). A renewed job is
+    /// Renews a lease for `duration_ms` (default: the queue's stall interval); returns the
+    /// new stall deadline (`u64::MAX`: none, stalls are off for the queue). A renewed job is
     /// no longer tied to the connection that pulled it: if that connection closes, the
     /// job stays active until its lease runs out (the reference's rule, which lets a
     /// worker that reconnects finish what it holds).
