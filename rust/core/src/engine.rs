@@ -16,6 +16,7 @@
 //! - `logs`: the lines a worker adds to a job's log;
 //! - `limits`: a queue's rate and concurrency limits, enforced by pull;
 //! - `schedulers`: named job schedulers (crons) firing off the timer wheel;
+//! - `queue_config`: a queue's stall and dead-letter settings;
 //! - `persist`: log records, snapshots and recovery.
 
 mod admin;
@@ -30,6 +31,7 @@ mod moves;
 mod persist;
 mod placement;
 mod query;
+mod queue_config;
 mod schedulers;
 mod timers;
 

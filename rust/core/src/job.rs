@@ -131,6 +131,8 @@ pub struct JobExt {
     pub error: Option<Box<str>>,
     /// Parent/child links of a flow (`push_flow`); `None` for every other job.
     pub flow: Option<Box<FlowLinks>>,
+    /// Automatic retries out of the dead-letter set so far (a queue's `autoRetry`).
+    pub dlq_retries: u32,
 }
 
 /// What a flow child does to its parent when it fails for good (bunqueue's four

@@ -11,6 +11,7 @@ use crate::job::JobState;
 use crate::limits::QueueLimits;
 use crate::metrics::QueueMetrics;
 use crate::priority_queue::PriorityQueue;
+use crate::queue_config::QueueSettings;
 
 /// Active, waiting and delayed counts of one `groupId`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub struct Queue {
     /// Settings of some of its groups and the index pulls use to skip blocked groups
     /// (`groups.rs`); `None` (most queues) costs pulls one test.
     pub group_rules: Option<Box<GroupRules>>,
+    /// Stall and dead-letter settings; `None` (most queues): the engine-wide ones.
+    pub settings: Option<Box<QueueSettings>>,
 }
 
 impl Queue {
@@ -78,6 +81,7 @@ impl Queue {
             scheduled: 0,
             limits: None,
             group_rules: None,
+            settings: None,
         }
     }
 

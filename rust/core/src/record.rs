@@ -19,6 +19,7 @@ use crate::job_logs::LogEntry;
 use crate::limits::LimitsConfig;
 use crate::metrics::Bucket;
 use crate::options::Removal;
+use crate::queue_config::{DlqConfig, StallConfig};
 use crate::schedulers::SchedulerInfo;
 
 mod decode;
@@ -41,6 +42,13 @@ const TAG_QUEUE_LIMITS: u8 = 13;
 const TAG_SCHEDULER: u8 = 14;
 const TAG_SCHEDULER_DELETE: u8 = 15;
 const TAG_GROUP_SETTINGS: u8 = 16;
+const TAG_QUEUE_STALL_CONFIG: u8 = 18;
+const TAG_QUEUE_DLQ_CONFIG: u8 = 19;
+
+/// Sections after a job's extension when its marker byte is 3.
+const EXT_FLOW: u8 = 1;
+const EXT_DLQ_RETRIES: u8 = 2;
+const EXT_SECTIONS: u8 = EXT_FLOW | EXT_DLQ_RETRIES;
 
 /// A job read back from a record: the engine's own `Job` (with what a record does not
 /// store zeroed: slot generation, interned queue and name ids, lease owner, engine
@@ -115,6 +123,16 @@ pub enum Record<'a> {
         queue: Box<str>,
         group: Box<str>,
         settings: GroupSettings,
+    },
+    /// A queue's stall settings, whole (`None`: the engine-wide ones).
+    QueueStallConfig {
+        queue: Box<str>,
+        config: Option<StallConfig>,
+    },
+    /// A queue's dead-letter settings, whole (`None`: the defaults).
+    QueueDlqConfig {
+        queue: Box<str>,
+        config: Option<DlqConfig>,
     },
 }
 
@@ -219,7 +237,19 @@ pub fn encode_job(out: &mut Vec<u8>, j: &Job, queue: &str, name: &str, with_data
     match j.ext.as_deref() {
         None => out.push(0),
         // 2: the extension is followed by flow links (a byte earlier versions never
-        // wrote, so their records read the same).
+        // wrote, so their records read the same). 3: a byte of `EXT_*` bits follows
+        // saying which sections come after the extension (flow links, then the
+        // automatic retry count); written only when the count is set, so the bytes of
+        // every other job stay those of earlier versions.
+        Some(e) if e.dlq_retries > 0 => {
+            out.push(3);
+            out.push(EXT_DLQ_RETRIES | if e.flow.is_some() { EXT_FLOW } else { 0 });
+            encode_ext(out, e);
+            if let Some(f) = e.flow.as_deref() {
+                encode_flow(out, f);
+            }
+            put_u64(out, u64::from(e.dlq_retries));
+        }
         Some(e) => {
             out.push(if e.flow.is_some() { 2 } else { 1 });
             encode_ext(out, e);
@@ -405,6 +435,35 @@ pub fn encode_group_settings(out: &mut Vec<u8>, queue: &str, group: &str, g: &Gr
     put_opt_u64(out, g.held_until);
 }
 
+pub fn encode_queue_stall_config(out: &mut Vec<u8>, queue: &str, c: Option<&StallConfig>) {
+    out.push(TAG_QUEUE_STALL_CONFIG);
+    put_str(out, queue);
+    let Some(c) = c else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    out.push(u8::from(c.enabled));
+    put_u64(out, c.stall_interval_ms);
+    put_u64(out, c.max_stalls);
+    put_u64(out, c.grace_period_ms);
+}
+
+pub fn encode_queue_dlq_config(out: &mut Vec<u8>, queue: &str, c: Option<&DlqConfig>) {
+    out.push(TAG_QUEUE_DLQ_CONFIG);
+    put_str(out, queue);
+    let Some(c) = c else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    out.push(u8::from(c.auto_retry));
+    put_u64(out, c.auto_retry_interval_ms);
+    put_u64(out, c.max_auto_retries);
+    put_opt_u64(out, c.max_age_ms);
+    put_u64(out, c.max_entries);
+}
+
 /// Bits of a scheduler record's flag byte.
 const SCHED_SKIP_MISSED: u8 = 1;
 const SCHED_SKIP_NO_WORKER: u8 = 2;
@@ -474,6 +533,7 @@ mod tests {
                 }),
                 result: Some("1".into()),
                 error: Some("boom".into()),
+                dlq_retries: 0,
             })),
             lease: Some(Box::new(Lease {
                 token: [7; 16],
@@ -712,6 +772,113 @@ mod tests {
             settings,
         };
         assert_eq!(got, vec![rec(full), rec(GroupSettings::default())]);
+    }
+
+    /// Stall and dead-letter settings records come back as written, and their bytes are
+    /// pinned; so are the bytes of a job with an automatic retry count.
+    #[test]
+    fn queue_config_records_round_trip_and_are_pinned() {
+        let stall = StallConfig {
+            enabled: false,
+            stall_interval_ms: 1000,
+            max_stalls: 3,
+            grace_period_ms: 5,
+        };
+        let dlq = DlqConfig {
+            auto_retry: true,
+            auto_retry_interval_ms: 200,
+            max_auto_retries: 2,
+            max_age_ms: Some(7),
+            max_entries: 10,
+        };
+        let mut out = Vec::new();
+        encode_queue_stall_config(&mut out, "q", Some(&stall));
+        encode_queue_stall_config(&mut out, "q", None);
+        encode_queue_dlq_config(&mut out, "q", Some(&dlq));
+        encode_queue_dlq_config(
+            &mut out,
+            "q",
+            Some(&DlqConfig {
+                max_age_ms: None,
+                ..dlq
+            }),
+        );
+        encode_queue_dlq_config(&mut out, "q", None);
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "120171",
+                "0100e8070305",
+                "12017100",
+                "130171",
+                "0101c8010201070a",
+                "130171",
+                "0101c80102000a",
+                "13017100",
+            )
+        );
+        let mut d = Decoder::new(&out);
+        let mut got = Vec::new();
+        while let Some(r) = d.next_record().unwrap() {
+            got.push(r);
+        }
+        let q = || Box::<str>::from("q");
+        assert_eq!(
+            got,
+            vec![
+                Record::QueueStallConfig {
+                    queue: q(),
+                    config: Some(stall)
+                },
+                Record::QueueStallConfig {
+                    queue: q(),
+                    config: None
+                },
+                Record::QueueDlqConfig {
+                    queue: q(),
+                    config: Some(dlq)
+                },
+                Record::QueueDlqConfig {
+                    queue: q(),
+                    config: Some(DlqConfig {
+                        max_age_ms: None,
+                        ..dlq
+                    })
+                },
+                Record::QueueDlqConfig {
+                    queue: q(),
+                    config: None
+                },
+            ]
+        );
+
+        // A job with a retry count: marker 3, the sections byte, the count last.
+        let mut img = image();
+        img.job.ext.as_mut().unwrap().dlq_retries = 2;
+        let mut out = Vec::new();
+        encode_job(&mut out, &img.job, img.queue, img.name, true);
+        let mut plain = Vec::new();
+        img.job.ext.as_mut().unwrap().dlq_retries = 0;
+        encode_job(&mut plain, &img.job, img.queue, img.name, true);
+        let marker = plain.len() - 1 - ext_len(&img.job);
+        assert_eq!(plain[marker], 1);
+        assert_eq!(&out[marker..marker + 2], &[3, 2]);
+        assert_eq!(&out[marker + 2..out.len() - 1], &plain[marker + 1..]);
+        assert_eq!(out[out.len() - 1], 2);
+        img.job.ext.as_mut().unwrap().dlq_retries = 2;
+        let mut d = Decoder::new(&out);
+        match d.next_record().unwrap() {
+            Some(Record::Job(got)) => assert_eq!(got.job.ext, img.job.ext),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Bytes of a job's extension alone.
+    fn ext_len(j: &Job) -> usize {
+        let mut out = Vec::new();
+        encode_ext(&mut out, j.ext.as_deref().unwrap());
+        out.len()
     }
 
     /// Scheduler records come back as written, and their bytes are pinned.

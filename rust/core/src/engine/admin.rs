@@ -64,7 +64,7 @@ impl Engine {
         Ok(())
     }
 
-    fn retry_slot(&mut self, slot: u32, now: u64) {
+    pub(super) fn retry_slot(&mut self, slot: u32, now: u64) {
         let job = self.job(slot);
         let (prev, qid, key) = (job.state, job.queue, job.unique_key().map(Box::<str>::from));
         self.enqueue_ready(slot, now, Cause::Retry, |job| {
@@ -76,6 +76,7 @@ impl Engine {
             if let Some(ext) = job.ext.as_deref_mut() {
                 ext.result = None;
                 ext.error = None;
+                ext.dlq_retries = 0;
             }
         });
         // Take the dedup key back unless another live job holds it now.

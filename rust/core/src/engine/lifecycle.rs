@@ -7,7 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::events::{EventExtra, EventKind};
 use crate::ids::JobId;
 use crate::job::{Job, JobExt, JobState, Lease, RepeatState, FLAG_DURABLE, FLAG_LIFO};
-use crate::options::{check_queue_name, PushOptions, Removal, MAX_DELAY_MS};
+use crate::options::{check_queue_name, PushOptions, Removal};
 
 /// Settling a job pulled with a lock owner, without its token.
 pub const LOCK_TOKEN_REQUIRED: &str = "Lock token required for this job";
@@ -117,6 +117,7 @@ impl Engine {
                 result: None,
                 error: None,
                 flow: None,
+                dlq_retries: 0,
             })
         });
         let flags =
@@ -239,8 +240,7 @@ impl Engine {
         };
         let Some(slot) = slot else { return Ok(None) };
         let token = self.id_gen.next(now);
-        let lock = lock_ms.unwrap_or(self.config.stall_interval_ms);
-        let stall_deadline = now + lock.clamp(1, MAX_DELAY_MS);
+        let stall_deadline = self.lease_deadline(qid, now, now, lock_ms);
         self.transition(slot, JobState::Active, Cause::Pull, now, |job| {
             job.started_at = now;
             let timeout_deadline = job
@@ -345,7 +345,8 @@ impl Engine {
         Ok(self.fail_attempt(slot, error, now))
     }
 
-    /// Renews a lease for `duration_ms` (default: the stall interval). A renewed job is
+    /// Renews a lease for `duration_ms` (default: the queue's stall interval); returns the
+    /// new stall deadline (`u64::MAX`: none, stalls are off for the queue). A renewed job is
     /// no longer tied to the connection that pulled it: if that connection closes, the
     /// job stays active until its lease runs out (the reference's rule, which lets a
     /// worker that reconnects finish what it holds).
@@ -378,10 +379,8 @@ impl Engine {
     ) -> Result<u64> {
         let now = self.tick();
         let slot = self.leased_slot_for(id, token, token_checked)?;
-        let duration = duration_ms
-            .unwrap_or(self.config.stall_interval_ms)
-            .clamp(1, MAX_DELAY_MS);
-        let deadline = now + duration;
+        let job = self.job(slot);
+        let deadline = self.lease_deadline(job.queue, now, job.started_at, duration_ms);
         // Re-enter the active state so the lease's deadline index moves with it.
         self.refresh(slot, now, |job| {
             let lease = job.lease.as_mut().expect("active job has a lease");
@@ -533,10 +532,10 @@ impl Engine {
     pub(super) fn stall(&mut self, slot: u32, now: u64) {
         let job = self.job_mut(slot);
         job.stalls = job.stalls.saturating_add(1);
-        let stalls = job.stalls;
+        let (stalls, qid) = (job.stalls, job.queue);
         self.totals.stalled += 1;
         self.emit(EventKind::Stalled, slot, now, EventExtra::None);
-        if stalls >= self.config.max_stalls {
+        if u64::from(stalls) >= self.max_stalls_of(qid) {
             let job = self.job_mut(slot);
             job.attempts = job.attempts.saturating_add(1);
             self.finish_failed(slot, "Job stalled more than the allowed limit".into(), now);
@@ -608,6 +607,7 @@ impl Engine {
                 self.schedule_repeat(slot, now);
             }
             self.retain_finished(slot, qid, JobState::Failed, now);
+            self.note_dead_letter(qid, slot, now);
         }
     }
 }

@@ -143,6 +143,7 @@ impl Engine {
             for (group, settings) in self.all_group_settings(qid) {
                 encode_group_settings(out, &q.name, group, &settings);
             }
+            self.snapshot_queue_config(qid, out);
         }
         self.snapshot_schedulers(out);
         finish_frame(out, at);
@@ -224,6 +225,9 @@ impl Engine {
             let _ = writeln!(out, " groups {:?}", self.groups(&name));
             let _ = writeln!(out, " limits {:?}", self.limits_config(qid));
             let _ = writeln!(out, " group settings {:?}", self.all_group_settings(qid));
+            if let Some(s) = q.settings.as_deref() {
+                let _ = writeln!(out, " settings {:?} {:?}", s.stall, s.dlq);
+            }
             let mut buckets: Vec<(u64, &str, _)> = q
                 .metrics
                 .buckets()
@@ -321,6 +325,10 @@ impl Engine {
                 }
             }
             Record::QueueLimits { queue, limits } => self.restore_limits(&queue, limits),
+            Record::QueueStallConfig { queue, config } => {
+                self.restore_stall_config(&queue, config);
+            }
+            Record::QueueDlqConfig { queue, config } => self.restore_dlq_config(&queue, config),
             Record::Scheduler(info) => self.restore_scheduler(*info),
             Record::SchedulerDelete(name) => self.restore_scheduler_delete(&name),
             Record::GroupSettings {

@@ -260,8 +260,12 @@ impl Engine {
                         self.owners.entry(lease.owner).or_default().insert(slot);
                     }
                     let (stall_at, timeout_at) = (lease.stall_deadline, lease.timeout_deadline);
-                    self.lease_deadlines.insert((stall_at, slot));
-                    self.note_deadline(stall_at);
+                    // A lease that never stalls (stalls disabled for its queue) has no
+                    // deadline to keep.
+                    if stall_at != u64::MAX {
+                        self.lease_deadlines.insert((stall_at, slot));
+                        self.note_deadline(stall_at);
+                    }
                     if let Some(at) = timeout_at {
                         self.timeout_deadlines.insert((at, slot));
                         self.note_deadline(at);
@@ -353,9 +357,13 @@ impl Engine {
 
     /// Trims a finished set to the job's own keep-count and to the engine's retention
     /// bounds, oldest first.
-    fn enforce_retention(&mut self, qid: u32, state: JobState, keep: Option<usize>) {
+    /// For the failed set, the queue's dead-letter `max_entries` bounds it too.
+    pub(super) fn enforce_retention(&mut self, qid: u32, state: JobState, keep: Option<usize>) {
         let i = usize::from(state == JobState::Failed);
-        let max_count = keep.unwrap_or(usize::MAX).min(self.config.retention_count);
+        let mut max_count = keep.unwrap_or(usize::MAX).min(self.config.retention_count);
+        if i == 1 {
+            max_count = max_count.min(self.dlq_max_entries(qid));
+        }
         loop {
             let q = &self.queues[qid as usize];
             let set = if i == 0 { &q.completed } else { &q.failed };

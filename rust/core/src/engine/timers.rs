@@ -1,5 +1,5 @@
 //! Time: `tick` applies every due deadline (end of a delay, ttl, lease stall, attempt
-//! timeout, the retention-age sweep); `plan_wake` tells the timer thread when to return.
+//! timeout, the retention-age sweep with the dead-letter settings' age and retries); `plan_wake` tells the timer thread when to return.
 
 use super::placement::Cause;
 use super::{Engine, Timer, TimerKind, RETENTION_SWEEP_MS};
@@ -39,6 +39,7 @@ impl Engine {
         if now >= self.next_retention_sweep {
             self.next_retention_sweep = now + RETENTION_SWEEP_MS;
             self.expire_finished(now);
+            self.sweep_dead_letters(now);
         }
         now
     }

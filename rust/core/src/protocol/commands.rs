@@ -3,8 +3,8 @@
 //! getters, workers and WaitJob; by topic in their own modules: queue control
 //! (`queue_commands.rs`), job control (`job_commands.rs`), dead letters
 //! (`dlq_commands.rs`), job logs (`log_commands.rs`), queue limits
-//! (`limit_commands.rs`), job schedulers (`cron_commands.rs`) and flows
-//! (`flow_commands.rs`). Requests and replies use the reference's field names and
+//! (`limit_commands.rs`), stall and dead-letter settings (`queue_config_commands.rs`),
+//! job schedulers (`cron_commands.rs`) and flows (`flow_commands.rs`). Requests and replies use the reference's field names and
 //! shapes; validation and job rules are the engine's own (`docs/compatibility.md` lists
 //! where the messages differ).
 
@@ -13,7 +13,7 @@ use super::session::{Awaited, Context, Deferred, Encoding, Session};
 use super::value::Value;
 use super::{
     cron_commands, dlq_commands, flow_commands, group_commands, job_commands, limit_commands,
-    log_commands, queue_commands,
+    log_commands, queue_commands, queue_config_commands,
 };
 use crate::engine::{Engine, LOCK_TOKEN_REQUIRED};
 use crate::error::{EngineError, ErrorKind};
@@ -230,6 +230,8 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
             | "RateLimitClear"
             | "SetConcurrency"
             | "ClearConcurrency"
+            | "SetStallConfig"
+            | "SetDlqConfig"
             | "Cron"
             | "CronDelete"
             | "PUSHF"
@@ -334,6 +336,10 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "ResumeGroup" => group_commands::resume_group(engine, req),
         "IsGroupPaused" => group_commands::is_group_paused(engine, req),
         "RateLimitGroup" => group_commands::rate_limit_group(engine, req),
+        "SetStallConfig" => queue_config_commands::set_stall_config(engine, req),
+        "GetStallConfig" => queue_config_commands::get_stall_config(engine, req),
+        "SetDlqConfig" => queue_config_commands::set_dlq_config(engine, req),
+        "GetDlqConfig" => queue_config_commands::get_dlq_config(engine, req),
         "Cron" => cron_commands::cron(engine, req),
         "CronDelete" => cron_commands::cron_delete(engine, req),
         "CronList" => Ok(cron_commands::cron_list(engine)),

@@ -68,12 +68,22 @@ fn entry(engine: &Engine, slot: u32) -> Value {
         ("error", Value::str(error)),
         // hopper keeps no per-attempt history.
         ("attempts", Value::Array(Vec::new())),
-        ("retryCount", Value::Int(0)),
+        (
+            "retryCount",
+            Value::Int(i64::from(
+                engine.job_at(slot).ext().map_or(0, |e| e.dlq_retries),
+            )),
+        ),
         ("lastRetryAt", Value::Nil),
-        ("nextRetryAt", Value::Nil),
-        // Failed jobs do not expire by age (retention trims them by count and size).
-        ("expiresAt", Value::Nil),
+        // The queue's dead-letter settings: the next automatic retry, and the time
+        // `maxAge` drops the job (none without one: retention alone trims it).
+        ("nextRetryAt", time_or_nil(engine.dlq_retry_due(slot))),
+        ("expiresAt", time_or_nil(engine.dlq_expires_at(slot))),
     ])
+}
+
+fn time_or_nil(at: Option<u64>) -> Value {
+    at.map_or(Value::Nil, |t| Value::Int(t as i64))
 }
 
 fn limit(req: &Value) -> Res<usize> {
@@ -198,6 +208,10 @@ pub(super) fn dlq_stats(engine: &Engine, req: &Value) -> Res<Value> {
     let times = slots.iter().map(|&s| engine.job_at(s).finished_at);
     let (oldest, newest) = (times.clone().min(), times.max());
     let at = |t: Option<u64>| t.map_or(Value::Nil, |t| Value::Int(t as i64));
+    let pending = slots
+        .iter()
+        .filter(|&&s| engine.dlq_retry_due(s).is_some())
+        .count();
     let stats = Value::map(vec![
         ("total", Value::Int(slots.len() as i64)),
         (
@@ -217,7 +231,8 @@ pub(super) fn dlq_stats(engine: &Engine, req: &Value) -> Res<Value> {
                 Value::Int(slots.len() as i64),
             )]),
         ),
-        ("pendingRetry", Value::Int(0)),
+        // Jobs with an automatic retry ahead; expired jobs are dropped when they expire.
+        ("pendingRetry", Value::Int(pending as i64)),
         ("expired", Value::Int(0)),
         ("oldestEntry", at(oldest)),
         ("newestEntry", at(newest)),

@@ -15,6 +15,7 @@ mod limit_commands;
 mod log_commands;
 pub mod msgpack;
 mod queue_commands;
+mod queue_config_commands;
 mod session;
 mod value;
 

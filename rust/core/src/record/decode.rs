@@ -2,10 +2,11 @@
 //! tag and number checked, so damaged or foreign bytes give an error, never a panic.
 
 use super::{
-    JobImage, Record, TAG_GROUP_SETTINGS, TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG,
-    TAG_JOB_LOG_TRIM, TAG_JOB_STATE, TAG_METRIC, TAG_METRIC_BUCKET, TAG_QUEUE_DROP,
-    TAG_QUEUE_LIMITS, TAG_QUEUE_STATE, TAG_SCHEDULER, TAG_SCHEDULER_DELETE, TAG_SNAPSHOT_BEGIN,
-    TAG_SNAPSHOT_END, TAG_TOTALS,
+    JobImage, Record, EXT_DLQ_RETRIES, EXT_FLOW, EXT_SECTIONS, TAG_GROUP_SETTINGS, TAG_JOB_DELETE,
+    TAG_JOB_FULL, TAG_JOB_LOG, TAG_JOB_LOG_TRIM, TAG_JOB_STATE, TAG_METRIC, TAG_METRIC_BUCKET,
+    TAG_QUEUE_DLQ_CONFIG, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS, TAG_QUEUE_STALL_CONFIG,
+    TAG_QUEUE_STATE, TAG_SCHEDULER, TAG_SCHEDULER_DELETE, TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END,
+    TAG_TOTALS,
 };
 use crate::engine::Totals;
 use crate::groups::{GroupRate, GroupSettings};
@@ -15,6 +16,7 @@ use crate::job_logs::{LogEntry, LogLevel};
 use crate::limits::{LimitsConfig, RateLimitSpec};
 use crate::metrics::Bucket;
 use crate::options::{Removal, RepeatSpec};
+use crate::queue_config::{DlqConfig, StallConfig};
 use crate::schedulers::SchedulerInfo;
 
 /// A record payload that passed its checksum but does not parse (a bug or a file from an
@@ -176,6 +178,21 @@ impl<'a> Decoder<'a> {
                 ext.flow = Some(Box::new(self.flow()?));
                 Some(ext)
             }
+            3 => {
+                let sections = self.byte()?;
+                if sections & !EXT_SECTIONS != 0 {
+                    return Err(DecodeError("bad extension sections"));
+                }
+                let mut ext = self.ext()?;
+                if sections & EXT_FLOW != 0 {
+                    ext.flow = Some(Box::new(self.flow()?));
+                }
+                if sections & EXT_DLQ_RETRIES != 0 {
+                    ext.dlq_retries =
+                        u32::try_from(self.u64()?).map_err(|_| DecodeError("bad retry count"))?;
+                }
+                Some(ext)
+            }
             _ => return Err(DecodeError("bad flag byte")),
         };
         let job = Job {
@@ -271,6 +288,7 @@ impl<'a> Decoder<'a> {
             result: self.opt_str()?,
             error: self.opt_str()?,
             flow: None,
+            dlq_retries: 0,
         })
     }
 
@@ -414,6 +432,33 @@ impl<'a> Decoder<'a> {
                     concurrency: self.opt_u64()?,
                     paused: self.bool()?,
                     held_until: self.opt_u64()?,
+                },
+            },
+            TAG_QUEUE_STALL_CONFIG => Record::QueueStallConfig {
+                queue: self.str()?,
+                config: if self.bool()? {
+                    Some(StallConfig {
+                        enabled: self.bool()?,
+                        stall_interval_ms: self.u64()?,
+                        max_stalls: self.u64()?,
+                        grace_period_ms: self.u64()?,
+                    })
+                } else {
+                    None
+                },
+            },
+            TAG_QUEUE_DLQ_CONFIG => Record::QueueDlqConfig {
+                queue: self.str()?,
+                config: if self.bool()? {
+                    Some(DlqConfig {
+                        auto_retry: self.bool()?,
+                        auto_retry_interval_ms: self.u64()?,
+                        max_auto_retries: self.u64()?,
+                        max_age_ms: self.opt_u64()?,
+                        max_entries: self.u64()?,
+                    })
+                } else {
+                    None
                 },
             },
             _ => return Err(DecodeError("unknown record tag")),
