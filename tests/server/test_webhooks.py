@@ -44,8 +44,10 @@ class Receiver:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with lock:
                     receiver.requests.append((headers, body))
-                    status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else (
-                        receiver.statuses[0]
+                    status = (
+                        receiver.statuses.pop(0)
+                        if len(receiver.statuses) > 1
+                        else (receiver.statuses[0])
                     )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -172,7 +174,10 @@ def test_add_list_enable_remove_replies(conn: Conn, queue: str) -> None:
         ("http://[::ffff:10.0.0.1]/h", "Webhook URL cannot point to private IP"),
         ("http://[fd00::1]/h", "Webhook URL cannot point to private (ULA) IP"),
         ("http://[fe80::1]/h", "Webhook URL cannot point to link-local IP"),
-        ("http://metadata.google.internal/h", "Webhook URL cannot point to cloud metadata endpoints"),
+        (
+            "http://metadata.google.internal/h",
+            "Webhook URL cannot point to cloud metadata endpoints",
+        ),
     ],
 )
 def test_bad_urls_are_refused(conn: Conn, url: object, message: str) -> None:
