@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -226,7 +227,7 @@ class _Sink:
     def __init__(self, runner: Webhooks) -> None:
         self.queue: str | None = None
         self.frame: Framer | None = runner.frame
-        self.accept = runner.wants_queue
+        self.accept: Callable[[str], bool] | None = runner.wants_queue
         self._runner = runner
 
     def offer(self, item: bytes) -> None:
