@@ -170,6 +170,25 @@ def test_unknown_job(cli: Cli) -> None:
         (["cron", "add", "c", "-q", "q"], "--data (-d) is required (JSON string)"),
         (["rate-limit"], "Missing subcommand for rate-limit. Use: set, clear"),
         (["concurrency", "set", "q", "0"], "Limit must be a positive number (max concurrent jobs)"),
+        (["webhook"], "Missing subcommand. Use: list, add, remove, enable, disable"),
+        (["webhook", "add"], "Missing required argument: url"),
+        (
+            ["webhook", "add", "https://example.com/h"],
+            "--events (-e) is required (comma-separated). Valid events: job.pushed, "
+            "job.started, job.completed, job.failed, job.progress",
+        ),
+        (
+            ["webhook", "add", "https://example.com/h", "-e", "job.pushed,nope"],
+            "Invalid event: nope. Valid events: job.pushed, job.started, job.completed, "
+            "job.failed, job.progress",
+        ),
+        (["webhook", "add", "nope", "-e", "job.pushed"], "Invalid URL: nope"),
+        (
+            ["webhook", "add", "ftp://x.org/h", "-e", "job.pushed"],
+            "Webhook URL must use http or https protocol: ftp://x.org/h",
+        ),
+        (["webhook", "remove"], "Missing required argument: webhookId"),
+        (["webhook", "disable"], "Missing required argument: webhookId"),
     ],
 )
 def test_bad_arguments_exit_2_without_a_server(args: list[str], message: str) -> None:
@@ -344,6 +363,35 @@ def test_cron_add_list_delete(cli: Cli, queue: str) -> None:
 def test_worker_list(cli: Cli) -> None:
     reply = cli.ok("worker", "list", "--json").json
     assert reply["ok"] is True and isinstance(reply["data"]["workers"], list)
+
+
+def test_webhook_add_list_disable_enable_remove(cli: Cli, queue: str) -> None:
+    url = "https://example.com/hopper-cli-hook"  # the queue gets no job: nothing is sent
+    run = cli.ok("webhook", "add", url, "-e", "job.completed,job.failed", "-q", queue, "-s", "k")
+    match = re.fullmatch(rf"Webhook added: ({UUID_OR_ID})\n", run.out)
+    assert match, run.out
+    wid = match[1]
+    try:
+        block = (
+            f"  {wid}: {url}\n    Events: job.completed, job.failed\n    Queue: {queue}\n"
+            "    Delivered: 0 ok / 0 failed"
+        )
+        assert block in cli.ok("webhook", "list").out
+        assert cli.ok("webhook", "disable", wid).out == "OK\n"
+        assert f"  {wid}: {url} [disabled]\n" in cli.ok("webhook", "list").out
+        assert cli.ok("webhook", "enable", wid, "--json").json == {"ok": True}
+        listed = cli.ok("webhook", "list", "--json").json["data"]
+        hook = next(h for h in listed["webhooks"] if h["id"] == wid)
+        assert hook["enabled"] is True and hook["queue"] == queue and "secret" not in hook
+    finally:
+        assert cli.ok("webhook", "remove", wid, "--json").json == {
+            "ok": True,
+            "data": {"removed": True},
+        }
+    run = cli("webhook", "remove", wid)
+    assert (run.code, run.err) == (1, "Error: Webhook not found\n")
+    run = cli("webhook", "add", "http://127.0.0.1:1/h", "-e", "job.pushed")
+    assert (run.code, run.err) == (1, "Error: Webhook URL cannot point to localhost\n")
 
 
 def test_rate_limit_and_concurrency(cli: Cli, queue: str) -> None:

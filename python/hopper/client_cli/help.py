@@ -38,6 +38,8 @@ Scheduling and workers:
   cron add <name> -q/--queue q -d/--data json (-s/--schedule cron | -e/--every ms)
            [-P/--priority n] [--max-limit n] [-z/--timezone tz]
   worker list | worker register <name> -q q1,q2 | worker unregister <id>
+  webhook list | webhook remove <id> | webhook enable|disable <id>
+  webhook add <url> -e/--events e1,e2 [-q/--queue q] [-s/--secret s]
 
 Monitoring:
   stats | health                    server statistics

@@ -47,6 +47,8 @@ def _collection(r: Reply, command: str) -> str | None:
         return tables.dlq_jobs(r["jobs"]) if command == "dlq" else tables.jobs_table(r["jobs"])
     if isinstance(r.get("workers"), list):
         return tables.workers(r["workers"])
+    if isinstance(r.get("webhooks"), list):
+        return tables.webhooks(r["webhooks"])
     for key in ("crons", "cronJobs"):
         if isinstance(r.get(key), list):
             return tables.crons(r[key])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hopper.client_cli import core, crons, dlq, jobs, limits, queues, workers
+from hopper.client_cli import core, crons, dlq, jobs, limits, queues, webhooks, workers
 
 Command = dict[str, Any]
 
@@ -21,6 +21,7 @@ NETWORK_COMMANDS: dict[str, tuple[str, ...]] = {
     "dlq": dlq.SUBCOMMANDS,
     "cron": crons.SUBCOMMANDS,
     "worker": workers.SUBCOMMANDS,
+    "webhook": webhooks.SUBCOMMANDS,
     "stats": (),
     "metrics": (),
     "health": (),
@@ -55,6 +56,8 @@ def build(command: str, args: Sequence[str]) -> Command | None:
         return crons.build(args)
     if command == "worker":
         return workers.build(args)
+    if command == "webhook":
+        return webhooks.build(args)
     if command in ("rate-limit", "concurrency"):
         return limits.build(command, args)
     if command in _MONITORING:

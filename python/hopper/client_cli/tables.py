@@ -193,6 +193,25 @@ def workers(entries: Sequence[Reply]) -> str:
     return "\n".join(lines)
 
 
+def webhooks(entries: Sequence[Reply]) -> str:
+    if not entries:
+        return color("No webhooks registered", YELLOW)
+    blocks = []
+    for hook in entries:
+        listed = hook.get("events")
+        events = ", ".join(text(e) for e in listed) if isinstance(listed, list) else text(listed)
+        disabled = f" {color('[disabled]', YELLOW)}" if hook.get("enabled") is False else ""
+        block = f"  {color(text(hook.get('id')), BOLD)}: {text(hook.get('url'))}{disabled}"
+        block += f"\n    Events: {events}"
+        if not absent(hook.get("queue")):
+            block += f"\n    Queue: {text(hook.get('queue'))}"
+        if not absent(hook.get("successCount")) or not absent(hook.get("failureCount")):
+            ok, failed = text(hook.get("successCount"), "0"), text(hook.get("failureCount"), "0")
+            block += f"\n    Delivered: {ok} ok / {failed} failed"
+        blocks.append(block)
+    return "\n\n".join(blocks)
+
+
 def dlq_jobs(jobs: Sequence[Reply]) -> str:
     if not jobs:
         return color("DLQ is empty", GREEN)

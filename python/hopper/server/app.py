@@ -113,6 +113,7 @@ class HopperApp:
     def _started(self, loop: asyncio.AbstractEventLoop) -> None:
         self.engine.serve_on(loop)
         self._sampler = loop.create_task(self.state.throughput.run(self.engine))
+        self.state.webhooks.start(loop)
         if self.tcp is not None:
             self.tcp.start(loop)
         self._hook_signals(loop)
@@ -122,6 +123,7 @@ class HopperApp:
             self.tcp.go_away()
         if self._sampler is not None:
             self._sampler.cancel()
+        self.state.webhooks.stop()
         if self._own_engine:
             self.engine.close()
 

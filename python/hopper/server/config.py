@@ -278,6 +278,37 @@ class ServerConfig:
         "log lines kept per job (the oldest go first)",
         engine=True,
     )
+    webhook_allow_private_urls: bool = option(
+        False,
+        "--webhook-allow-private-urls",
+        ("HOPPER_WEBHOOK_ALLOW_PRIVATE_URLS",),
+        "accept webhook URLs on loopback, private, link-local and cloud-metadata hosts "
+        "(refused by default, as bunqueue does, against SSRF)",
+    )
+    webhook_max_retries: int = option(
+        3,
+        "--webhook-max-retries",
+        ("HOPPER_WEBHOOK_MAX_RETRIES", "WEBHOOK_MAX_RETRIES"),
+        "attempts at delivering one webhook event (the first included)",
+    )
+    webhook_retry_delay_ms: int = option(
+        1000,
+        "--webhook-retry-delay-ms",
+        ("HOPPER_WEBHOOK_RETRY_DELAY_MS", "WEBHOOK_RETRY_DELAY_MS"),
+        "wait before the second attempt at a webhook delivery; doubled for each next one (ms)",
+    )
+    webhook_timeout_ms: int = option(
+        10_000,
+        "--webhook-timeout-ms",
+        ("HOPPER_WEBHOOK_TIMEOUT_MS",),
+        "a webhook POST not answered within this fails (ms)",
+    )
+    webhook_queue_size: int = option(
+        10_000,
+        "--webhook-queue-size",
+        ("HOPPER_WEBHOOK_QUEUE_SIZE",),
+        "webhook deliveries waiting to be sent; past this they are dropped and counted",
+    )
 
     def engine_options(self) -> dict[str, Any]:
         """`hopper.Engine` keyword arguments: every engine option, and the data directory
@@ -420,9 +451,14 @@ def _validate(c: ServerConfig) -> None:
         "max_body_bytes",
         "tcp_idle_timeout_ms",
         "tcp_max_write_queue_bytes",
+        "webhook_max_retries",
+        "webhook_timeout_ms",
+        "webhook_queue_size",
     ):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if c.webhook_retry_delay_ms < 0:
+        raise ConfigError("webhook_retry_delay_ms must not be negative")
     if c.rate_limit_max_requests <= 0:
         raise ConfigError("rate_limit_max_requests must be positive")
     base = base_path(c.dashboard_base_path)

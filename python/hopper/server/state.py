@@ -16,6 +16,7 @@ from hopper.server.events import EventHub
 from hopper.server.prometheus import Metrics
 from hopper.server.server_engine import ServerEngine
 from hopper.server.throughput import Throughput
+from hopper.server.webhooks import Webhooks
 
 
 class Closable(Protocol):
@@ -33,6 +34,8 @@ class ServerState:
         self.connections = {"tcp": 0, "ws": 0, "sse": 0}
         self.throughput = Throughput()
         self.metrics = Metrics(engine, self.connections)
+        self.webhooks = Webhooks(config, self.hub, engine)
+        self.webhooks.load()
         # Lease owners: one per WebSocket and per HTTP long poll, so that a connection's
         # jobs can go back to waiting when it ends.
         self.owner_ids = iter(range(1, 2**62))
@@ -70,13 +73,15 @@ class ServerState:
         pending = [t for t in self._tasks if t is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
+        await self.webhooks.stopped(max(0.0, deadline - asyncio.get_running_loop().time()))
         while self.sockets and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
 
     def begin_shutdown(self) -> None:
         """SIGTERM/SIGINT: end long polls, SSE streams and WebSockets so that Granian's
-        wait for in-flight requests finishes promptly."""
+        wait for in-flight requests finishes promptly; stop sending webhooks."""
         for conn in list(self.sockets):
             conn.go_away()
         self.engine.interrupt_waits()
         self.hub.close_all()
+        self.webhooks.stop()
