@@ -210,3 +210,13 @@ def test_flow_producer_runs_children_on_two_queues_before_the_parent(
     assert r["values"] == {f"{queue}-a:{a}": {"doubled": 2}, f"{queue}-b:{b}": {"doubled": 4}}
     assert r["parentData"]["role"] == "parent"
     assert sorted(r["parentData"]["__childrenIds"]) == sorted([a, b])
+
+
+def test_job_schedulers_and_global_concurrency(target: Server, queue: str) -> None:
+    """`upsertJobScheduler` makes jobs a Worker runs, `removeJobScheduler` ends it; a
+    global concurrency of 2 holds a Worker of concurrency 8 to 2 jobs at a time
+    (sdk/schedulers_and_limits.ts)."""
+    r = run_sdk("schedulers_and_limits", target.tcp_port, queue)
+    assert r["listed"] == ["tick"] and r["removed"] is True
+    assert r["ticked"] >= 2 and r["listedAfterRemove"] == 0
+    assert r["finished"] == 12 and 1 <= r["mostAtOnce"] <= 2
