@@ -1,7 +1,7 @@
 """What the protocol's management commands change survives a SIGKILL: the dead-letter
-set, job logs, queue limits, a paused queue and a job's new delay or priority. Every
-answer waits for its log record (docs/durability.md), so whatever was answered before
-the kill is there after a restart on the same data directory."""
+set, job logs, queue limits, a job scheduler, a paused queue and a job's new delay or
+priority. Every answer waits for its log record (docs/durability.md), so whatever was
+answered before the kill is there after a restart on the same data directory."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def test_dlq_logs_limits_and_moves_survive_a_sigkill(tmp_path: Path) -> None:
             c.call_ok("RateLimit", queue="work", limit=5, duration=60_000)
             c.call_ok("SetConcurrency", queue="work", limit=2)
             c.call_ok("Pause", queue="other")
+            c.call_ok("Cron", name="nightly", queue="work", data={}, schedule="0 3 * * *")
         process.kill()
         process.start()
         with Conn(process.tcp_port) as c:
@@ -50,5 +51,7 @@ def test_dlq_logs_limits_and_moves_survive_a_sigkill(tmp_path: Path) -> None:
             assert limits["rateLimit"] == {"max": 5, "duration": 60_000}
             assert limits["concurrencyLimit"] == 2
             assert c.call_ok("IsPaused", queue="other")["paused"] is True
+            cron = c.call_ok("CronGet", name="nightly")["cron"]
+            assert (cron["queue"], cron["schedule"]) == ("work", "0 3 * * *")
     finally:
         process.stop()
