@@ -532,3 +532,136 @@ def test_queue_limits_survive_a_restart(tmp_path):
 def test_workers_registry_starts_empty(eng):
     # Workers register over the TCP protocol (tests/server covers the listing).
     assert eng.workers() == []
+
+
+# ----- job schedulers -----------------------------------------------------------------------
+
+JAN1 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+
+
+def test_scheduler_fires_on_the_manual_clock_and_is_listed():
+    with hopper.Engine(clock_ms=JAN1) as e:
+        made = e.upsert_scheduler(
+            "tick",
+            "reports",
+            {"kind": "daily"},
+            repeat_every_ms=1000,
+            job_name="report",
+            priority=4,
+            max_limit=2,
+            prevent_overlap=False,
+            job_options={"max_attempts": 7, "backoff": 50},
+        )
+        assert made == hopper.SchedulerInfo(
+            name="tick",
+            queue="reports",
+            job_name="report",
+            data={"kind": "daily"},
+            schedule=None,
+            repeat_every_ms=1000,
+            timezone=None,
+            priority=4,
+            max_limit=2,
+            unique_key=None,
+            skip_missed_on_restart=True,
+            skip_if_no_worker=False,
+            prevent_overlap=False,
+            job_options={"max_attempts": 7, "backoff": 50},
+            next_run=JAN1 + 1000,
+            executions=0,
+        )
+        assert e.counts("reports")["waiting"] == 0
+        e.advance_clock(999)
+        assert e.scheduler("tick").executions == 0
+        e.advance_clock(1)
+        got = e.scheduler("tick")
+        assert (got.executions, got.next_run) == (1, JAN1 + 2000)
+        job = e.pull("reports")
+        assert job is not None
+        assert (job.name, job.data, job.priority, job.max_attempts) == (
+            "report",
+            {"kind": "daily"},
+            4,
+            7,
+        )
+        e.advance_clock(1000)
+        assert e.scheduler("tick").executions == 2
+        assert e.counts("reports")["waiting"] == 1
+        # at its limit, the scheduler goes at its next due time, pushing nothing more
+        e.advance_clock(1000)
+        assert e.scheduler("tick") is None and e.schedulers() == []
+        assert e.counts("reports")["waiting"] == 1
+
+
+def test_scheduler_cron_pattern_overlap_replace_and_remove():
+    with hopper.Engine(clock_ms=JAN1) as e:
+        first = e.upsert_scheduler("five", "q", 1, schedule="*/5 * * * *")
+        assert first.next_run == JAN1 + 300_000 and first.prevent_overlap
+        assert first.job_name == "default" and first.job_options is None
+        e.upsert_scheduler("now", "q2", None, repeat_every_ms=60_000, immediately=True)
+        assert [s.name for s in e.schedulers()] == ["five", "now"]
+        assert e.scheduler("now").executions == 1
+        assert e.get(e.list_jobs("q2", "waiting")[0][0]["id"])["uniqueKey"] == "cron:now"
+        e.advance_clock(300_000)
+        e.advance_clock(300_000)
+        # prevent_overlap: the second run adds nothing while the first job waits
+        assert e.scheduler("five").executions == 2
+        assert e.counts("q")["waiting"] == 1
+        # a replace keeps the count and the listing place, and recomputes the next run
+        replaced = e.upsert_scheduler("five", "q", 2, schedule="@hourly", timezone="UTC")
+        assert (replaced.executions, replaced.schedule, replaced.data) == (2, "@hourly", 2)
+        assert replaced.next_run == JAN1 + 3_600_000
+        assert [s.name for s in e.schedulers()] == ["five", "now"]
+        assert e.remove_scheduler("five") is True
+        assert e.remove_scheduler("five") is False
+        assert e.scheduler("five") is None
+        assert e.counts("q")["waiting"] == 1  # its jobs stay
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "either schedule or repeatEvery"),
+        ({"repeat_every_ms": 0}, "positive safe integer"),
+        ({"schedule": "61 * * * *"}, "Invalid cron expression"),
+        ({"schedule": "0 0 30 2 *"}, "no future occurrences"),
+        ({"schedule": "0 * * * *", "timezone": "Europe/Rome"}, "unsupported timezone"),
+        ({"repeat_every_ms": 10, "job_name": ""}, "Job name"),
+        ({"repeat_every_ms": 10, "job_options": {"max_attempts": "x"}}, "maxAttempts"),
+        ({"repeat_every_ms": 10, "job_options": {"lifo": True}}, "unknown job option"),
+        ({"repeat_every_ms": -1}, "wrong argument"),
+        ({"repeat_every_ms": 10, "priority": 2**40}, "wrong argument"),
+    ],
+)
+def test_scheduler_errors_are_invalid_input_and_store_nothing(eng, kwargs, message):
+    with pytest.raises(hopper.InvalidInputError, match=message):
+        eng.upsert_scheduler("bad", "q", None, **kwargs)
+    assert eng.schedulers() == []
+
+
+def test_scheduler_bad_names_and_data(eng):
+    with pytest.raises(hopper.InvalidInputError, match="name is required"):
+        eng.upsert_scheduler("", "q", repeat_every_ms=10)
+    with pytest.raises(hopper.InvalidInputError, match="queue name"):
+        eng.upsert_scheduler("s", "bad name", repeat_every_ms=10)
+    with pytest.raises(hopper.InvalidInputError, match="JSON-serializable"):
+        eng.upsert_scheduler("s", "q", object(), repeat_every_ms=10)
+    with pytest.raises(hopper.InvalidInputError):
+        eng.scheduler(5)  # type: ignore[arg-type]
+    assert eng.schedulers() == []
+
+
+def test_schedulers_survive_a_restart(tmp_path):
+    with hopper.Engine(data_dir=tmp_path) as e:
+        e.upsert_scheduler("nightly", "reports", {"a": 1}, schedule="0 3 * * *", max_limit=5)
+        e.upsert_scheduler("gone", "reports", repeat_every_ms=60_000)
+        assert e.remove_scheduler("gone")
+    with hopper.Engine(data_dir=tmp_path) as e:
+        [s] = e.schedulers()
+        assert (s.name, s.queue, s.data, s.schedule, s.max_limit) == (
+            "nightly",
+            "reports",
+            {"a": 1},
+            "0 3 * * *",
+            5,
+        )

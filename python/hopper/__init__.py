@@ -9,7 +9,17 @@ imported on first use, so the engine alone does not load httpx and websockets.
 from typing import TYPE_CHECKING, Any
 
 from hopper._engine import __version__
-from hopper.engine import Engine, LogEntry, LogLevel, QueueLimits, RateLimit, SearchType, WorkerInfo
+from hopper.engine import (
+    Engine,
+    LogEntry,
+    LogLevel,
+    QueueLimits,
+    RateLimit,
+    SchedulerInfo,
+    SchedulerJobOptions,
+    SearchType,
+    WorkerInfo,
+)
 from hopper.errors import (
     HopperError,
     InvalidInputError,
@@ -79,6 +89,8 @@ __all__ = [
     "Producer",
     "QueueLimits",
     "RateLimit",
+    "SchedulerInfo",
+    "SchedulerJobOptions",
     "SearchType",
     "State",
     "UnavailableError",

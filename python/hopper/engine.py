@@ -11,13 +11,14 @@ import asyncio
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, TypedDict, TypeVar
 
 import orjson
 
 from hopper._engine import Core, EngineOptions, InvalidInputError
 from hopper.job import Job, State
 from hopper.notify import EventListener, LoopWatcher
+from hopper.push_options import FIELDS as PUSH_FIELDS
 from hopper.push_options import PushOptions, push_body
 
 if TYPE_CHECKING:
@@ -78,6 +79,59 @@ class WorkerInfo(NamedTuple):
     active_jobs: int
     processed_jobs: int
     failed_jobs: int
+
+
+class SchedulerJobOptions(TypedDict, total=False):
+    """Push options of the jobs a scheduler pushes (the push options a scheduler may set:
+    bunqueue's cron `jobOptions`)."""
+
+    max_attempts: int
+    backoff: int
+    timeout: int
+    delay: int
+    remove_on_complete: bool | int
+    remove_on_fail: bool | int
+
+
+# SchedulerJobOptions' keys -> the push body's fields, and back.
+_JOB_OPTION_FIELDS = {k: PUSH_FIELDS[k] for k in SchedulerJobOptions.__annotations__}
+_JOB_OPTION_KEYS = {v: k for k, v in _JOB_OPTION_FIELDS.items()}
+
+
+class SchedulerInfo(NamedTuple):
+    """A named job scheduler (bunqueue's cron): it pushes a job to `queue` on a cron
+    pattern (`schedule`, evaluated in UTC) or every `repeat_every_ms`."""
+
+    name: str
+    queue: str
+    job_name: str
+    """The name of the jobs it pushes."""
+    data: Any
+    """Their data."""
+    schedule: str | None
+    repeat_every_ms: int | None
+    timezone: str | None
+    priority: int
+    max_limit: int | None
+    """At most this many fires (None: no limit)."""
+    unique_key: str | None
+    skip_missed_on_restart: bool
+    skip_if_no_worker: bool
+    prevent_overlap: bool
+    job_options: SchedulerJobOptions | None
+    next_run: int | None
+    """When it fires next (engine clock, ms), or None for never."""
+    executions: int
+    """Fires so far (skipped ones not counted)."""
+
+
+def _scheduler_info(raw: dict[str, Any]) -> SchedulerInfo:
+    options = raw["job_options"]
+    if options is not None:
+        parsed = orjson.loads(options)
+        raw["job_options"] = {_JOB_OPTION_KEYS.get(k, k): v for k, v in parsed.items()}
+    raw["data"] = orjson.loads(raw["data"])
+    return SchedulerInfo(**raw)
 
 
 _new_tuple = tuple.__new__
@@ -497,6 +551,88 @@ class Engine:
     def stats(self) -> dict[str, int]:
         """Lifetime counters (pushed, pulled, completed, failed, ...) and index sizes."""
         return self._core.stats()
+
+    # ----- job schedulers ------------------------------------------------------------
+
+    def upsert_scheduler(
+        self,
+        name: str,
+        queue: str,
+        data: Any = None,
+        *,
+        schedule: str | None = None,
+        repeat_every_ms: int | None = None,
+        job_name: str | None = None,
+        priority: int = 0,
+        max_limit: int | None = None,
+        timezone: str | None = None,
+        unique_key: str | None = None,
+        immediately: bool = False,
+        skip_missed_on_restart: bool | None = None,
+        skip_if_no_worker: bool = False,
+        prevent_overlap: bool | None = None,
+        job_options: SchedulerJobOptions | None = None,
+    ) -> SchedulerInfo:
+        """Creates or replaces the scheduler `name` (bunqueue's `Cron`): it pushes a job
+        called `job_name` ("default") with `data` to `queue` on the cron pattern
+        `schedule` (5 or 6 fields or an `@daily`-style shortcut, in UTC; it wins over an
+        interval) or every `repeat_every_ms`. A replaced scheduler keeps its execution
+        count; its next run is computed afresh.
+
+        `max_limit`: at most that many fires (0 or None: no limit). `immediately`: a new
+        scheduler fires at once. `skip_missed_on_restart` (default True): a run missed
+        while the server was down is skipped, not fired once at start-up.
+        `skip_if_no_worker`: a run is skipped while no registered worker serves the
+        queue. `prevent_overlap` (default True): the jobs carry the uniqueKey
+        `cron:<name>` (unless `unique_key` names another), so a run adds nothing while
+        the previous job is live; set to True explicitly, the upsert also removes that
+        job if it is still waiting. `job_options`: push options of the jobs.
+
+        Returns the scheduler as stored (before an `immediately` fire). A bad pattern,
+        interval, time zone or option is InvalidInputError."""
+        _check_finite(priority=priority)
+        options = None
+        if job_options is not None:
+            unknown = set(job_options) - _JOB_OPTION_FIELDS.keys()
+            if unknown:
+                raise InvalidInputError(
+                    f"unknown job option(s): {', '.join(sorted(unknown))} (expected "
+                    f"{', '.join(_JOB_OPTION_FIELDS)})"
+                )
+            body = {_JOB_OPTION_FIELDS[k]: v for k, v in job_options.items() if v is not None}
+            options = _dumps(body, "job_options")
+        raw = self._call(
+            self._core.upsert_scheduler,
+            name,
+            queue,
+            _dumps(data, "data"),
+            job_name=job_name,
+            schedule=schedule,
+            repeat_every_ms=repeat_every_ms,
+            timezone=timezone,
+            priority=priority,
+            max_limit=max_limit,
+            unique_key=unique_key,
+            immediately=immediately,
+            skip_missed_on_restart=skip_missed_on_restart,
+            skip_if_no_worker=skip_if_no_worker,
+            prevent_overlap=prevent_overlap,
+            job_options=options,
+        )
+        return _scheduler_info(raw)
+
+    def remove_scheduler(self, name: str) -> bool:
+        """Removes the scheduler `name`; False if there is none. Jobs it pushed stay."""
+        return self._call(self._core.remove_scheduler, name)
+
+    def schedulers(self) -> list[SchedulerInfo]:
+        """Every job scheduler, first registration first."""
+        return [_scheduler_info(s) for s in self._core.schedulers()]
+
+    def scheduler(self, name: str) -> SchedulerInfo | None:
+        """The job scheduler `name`, or None."""
+        raw = self._call(self._core.scheduler, name)
+        return None if raw is None else _scheduler_info(raw)
 
     # ----- durability ----------------------------------------------------------------
 

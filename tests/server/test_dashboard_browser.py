@@ -122,24 +122,38 @@ def test_overview_lists_queues_live_and_views_render(server: Server, page: Any, 
     shot(page, "search")
 
 
-def test_queue_limits_and_workers_are_shown(server: Server, page: Any, queue: str) -> None:
+def test_queue_limits_workers_and_schedulers_are_shown(
+    server: Server, page: Any, queue: str
+) -> None:
     push(server.client, queue, data=1)
+    cron = f"nightly-{queue}"
     with Conn(server.tcp_port) as tcp:
         tcp.call_ok("RateLimit", queue=queue, limit=5, duration=60_000)
         tcp.call_ok("SetConcurrency", queue=queue, limit=2)
         worker = tcp.call_ok(
             "RegisterWorker", name="thumbnailer", queues=[queue], workerId=f"w-{queue}"
         )["data"]["workerId"]
-        page.goto(f"{server.url}/#/queue/{queue}")
-        limits = page.get_by_test_id("queue-limits")
-        playwright_api.expect(limits).to_contain_text("Rate limit: 5 per 60000 ms")
-        playwright_api.expect(limits).to_contain_text("Concurrency: 2")
-        page.goto(server.url + "/")
-        row = page.get_by_test_id(f"worker-row-{worker}")
-        playwright_api.expect(row).to_contain_text("thumbnailer")
-        playwright_api.expect(row).to_contain_text(queue)
-        playwright_api.expect(row).to_contain_text("live")
-        shot(page, "workers")
+        tcp.call_ok("Cron", name=cron, queue=queue, schedule="0 3 * * *", maxLimit=7)
+        try:
+            page.goto(f"{server.url}/#/queue/{queue}")
+            limits = page.get_by_test_id("queue-limits")
+            playwright_api.expect(limits).to_contain_text("Rate limit: 5 per 60000 ms")
+            playwright_api.expect(limits).to_contain_text("Concurrency: 2")
+            own = page.get_by_test_id(f"scheduler-row-{cron}")
+            playwright_api.expect(own).to_contain_text("0 3 * * *")
+            playwright_api.expect(own).to_contain_text("7")
+            page.goto(server.url + "/")
+            row = page.get_by_test_id(f"worker-row-{worker}")
+            playwright_api.expect(row).to_contain_text("thumbnailer")
+            playwright_api.expect(row).to_contain_text(queue)
+            playwright_api.expect(row).to_contain_text("live")
+            sched = page.get_by_test_id(f"scheduler-row-{cron}")
+            playwright_api.expect(sched).to_contain_text(queue)
+            playwright_api.expect(sched).to_contain_text("0 3 * * *")
+            playwright_api.expect(sched).to_contain_text("in ")
+            shot(page, "workers")
+        finally:
+            tcp.call("CronDelete", name=cron)
 
 
 def test_retrying_a_failed_job_from_the_page_moves_it(

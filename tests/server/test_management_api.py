@@ -32,6 +32,24 @@ from support import Server, ServerFactory, expect_error, expect_ok, get_job, pul
 from tcp_client import Conn
 
 NO_COUNTS = dict.fromkeys(STATES, 0)
+SCHEDULER_FIELDS = {
+    "name",
+    "queueName",
+    "jobName",
+    "data",
+    "schedule",
+    "repeatEvery",
+    "timezone",
+    "priority",
+    "maxLimit",
+    "executions",
+    "nextRunAt",
+    "uniqueKey",
+    "skipMissedOnRestart",
+    "skipIfNoWorker",
+    "preventOverlap",
+    "jobOptions",
+}
 
 
 def one_each() -> dict[str, int]:
@@ -726,10 +744,87 @@ def test_workers_registry(server: Server, client: httpx.Client, queue: str) -> N
         time.sleep(0.02)
 
 
+def test_schedulers_listed_with_their_next_run(
+    server: Server, client: httpx.Client, queue: str
+) -> None:
+    other = f"{queue}-other"
+    five, every, elsewhere = f"{queue}-five", f"{queue}-every", f"{queue}-elsewhere"
+    with Conn(server.tcp_port) as c:
+        try:
+            c.call_ok("Cron", name=five, queue=queue, data={"x": 1}, schedule="*/5 * * * *")
+            c.call_ok(
+                "Cron",
+                name=every,
+                queue=queue,
+                data=[2],
+                repeatEvery=3_600_000,
+                jobName="tick",
+                priority=3,
+                maxLimit=10,
+                preventOverlap=False,
+                skipIfNoWorker=True,
+                jobOptions={"maxAttempts": 4, "removeOnComplete": True},
+            )
+            c.call_ok("Cron", name=elsewhere, queue=other, schedule="@daily")
+            listed = api_data(client.get("/api/schedulers", params={"queue": queue}))
+            assert [s["name"] for s in listed] == [five, every]
+            first, second = listed
+            assert set(first) == SCHEDULER_FIELDS
+            # (a five-minute mark may pass during the test: its run is not asserted)
+            assert {k: v for k, v in first.items() if k not in ("nextRunAt", "executions")} == {
+                "name": five,
+                "queueName": queue,
+                "jobName": "default",
+                "data": {"x": 1},
+                "schedule": "*/5 * * * *",
+                "repeatEvery": None,
+                "timezone": None,
+                "priority": 0,
+                "maxLimit": None,
+                "uniqueKey": None,
+                "skipMissedOnRestart": True,
+                "skipIfNoWorker": False,
+                "preventOverlap": True,
+                "jobOptions": None,
+            }
+            # the next multiple of five minutes
+            next_ms = iso_ms(first["nextRunAt"])
+            assert next_ms % 300_000 == 0 and 0 < next_ms - time.time() * 1000 <= 300_000
+            keys = ("jobName", "data", "repeatEvery", "priority", "executions")
+            assert {k: second[k] for k in keys} == {
+                "jobName": "tick",
+                "data": [2],
+                "repeatEvery": 3_600_000,
+                "priority": 3,
+                "executions": 0,
+            }
+            assert (second["maxLimit"], second["preventOverlap"], second["skipIfNoWorker"]) == (
+                10,
+                False,
+                True,
+            )
+            assert second["jobOptions"] == {"maxAttempts": 4, "removeOnComplete": True}
+            assert abs(iso_ms(second["nextRunAt"]) - time.time() * 1000 - 3_600_000) < 60_000
+            everything = {s["name"] for s in api_data(client.get("/api/schedulers"))}
+            assert {five, every, elsewhere} <= everything
+            assert [
+                s["name"] for s in api_data(client.get("/api/schedulers", params={"queue": other}))
+            ] == [elsewhere]
+            assert api_data(client.get("/api/schedulers", params={"queue": f"{queue}-x"})) == []
+            # a removed scheduler is no longer listed
+            c.call_ok("CronDelete", name=five)
+            listed = api_data(client.get("/api/schedulers", params={"queue": queue}))
+            assert [s["name"] for s in listed] == [every]
+        finally:
+            for name in (five, every, elsewhere):
+                c.call("CronDelete", name=name)
+
+
 def test_extension_routes_are_documented(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "get" in paths["/api/queues/{name}/jobs/{id}/logs"]
     assert "get" in paths["/api/workers"]
+    assert "get" in paths["/api/schedulers"]
 
 
 # ----- jobs: actions ------------------------------------------------------------------------
@@ -1256,6 +1351,7 @@ def test_allow_list_hides_other_queues_everywhere(start_server: ServerFactory) -
         "/api/search?q=topsecret&type=payload&queue=c",
         f"/api/queues/c/jobs/{secret}/logs",
         "/api/workers?queue=c",
+        "/api/schedulers?queue=c",
     ):
         hidden_404("GET", path)
     # a hidden job through an allowed queue's path
@@ -1289,6 +1385,11 @@ def test_allow_list_hides_other_queues_everywhere(start_server: ServerFactory) -
         c.call_ok("RegisterWorker", name="hidden", queues=["c"], workerId="w-hidden")
         listed = api_data(client.get("/api/workers"))
         assert [(w["name"], w["queues"]) for w in listed] == [("both", ["a"])]
+        # schedulers: only those of the allowed queues
+        c.call_ok("Cron", name="shown", queue="a", schedule="@daily")
+        c.call_ok("Cron", name="secret", queue="c", schedule="@daily")
+        listed = api_data(client.get("/api/schedulers"))
+        assert [(s["name"], s["queueName"]) for s in listed] == [("shown", "a")]
 
 
 def test_metrics_off(start_server: ServerFactory) -> None:

@@ -203,8 +203,22 @@ def test_real_responses_conform(start_server: ServerFactory) -> None:
     ):
         get(path)
     with Conn(server.tcp_port) as c:
-        # the extensions' answers with something in them: log lines, limits, a worker
+        # the extensions' answers with something in them: log lines, limits, a worker,
+        # schedulers (a pattern, and an interval with job options)
         c.call_ok("AddLog", id=group, message="hello", level="warn")
+        c.call_ok("Cron", name="pattern", queue=q, data={"a": 1}, schedule="*/5 * * * *")
+        c.call_ok(
+            "Cron",
+            name="interval",
+            queue=q,
+            repeatEvery=3_600_000,
+            maxLimit=3,
+            timezone="UTC",
+            uniqueKey="k",
+            jobOptions={"maxAttempts": 2, "backoff": {"type": "fixed", "delay": 5}},
+        )
+        get("/api/schedulers")
+        get("/api/schedulers", params={"queue": q})
         c.call_ok("RateLimit", queue=q, limit=5, duration=1000, ttl=60_000)
         c.call_ok("SetConcurrency", queue=q, limit=3)
         c.call_ok("RegisterWorker", name="w", queues=[q], hostname="h", pid=1)

@@ -43,9 +43,9 @@ function toast(message, error) {
 }
 const enc = encodeURIComponent;
 function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
-function age(iso) {
-  if (!iso) return "—";
-  let secs = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+function age(iso) { return iso ? duration(Date.now() - new Date(iso).getTime()) : "—"; }
+function duration(ms) {
+  const secs = Math.max(0, Math.round(ms / 1000));
   if (secs < 60) return secs + " s";
   if (secs < 3600) return Math.round(secs / 60) + " min";
   if (secs < 86400) return (secs / 3600).toFixed(1) + " h";
@@ -183,10 +183,11 @@ function countCell(queue, st, n) {
 
 async function overview() {
   const queues = await api("/queues");
-  const [sparks, failures, workers] = await Promise.all([
+  const [sparks, failures, workers, schedulers] = await Promise.all([
     api("/metrics/sparklines").catch(() => ({ data: {} })),
     Promise.all(queues.data.filter((x) => x.counts.failed).map((x) => api(`/queues/${enc(x.name)}/failures`).then((f) => [x.name, f.data]))),
     api("/workers").catch(() => ({ data: [] })),
+    api("/schedulers").catch(() => ({ data: [] })),
   ]);
   const filter = h("input", { type: "search", placeholder: "Filter queues by name", "data-testid": "queue-filter" });
   const body = h("tbody");
@@ -223,7 +224,8 @@ async function overview() {
     h("div", { class: "spread" }, h("div", {}, h("h1", {}, "Queues"), h("div", { class: "muted" }, `${queues.data.length} queues · counts update live`)), filter),
     h("div", { class: "panel" }, table),
     failurePanel,
-    workersPanel(workers.data));
+    workersPanel(workers.data),
+    schedulersPanel(schedulers.data, true));
   state.refresh = { queue: null, fn: () => overview() };
 }
 
@@ -247,6 +249,37 @@ function workersPanel(workers) {
   return panel;
 }
 
+function fmtEvery(ms) {
+  const units = [[86400000, "d"], [3600000, "h"], [60000, "min"], [1000, "s"]];
+  for (const [size, unit] of units) if (ms >= size && ms % size === 0) return `every ${ms / size} ${unit}`;
+  return `every ${ms} ms`;
+}
+function until(iso) {
+  if (!iso) return "never";
+  const ms = new Date(iso).getTime() - Date.now();
+  return ms <= 0 ? "due" : "in " + duration(ms);
+}
+
+// Job schedulers (crons): all of them on the overview (`withQueue`), a queue's own on its view.
+function schedulersPanel(schedulers, withQueue) {
+  const panel = h("div", { class: "panel", "data-testid": "schedulers" }, h("h2", {}, "Schedulers"));
+  if (!schedulers.length) {
+    panel.append(h("div", { class: "empty" }, "No job schedulers."));
+    return panel;
+  }
+  panel.append(h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "Scheduler"), withQueue ? h("th", {}, "Queue") : null, h("th", {}, "Schedule"),
+      h("th", {}, "Next run"), h("th", { class: "num" }, "Executions"), h("th", { class: "num" }, "Limit"))),
+    h("tbody", {}, schedulers.map((x) => h("tr", { "data-testid": `scheduler-row-${x.name}` },
+      h("td", {}, x.name, " ", h("span", { class: "muted", title: "the name of the jobs it pushes" }, x.jobName)),
+      withQueue ? h("td", {}, h("a", { class: "badge", href: `#/queue/${enc(x.queueName)}` }, x.queueName)) : null,
+      h("td", { class: x.schedule ? "mono" : "" }, x.schedule ? x.schedule + (x.timezone ? ` (${x.timezone})` : "") : fmtEvery(x.repeatEvery)),
+      h("td", { title: fmtTime(x.nextRunAt) }, x.nextRunAt ? fmtTime(x.nextRunAt) + " · " + until(x.nextRunAt) : "never"),
+      h("td", { class: "num" }, x.executions),
+      h("td", { class: "num" }, x.maxLimit === null ? "—" : x.maxLimit))))));
+  return panel;
+}
+
 function limitsLine(limits) {
   const parts = [];
   const r = limits.rateLimit;
@@ -259,8 +292,9 @@ async function queueView(name, params) {
   const st = STATES.includes(params.get("state")) ? params.get("state") : "waiting";
   const start = Math.max(0, parseInt(params.get("start") || "0", 10) || 0);
   const q = enc(name);
-  const [detail, jobs, groups] = await Promise.all([
-    api(`/queues/${q}`), api(`/queues/${q}/jobs?state=${st}&start=${start}&end=${start + PAGE}`), api(`/queues/${q}/groups`)]);
+  const [detail, jobs, groups, schedulers] = await Promise.all([
+    api(`/queues/${q}`), api(`/queues/${q}/jobs?state=${st}&start=${start}&end=${start + PAGE}`), api(`/queues/${q}/groups`),
+    api(`/schedulers?queue=${q}`).catch(() => ({ data: [] }))]);
   const d = detail.data;
   const tabs = h("div", { class: "tabs" }, STATES.map((x) => h("a", { class: x === st ? "on" : "", href: `#/queue/${q}?state=${x}`, "data-testid": `tab-${x}` }, `${x} (${d.counts[x]})`)));
   const nameFilter = h("input", { type: "search", placeholder: "Filter this page by job name" });
@@ -301,7 +335,8 @@ async function queueView(name, params) {
         ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", { class: "num" }, "Active"), h("th", { class: "num" }, "Waiting"))),
           h("tbody", {}, groups.data.map((g) => h("tr", {}, h("td", {}, g.groupId), h("td", { class: "num" }, g.activeCount), h("td", { class: "num" }, g.waitingCount)))))
         : h("div", { class: "empty" }, "No groups.")),
-      metricsPanel(name)));
+      metricsPanel(name)),
+    schedulersPanel(schedulers.data, false));
   state.refresh = { queue: name, fn: () => queueView(name, params) };
 }
 

@@ -10,8 +10,8 @@ use hopper_core::{
     event_frame as encode_event_frame, push_str, write_event, AckRequest, Clock, Commit, Deferred,
     Encoding, Engine, EngineConfig, EngineError, EngineHandle, ErrorKind, Event, FailOutcome,
     FailRequest, FsyncPolicy, JobState, ManualClock, OpenReport, Output, PushOptions,
-    QueueLimitsInfo, SearchKind, Session, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS,
-    DEFAULT_MAX_ATTEMPTS,
+    QueueLimitsInfo, SchedulerInfo, SchedulerSpec, SearchKind, Session, StorageConfig, SystemClock,
+    DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -168,6 +168,29 @@ fn open_report<'py>(py: Python<'py>, r: &OpenReport) -> PyResult<Bound<'py, PyDi
     d.set_item("orphans", r.recovered.stats.orphans)?;
     d.set_item("repaired_bytes", r.recovered.repaired_bytes)?;
     d.set_item("warnings", r.recovered.warnings.clone())?;
+    Ok(d)
+}
+
+/// A job scheduler as a dict: its fields by their Rust names (`repeat_every_ms` for the
+/// interval), `data` and `job_options` as JSON text, `next_run` None for never.
+fn scheduler_dict<'py>(py: Python<'py>, s: &SchedulerInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &*s.name)?;
+    d.set_item("queue", &*s.queue)?;
+    d.set_item("job_name", &*s.job_name)?;
+    d.set_item("data", &*s.data)?;
+    d.set_item("schedule", s.schedule.as_deref())?;
+    d.set_item("repeat_every_ms", s.repeat_every)?;
+    d.set_item("timezone", s.timezone.as_deref())?;
+    d.set_item("priority", s.priority)?;
+    d.set_item("max_limit", s.max_limit)?;
+    d.set_item("unique_key", s.unique_key.as_deref())?;
+    d.set_item("skip_missed_on_restart", s.skip_missed_on_restart)?;
+    d.set_item("skip_if_no_worker", s.skip_if_no_worker)?;
+    d.set_item("prevent_overlap", s.prevent_overlap)?;
+    d.set_item("job_options", s.job_options.as_deref())?;
+    d.set_item("next_run", (s.next_run != u64::MAX).then_some(s.next_run))?;
+    d.set_item("executions", s.executions)?;
     Ok(d)
 }
 
@@ -771,6 +794,75 @@ impl Core {
                 Ok(d)
             })
             .collect()
+    }
+
+    /// Every job scheduler, first registration first, one dict each.
+    fn schedulers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let all = self.with(|e| Ok(e.schedulers()))?;
+        all.iter().map(|s| scheduler_dict(py, s)).collect()
+    }
+
+    /// The job scheduler `name`, or None.
+    fn scheduler<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let got = self.with(|e| Ok(e.scheduler(name)))?;
+        got.as_ref().map(|s| scheduler_dict(py, s)).transpose()
+    }
+
+    /// Creates or replaces the job scheduler `name` (bunqueue's `Cron`); `data` and
+    /// `job_options` are JSON (the options in the push body's spelling). Returns the
+    /// scheduler as stored (before an `immediately` fire).
+    #[pyo3(signature = (name, queue, data, *, job_name=None, schedule=None,
+        repeat_every_ms=None, timezone=None, priority=0, max_limit=None, unique_key=None,
+        immediately=false, skip_missed_on_restart=None, skip_if_no_worker=false,
+        prevent_overlap=None, job_options=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn upsert_scheduler<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        queue: String,
+        data: &[u8],
+        job_name: Option<String>,
+        schedule: Option<String>,
+        repeat_every_ms: Option<u64>,
+        timezone: Option<String>,
+        priority: i32,
+        max_limit: Option<u64>,
+        unique_key: Option<String>,
+        immediately: bool,
+        skip_missed_on_restart: Option<bool>,
+        skip_if_no_worker: bool,
+        prevent_overlap: Option<bool>,
+        job_options: Option<&[u8]>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let info = self.mutate(py, |e| {
+            let spec = SchedulerSpec {
+                name,
+                queue,
+                job_name,
+                data: json_text(data, "data")?,
+                schedule,
+                repeat_every: repeat_every_ms,
+                timezone,
+                priority,
+                max_limit,
+                unique_key,
+                skip_missed_on_restart,
+                immediately,
+                skip_if_no_worker,
+                prevent_overlap,
+                job_options: job_options
+                    .map(|o| json_text(o, "job_options"))
+                    .transpose()?,
+            };
+            e.upsert_scheduler(spec)
+        })?;
+        scheduler_dict(py, &info)
+    }
+
+    /// Removes the job scheduler `name`; false if there is none. Its jobs stay.
+    fn remove_scheduler(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        self.mutate(py, |e| e.remove_scheduler(name))
     }
 
     #[pyo3(signature = (queue, name=None))]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hopper.engine import Engine, LogEntry, WorkerInfo
+from hopper.engine import Engine, LogEntry, SchedulerInfo, WorkerInfo
 from hopper.job import STATES as STATES
+from hopper.push_options import FIELDS as PUSH_FIELDS
 
 ALL_NAMES = "__all__"
 
@@ -161,6 +162,32 @@ def worker(w: WorkerInfo, now_ms: int) -> dict[str, Any]:
         "processedJobs": w.processed_jobs,
         "failedJobs": w.failed_jobs,
         "status": "live" if age < 10_000 else "warning" if age < 30_000 else "stale",
+    }
+
+
+def scheduler(s: SchedulerInfo) -> dict[str, Any]:
+    """A job scheduler: bunqueue's `cronData` fields in the API's vocabulary
+    (`queueName`, ISO times), with its flags and the pushed jobs' options."""
+    options = s.job_options
+    return {
+        "name": s.name,
+        "queueName": s.queue,
+        "jobName": s.job_name,
+        "data": s.data,
+        "schedule": s.schedule,
+        "repeatEvery": s.repeat_every_ms,
+        "timezone": s.timezone,
+        "priority": s.priority,
+        "maxLimit": s.max_limit,
+        "executions": s.executions,
+        "nextRunAt": iso(s.next_run),
+        "uniqueKey": s.unique_key,
+        "skipMissedOnRestart": s.skip_missed_on_restart,
+        "skipIfNoWorker": s.skip_if_no_worker,
+        "preventOverlap": s.prevent_overlap,
+        "jobOptions": None
+        if options is None
+        else {PUSH_FIELDS.get(k, k): v for k, v in options.items()},
     }
 
 
