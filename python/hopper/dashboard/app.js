@@ -35,12 +35,42 @@ function s(tag, attrs, ...children) {
   return el;
 }
 const view = () => document.getElementById("view");
+// Tables scroll sideways inside their panel on a narrow screen instead of widening the page.
+function tableWrap(table) { return h("div", { class: "table-wrap" }, table); }
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many || one + "s"}`;
 function show(...nodes) { view().replaceChildren(...nodes); }
+// The button the user last pressed (outside dialogs): a notice about its action must not
+// cover it, even after the view is redrawn with a new button in the same place.
+let lastPressed = null;
+document.addEventListener("pointerdown", (e) => {
+  const b = e.target instanceof Element && e.target.closest("button");
+  if (b && !b.closest("dialog")) { lastPressed = b; b._rect = b.getBoundingClientRect(); }
+}, true);
+document.addEventListener("keydown", (e) => {
+  const b = e.target instanceof Element && e.target.closest("button");
+  if (b && !b.closest("dialog") && (e.key === "Enter" || e.key === " ")) { lastPressed = b; b._rect = b.getBoundingClientRect(); }
+}, true);
+
+function overlaps(a, b) { return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom; }
+
+function placeToast(t, avoid) {
+  t.classList.remove("above");
+  t.style.top = "";
+  if (!avoid) return;
+  if (!overlaps(t.getBoundingClientRect(), avoid)) return;
+  // Over the button at the bottom: show it just under the header instead.
+  t.classList.add("above");
+  t.style.top = Math.round(document.querySelector("header.top").getBoundingClientRect().bottom + 10) + "px";
+}
+
 function toast(message, error) {
   const t = document.getElementById("toast");
   t.textContent = message; t.className = "toast" + (error ? " err" : ""); t.hidden = false;
+  const avoid = lastPressed && lastPressed.isConnected ? lastPressed.getBoundingClientRect() : (lastPressed && lastPressed._rect);
+  placeToast(t, avoid);
   clearTimeout(t._timer); t._timer = setTimeout(() => { t.hidden = true; }, 3500);
 }
+document.getElementById("toast").addEventListener("click", (e) => { e.currentTarget.hidden = true; });
 const enc = encodeURIComponent;
 function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
 function age(iso) { return iso ? duration(Date.now() - new Date(iso).getTime()) : "—"; }
@@ -60,13 +90,18 @@ class ApiError extends Error { constructor(status, code, message) { super(messag
 
 async function api(path, opts = {}) {
   const headers = { ...(opts.body !== undefined ? { "content-type": "application/json" } : {}) };
-  if (state.token) headers.authorization = "Bearer " + state.token;
+  const sent = state.token;
+  if (sent) headers.authorization = "Bearer " + sent;
   const res = await fetch(API + path, { method: opts.method || "GET", headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
   let payload = null;
   try { payload = await res.json(); } catch (_) { /* empty body */ }
   if (!res.ok) {
     const err = (payload && payload.error) || { code: "HTTP_" + res.status, message: res.statusText };
-    if (res.status === 401) askToken("The token was refused. Enter a valid token.");
+    if (res.status === 401) {
+      // Only a token that was sent can have been refused; without one, ask for it.
+      if (sent) askToken("The token was refused. Enter a valid token.");
+      else askToken(NEED_TOKEN);
+    }
     throw new ApiError(res.status, err.code, err.message);
   }
   return payload;
@@ -83,6 +118,7 @@ async function act(label, path, body, method = "POST") {
   }
 }
 
+const NEED_TOKEN = "This server requires a bearer token. Enter it to continue.";
 function askToken(message) {
   const d = document.getElementById("auth-dialog");
   document.getElementById("auth-message").textContent = message;
@@ -93,13 +129,18 @@ document.getElementById("auth-form").addEventListener("submit", () => {
   state.token = document.getElementById("auth-token").value.trim();
   sessionStorage.setItem("hopper-token", state.token);
   connectEvents();
-  route();
+  route(true);
 });
 
-function confirmAction(title, text) {
+// Every bulk or destructive action asks first: `ok` names what the button does, `danger`
+// marks what cannot be undone.
+function confirmAction(title, text, ok = "Confirm", danger = true) {
   const d = document.getElementById("confirm-dialog");
   document.getElementById("confirm-title").textContent = title;
   document.getElementById("confirm-text").textContent = text;
+  const okButton = document.getElementById("confirm-ok");
+  okButton.textContent = ok;
+  okButton.className = danger ? "danger" : "primary";
   d.returnValue = "";
   d.showModal();
   return new Promise((resolve) => d.addEventListener("close", () => resolve(d.returnValue === "ok"), { once: true }));
@@ -140,42 +181,78 @@ function onEvent(ev) {
 
 // ----- charts ---------------------------------------------------------------------------
 
+// The management API's metrics record finished attempts (completed + failed) per minute;
+// pushes are not recorded there, so the line and its label say "finished", not "jobs".
 function sparkline(points, width = 120, height = 28) {
   const max = Math.max(1, ...points);
   const step = points.length > 1 ? width / (points.length - 1) : width;
   const coords = points.map((p, i) => `${(i * step).toFixed(1)},${(height - 2 - (p / max) * (height - 4)).toFixed(1)}`).join(" ");
-  return s("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${points.reduce((a, b) => a + b, 0)} jobs finished in the last hour` },
+  return s("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${points.reduce((a, b) => a + b, 0)} jobs finished (completed or failed) in the last hour` },
     s("line", { class: "base", x1: 0, y1: height - 1, x2: width, y2: height - 1 }),
     s("polyline", { points: coords }));
 }
 
-function barChart(buckets, from, to, stepMs, width = 640, height = 160) {
-  // Bars on a time axis from `from` to `to`: empty periods stay empty, so gaps show.
+// y-axis ticks for values up to `n`: at most five, a round step (1, 2 or 5 times a power
+// of ten, at least 1), from 0 to the first tick at or above `n`.
+function yTicks(n) {
+  const raw = Math.max(1, n) / 4, p = 10 ** Math.floor(Math.log10(raw));
+  const step = Math.max(1, [1, 2, 5, 10].map((m) => m * p).find((x) => x >= raw));
+  const top = step * Math.ceil(Math.max(1, n) / step);
+  const out = [];
+  for (let v = 0; v <= top; v += step) out.push(v);
+  return out;
+}
+
+function barChart(buckets, from, to, stepMs, unit, width = 640, height = 180) {
+  // Stacked bars (completed, failed) on a time axis from `from` to `to`: empty periods
+  // stay empty, so gaps show. A y-axis with ticks and a title, and a legend below.
   const all = buckets.filter((b) => b.jobName === "__all__");
   if (!all.length) return h("div", { class: "empty" }, "No finished jobs in this range.");
-  const max = Math.max(1, ...all.map((b) => b.completedCount + b.failedCount));
-  const left = 40, plot = width - left - 4, span = Math.max(stepMs, to - from);
+  const ticks = yTicks(Math.max(...all.map((b) => b.completedCount + b.failedCount)));
+  const max = ticks[ticks.length - 1];
+  const left = 52, top = 8, bottom = 22, plot = width - left - 4, span = Math.max(stepMs, to - from);
+  const ph = height - top - bottom, base = height - bottom;
   const bw = Math.max(2, Math.min(40, (plot * stepMs) / span - 1));
-  const svg = s("svg", { class: "chart", width: "100%", height, viewBox: `0 0 ${width} ${height}`, role: "img", "data-testid": "metrics-chart" });
-  svg.append(s("line", { x1: left - 4, y1: height - 20, x2: width, y2: height - 20 }));
-  svg.append(s("text", { x: 0, y: 12 }, String(max)));
+  const svg = s("svg", { class: "chart", width: "100%", height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": `Jobs completed and failed ${unit}`, "data-testid": "metrics-chart" });
+  // y-axis title, rotated along the axis
+  svg.append(s("text", { class: "axis-title", x: -(top + ph / 2), y: 10, transform: "rotate(-90)", "text-anchor": "middle", "data-testid": "y-title" }, `jobs ${unit}`));
+  for (const v of ticks) {
+    const y = base - (v / max) * ph;
+    if (v > 0) svg.append(s("line", { class: "grid", x1: left - 4, y1: y, x2: width, y2: y }));
+    svg.append(s("text", { class: "y-tick", x: left - 8, y: y + 3.5, "text-anchor": "end" }, String(v)));
+  }
+  svg.append(s("line", { x1: left - 4, y1: base, x2: width, y2: base }));
   for (const b of all) {
     const t = new Date(b.periodStart).getTime();
     const x = left + ((t - from) / span) * plot;
-    const ch = (b.completedCount / max) * (height - 30);
-    const fh = (b.failedCount / max) * (height - 30);
-    const c = s("rect", { class: "c", x, y: height - 20 - ch, width: bw, height: ch });
+    const ch = (b.completedCount / max) * ph;
+    const fh = (b.failedCount / max) * ph;
+    const c = s("rect", { class: "c", x, y: base - ch, width: bw, height: ch });
     c.append(s("title", {}, `${fmtTime(b.periodStart)}: ${b.completedCount} completed, ${b.failedCount} failed`));
-    const f = s("rect", { class: "f", x, y: height - 20 - ch - fh, width: bw, height: fh });
+    const f = s("rect", { class: "f", x, y: base - ch - fh, width: bw, height: fh });
     f.append(s("title", {}, `${fmtTime(b.periodStart)}: ${b.failedCount} failed`));
     svg.append(c, f);
   }
   svg.append(s("text", { x: left, y: height - 5 }, new Date(from).toLocaleTimeString()));
-  svg.append(s("text", { x: width - 70, y: height - 5 }, new Date(to).toLocaleTimeString()));
-  return svg;
+  svg.append(s("text", { x: width, y: height - 5, "text-anchor": "end" }, new Date(to).toLocaleTimeString()));
+  const done = all.reduce((a, b) => a + b.completedCount, 0), failed = all.reduce((a, b) => a + b.failedCount, 0);
+  const legend = h("div", { class: "legend", "data-testid": "chart-legend" },
+    h("span", {}, h("span", { class: "sw c" }), `completed (${done})`),
+    h("span", {}, h("span", { class: "sw f" }), `failed (${failed})`));
+  return h("div", {}, svg, legend);
 }
 
 // ----- views ----------------------------------------------------------------------------
+
+function sparkCell(q, points) {
+  if (!points) return h("td", { class: "muted", title: "Metrics are off or unavailable" }, "—");
+  const finished = points.reduce((a, b) => a + b, 0);
+  const waiting = q.counts.waiting + q.counts.delayed + q.counts["waiting-children"];
+  const title = `${plural(finished, "job")} finished (completed or failed) in the last hour, per minute. ` +
+    `The metrics do not record pushes; ${waiting} ${waiting === 1 ? "is" : "are"} waiting or delayed now.`;
+  return h("td", { title, "data-testid": `spark-${q.name}` }, h("div", { class: "spark-cell" }, sparkline(points), h("span", { class: "n" }, `${finished} finished`)));
+}
 
 function countCell(queue, st, n) {
   return h("td", { class: "num" }, h("a", { class: "count-link" + (n ? "" : " zero"), href: `#/queue/${enc(queue)}?state=${st}`, "data-testid": `count-${queue}-${st}` }, n));
@@ -189,13 +266,13 @@ async function overview() {
     api("/workers").catch(() => ({ data: [] })),
     api("/schedulers").catch(() => ({ data: [] })),
   ]);
-  const filter = h("input", { type: "search", placeholder: "Filter queues by name", "data-testid": "queue-filter" });
+  const filter = h("input", { type: "search", class: "queue-filter", placeholder: "Filter queues by name", "data-testid": "queue-filter" });
   const body = h("tbody");
   const rows = queues.data.map((q) => {
     const tr = h("tr", { "data-testid": `queue-row-${q.name}`, "data-name": q.name },
       h("td", {}, h("a", { href: `#/queue/${enc(q.name)}` }, q.name), " ", q.isPaused ? h("span", { class: "badge paused" }, "paused") : null),
       STATES.map((st) => countCell(q.name, st, q.counts[st])),
-      h("td", {}, sparkline((sparks.data || {})[q.name] || [])),
+      sparkCell(q, (sparks.data || {})[q.name]),
       h("td", { class: "num", title: q.oldestWaitingAt ? "waiting since " + fmtTime(q.oldestWaitingAt) : "" }, age(q.oldestWaitingAt)),
       h("td", { class: "muted" }, q.latestActivity ? age(q.latestActivity) + " ago" : "—"));
     body.append(tr);
@@ -206,19 +283,22 @@ async function overview() {
     for (const tr of rows) tr.hidden = f && !tr.dataset.name.toLowerCase().includes(f);
   });
   const table = queues.data.length
-    ? h("table", { "data-testid": "queues" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Queue"), STATES.map((st) => h("th", { class: "num" }, st)), h("th", {}, "Last hour"), h("th", { class: "num" }, "Oldest waiting"), h("th", {}, "Activity"))),
-      body)
+    ? tableWrap(h("table", { "data-testid": "queues" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Queue"), STATES.map((st) => h("th", { class: "num" }, st)), h("th", { title: "Jobs finished (completed or failed) per minute over the last hour; pushes are not in the metrics" }, "Finished, last hour"), h("th", { class: "num" }, "Oldest waiting"), h("th", {}, "Activity"))),
+      body))
     : h("div", { class: "empty" }, "No queues yet. Push a job to create one.");
   const failurePanel = h("div", { class: "panel", "data-testid": "failures" }, h("h2", {}, "Failures by reason"));
   const groups = failures.filter(([, f]) => f.length);
   if (!groups.length) failurePanel.append(h("div", { class: "empty" }, "No failed jobs."));
   for (const [queue, list] of groups) {
     failurePanel.append(h("h3", {}, h("a", { href: `#/queue/${enc(queue)}?state=failed` }, queue)));
-    failurePanel.append(h("table", {}, h("tbody", {}, list.slice(0, 10).map((f) => h("tr", {},
+    failurePanel.append(tableWrap(h("table", {}, h("tbody", {}, list.slice(0, 10).map((f) => h("tr", {},
       h("td", { class: "mono" }, f.reason || "(no message)"),
       h("td", { class: "num" }, f.count),
-      h("td", { class: "num" }, h("button", { class: "small action", "data-testid": "retry-reason", onclick: async () => { await act(`Retry ${f.count}`, `/queues/${enc(queue)}/failures/retry`, { reason: f.reason }); route(); } }, "Retry all")))))));
+      h("td", { class: "num" }, h("button", { class: "small action", "data-testid": "retry-reason", "data-bulk": "", onclick: async () => {
+        if (!(await confirmAction(`Retry ${plural(f.count, "failed job")} of ${queue}`, `Retry every failed job of ${queue} whose error is "${f.reason || "(no message)"}"? They go back to waiting.`, `Retry ${f.count}`, false))) return;
+        await act(`Retry ${f.count}`, `/queues/${enc(queue)}/failures/retry`, { reason: f.reason }); route();
+      } }, "Retry all"))))))));
   }
   show(
     h("div", { class: "spread" }, h("div", {}, h("h1", {}, "Queues"), h("div", { class: "muted" }, `${queues.data.length} queues · counts update live`)), filter),
@@ -235,7 +315,7 @@ function workersPanel(workers) {
     panel.append(h("div", { class: "empty" }, "No workers registered."));
     return panel;
   }
-  panel.append(h("table", {},
+  panel.append(tableWrap(h("table", {},
     h("thead", {}, h("tr", {}, h("th", {}, "Worker"), h("th", {}, "Queues"), h("th", { class: "num" }, "Concurrency"),
       h("th", { class: "num" }, "Active"), h("th", { class: "num" }, "Processed"), h("th", { class: "num" }, "Failed"),
       h("th", {}, "Host"), h("th", {}, "Last heartbeat"))),
@@ -245,7 +325,7 @@ function workersPanel(workers) {
       h("td", { class: "num" }, w.concurrency), h("td", { class: "num" }, w.activeJobs),
       h("td", { class: "num" }, w.processedJobs), h("td", { class: "num" }, w.failedJobs),
       h("td", { class: "muted" }, [w.hostname, w.pid].filter((x) => x !== null).join(" · ") || "—"),
-      h("td", { class: "muted", title: fmtTime(w.lastHeartbeatAt) }, age(w.lastHeartbeatAt) + " ago"))))));
+      h("td", { class: "muted", title: fmtTime(w.lastHeartbeatAt) }, age(w.lastHeartbeatAt) + " ago")))))));
   return panel;
 }
 
@@ -267,7 +347,7 @@ function schedulersPanel(schedulers, withQueue) {
     panel.append(h("div", { class: "empty" }, "No job schedulers."));
     return panel;
   }
-  panel.append(h("table", {},
+  panel.append(tableWrap(h("table", {},
     h("thead", {}, h("tr", {}, h("th", {}, "Scheduler"), withQueue ? h("th", {}, "Queue") : null, h("th", {}, "Schedule"),
       h("th", {}, "Next run"), h("th", { class: "num" }, "Executions"), h("th", { class: "num" }, "Limit"))),
     h("tbody", {}, schedulers.map((x) => h("tr", { "data-testid": `scheduler-row-${x.name}` },
@@ -276,7 +356,7 @@ function schedulersPanel(schedulers, withQueue) {
       h("td", { class: x.schedule ? "mono" : "" }, x.schedule ? x.schedule + (x.timezone ? ` (${x.timezone})` : "") : fmtEvery(x.repeatEvery)),
       h("td", { title: fmtTime(x.nextRunAt) }, x.nextRunAt ? fmtTime(x.nextRunAt) + " · " + until(x.nextRunAt) : "never"),
       h("td", { class: "num" }, x.executions),
-      h("td", { class: "num" }, x.maxLimit === null ? "—" : x.maxLimit))))));
+      h("td", { class: "num" }, x.maxLimit === null ? "—" : x.maxLimit)))))));
   return panel;
 }
 
@@ -321,7 +401,7 @@ async function queueView(name, params) {
     h("button", { disabled: start === 0, onclick: () => { location.hash = `#/queue/${q}?state=${st}&start=${Math.max(0, start - PAGE)}`; } }, "Previous"),
     h("button", { disabled: start + PAGE >= total, onclick: () => { location.hash = `#/queue/${q}?state=${st}&start=${start + PAGE}`; } }, "Next"));
   const table = jobs.data.length
-    ? h("table", { "data-testid": "jobs" }, h("thead", {}, h("tr", {}, ["Id", "Name", "State", "Priority", "Attempts", "Created", "Error", ""].map((x) => h("th", {}, x)))), tbody)
+    ? tableWrap(h("table", { "data-testid": "jobs" }, h("thead", {}, h("tr", {}, ["Id", "Name", "State", "Priority", "Attempts", "Created", "Error", ""].map((x) => h("th", {}, x)))), tbody))
     : h("div", { class: "empty" }, `No ${st} jobs.`);
   show(
     h("div", { class: "spread" },
@@ -332,8 +412,8 @@ async function queueView(name, params) {
     h("div", { class: "panel" }, tabs, h("div", { class: "filters" }, nameFilter, groupFilter), table, pager),
     h("div", { class: "grid2" },
       h("div", { class: "panel" }, h("h2", {}, "Groups"), groups.data.length
-        ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", { class: "num" }, "Active"), h("th", { class: "num" }, "Waiting"))),
-          h("tbody", {}, groups.data.map((g) => h("tr", {}, h("td", {}, g.groupId), h("td", { class: "num" }, g.activeCount), h("td", { class: "num" }, g.waitingCount)))))
+        ? tableWrap(h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", { class: "num" }, "Active"), h("th", { class: "num" }, "Waiting"))),
+          h("tbody", {}, groups.data.map((g) => h("tr", {}, h("td", {}, g.groupId), h("td", { class: "num" }, g.activeCount), h("td", { class: "num" }, g.waitingCount))))))
         : h("div", { class: "empty" }, "No groups.")),
       metricsPanel(name)),
     schedulersPanel(schedulers.data, false));
@@ -343,25 +423,51 @@ async function queueView(name, params) {
 function queueActions(name, d) {
   const q = enc(name);
   const reload = () => route();
-  const jobName = h("input", { placeholder: "job name (optional)", size: 14, "data-testid": "pause-name" });
-  const cleanState = h("select", {}, ["completed", "failed", "waiting", "delayed"].map((x) => h("option", { value: x }, x)));
-  const grace = h("input", { type: "number", min: 0, value: 3600, size: 7, title: "grace in seconds" });
-  return h("div", { class: "panel action", style: "margin:0" },
+  const c = d.counts;
+  const jobName = h("input", { class: "name", placeholder: "job name (optional)", "data-testid": "pause-name" });
+  const pause = h("button", { "data-testid": "pause", onclick: async () => { await act("Pause", `/queues/${q}/pause`, jobName.value ? { jobName: jobName.value } : {}); reload(); } }, "Pause");
+  const resume = h("button", { "data-testid": "resume", onclick: async () => { await act("Resume", `/queues/${q}/resume`, jobName.value ? { jobName: jobName.value } : {}); reload(); } }, "Resume");
+  // Only the one that changes something is enabled: Resume on a paused queue (or job
+  // name), Pause on a running one.
+  const pauseState = () => {
+    const n = jobName.value.trim();
+    const paused = n ? d.isPaused || d.pausedNames.includes(n) : d.isPaused;
+    pause.disabled = paused;
+    resume.disabled = n ? !d.pausedNames.includes(n) : !d.isPaused;
+  };
+  jobName.addEventListener("input", pauseState);
+  pauseState();
+  // A bulk action: disabled when there is nothing to act on, and always confirmed.
+  const bulk = (label, testid, n, confirm, run, danger = false) => h("button", {
+    class: danger ? "danger" : null, "data-testid": testid, "data-bulk": "", disabled: !n,
+    title: n ? null : "Nothing to act on",
+    onclick: async () => {
+      const [title, text, ok] = confirm();
+      if (!(await confirmAction(title, text, ok, danger))) return;
+      await run();
+    } }, label);
+  const cleanState = h("select", { "data-testid": "clean-state" }, ["completed", "failed", "waiting", "delayed"].map((x) => h("option", { value: x }, x)));
+  const grace = h("input", { type: "number", class: "secs", min: 0, value: 3600, title: "grace in seconds", "aria-label": "grace in seconds" });
+  const clean = bulk("Clean", "clean", c[cleanState.value], () => [`Clean ${name}`,
+    `Remove the ${cleanState.value} jobs of ${name} older than ${Math.max(0, Number(grace.value) || 0)} s (up to ${c[cleanState.value]})?`, "Clean"],
+  async () => { await act("Clean", `/queues/${q}/clean`, { state: cleanState.value, grace: Math.max(0, Number(grace.value) || 0) * 1000 }); reload(); }, true);
+  cleanState.addEventListener("change", () => { clean.disabled = !c[cleanState.value]; clean.title = clean.disabled ? "Nothing to act on" : ""; });
+  const drainable = c.waiting + c.delayed;
+  return h("div", { class: "panel action", style: "margin:0", "data-testid": "queue-actions" },
     h("div", { class: "row" },
-      h("div", { class: "inline-form" }, jobName,
-        h("button", { "data-testid": "pause", onclick: async () => { await act("Pause", `/queues/${q}/pause`, jobName.value ? { jobName: jobName.value } : {}); reload(); } }, "Pause"),
-        h("button", { "data-testid": "resume", onclick: async () => { await act("Resume", `/queues/${q}/resume`, jobName.value ? { jobName: jobName.value } : {}); reload(); } }, "Resume")),
-      h("button", { onclick: async () => { await act("Retry failed", `/queues/${q}/retry`, { state: "failed" }); reload(); } }, "Retry all failed"),
-      h("button", { onclick: async () => { await act("Retry completed", `/queues/${q}/retry`, { state: "completed" }); reload(); } }, "Retry all completed"),
-      h("button", { onclick: async () => { await act("Promote", `/queues/${q}/promote`); reload(); } }, "Promote all delayed")),
+      h("div", { class: "inline-form" }, jobName, pause, resume),
+      bulk("Retry all failed", "retry-failed", c.failed, () => [`Retry failed jobs of ${name}`, `Retry all ${plural(c.failed, "failed job")}? They go back to waiting.`, `Retry ${c.failed}`],
+        async () => { await act("Retry failed", `/queues/${q}/retry`, { state: "failed" }); reload(); }),
+      bulk("Retry all completed", "retry-completed", c.completed, () => [`Retry completed jobs of ${name}`, `Run all ${plural(c.completed, "completed job")} again? They go back to waiting.`, `Retry ${c.completed}`],
+        async () => { await act("Retry completed", `/queues/${q}/retry`, { state: "completed" }); reload(); }),
+      bulk("Promote all delayed", "promote-delayed", c.delayed, () => [`Promote delayed jobs of ${name}`, `Move all ${plural(c.delayed, "delayed job")} to waiting now?`, `Promote ${c.delayed}`],
+        async () => { await act("Promote", `/queues/${q}/promote`); reload(); })),
     h("div", { class: "row", style: "margin-top:8px" },
-      h("div", { class: "inline-form" }, "Clean", cleanState, "older than", grace, "s",
-        h("button", { onclick: async () => { await act("Clean", `/queues/${q}/clean`, { state: cleanState.value, grace: Math.max(0, Number(grace.value) || 0) * 1000 }); reload(); } }, "Clean")),
-      h("button", { class: "danger", onclick: async () => { if (await confirmAction("Drain " + name, "Remove every waiting and delayed job of this queue?")) { await act("Drain", `/queues/${q}/drain`); reload(); } } }, "Drain"),
-      h("button", { class: "danger", "data-testid": "obliterate", onclick: async () => {
-        if (!(await confirmAction("Obliterate " + name, "Delete this queue and all its jobs, including active ones? This cannot be undone."))) return;
-        await act("Obliterate", `/queues/${q}?force=true`, undefined, "DELETE"); location.hash = "#/";
-      } }, "Obliterate")));
+      h("div", { class: "inline-form" }, "Clean", cleanState, "older than", grace, "s", clean),
+      bulk("Drain", "drain", drainable, () => [`Drain ${name}`, `Remove every waiting and delayed job of this queue (${drainable})? This cannot be undone.`, "Drain"],
+        async () => { await act("Drain", `/queues/${q}/drain`); reload(); }, true),
+      bulk("Obliterate", "obliterate", true, () => [`Obliterate ${name}`, "Delete this queue and all its jobs, including active ones? This cannot be undone.", "Obliterate"],
+        async () => { await act("Obliterate", `/queues/${q}?force=true`, undefined, "DELETE"); location.hash = "#/"; }, true)));
 }
 
 function jobActions(queue, j, reload) {
@@ -370,8 +476,8 @@ function jobActions(queue, j, reload) {
   const button = (label, fn, danger) => out.append(h("button", { class: "small" + (danger ? " danger" : ""), "data-testid": `${label.toLowerCase()}-${j.id}`, onclick: async (e) => { e.preventDefault(); await fn(); reload(); } }, label));
   if (j.state === "failed" || j.state === "completed") button("Retry", () => act("Retry", base + "/retry"));
   if (j.state === "delayed") button("Promote", () => act("Promote", base + "/promote"));
-  if (j.state === "active") button("Cancel", () => act("Cancel", base + "/cancel"), true);
-  if (j.state !== "active") button("Remove", async () => { if (await confirmAction("Remove job", j.id)) await act("Remove", base, undefined, "DELETE"); }, true);
+  if (j.state === "active") button("Cancel", async () => { if (await confirmAction("Cancel job", `Fail the running job ${j.id} for good?`, "Cancel job")) await act("Cancel", base + "/cancel"); }, true);
+  if (j.state !== "active") button("Remove", async () => { if (await confirmAction("Remove job", `Delete the ${j.state} job ${j.id}? This cannot be undone.`, "Remove")) await act("Remove", base, undefined, "DELETE"); }, true);
   return out;
 }
 
@@ -379,12 +485,13 @@ function metricsPanel(name) {
   const panel = h("div", { class: "panel" });
   const gran = h("select", {}, h("option", { value: "minute" }, "per minute"), h("option", { value: "hour" }, "per hour"));
   const range = h("select", {}, [["1", "last hour"], ["6", "last 6 hours"], ["24", "last 24 hours"]].map(([v, t]) => h("option", { value: v }, t)));
-  const chart = h("div");
+  const chart = h("div", {}, loading());
   const load = async () => {
     const to = new Date(), from = new Date(to.getTime() - Number(range.value) * 3600e3);
     try {
       const m = await api(`/queues/${enc(name)}/metrics?granularity=${gran.value}&from=${from.toISOString()}&to=${to.toISOString()}`);
-      chart.replaceChildren(barChart(m.data, from.getTime(), to.getTime(), gran.value === "hour" ? 3600e3 : 60e3));
+      const hourly = gran.value === "hour";
+      chart.replaceChildren(barChart(m.data, from.getTime(), to.getTime(), hourly ? 3600e3 : 60e3, hourly ? "per hour" : "per minute"));
     } catch (e) { chart.replaceChildren(h("div", { class: "empty" }, e.message)); }
   };
   gran.addEventListener("change", load); range.addEventListener("change", load);
@@ -409,7 +516,7 @@ async function jobView(queue, id) {
   if (j.state === "active") edit.append(h("div", { class: "muted" }, "Active jobs cannot be edited."));
   else {
     const data = h("textarea", { "data-testid": "edit-data" }); data.value = pretty(j.data);
-    const prio = h("input", { type: "number", value: j.priority, size: 6 });
+    const prio = h("input", { type: "number", class: "priority", value: j.priority, "aria-label": "Priority" });
     edit.append(data, h("div", { class: "row end", style: "margin-top:8px" }, "Priority", prio,
       h("button", { class: "primary", onclick: async () => {
         let parsed;
@@ -452,23 +559,23 @@ function logsPanel(logs) {
     panel.append(h("div", { class: "empty" }, "No log lines."));
     return panel;
   }
-  panel.append(h("table", { class: "logs" }, h("tbody", {}, logs.data.map((l) => h("tr", { "data-testid": "log-line" },
+  panel.append(tableWrap(h("table", { class: "logs" }, h("tbody", {}, logs.data.map((l) => h("tr", { "data-testid": "log-line" },
     h("td", { class: "muted nowrap" }, fmtTime(l.timestamp)),
     h("td", { class: "nowrap" }, h("span", { class: "badge level " + l.level }, l.level)),
-    h("td", { class: "mono" }, l.message))))));
+    h("td", { class: "mono" }, l.message)))))));
   return panel;
 }
 
 async function searchView(query) {
   const [byId, queues] = await Promise.all([api(`/search?q=${enc(query)}&type=job`), api(`/search?q=${enc(query)}&type=queue`)]);
   const all = await api("/queues");
-  const results = h("div", { "data-testid": "payload-results" });
+  const results = h("div", { "data-testid": "payload-results" }, loading("Searching…"));
   const picker = h("select", {}, all.data.map((q) => h("option", { value: q.name }, q.name)));
   const runPayload = async () => {
     if (!picker.value) return;
     const found = await api(`/search?q=${enc(query)}&type=payload&queue=${enc(picker.value)}`);
     results.replaceChildren(found.data.length
-      ? h("table", {}, h("tbody", {}, found.data.map((j) => h("tr", {}, h("td", { class: "mono" }, h("a", { href: `#/job/${enc(j.queueName)}/${enc(j.id)}` }, j.id)), h("td", {}, stateBadge(j.state)), h("td", { class: "mono muted" }, JSON.stringify(j.data).slice(0, 120))))))
+      ? tableWrap(h("table", {}, h("tbody", {}, found.data.map((j) => h("tr", {}, h("td", { class: "mono" }, h("a", { href: `#/job/${enc(j.queueName)}/${enc(j.id)}` }, j.id)), h("td", {}, stateBadge(j.state)), h("td", { class: "mono muted" }, JSON.stringify(j.data).slice(0, 120)))))))
       : h("div", { class: "empty" }, "No job's data contains that text."));
   };
   picker.addEventListener("change", runPayload);
@@ -486,7 +593,12 @@ async function searchView(query) {
 
 // ----- routing ------------------------------------------------------------------------
 
-async function route() {
+function loading(text) { return h("div", { class: "loading", role: "status", "data-testid": "loading" }, text || "Loading…"); }
+
+// `navigating`: a new view (hash change, sign-in, first load) shows a loading state until
+// its data is in; a refresh after an action or an event keeps the current view meanwhile.
+async function route(navigating) {
+  if (navigating === true) { state.refresh = null; show(loading()); }
   const hash = location.hash.slice(1) || "/";
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
@@ -498,7 +610,8 @@ async function route() {
     else await overview();
   } catch (e) {
     state.refresh = null;
-    if (e.status === 401) show(h("div", { class: "panel empty", "data-testid": "auth-needed" }, "Sign in with a token to see this server."));
+    if (e.status === 401) show(h("div", { class: "panel empty", "data-testid": "auth-needed" }, "Sign in with a token to see this server. ",
+      h("button", { class: "primary", onclick: () => askToken(state.token ? "Enter a valid token." : NEED_TOKEN) }, "Sign in")));
     else show(h("div", { class: "panel" }, h("h2", {}, "Could not load this view"), h("p", { class: "muted" }, e.message), h("a", { href: "#/" }, "Back to queues")));
   }
 }
@@ -522,10 +635,10 @@ async function start() {
   const signin = document.getElementById("signin");
   signin.hidden = !state.config.authRequired;
   signin.addEventListener("click", () => askToken("Enter the server's bearer token."));
-  if (state.config.authRequired && !state.token) askToken("This server requires a bearer token.");
-  window.addEventListener("hashchange", route);
-  connectEvents();
-  route();
+  if (state.config.authRequired && !state.token) askToken(NEED_TOKEN);
+  window.addEventListener("hashchange", () => route(true));
+  if (!(state.config.authRequired && !state.token)) connectEvents();
+  route(true);
 }
 
 start();
