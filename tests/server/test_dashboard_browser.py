@@ -191,6 +191,11 @@ def test_a_wrong_token_shows_the_sign_in_prompt(start_server: Any, page: Any) ->
     page.goto(s.url + "/")
     dialog = page.locator("#auth-dialog")
     playwright_api.expect(dialog).to_be_visible()
+    # A first visit has sent no token: it asks for one, it does not say one was refused.
+    playwright_api.expect(page.locator("#auth-message")).to_contain_text("requires a bearer token")
+    playwright_api.expect(page.get_by_test_id("auth-needed")).to_be_visible()
+    assert "refused" not in page.locator("#auth-message").inner_text()
+    shot(page, "auth-first-visit")
     page.locator("#auth-token").fill("wrong-token")
     page.get_by_role("button", name="Sign in").click()
     playwright_api.expect(dialog).to_be_visible()  # refused: asked again
@@ -212,3 +217,293 @@ def test_the_page_works_under_a_base_path_in_dark_theme(start_server: Any, page:
     if theme != "dark":
         page.locator("#theme").click()
     shot(page, "overview-dark")
+
+
+# ----- layout, states and actions (each checked on the DOM or the computed layout) ------
+
+NO_PAGE_OVERFLOW = "document.documentElement.scrollWidth <= innerWidth"
+
+# Every visible input with a placeholder: the placeholder's text width (measured in the
+# input's own font) against the input's content box. Returns the ones that cut it off.
+CUT_PLACEHOLDERS = """() => {
+  const ctx = document.createElement("canvas").getContext("2d");
+  const out = [];
+  for (const el of document.querySelectorAll("input[placeholder]")) {
+    const r = el.getBoundingClientRect();
+    if (!r.width || !el.offsetParent && getComputedStyle(el).position !== "fixed") continue;
+    const cs = getComputedStyle(el);
+    ctx.font = cs.font;
+    const text = ctx.measureText(el.placeholder).width;
+    const room = el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+    if (text > room) out.push(`${el.placeholder}: ${Math.round(text)} > ${Math.round(room)}`);
+  }
+  return out;
+}"""
+
+
+def new_page(browser: Any, width: int = 1366, height: int = 860, theme: str = "light") -> Any:
+    context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=theme)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    return pg
+
+
+def complete(client: httpx.Client, queue: str, **body: Any) -> str:
+    job_id = push(client, queue, **body)
+    pulled = client.get(f"/queues/{queue}/jobs").json()
+    assert pulled["job"]["id"] == job_id
+    r = client.post(f"/jobs/{job_id}/ack", json={"token": pulled["token"], "result": {"ok": 1}})
+    assert r.status_code == 200, r.text
+    return job_id
+
+
+def mgmt(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url + "/api")
+
+
+def test_a_narrow_screen_scrolls_tables_inside_their_panel(
+    server: Server, browser: Any, queue: str
+) -> None:
+    c = server.client
+    failed = fail_for_good(c, queue, "connection reset by peer while talking to smtp " * 3)
+    for i in range(3):
+        push(c, queue, data={"to": f"user{i}@example.com"}, name="a-rather-long-job-name")
+    pg = new_page(browser, width=420, height=800)
+    try:
+        pg.goto(server.url + "/")
+        playwright_api.expect(count(pg, queue, "waiting")).to_have_text("3")
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        # The wide queue table scrolls sideways inside its panel.
+        wrap = pg.get_by_test_id("queues").locator("xpath=..")
+        assert wrap.evaluate("e => getComputedStyle(e).overflowX") == "auto"
+        assert wrap.evaluate("e => e.scrollWidth > e.clientWidth")
+        panel = wrap.locator("xpath=..").bounding_box()
+        assert panel is not None and panel["x"] + panel["width"] <= 420
+        shot(pg, "narrow-overview")
+        for hash_, testid in (
+            (f"#/queue/{queue}?state=failed", "queue-title"),
+            (f"#/queue/{queue}", "queue-title"),
+            (f"#/job/{queue}/{failed}", "job-title"),
+        ):
+            pg.goto(f"{server.url}/{hash_}")
+            playwright_api.expect(pg.get_by_test_id(testid)).to_be_visible()
+            playwright_api.expect(pg.get_by_test_id("loading")).to_have_count(0)
+            assert pg.evaluate(NO_PAGE_OVERFLOW), hash_
+        shot(pg, "narrow-job")
+        pg.goto(f"{server.url}/#/queue/{queue}?state=failed")
+        playwright_api.expect(pg.get_by_test_id(f"job-row-{failed}")).to_be_visible()
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        shot(pg, "narrow-queue")
+    finally:
+        pg.context.close()
+
+
+def test_placeholders_fit_their_inputs(server: Server, browser: Any, queue: str) -> None:
+    push(server.client, queue, data={"x": 1})
+    for width in (1366, 420):
+        pg = new_page(browser, width=width)
+        try:
+            pg.goto(server.url + "/")
+            playwright_api.expect(count(pg, queue, "waiting")).to_have_text("1")
+            assert pg.evaluate(CUT_PLACEHOLDERS) == [], width
+            pg.goto(f"{server.url}/#/queue/{queue}")
+            playwright_api.expect(pg.get_by_test_id("pause-name")).to_be_visible()
+            assert pg.evaluate(CUT_PLACEHOLDERS) == [], width
+        finally:
+            pg.context.close()
+
+
+def test_a_loading_state_shows_until_the_data_is_in(
+    server: Server, page: Any, queue: str
+) -> None:
+    push(server.client, queue, data=1)
+    held: list[Any] = []
+    page.route("**/api/queues", lambda route: held.append(route))
+    page.goto(server.url + "/")
+    playwright_api.expect(page.get_by_test_id("loading")).to_be_visible()
+    playwright_api.expect(page.get_by_test_id("loading")).to_contain_text("Loading")
+    while not held:
+        page.wait_for_timeout(20)
+    held.pop().continue_()
+    page.unroute("**/api/queues")
+    playwright_api.expect(count(page, queue, "waiting")).to_have_text("1")
+    playwright_api.expect(page.get_by_test_id("loading")).to_have_count(0)
+
+    # Moving to another view shows the loading state again until its data is in.
+    page.route(f"**/api/queues/{queue}", lambda route: held.append(route))
+    page.get_by_test_id(f"queue-row-{queue}").get_by_role("link", name=queue).click()
+    playwright_api.expect(page.get_by_test_id("loading")).to_be_visible()
+    while not held:
+        page.wait_for_timeout(20)
+    held.pop().continue_()
+    page.unroute(f"**/api/queues/{queue}")
+    playwright_api.expect(page.get_by_test_id("queue-title")).to_contain_text(queue)
+
+
+def test_pause_resume_and_bulk_buttons_are_enabled_only_when_they_act(
+    server: Server, page: Any, queue: str
+) -> None:
+    push(server.client, queue, data=1)  # one waiting job, nothing in any other state
+    with mgmt(server) as api:
+        assert api.post(f"/queues/{queue}/pause", json={}).status_code == 200
+    page.goto(f"{server.url}/#/queue/{queue}")
+    playwright_api.expect(page.get_by_test_id("queue-title")).to_contain_text("paused")
+    playwright_api.expect(page.get_by_test_id("pause")).to_be_disabled()
+    playwright_api.expect(page.get_by_test_id("resume")).to_be_enabled()
+    for testid in ("retry-failed", "retry-completed", "promote-delayed", "clean"):
+        playwright_api.expect(page.get_by_test_id(testid)).to_be_disabled()
+    playwright_api.expect(page.get_by_test_id("drain")).to_be_enabled()  # one waiting job
+    page.get_by_test_id("clean-state").select_option("waiting")
+    playwright_api.expect(page.get_by_test_id("clean")).to_be_enabled()
+    shot(page, "queue-paused")
+
+    page.get_by_test_id("resume").click()
+    playwright_api.expect(page.get_by_test_id("pause")).to_be_enabled()
+    playwright_api.expect(page.get_by_test_id("resume")).to_be_disabled()
+    # A job name that is not paused: only Pause acts on it.
+    page.get_by_test_id("pause-name").fill("welcome")
+    playwright_api.expect(page.get_by_test_id("resume")).to_be_disabled()
+    page.get_by_test_id("pause").click()
+    playwright_api.expect(page.get_by_test_id("queue-title")).to_be_visible()
+    page.get_by_test_id("pause-name").fill("welcome")
+    playwright_api.expect(page.get_by_test_id("pause")).to_be_disabled()
+    playwright_api.expect(page.get_by_test_id("resume")).to_be_enabled()
+
+
+def test_every_bulk_action_asks_for_confirmation(server: Server, page: Any, queue: str) -> None:
+    c = server.client
+    done = complete(c, queue, data={"n": 1})
+    fail_for_good(c, queue, "nope")
+    push(c, queue, data={"later": 1}, delay=600_000)
+    push(c, queue, data={"now": 1})
+    page.goto(f"{server.url}/#/queue/{queue}")
+    playwright_api.expect(page.get_by_test_id("tab-completed")).to_contain_text("(1)")
+    dialog = page.locator("#confirm-dialog")
+    bulk = page.locator("[data-bulk]")
+    assert bulk.count() == 6  # retry failed, retry completed, promote, clean, drain, obliterate
+    for i in range(bulk.count()):
+        button = bulk.nth(i)
+        playwright_api.expect(button).to_be_enabled()
+        button.click()
+        playwright_api.expect(dialog).to_be_visible()
+        page.get_by_test_id("confirm-cancel").click()
+        playwright_api.expect(dialog).to_be_hidden()
+    # Nothing happened: every job is where it was.
+    assert c.get(f"/jobs/{done}").json()["job"]["state"] == "completed"
+
+    page.get_by_test_id("retry-completed").click()
+    playwright_api.expect(page.locator("#confirm-text")).to_contain_text("1 completed job")
+    shot(page, "confirm-retry-completed")
+    page.get_by_test_id("confirm-ok").click()
+    playwright_api.expect(page.get_by_test_id("tab-completed")).to_contain_text("(0)")
+    assert c.get(f"/jobs/{done}").json()["job"]["state"] == "waiting"
+
+    # The overview's "Retry all" by failure reason confirms too.
+    page.goto(server.url + "/")
+    page.get_by_test_id("failures").get_by_test_id("retry-reason").first.click()
+    playwright_api.expect(dialog).to_be_visible()
+    page.get_by_test_id("confirm-cancel").click()
+
+
+def test_the_throughput_chart_has_a_legend_and_a_y_axis(
+    server: Server, page: Any, queue: str
+) -> None:
+    c = server.client
+    for _ in range(5):
+        complete(c, queue, data=1)
+    fail_for_good(c, queue, "boom")
+    page.goto(f"{server.url}/#/queue/{queue}")
+    chart = page.get_by_test_id("metrics-chart")
+    playwright_api.expect(chart).to_be_visible()
+    legend = page.get_by_test_id("chart-legend")
+    playwright_api.expect(legend).to_contain_text("completed (5)")
+    playwright_api.expect(legend).to_contain_text("failed (1)")
+    ticks = chart.locator("text.y-tick").evaluate_all("els => els.map(e => e.textContent)")
+    assert len(ticks) >= 3 and ticks[0] == "0", ticks
+    assert [int(t) for t in ticks] == sorted(int(t) for t in ticks)
+    assert int(ticks[-1]) >= 6
+    playwright_api.expect(chart.get_by_test_id("y-title")).to_have_text("jobs per minute")
+
+
+def test_the_last_hour_column_says_what_it_counts(server: Server, page: Any, queue: str) -> None:
+    c = server.client
+    complete(c, queue, data=1)
+    for _ in range(4):
+        push(c, queue, data=1)
+    page.goto(server.url + "/")
+    playwright_api.expect(count(page, queue, "waiting")).to_have_text("4")
+    header = page.get_by_test_id("queues").locator("th", has_text="Finished")
+    playwright_api.expect(header).to_have_text("Finished, last hour")
+    cell = page.get_by_test_id(f"spark-{queue}")
+    playwright_api.expect(cell).to_contain_text("1 finished")
+    title = cell.get_attribute("title") or ""
+    assert "do not record pushes" in title and "4 are waiting" in title, title
+
+
+def test_a_notice_does_not_cover_the_button_it_reports_on(
+    server: Server, page: Any, queue: str
+) -> None:
+    job = push(server.client, queue, data={"a": 1})
+    page.goto(f"{server.url}/#/job/{queue}/{job}")
+    save = page.get_by_role("button", name="Save")
+    playwright_api.expect(save).to_be_visible()
+    # The Save button at the bottom right of the window, where notices appear by default.
+    save.evaluate("e => e.scrollIntoView({block: 'end', inline: 'end'})")
+    save.click()
+    toast = page.get_by_test_id("toast")
+    playwright_api.expect(toast).to_contain_text("Save: done")
+    t, b = toast.bounding_box(), save.bounding_box()
+    assert t is not None and b is not None
+    apart = (
+        t["x"] + t["width"] <= b["x"]
+        or b["x"] + b["width"] <= t["x"]
+        or t["y"] + t["height"] <= b["y"]
+        or b["y"] + b["height"] <= t["y"]
+    )
+    assert apart, (t, b)
+    assert 0 <= t["y"] and t["y"] + t["height"] <= 860
+    shot(page, "notice")
+
+
+def test_screenshots_of_every_view_in_both_themes(server: Server, browser: Any) -> None:
+    c = server.client
+    queue = "emails"
+    for i in range(3):
+        complete(c, queue, data={"to": f"done{i}@example.com"}, name="welcome")
+    failed = fail_for_good(c, queue, "smtp timeout")
+    for i in range(4):
+        push(c, queue, data={"to": f"user{i}@example.com"}, name="welcome")
+    for theme in ("light", "dark"):
+        for width in (1366, 420):
+            pg = new_page(browser, width=width, theme=theme)
+            suffix = f"{theme}" + ("-narrow" if width == 420 else "")
+            try:
+                pg.goto(server.url + "/")
+                playwright_api.expect(count(pg, queue, "waiting")).to_have_text("4")
+                assert pg.evaluate("document.documentElement.dataset.theme") == theme
+                assert pg.evaluate(NO_PAGE_OVERFLOW)
+                shot(pg, f"view-overview-{suffix}")
+                pg.goto(f"{server.url}/#/queue/{queue}")
+                playwright_api.expect(pg.get_by_test_id("metrics-chart")).to_be_visible()
+                assert pg.evaluate(NO_PAGE_OVERFLOW)
+                shot(pg, f"view-queue-{suffix}")
+                pg.goto(f"{server.url}/#/job/{queue}/{failed}")
+                playwright_api.expect(pg.get_by_test_id("job-error")).to_have_text("smtp timeout")
+                assert pg.evaluate(NO_PAGE_OVERFLOW)
+                shot(pg, f"view-job-{suffix}")
+                pg.goto(f"{server.url}/#/search?q=user1")
+                pg.get_by_test_id("payload-results").locator("xpath=..").locator(
+                    "select"
+                ).select_option(queue)
+                playwright_api.expect(pg.get_by_test_id("payload-results")).to_contain_text(
+                    "user1@example.com"
+                )
+                assert pg.evaluate(NO_PAGE_OVERFLOW)
+                shot(pg, f"view-search-{suffix}")
+                pg.goto(f"{server.url}/#/queue/{queue}")
+                pg.get_by_test_id("drain").click()
+                playwright_api.expect(pg.locator("#confirm-dialog")).to_be_visible()
+                shot(pg, f"view-confirm-{suffix}")
+                pg.get_by_test_id("confirm-cancel").click()
+            finally:
+                pg.context.close()

@@ -611,7 +611,7 @@ async function route(navigating) {
   } catch (e) {
     state.refresh = null;
     if (e.status === 401) show(h("div", { class: "panel empty", "data-testid": "auth-needed" }, "Sign in with a token to see this server. ",
-      h("button", { class: "primary", onclick: () => askToken(state.token ? "Enter a valid token." : NEED_TOKEN) }, "Sign in")));
+      h("button", { class: "primary", onclick: () => askToken(state.token ? "Enter a valid token." : NEED_TOKEN) }, "Enter a token")));
     else show(h("div", { class: "panel" }, h("h2", {}, "Could not load this view"), h("p", { class: "muted" }, e.message), h("a", { href: "#/" }, "Back to queues")));
   }
 }
