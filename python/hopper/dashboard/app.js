@@ -204,6 +204,7 @@ function yTicks(n) {
 }
 
 function barChart(buckets, from, to, stepMs, unit, width = 640, height = 180) {
+  width = Math.round(Math.max(280, Math.min(1200, width)));
   // Stacked bars (completed, failed) on a time axis from `from` to `to`: empty periods
   // stay empty, so gaps show. A y-axis with ticks and a title, and a legend below.
   const all = buckets.filter((b) => b.jobName === "__all__");
@@ -270,7 +271,7 @@ async function overview() {
   const body = h("tbody");
   const rows = queues.data.map((q) => {
     const tr = h("tr", { "data-testid": `queue-row-${q.name}`, "data-name": q.name },
-      h("td", {}, h("a", { href: `#/queue/${enc(q.name)}` }, q.name), " ", q.isPaused ? h("span", { class: "badge paused" }, "paused") : null),
+      h("td", { class: "nowrap-cell" }, h("a", { href: `#/queue/${enc(q.name)}` }, q.name), " ", q.isPaused ? h("span", { class: "badge paused" }, "paused") : null),
       STATES.map((st) => countCell(q.name, st, q.counts[st])),
       sparkCell(q, (sparks.data || {})[q.name]),
       h("td", { class: "num", title: q.oldestWaitingAt ? "waiting since " + fmtTime(q.oldestWaitingAt) : "" }, age(q.oldestWaitingAt)),
@@ -293,7 +294,7 @@ async function overview() {
   for (const [queue, list] of groups) {
     failurePanel.append(h("h3", {}, h("a", { href: `#/queue/${enc(queue)}?state=failed` }, queue)));
     failurePanel.append(tableWrap(h("table", {}, h("tbody", {}, list.slice(0, 10).map((f) => h("tr", {},
-      h("td", { class: "mono" }, f.reason || "(no message)"),
+      h("td", { class: "mono grow" }, f.reason || "(no message)"),
       h("td", { class: "num" }, f.count),
       h("td", { class: "num" }, h("button", { class: "small action", "data-testid": "retry-reason", "data-bulk": "", onclick: async () => {
         if (!(await confirmAction(`Retry ${plural(f.count, "failed job")} of ${queue}`, `Retry every failed job of ${queue} whose error is "${f.reason || "(no message)"}"? They go back to waiting.`, `Retry ${f.count}`, false))) return;
@@ -382,9 +383,9 @@ async function queueView(name, params) {
   const tbody = h("tbody");
   const rows = jobs.data.map((j) => {
     const tr = h("tr", { "data-testid": `job-row-${j.id}`, "data-name": j.name, "data-group": j.groupId || "" },
-      h("td", { class: "mono" }, h("a", { href: `#/job/${q}/${enc(j.id)}` }, j.id)),
+      h("td", { class: "mono nowrap-cell" }, h("a", { href: `#/job/${q}/${enc(j.id)}` }, j.id)),
       h("td", {}, j.name), h("td", {}, stateBadge(j.state)), h("td", { class: "num" }, j.priority),
-      h("td", { class: "num" }, j.attemptsMade), h("td", {}, fmtTime(j.createdAt)),
+      h("td", { class: "num" }, j.attemptsMade), h("td", { class: "nowrap-cell" }, fmtTime(j.createdAt)),
       h("td", { class: "mono muted" }, j.failedReason || ""),
       h("td", { class: "num" }, jobActions(name, j, () => queueView(name, params))));
     tbody.append(tr);
@@ -491,7 +492,7 @@ function metricsPanel(name) {
     try {
       const m = await api(`/queues/${enc(name)}/metrics?granularity=${gran.value}&from=${from.toISOString()}&to=${to.toISOString()}`);
       const hourly = gran.value === "hour";
-      chart.replaceChildren(barChart(m.data, from.getTime(), to.getTime(), hourly ? 3600e3 : 60e3, hourly ? "per hour" : "per minute"));
+      chart.replaceChildren(barChart(m.data, from.getTime(), to.getTime(), hourly ? 3600e3 : 60e3, hourly ? "per hour" : "per minute", chart.clientWidth || 640));
     } catch (e) { chart.replaceChildren(h("div", { class: "empty" }, e.message)); }
   };
   gran.addEventListener("change", load); range.addEventListener("change", load);
@@ -637,7 +638,8 @@ async function start() {
   signin.addEventListener("click", () => askToken("Enter the server's bearer token."));
   if (state.config.authRequired && !state.token) askToken(NEED_TOKEN);
   window.addEventListener("hashchange", () => route(true));
-  if (!(state.config.authRequired && !state.token)) connectEvents();
+  if (state.config.authRequired && !state.token) setLive(false, "signed out");
+  else connectEvents();
   route(true);
 }
 
