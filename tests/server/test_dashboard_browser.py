@@ -313,9 +313,7 @@ def test_placeholders_fit_their_inputs(server: Server, browser: Any, queue: str)
             pg.context.close()
 
 
-def test_a_loading_state_shows_until_the_data_is_in(
-    server: Server, page: Any, queue: str
-) -> None:
+def test_a_loading_state_shows_until_the_data_is_in(server: Server, page: Any, queue: str) -> None:
     push(server.client, queue, data=1)
     held: list[Any] = []
     page.route("**/api/queues", lambda route: held.append(route))
@@ -461,7 +459,7 @@ def test_a_notice_does_not_cover_the_button_it_reports_on(
         or b["y"] + b["height"] <= t["y"]
     )
     assert apart, (t, b)
-    assert 0 <= t["y"] and t["y"] + t["height"] <= 860
+    assert t["y"] >= 0 and t["y"] + t["height"] <= 860
     shot(page, "notice")
 
 
