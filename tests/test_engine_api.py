@@ -282,6 +282,20 @@ def test_dir_shows_the_public_api() -> None:
     assert "Any" not in names and "TYPE_CHECKING" not in names
 
 
+def test_the_public_names_import_from_hopper() -> None:
+    """`__all__` is the public API: `from hopper import *` brings the client classes the
+    README uses (imported lazily), and every listed name resolves."""
+    namespace: dict[str, object] = {}
+    exec("from hopper import *", namespace)
+    assert {"Client", "AsyncClient", "Worker", "Producer", "ActiveJob", "Engine"} <= set(namespace)
+    assert "Any" not in namespace and "TYPE_CHECKING" not in namespace
+    from hopper import Client, Producer, Worker  # noqa: F401  # the README's spelling
+
+    for name in hopper.__all__:
+        assert getattr(hopper, name) is not None, name
+    assert sorted(hopper.__all__) == dir(hopper)
+
+
 # ----- job control moves ------------------------------------------------------------------
 
 

@@ -10,11 +10,15 @@ from collections.abc import Sequence
 import hopper
 from hopper.server import config
 
+# The engine's default retention (`retention_count`, `hopper serve --retention-count`),
+# named here so that the demo can say why it keeps fewer completed jobs than it worked.
+DEMO_RETENTION = 10_000
+
 
 def _demo(args: argparse.Namespace) -> int:
     """Runs the embedded engine through a short workload and prints what happened."""
     n = args.jobs
-    with hopper.Engine() as eng:
+    with hopper.Engine(retention_count=DEMO_RETENTION) as eng:
         print(f"hopper {hopper.__version__}: embedded engine self-demo with {n} jobs")
         t0 = time.perf_counter()
         eng.push_many("demo", ({"data": {"n": i}, "priority": i % 3} for i in range(n)))
@@ -35,7 +39,14 @@ def _demo(args: argparse.Namespace) -> int:
         print(
             f"  worked {done} jobs ({failed} failed once, then retried): {done / took:,.0f} jobs/s"
         )
-        print(f"  counts: {eng.counts('demo')}")
+        counts = eng.counts("demo")
+        print(f"  counts: {counts}")
+        if counts["completed"] < done:
+            print(
+                f"  completed: {counts['completed']:,} of the {done:,} worked are kept: "
+                f"retention keeps the newest {DEMO_RETENTION:,} completed jobs per queue "
+                "(retention_count; `hopper serve --retention-count`), older ones are removed"
+            )
         print(f"  stats:  {eng.stats()}")
     return 0
 

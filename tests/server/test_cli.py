@@ -123,3 +123,30 @@ def test_every_engine_option_of_the_server_reaches_the_engine() -> None:
 def test_the_worker_hand_off_rebuilds_the_same_configuration() -> None:
     loaded = config.load(env={"AUTH_TOKENS": "a,b", "HOPPER_MEMORY": "1"})
     assert config.ServerConfig.from_json(json.loads(json.dumps(loaded.to_json()))) == loaded
+
+
+def test_fsync_help_lists_and_explains_its_choices() -> None:
+    out = " ".join(run("--help").stdout.split())  # argparse wraps the help text
+    assert "--fsync {always,interval,never}" in out
+    for meaning in (
+        "always (before each answer)",
+        "interval (at least every --fsync-interval-ms)",
+        "never (left to the OS)",
+    ):
+        assert meaning in out
+
+
+def test_demo_says_why_it_keeps_fewer_completed_jobs_than_it_worked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hopper.cli import DEMO_RETENTION, main
+
+    assert main(["demo", "--jobs", str(DEMO_RETENTION + 2_000)]) == 0
+    out = capsys.readouterr().out
+    assert f"'completed': {DEMO_RETENTION}" in out
+    assert (
+        f"completed: {DEMO_RETENTION:,} of the {DEMO_RETENTION + 2_000:,} worked are kept: "
+        f"retention keeps the newest {DEMO_RETENTION:,} completed jobs per queue"
+    ) in out
+    assert main(["demo", "--jobs", "500"]) == 0  # all kept: nothing to explain
+    assert "retention" not in capsys.readouterr().out

@@ -256,3 +256,50 @@ def test_unreachable_server_is_reported(capsys: pytest.CaptureFixture[str]) -> N
     )
     assert code == 1  # every request failed
     assert "first error" in out
+
+
+def _queue_names(server: Server) -> list[str]:
+    resp = server.client.get("/api/queues")
+    assert resp.status_code == 200, resp.text
+    return sorted(q["name"] for q in resp.json()["data"])
+
+
+@pytest.mark.parametrize("transport", ["http", "ws"])
+def test_a_run_removes_the_queues_it_created(
+    start_server: ServerFactory, capsys: pytest.CaptureFixture[str], transport: str
+) -> None:
+    """A bench against --url leaves nothing behind: its fresh queue (and, with
+    --compare, the second server's) is obliterated at the end; --keep leaves it."""
+    first, second = start_server(), start_server()
+    common = ["--count", "200", "--warmup", "0", "-c", "2", "--quiet", "-t", transport]
+    for scenario in ("push", "e2e"):
+        code, out, err = bench(
+            capsys, "--url", first.url, "--compare", second.url, "-s", scenario, *common
+        )
+        assert code == 0, out + err
+        assert "removed (--keep keeps them)" in out
+        assert _queue_names(first) == [] and _queue_names(second) == []
+
+    code, out, err = bench(capsys, "--url", first.url, "--keep", *common)
+    assert code == 0, out + err
+    kept = _queue_names(first)
+    assert len(kept) == 1 and kept[0].startswith("bench-push-")
+    assert first.client.get(f"/api/queues/{kept[0]}").json()["data"]["counts"]["waiting"] >= 200
+
+
+def test_a_queue_that_existed_before_the_run_is_kept(
+    start_server: ServerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    srv = start_server()
+    assert srv.client.post("/queues/mine/jobs", json={"data": "precious"}).status_code == 200
+    code, out, err = bench(
+        capsys, "--url", srv.url, "--queue", "mine", "--count", "50", "--warmup", "0", "--quiet"
+    )
+    assert code == 0, out + err
+    assert "queue mine existed before the run: kept" in err
+    assert _queue_names(srv) == ["mine"]
+    code, out, err = bench(
+        capsys, "--url", srv.url, "--queue", "fresh", "--count", "50", "--warmup", "0", "--quiet"
+    )
+    assert code == 0, out + err
+    assert _queue_names(srv) == ["mine"]

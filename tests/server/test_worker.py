@@ -6,6 +6,8 @@ a subprocess stopped by SIGTERM in the middle of its jobs."""
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import os
 import select
 import signal
@@ -16,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import hopper
 import pytest
@@ -104,7 +106,7 @@ def test_retries_come_from_fail(client: hopper.Client, queue: str) -> None:
     done = client.get(flaky)
     assert (done["attempts"], done["result"]) == (2, "third time lucky")
     dead = client.get(broken)
-    assert (dead["attempts"], dead["error"]) == (2, "always broken")
+    assert (dead["attempts"], dead["error"]) == (2, "RuntimeError: always broken")
     assert worker.failed == 4 and worker.processed == 1
 
 
@@ -318,3 +320,63 @@ def test_embedded_worker_with_data_dir_releases_on_stop(tmp_path: Path) -> None:
         finally:
             finish(worker, thread)
         assert (engine.get(stuck) or {})["result"] == "async stuck"
+
+
+# ----- handler failures: logged, typed, with a short stack ---------------------------
+
+
+def _lookup(data: dict[str, Any]) -> Any:
+    return data["x"]  # KeyError('x'): str() of it is just "'x'"
+
+
+@pytest.mark.parametrize("transport", ["http", "ws"])
+def test_a_failing_handler_is_logged_and_sends_its_type_and_stack(
+    client: hopper.Client,
+    queue: str,
+    transport: Literal["http", "ws"],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job's error is `Type: message`, the fail call carries the stack (up to 10
+    lines, the innermost frame last), and the worker's logger records the traceback."""
+    sent: list[dict[str, Any]] = []
+    channel_cls = hopper.WsChannel if transport == "ws" else hopper.AsyncClient
+    original = channel_cls.fail
+
+    async def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        sent.append(dict(inspect.signature(original).bind(self, *args, **kwargs).arguments))
+        await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(channel_cls, "fail", recording)
+    job_id = client.push(queue, {}, max_attempts=1)
+    worker = hopper.Worker(client, queue, lambda job: _lookup(job.data), transport=transport)
+    with caplog.at_level(logging.WARNING, logger="hopper.worker"):
+        thread = in_thread(worker)
+        try:
+            assert wait_until(lambda: client.get(job_id)["state"] == "failed", timeout=10)
+        finally:
+            finish(worker, thread)
+    assert client.get(job_id)["error"] == "KeyError: 'x'"
+    [call] = sent
+    stack = call.get("stack")
+    assert isinstance(stack, list) and 1 <= len(stack) <= 10
+    assert all(isinstance(line, str) for line in stack)
+    assert "_lookup" in stack[-1]  # where it was raised
+    [record] = [r for r in caplog.records if r.name == "hopper.worker" and r.exc_info]
+    assert job_id in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+    assert "_lookup" in caplog.text  # the traceback is in the log
+
+
+def test_an_exception_without_a_message_sends_its_type(client: hopper.Client, queue: str) -> None:
+    def handler(job: hopper.ActiveJob) -> None:
+        raise TimeoutError
+
+    job_id = client.push(queue, 1, max_attempts=1)
+    worker = hopper.Worker(client, queue, handler, handle_signals=False)
+    thread = in_thread(worker)
+    try:
+        assert wait_until(lambda: client.get(job_id)["state"] == "failed", timeout=10)
+    finally:
+        finish(worker, thread)
+    assert client.get(job_id)["error"] == "TimeoutError"

@@ -124,7 +124,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="pullack: jobs to push before the run (default: enough for the run)",
     )
-    load.add_argument("--queue", help="queue name (default: a fresh bench-* queue per run)")
+    load.add_argument(
+        "--queue",
+        help="queue name (default: a fresh bench-* queue per run); a queue that already "
+        "existed is never removed",
+    )
+    load.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the run's queue and its jobs on a --url/--compare server (by default "
+        "the queues the run created are obliterated at the end)",
+    )
     load.add_argument("--timeout", type=positive_float, default=10.0, help="per-request timeout, s")
     load.add_argument("--ws-path", default="/ws", help="WebSocket path (default /ws)")
     load.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
@@ -144,17 +154,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def _target(args: argparse.Namespace, second: bool) -> Iterator[tuple[str, str]]:
-    """(label, url) of the first or second server, started for the run if asked."""
+def _target(args: argparse.Namespace, second: bool) -> Iterator[tuple[str, str, bool]]:
+    """(label, url, started) of the first or second server, started for the run if
+    asked."""
     url = args.compare if second else args.url
     kind = args.compare_start if second else ("hopper" if args.start else None)
     label = args.compare_label if second else args.label
     if kind is None:
         assert url is not None
-        yield label or url.split("://", 1)[-1].rstrip("/"), url
+        yield label or url.split("://", 1)[-1].rstrip("/"), url, False
         return
     with servers.start(kind, args.peers) as srv:
-        yield label or kind, srv.url
+        yield label or kind, srv.url, True
+
+
+@contextlib.contextmanager
+def _cleanup(args: argparse.Namespace, url: str, plan: Plan, opts: Options) -> Iterator[list[str]]:
+    """Obliterates the run's queue at the end (however the run ends) when the run created
+    it: a fresh bench-* queue, or a --queue the server did not have before the run.
+    Yields the notes for the report, filled at the end."""
+    from hopper.bench import runner
+    from hopper.bench.transport import RequestFailed
+
+    remove = not args.keep
+    if remove and args.queue is not None:
+        try:
+            remove = plan.queue not in runner.list_queues(url, opts)
+        except (RuntimeError, RequestFailed, OSError):
+            remove = False  # cannot tell whether it was there: leave it
+        if not remove:
+            print(f"hopper bench: queue {plan.queue} existed before the run: kept", file=sys.stderr)
+    notes: list[str] = []
+    try:
+        yield notes
+    finally:
+        if remove:
+            try:
+                runner.obliterate(url, [plan.queue], opts)
+                notes.append(f"queue {plan.queue} and its jobs removed (--keep keeps them)")
+            except (RuntimeError, RequestFailed, OSError) as e:
+                print(f"hopper bench: could not remove queue {plan.queue}: {e}", file=sys.stderr)
 
 
 def _plan(args: argparse.Namespace, opts: Options) -> Plan:
@@ -203,10 +242,16 @@ def run(args: argparse.Namespace) -> int:
     sides = [False, True] if (args.compare or args.compare_start) else [False]
     try:
         for second in sides:
-            with _target(args, second) as (label, url):
+            with _target(args, second) as (label, url, started):
                 if results and label == results[0].label:
                     label += "-2"
-                results.append(runner.run(label, url, _plan(args, opts), opts))
+                plan = _plan(args, opts)
+                if started:  # the server is stopped with everything in it
+                    results.append(runner.run(label, url, plan, opts))
+                    continue
+                with _cleanup(args, url, plan, opts) as notes:
+                    results.append(runner.run(label, url, plan, opts))
+                results[-1].notes.extend(notes)
     except (RuntimeError, OSError) as e:
         print(f"hopper bench: {e}", file=sys.stderr)
         return 2

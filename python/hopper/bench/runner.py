@@ -13,7 +13,7 @@ from hopper.bench.histograms import Recorder
 from hopper.bench.http_driver import HttpTransport
 from hopper.bench.progress import Progress
 from hopper.bench.scenarios import RUNNERS, Plan, RunState
-from hopper.bench.transport import Transport
+from hopper.bench.transport import RequestFailed, Transport
 from hopper.bench.ws_driver import WsTransport
 
 T = TypeVar("T")
@@ -91,6 +91,40 @@ async def run_async(label: str, url: str, plan: Plan, opts: Options) -> RunResul
         started_at=started_at,
         wall_s=time.perf_counter() - t0,
     )
+
+
+# ----- the queues a run leaves behind ---------------------------------------------------
+# Removed with the command table's `ListQueues` / `Obliterate` (force: a run can end with
+# jobs still active) over one WebSocket: the same commands on hopper and the reference,
+# whatever the management API's base path. `Obliterate` leaves a queue's schedulers, and a
+# bench queue has none.
+
+
+async def _commands(url: str, opts: Options, cmds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    t = WsTransport(url, 1, opts.token, opts.timeout_s, "/ws")
+    await t.open(1)
+    try:
+        return [await t.command(cmd) for cmd in cmds]
+    finally:
+        await t.close()
+
+
+def list_queues(url: str, opts: Options) -> list[str]:
+    """The server's queue names. RuntimeError or RequestFailed when it cannot tell."""
+    (reply,) = run_loop(_commands(url, opts, [{"cmd": "ListQueues"}]))
+    queues = reply.get("queues")
+    if not isinstance(queues, list):
+        data = reply.get("data")
+        queues = data.get("queues") if isinstance(data, dict) else None
+    if not isinstance(queues, list):
+        raise RequestFailed(f"ListQueues: unexpected reply {reply!r}")
+    return [str(q) for q in queues]
+
+
+def obliterate(url: str, queues: list[str], opts: Options) -> None:
+    """Removes `queues` and all their jobs from the server, active ones included."""
+    cmds = [{"cmd": "Obliterate", "queue": q, "force": True} for q in queues]
+    run_loop(_commands(url, opts, cmds))
 
 
 def run_loop(coro: Coroutine[Any, Any, T]) -> T:

@@ -136,6 +136,11 @@ class WsTransport:
     def _sock(self, lane: int) -> _Socket:
         return self.sockets[lane % len(self.sockets)]
 
+    async def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Any command of the table (`ListQueues`, `Obliterate`, ...) on the first socket;
+        its reply, or RequestFailed when it says `ok: false`."""
+        return await self._sock(0).call(dict(cmd))
+
     async def push(self, lane: int, queue: str, data: Any) -> str:
         body = await self._sock(lane).call({"cmd": "PUSH", "queue": queue, "data": data})
         return str(body.get("id"))

@@ -3,7 +3,7 @@ arguments ↔ the seed-001 camelCase body), reply decoding and the `Job` a pull 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -89,12 +89,16 @@ def ack_body(token: str | None, result: Any) -> dict[str, Any]:
     return body
 
 
-def fail_body(token: str | None, error: str | None) -> dict[str, Any]:
+def fail_body(
+    token: str | None, error: str | None, stack: Sequence[str] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if error is not None:
         body["error"] = error
     if token:
         body["token"] = token
+    if stack is not None:
+        body["stack"] = [str(line) for line in stack]
     return body
 
 

@@ -9,7 +9,7 @@ is added to it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -97,8 +97,11 @@ def _ack(job_id: str, token: str | None, result: Any) -> _Call[None]:
     return _Call("POST", f"/jobs/{_q(job_id)}/ack", _nothing, _wire.ack_body(token, result))
 
 
-def _fail(job_id: str, token: str | None, error: str | None) -> _Call[None]:
-    return _Call("POST", f"/jobs/{_q(job_id)}/fail", _nothing, _wire.fail_body(token, error))
+def _fail(
+    job_id: str, token: str | None, error: str | None, stack: Sequence[str] | None
+) -> _Call[None]:
+    body = _wire.fail_body(token, error, stack)
+    return _Call("POST", f"/jobs/{_q(job_id)}/fail", _nothing, body)
 
 
 def _get(job_id: str) -> _Call[dict[str, Any]]:
@@ -234,10 +237,18 @@ class Client:
         so a lease that was lost (stalled, re-leased) is refused (LockTokenError)."""
         self._run(_ack(job_id, token, result))
 
-    def fail(self, job_id: str, token: str | None = None, error: str | None = None) -> None:
+    def fail(
+        self,
+        job_id: str,
+        token: str | None = None,
+        error: str | None = None,
+        stack: Sequence[str] | None = None,
+    ) -> None:
         """Fails the current attempt; the server retries it after its backoff while
-        attempts remain (maxAttempts), else the job fails for good."""
-        self._run(_fail(job_id, token, error))
+        attempts remain (maxAttempts), else the job fails for good. `stack`: the
+        reference's optional list of stack lines, sent in the body (hopper's server
+        accepts it and keeps the error only)."""
+        self._run(_fail(job_id, token, error, stack))
 
     # ----- single jobs and events --------------------------------------------------
 
@@ -347,8 +358,14 @@ class AsyncClient:
     async def ack(self, job_id: str, token: str | None = None, result: Any = None) -> None:
         await self._run(_ack(job_id, token, result))
 
-    async def fail(self, job_id: str, token: str | None = None, error: str | None = None) -> None:
-        await self._run(_fail(job_id, token, error))
+    async def fail(
+        self,
+        job_id: str,
+        token: str | None = None,
+        error: str | None = None,
+        stack: Sequence[str] | None = None,
+    ) -> None:
+        await self._run(_fail(job_id, token, error, stack))
 
     async def get(self, job_id: str) -> dict[str, Any]:
         return await self._run(_get(job_id))

@@ -11,8 +11,9 @@ in-process `hopper.Engine`, with the same API.
 
 The handler gets an `ActiveJob` and may be sync (run on a thread of the worker's own,
 `concurrency` threads) or async (run on the worker's event loop). Its return value is the
-ack's result; an exception fails the attempt with the exception's text, and the server
-retries it per the job's maxAttempts/backoff.
+ack's result; an exception is logged with its traceback (logger "hopper.worker") and
+fails the attempt with the error "Type: message" and a short stack (the last
+`STACK_LINES` frames), and the server retries it per the job's maxAttempts/backoff.
 
 Shutdown (SIGTERM, SIGINT, or `stop()`): the worker stops pulling at once, waits up to
 `grace` seconds for the jobs in flight to finish and be acked, then releases the jobs
@@ -51,7 +52,8 @@ import logging
 import queue as _queue
 import signal
 import threading
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from hopper.client.errors import AuthError
@@ -70,6 +72,8 @@ from hopper.job import Job
 log = logging.getLogger("hopper.worker")
 
 SHUTDOWN_ERROR = "interrupted by shutdown"
+# The reference's `stack` of a failed attempt: up to 10 lines.
+STACK_LINES = 10
 Source = Client | AsyncClient | Engine
 Handler = Callable[["ActiveJob"], Any]
 
@@ -149,6 +153,20 @@ class ActiveJob:
         return f"ActiveJob(id={self.id!r}, queue={self.queue!r}, attempts={self.attempts})"
 
 
+def error_text(exc: BaseException) -> str:
+    """A failed attempt's error: `KeyError: 'x'`, or the type alone without a message."""
+    message = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {message}" if message else name
+
+
+def error_stack(exc: BaseException, limit: int = STACK_LINES) -> list[str]:
+    """The innermost `limit` frames of the exception's traceback, one line each, the
+    frame that raised last: `File "app.py", line 12, in handler`."""
+    frames = traceback.extract_tb(exc.__traceback__)[-limit:] if limit > 0 else []
+    return [f'File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames]
+
+
 # ----- sources -----------------------------------------------------------------------
 
 
@@ -166,7 +184,7 @@ class _Backend:
     async def ack(self, job: Job, result: Any) -> None:
         raise NotImplementedError
 
-    async def fail(self, job: Job, error: str) -> None:
+    async def fail(self, job: Job, error: str, stack: Sequence[str] | None = None) -> None:
         raise NotImplementedError
 
     def progress(self, job: Job, value: int) -> bool:
@@ -196,8 +214,8 @@ class _EngineBackend(_Backend):
     async def ack(self, job: Job, result: Any) -> None:
         self.engine.ack(job.id, job.token, result)
 
-    async def fail(self, job: Job, error: str) -> None:
-        self.engine.fail(job.id, job.token, error)
+    async def fail(self, job: Job, error: str, stack: Sequence[str] | None = None) -> None:
+        self.engine.fail(job.id, job.token, error)  # the engine keeps the error only
 
     def progress(self, job: Job, value: int) -> bool:
         self.engine.progress(job.id, value, job.token)
@@ -227,8 +245,8 @@ class _HttpBackend(_Backend):
     async def ack(self, job: Job, result: Any) -> None:
         await self.client.ack(job.id, job.token, result)
 
-    async def fail(self, job: Job, error: str) -> None:
-        await self.client.fail(job.id, job.token, error)
+    async def fail(self, job: Job, error: str, stack: Sequence[str] | None = None) -> None:
+        await self.client.fail(job.id, job.token, error, stack)
 
     async def release(self, jobs: list[Job]) -> None:
         async def one(job: Job) -> None:
@@ -264,8 +282,8 @@ class _WsBackend(_Backend):
     async def ack(self, job: Job, result: Any) -> None:
         await self.channel.ack(job.id, job.token, result)
 
-    async def fail(self, job: Job, error: str) -> None:
-        await self.channel.fail(job.id, job.token, error)
+    async def fail(self, job: Job, error: str, stack: Sequence[str] | None = None) -> None:
+        await self.channel.fail(job.id, job.token, error, stack)
 
     async def release(self, jobs: list[Job]) -> None:
         await self.channel.close()  # the server returns the socket's jobs to waiting
@@ -566,7 +584,8 @@ class Worker:
             except Exception as e:
                 if not active.released:
                     self.failed += 1
-                    await self._settle(backend.fail, job, str(e) or type(e).__name__)
+                    self._log_failure(job, e)
+                    await self._settle(backend.fail, job, error_text(e), error_stack(e))
                 return
             if active.released:
                 return
@@ -575,18 +594,35 @@ class Worker:
                     self.processed += 1
             except InvalidInputError as e:  # e.g. a result that is not JSON
                 self.failed += 1
+                log.warning("job %s: cannot ack the result: %s", job.id, e)
                 await self._settle(backend.fail, job, f"cannot ack the result: {e}")
         finally:
             self._active.pop(task, None)
 
-    async def _settle(
-        self, call: Callable[[Job, Any], Any], job: Job, value: Any, tries: int = 3
-    ) -> bool:
+    def _log_failure(self, job: Job, exc: Exception) -> None:
+        """The handler's exception, with its traceback: a warning while attempts remain,
+        an error on the last one."""
+        attempt = job.attempts + 1
+        last = attempt >= job.max_attempts
+        log.log(
+            logging.ERROR if last else logging.WARNING,
+            "job %s (queue %s) failed on attempt %d of %d%s: %s",
+            job.id,
+            job.queue,
+            attempt,
+            job.max_attempts,
+            "" if last else ", will retry",
+            error_text(exc),
+            exc_info=exc,
+        )
+
+    async def _settle(self, call: Callable[..., Any], job: Job, *values: Any) -> bool:
         """Acks or fails, retrying connection errors; False when the lease was lost (the
         job stalled or was released and may be running elsewhere)."""
+        tries = 3
         for attempt in range(tries):
             try:
-                await call(job, value)
+                await call(job, *values)
                 return True
             except (InvalidStateError, LockError) as e:
                 log.warning("job %s: lease lost before it was settled (%s)", job.id, e)

@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -301,8 +301,16 @@ class WsChannel:
     async def ack(self, job_id: str, token: str | None = None, result: Any = None) -> None:
         await self.call("ACK", id=job_id, **_wire.ack_body(token, result))
 
-    async def fail(self, job_id: str, token: str | None = None, error: str | None = None) -> None:
-        await self.call("FAIL", id=job_id, **_wire.fail_body(token, error))
+    async def fail(
+        self,
+        job_id: str,
+        token: str | None = None,
+        error: str | None = None,
+        stack: Sequence[str] | None = None,
+    ) -> None:
+        """The `FAIL` command; `stack` is its optional list of stack lines (hopper's
+        server accepts it and keeps the error only)."""
+        await self.call("FAIL", id=job_id, **_wire.fail_body(token, error, stack))
 
     async def auth(self, token: str) -> None:
         """The `Auth` command (sent by itself on connect when the channel has a token)."""

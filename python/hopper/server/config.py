@@ -178,7 +178,10 @@ class ServerConfig:
         "interval",
         "--fsync",
         ("HOPPER_FSYNC",),
-        "when the log is synced: always (before each answer), interval, never",
+        "when the write-ahead log is synced to disk, one of: always (before each answer), "
+        "interval (at least every --fsync-interval-ms), never (left to the OS); an OS "
+        "crash can lose the last interval's answered changes, or more under never "
+        "(docs/durability.md)",
         choices=FSYNC_POLICIES,
         engine=True,
     )

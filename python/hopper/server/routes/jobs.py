@@ -75,7 +75,12 @@ def register(router: Router, state: ServerState, ops: JobOperations) -> None:
     ack_body = {"type": "object", "properties": {"result": {}, "token": {"type": "string"}}}
     fail_body = {
         "type": "object",
-        "properties": {"error": {"type": "string"}, "token": {"type": "string"}},
+        "properties": {
+            "error": {"type": "string"},
+            "token": {"type": "string"},
+            # The reference's stack lines: accepted, not stored (the error is).
+            "stack": {"type": "array", "items": {"type": "string"}},
+        },
     }
     router.add(
         "POST",
