@@ -79,16 +79,33 @@ def test_config_is_open_and_says_what_is_on(client: httpx.Client) -> None:
         ("GET", "/api"),
         ("GET", "/api/nope"),
         ("GET", "/api/queues/x/jobs/y/nope"),
-        ("POST", "/api/queues"),
-        ("PUT", "/api/queues/x"),
-        ("DELETE", "/api/flows"),
-        ("GET", "/api/queues/x/pause"),
+        ("PUT", "/api/flows/x"),
     ],
 )
 def test_unknown_route_under_api_is_a_json_404(
     client: httpx.Client, method: str, path: str
 ) -> None:
-    api_error(client.request(method, path), 404, "NOT_FOUND")
+    resp = client.request(method, path)
+    api_error(resp, 404, "NOT_FOUND")
+    assert "allow" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/api/queues", "GET, HEAD, OPTIONS"),
+        ("PUT", "/api/queues/x", "GET, HEAD, DELETE, OPTIONS"),
+        ("DELETE", "/api/flows", "GET, HEAD, OPTIONS"),
+        ("GET", "/api/queues/x/pause", "POST, OPTIONS"),
+        ("PUT", "/api/queues/x/jobs/y", "GET, HEAD, PATCH, DELETE, OPTIONS"),
+    ],
+)
+def test_known_path_with_another_method_is_a_405_with_allow(
+    client: httpx.Client, method: str, path: str, allow: str
+) -> None:
+    resp = client.request(method, path)
+    api_error(resp, 405, "METHOD_NOT_ALLOWED", f"Method {method} not allowed")
+    assert resp.headers["allow"] == allow
 
 
 def test_head_answers_like_get_without_body(client: httpx.Client) -> None:
@@ -679,7 +696,9 @@ def test_job_logs_route_errors(client: httpx.Client, queue: str) -> None:
         "BAD_REQUEST",
         "Page size too large (max 1000)",
     )
-    api_error(client.post(f"{base}/{job_id}/logs"), 404, "NOT_FOUND")
+    resp = client.post(f"{base}/{job_id}/logs")
+    api_error(resp, 405, "METHOD_NOT_ALLOWED")
+    assert resp.headers["allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_queue_detail_shows_its_limits(server: Server, client: httpx.Client, queue: str) -> None:
