@@ -1454,3 +1454,22 @@ def test_non_root_base_path(start_server: ServerFactory) -> None:
 
 def job_of_at(client: httpx.Client, base: str, queue: str, job_id: str) -> dict[str, Any]:
     return check_job(api_data(client.get(f"{base}/api/queues/{queue}/jobs/{job_id}")))
+
+
+def test_malformed_json_bodies_get_a_clear_message(client: httpx.Client, queue: str) -> None:
+    """Every route that reads a JSON body: malformed JSON is a BAD_REQUEST in words, never
+    the parser's position ("line 1 column 5 (char 4)")."""
+    job_id = push(client, queue)
+    routes = [
+        ("POST", f"/api/queues/{queue}/jobs"),
+        ("POST", f"/api/queues/{queue}/clean"),
+        ("POST", f"/api/queues/{queue}/retry"),
+        ("POST", f"/api/queues/{queue}/failures/retry"),
+        ("PATCH", f"/api/queues/{queue}/jobs/{job_id}"),
+    ]
+    for method, path in routes:
+        for body in (b"{", b"[1,", b"garbage", b'{"a":1} x', b"\xff"):
+            resp = client.request(method, path, content=body)
+            api_error(resp, 400, "BAD_REQUEST", "Valid JSON body is required")
+    resp = client.patch(f"/api/queues/{queue}/jobs/{job_id}", content=b"[1]")
+    api_error(resp, 400, "BAD_REQUEST", "body must be a JSON object")
