@@ -5,6 +5,7 @@ metrics-off and base-path matrices, each on its own server."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from typing import Any
@@ -1473,3 +1474,29 @@ def test_malformed_json_bodies_get_a_clear_message(client: httpx.Client, queue: 
             api_error(resp, 400, "BAD_REQUEST", "Valid JSON body is required")
     resp = client.patch(f"/api/queues/{queue}/jobs/{job_id}", content=b"[1]")
     api_error(resp, 400, "BAD_REQUEST", "body must be a JSON object")
+
+
+def test_a_queue_only_pulled_from_is_not_created(server: Server, client: httpx.Client) -> None:
+    """Pulls, long polls (HTTP, WebSocket, TCP) on a queue that never held a job leave
+    nothing behind; a long poll still gets the queue's first push."""
+    ghost = f"ghost-{uuid.uuid4().hex[:8]}"
+    assert client.get(f"/queues/{ghost}/jobs").json()["job"] is None
+    assert client.get(f"/queues/{ghost}/jobs", params={"timeout": 50}).json()["job"] is None
+    with Conn(server.tcp_port) as c:
+        assert c.call_ok("PULL", queue=ghost, timeout=50)["job"] is None
+    names = {s["name"] for s in api_data(client.get("/api/queues"))}
+    assert ghost not in names
+    api_error(client.get(f"/api/queues/{ghost}"), 404, "NOT_FOUND")
+
+    waiting = f"first-{uuid.uuid4().hex[:8]}"
+    got: list[Any] = []
+
+    def poll() -> None:
+        got.append(client.get(f"/queues/{waiting}/jobs", params={"timeout": 10_000}).json())
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.3)  # most likely waiting by now; either way it must get the job
+    job_id = push(client, waiting)
+    poller.join()
+    assert got[0]["job"]["id"] == job_id
