@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from hopper.server.app import HopperApp
 from hopper.server.config import ServerConfig
 from hopper.server.management.schemas import COMPONENTS

@@ -102,7 +102,9 @@ class Pipeline:
             await req.respond(api.preflight)
             return
         relative = path[len(api.prefix) :] or "/"
-        found = api.router.match("GET" if method == "HEAD" and api.head_as_get else method, relative)
+        found = api.router.match(
+            "GET" if method == "HEAD" and api.head_as_get else method, relative
+        )
         if found is None and api is self.jobs:
             page = self.dashboard.response(method, path)  # the page: none of the job routes
             if page is not None:

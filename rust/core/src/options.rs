@@ -585,13 +585,19 @@ mod tests {
         // The message is for a client: no "at line 1 column 5" from the parser.
         for body in [r#"{"data":1,"data":2}"#, r#"{"data":1,"data":2"#, "{", ""] {
             let err = parse(body).unwrap_err().message;
-            assert!(!err.contains("line") && !err.contains("column"), "{body}: {err}");
+            assert!(
+                !err.contains("line") && !err.contains("column"),
+                "{body}: {err}"
+            );
         }
         let bulk = [
             ("[1]", "expected a JSON object"),
             ("[{\"data\":1},2]", "expected a JSON object"),
             (r#"{"jobs":5}"#, "expected a sequence"),
-            (r#"{"jobs":[{"data":1,"data":2}]}"#, "duplicate field `data`"),
+            (
+                r#"{"jobs":[{"data":1,"data":2}]}"#,
+                "duplicate field `data`",
+            ),
             (r#"{"other":[]}"#, "missing field `jobs`"),
             ("[{\"data\":1},", "Invalid JSON body"),
             ("[1,", "Invalid JSON body"),
@@ -603,7 +609,10 @@ mod tests {
                 .unwrap_err()
                 .message;
             assert!(err.contains(want), "{body}: {err}");
-            assert!(!err.contains("line") && !err.contains("column"), "{body}: {err}");
+            assert!(
+                !err.contains("line") && !err.contains("column"),
+                "{body}: {err}"
+            );
         }
     }
 

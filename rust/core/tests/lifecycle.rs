@@ -445,7 +445,10 @@ fn pulls_and_wake_requests_on_an_unknown_queue_do_not_create_it() {
     h.add("ghost", r#"{"data":1}"#);
     let woken: Vec<String> = h.e.take_woken().iter().map(|q| q.to_string()).collect();
     assert_eq!(woken, ["ghost"]);
-    assert!(h.op(|e| e.request_wake("ghost")).unwrap(), "a ready job now");
+    assert!(
+        h.op(|e| e.request_wake("ghost")).unwrap(),
+        "a ready job now"
+    );
 }
 
 #[test]
