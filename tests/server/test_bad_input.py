@@ -8,6 +8,7 @@ The server of this module has small size limits so the oversize cases stay cheap
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ def _push_field(name: str, value: Any, mentions: str | None = None) -> Case:
 
 LONG_NAME = "a" * 300
 
+INVALID = "Invalid JSON body"
 CASES: list[Case] = [
     # --- push: body that is not a JSON object
     Case("push-malformed", "POST", "/queues/{queue}/jobs", b"not json"),
@@ -196,6 +198,30 @@ CASES: list[Case] = [
     Case("timeout-arabic-digit", "GET", "/queues/{queue}/jobs?timeout=%D9%A3", mentions="timeout"),
     # --- bulk push
     Case("bulk-malformed", "POST", "/queues/{queue}/jobs/bulk", b"not json"),
+    Case("bulk-truncated", "POST", "/queues/{queue}/jobs/bulk", b"[1,", mentions=INVALID),
+    Case(
+        "bulk-truncated-object",
+        "POST",
+        "/queues/{queue}/jobs/bulk",
+        b'{"jobs":[{"data":1}',
+        mentions=INVALID,
+    ),
+    Case(
+        "bulk-duplicate-field",
+        "POST",
+        "/queues/{queue}/jobs/bulk",
+        b'[{"data":1,"data":2}]',
+        mentions="duplicate field",
+    ),
+    Case("bulk-jobs-number", "POST", "/queues/{queue}/jobs/bulk", b'{"jobs":5}', mentions="jobs"),
+    Case("push-duplicate-field", "POST", "/queues/{queue}/jobs", b'{"data":1,"data":2}'),
+    Case(
+        "push-duplicate-truncated",
+        "POST",
+        "/queues/{queue}/jobs",
+        b'{"data":1,"data":2',
+        mentions=INVALID,
+    ),
     Case("bulk-empty-body", "POST", "/queues/{queue}/jobs/bulk", b""),
     Case("bulk-no-jobs", "POST", "/queues/{queue}/jobs/bulk", _json({})),
     Case("bulk-jobs-string", "POST", "/queues/{queue}/jobs/bulk", _json({"jobs": "x"})),
@@ -254,6 +280,8 @@ def test_bad_input(small_server: Server, sentinel: dict[str, Any], queue: str, c
     message = expect_error(resp, case.status)
     if case.mentions is not None:
         assert case.mentions in message, message
+    # Words for a client, not a parser's position ("at line 1 column 5", "(char 4)").
+    assert not re.search(r"line \d|column \d|char \d", message), message
     assert resp.headers.get("access-control-allow-origin") == "*"
     # Still serving, nothing pushed by the bad request, the earlier jobs untouched.
     expect_ok(client.get("/health"))

@@ -415,15 +415,37 @@ def test_unknown_route(client: httpx.Client) -> None:
     for method, path in (
         ("GET", "/nope"),
         ("GET", "/nope/"),  # "/" itself is the dashboard page
-        ("PUT", "/jobs/x"),
-        ("PATCH", "/queues/q/jobs"),
-        ("GET", "/gc"),
         ("POST", "/queues//jobs"),
-        ("GET", "/jobs/x/ack"),
+        ("PUT", "/jobs"),
+        ("GET", "/jobs/x/nope"),
     ):
         resp = client.request(method, path)
         assert resp.status_code == 404, (method, path, resp.text)
         assert resp.json() == {"ok": False, "error": "Not found"}, (method, path)
+        assert "allow" not in resp.headers
+
+
+@pytest.mark.smoke
+def test_known_path_with_another_method_is_a_405_with_allow(client: httpx.Client) -> None:
+    # bunqueue answers these 404 "Not found" (see docs/compatibility.md).
+    for method, path, allow in (
+        ("PUT", "/jobs/x", "GET, DELETE, OPTIONS"),
+        ("PATCH", "/queues/q/jobs", "GET, POST, OPTIONS"),
+        ("DELETE", "/queues/q/jobs/bulk", "POST, OPTIONS"),
+        ("GET", "/gc", "POST, OPTIONS"),
+        ("GET", "/jobs/x/ack", "POST, OPTIONS"),
+        ("POST", "/health", "GET, OPTIONS"),
+        ("HEAD", "/health", "GET, OPTIONS"),
+    ):
+        resp = client.request(method, path)
+        if method != "HEAD":
+            expect_error(resp, 405, f"Method {method} not allowed")
+        assert resp.status_code == 405, (method, path, resp.text)
+        assert resp.headers["allow"] == allow, (method, path)
+        assert resp.headers["access-control-allow-origin"] == "*"
+    # The WebSocket routes are not HTTP routes: no method is allowed there over HTTP.
+    resp = client.post("/ws")
+    assert resp.status_code == 404 and "allow" not in resp.headers
 
 
 # ----- deduplication ----------------------------------------------------------------------

@@ -5,6 +5,7 @@ metrics-off and base-path matrices, each on its own server."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from typing import Any
@@ -79,16 +80,33 @@ def test_config_is_open_and_says_what_is_on(client: httpx.Client) -> None:
         ("GET", "/api"),
         ("GET", "/api/nope"),
         ("GET", "/api/queues/x/jobs/y/nope"),
-        ("POST", "/api/queues"),
-        ("PUT", "/api/queues/x"),
-        ("DELETE", "/api/flows"),
-        ("GET", "/api/queues/x/pause"),
+        ("PUT", "/api/flows/x"),
     ],
 )
 def test_unknown_route_under_api_is_a_json_404(
     client: httpx.Client, method: str, path: str
 ) -> None:
-    api_error(client.request(method, path), 404, "NOT_FOUND")
+    resp = client.request(method, path)
+    api_error(resp, 404, "NOT_FOUND")
+    assert "allow" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/api/queues", "GET, HEAD, OPTIONS"),
+        ("PUT", "/api/queues/x", "GET, HEAD, DELETE, OPTIONS"),
+        ("DELETE", "/api/flows", "GET, HEAD, OPTIONS"),
+        ("GET", "/api/queues/x/pause", "POST, OPTIONS"),
+        ("PUT", "/api/queues/x/jobs/y", "GET, HEAD, PATCH, DELETE, OPTIONS"),
+    ],
+)
+def test_known_path_with_another_method_is_a_405_with_allow(
+    client: httpx.Client, method: str, path: str, allow: str
+) -> None:
+    resp = client.request(method, path)
+    api_error(resp, 405, "METHOD_NOT_ALLOWED", f"Method {method} not allowed")
+    assert resp.headers["allow"] == allow
 
 
 def test_head_answers_like_get_without_body(client: httpx.Client) -> None:
@@ -679,7 +697,9 @@ def test_job_logs_route_errors(client: httpx.Client, queue: str) -> None:
         "BAD_REQUEST",
         "Page size too large (max 1000)",
     )
-    api_error(client.post(f"{base}/{job_id}/logs"), 404, "NOT_FOUND")
+    resp = client.post(f"{base}/{job_id}/logs")
+    api_error(resp, 405, "METHOD_NOT_ALLOWED")
+    assert resp.headers["allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_queue_detail_shows_its_limits(server: Server, client: httpx.Client, queue: str) -> None:
@@ -1435,3 +1455,48 @@ def test_non_root_base_path(start_server: ServerFactory) -> None:
 
 def job_of_at(client: httpx.Client, base: str, queue: str, job_id: str) -> dict[str, Any]:
     return check_job(api_data(client.get(f"{base}/api/queues/{queue}/jobs/{job_id}")))
+
+
+def test_malformed_json_bodies_get_a_clear_message(client: httpx.Client, queue: str) -> None:
+    """Every route that reads a JSON body: malformed JSON is a BAD_REQUEST in words, never
+    the parser's position ("line 1 column 5 (char 4)")."""
+    job_id = push(client, queue)
+    routes = [
+        ("POST", f"/api/queues/{queue}/jobs"),
+        ("POST", f"/api/queues/{queue}/clean"),
+        ("POST", f"/api/queues/{queue}/retry"),
+        ("POST", f"/api/queues/{queue}/failures/retry"),
+        ("PATCH", f"/api/queues/{queue}/jobs/{job_id}"),
+    ]
+    for method, path in routes:
+        for body in (b"{", b"[1,", b"garbage", b'{"a":1} x', b"\xff"):
+            resp = client.request(method, path, content=body)
+            api_error(resp, 400, "BAD_REQUEST", "Valid JSON body is required")
+    resp = client.patch(f"/api/queues/{queue}/jobs/{job_id}", content=b"[1]")
+    api_error(resp, 400, "BAD_REQUEST", "body must be a JSON object")
+
+
+def test_a_queue_only_pulled_from_is_not_created(server: Server, client: httpx.Client) -> None:
+    """Pulls, long polls (HTTP, WebSocket, TCP) on a queue that never held a job leave
+    nothing behind; a long poll still gets the queue's first push."""
+    ghost = f"ghost-{uuid.uuid4().hex[:8]}"
+    assert client.get(f"/queues/{ghost}/jobs").json()["job"] is None
+    assert client.get(f"/queues/{ghost}/jobs", params={"timeout": 50}).json()["job"] is None
+    with Conn(server.tcp_port) as c:
+        assert c.call_ok("PULL", queue=ghost, timeout=50)["job"] is None
+    names = {s["name"] for s in api_data(client.get("/api/queues"))}
+    assert ghost not in names
+    api_error(client.get(f"/api/queues/{ghost}"), 404, "NOT_FOUND")
+
+    waiting = f"first-{uuid.uuid4().hex[:8]}"
+    got: list[Any] = []
+
+    def poll() -> None:
+        got.append(client.get(f"/queues/{waiting}/jobs", params={"timeout": 10_000}).json())
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.3)  # most likely waiting by now; either way it must get the job
+    job_id = push(client, waiting)
+    poller.join()
+    assert got[0]["job"]["id"] == job_id

@@ -43,13 +43,21 @@ def status_of(e: HopperError) -> int:
 
 class HttpError(Exception):
     """Ends a request with the API's error envelope. `code` is the management API's
-    machine-readable code (None: derived from the status)."""
+    machine-readable code (None: derived from the status); `headers` are added to the
+    envelope's response (a 405's `Allow`)."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: Headers | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers
 
 
 class BodyTooLarge(HttpError):

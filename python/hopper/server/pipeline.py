@@ -54,6 +54,25 @@ class Api(ABC):
     def not_found(self, req: Request) -> HttpError:
         return HttpError(404, "Not found")
 
+    def method_not_allowed(self, req: Request, allow: list[str]) -> HttpError:
+        """A known path asked for with a method none of its routes answers."""
+        return HttpError(
+            405,
+            f"Method {req.method} not allowed",
+            "METHOD_NOT_ALLOWED",
+            headers=[("allow", ", ".join(allow))],
+        )
+
+    def unrouted(self, req: Request, path: str) -> HttpError:
+        """No route matched `path` (relative to the prefix) for this method: a 405 with
+        `Allow` when other methods have a route there, else the API's 404."""
+        methods = [m for m in self.router.allowed(path) if m != "WS"]  # sockets: no HTTP
+        if not methods:
+            return self.not_found(req)
+        if self.head_as_get and "GET" in methods:
+            methods.insert(methods.index("GET") + 1, "HEAD")
+        return self.method_not_allowed(req, [*methods, "OPTIONS"])  # OPTIONS: preflight
+
 
 class Pipeline:
     def __init__(
@@ -82,9 +101,9 @@ class Pipeline:
         if method == "OPTIONS":
             await req.respond(api.preflight)
             return
+        relative = path[len(api.prefix) :] or "/"
         found = api.router.match(
-            "GET" if method == "HEAD" and api.head_as_get else method,
-            path[len(api.prefix) :] or "/",
+            "GET" if method == "HEAD" and api.head_as_get else method, relative
         )
         if found is None and api is self.jobs:
             page = self.dashboard.response(method, path)  # the page: none of the job routes
@@ -97,8 +116,10 @@ class Pipeline:
             if found is not None:
                 route, req.params = found
             api.admit(req, route)
-            if route is None or route.kind is Kind.SOCKET:
-                raise api.not_found(req)  # (a WebSocket route asked for over plain HTTP)
+            if route is None:
+                raise api.unrouted(req, relative)
+            if route.kind is Kind.SOCKET:
+                raise api.not_found(req)  # a WebSocket route asked for over plain HTTP
             if route.kind is Kind.STREAM:
                 stream = req.stream()
                 await route.handler(req, stream, self.cors)
@@ -109,6 +130,8 @@ class Pipeline:
             response = Response(200, answer) if isinstance(answer, bytes) else answer
         except HttpError as e:
             response = api.error(e.status, e.message, e.code)
+            if e.headers:
+                response.headers.extend(e.headers)
         except HopperError as e:
             response = api.error(status_of(e), str(e))
         except Exception:

@@ -11,6 +11,7 @@ from typing import Any
 # Methods whose answer waits for the log (`Engine.commit`): the pipeline awaits it after
 # every such handler, so no route can forget it. GETs (pulls included) do not.
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE")  # of a 405's `Allow`
 
 
 class Kind(Enum):
@@ -117,6 +118,12 @@ class Router:
                 self._recent.clear()
             self._recent[key] = found
         return found
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods some route answers at `path` (for a 405's `Allow`), GET, POST,
+        PUT, PATCH, DELETE first; empty when no route has this path."""
+        methods = dict.fromkeys((*METHOD_ORDER, *(route.method for route in self._all)))
+        return [m for m in methods if self._match(m, path) is not None]
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         segments = split(path)

@@ -239,6 +239,9 @@ pub struct Engine {
     pub workers: WorkerRegistry,
     /// Queues with a requested wake-up that got work since the last drain.
     woken: Vec<u32>,
+    /// Set once a puller waited on a queue that did not exist (`request_wake`, which
+    /// does not create queues): from then on a new queue reports its first ready job.
+    wake_new_queues: bool,
     /// Set when any job became ready, so blocked pullers can be signalled.
     work_added: bool,
     /// The timers `tick` takes off the wheel; kept so that a tick allocates nothing.
@@ -317,6 +320,7 @@ impl Engine {
             owners: HashMap::new(),
             workers: WorkerRegistry::default(),
             woken: Vec::new(),
+            wake_new_queues: false,
             work_added: false,
             due_timers: Vec::new(),
             recording: false,
@@ -431,7 +435,10 @@ impl Engine {
         }
         check_queue_name(name)?;
         let name: Arc<str> = name.into();
-        let q = Queue::new(name.clone());
+        let mut q = Queue::new(name.clone());
+        // A puller may be waiting for this queue's first job (see `wake_new_queues`); a
+        // wake-up nobody waits for costs the waiters' loop one look.
+        q.wake_requested = self.wake_new_queues;
         let id = match self.free_queues.pop() {
             Some(id) => {
                 self.queues[id as usize] = q;
@@ -495,9 +502,15 @@ impl Engine {
     }
 
     /// Asks for `queue` to be reported by `take_woken` once it has a ready job. Returns
-    /// true if it has one already (no wake-up is then needed).
+    /// true if it has one already (no wake-up is then needed). A queue that does not
+    /// exist is not created (a poll on a made-up name must not leave a queue behind):
+    /// new queues report their first ready job instead (`queue_or_create`).
     pub fn request_wake(&mut self, queue: &str) -> Result<bool> {
-        let qid = self.queue_or_create(queue)?;
+        let Some(qid) = self.queue_id(queue) else {
+            check_queue_name(queue)?;
+            self.wake_new_queues = true;
+            return Ok(false);
+        };
         let q = &self.queues[qid as usize];
         if q.group_rules.is_some() && !q.paused {
             // Same eligibility as `pull`: its pick skips blocked groups (and plans the

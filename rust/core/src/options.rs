@@ -171,6 +171,20 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
     }
 }
 
+/// A body that is JSON of the wrong shape: serde's message without the parser position
+/// (" at line 1 column 5") it ends with, which means nothing to a client.
+fn shape_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rsplit_once(" at line ") {
+        Some((message, _)) if e.line() > 0 => message.to_string(),
+        _ => text,
+    }
+}
+
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
 fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
 }
@@ -364,16 +378,15 @@ impl PushOptions {
     pub fn from_json(body: &[u8], max_payload: usize) -> Result<Self> {
         // serde would also read a struct from an array; only objects are push bodies.
         if body.trim_ascii_start().first() != Some(&b'{') {
-            let valid = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
-            return Err(EngineError::invalid(if valid {
+            return Err(EngineError::invalid(if is_json(body) {
                 "Request body must be a JSON object"
             } else {
                 "Invalid JSON body"
             }));
         }
         let raw: RawPush = serde_json::from_slice(body).map_err(|e| {
-            if e.is_data() {
-                EngineError::invalid(format!("Invalid request body: {e}"))
+            if e.is_data() && is_json(body) {
+                EngineError::invalid(format!("Invalid request body: {}", shape_error(&e)))
             } else {
                 EngineError::invalid("Invalid JSON body")
             }
@@ -396,9 +409,12 @@ impl PushOptions {
             serde_json::from_slice::<Vec<ObjectOnly<RawPush>>>(body)
         };
         let items = parsed.map_err(|e| {
-            if e.is_data() {
+            // serde stops at the first item of the wrong shape: a body that is not JSON
+            // at all is told so, whatever came first.
+            if e.is_data() && is_json(body) {
                 EngineError::invalid(format!(
-                    "Expected a JSON array of job objects, or {{\"jobs\": [...]}}: {e}"
+                    "Expected a JSON array of job objects, or {{\"jobs\": [...]}}: {}",
+                    shape_error(&e)
                 ))
             } else {
                 EngineError::invalid("Invalid JSON body")
@@ -562,6 +578,42 @@ mod tests {
         }
         let big = format!(r#"{{"data":"{}"}}"#, "x".repeat(2000));
         assert!(parse(&big).unwrap_err().message.contains("over the limit"));
+    }
+
+    #[test]
+    fn bad_bodies_never_show_a_parser_position() {
+        // The message is for a client: no "at line 1 column 5" from the parser.
+        for body in [r#"{"data":1,"data":2}"#, r#"{"data":1,"data":2"#, "{", ""] {
+            let err = parse(body).unwrap_err().message;
+            assert!(
+                !err.contains("line") && !err.contains("column"),
+                "{body}: {err}"
+            );
+        }
+        let bulk = [
+            ("[1]", "expected a JSON object"),
+            ("[{\"data\":1},2]", "expected a JSON object"),
+            (r#"{"jobs":5}"#, "expected a sequence"),
+            (
+                r#"{"jobs":[{"data":1,"data":2}]}"#,
+                "duplicate field `data`",
+            ),
+            (r#"{"other":[]}"#, "missing field `jobs`"),
+            ("[{\"data\":1},", "Invalid JSON body"),
+            ("[1,", "Invalid JSON body"),
+            (r#"[{"data":1,"data":2},"#, "Invalid JSON body"),
+            ("", "Invalid JSON body"),
+        ];
+        for (body, want) in bulk {
+            let err = PushOptions::many_from_json(body.as_bytes(), 1024)
+                .unwrap_err()
+                .message;
+            assert!(err.contains(want), "{body}: {err}");
+            assert!(
+                !err.contains("line") && !err.contains("column"),
+                "{body}: {err}"
+            );
+        }
     }
 
     #[test]

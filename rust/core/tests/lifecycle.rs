@@ -427,3 +427,38 @@ fn ttl_removes_a_job_not_started_in_time() {
     assert_eq!(removed.len(), 2);
     assert!(removed.contains(&stale) && removed.contains(&delayed));
 }
+
+#[test]
+fn pulls_and_wake_requests_on_an_unknown_queue_do_not_create_it() {
+    let mut h = H::new();
+    assert!(h.op(|e| e.pull("ghost", 0)).unwrap().is_none());
+    assert!(h.op(|e| e.pull_rendered("ghost", 0)).unwrap().is_none());
+    assert!(!h.op(|e| e.request_wake("ghost")).unwrap());
+    assert!(!h.e.has_queue("ghost"));
+    assert!(h.e.queue_names().is_empty(), "{:?}", h.e.queue_names());
+    // A bad name is still refused, as by a push.
+    assert_eq!(
+        h.op(|e| e.request_wake("a b")).unwrap_err().kind,
+        ErrorKind::InvalidInput
+    );
+    // The waiter still hears of the queue's first job.
+    h.add("ghost", r#"{"data":1}"#);
+    let woken: Vec<String> = h.e.take_woken().iter().map(|q| q.to_string()).collect();
+    assert_eq!(woken, ["ghost"]);
+    assert!(
+        h.op(|e| e.request_wake("ghost")).unwrap(),
+        "a ready job now"
+    );
+}
+
+#[test]
+fn a_queue_created_by_its_settings_wakes_a_waiter_on_its_first_job() {
+    let mut h = H::new();
+    assert!(!h.op(|e| e.request_wake("q")).unwrap());
+    h.op(|e| e.pause("q", None)).unwrap();
+    h.add("q", r#"{"data":1}"#);
+    assert!(h.e.take_woken().is_empty(), "paused");
+    h.op(|e| e.resume("q", None)).unwrap();
+    let woken: Vec<String> = h.e.take_woken().iter().map(|q| q.to_string()).collect();
+    assert_eq!(woken, ["q"]);
+}

@@ -156,7 +156,7 @@ def register(api: Management) -> None:
             raise bad_request("Cannot edit an active job")
         body = await json_body(req)
         if not isinstance(body, dict):
-            raise bad_request("Valid JSON body is required")
+            raise bad_request("body must be a JSON object")
         opts = body.get("opts") or {}
         if not isinstance(opts, dict):
             raise bad_request("opts must be an object")

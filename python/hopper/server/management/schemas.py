@@ -53,6 +53,7 @@ COMPONENTS: dict[str, Schema] = {
                         "enum": [
                             "BAD_REQUEST",
                             "NOT_FOUND",
+                            "METHOD_NOT_ALLOWED",
                             "FORBIDDEN",
                             "UNAUTHORIZED",
                             "METRICS_DISABLED",
