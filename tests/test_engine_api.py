@@ -679,3 +679,238 @@ def test_schedulers_survive_a_restart(tmp_path):
             "0 3 * * *",
             5,
         )
+
+
+# ----- flows ---------------------------------------------------------------------------
+
+
+def _family(policy: hopper.ChildFailurePolicy = "wait") -> list[hopper.FlowJob]:
+    return [
+        hopper.FlowJob(
+            "a", "c1", {"n": 1}, parent="p", on_failure=policy, options={"max_attempts": 1}
+        ),
+        hopper.FlowJob(
+            "b", "c2", {"n": 2}, parent="p", on_failure=policy, options={"max_attempts": 1}
+        ),
+        hopper.FlowJob("parents", "p", {}, children=("c1", "c2")),
+    ]
+
+
+def _ack(eng: hopper.Engine, queue: str, job_id: str, result: object) -> None:
+    job = eng.pull(queue)
+    assert job is not None and job.id == job_id
+    eng.ack(job.id, job.token, result)
+
+
+def _fail(eng: hopper.Engine, queue: str, job_id: str) -> None:
+    job = eng.pull(queue)
+    assert job is not None and job.id == job_id
+    assert eng.fail(job.id, job.token, "boom") is None
+
+
+def test_flow_runs_children_first_and_hands_their_results_up(eng):
+    assert eng.push_flow(_family()) == ["c1", "c2", "p"]
+    assert eng.get("p")["state"] == "waiting-children"
+    assert eng.links("p")[0] == ["c1", "c2"]
+    assert eng.pull("parents") is None
+    _ack(eng, "a", "c1", {"r": 1})
+    assert eng.get("p")["state"] == "waiting-children"
+    _ack(eng, "b", "c2", 2)
+    assert eng.get("p")["state"] == "waiting"
+    assert eng.children_values("p") == hopper.ChildrenValues({"a:c1": {"r": 1}, "b:c2": 2}, {}, {})
+    assert eng.children_values("c1") == hopper.ChildrenValues({}, {}, {})
+    with pytest.raises(hopper.NotFoundError):
+        eng.children_values("nope")
+
+
+@pytest.mark.parametrize(
+    ("policy", "parent_state", "failed", "ignored"),
+    [
+        ("wait", "waiting-children", {}, {}),
+        ("fail_parent", "failed", {}, {}),
+        ("continue_parent", "waiting", {"a:c1": "boom"}, {}),
+        ("ignore", "waiting-children", {}, {"a:c1": "boom"}),
+        ("remove", "waiting-children", {}, {}),
+    ],
+)
+def test_flow_child_failure_policies(eng, policy, parent_state, failed, ignored):
+    eng.push_flow(_family(policy))
+    _fail(eng, "a", "c1")
+    assert eng.get("p")["state"] == parent_state
+    values = eng.children_values("p")
+    assert (values.failed, values.ignored) == (failed, ignored)
+    if policy == "fail_parent":
+        assert eng.get("p")["error"] == "Child job c1 failed: boom"
+    if policy in ("ignore", "remove"):
+        _ack(eng, "b", "c2", 2)  # the parent waited for the other child only
+        assert eng.get("p")["state"] == "waiting"
+
+
+def test_a_bad_flow_adds_nothing(eng):
+    bad = [
+        [hopper.FlowJob("a", "x", parent="nope")],
+        [hopper.FlowJob("a", "x"), hopper.FlowJob("a", "x")],
+        [hopper.FlowJob("a", "x:y")],
+        [hopper.FlowJob("a", "x", on_failure="fail_parent")],
+        [hopper.FlowJob("a", "x", children=("y",)), hopper.FlowJob("a", "y")],
+    ]
+    for jobs in bad:
+        with pytest.raises(hopper.InvalidInputError):
+            eng.push_flow(jobs)
+    with pytest.raises(hopper.InvalidInputError, match="FlowJob's own fields"):
+        eng.push_flow([hopper.FlowJob("a", "x", options={"job_id": "y"})])
+    with pytest.raises(hopper.InvalidInputError, match="failure policy"):
+        eng.push_flow([hopper.FlowJob("a", "x", on_failure="bogus")])  # type: ignore[arg-type]
+    with pytest.raises(hopper.InvalidInputError, match="unexpected keyword"):
+        eng.push_flow([hopper.FlowJob("a", "x", options={"bogus": 1})])  # type: ignore[typeddict-unknown-key]
+    assert eng.counts() == dict.fromkeys(hopper.job.STATES, 0)
+    # Plain tuples are accepted too.
+    assert eng.push_flow([("a", "solo", {"k": 1})]) == ["solo"]  # type: ignore[list-item]
+
+
+def test_move_to_waiting_children_and_remove_child_dependency(eng):
+    eng.push_flow(_family())
+    _ack(eng, "a", "c1", 1)
+    _ack(eng, "b", "c2", 2)
+    parent = eng.pull("parents")
+    assert parent is not None
+    assert eng.move_to_waiting_children("p", parent.token) is False  # nothing pending
+    eng.retry("c2")  # a child runs again: the parent must wait for it
+    with pytest.raises(hopper.LockError):
+        eng.move_to_waiting_children("p", "00000000-0000-7000-8000-000000000000")
+    assert eng.move_to_waiting_children("p", parent.token) is True
+    assert eng.get("p")["state"] == "waiting-children"
+    with pytest.raises(hopper.InvalidStateError):
+        eng.move_to_waiting_children("p")
+    # Detaching the child releases the parent; the child stays.
+    assert eng.remove_child_dependency("c2") is True
+    assert eng.get("p")["state"] == "waiting"
+    assert eng.get("c2")["state"] == "waiting"
+    assert eng.remove_child_dependency("c1") is False
+    with pytest.raises(hopper.InvalidInputError, match="has no parent"):
+        eng.remove_child_dependency("c2")
+    with pytest.raises(hopper.NotFoundError):
+        eng.remove_child_dependency("nope")
+
+
+def test_flows_survive_a_restart(tmp_path):
+    with hopper.Engine(data_dir=tmp_path) as e:
+        e.push_flow(_family("ignore"))
+        _ack(e, "a", "c1", {"r": 1})
+    with hopper.Engine(data_dir=tmp_path) as e:
+        assert e.get("p")["state"] == "waiting-children"
+        assert e.children_values("p").values == {"a:c1": {"r": 1}}
+        _fail(e, "b", "c2")
+        assert e.get("p")["state"] == "waiting"
+        assert e.children_values("p").ignored == {"b:c2": "boom"}
+
+
+# ----- dead-letter and stall settings ------------------------------------------------
+
+
+def test_dlq_config_defaults_patch_and_trim():
+    with hopper.Engine(clock_ms=1_000_000, retention_count=50) as e:
+        assert e.dlq_config("q") == hopper.DlqConfig(False, 3_600_000, 3, 86_400_000, 50)
+        for n in range(3):
+            e.push("q", n, max_attempts=1)
+            _fail(e, "q", e.list_jobs("q", "waiting")[0][0]["id"])
+            e.advance_clock(1)
+        oldest = e.list_jobs("q", "failed")[0][-1]["id"]
+        got = e.set_dlq_config("q", max_entries=2, clear_max_age=True)
+        assert got == hopper.DlqConfig(False, 3_600_000, 3, None, 2)
+        assert e.counts("q")["failed"] == 2 and e.get(oldest) is None
+        got = e.set_dlq_config("q", auto_retry=True, auto_retry_interval_ms=500, max_age_ms=9)
+        assert got == hopper.DlqConfig(True, 500, 3, 9, 2)
+        assert e.dlq_config("q") == got
+        with pytest.raises(hopper.InvalidInputError):
+            e.set_dlq_config("q", max_entries=-1)
+
+
+def test_dlq_auto_retry_on_the_manual_clock():
+    with hopper.Engine(clock_ms=1_000_000) as e:
+        e.set_dlq_config("q", auto_retry=True, auto_retry_interval_ms=100, max_auto_retries=1)
+        jid = e.push("q", 1, max_attempts=1)
+        _fail(e, "q", jid)
+        e.advance_clock(99)
+        assert e.get(jid)["state"] == "failed"
+        e.advance_clock(1_000)  # the sweep runs at most once a second
+        assert e.get(jid)["state"] == "waiting"
+        _fail(e, "q", jid)
+        e.advance_clock(5_000)
+        assert e.get(jid)["state"] == "failed", "max_auto_retries reached"
+
+
+def test_stall_config_patch_and_persist(tmp_path):
+    with hopper.Engine(data_dir=tmp_path, stall_interval_ms=30_000, max_stalls=3) as e:
+        assert e.stall_config("q") == hopper.StallConfig(True, 30_000, 3, 0)
+        got = e.set_stall_config("q", max_stalls=5, grace_period_ms=100)
+        assert got == hopper.StallConfig(True, 30_000, 5, 100)
+        e.set_stall_config("q", enabled=False)
+        e.set_dlq_config("q", max_entries=7)
+    with hopper.Engine(data_dir=tmp_path) as e:
+        assert e.stall_config("q") == hopper.StallConfig(False, 30_000, 5, 100)
+        assert e.dlq_config("q").max_entries == 7
+        with pytest.raises(hopper.InvalidInputError):
+            e.set_stall_config("q", stall_interval_ms="soon")  # type: ignore[arg-type]
+
+
+def test_stall_config_stalls_a_lease_on_the_manual_clock():
+    with hopper.Engine(clock_ms=1_000_000) as e:
+        e.set_stall_config("q", stall_interval_ms=100, max_stalls=1)
+        jid = e.push("q", 1)
+        assert e.pull("q") is not None
+        e.advance_clock(100)
+        got = e.get(jid)
+        assert got["state"] == "failed"
+        assert got["error"] == "Job stalled more than the allowed limit"
+
+
+# ----- groups ----------------------------------------------------------------------------
+
+
+def test_group_pause_and_concurrency(eng):
+    a1 = eng.push("q", 1, group_id="a", priority=5)
+    a2 = eng.push("q", 2, group_id="a", priority=5)
+    b1 = eng.push("q", 3, group_id="b")
+    assert eng.pause_group("q", "a") is True
+    assert eng.pause_group("q", "a") is False
+    assert eng.is_group_paused("q", "a")
+    got = eng.pull("q")
+    assert got is not None and got.id == b1
+    assert eng.pull("q") is None
+    assert eng.resume_group("q", "a") is True
+    assert eng.resume_group("q", "a") is False
+    eng.set_group_concurrency("q", "a", 1)
+    assert eng.group_concurrency("q", "a") == 1
+    first = eng.pull("q")
+    assert first is not None and first.id == a1
+    assert eng.pull("q") is None, "group a is at its limit"
+    eng.ack(first.id, first.token)
+    second = eng.pull("q")
+    assert second is not None and second.id == a2
+    assert eng.remove_group_concurrency("q", "a") is True
+    assert eng.remove_group_concurrency("q", "a") is False
+    assert eng.group_concurrency("q", "a") is None
+    with pytest.raises(hopper.InvalidInputError):
+        eng.set_group_concurrency("q", "a", 0)
+
+
+def test_group_rate_limit(eng):
+    assert eng.group_rate_limit("q", "g") is None
+    eng.set_group_rate_limit("q", "g", 2, 60_000)
+    assert eng.group_rate_limit("q", "g") == hopper.GroupRateLimit(2, 60_000)
+    ids = [eng.push("q", n, group_id="g") for n in range(3)]
+    pulled = [eng.pull("q"), eng.pull("q"), eng.pull("q")]
+    assert [j.id if j else None for j in pulled] == [ids[0], ids[1], None]
+    assert eng.remove_group_rate_limit("q", "g") is True
+    assert eng.remove_group_rate_limit("q", "g") is False
+    with pytest.raises(hopper.InvalidInputError):
+        eng.set_group_rate_limit("q", "g", 0, 1000)
+
+
+def test_group_settings_survive_a_restart(tmp_path):
+    with hopper.Engine(data_dir=tmp_path) as e:
+        e.pause_group("q", "a")
+        e.set_group_concurrency("q", "b", 3)
+    with hopper.Engine(data_dir=tmp_path) as e:
+        assert e.is_group_paused("q", "a") and e.group_concurrency("q", "b") == 3

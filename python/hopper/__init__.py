@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from hopper._engine import __version__
 from hopper.engine import (
+    ChildFailurePolicy,
+    ChildrenValues,
+    DlqConfig,
     Engine,
+    FlowJob,
+    GroupRateLimit,
     LogEntry,
     LogLevel,
     QueueLimits,
@@ -18,6 +23,7 @@ from hopper.engine import (
     SchedulerInfo,
     SchedulerJobOptions,
     SearchType,
+    StallConfig,
     WorkerInfo,
 )
 from hopper.errors import (
@@ -75,9 +81,14 @@ __all__ = [
     "ActiveJob",
     "AsyncClient",
     "AuthError",
+    "ChildFailurePolicy",
+    "ChildrenValues",
     "Client",
     "ClientError",
+    "DlqConfig",
     "Engine",
+    "FlowJob",
+    "GroupRateLimit",
     "HopperError",
     "InvalidInputError",
     "InvalidStateError",
@@ -92,6 +103,7 @@ __all__ = [
     "SchedulerInfo",
     "SchedulerJobOptions",
     "SearchType",
+    "StallConfig",
     "State",
     "UnavailableError",
     "Worker",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, TypedDict, TypeVar
 
 import orjson
@@ -79,6 +79,105 @@ class WorkerInfo(NamedTuple):
     active_jobs: int
     processed_jobs: int
     failed_jobs: int
+
+
+ChildFailurePolicy = Literal["wait", "fail_parent", "continue_parent", "ignore", "remove"]
+
+# A child's failure policy -> the push body's flag (bunqueue's four booleans).
+_POLICY_FIELDS = {
+    "fail_parent": "failParentOnFailure",
+    "continue_parent": "continueParentOnFailure",
+    "ignore": "ignoreDependencyOnFailure",
+    "remove": "removeDependencyOnFailure",
+}
+# Push options a flow job takes from its own fields, not from `options`.
+_FLOW_OWNED = frozenset(("job_id", "depends_on"))
+
+
+class FlowJob(NamedTuple):
+    """One job of a flow (`Engine.push_flow`)."""
+
+    queue: str
+    id: str
+    """Its id, chosen by the caller: new, unique in the flow, without ':'."""
+    data: Any = None
+    children: Sequence[str] = ()
+    """Ids of its children in the flow: it waits in waiting-children until they are
+    done (each child names it as `parent`)."""
+    parent: str | None = None
+    """The id of its parent in the flow (which lists it in `children`)."""
+    on_failure: ChildFailurePolicy = "wait"
+    """What this child failing for good does to its parent: "wait" (the parent keeps
+    waiting), "fail_parent" (it fails), "continue_parent" (it stops waiting for all its
+    children and runs, the error kept in `failed`), "ignore" (it stops waiting for this
+    child, the error kept in `ignored`) or "remove" (the same, nothing kept)."""
+    options: PushOptions | None = None
+    """Other push options (not job_id or depends_on; no unique_key or repeat)."""
+
+
+class ChildrenValues(NamedTuple):
+    """What a flow parent's children left, each keyed `queue:id`."""
+
+    values: dict[str, Any]
+    """Results of the children that completed."""
+    failed: dict[str, str]
+    """Errors of children that failed under "continue_parent"."""
+    ignored: dict[str, str]
+    """Errors of children that failed under "ignore"."""
+
+
+class DlqConfig(NamedTuple):
+    """A queue's dead-letter settings (what it does with its failed jobs)."""
+
+    auto_retry: bool
+    auto_retry_interval_ms: int
+    """The first automatic retry comes this long after the failure, each later one
+    twice as long after it."""
+    max_auto_retries: int
+    max_age_ms: int | None
+    """Failed jobs older than this are dropped (None: only the retention age)."""
+    max_entries: int
+    """At most this many failed jobs are kept, the oldest dropped first."""
+
+
+class StallConfig(NamedTuple):
+    """A queue's stall settings (they replace the engine's for its leases)."""
+
+    enabled: bool
+    stall_interval_ms: int
+    max_stalls: int
+    grace_period_ms: int
+
+
+class GroupRateLimit(NamedTuple):
+    """A group's rate limit: at most `max` pulls per sliding window of `duration_ms`."""
+
+    max: int
+    duration_ms: int
+
+
+def _flow_body(job: FlowJob) -> tuple[str, bytes]:
+    options = dict(job.options or {})
+    owned = _FLOW_OWNED & options.keys()
+    if owned:
+        raise InvalidInputError(
+            f"flow job {job.id}: {', '.join(sorted(owned))} come from the FlowJob's own fields"
+        )
+    body = push_body(job.data, options, "push_flow")
+    body["jobId"] = job.id
+    if job.children:
+        body["dependsOn"] = body["childrenIds"] = list(job.children)
+    if job.parent is not None:
+        body["parentId"] = job.parent
+    if job.on_failure != "wait":
+        field = _POLICY_FIELDS.get(job.on_failure)
+        if field is None:
+            raise InvalidInputError(
+                f"flow job {job.id}: unknown failure policy {job.on_failure!r} (expected "
+                f"wait, {', '.join(_POLICY_FIELDS)})"
+            )
+        body[field] = True
+    return job.queue, _dumps(body, f"flow job {job.id}")
 
 
 class SchedulerJobOptions(TypedDict, total=False):
@@ -256,6 +355,19 @@ class Engine:
         except TypeError as e:
             raise _type_error(e) from None
 
+    def push_flow(self, jobs: Iterable[FlowJob]) -> list[str]:
+        """Pushes a flow, all or none: parents and children, possibly on several queues,
+        each with the id it names. A parent waits in waiting-children until its children
+        are done (per each child's `on_failure`), then runs; completed children's results
+        are kept for it (`children_values`). Returns the ids in the order given. A bad
+        graph (unknown or duplicate id, links that do not match, a cycle) is
+        InvalidInputError and adds nothing."""
+        try:
+            bodies = [_flow_body(FlowJob(*job)) for job in jobs]
+            return self._core.push_flow(bodies)
+        except TypeError as e:
+            raise _type_error(e) from None
+
     # ----- consuming -----------------------------------------------------------------
 
     def pull(self, queue: str, *, timeout: float = 0, owner: int = 0) -> Job | None:
@@ -401,6 +513,25 @@ class Engine:
         Finished jobs are InvalidStateError."""
         self._call(self._core.discard_job, job_id, token)
 
+    def children_values(self, job_id: str) -> ChildrenValues:
+        """What flow parent `job_id`'s children left (empty for a job with none)."""
+        values, failed, ignored = self._call(self._core.children_values, job_id)
+        return ChildrenValues({k: orjson.loads(v) for k, v in values}, dict(failed), dict(ignored))
+
+    def move_to_waiting_children(self, job_id: str, token: str | None = None) -> bool:
+        """An active job whose dependencies have not all completed goes back to
+        waiting-children; its lease ends (the token must match; None skips the check).
+        False, the job still active, when none is pending. A job that is not active is
+        InvalidStateError."""
+        return self._call(self._core.move_to_waiting_children, job_id, token)
+
+    def remove_child_dependency(self, job_id: str) -> bool:
+        """Flow child `job_id`'s parent stops waiting for it (and runs if nothing else
+        is pending); the child stays as it is. False when there is nothing to detach (the
+        parent is gone or does not wait for it, or the child finished); a job without a
+        parent is InvalidInputError."""
+        return self._call(self._core.remove_child_dependency, job_id)
+
     def add_log(self, job_id: str, message: str, level: LogLevel = "info") -> None:
         """Adds a line to a job's log, stamped with the engine clock. A job keeps its
         newest `max_logs_per_job` lines; they go when the job goes."""
@@ -480,6 +611,104 @@ class Engine:
         `getRateLimitTtl(maxJobs)`: the ttl is 0 until that many pulls are in the window."""
         rate, ttl, concurrency, maxed = self._call(self._core.queue_limits, queue, max_jobs)
         return QueueLimits(None if rate is None else RateLimit(*rate), ttl, concurrency, maxed)
+
+    def set_dlq_config(
+        self,
+        queue: str,
+        *,
+        auto_retry: bool | None = None,
+        auto_retry_interval_ms: int | None = None,
+        max_auto_retries: int | None = None,
+        max_age_ms: int | None = None,
+        clear_max_age: bool = False,
+        max_entries: int | None = None,
+    ) -> DlqConfig:
+        """Changes the settings given of `queue`'s dead-letter (failed) set and applies
+        them at once: at most `max_entries` failed jobs (the oldest dropped), none older
+        than `max_age_ms` (`clear_max_age`: no age bound but retention's), and with
+        `auto_retry` a failed job is retried `auto_retry_interval_ms` * 2**n after its
+        failure (n: its automatic retries so far) until n reaches `max_auto_retries`.
+        Returns the settings in force."""
+        raw = self._call(
+            self._core.set_dlq_config,
+            queue,
+            auto_retry=auto_retry,
+            auto_retry_interval_ms=auto_retry_interval_ms,
+            max_auto_retries=max_auto_retries,
+            max_age_ms=max_age_ms,
+            clear_max_age=clear_max_age,
+            max_entries=max_entries,
+        )
+        return DlqConfig(*raw)
+
+    def dlq_config(self, queue: str) -> DlqConfig:
+        """`queue`'s dead-letter settings in force (the engine's until set)."""
+        return DlqConfig(*self._call(self._core.dlq_config, queue))
+
+    def set_stall_config(
+        self,
+        queue: str,
+        *,
+        enabled: bool | None = None,
+        stall_interval_ms: int | None = None,
+        max_stalls: int | None = None,
+        grace_period_ms: int | None = None,
+    ) -> StallConfig:
+        """Changes the stall settings given of `queue` (leases taken or renewed from
+        now on follow them): a lease not renewed within `stall_interval_ms` stalls, the
+        `max_stalls`-th stall fails the job, no stall counts before the job has run
+        `grace_period_ms`, and `enabled=False` stops leases without an explicit duration
+        from stalling. Returns the settings in force."""
+        raw = self._call(
+            self._core.set_stall_config,
+            queue,
+            enabled=enabled,
+            stall_interval_ms=stall_interval_ms,
+            max_stalls=max_stalls,
+            grace_period_ms=grace_period_ms,
+        )
+        return StallConfig(*raw)
+
+    def stall_config(self, queue: str) -> StallConfig:
+        """`queue`'s stall settings in force (the engine's until set)."""
+        return StallConfig(*self._call(self._core.stall_config, queue))
+
+    # ----- groups (jobs pushed with group_id) ------------------------------------------
+
+    def pause_group(self, queue: str, group: str) -> bool:
+        """Pulls of `queue` skip `group`'s jobs until it is resumed (other groups are
+        served in order). Returns whether it was not paused already."""
+        return self._call(self._core.pause_group, queue, group)
+
+    def resume_group(self, queue: str, group: str) -> bool:
+        """Returns whether the group was paused."""
+        return self._call(self._core.resume_group, queue, group)
+
+    def is_group_paused(self, queue: str, group: str) -> bool:
+        return self._call(self._core.is_group_paused, queue, group)
+
+    def set_group_concurrency(self, queue: str, group: str, limit: int) -> None:
+        """At most `limit` (positive) jobs of `group` active at once."""
+        self._call(self._core.set_group_concurrency, queue, group, limit)
+
+    def remove_group_concurrency(self, queue: str, group: str) -> bool:
+        """Returns whether the group had a concurrency limit."""
+        return self._call(self._core.remove_group_concurrency, queue, group)
+
+    def group_concurrency(self, queue: str, group: str) -> int | None:
+        return self._call(self._core.group_concurrency, queue, group)
+
+    def set_group_rate_limit(self, queue: str, group: str, max: int, duration_ms: int) -> None:
+        """At most `max` pulls of `group` per sliding window of `duration_ms`."""
+        self._call(self._core.set_group_rate_limit, queue, group, max, duration_ms)
+
+    def remove_group_rate_limit(self, queue: str, group: str) -> bool:
+        """Returns whether the group had a rate limit."""
+        return self._call(self._core.remove_group_rate_limit, queue, group)
+
+    def group_rate_limit(self, queue: str, group: str) -> GroupRateLimit | None:
+        raw = self._call(self._core.group_rate_limit, queue, group)
+        return None if raw is None else GroupRateLimit(*raw)
 
     def workers(self) -> list[WorkerInfo]:
         """The workers registry, oldest registration first."""

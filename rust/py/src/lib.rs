@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hopper_core::{
-    event_frame as encode_event_frame, push_str, write_event, AckRequest, Clock, Commit, Deferred,
-    Encoding, Engine, EngineConfig, EngineError, EngineHandle, ErrorKind, Event, FailOutcome,
-    FailRequest, FsyncPolicy, JobState, ManualClock, OpenReport, Output, PushOptions,
-    QueueLimitsInfo, SchedulerInfo, SchedulerSpec, SearchKind, Session, StorageConfig, SystemClock,
-    DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS,
+    event_frame as encode_event_frame, push_str, write_event, AckRequest, ChildrenValues, Clock,
+    Commit, Deferred, DlqConfig, DlqPatch, Encoding, Engine, EngineConfig, EngineError,
+    EngineHandle, ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, ManualClock,
+    OpenReport, Output, PushOptions, QueueLimitsInfo, SchedulerInfo, SchedulerSpec, SearchKind,
+    Session, StallConfig, StallPatch, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS,
+    DEFAULT_MAX_ATTEMPTS,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -100,6 +101,44 @@ fn json_text(bytes: &[u8], what: &str) -> Result<Box<str>, EngineError> {
 /// A pulled job as a tuple: (id, token, data JSON, name, priority, attempts,
 /// max_attempts, created_at).
 type PulledTuple = (String, String, Py<PyBytes>, String, i32, u16, u16, u64);
+
+/// (key, text) pairs of a flow parent's children: results (JSON), failure errors,
+/// ignored errors.
+type ChildrenTuple = (
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+);
+
+fn children_tuple(v: ChildrenValues) -> ChildrenTuple {
+    (v.values, v.failed, v.ignored)
+}
+
+/// A queue's dead-letter settings: (auto_retry, auto_retry_interval_ms,
+/// max_auto_retries, max_age_ms or None, max_entries).
+type DlqTuple = (bool, u64, u64, Option<u64>, u64);
+
+fn dlq_tuple(c: DlqConfig) -> DlqTuple {
+    (
+        c.auto_retry,
+        c.auto_retry_interval_ms,
+        c.max_auto_retries,
+        c.max_age_ms,
+        c.max_entries,
+    )
+}
+
+/// A queue's stall settings: (enabled, stall_interval_ms, max_stalls, grace_period_ms).
+type StallTuple = (bool, u64, u64, u64);
+
+fn stall_tuple(c: StallConfig) -> StallTuple {
+    (
+        c.enabled,
+        c.stall_interval_ms,
+        c.max_stalls,
+        c.grace_period_ms,
+    )
+}
 
 /// The engine, shared with its timer thread (and, with a data dir, its log writer).
 #[pyclass(module = "hopper._engine", frozen)]
@@ -863,6 +902,161 @@ impl Core {
     /// Removes the job scheduler `name`; false if there is none. Its jobs stay.
     fn remove_scheduler(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
         self.mutate(py, |e| e.remove_scheduler(name))
+    }
+
+    /// Pushes a flow atomically: (queue, push body JSON) per job, each with its `jobId`
+    /// and its links (`dependsOn`/`childrenIds` on a parent, `parentId` and a failure
+    /// policy on a child). Returns the ids in the order given.
+    fn push_flow(&self, py: Python<'_>, jobs: Vec<(String, Vec<u8>)>) -> PyResult<Vec<String>> {
+        self.mutate(py, |e| {
+            let max = e.config().max_payload_bytes;
+            let jobs = jobs
+                .into_iter()
+                .map(|(queue, body)| Ok((queue, PushOptions::from_json(&body, max)?)))
+                .collect::<Result<Vec<_>, EngineError>>()?;
+            Ok(e.push_flow(jobs)?.into_iter().map(|o| o.id).collect())
+        })
+    }
+
+    /// What flow parent `id`'s children left: (results, failed, ignored), each
+    /// [(`queue:id`, text)], results as JSON text.
+    fn children_values(&self, id: &str) -> PyResult<ChildrenTuple> {
+        self.with(|e| e.children_values(id).map(children_tuple))
+    }
+
+    /// An active job with pending dependencies goes back to waiting-children and loses
+    /// its lease; false (still active) if none is pending.
+    #[pyo3(signature = (id, token=None))]
+    fn move_to_waiting_children(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        token: Option<&str>,
+    ) -> PyResult<bool> {
+        self.mutate(py, |e| e.move_to_waiting_children(id, token))
+    }
+
+    /// Detaches flow child `id` from its parent; false if there was nothing to detach.
+    fn remove_child_dependency(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        self.mutate(py, |e| e.remove_child_dependency(id))
+    }
+
+    /// Merges the fields given into `queue`'s dead-letter settings (`clear_max_age`:
+    /// no age bound) and returns them.
+    #[pyo3(signature = (queue, *, auto_retry=None, auto_retry_interval_ms=None,
+        max_auto_retries=None, max_age_ms=None, clear_max_age=false, max_entries=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_dlq_config(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        auto_retry: Option<bool>,
+        auto_retry_interval_ms: Option<u64>,
+        max_auto_retries: Option<u64>,
+        max_age_ms: Option<u64>,
+        clear_max_age: bool,
+        max_entries: Option<u64>,
+    ) -> PyResult<DlqTuple> {
+        let patch = DlqPatch {
+            auto_retry,
+            auto_retry_interval_ms,
+            max_auto_retries,
+            max_age_ms: if clear_max_age {
+                Some(None)
+            } else {
+                max_age_ms.map(Some)
+            },
+            max_entries,
+        };
+        self.mutate(py, |e| e.set_dlq_config(queue, &patch).map(dlq_tuple))
+    }
+
+    fn dlq_config(&self, queue: &str) -> PyResult<DlqTuple> {
+        self.with(|e| Ok(dlq_tuple(e.dlq_config(queue))))
+    }
+
+    /// Merges the fields given into `queue`'s stall settings and returns them.
+    #[pyo3(signature = (queue, *, enabled=None, stall_interval_ms=None, max_stalls=None,
+        grace_period_ms=None))]
+    fn set_stall_config(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        enabled: Option<bool>,
+        stall_interval_ms: Option<u64>,
+        max_stalls: Option<u64>,
+        grace_period_ms: Option<u64>,
+    ) -> PyResult<StallTuple> {
+        let patch = StallPatch {
+            enabled,
+            stall_interval_ms,
+            max_stalls,
+            grace_period_ms,
+        };
+        self.mutate(py, |e| e.set_stall_config(queue, &patch).map(stall_tuple))
+    }
+
+    fn stall_config(&self, queue: &str) -> PyResult<StallTuple> {
+        self.with(|e| Ok(stall_tuple(e.stall_config(queue))))
+    }
+
+    /// Pulls skip `group`'s jobs until it is resumed; whether it was not paused.
+    fn pause_group(&self, py: Python<'_>, queue: &str, group: &str) -> PyResult<bool> {
+        self.mutate(py, |e| e.pause_group(queue, group))
+    }
+
+    /// Whether `group` was paused.
+    fn resume_group(&self, py: Python<'_>, queue: &str, group: &str) -> PyResult<bool> {
+        self.mutate(py, |e| Ok(e.resume_group(queue, group)))
+    }
+
+    fn is_group_paused(&self, queue: &str, group: &str) -> PyResult<bool> {
+        self.with(|e| Ok(e.is_group_paused(queue, group)))
+    }
+
+    fn set_group_concurrency(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        group: &str,
+        limit: u64,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| e.set_group_concurrency(queue, group, limit))
+    }
+
+    /// Whether `group` had a concurrency limit.
+    fn remove_group_concurrency(&self, py: Python<'_>, queue: &str, group: &str) -> PyResult<bool> {
+        self.mutate(py, |e| Ok(e.remove_group_concurrency(queue, group)))
+    }
+
+    fn group_concurrency(&self, queue: &str, group: &str) -> PyResult<Option<u64>> {
+        self.with(|e| Ok(e.group_concurrency(queue, group)))
+    }
+
+    fn set_group_rate_limit(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        group: &str,
+        max: u64,
+        duration_ms: u64,
+    ) -> PyResult<()> {
+        self.mutate(py, |e| {
+            e.set_group_rate_limit(queue, group, max, duration_ms)
+        })
+    }
+
+    /// Whether `group` had a rate limit.
+    fn remove_group_rate_limit(&self, py: Python<'_>, queue: &str, group: &str) -> PyResult<bool> {
+        self.mutate(py, |e| Ok(e.remove_group_rate_limit(queue, group)))
+    }
+
+    /// (max, duration ms) of `group`'s rate limit, or None.
+    fn group_rate_limit(&self, queue: &str, group: &str) -> PyResult<Option<(u64, u64)>> {
+        self.with(|e| {
+            Ok(e.group_rate_limit(queue, group)
+                .map(|r| (r.max, r.duration_ms)))
+        })
     }
 
     #[pyo3(signature = (queue, name=None))]
