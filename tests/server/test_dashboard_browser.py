@@ -362,7 +362,9 @@ def test_pause_resume_and_bulk_buttons_are_enabled_only_when_they_act(
     page.get_by_test_id("pause-name").fill("welcome")
     playwright_api.expect(page.get_by_test_id("resume")).to_be_disabled()
     page.get_by_test_id("pause").click()
-    playwright_api.expect(page.get_by_test_id("queue-title")).to_be_visible()
+    # The view re-renders from the server after the action; the paused name shown is
+    # the new render (filling the old one's input would race with it).
+    playwright_api.expect(page.get_by_text("Paused job names: welcome")).to_be_visible()
     page.get_by_test_id("pause-name").fill("welcome")
     playwright_api.expect(page.get_by_test_id("pause")).to_be_disabled()
     playwright_api.expect(page.get_by_test_id("resume")).to_be_enabled()

@@ -104,16 +104,31 @@ def test_set_dlq_config_needs_a_config_and_every_command_a_queue(conn: Conn, que
         expect_error(conn.call(cmd, config={}))
 
 
+def entered(conn: Conn, queue: str) -> dict[str, float]:
+    """The dead letters of `queue`: id -> when it failed (ms)."""
+    return {e["job"]["id"]: e["enteredAt"] for e in conn.call_ok("Dlq", queue=queue)["entries"]}
+
+
+def assert_oldest_dropped(before: dict[str, float], after: dict[str, float], n: int) -> None:
+    """`after` keeps `n` of `before`, none failed earlier than one it dropped (failures in
+    the same millisecond may go in either order)."""
+    assert len(after) == n and set(after) <= set(before), (before, after)
+    dropped = [t for i, t in before.items() if i not in after]
+    assert min(after.values()) >= max(dropped), (before, after)
+
+
 def test_max_entries_trims_the_dead_letters_oldest_first(conn: Conn, queue: str) -> None:
     push_many(conn, queue, 4, maxAttempts=1)
-    failed = [finish_one(conn, queue, fail=f"boom {i}") for i in range(4)]
+    for i in range(4):
+        finish_one(conn, queue, fail=f"boom {i}")
+    before = entered(conn, queue)
     conn.call_ok("SetDlqConfig", queue=queue, config={"maxEntries": 2})
-    kept = {e["job"]["id"] for e in conn.call_ok("Dlq", queue=queue)["entries"]}
-    assert kept == set(failed[2:])
+    kept = entered(conn, queue)
+    assert_oldest_dropped(before, kept, 2)
     push_many(conn, queue, 1, maxAttempts=1)
     newest = finish_one(conn, queue, fail="boom 4")
-    kept = {e["job"]["id"] for e in conn.call_ok("Dlq", queue=queue)["entries"]}
-    assert kept == {failed[3], newest}
+    now = entered(conn, queue)
+    assert_oldest_dropped({**kept, newest: now.get(newest, max(kept.values()))}, now, 2)
 
 
 def test_dlq_entries_carry_the_retry_and_expiry_times(conn: Conn, queue: str) -> None:
