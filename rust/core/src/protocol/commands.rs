@@ -254,12 +254,6 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
     let result = match cmd {
         "PUSH" => push(engine, req),
         "PUSHB" => push_batch(engine, req),
-        "PUSHF" => flow_commands::push_flow(engine, req),
-        "GetChildrenValues" => flow_commands::children_values(engine, req),
-        "GetFailedChildrenValues" => flow_commands::failed_children_values(engine, req),
-        "GetIgnoredChildrenFailures" => flow_commands::ignored_children_failures(engine, req),
-        "MoveToWaitingChildren" => flow_commands::move_to_waiting_children(engine, req),
-        "RemoveChildDependency" => flow_commands::remove_child_dependency(engine, req),
         "PULL" | "PULLB" => return pull(engine, ctx, req, cmd == "PULLB"),
         "ACK" => ack(engine, req),
         "ACKB" => ack_batch(engine, req),
@@ -268,6 +262,12 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "JobHeartbeatB" => heartbeat_jobs(engine, req),
         "Progress" => progress(engine, req),
         "MoveToWait" => move_to_wait(engine, req),
+        "PUSHF" => flow_commands::push_flow(engine, req),
+        "GetChildrenValues" => flow_commands::children_values(engine, req),
+        "GetFailedChildrenValues" => flow_commands::failed_children_values(engine, req),
+        "GetIgnoredChildrenFailures" => flow_commands::ignored_children_failures(engine, req),
+        "MoveToWaitingChildren" => flow_commands::move_to_waiting_children(engine, req),
+        "RemoveChildDependency" => flow_commands::remove_child_dependency(engine, req),
         "GetJob" => get_job(engine, req),
         "GetState" => get_state(engine, req),
         "GetResult" => get_result(engine, req),
@@ -305,9 +305,13 @@ pub(super) fn run(engine: &mut Engine, ctx: &mut Context, cmd: &str, req: &Value
         "RetryCompleted" => dlq_commands::retry_completed(engine, req),
         "ListWorkers" => Ok(list_workers(engine, ctx.now)),
         "WaitJob" => return wait_job(engine, req),
-        "Stats" | "Prometheus" | "AddWebhook" | "RemoveWebhook" | "ListWebhooks"
-        | "SetWebhookEnabled" => return server_command(cmd, req),
-        "Metrics" if req.field("queue").is_none() => return server_command(cmd, req),
+        "Stats" => return server_command("Stats", req),
+        "Prometheus" => return server_command("Prometheus", req),
+        "AddWebhook" => return server_command("AddWebhook", req),
+        "RemoveWebhook" => return server_command("RemoveWebhook", req),
+        "ListWebhooks" => return server_command("ListWebhooks", req),
+        "SetWebhookEnabled" => return server_command("SetWebhookEnabled", req),
+        "Metrics" if req.field("queue").is_none() => return server_command("Metrics", req),
         "Metrics" => Err("Metrics by queue is not supported".into()),
         "Hello" => Ok(hello()),
         "StorageStatus" => Ok(storage_status(ctx.writable)),
@@ -818,23 +822,9 @@ fn job_counts(engine: &Engine, req: &Value) -> Res<Value> {
     )]))
 }
 
-/// Commands the server process answers: it knows uptime, rates and its metrics, and
+/// A command the server process answers: it knows uptime, rates and its metrics, and
 /// runs the webhooks.
-const SERVER_COMMANDS: [&str; 7] = [
-    "Stats",
-    "Metrics",
-    "Prometheus",
-    "AddWebhook",
-    "RemoveWebhook",
-    "ListWebhooks",
-    "SetWebhookEnabled",
-];
-
-fn server_command(cmd: &str, req: &Value) -> Step {
-    let cmd = SERVER_COMMANDS
-        .into_iter()
-        .find(|&c| c == cmd)
-        .expect("a server command");
+fn server_command(cmd: &'static str, req: &Value) -> Step {
     Step::Defer(Deferred {
         req_id: Value::Undefined,
         queue: String::new(),
@@ -931,9 +921,11 @@ pub(super) fn not_completed() -> Value {
 
 // ----- workers -----------------------------------------------------------------------
 
-fn worker_value(w: &Worker) -> Value {
+/// A worker as RegisterWorker answers it (`id_key` "workerId") or ListWorkers lists it
+/// ("id").
+fn worker_value(w: &Worker, id_key: &'static str) -> Value {
     Value::map(vec![
-        ("workerId", Value::str(&w.id)),
+        (id_key, Value::str(&w.id)),
         ("name", Value::str(&w.name)),
         (
             "queues",
@@ -978,7 +970,7 @@ fn register_worker(engine: &mut Engine, ctx: &mut Context, req: &Value) -> Res<V
         connection: ctx.session.owner,
     };
     let w = engine.workers.register(worker)?;
-    Ok(data(worker_value(w)))
+    Ok(data(worker_value(w, "workerId")))
 }
 
 fn worker_heartbeat(engine: &mut Engine, ctx: &Context, req: &Value) -> Res<Value> {
@@ -1006,7 +998,11 @@ fn unregister_worker(engine: &mut Engine, req: &Value) -> Res<Value> {
 /// and adds its `uptime` (ms since it registered), as the reference lists them.
 fn list_workers(engine: &Engine, now: u64) -> Value {
     let workers = engine.workers.list();
-    let sum = |f: fn(&Worker) -> u64| Value::Int(workers.iter().map(|w| f(w)).sum::<u64>() as i64);
+    // Heartbeats report the counts: saturate rather than overflow on absurd ones.
+    let sum = |f: fn(&Worker) -> u64| {
+        let total = workers.iter().fold(0u64, |n, w| n.saturating_add(f(w)));
+        Value::Int(i64::try_from(total).unwrap_or(i64::MAX))
+    };
     let stats = Value::map(vec![
         ("total", Value::Int(workers.len() as i64)),
         ("active", Value::Int(workers.len() as i64)),
@@ -1022,13 +1018,12 @@ fn list_workers(engine: &Engine, now: u64) -> Value {
                 workers
                     .into_iter()
                     .map(|w| {
-                        let Value::Map(mut fields) = worker_value(w) else {
-                            unreachable!("a worker is a map")
-                        };
-                        fields[0].0 = "id".into();
-                        let uptime = now.saturating_sub(w.registered_at) as i64;
-                        fields.push(("uptime".into(), Value::Int(uptime)));
-                        Value::Map(fields)
+                        let mut listed = worker_value(w, "id");
+                        if let Value::Map(fields) = &mut listed {
+                            let uptime = now.saturating_sub(w.registered_at) as i64;
+                            fields.push(("uptime".into(), Value::Int(uptime)));
+                        }
+                        listed
                     })
                     .collect(),
             ),

@@ -137,7 +137,8 @@ fn spec(req: &Value) -> Res<SchedulerSpec> {
         None => None,
         Some(v) => {
             let n = v.as_number().ok_or("maxLimit must be a number")?;
-            (n.is_finite() && n > 0.0).then(|| n.ceil() as u64)
+            (n.is_finite() && n > 0.0)
+                .then(|| (n.ceil() as u64).min(crate::schedulers::MAX_SAFE_INTEGER))
         }
     };
     Ok(SchedulerSpec {

@@ -10,6 +10,7 @@ use super::commands::{
 use super::job_object::job_object;
 use super::value::Value;
 use crate::engine::Engine;
+use crate::error::ErrorKind;
 use crate::job::JobState;
 use crate::options::MAX_DELAY_MS;
 
@@ -33,9 +34,10 @@ pub(super) fn cancel(engine: &mut Engine, req: &Value) -> Res<Value> {
 pub(super) fn update(engine: &mut Engine, req: &Value) -> Res<Value> {
     let id = string(req, "id")?;
     let data = json_text(req.get("data"))?.unwrap_or_else(|| "null".into());
-    engine
-        .update_data(id, data)
-        .map_err(|_| "Job not found or cannot be updated".to_string())?;
+    engine.update_data(id, data).map_err(|e| match e.kind {
+        ErrorKind::InvalidInput => e.message,
+        _ => "Job not found or cannot be updated".to_string(),
+    })?;
     Ok(ok())
 }
 
@@ -154,19 +156,11 @@ pub(super) fn get_job_by_custom_id(engine: &Engine, req: &Value) -> Res<Value> {
 pub(super) fn get_progress(engine: &Engine, req: &Value) -> Res<Value> {
     let id = string(req, "id")?;
     match engine.slot_of(id) {
-        Some(slot) if engine.state_of(slot) == JobState::Active => {
-            let job = job_object(engine, slot, false);
-            Ok(ok_with(vec![
-                (
-                    "progress",
-                    job.get("progress").cloned().unwrap_or(Value::Int(0)),
-                ),
-                (
-                    "message",
-                    job.get("progressMessage").cloned().unwrap_or(Value::Nil),
-                ),
-            ]))
-        }
+        // The job keeps its progress; its message goes out with the event only.
+        Some(slot) if engine.state_of(slot) == JobState::Active => Ok(ok_with(vec![
+            ("progress", Value::Int(engine.job_at(slot).progress.into())),
+            ("message", Value::Nil),
+        ])),
         _ => Err(not_active(engine, id)),
     }
 }

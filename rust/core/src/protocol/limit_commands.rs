@@ -10,6 +10,10 @@ use super::value::Value;
 use crate::engine::Engine;
 use crate::options::MAX_DELAY_MS;
 
+/// The largest limit kept: JavaScript's `Number.MAX_SAFE_INTEGER` (a bigger one would
+/// come back from `GetQueueLimits` as a different number).
+const SAFE: f64 = crate::schedulers::MAX_SAFE_INTEGER as f64;
+
 /// bunqueue's `toFiniteNumber`: a number, or a string `Number()` reads as one.
 fn finite(req: &Value, field: &str) -> Option<f64> {
     let n = match req.field(field)? {
@@ -35,7 +39,7 @@ fn positive_ms(req: &Value, field: &str) -> Option<u64> {
 pub(super) fn rate_limit(engine: &mut Engine, req: &Value) -> Res<Value> {
     let queue = queue_name(req)?;
     // bunqueue's bucket admits while it holds a whole token: a fraction rounds down.
-    let max = limit(req)?.max(0.0).floor() as u64;
+    let max = limit(req)?.clamp(0.0, SAFE).floor() as u64;
     let duration = positive_ms(req, "duration").unwrap_or(1000);
     let ttl = positive_ms(req, "ttl");
     engine
@@ -55,7 +59,7 @@ pub(super) fn rate_limit_clear(engine: &mut Engine, req: &Value) -> Res<Value> {
 pub(super) fn set_concurrency(engine: &mut Engine, req: &Value) -> Res<Value> {
     let queue = queue_name(req)?;
     // bunqueue admits while `active < limit`: a fraction rounds up.
-    let limit = limit(req)?.max(0.0).ceil() as u64;
+    let limit = limit(req)?.clamp(0.0, SAFE).ceil() as u64;
     engine
         .set_concurrency(queue, limit)
         .map_err(engine_message)?;

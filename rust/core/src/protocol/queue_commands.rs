@@ -65,9 +65,9 @@ pub(super) fn list_queues(engine: &Engine) -> Value {
 /// Jobs not yet started and not waiting for children: the reference's queue size.
 pub(super) fn count_jobs(engine: &Engine, req: &Value) -> Res<Value> {
     let queue = queue_name(req)?;
-    let [waiting, delayed] =
-        [JobState::Waiting, JobState::Delayed].map(|s| engine.slots_in(queue, s).len());
-    Ok(count(waiting + delayed))
+    let counts = engine.counts(queue);
+    let of = |state: JobState| counts[JobState::ALL.iter().position(|&s| s == state).unwrap_or(0)];
+    Ok(count(of(JobState::Waiting) + of(JobState::Delayed)))
 }
 
 /// Waiting and delayed jobs by priority, keyed by the priority's decimal text in
@@ -149,13 +149,18 @@ pub(super) fn get_jobs(engine: &Engine, req: &Value) -> Res<Value> {
     let limit = number(req, "limit", 0.0, MAX_PAGE)?.unwrap_or(DEFAULT_PAGE) as usize;
     let offset = number(req, "offset", 0.0, f64::MAX)?.unwrap_or(0.0) as usize;
     let asc = req.field("asc").and_then(Value::as_bool).unwrap_or(true);
-    let one_label = (labels.len() == 1).then(|| labels[0]);
+    let mut seen = Vec::with_capacity(labels.len());
     let mut picked: Vec<(u64, u32, &'static str)> = Vec::new();
     for label in labels {
+        if seen.contains(&label) {
+            continue; // a state asked for twice lists its jobs once
+        }
+        seen.push(label);
         for slot in select(engine, queue, label) {
-            let shown = match one_label {
-                Some(_) if label == "paused" => "paused",
-                _ => state_label(engine, slot),
+            let shown = if label == "paused" {
+                "paused"
+            } else {
+                state_label(engine, slot)
             };
             picked.push((engine.job_at(slot).created_at, slot, shown));
         }

@@ -271,8 +271,10 @@ impl Session {
         let reply = match step {
             Step::Reply(v) => commands::finish(v, &req_id),
             Step::Error(e) => commands::error_reply(&req_id, &e),
-            Step::Defer(_)
-                if self.encoding == Encoding::Json && self.running >= MAX_SOCKET_POLLS =>
+            Step::Defer(ref d)
+                if self.encoding == Encoding::Json
+                    && self.running >= MAX_SOCKET_POLLS
+                    && d.server_command().is_none() =>
             {
                 commands::error_reply(
                     &req_id,
