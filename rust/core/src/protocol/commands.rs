@@ -59,6 +59,11 @@ pub(super) fn ok_with(fields: Vec<(&'static str, Value)>) -> Value {
     Value::map(all)
 }
 
+/// `{ok:true, count}`: how many jobs a queue-level command touched or counted.
+pub(super) fn count_reply(n: usize) -> Value {
+    ok_with(vec![("count", Value::Int(n as i64))])
+}
+
 pub(super) fn data(v: Value) -> Value {
     ok_with(vec![("data", v)])
 }

@@ -3,7 +3,9 @@
 //! so `Dlq` lists failed jobs, `RetryDlq` retries them, `PurgeDlq` removes them.
 //! `RetryCompleted` runs completed jobs again.
 
-use super::commands::{data, engine_message, number, ok_with, opt_string, queue_name, Res};
+use super::commands::{
+    count_reply, data, engine_message, number, ok_with, opt_string, queue_name, Res,
+};
 use super::job_object::job_object;
 use super::value::Value;
 use crate::engine::Engine;
@@ -125,7 +127,12 @@ pub(super) fn retry_dlq(engine: &mut Engine, req: &Value) -> Res<Value> {
                 .collect()
         }
     };
-    Ok(count(retry_each(engine, queue, JobState::Failed, &ids)))
+    Ok(count_reply(retry_each(
+        engine,
+        queue,
+        JobState::Failed,
+        &ids,
+    )))
 }
 
 /// Retries the jobs of `queue` among `ids` that are in `state`; returns how many.
@@ -141,10 +148,6 @@ fn retry_each(engine: &mut Engine, queue: &str, state: JobState, ids: &[String])
         .count()
 }
 
-fn count(n: usize) -> Value {
-    ok_with(vec![("count", Value::Int(n as i64))])
-}
-
 pub(super) fn purge_dlq(engine: &mut Engine, req: &Value) -> Res<Value> {
     let queue = queue_name(req)?;
     let n = if engine.has_queue(queue) {
@@ -155,7 +158,7 @@ pub(super) fn purge_dlq(engine: &mut Engine, req: &Value) -> Res<Value> {
     } else {
         0
     };
-    Ok(count(n))
+    Ok(count_reply(n))
 }
 
 pub(super) fn remove_dlq_job(engine: &mut Engine, req: &Value) -> Res<Value> {
@@ -184,7 +187,12 @@ pub(super) fn retry_completed(engine: &mut Engine, req: &Value) -> Res<Value> {
             .map(|s| engine.job_at(s).id.to_string())
             .collect(),
     };
-    Ok(count(retry_each(engine, queue, JobState::Completed, &ids)))
+    Ok(count_reply(retry_each(
+        engine,
+        queue,
+        JobState::Completed,
+        &ids,
+    )))
 }
 
 /// Counts of the queue's dead letters by reason, and their oldest and newest times.

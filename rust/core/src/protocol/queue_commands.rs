@@ -2,7 +2,7 @@
 //! drain, obliterate, clean, the queue list and counts, listing jobs by state, and
 //! promoting delayed jobs. An unknown queue is an empty one, as in the reference.
 
-use super::commands::{engine_message, number, ok, ok_with, queue_name, Res};
+use super::commands::{count_reply, engine_message, number, ok, ok_with, queue_name, Res};
 use super::job_object::{job_object_as, state_label};
 use super::value::Value;
 use crate::engine::Engine;
@@ -13,10 +13,6 @@ const DEFAULT_PAGE: f64 = 100.0;
 const DEFAULT_CLEAN_LIMIT: f64 = 1000.0;
 /// Most jobs one `GetJobs` returns.
 const MAX_PAGE: f64 = 10_000.0;
-
-fn count(n: usize) -> Value {
-    ok_with(vec![("count", Value::Int(n as i64))])
-}
 
 pub(super) fn pause(engine: &mut Engine, req: &Value) -> Res<Value> {
     engine
@@ -44,7 +40,7 @@ pub(super) fn drain(engine: &mut Engine, req: &Value) -> Res<Value> {
     } else {
         0
     };
-    Ok(count(n))
+    Ok(count_reply(n))
 }
 
 /// Deletes the queue and every job in it, active ones included (the reference's
@@ -67,7 +63,7 @@ pub(super) fn count_jobs(engine: &Engine, req: &Value) -> Res<Value> {
     let queue = queue_name(req)?;
     let counts = engine.counts(queue);
     let of = |state: JobState| counts[JobState::ALL.iter().position(|&s| s == state).unwrap_or(0)];
-    Ok(count(of(JobState::Waiting) + of(JobState::Delayed)))
+    Ok(count_reply(of(JobState::Waiting) + of(JobState::Delayed)))
 }
 
 /// Waiting and delayed jobs by priority, keyed by the priority's decimal text in
@@ -186,7 +182,7 @@ pub(super) fn promote_jobs(engine: &mut Engine, req: &Value) -> Res<Value> {
     } else {
         0
     };
-    Ok(count(n))
+    Ok(count_reply(n))
 }
 
 /// Removes jobs older than `grace` ms in one state: `completed`, `failed`, or (no
