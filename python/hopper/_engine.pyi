@@ -22,6 +22,8 @@ __all__ = [
     "ProtocolSession",
     "UnavailableError",
     "__version__",
+    "allocator_committed",
+    "allocator_release",
     "event_frame",
 ]
 
@@ -255,3 +257,5 @@ class ProtocolSession:
     def blocked(self) -> bool: ...
 
 def event_frame(event: bytes) -> bytes | None: ...
+def allocator_committed() -> tuple[int, int]: ...
+def allocator_release() -> None: ...

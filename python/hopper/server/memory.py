@@ -1,6 +1,7 @@
 """Process memory as the job server reports it (MB, like the reference): RSS from
-/proc, and the C heap (where the engine and Python's large objects live) from glibc's
-mallinfo2. Also the debug views behind /gc and /heapstats."""
+/proc, and the native heap: what the engine's allocator (mimalloc) has committed plus
+glibc's heap (Python's large objects) from mallinfo2. Also the debug views behind /gc
+and /heapstats."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import ctypes.util
 import gc
 import os
 import sys
+
+from hopper._engine import allocator_committed, allocator_release
 
 MB = 1024 * 1024
 
@@ -55,11 +58,13 @@ def rss_bytes() -> int:
 
 
 def heap_bytes() -> tuple[int, int]:
-    """(in use, total) bytes of the C heap, or (0, 0) where mallinfo2 is missing."""
+    """(in use, total) bytes of the native heap: the engine's committed memory, plus
+    glibc's heap where mallinfo2 exists."""
+    engine, _ = allocator_committed()
     if not _HAS_MALLINFO2 or _LIBC is None:
-        return 0, 0
+        return engine, engine
     info = _LIBC.mallinfo2()
-    return info.uordblks + info.hblkhd, info.arena + info.hblkhd
+    return engine + info.uordblks + info.hblkhd, engine + info.arena + info.hblkhd
 
 
 def memory_mb() -> dict[str, int]:
@@ -75,6 +80,7 @@ def collect() -> tuple[dict[str, int], dict[str, int]]:
     """Runs a full GC and returns heap memory to the OS; (before, after) in MB."""
     before = memory_mb()
     gc.collect()
+    allocator_release()
     if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
         _LIBC.malloc_trim(0)
     return before, memory_mb()

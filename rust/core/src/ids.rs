@@ -69,7 +69,8 @@ fn write_uuid(b: &[u8; 16], out: &mut String) {
         buf[pos + 1] = HEX[usize::from(byte & 0x0F)];
         pos += 2;
     }
-    out.extend(buf.iter().map(|&c| char::from(c)));
+    // ASCII by construction, so the conversion cannot fail.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {

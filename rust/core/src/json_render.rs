@@ -9,20 +9,30 @@ use crate::job::{Job, JobState};
 use crate::options::Removal;
 
 pub fn push_str(out: &mut String, s: &str) {
+    // Hot path (every key and string of every rendered job): clean runs are copied
+    // whole; only the ASCII bytes that need escaping break a run, so slicing at them
+    // always lands on a char boundary.
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(escaped);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -240,5 +250,23 @@ mod tests {
         assert_eq!(v["jobId"], "x\"y");
         assert_eq!(v["error"], "boom");
         assert_eq!(v["eventType"], "failed");
+    }
+
+    #[test]
+    fn escaped_strings_read_back_as_themselves() {
+        for text in [
+            "",
+            "plain",
+            "\"",
+            "é\u{1f}ü\t",
+            "\u{7f}x\u{0}",
+            "日本語\\\n\r",
+            "end\u{1}",
+        ] {
+            let mut s = String::new();
+            push_str(&mut s, text);
+            let back: String = serde_json::from_str(&s).unwrap();
+            assert_eq!(back, text, "{s}");
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! to Python exceptions in one place (`to_py`), keeps panics from crossing into Python
 //! (`guard`), and releases the GIL around blocking waits. No queue logic lives here.
 
+mod allocator;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -1370,6 +1372,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ProtocolSession>()?;
     m.add_class::<PendingPull>()?;
     m.add_function(wrap_pyfunction!(event_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(allocator::allocator_committed, m)?)?;
+    m.add_function(wrap_pyfunction!(allocator::allocator_release, m)?)?;
     m.add("HopperError", py.get_type::<HopperError>())?;
     m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
     m.add("NotFoundError", py.get_type::<NotFoundError>())?;
