@@ -4,6 +4,9 @@
 //! strings, options, ids). glibc's malloc spent ~40% of a bulk push's server CPU on them
 //! (perf on `bench/tcp.py`'s addbulk cell); mimalloc's thread-local free lists do not.
 //! Memory the engine holds is then mimalloc's, which glibc's `mallinfo2` cannot see.
+//! mimalloc 2, not 3: version 3 asks for transparent huge pages on its arenas, and the
+//! kernel zeroing 2 MiB pages then took a third of that same profile (server CPU per
+//! 100,000 bulk-pushed jobs: 0.16–0.17 s on version 2, 0.18–0.19 s on 3, 0.24 s glibc).
 
 use pyo3::prelude::*;
 
