@@ -4,14 +4,27 @@
 //! strings, options, ids). glibc's malloc spent ~40% of a bulk push's server CPU on them
 //! (perf on `bench/tcp.py`'s addbulk cell); mimalloc's thread-local free lists do not.
 //! Memory the engine holds is then mimalloc's, which glibc's `mallinfo2` cannot see.
-//! mimalloc 2, not 3: version 3 asks for transparent huge pages on its arenas, and the
-//! kernel zeroing 2 MiB pages then took a third of that same profile (server CPU per
-//! 100,000 bulk-pushed jobs: 0.16–0.17 s on version 2, 0.18–0.19 s on 3, 0.24 s glibc).
+//! mimalloc asks for transparent huge pages on its arenas; the kernel zeroing 2 MiB
+//! pages then took a third of that same profile, so the process opts out of them
+//! (`no_huge_pages`). mimalloc 2 avoids them too but counts its whole 1 GiB arena as
+//! committed, which would make `/health`'s heap figures meaningless.
 
 use pyo3::prelude::*;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Opts the process out of transparent huge pages (Linux; a no-op elsewhere). The
+/// kernel checks the flag when a page is first touched, so mappings made before this
+/// call are covered too. Only regions that ask for huge pages (mimalloc's) are affected
+/// when the system's THP mode is `madvise`, its usual default.
+pub fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a process flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
 
 /// (current, peak) bytes mimalloc has committed for the engine.
 #[pyfunction]

@@ -1366,6 +1366,7 @@ impl Core {
 
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    allocator::no_huge_pages();
     let py = m.py();
     m.add_class::<Core>()?;
     m.add_class::<EngineOptions>()?;
