@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from support import Server, expect_error, expect_ok, get_job, pull, push, run_server
+from tcp_client import Conn
 
 MAX_BODY = 64 * 1024
 MAX_PAYLOAD = 8 * 1024
@@ -76,6 +77,16 @@ def _push_field(name: str, value: Any, mentions: str | None = None) -> Case:
 
 
 LONG_NAME = "a" * 300
+MAX_DEPTH = 100  # arrays and objects in a payload (data, a result), docs/compatibility.md
+
+
+def nested(depth: int) -> Any:
+    """A JSON value `depth` arrays deep."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
 
 INVALID = "Invalid JSON body"
 CASES: list[Case] = [
@@ -140,6 +151,28 @@ CASES: list[Case] = [
     _push_field("ttl", -1),
     _push_field("timeout", -1),
     _push_field("repeat", {"every": -1}),
+    _push_field("ttl", 0),
+    _push_field("timeout", 0),
+    _push_field("jobId", "j" * 513),
+    _push_field("uniqueKey", "u" * 513),
+    _push_field("groupId", "g" * 513),
+    _push_field("name", "n" * 257),
+    _push_field("tags", ["t"] * 65),
+    _push_field("tags", ["t" * 513]),
+    Case(
+        "push-data-nested-too-deep",
+        "POST",
+        "/queues/{queue}/jobs",
+        _json({"data": nested(MAX_DEPTH + 1)}),
+        mentions=f"data is nested more than {MAX_DEPTH} levels deep",
+    ),
+    Case(
+        "bulk-data-nested-too-deep",
+        "POST",
+        "/queues/{queue}/jobs/bulk",
+        _json({"jobs": [{"data": 1}, {"data": nested(MAX_DEPTH + 1)}]}),
+        mentions="job 1: data is nested",
+    ),
     Case(
         "push-delay-1e400",
         "POST",
@@ -240,6 +273,13 @@ CASES: list[Case] = [
     Case("ack-number", "POST", "/jobs/{active}/ack", b"5"),
     Case("ack-token-number", "POST", "/jobs/{active}/ack", _json({"token": 5})),
     Case("ack-token-wrong", "POST", "/jobs/{active}/ack", _json({"token": "wrong"})),
+    Case(
+        "ack-result-nested-too-deep",
+        "POST",
+        "/jobs/{active}/ack",
+        _json({"result": nested(MAX_DEPTH + 1)}),
+        mentions=f"result is nested more than {MAX_DEPTH} levels deep",
+    ),
     Case("fail-malformed", "POST", "/jobs/{active}/fail", b"garbage"),
     Case("fail-null", "POST", "/jobs/{active}/fail", b"null"),
     Case("fail-string", "POST", "/jobs/{active}/fail", b'"boom"'),
@@ -334,3 +374,35 @@ def test_many_bad_requests_in_a_row(small_server: Server, sentinel: dict[str, An
         expect_error(resp, 400)
     assert get_job(client, sentinel["id"]) == sentinel
     assert client.get("/queues/flood/jobs").json()["job"] is None
+
+
+def test_absurdly_nested_data_is_refused(server: Server, queue: str) -> None:
+    """100,000 nested arrays (bunqueue 2.9.5: 400 `Job data must be JSON serializable`):
+    a 400 that names the bound, the server unharmed and nothing pushed."""
+    client = server.client
+    other = push(client, queue, data={"keep": 1})
+    for data in ("[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000):
+        resp = client.post(f"/queues/{queue}/jobs", content=b'{"data":' + data.encode() + b"}")
+        expect_error(resp, 400, f"data is nested more than {MAX_DEPTH} levels deep")
+    expect_ok(client.get("/health"))
+    assert get_job(client, other)["data"] == {"keep": 1}
+    assert pull(client, queue)[0]["id"] == other
+    assert client.get(f"/queues/{queue}/jobs").json()["job"] is None
+
+
+def test_the_deepest_accepted_data_reads_back_everywhere(server: Server, queue: str) -> None:
+    """A payload at the bound is stored and shown whole by every API (the HTTP job, the
+    management API, bunqueue's protocol), and so is a result at the bound."""
+    client = server.client
+    deep = nested(MAX_DEPTH)
+    job_id = push(client, queue, data=deep)
+    assert get_job(client, job_id)["data"] == deep
+    detail = client.get(f"/api/queues/{queue}/jobs/{job_id}")
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["data"]["data"] == deep
+    with Conn(server.tcp_port) as conn:
+        assert conn.call_ok("GetJob", id=job_id)["job"]["data"] == deep
+    job, token = pull(client, queue)
+    assert job["data"] == deep
+    expect_ok(client.post(f"/jobs/{job_id}/ack", json={"result": deep, "token": token}))
+    assert get_job(client, job_id)["result"] == deep

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use crate::cron::CronSchedule;
 use crate::error::{EngineError, Result};
 use crate::job::ChildFailure;
+use crate::json_depth::{deeper_than, MAX_JSON_DEPTH};
 
 pub const MAX_PRIORITY: i64 = i32::MAX as i64;
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
@@ -440,6 +441,11 @@ impl PushOptions {
             return Err(EngineError::invalid(format!(
                 "data is {} bytes, over the limit of {max_payload} bytes",
                 data.get().len()
+            )));
+        }
+        if deeper_than(data.get(), MAX_JSON_DEPTH) {
+            return Err(EngineError::invalid(format!(
+                "data is nested more than {MAX_JSON_DEPTH} levels deep"
             )));
         }
         let name = opt_string(raw.name, "name", MAX_NAME_LEN)?;
