@@ -158,6 +158,7 @@ def test_health_counts_sse_connections(fresh: Server) -> None:
         # Keep the line iterators: dropping one closes its connection.
         lines = [stream.iter_lines() for stream in (s1, s2)]
         for it in lines:
+            assert next(it) == "retry: 3000"
             assert next(it).startswith("data: ")
         assert _connections(client) == {"tcp": 0, "ws": 0, "sse": 2}
     assert wait_until(lambda: _connections(client)["sse"] == 0)
@@ -190,6 +191,22 @@ def test_ready(client: httpx.Client) -> None:
     resp = client.get("/ready")
     assert resp.status_code == 200
     assert resp.json() == {"ok": True, "ready": True}
+
+
+@pytest.mark.parametrize("path", ["/health", "/healthz", "/live", "/ready"])
+def test_probes_answer_get_and_head_only(client: httpx.Client, path: str) -> None:
+    """HEAD is the GET without its body; other methods are a 405 (bunqueue 2.9.5 answers
+    every method on these paths, docs/compatibility.md)."""
+    get = client.get(path)
+    head = client.head(path)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["access-control-allow-origin"] == "*"
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        resp = client.request(method, path)
+        assert resp.status_code == 405, method
+        assert resp.headers["allow"] == "GET, HEAD, OPTIONS"
 
 
 # ----- /stats, /metrics ----------------------------------------------------------------------

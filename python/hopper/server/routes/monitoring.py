@@ -144,3 +144,8 @@ def register(router: Router, state: ServerState) -> None:
         ),
     ):
         router.add(method, path, handler, doc=doc, **kw)
+        # The probes also answer HEAD (the GET without its body), as load balancers send
+        # it; other methods get a 405 (docs/compatibility.md).
+        if kw is open_probe and method == "GET" and path != "/heapstats":
+            head = Doc(f"{doc.summary} (headers only)", tag, content_type=doc.content_type)
+            router.add("HEAD", path, handler, doc=head, **kw)
