@@ -234,6 +234,11 @@ def test_stats_fields(client: httpx.Client) -> None:
         value = body["stats"][key]
         assert isinstance(value, (int, float)) and not isinstance(value, bool), key
         assert value >= 0, key
+    # The page's keys and hopper's `waitingChildren`; not bunqueue 2.9.5's `waiting`,
+    # `active`, `prioritized` (docs/compatibility.md).
+    assert set(body["stats"]) == page_stats | {"waitingChildren"}
+    # Units: uptime in seconds (as /health's); memory in whole MB (_check_memory).
+    assert abs(body["stats"]["uptime"] - expect_ok(client.get("/health"))["uptime"]) <= 1
     _check_memory(body["memory"], frozenset({"external", "arrayBuffers"}))
     assert set(body["collections"]) >= COLLECTION_KEYS
     assert all(_is_int(body["collections"][k]) for k in COLLECTION_KEYS)
@@ -301,6 +306,12 @@ def test_prometheus_format(client: httpx.Client, queue: str) -> None:
         names = {s.name for s in family.samples}
         assert {f"bunqueue_{op}_duration_ms_sum", f"bunqueue_{op}_duration_ms_count"} <= names
     assert 'bunqueue_push_duration_ms_bucket{le="+Inf"}' in text
+    assert "_duration_seconds" not in text  # bunqueue 2.9.5's names; the page's are in ms
+    for metric in ("waiting", "active", "delayed", "dlq"):
+        assert families[f"bunqueue_jobs_{metric}"].type == "gauge", metric
+    assert "# TYPE bunqueue_jobs_completed gauge" in text
+    transports = {s.labels["transport"] for s in families["bunqueue_connections"].samples}
+    assert transports == {"tcp", "websocket", "sse"}  # bunqueue 2.9.5's labels
 
 
 def test_prometheus_histogram_counts_pushes(client: httpx.Client, queue: str) -> None:
