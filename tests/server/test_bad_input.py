@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -406,3 +406,82 @@ def test_the_deepest_accepted_data_reads_back_everywhere(server: Server, queue: 
     assert job["data"] == deep
     expect_ok(client.post(f"/jobs/{job_id}/ack", json={"result": deep, "token": token}))
     assert get_job(client, job_id)["result"] == deep
+
+
+TEN_YEARS_MS = 315_360_000_000
+KEY_RULE = "must be a non-empty string of at most 512 bytes without control characters"
+# hopper's bounds of the push fields (docs/compatibility.md, "push field limits"): the
+# widest value accepted, the nearest one refused, and the exact message.
+LIMITS: list[tuple[str, Any, Any, str]] = [
+    (
+        "priority",
+        2**31 - 1,
+        2**31,
+        "priority must be an integer between -2147483647 and 2147483647",
+    ),
+    (
+        "priority",
+        -(2**31) + 1,
+        -(2**31),
+        "priority must be an integer between -2147483647 and 2147483647",
+    ),
+    (
+        "delay",
+        TEN_YEARS_MS,
+        TEN_YEARS_MS + 1,
+        f"delay must be an integer between 0 and {TEN_YEARS_MS}",
+    ),
+    ("maxAttempts", 10_000, 10_001, "maxAttempts must be an integer between 1 and 10000"),
+    ("backoff", 604_800_000, 604_800_001, "backoff must be an integer between 0 and 604800000"),
+    ("ttl", 1, 0, f"ttl must be an integer between 1 and {TEN_YEARS_MS}"),
+    (
+        "timeout",
+        TEN_YEARS_MS,
+        TEN_YEARS_MS + 1,
+        f"timeout must be an integer between 1 and {TEN_YEARS_MS}",
+    ),
+    ("jobId", "j" * 512, "j" * 513, f"jobId {KEY_RULE}"),
+    ("uniqueKey", "u" * 512, "u" * 513, f"uniqueKey {KEY_RULE}"),
+    ("groupId", "g" * 512, "g" * 513, f"groupId {KEY_RULE}"),
+    (
+        "name",
+        "n" * 256,
+        "n" * 257,
+        "name must be a non-empty string of at most 256 bytes without control characters",
+    ),
+    ("tags", ["t"] * 64, ["t"] * 65, "tags has more than 64 entries"),
+    ("tags", ["t" * 512], ["t" * 513], f"tags {KEY_RULE}"),
+]
+
+
+# Fields the job object shows under another name.
+READ_BACK: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "delay": lambda job: job["runAt"] - job["createdAt"],
+    "jobId": lambda job: job["id"],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "widest", "refused", "message"),
+    LIMITS,
+    ids=[f"{x[0]}-{i}" for i, x in enumerate(LIMITS)],
+)
+def test_push_field_limits(
+    small_server: Server, queue: str, name: str, widest: Any, refused: Any, message: str
+) -> None:
+    client = small_server.client
+    resp = client.post(f"/queues/{queue}/jobs", json={"data": 1, name: refused})
+    expect_error(resp, 400, message)
+    job = get_job(client, push(client, queue, **{name: widest}))
+    assert READ_BACK.get(name, lambda j: j[name])(job) == widest
+
+
+def test_unknown_depends_on(small_server: Server, queue: str) -> None:
+    """bunqueue 2.9.5 answers the same status with `Dependency job not found: <id>`."""
+    known = push(small_server.client, queue)
+    resp = small_server.client.post(
+        f"/queues/{queue}/jobs", json={"data": 1, "dependsOn": [known, "no-such-job"]}
+    )
+    expect_error(resp, 400, "dependsOn references an unknown job: no-such-job")
+    assert pull(small_server.client, queue)[0]["id"] == known
+    assert small_server.client.get(f"/queues/{queue}/jobs").json()["job"] is None
