@@ -485,3 +485,26 @@ def test_unknown_depends_on(small_server: Server, queue: str) -> None:
     expect_error(resp, 400, "dependsOn references an unknown job: no-such-job")
     assert pull(small_server.client, queue)[0]["id"] == known
     assert small_server.client.get(f"/queues/{queue}/jobs").json()["job"] is None
+
+
+def test_the_nesting_bound_holds_over_bunqueue_s_protocol(server: Server, queue: str) -> None:
+    """The same bound and messages for PUSH, Update and ACK over the TCP port."""
+    too_deep = nested(MAX_DEPTH + 1)
+    with Conn(server.tcp_port) as conn:
+        reply = conn.call("PUSH", queue=queue, data=too_deep)
+        assert reply["ok"] is False
+        assert reply["error"] == f"data is nested more than {MAX_DEPTH} levels deep"
+        job_id = conn.call_ok("PUSH", queue=queue, data={"n": 1})["id"]
+        reply = conn.call("Update", id=job_id, data=too_deep)
+        assert (reply["ok"], reply["error"]) == (
+            False,
+            f"data is nested more than {MAX_DEPTH} levels deep",
+        )
+        assert conn.call_ok("PULL", queue=queue)["job"]["id"] == job_id
+        reply = conn.call("ACK", id=job_id, result=too_deep)
+        assert (reply["ok"], reply["error"]) == (
+            False,
+            f"result is nested more than {MAX_DEPTH} levels deep",
+        )
+        job = conn.call_ok("GetJob", id=job_id)["job"]
+        assert (job["state"], job["data"]) == ("active", {"n": 1})

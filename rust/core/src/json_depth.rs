@@ -3,13 +3,26 @@
 //! their nesting so that every transport can later decode them: the protocol's value
 //! decoder, MessagePack and the Python layer all have recursion limits (128 and more).
 
+use crate::error::{EngineError, Result};
+
 /// The deepest nesting a stored payload (`data`, a result) may have: a scalar is 0,
 /// `[]` is 1. It leaves room below the decoders' limit of 128 for the envelope a payload
 /// is sent in (a reply, a job object, an event).
 pub const MAX_JSON_DEPTH: usize = 100;
 
+/// Refuses a payload (`field`: its name in the message) nested deeper than
+/// `MAX_JSON_DEPTH`.
+pub fn check(text: &str, field: &str) -> Result<()> {
+    if deeper_than(text, MAX_JSON_DEPTH) {
+        return Err(EngineError::invalid(format!(
+            "{field} is nested more than {MAX_JSON_DEPTH} levels deep"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `text` (valid JSON) nests arrays and objects more than `max` deep.
-pub fn deeper_than(text: &str, max: usize) -> bool {
+fn deeper_than(text: &str, max: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -58,6 +71,13 @@ mod tests {
         assert!(!deeper_than(r#"["[[[[", "\"[[[", {"k\\":"]"}]"#, 2));
         assert!(!deeper_than(&nested(MAX_JSON_DEPTH), MAX_JSON_DEPTH));
         assert!(deeper_than(&nested(MAX_JSON_DEPTH + 1), MAX_JSON_DEPTH));
+    }
+
+    #[test]
+    fn check_names_the_field() {
+        assert!(check(&nested(MAX_JSON_DEPTH), "data").is_ok());
+        let e = check(&nested(MAX_JSON_DEPTH + 1), "result").unwrap_err();
+        assert_eq!(e.message, "result is nested more than 100 levels deep");
     }
 
     #[test]

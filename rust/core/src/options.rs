@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use crate::cron::CronSchedule;
 use crate::error::{EngineError, Result};
 use crate::job::ChildFailure;
-use crate::json_depth::{deeper_than, MAX_JSON_DEPTH};
+use crate::json_depth;
 
 pub const MAX_PRIORITY: i64 = i32::MAX as i64;
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
@@ -443,11 +443,7 @@ impl PushOptions {
                 data.get().len()
             )));
         }
-        if deeper_than(data.get(), MAX_JSON_DEPTH) {
-            return Err(EngineError::invalid(format!(
-                "data is nested more than {MAX_JSON_DEPTH} levels deep"
-            )));
-        }
+        json_depth::check(data.get(), "data")?;
         let name = opt_string(raw.name, "name", MAX_NAME_LEN)?;
         let priority = int_or(raw.priority, "priority", -MAX_PRIORITY, MAX_PRIORITY, 0)?;
         let delay = int_or(raw.delay, "delay", 0, MAX_DELAY_MS as i64, 0)?;

@@ -7,7 +7,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::{EngineError, Result};
-use crate::json_depth::{deeper_than, MAX_JSON_DEPTH};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AckRequest {
@@ -70,11 +69,6 @@ impl AckRequest {
                 return Err(EngineError::invalid(format!(
                     "result is {} bytes, over the limit of {max_result} bytes",
                     r.len()
-                )));
-            }
-            if deeper_than(r, MAX_JSON_DEPTH) {
-                return Err(EngineError::invalid(format!(
-                    "result is nested more than {MAX_JSON_DEPTH} levels deep"
                 )));
             }
         }
