@@ -234,6 +234,11 @@ def test_a_message_without_cmd(server: Server, queue: str) -> None:
             assert await peer.reply(None) == {"ok": False, "error": "Invalid command"}
             await peer.send_raw(json.dumps({"queue": queue}))
             assert await peer.reply(None) == {"ok": False, "error": "Invalid command"}
+            # A cmd that is not a string (bunqueue: `Unknown command: <its JS string>`).
+            for cmd in (7, True, ["PUSH"], ""):
+                await peer.send_raw(json.dumps({"cmd": cmd, "reqId": "bad"}))
+                reply = await peer.reply("bad")
+                assert reply == {"ok": False, "error": "Invalid command", "reqId": "bad"}, cmd
 
     run(scenario)
 
