@@ -137,12 +137,14 @@ PROBES = [
     ("POST", "/gc", 200),
     ("GET", "/heapstats", 200),
 ]
+HEAD_PROBES = [("HEAD", path, 200) for path in ("/health", "/healthz", "/live", "/ready")]
 
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
         *PROBES,
+        *HEAD_PROBES,
         ("GET", "/prometheus", 200),
         ("OPTIONS", "/stats", 204),
         ("OPTIONS", "/queues/q/jobs", 204),
@@ -168,6 +170,42 @@ def test_metrics_auth_protects_prometheus(start_server: ServerFactory) -> None:
     assert resp.status_code == 200
     assert "bunqueue_jobs_pushed_total" in resp.text
     expect_ok(server.client.get("/health"))  # the probes stay open
+
+
+def test_authorization_header_forms(auth_server: Server) -> None:
+    """The scheme in any case and more than one space before the token are accepted (RFC
+    9110's credentials syntax); a bare token, a tab, another scheme or a `?token=` query
+    are not. bunqueue 2.9.5 takes exactly `Bearer ` and also a bare token."""
+    client = auth_server.client
+    for value in (f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER {TOKEN}", f"Bearer   {TOKEN}"):
+        assert client.get("/stats", headers={"Authorization": value}).status_code == 200, value
+    for value in (TOKEN, f"Bearer\t{TOKEN}", f"Token {TOKEN}", f"Bearer {TOKEN} x"):
+        resp = client.get("/stats", headers={"Authorization": value})
+        assert resp.status_code == 401, value
+        assert resp.json() == UNAUTHORIZED
+    assert client.get("/stats", params={"token": TOKEN}).status_code == 401
+
+
+def test_unknown_routes_need_the_token_first(auth_server: Server) -> None:
+    """Under auth a path no route answers is a 401 without the token, and its 404 or
+    405 only with it (bunqueue 2.9.5 answers the same way); the open paths keep their
+    405 for another method."""
+    client = auth_server.client
+    for method, path, status in (
+        ("GET", "/nope", 404),
+        ("POST", "/queues/q/jobs/nope", 404),
+        ("PUT", "/jobs/x", 405),
+        ("HEAD", "/stats", 405),
+        ("GET", "/ws", 404),  # the socket's path over plain HTTP
+    ):
+        for headers in BAD_AUTH_HEADERS:
+            resp = client.request(method, path, headers=headers)
+            assert resp.status_code == 401, (method, path, headers)
+            if method != "HEAD":
+                assert resp.json() == UNAUTHORIZED
+        assert client.request(method, path, headers=GOOD).status_code == status, (method, path)
+    for method, path in (("POST", "/health"), ("PUT", "/ready"), ("GET", "/gc")):
+        assert client.request(method, path).status_code == 405, (method, path)
 
 
 def test_no_auth_configured_means_open(client: httpx.Client) -> None:
@@ -231,10 +269,42 @@ def test_custom_allow_origin_is_echoed(auth_server: Server) -> None:
         assert resp.headers["access-control-allow-origin"] == ORIGIN, resp.url
 
 
-def test_allow_origin_list_is_passed_through(start_server: ServerFactory) -> None:
-    server = start_server(CORS_ALLOW_ORIGIN="https://a.example,https://b.example")
-    value = server.client.get("/health").headers["access-control-allow-origin"]
-    assert "https://a.example" in value and "https://b.example" in value
+def test_allow_origin_list_answers_each_origin(start_server: ServerFactory) -> None:
+    """With several origins, a response carries the request's Origin when it is listed,
+    else the first listed one, and `Vary: Origin` (bunqueue 2.9.5 sends the whole list
+    as one value, which browsers refuse)."""
+    a, b = "https://a.example", "https://b.example"
+    server = start_server(CORS_ALLOW_ORIGIN=f"{a}, {b}", AUTH_TOKENS=TOKEN)
+    client = server.client
+    calls: dict[str, Callable[[dict[str, str]], httpx.Response]] = {
+        "health": lambda h: client.get("/health", headers=h),
+        "401": lambda h: client.get("/stats", headers=h),
+        "200": lambda h: client.get("/stats", headers={**h, **GOOD}),
+        "404": lambda h: client.get("/nope", headers={**h, **GOOD}),
+        "preflight": lambda h: client.options(
+            "/queues/q/jobs", headers={**h, "Access-Control-Request-Method": "POST"}
+        ),
+        "sse": lambda h: _sse_status(client, "/events", {**h, **GOOD}),
+    }
+    for origin, expected in ((b, b), (a, a), ("https://c.example", a), (None, a)):
+        headers = {"Origin": origin} if origin else {}
+        for name, call in calls.items():
+            resp = call(headers)
+            assert resp.headers["access-control-allow-origin"] == expected, (name, origin)
+            assert resp.headers["vary"] == "Origin", name
+
+
+def test_allow_origin_list_with_a_star_allows_all(start_server: ServerFactory) -> None:
+    server = start_server(CORS_ALLOW_ORIGIN="https://a.example,*")
+    resp = server.client.get("/health", headers={"Origin": "https://z.example"})
+    assert resp.headers["access-control-allow-origin"] == "*"
+    assert "vary" not in resp.headers
+
+
+def test_one_origin_needs_no_vary(auth_server: Server, client: httpx.Client) -> None:
+    for c in (auth_server.client, client):
+        resp = c.get("/health", headers={"Origin": "https://z.example"})
+        assert "vary" not in resp.headers
 
 
 # ----- rate limit --------------------------------------------------------------------------
@@ -281,8 +351,28 @@ def test_probes_are_not_rate_limited(limited: Server) -> None:
         client.get("/metrics")
     assert client.get("/metrics").status_code == 429
     for _ in range(3):
-        for method, path, status in (*PROBES, ("OPTIONS", "/metrics", 204)):
+        for method, path, status in (*PROBES, *HEAD_PROBES, ("OPTIONS", "/metrics", 204)):
             assert client.request(method, path).status_code == status, path
+        for method, path in (("POST", "/health"), ("GET", "/gc")):  # wrong method: 405
+            assert client.request(method, path).status_code == 405, path
+
+
+def test_misses_count_against_the_rate_limit(limited: Server) -> None:
+    """Unknown paths (404) and known paths with another method (405) count, as in
+    bunqueue 2.9.5; each client (by X-Forwarded-For) has its own budget."""
+    client = limited.client
+    for client_ip, method, path, status in (
+        ("10.1.0.1", "GET", "/nope", 404),
+        ("10.1.0.2", "PUT", "/stats", 405),
+        ("10.1.0.3", "GET", "/ws", 404),
+    ):
+        headers = {"X-Forwarded-For": client_ip}
+        for _ in range(5):
+            assert client.request(method, path, headers=headers).status_code == status, path
+        resp = client.get("/metrics", headers=headers)
+        assert resp.status_code == 429, path
+        assert resp.json() == RATE_LIMITED
+        assert client.request(method, path, headers=headers).status_code == 429, path
 
 
 def test_rate_limit_window_passes(start_server: ServerFactory) -> None:

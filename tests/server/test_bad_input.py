@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from support import Server, expect_error, expect_ok, get_job, pull, push, run_server
+from tcp_client import Conn
 
 MAX_BODY = 64 * 1024
 MAX_PAYLOAD = 8 * 1024
@@ -76,6 +77,16 @@ def _push_field(name: str, value: Any, mentions: str | None = None) -> Case:
 
 
 LONG_NAME = "a" * 300
+MAX_DEPTH = 100  # arrays and objects in a payload (data, a result), docs/compatibility.md
+
+
+def nested(depth: int) -> Any:
+    """A JSON value `depth` arrays deep."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
 
 INVALID = "Invalid JSON body"
 CASES: list[Case] = [
@@ -140,6 +151,28 @@ CASES: list[Case] = [
     _push_field("ttl", -1),
     _push_field("timeout", -1),
     _push_field("repeat", {"every": -1}),
+    _push_field("ttl", 0),
+    _push_field("timeout", 0),
+    _push_field("jobId", "j" * 513),
+    _push_field("uniqueKey", "u" * 513),
+    _push_field("groupId", "g" * 513),
+    _push_field("name", "n" * 257),
+    _push_field("tags", ["t"] * 65),
+    _push_field("tags", ["t" * 513]),
+    Case(
+        "push-data-nested-too-deep",
+        "POST",
+        "/queues/{queue}/jobs",
+        _json({"data": nested(MAX_DEPTH + 1)}),
+        mentions=f"data is nested more than {MAX_DEPTH} levels deep",
+    ),
+    Case(
+        "bulk-data-nested-too-deep",
+        "POST",
+        "/queues/{queue}/jobs/bulk",
+        _json({"jobs": [{"data": 1}, {"data": nested(MAX_DEPTH + 1)}]}),
+        mentions="job 1: data is nested",
+    ),
     Case(
         "push-delay-1e400",
         "POST",
@@ -240,6 +273,13 @@ CASES: list[Case] = [
     Case("ack-number", "POST", "/jobs/{active}/ack", b"5"),
     Case("ack-token-number", "POST", "/jobs/{active}/ack", _json({"token": 5})),
     Case("ack-token-wrong", "POST", "/jobs/{active}/ack", _json({"token": "wrong"})),
+    Case(
+        "ack-result-nested-too-deep",
+        "POST",
+        "/jobs/{active}/ack",
+        _json({"result": nested(MAX_DEPTH + 1)}),
+        mentions=f"result is nested more than {MAX_DEPTH} levels deep",
+    ),
     Case("fail-malformed", "POST", "/jobs/{active}/fail", b"garbage"),
     Case("fail-null", "POST", "/jobs/{active}/fail", b"null"),
     Case("fail-string", "POST", "/jobs/{active}/fail", b'"boom"'),
@@ -334,3 +374,137 @@ def test_many_bad_requests_in_a_row(small_server: Server, sentinel: dict[str, An
         expect_error(resp, 400)
     assert get_job(client, sentinel["id"]) == sentinel
     assert client.get("/queues/flood/jobs").json()["job"] is None
+
+
+def test_absurdly_nested_data_is_refused(server: Server, queue: str) -> None:
+    """100,000 nested arrays (bunqueue 2.9.5: 400 `Job data must be JSON serializable`):
+    a 400 that names the bound, the server unharmed and nothing pushed."""
+    client = server.client
+    other = push(client, queue, data={"keep": 1})
+    for data in ("[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000):
+        resp = client.post(f"/queues/{queue}/jobs", content=b'{"data":' + data.encode() + b"}")
+        expect_error(resp, 400, f"data is nested more than {MAX_DEPTH} levels deep")
+    expect_ok(client.get("/health"))
+    assert get_job(client, other)["data"] == {"keep": 1}
+    assert pull(client, queue)[0]["id"] == other
+    assert client.get(f"/queues/{queue}/jobs").json()["job"] is None
+
+
+def test_the_deepest_accepted_data_reads_back_everywhere(server: Server, queue: str) -> None:
+    """A payload at the bound is stored and shown whole by every API (the HTTP job, the
+    management API, bunqueue's protocol), and so is a result at the bound."""
+    client = server.client
+    deep = nested(MAX_DEPTH)
+    job_id = push(client, queue, data=deep)
+    assert get_job(client, job_id)["data"] == deep
+    detail = client.get(f"/api/queues/{queue}/jobs/{job_id}")
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["data"]["data"] == deep
+    with Conn(server.tcp_port) as conn:
+        assert conn.call_ok("GetJob", id=job_id)["job"]["data"] == deep
+    job, token = pull(client, queue)
+    assert job["data"] == deep
+    expect_ok(client.post(f"/jobs/{job_id}/ack", json={"result": deep, "token": token}))
+    assert get_job(client, job_id)["result"] == deep
+
+
+TEN_YEARS_MS = 315_360_000_000
+KEY_RULE = "must be a non-empty string of at most 512 bytes without control characters"
+# hopper's bounds of the push fields (docs/compatibility.md, "push field limits"): the
+# widest value accepted, the nearest one refused, and the exact message.
+LIMITS: list[tuple[str, Any, Any, str]] = [
+    (
+        "priority",
+        2**31 - 1,
+        2**31,
+        "priority must be an integer between -2147483647 and 2147483647",
+    ),
+    (
+        "priority",
+        -(2**31) + 1,
+        -(2**31),
+        "priority must be an integer between -2147483647 and 2147483647",
+    ),
+    (
+        "delay",
+        TEN_YEARS_MS,
+        TEN_YEARS_MS + 1,
+        f"delay must be an integer between 0 and {TEN_YEARS_MS}",
+    ),
+    ("maxAttempts", 10_000, 10_001, "maxAttempts must be an integer between 1 and 10000"),
+    ("backoff", 604_800_000, 604_800_001, "backoff must be an integer between 0 and 604800000"),
+    ("ttl", 1, 0, f"ttl must be an integer between 1 and {TEN_YEARS_MS}"),
+    (
+        "timeout",
+        TEN_YEARS_MS,
+        TEN_YEARS_MS + 1,
+        f"timeout must be an integer between 1 and {TEN_YEARS_MS}",
+    ),
+    ("jobId", "j" * 512, "j" * 513, f"jobId {KEY_RULE}"),
+    ("uniqueKey", "u" * 512, "u" * 513, f"uniqueKey {KEY_RULE}"),
+    ("groupId", "g" * 512, "g" * 513, f"groupId {KEY_RULE}"),
+    (
+        "name",
+        "n" * 256,
+        "n" * 257,
+        "name must be a non-empty string of at most 256 bytes without control characters",
+    ),
+    ("tags", ["t"] * 64, ["t"] * 65, "tags has more than 64 entries"),
+    ("tags", ["t" * 512], ["t" * 513], f"tags {KEY_RULE}"),
+]
+
+
+# Fields the job object shows under another name.
+READ_BACK: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "delay": lambda job: job["runAt"] - job["createdAt"],
+    "jobId": lambda job: job["id"],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "widest", "refused", "message"),
+    LIMITS,
+    ids=[f"{x[0]}-{i}" for i, x in enumerate(LIMITS)],
+)
+def test_push_field_limits(
+    small_server: Server, queue: str, name: str, widest: Any, refused: Any, message: str
+) -> None:
+    client = small_server.client
+    resp = client.post(f"/queues/{queue}/jobs", json={"data": 1, name: refused})
+    expect_error(resp, 400, message)
+    job = get_job(client, push(client, queue, **{name: widest}))
+    assert READ_BACK.get(name, lambda j: j[name])(job) == widest
+
+
+def test_unknown_depends_on(small_server: Server, queue: str) -> None:
+    """bunqueue 2.9.5 answers the same status with `Dependency job not found: <id>`."""
+    known = push(small_server.client, queue)
+    resp = small_server.client.post(
+        f"/queues/{queue}/jobs", json={"data": 1, "dependsOn": [known, "no-such-job"]}
+    )
+    expect_error(resp, 400, "dependsOn references an unknown job: no-such-job")
+    assert pull(small_server.client, queue)[0]["id"] == known
+    assert small_server.client.get(f"/queues/{queue}/jobs").json()["job"] is None
+
+
+def test_the_nesting_bound_holds_over_bunqueue_s_protocol(server: Server, queue: str) -> None:
+    """The same bound and messages for PUSH, Update and ACK over the TCP port."""
+    too_deep = nested(MAX_DEPTH + 1)
+    with Conn(server.tcp_port) as conn:
+        reply = conn.call("PUSH", queue=queue, data=too_deep)
+        assert reply["ok"] is False
+        assert reply["error"] == f"data is nested more than {MAX_DEPTH} levels deep"
+        job_id = conn.call_ok("PUSH", queue=queue, data={"n": 1})["id"]
+        reply = conn.call("Update", id=job_id, data=too_deep)
+        assert (reply["ok"], reply["error"]) == (
+            False,
+            f"data is nested more than {MAX_DEPTH} levels deep",
+        )
+        assert conn.call_ok("PULL", queue=queue)["job"]["id"] == job_id
+        reply = conn.call("ACK", id=job_id, result=too_deep)
+        assert (reply["ok"], reply["error"]) == (
+            False,
+            f"result is nested more than {MAX_DEPTH} levels deep",
+        )
+        job = conn.call_ok("GetJob", id=job_id)["job"]
+        assert (job["state"], job["data"]) == ("active", {"n": 1})

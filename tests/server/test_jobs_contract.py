@@ -9,7 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
-from support import Server, expect_error, expect_ok, get_job, pull, push
+from support import (
+    Server,
+    ServerFactory,
+    expect_error,
+    expect_ok,
+    get_job,
+    pull,
+    push,
+    wait_until,
+)
 
 NOT_ACTIVE = "Job not found or not active"
 
@@ -382,6 +391,70 @@ def test_fail_without_retries_left(client: httpx.Client, queue: str) -> None:
     job = get_job(client, job_id)
     assert job["state"] == "failed"
     assert job["error"] == "boom"
+    assert job["attempts"] == 1
+    assert job["completedAt"] is None and job["result"] is None
+    assert isinstance(job["failedAt"], int) and job["failedAt"] >= job["startedAt"]
+
+
+# ----- what GET /jobs/:id shows once the server ends an attempt ---------------------------
+# bunqueue 2.9.5 differs in names and details (docs/compatibility.md, "job after a
+# timeout"): `failedReason` for `error`, "Job timeout exceeded", `startedAt` reset to null
+# on a retry, no `failedAt`.
+
+
+def _settled(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    """The job once the server has taken it out of `active` (polled, bounded)."""
+
+    def moved() -> dict[str, Any] | None:
+        job = get_job(client, job_id)
+        return None if job["state"] == "active" else job
+
+    job = wait_until(moved)
+    assert job, f"job {job_id} still active"
+    return job  # type: ignore[no-any-return]
+
+
+def test_processing_timeout_with_retries_left(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, timeout=50, maxAttempts=2, backoff=60000)
+    started = pull(client, queue)[0]["startedAt"]
+    job = _settled(client, job_id)
+    assert job["state"] == "delayed"
+    assert job["attempts"] == 1
+    assert job["error"] == "Job timed out after 50 ms"
+    assert job["startedAt"] == started  # the attempt that timed out
+    assert job["completedAt"] is None and job["failedAt"] is None and job["result"] is None
+    assert job["runAt"] >= started + 50 + 60000  # the backoff, from the failure
+    # The late worker's ack finds the job no longer active.
+    expect_error(client.post(f"/jobs/{job_id}/ack", json={}), 400, NOT_ACTIVE)
+    assert get_job(client, job_id)["state"] == "delayed"
+
+
+def test_processing_timeout_without_retries_left(client: httpx.Client, queue: str) -> None:
+    job_id = push(client, queue, timeout=50, maxAttempts=1)
+    started = pull(client, queue)[0]["startedAt"]
+    job = _settled(client, job_id)
+    assert job["state"] == "failed"
+    assert job["attempts"] == 1
+    assert job["error"] == "Job timed out after 50 ms"
+    assert job["startedAt"] == started
+    assert job["completedAt"] is None
+    assert isinstance(job["failedAt"], int) and job["failedAt"] >= started + 50
+
+
+def test_lease_expiry_stalls_then_fails(start_server: ServerFactory, queue: str) -> None:
+    """A job pulled over HTTP and neither acked nor failed within the stall interval
+    goes back to waiting (`stalls` + 1, no attempt counted); at `--max-stalls` it fails."""
+    client = start_server(HOPPER_STALL_INTERVAL_MS="200", HOPPER_MAX_STALLS="2").client
+    job_id = push(client, queue)
+    pull(client, queue)
+    job = _settled(client, job_id)
+    assert (job["state"], job["stalls"], job["attempts"]) == ("waiting", 1, 0)
+    assert job["error"] is None and job["startedAt"] is not None
+    assert pull(client, queue)[0]["id"] == job_id
+    job = _settled(client, job_id)
+    assert (job["state"], job["stalls"]) == ("failed", 2)
+    assert job["error"] == "Job stalled more than the allowed limit"
+    assert isinstance(job["failedAt"], int)
 
 
 def test_fail_without_body(client: httpx.Client, queue: str) -> None:
@@ -434,8 +507,9 @@ def test_known_path_with_another_method_is_a_405_with_allow(client: httpx.Client
         ("DELETE", "/queues/q/jobs/bulk", "POST, OPTIONS"),
         ("GET", "/gc", "POST, OPTIONS"),
         ("GET", "/jobs/x/ack", "POST, OPTIONS"),
-        ("POST", "/health", "GET, OPTIONS"),
-        ("HEAD", "/health", "GET, OPTIONS"),
+        ("POST", "/health", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/ready", "GET, HEAD, OPTIONS"),
+        ("HEAD", "/stats", "GET, OPTIONS"),
     ):
         resp = client.request(method, path)
         if method != "HEAD":

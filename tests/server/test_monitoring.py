@@ -158,6 +158,7 @@ def test_health_counts_sse_connections(fresh: Server) -> None:
         # Keep the line iterators: dropping one closes its connection.
         lines = [stream.iter_lines() for stream in (s1, s2)]
         for it in lines:
+            assert next(it) == "retry: 3000"
             assert next(it).startswith("data: ")
         assert _connections(client) == {"tcp": 0, "ws": 0, "sse": 2}
     assert wait_until(lambda: _connections(client)["sse"] == 0)
@@ -192,6 +193,22 @@ def test_ready(client: httpx.Client) -> None:
     assert resp.json() == {"ok": True, "ready": True}
 
 
+@pytest.mark.parametrize("path", ["/health", "/healthz", "/live", "/ready"])
+def test_probes_answer_get_and_head_only(client: httpx.Client, path: str) -> None:
+    """HEAD is the GET without its body; other methods are a 405 (bunqueue 2.9.5 answers
+    every method on these paths, docs/compatibility.md)."""
+    get = client.get(path)
+    head = client.head(path)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["access-control-allow-origin"] == "*"
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        resp = client.request(method, path)
+        assert resp.status_code == 405, method
+        assert resp.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
 # ----- /stats, /metrics ----------------------------------------------------------------------
 
 
@@ -217,6 +234,11 @@ def test_stats_fields(client: httpx.Client) -> None:
         value = body["stats"][key]
         assert isinstance(value, (int, float)) and not isinstance(value, bool), key
         assert value >= 0, key
+    # The page's keys and hopper's `waitingChildren`; not bunqueue 2.9.5's `waiting`,
+    # `active`, `prioritized` (docs/compatibility.md).
+    assert set(body["stats"]) == page_stats | {"waitingChildren"}
+    # Units: uptime in seconds (as /health's); memory in whole MB (_check_memory).
+    assert abs(body["stats"]["uptime"] - expect_ok(client.get("/health"))["uptime"]) <= 1
     _check_memory(body["memory"], frozenset({"external", "arrayBuffers"}))
     assert set(body["collections"]) >= COLLECTION_KEYS
     assert all(_is_int(body["collections"][k]) for k in COLLECTION_KEYS)
@@ -284,6 +306,12 @@ def test_prometheus_format(client: httpx.Client, queue: str) -> None:
         names = {s.name for s in family.samples}
         assert {f"bunqueue_{op}_duration_ms_sum", f"bunqueue_{op}_duration_ms_count"} <= names
     assert 'bunqueue_push_duration_ms_bucket{le="+Inf"}' in text
+    assert "_duration_seconds" not in text  # bunqueue 2.9.5's names; the page's are in ms
+    for metric in ("waiting", "active", "delayed", "dlq"):
+        assert families[f"bunqueue_jobs_{metric}"].type == "gauge", metric
+    assert "# TYPE bunqueue_jobs_completed gauge" in text
+    transports = {s.labels["transport"] for s in families["bunqueue_connections"].samples}
+    assert transports == {"tcp", "websocket", "sse"}  # bunqueue 2.9.5's labels
 
 
 def test_prometheus_histogram_counts_pushes(client: httpx.Client, queue: str) -> None:

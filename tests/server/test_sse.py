@@ -38,6 +38,8 @@ class EventStream:
             if line.startswith(":"):
                 continue  # comment (keep-alive)
             name, _, value = line.partition(":")
+            if name == "retry" and len(self.raw) == 1:
+                continue  # the reconnection hint, first in the stream only
             assert name == "data", f"only unnamed data messages are expected, got {line!r}"
             data.append(value[1:] if value.startswith(" ") else value)
         raise AssertionError("no complete message in 1000 lines")
@@ -69,7 +71,9 @@ def open_stream(server: Server, path: str) -> Iterator[EventStream]:
         assert resp.status_code == 200
         stream = EventStream(resp)
         hello = stream.next_message()
-        assert stream.raw[0].startswith('data: {"connected":true,"clientId":"'), stream.raw[0]
+        # The reconnection hint rides with the connection message, as in bunqueue 2.9.5.
+        assert stream.raw[0] == "retry: 3000", stream.raw[0]
+        assert stream.raw[1].startswith('data: {"connected":true,"clientId":"'), stream.raw[1]
         assert hello["connected"] is True
         assert isinstance(hello["clientId"], str) and hello["clientId"]
         yield stream
@@ -95,7 +99,7 @@ def test_client_ids_differ(server: Server) -> None:
     ids = set()
     for _ in range(3):
         with open_stream(server, "/events") as stream:
-            ids.add(stream.raw[0])
+            ids.add(stream.raw[1])
     assert len(ids) == 3
 
 

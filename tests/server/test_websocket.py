@@ -216,6 +216,95 @@ def test_error_replies(server: Server, queue: str) -> None:
     run(scenario)
 
 
+def test_a_message_without_cmd(server: Server, queue: str) -> None:
+    """`Invalid command`, with a string `reqId` echoed as the documentation's error shape
+    has it (bunqueue 2.9.5 echoes none over /ws); a reqId of another type is not echoed,
+    as on the TCP port."""
+
+    async def scenario() -> None:
+        async with ws_connect(server, f"/ws/queues/{queue}") as conn:
+            peer = Peer(conn)
+            await peer.send_raw(json.dumps({"queue": queue, "reqId": "nc"}))
+            assert await peer.reply("nc") == {
+                "ok": False,
+                "error": "Invalid command",
+                "reqId": "nc",
+            }
+            await peer.send_raw(json.dumps({"queue": queue, "reqId": 5}))
+            assert await peer.reply(None) == {"ok": False, "error": "Invalid command"}
+            await peer.send_raw(json.dumps({"queue": queue}))
+            assert await peer.reply(None) == {"ok": False, "error": "Invalid command"}
+            # A cmd that is not a string (bunqueue: `Unknown command: <its JS string>`).
+            for cmd in (7, True, ["PUSH"], ""):
+                await peer.send_raw(json.dumps({"cmd": cmd, "reqId": "bad"}))
+                reply = await peer.reply("bad")
+                assert reply == {"ok": False, "error": "Invalid command", "reqId": "bad"}, cmd
+
+    run(scenario)
+
+
+def test_a_command_is_answered_before_its_events(server: Server, queue: str) -> None:
+    """A command answered at once has its reply on the socket before the events it causes
+    (bunqueue 2.9.5 sends the event first); the events carry the documented fields, plus
+    `data` on `pushed` and `result` on `completed`."""
+
+    async def scenario() -> None:
+        async with ws_connect(server, f"/ws/queues/{queue}") as conn:
+            peer = Peer(conn)
+            seen: list[dict[str, Any]] = []
+
+            async def until(done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+                for _ in range(100):
+                    msg = await peer.recv()
+                    seen.append(msg)
+                    if done(msg):
+                        return msg
+                raise AssertionError(f"not seen: {seen}")
+
+            def is_event(kind: str) -> Callable[[dict[str, Any]], bool]:
+                return lambda m: m.get("eventType") == kind
+
+            def is_reply(req_id: str) -> Callable[[dict[str, Any]], bool]:
+                return lambda m: m.get("reqId") == req_id
+
+            await conn.send(json.dumps({"cmd": "PUSH", "queue": queue, "data": [1], "reqId": "p"}))
+            job_id = (await until(is_reply("p")))["id"]
+            pushed = await until(is_event("pushed"))
+            await conn.send(json.dumps({"cmd": "PULL", "queue": queue, "reqId": "l"}))
+            await until(is_reply("l"))
+            pulled = await until(is_event("pulled"))
+            await conn.send(json.dumps({"cmd": "ACK", "id": job_id, "result": 7, "reqId": "a"}))
+            await until(is_reply("a"))
+            completed = await until(is_event("completed"))
+            common = {"queue": queue, "jobId": job_id}
+            assert pushed == {**common, "eventType": "pushed", "data": [1], "timestamp": ANY_INT}
+            assert pulled == {**common, "eventType": "pulled", "timestamp": ANY_INT}
+            assert completed == {
+                **common,
+                "eventType": "completed",
+                "result": 7,
+                "timestamp": ANY_INT,
+            }
+            # Each reply came before any event of its command (until() stops at the first).
+            kinds = [m.get("eventType") or m["reqId"] for m in seen]
+            assert kinds.index("p") < kinds.index("pushed") < kinds.index("l")
+            assert kinds.index("l") < kinds.index("pulled") < kinds.index("a")
+            assert kinds.index("a") < kinds.index("completed")
+
+    run(scenario)
+
+
+class _AnyInt:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and not isinstance(other, bool)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+ANY_INT = _AnyInt()
+
+
 def test_long_poll_pull_does_not_block_other_commands(server: Server, queue: str) -> None:
     async def scenario() -> None:
         async with ws_connect(server) as conn:

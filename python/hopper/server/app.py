@@ -18,6 +18,7 @@ from hopper.server.admission import Admission
 from hopper.server.asgi import AsgiInterface, Receive, Scope, Send
 from hopper.server.auth import TokenCheck
 from hopper.server.config import ServerConfig
+from hopper.server.cors import Cors
 from hopper.server.dashboard import Dashboard
 from hopper.server.job_api import JobServerApi
 from hopper.server.management.api import Management
@@ -85,7 +86,7 @@ class HopperApp:
             self.management,
             job_api,
             Dashboard(self.management.base),
-            [("access-control-allow-origin", config.cors_allow_origin)],
+            Cors(config.cors_allow_origin),
             config.max_body_bytes,
         )
         # bunqueue's TCP protocol, served by the same process when it has a port.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import cached_property
 from typing import Any
 
 from hopper.server.http import (
@@ -26,6 +25,13 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+def _origin(scope: Scope) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == b"origin":
+            return bytes(v)
+    return None
 
 
 def _encode(headers: Headers) -> list[tuple[bytes, bytes]]:
@@ -198,18 +204,18 @@ class AsgiUpgrade(Upgrade):
 class AsgiInterface(Interface):
     """The ASGI entry point over the pipeline (lifespan included)."""
 
-    @cached_property
-    def _cors(self) -> list[tuple[bytes, bytes]]:
-        return _encode(self.pipeline.cors)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         max_body = self.pipeline.max_body
+        cors = self.pipeline.cors
+        origin = None if cors.fixed or kind == "lifespan" else _origin(scope)
         if kind == "http":
-            await self.pipeline.http(AsgiRequest(scope, receive, send, max_body, self._cors))
+            request = AsgiRequest(scope, receive, send, max_body, cors.encoded(origin))
+            await self.pipeline.http(request)
         elif kind == "websocket":
-            request = AsgiRequest(scope, receive, send, max_body, self._cors)
-            upgrade = AsgiUpgrade(scope, receive, send, self.pipeline.cors)
+            request = AsgiRequest(scope, receive, send, max_body, cors.encoded(origin))
+            text_origin = None if origin is None else origin.decode("latin-1")
+            upgrade = AsgiUpgrade(scope, receive, send, cors.headers(text_origin))
             await self.pipeline.websocket(request, upgrade)
         elif kind == "lifespan":
             await self._lifespan(receive, send)

@@ -12,10 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from hopper.errors import HopperError
+from hopper.server.cors import Cors
 from hopper.server.dashboard import Dashboard
 from hopper.server.events import FlowGate
 from hopper.server.http import (
-    Headers,
     HttpError,
     Request,
     Response,
@@ -82,7 +82,7 @@ class Pipeline:
         management: Api,
         jobs: Api,
         dashboard: Dashboard,
-        cors: Headers,
+        cors: Cors,
         max_body: int,
     ) -> None:
         """`management` owns the paths under its prefix, `jobs` (the job server) the rest."""
@@ -122,7 +122,7 @@ class Pipeline:
                 raise api.not_found(req)  # a WebSocket route asked for over plain HTTP
             if route.kind is Kind.STREAM:
                 stream = req.stream()
-                await route.handler(req, stream, self.cors)
+                await route.handler(req, stream, self.cors.headers(req.header("origin")))
                 return
             if method in MUTATING and self.gate.heavy:
                 await self.gate.wait()  # a consumer that reads is behind: slow producers

@@ -23,6 +23,9 @@ from hopper.engine import Engine
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Milliseconds, as the reference page documents (`bunqueue_*_duration_ms`).
 BUCKETS_MS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
+# `bunqueue_connections{transport}` labels as bunqueue 2.9.5 writes them (`/health`'s
+# `connections` keeps the documented `ws`).
+TRANSPORT_LABELS = {"ws": "websocket"}
 
 
 class LatencyHistogram:
@@ -101,7 +104,7 @@ class _EngineCollector(Collector):
             "bunqueue_connections", "Open connections", labels=["transport"]
         )
         for transport, n in self._connections.items():
-            connections.add_metric([transport], n)
+            connections.add_metric([TRANSPORT_LABELS.get(transport, transport)], n)
         yield connections
         for histogram in self._histograms:
             yield histogram.family()

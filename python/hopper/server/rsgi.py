@@ -187,12 +187,14 @@ class RsgiInterface(Interface):
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         pipeline = self.pipeline
+        cors = pipeline.cors
+        headers = cors.headers(None if cors.fixed else scope.headers.get("origin"))
         if scope.proto == "http":
             await pipeline.http(
-                RsgiRequest(scope, protocol, pipeline.max_body, scope.method, pipeline.cors)
+                RsgiRequest(scope, protocol, pipeline.max_body, scope.method, headers)
             )
         elif scope.proto == "ws":
-            request = RsgiRequest(scope, protocol, pipeline.max_body, "WS", pipeline.cors)
+            request = RsgiRequest(scope, protocol, pipeline.max_body, "WS", headers)
             await pipeline.websocket(request, RsgiUpgrade(protocol))
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -16,6 +16,7 @@ mod handle;
 mod ids;
 mod job;
 mod job_logs;
+mod json_depth;
 mod json_render;
 mod limits;
 mod metrics;

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use crate::cron::CronSchedule;
 use crate::error::{EngineError, Result};
 use crate::job::ChildFailure;
+use crate::json_depth;
 
 pub const MAX_PRIORITY: i64 = i32::MAX as i64;
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
@@ -442,6 +443,7 @@ impl PushOptions {
                 data.get().len()
             )));
         }
+        json_depth::check(data.get(), "data")?;
         let name = opt_string(raw.name, "name", MAX_NAME_LEN)?;
         let priority = int_or(raw.priority, "priority", -MAX_PRIORITY, MAX_PRIORITY, 0)?;
         let delay = int_or(raw.delay, "delay", 0, MAX_DELAY_MS as i64, 0)?;

@@ -1,5 +1,5 @@
 """SSE: `GET /events` and `GET /events/queues/:queue`. A connection message with a
-clientId, then one unnamed `data:` message per engine event; a comment line as
+clientId (and a `retry:` hint), then one unnamed `data:` message per engine event; a comment line as
 keep-alive; a bounded buffer per client (a client too slow to keep up is told why and
 disconnected)."""
 
@@ -18,6 +18,10 @@ OVERFLOW = b'data: {"ok":false,"error":"Event buffer overflow: client too slow, 
 STREAM_DOC = "text/event-stream: `data: {eventType, queue, jobId, timestamp, ...}` per event"
 
 
+# EventSource's reconnection delay, sent with the connection message (as bunqueue does).
+RETRY = b"retry: 3000\n"
+
+
 def _frame(event: bytes) -> bytes:
     return b"data: " + event + b"\n\n"
 
@@ -28,7 +32,7 @@ def register(router: Router, state: ServerState) -> None:
         state.connections["sse"] += 1
         hello = orjson.dumps({"connected": True, "clientId": str(uuid.uuid4())})
         try:
-            await sse.pump(req, out, cors, sub, _frame(hello), OVERFLOW, _frame)
+            await sse.pump(req, out, cors, sub, RETRY + _frame(hello), OVERFLOW, _frame)
         finally:
             state.hub.unsubscribe(sub)
             state.connections["sse"] -= 1

@@ -14,6 +14,8 @@ from hopper.server.router import Auth, Doc, Router
 from hopper.server.state import ServerState
 
 PLAIN = "text/plain; charset=utf-8"
+# The health probes: GET and HEAD, no auth, no rate limit.
+PROBES = frozenset({"/health", "/healthz", "/live", "/ready"})
 
 
 def register(router: Router, state: ServerState) -> None:
@@ -144,3 +146,8 @@ def register(router: Router, state: ServerState) -> None:
         ),
     ):
         router.add(method, path, handler, doc=doc, **kw)
+        # The probes also answer HEAD (the GET without its body), as load balancers send
+        # it; other methods get a 405 (docs/compatibility.md).
+        if path in PROBES:
+            head = Doc(f"{doc.summary} (headers only)", tag, content_type=doc.content_type)
+            router.add("HEAD", path, handler, doc=head, **kw)

@@ -6,6 +6,7 @@ use super::Engine;
 use crate::error::{EngineError, Result};
 use crate::events::{EventExtra, EventKind};
 use crate::job::JobState;
+use crate::json_depth;
 
 impl Engine {
     /// Removes a job in any state, without checks. Jobs waiting on a removed live job
@@ -143,6 +144,7 @@ impl Engine {
             if d.len() > self.config.max_payload_bytes {
                 return Err(EngineError::invalid("data is over the payload size limit"));
             }
+            json_depth::check(d, "data")?;
         }
         self.mark_dirty(slot, data.is_some());
         self.refresh(slot, now, |job| {

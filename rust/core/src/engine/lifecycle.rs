@@ -7,6 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::events::{EventExtra, EventKind};
 use crate::ids::JobId;
 use crate::job::{Job, JobExt, JobState, Lease, RepeatState, FLAG_DURABLE, FLAG_LIFO};
+use crate::json_depth;
 use crate::options::{check_queue_name, PushOptions, Removal};
 
 /// Settling a job pulled with a lock owner, without its token.
@@ -328,6 +329,9 @@ impl Engine {
     }
 
     pub fn ack(&mut self, id: &str, token: Option<&str>, result: Option<Box<str>>) -> Result<()> {
+        if let Some(r) = &result {
+            json_depth::check(r, "result")?;
+        }
         let now = self.tick();
         let slot = self.leased_slot(id, token)?;
         self.complete(slot, result, now);
