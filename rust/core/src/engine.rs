@@ -245,7 +245,7 @@ pub struct Engine {
     /// Set when any job became ready, so blocked pullers can be signalled.
     work_added: bool,
     /// The timers `tick` takes off the wheel; kept so that a tick allocates nothing.
-    due_timers: Vec<Timer>,
+    due_timers: Vec<(u64, Timer)>,
     /// Durability: when on, every change is recorded for the write-ahead log.
     recording: bool,
     /// Records of the current operation not tied to a live job (removals, metrics, queues).

@@ -58,8 +58,9 @@ impl<T> TimerWheel<T> {
     }
 
     /// Moves time to `now_ms` and appends every entry whose deadline is ≤ `now_ms` to `out`,
-    /// in deadline order.
-    pub fn advance(&mut self, now_ms: u64, out: &mut Vec<T>) {
+    /// with its deadline (as inserted, or the wheel's time then if that was earlier), in
+    /// deadline order.
+    pub fn advance(&mut self, now_ms: u64, out: &mut Vec<(u64, T)>) {
         while self.now <= now_ms {
             let t = self.now;
             // Cascade coarse slots whose range starts now, coarsest first, so entries
@@ -81,7 +82,7 @@ impl<T> TimerWheel<T> {
             if !self.levels[0][slot].is_empty() {
                 let entries = std::mem::take(&mut self.levels[0][slot]);
                 self.per_level[0] -= entries.len();
-                out.extend(entries.into_iter().map(|(_, item)| item));
+                out.extend(entries);
             }
             self.now = self.next_stop(t).min(now_ms + 1);
         }
@@ -128,7 +129,7 @@ mod tests {
     fn drain(w: &mut TimerWheel<u64>, to: u64) -> Vec<u64> {
         let mut out = Vec::new();
         w.advance(to, &mut out);
-        out
+        out.into_iter().map(|(_, item)| item).collect()
     }
 
     #[test]

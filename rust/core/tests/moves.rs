@@ -42,6 +42,22 @@ fn move_to_delayed_needs_an_active_job_and_its_token() {
 }
 
 #[test]
+fn a_job_re_timed_later_is_not_promoted_by_its_earlier_timer() {
+    // One tick covering both deadlines must make them ready in due order: `a`'s first
+    // timer (30 ms) is stale once `a` is due at 100 ms, and must not put it ahead of `b`.
+    let mut h = H::new();
+    let a = h.add("q", r#"{"data":1}"#);
+    h.op(|e| e.change_delay(&a, None, 30)).unwrap();
+    let b = h.add("q", r#"{"data":2}"#);
+    h.op(|e| e.promote(&a)).unwrap();
+    h.op(|e| e.change_delay(&a, None, 100)).unwrap();
+    h.op(|e| e.change_delay(&b, None, 30)).unwrap();
+    h.advance(200);
+    assert_eq!(h.pull_id("q"), Some(b));
+    assert_eq!(h.pull_id("q"), Some(a));
+}
+
+#[test]
 fn change_delay_moves_waiting_and_delayed_jobs() {
     let mut h = H::new();
     let id = h.add("q", r#"{"data":1}"#);

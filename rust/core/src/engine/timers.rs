@@ -12,8 +12,8 @@ impl Engine {
         self.last_now = now;
         let mut fired = std::mem::take(&mut self.due_timers);
         self.timers.advance(now, &mut fired);
-        for timer in fired.drain(..) {
-            self.fire(timer, now);
+        for (deadline, timer) in fired.drain(..) {
+            self.fire(timer, deadline, now);
         }
         self.due_timers = fired;
         while let Some(&(at, slot)) = self.lease_deadlines.first() {
@@ -100,7 +100,7 @@ impl Engine {
         }
     }
 
-    fn fire(&mut self, t: Timer, now: u64) {
+    fn fire(&mut self, t: Timer, deadline: u64, now: u64) {
         if t.kind == TimerKind::Scheduler {
             self.fire_scheduler(t.slot, t.gen, now);
             return;
@@ -112,7 +112,14 @@ impl Engine {
             return; // the job this timer was for is gone; the slot holds another
         }
         match t.kind {
-            TimerKind::Delay if job.state == JobState::Delayed && job.run_at <= now => {
+            // A delay timer set before the job was re-timed later (change_delay, a promote
+            // then a new delay) is stale: promoting on it would put the job ahead of jobs
+            // due before it when one tick covers both deadlines.
+            TimerKind::Delay
+                if job.state == JobState::Delayed
+                    && job.run_at <= now
+                    && deadline >= job.run_at =>
+            {
                 self.enqueue_ready(t.slot, now, Cause::DelayEnded, |_| {});
             }
             TimerKind::Ttl
