@@ -370,6 +370,26 @@ def test_pause_resume_and_bulk_buttons_are_enabled_only_when_they_act(
     playwright_api.expect(page.get_by_test_id("resume")).to_be_enabled()
 
 
+def test_a_redraw_for_an_event_keeps_what_the_user_typed(
+    server: Server, page: Any, queue: str
+) -> None:
+    push(server.client, queue, data=1)
+    page.goto(f"{server.url}/#/queue/{queue}")
+    waiting_tab = page.get_by_test_id("tab-waiting")
+    playwright_api.expect(waiting_tab).to_contain_text("(1)")
+    page.get_by_test_id("pause-name").fill("half-typ")
+    page.get_by_test_id("clean-state").select_option("waiting")
+    push(server.client, queue, data=2)  # its event redraws the view
+    playwright_api.expect(waiting_tab).to_contain_text("(2)")
+    name = page.get_by_test_id("pause-name")
+    playwright_api.expect(name).to_have_value("half-typ")
+    playwright_api.expect(page.get_by_test_id("clean-state")).to_have_value("waiting")
+    # The redrawn controls act on the kept values: a name that is not paused can be
+    # paused, and clean has two waiting jobs to act on.
+    playwright_api.expect(page.get_by_test_id("resume")).to_be_disabled()
+    playwright_api.expect(page.get_by_test_id("clean")).to_be_enabled()
+
+
 def test_every_bulk_action_asks_for_confirmation(server: Server, page: Any, queue: str) -> None:
     c = server.client
     done = complete(c, queue, data={"n": 1})

@@ -38,7 +38,35 @@ const view = () => document.getElementById("view");
 // Tables scroll sideways inside their panel on a narrow screen instead of widening the page.
 function tableWrap(table) { return h("div", { class: "table-wrap" }, table); }
 const plural = (n, one, many) => `${n} ${n === 1 ? one : many || one + "s"}`;
-function show(...nodes) { view().replaceChildren(...nodes); }
+// Views are redrawn whenever an event arrives for what they show. A form control with a
+// `data-keep` key keeps what the user typed or chose across a redraw (and its focus and
+// caret), so an event never wipes a half-typed name, a filter or an edit; a control that
+// submitted its value gives it up (`submitted`) so the redraw shows the server's state.
+document.addEventListener("input", (e) => { if (e.target.dataset && e.target.dataset.keep) e.target.dataset.dirty = "1"; }, true);
+document.addEventListener("change", (e) => { if (e.target.dataset && e.target.dataset.keep) e.target.dataset.dirty = "1"; }, true);
+function submitted(...controls) { for (const c of controls) delete c.dataset.dirty; }
+function show(...nodes) {
+  const root = view();
+  const drafts = new Map();
+  for (const el of root.querySelectorAll("[data-keep][data-dirty]")) drafts.set(el.dataset.keep, el.value);
+  const active = document.activeElement;
+  const focusKey = active && root.contains(active) && active.dataset.keep;
+  let caret = null;
+  try { if (focusKey) caret = [active.selectionStart, active.selectionEnd]; } catch (_) { caret = null; }
+  root.replaceChildren(...nodes);
+  for (const el of root.querySelectorAll("[data-keep]")) {
+    const key = el.dataset.keep;
+    if (drafts.has(key) && el.value !== drafts.get(key)) {
+      el.value = drafts.get(key);
+      el.dataset.dirty = "1";
+      el.dispatchEvent(new Event(el.tagName === "SELECT" ? "change" : "input", { bubbles: true }));
+    } else if (drafts.has(key)) el.dataset.dirty = "1";
+    if (key === focusKey) {
+      el.focus();
+      try { if (caret && caret[0] !== null) el.setSelectionRange(caret[0], caret[1]); } catch (_) { /* no caret */ }
+    }
+  }
+}
 // The button the user last pressed (outside dialogs): a notice about its action must not
 // cover it, even after the view is redrawn with a new button in the same place.
 let lastPressed = null;
@@ -267,7 +295,7 @@ async function overview() {
     api("/workers").catch(() => ({ data: [] })),
     api("/schedulers").catch(() => ({ data: [] })),
   ]);
-  const filter = h("input", { type: "search", class: "queue-filter", placeholder: "Filter queues by name", "data-testid": "queue-filter" });
+  const filter = h("input", { type: "search", class: "queue-filter", placeholder: "Filter queues by name", "data-testid": "queue-filter", "data-keep": "queue-filter" });
   const body = h("tbody");
   const rows = queues.data.map((q) => {
     const tr = h("tr", { "data-testid": `queue-row-${q.name}`, "data-name": q.name },
@@ -378,8 +406,8 @@ async function queueView(name, params) {
     api(`/schedulers?queue=${q}`).catch(() => ({ data: [] }))]);
   const d = detail.data;
   const tabs = h("div", { class: "tabs" }, STATES.map((x) => h("a", { class: x === st ? "on" : "", href: `#/queue/${q}?state=${x}`, "data-testid": `tab-${x}` }, `${x} (${d.counts[x]})`)));
-  const nameFilter = h("input", { type: "search", placeholder: "Filter this page by job name" });
-  const groupFilter = h("input", { type: "search", placeholder: "Filter this page by group" });
+  const nameFilter = h("input", { type: "search", placeholder: "Filter this page by job name", "data-keep": `job-name-filter:${name}` });
+  const groupFilter = h("input", { type: "search", placeholder: "Filter this page by group", "data-keep": `job-group-filter:${name}` });
   const tbody = h("tbody");
   const rows = jobs.data.map((j) => {
     const tr = h("tr", { "data-testid": `job-row-${j.id}`, "data-name": j.name, "data-group": j.groupId || "" },
@@ -425,9 +453,9 @@ function queueActions(name, d) {
   const q = enc(name);
   const reload = () => route();
   const c = d.counts;
-  const jobName = h("input", { class: "name", placeholder: "job name (optional)", "data-testid": "pause-name" });
-  const pause = h("button", { "data-testid": "pause", onclick: async () => { await act("Pause", `/queues/${q}/pause`, jobName.value ? { jobName: jobName.value } : {}); reload(); } }, "Pause");
-  const resume = h("button", { "data-testid": "resume", onclick: async () => { await act("Resume", `/queues/${q}/resume`, jobName.value ? { jobName: jobName.value } : {}); reload(); } }, "Resume");
+  const jobName = h("input", { class: "name", placeholder: "job name (optional)", "data-testid": "pause-name", "data-keep": `pause-name:${name}` });
+  const pause = h("button", { "data-testid": "pause", onclick: async () => { await act("Pause", `/queues/${q}/pause`, jobName.value ? { jobName: jobName.value } : {}); submitted(jobName); reload(); } }, "Pause");
+  const resume = h("button", { "data-testid": "resume", onclick: async () => { await act("Resume", `/queues/${q}/resume`, jobName.value ? { jobName: jobName.value } : {}); submitted(jobName); reload(); } }, "Resume");
   // Only the one that changes something is enabled: Resume on a paused queue (or job
   // name), Pause on a running one.
   const pauseState = () => {
@@ -447,8 +475,8 @@ function queueActions(name, d) {
       if (!(await confirmAction(title, text, ok, danger))) return;
       await run();
     } }, label);
-  const cleanState = h("select", { "data-testid": "clean-state" }, ["completed", "failed", "waiting", "delayed"].map((x) => h("option", { value: x }, x)));
-  const grace = h("input", { type: "number", class: "secs", min: 0, value: 3600, title: "grace in seconds", "aria-label": "grace in seconds" });
+  const cleanState = h("select", { "data-testid": "clean-state", "data-keep": `clean-state:${name}` }, ["completed", "failed", "waiting", "delayed"].map((x) => h("option", { value: x }, x)));
+  const grace = h("input", { type: "number", class: "secs", min: 0, value: 3600, title: "grace in seconds", "aria-label": "grace in seconds", "data-keep": `clean-grace:${name}` });
   const clean = bulk("Clean", "clean", c[cleanState.value], () => [`Clean ${name}`,
     `Remove the ${cleanState.value} jobs of ${name} older than ${Math.max(0, Number(grace.value) || 0)} s (up to ${c[cleanState.value]})?`, "Clean"],
   async () => { await act("Clean", `/queues/${q}/clean`, { state: cleanState.value, grace: Math.max(0, Number(grace.value) || 0) * 1000 }); reload(); }, true);
@@ -484,16 +512,19 @@ function jobActions(queue, j, reload) {
 
 function metricsPanel(name) {
   const panel = h("div", { class: "panel" });
-  const gran = h("select", {}, h("option", { value: "minute" }, "per minute"), h("option", { value: "hour" }, "per hour"));
-  const range = h("select", {}, [["1", "last hour"], ["6", "last 6 hours"], ["24", "last 24 hours"]].map(([v, t]) => h("option", { value: v }, t)));
+  const gran = h("select", { "data-keep": `metrics-granularity:${name}` }, h("option", { value: "minute" }, "per minute"), h("option", { value: "hour" }, "per hour"));
+  const range = h("select", { "data-keep": `metrics-range:${name}` }, [["1", "last hour"], ["6", "last 6 hours"], ["24", "last 24 hours"]].map(([v, t]) => h("option", { value: v }, t)));
   const chart = h("div", {}, loading());
+  let loads = 0;  // only the latest request draws (a restored choice asks again at once)
   const load = async () => {
     const to = new Date(), from = new Date(to.getTime() - Number(range.value) * 3600e3);
+    const seq = ++loads;
     try {
       const m = await api(`/queues/${enc(name)}/metrics?granularity=${gran.value}&from=${from.toISOString()}&to=${to.toISOString()}`);
+      if (seq !== loads) return;
       const hourly = gran.value === "hour";
       chart.replaceChildren(barChart(m.data, from.getTime(), to.getTime(), hourly ? 3600e3 : 60e3, hourly ? "per hour" : "per minute", chart.clientWidth || 640));
-    } catch (e) { chart.replaceChildren(h("div", { class: "empty" }, e.message)); }
+    } catch (e) { if (seq === loads) chart.replaceChildren(h("div", { class: "empty" }, e.message)); }
   };
   gran.addEventListener("change", load); range.addEventListener("change", load);
   panel.append(h("div", { class: "spread" }, h("h2", {}, "Throughput"), h("div", { class: "inline-form" }, gran, range)), chart);
@@ -516,13 +547,13 @@ async function jobView(queue, id) {
   const edit = h("div", { class: "panel action" }, h("h2", {}, "Edit"));
   if (j.state === "active") edit.append(h("div", { class: "muted" }, "Active jobs cannot be edited."));
   else {
-    const data = h("textarea", { "data-testid": "edit-data" }); data.value = pretty(j.data);
-    const prio = h("input", { type: "number", class: "priority", value: j.priority, "aria-label": "Priority" });
+    const data = h("textarea", { "data-testid": "edit-data", "data-keep": `edit-data:${queue}:${id}` }); data.value = pretty(j.data);
+    const prio = h("input", { type: "number", class: "priority", value: j.priority, "aria-label": "Priority", "data-keep": `edit-priority:${queue}:${id}` });
     edit.append(data, h("div", { class: "row end", style: "margin-top:8px" }, "Priority", prio,
       h("button", { class: "primary", onclick: async () => {
         let parsed;
         try { parsed = JSON.parse(data.value); } catch (_) { toast("Data is not valid JSON", true); return; }
-        await act("Save", `/queues/${q}/jobs/${enc(id)}`, { data: parsed, opts: { priority: Number(prio.value) || 0 } }, "PATCH"); reload();
+        await act("Save", `/queues/${q}/jobs/${enc(id)}`, { data: parsed, opts: { priority: Number(prio.value) || 0 } }, "PATCH"); submitted(data, prio); reload();
       } }, "Save")));
   }
   show(
