@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -75,7 +76,8 @@ def open_stream(server: Server, path: str) -> Iterator[EventStream]:
         assert stream.raw[0] == "retry: 3000", stream.raw[0]
         assert stream.raw[1].startswith('data: {"connected":true,"clientId":"'), stream.raw[1]
         assert hello["connected"] is True
-        assert isinstance(hello["clientId"], str) and hello["clientId"]
+        client_id = uuid.UUID(hello["clientId"])
+        assert client_id.version == 7 and client_id.variant == uuid.RFC_4122
         yield stream
 
 

@@ -116,10 +116,14 @@ class AsgiRequest(Request):
             pass
 
     async def respond(self, response: Response, cors: bool = True) -> None:
-        headers = [
-            (b"content-type", response.content_type.encode("latin-1")),
-            (b"content-length", b"%d" % len(response.body)),
-        ]
+        headers = (
+            [
+                (b"content-type", response.content_type.encode("latin-1")),
+                (b"content-length", b"%d" % len(response.body)),
+            ]
+            if response.content_type
+            else []
+        )
         if cors:
             headers += self._cors
         if response.headers:

@@ -115,7 +115,7 @@ class Request(ABC):
 class Response:
     status: int
     body: bytes
-    content_type: str = JSON
+    content_type: str = JSON  # "" for a response that has no content (a 204)
     headers: Headers = field(default_factory=list)
 
     def without_body(self) -> Response:

@@ -16,6 +16,7 @@ class JobServerApi(Api):
     preflight = Response(
         204,
         b"",
+        "",
         headers=[
             ("access-control-allow-methods", "GET, POST, PUT, DELETE, OPTIONS"),
             ("access-control-allow-headers", "Content-Type, Authorization"),

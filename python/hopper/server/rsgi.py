@@ -98,7 +98,7 @@ class RsgiRequest(Request):
     async def respond(self, response: Response, cors: bool = True) -> None:
         if not self.body_read and self.method in BODY_METHODS:
             await self._discard_body()
-        headers = [("content-type", response.content_type)]
+        headers = [("content-type", response.content_type)] if response.content_type else []
         if cors:
             headers += self.cors
         if response.headers:

@@ -88,6 +88,7 @@ class Management(Api):
     preflight = Response(
         204,
         b"",
+        "",
         headers=[
             ("access-control-allow-methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             ("access-control-allow-headers", "Content-Type, Authorization"),

@@ -5,6 +5,8 @@ disconnected)."""
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 
 import orjson
@@ -22,6 +24,16 @@ STREAM_DOC = "text/event-stream: `data: {eventType, queue, jobId, timestamp, ...
 RETRY = b"retry: 3000\n"
 
 
+def _uuid7() -> str:
+    """A connection's clientId: a UUIDv7 (time-ordered), as documented and as bunqueue
+    sends (this Python has no `uuid.uuid7`)."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (1 << 62) - 1
+    return str(uuid.UUID(int=value))
+
+
 def _frame(event: bytes) -> bytes:
     return b"data: " + event + b"\n\n"
 
@@ -30,7 +42,7 @@ def register(router: Router, state: ServerState) -> None:
     async def stream(req: Request, out: Stream, cors: Headers) -> None:
         sub = state.hub.subscribe(req.params.get("queue"))
         state.connections["sse"] += 1
-        hello = orjson.dumps({"connected": True, "clientId": str(uuid.uuid4())})
+        hello = orjson.dumps({"connected": True, "clientId": _uuid7()})
         try:
             await sse.pump(req, out, cors, sub, RETRY + _frame(hello), OVERFLOW, _frame)
         finally:
