@@ -901,17 +901,21 @@ def test_cancel_an_active_job(client: httpx.Client, queue: str) -> None:
     expect_error(client.post(f"/jobs/{job_id}/ack", json={"token": token}), 400)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: opts.delay is derived from runAt - createdAt, so a retried or promoted job "
-    "shows a delay it was never given (shapes._opts); the engine keeps no original delay",
-)
 def test_opts_delay_is_only_the_given_delay(client: httpx.Client, queue: str) -> None:
-    job_id = push(client, queue, maxAttempts=1)
-    time.sleep(0.02)
-    fail(client, job_id, take(client, queue, job_id))
-    api_data(client.post(f"/api/queues/{queue}/jobs/{job_id}/retry"))
-    assert "delay" not in job_of(client, queue, job_id)["opts"]
+    """`opts` are the options the job was pushed with (the reference stores them as
+    given): a backoff, a retry or a promote moves the run time, never `opts.delay`."""
+    plain = push(client, queue, maxAttempts=2, backoff=3_600_000)
+    fail(client, plain, take(client, queue, plain))
+    backing_off = job_of(client, queue, plain)
+    assert backing_off["state"] == "delayed" and "delay" not in backing_off["opts"]
+    api_data(client.post(f"/api/queues/{queue}/jobs/{plain}/promote"))
+    fail(client, plain, take(client, queue, plain))
+    api_data(client.post(f"/api/queues/{queue}/jobs/{plain}/retry"))
+    assert "delay" not in job_of(client, queue, plain)["opts"]
+    delayed = push(client, queue, delay=3_600_000)
+    api_data(client.post(f"/api/queues/{queue}/jobs/{delayed}/promote"))
+    promoted = job_of(client, queue, delayed)
+    assert promoted["state"] == "waiting" and promoted["opts"]["delay"] == 3_600_000
 
 
 def test_patch_data_and_priority(client: httpx.Client, queue: str) -> None:

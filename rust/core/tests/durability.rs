@@ -517,3 +517,34 @@ fn named_moves_and_a_released_dedup_key_survive_a_restart() {
     let again = push(&h, "q", r#"{"data":4,"uniqueKey":"k"}"#);
     assert_ne!(again, keyed, "a push with the released key makes a new job");
 }
+
+#[test]
+fn the_pushed_delay_outlives_promote_retry_and_a_restart() {
+    let dir = Dir::new("pushed-delay");
+    let clock = ManualClock::new(T0);
+    let h = open(&dir.0, &clock);
+    let delayed = push(&h, "q", r#"{"data":1,"delay":60000,"maxAttempts":1}"#);
+    let plain = push(&h, "q", r#"{"data":2,"maxAttempts":1}"#);
+    h.mutate(|e| e.promote(&delayed)).unwrap();
+    for _ in 0..2 {
+        let (id, token) = pull(&h, "q");
+        h.mutate(|e| e.fail(&id, Some(&token), Some("boom".into())))
+            .unwrap();
+        h.mutate(|e| e.retry(&id)).unwrap();
+    }
+    let delay_of = |h: &EngineHandle, id: &str| {
+        h.with(|e| e.render_by_id(id)).map(|j| {
+            let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+            v["delay"].as_u64().unwrap()
+        })
+    };
+    assert_eq!(delay_of(&h, &delayed), Some(60_000));
+    assert_eq!(delay_of(&h, &plain), Some(0));
+    let before = dump(&h);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(dump(&h), before);
+    assert_eq!(delay_of(&h, &delayed), Some(60_000));
+    assert_eq!(delay_of(&h, &plain), Some(0));
+}

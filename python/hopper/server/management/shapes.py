@@ -29,8 +29,8 @@ def _opts(j: dict[str, Any]) -> dict[str, Any]:
         "removeOnComplete": j["removeOnComplete"],
         "removeOnFail": j["removeOnFail"],
     }
-    if j["runAt"] > j["createdAt"]:
-        opts["delay"] = j["runAt"] - j["createdAt"]
+    if j["delay"]:
+        opts["delay"] = j["delay"]
     if j["timeout"] is not None:
         opts["timeout"] = j["timeout"]
     if j["ttl"] is not None:

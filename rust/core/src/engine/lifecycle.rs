@@ -96,7 +96,8 @@ impl Engine {
             || !opts.depends_on.is_empty()
             || opts.repeat.is_some()
             || opts.remove_on_complete != Removal::Keep
-            || opts.remove_on_fail != Removal::Keep;
+            || opts.remove_on_fail != Removal::Keep
+            || opts.delay > 0;
         let ext = needs_ext.then(|| {
             Box::new(JobExt {
                 ttl: opts.ttl,
@@ -118,6 +119,7 @@ impl Engine {
                 error: None,
                 flow: None,
                 dlq_retries: 0,
+                delay: opts.delay,
             })
         });
         let flags =
