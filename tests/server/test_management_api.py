@@ -227,6 +227,20 @@ def test_drain_removes_waiting_delayed_and_waiting_children(
     assert after["failed"] == 1 and after["waiting-children"] == 0
 
 
+def test_drain_fails_dependents_in_other_queues_naming_the_drain(
+    client: httpx.Client, queue: str
+) -> None:
+    other = f"{queue}-other"
+    dependency = push(client, queue)
+    dependent = push(client, other, dependsOn=[dependency])
+    api_data(client.post(f"/api/queues/{queue}/drain"))
+    job = job_of(client, other, dependent)
+    assert job["state"] == "failed"
+    assert job["failedReason"] == (
+        f"Dependency {dependency} was removed by a drain of queue {queue}"
+    )
+
+
 def test_clean_removes_old_jobs_of_a_state(client: httpx.Client, queue: str) -> None:
     for _ in range(2):
         job_id = push(client, queue)
