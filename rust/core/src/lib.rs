@@ -25,6 +25,7 @@ mod priority_queue;
 mod protocol;
 mod queue;
 mod queue_config;
+mod ranked_set;
 mod record;
 mod recovery;
 mod requests;

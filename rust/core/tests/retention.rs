@@ -213,7 +213,10 @@ fn a_drained_waiting_children_job_fails_its_dependents_elsewhere_naming_the_drai
     let mut h = H::new();
     let outside = h.add("other", r#"{"data":1}"#);
     let waiting = h.add("q", &format!(r#"{{"data":2,"dependsOn":["{outside}"]}}"#));
-    let dependent = h.add("third", &format!(r#"{{"data":3,"dependsOn":["{waiting}"]}}"#));
+    let dependent = h.add(
+        "third",
+        &format!(r#"{{"data":3,"dependsOn":["{waiting}"]}}"#),
+    );
     assert_eq!(h.op(|e| e.drain("q")).unwrap(), 1);
     assert_eq!(h.state(&waiting), None);
     assert_eq!(h.state(&dependent), Some(JobState::Failed));
@@ -223,7 +226,10 @@ fn a_drained_waiting_children_job_fails_its_dependents_elsewhere_naming_the_drai
     );
     // The drained job's own dependency is untouched, and no longer has it as a dependent.
     assert_eq!(h.state(&outside), Some(JobState::Waiting));
-    assert!(h.job(&outside).ext().map_or(true, |e| e.dependents.is_empty()));
+    assert!(h
+        .job(&outside)
+        .ext()
+        .is_none_or(|e| e.dependents.is_empty()));
 }
 
 #[test]

@@ -107,7 +107,7 @@ impl Engine {
         let slots = if end < start {
             Vec::new()
         } else {
-            q.slots(state).skip(start).take(take).collect()
+            q.page(state, start, take)
         };
         (slots, q.count(state))
     }
