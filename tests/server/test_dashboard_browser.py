@@ -432,12 +432,15 @@ def test_the_last_hour_column_says_what_it_counts(server: Server, page: Any, que
         push(c, queue, data=1)
     page.goto(server.url + "/")
     playwright_api.expect(count(page, queue, "waiting")).to_have_text("4")
-    header = page.get_by_test_id("queues").locator("th", has_text="Finished")
-    playwright_api.expect(header).to_have_text("Finished, last hour")
+    header = page.get_by_test_id("queues").locator("th", has_text="finished")
+    playwright_api.expect(header).to_have_text("Pushed and finished, last hour")
     cell = page.get_by_test_id(f"spark-{queue}")
-    playwright_api.expect(cell).to_contain_text("1 finished")
+    # Five pushes (the completed job's and four waiting), one finish: two lines.
+    playwright_api.expect(cell).to_contain_text("5 pushed · 1 finished")
+    playwright_api.expect(cell.locator("polyline.pushed")).to_have_count(1)
+    playwright_api.expect(cell.locator("polyline.finished")).to_have_count(1)
     title = cell.get_attribute("title") or ""
-    assert "do not record pushes" in title and "4 are waiting" in title, title
+    assert "5 jobs pushed" in title and "4 are waiting" in title, title
 
 
 def test_a_notice_does_not_cover_the_button_it_reports_on(

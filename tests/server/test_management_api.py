@@ -1084,6 +1084,10 @@ def _totals(buckets: list[dict[str, Any]], name: str) -> tuple[int, int]:
     return sum(b["completedCount"] for b in mine), sum(b["failedCount"] for b in mine)
 
 
+def _pushed(buckets: list[dict[str, Any]], name: str) -> int:
+    return sum(b["pushedCount"] for b in buckets if b["jobName"] == name)
+
+
 @pytest.mark.parametrize(("granularity", "step_ms"), [("minute", 60_000), ("hour", 3_600_000)])
 def test_queue_metrics_buckets(
     client: httpx.Client, queue: str, granularity: str, step_ms: int
@@ -1103,6 +1107,22 @@ def test_queue_metrics_buckets(
     assert _totals(buckets, "__all__") == (2, 1)
     assert _totals(buckets, "alpha") == (2, 0)
     assert _totals(buckets, "beta") == (0, 1)
+    assert (_pushed(buckets, "__all__"), _pushed(buckets, "alpha"), _pushed(buckets, "beta")) == (
+        3,
+        2,
+        1,
+    )
+
+
+def test_queue_metrics_count_pushes_of_jobs_not_yet_finished(
+    client: httpx.Client, queue: str
+) -> None:
+    for _ in range(30):
+        push(client, queue, name="backlog")
+    buckets = api_data(client.get(f"/api/queues/{queue}/metrics"))
+    assert _pushed(buckets, "__all__") == _pushed(buckets, "backlog") == 30
+    assert _totals(buckets, "__all__") == (0, 0)
+    assert all(b["minProcessMs"] == b["maxProcessMs"] == 0 for b in buckets)
 
 
 def test_queue_metrics_default_granularity_and_range(client: httpx.Client, queue: str) -> None:
@@ -1150,6 +1170,7 @@ def test_sparklines_have_sixty_points_and_their_times(client: httpx.Client, queu
     assert resp.status_code == 200
     body = resp.json()
     assert set(body) == {"data", "meta"}
+    assert set(body["meta"]) == {"granularity", "periodStarts", "pushed"}
     series = body["data"]
     assert isinstance(series, dict)
     for name, points in series.items():
@@ -1157,6 +1178,11 @@ def test_sparklines_have_sixty_points_and_their_times(client: httpx.Client, queu
         assert all(isinstance(p, int) and p >= 0 for p in points), name
     assert sum(series[queue]) == 3
     assert series[idle] == [0] * 60
+    # Pushes per minute beside the finishes (extension): the idle queue's one push shows.
+    pushed = body["meta"]["pushed"]
+    assert set(pushed) == set(series)
+    assert all(len(points) == 60 for points in pushed.values())
+    assert sum(pushed[queue]) == 3 and sum(pushed[idle]) == 1
     starts = [iso_ms(t) for t in body["meta"]["periodStarts"]]
     assert len(starts) == 60
     assert all(b - a == 60_000 for a, b in itertools.pairwise(starts))

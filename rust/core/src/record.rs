@@ -44,6 +44,7 @@ const TAG_SCHEDULER_DELETE: u8 = 15;
 const TAG_GROUP_SETTINGS: u8 = 16;
 const TAG_QUEUE_STALL_CONFIG: u8 = 18;
 const TAG_QUEUE_DLQ_CONFIG: u8 = 19;
+const TAG_METRIC_PUSHES: u8 = 20;
 
 /// Sections after a job's extension when its marker byte is 3.
 const EXT_FLOW: u8 = 1;
@@ -85,6 +86,14 @@ pub enum Record<'a> {
         at: u64,
         ok: bool,
         took: u64,
+    },
+    /// Jobs created in a queue under a job name in one minute: added to that bucket's
+    /// push count (a bucket record of a snapshot carries no pushes: this follows it).
+    MetricPushes {
+        queue: Box<str>,
+        name: Box<str>,
+        minute: u64,
+        count: u64,
     },
     /// A whole metric bucket (snapshots only).
     MetricBucket {
@@ -362,6 +371,14 @@ pub fn encode_metric(out: &mut Vec<u8>, queue: &str, name: &str, at: u64, ok: bo
     put_u64(out, took);
 }
 
+pub fn encode_metric_pushes(out: &mut Vec<u8>, queue: &str, name: &str, minute: u64, count: u64) {
+    out.push(TAG_METRIC_PUSHES);
+    put_str(out, queue);
+    put_str(out, name);
+    put_u64(out, minute);
+    put_u64(out, count);
+}
+
 pub fn encode_metric_bucket(out: &mut Vec<u8>, queue: &str, name: &str, minute: u64, b: &Bucket) {
     out.push(TAG_METRIC_BUCKET);
     put_str(out, queue);
@@ -586,6 +603,7 @@ mod tests {
 
     fn bucket() -> Bucket {
         Bucket {
+            pushed: 0,
             completed: 1,
             failed: 2,
             total_process_ms: 3,
@@ -623,6 +641,7 @@ mod tests {
         encode_metric(&mut out, "q", "n", 123, false, 45);
         let b = bucket();
         encode_metric_bucket(&mut out, "q", "n", 60_000, &b);
+        encode_metric_pushes(&mut out, "q", "n", 60_000, 300);
         let t = totals(u64::MAX);
         encode_totals(&mut out, &t);
         encode_snapshot_begin(&mut out, i64::MIN + 1);
@@ -665,6 +684,12 @@ mod tests {
                     name: "n".into(),
                     minute: 60_000,
                     bucket: b
+                },
+                Record::MetricPushes {
+                    queue: "q".into(),
+                    name: "n".into(),
+                    minute: 60_000,
+                    count: 300
                 },
                 Record::Totals(t),
                 Record::SnapshotBegin {
@@ -1024,6 +1049,10 @@ mod tests {
             (
                 encoded(|o| encode_metric_bucket(o, "q", "n", 60_000, &b)),
                 "070171016ee0d4030102030405",
+            ),
+            (
+                encoded(|o| encode_metric_pushes(o, "q", "n", 60_000, 300)),
+                "140171016ee0d403ac02",
             ),
             (encoded(|o| encode_totals(o, &t)), "0801020304050607ac02"),
             (encoded(|o| encode_snapshot_begin(o, -42)), "0953"),

@@ -548,3 +548,34 @@ fn the_pushed_delay_outlives_promote_retry_and_a_restart() {
     assert_eq!(delay_of(&h, &delayed), Some(60_000));
     assert_eq!(delay_of(&h, &plain), Some(0));
 }
+
+#[test]
+fn push_counts_survive_the_log_and_a_snapshot() {
+    let dir = Dir::new("push-counts");
+    let clock = ManualClock::new(T0);
+    let pushed = |h: &EngineHandle| -> u64 {
+        h.with(|e| e.metrics("q", 0, u64::MAX, 60_000))
+            .unwrap()
+            .iter()
+            .map(|(_, _, b)| b.pushed)
+            .sum()
+    };
+    let h = open(&dir.0, &clock);
+    for i in 0..3 {
+        push(&h, "q", &format!(r#"{{"data":{i}}}"#));
+    }
+    let gone = push(&h, "q", r#"{"data":"removed at once"}"#);
+    h.mutate(|e| e.remove(&gone)).unwrap();
+    assert_eq!(pushed(&h), 4);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(pushed(&h), 4, "replayed from the log");
+    h.snapshot_now().unwrap();
+    clock.advance(60_000);
+    push(&h, "q", r#"{"data":5,"name":"other"}"#);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(pushed(&h), 5, "the snapshot's buckets and the log after it");
+}

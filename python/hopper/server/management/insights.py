@@ -38,14 +38,16 @@ def parse_time(raw: str | None, default_ms: int) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def merge(rows: list[tuple[int, ...]]) -> tuple[int, int, int, int, int]:
-    """Adds buckets of several job names into one (the `__all__` bucket)."""
+def merge(rows: list[tuple[int, ...]]) -> tuple[int, int, int, int, int, int]:
+    """Adds buckets of several job names into one (the `__all__` bucket). The minimum
+    time is over the buckets that finished jobs (a bucket of pushes alone has none)."""
     completed = sum(r[0] for r in rows)
     failed = sum(r[1] for r in rows)
     total = sum(r[2] for r in rows)
-    lo = min(r[3] for r in rows)
+    lo = min((r[3] for r in rows if r[0] + r[1] > 0), default=0)
     hi = max(r[4] for r in rows)
-    return completed, failed, total, lo, hi
+    pushed = sum(r[5] for r in rows)
+    return completed, failed, total, lo, hi, pushed
 
 
 def register(api: Management) -> None:
@@ -124,24 +126,27 @@ def register(api: Management) -> None:
         now = int(time.time() * 1000)
         first = now - now % MINUTE_MS - (SPARK_POINTS - 1) * MINUTE_MS
         periods = [first + i * MINUTE_MS for i in range(SPARK_POINTS)]
-        series: dict[str, list[int]] = {}
+        finished: dict[str, list[int]] = {}
+        pushed: dict[str, list[int]] = {}
         for queue in api.queues():
-            points = [0] * SPARK_POINTS
-            for period, _name, completed, failed, *_ in engine.metrics(
+            done, added = [0] * SPARK_POINTS, [0] * SPARK_POINTS
+            for period, _name, completed, failed, *_, pushes in engine.metrics(
                 queue, first, first + SPARK_POINTS * MINUTE_MS, MINUTE_MS
             ):
                 i = (period - first) // MINUTE_MS
                 if 0 <= i < SPARK_POINTS:
-                    points[i] += completed + failed
-            series[queue] = points
+                    done[i] += completed + failed
+                    added[i] += pushes
+            finished[queue], pushed[queue] = done, added
         return Response(
             200,
             orjson.dumps(
                 {
-                    "data": series,
+                    "data": finished,
                     "meta": {
                         "granularity": "minute",
                         "periodStarts": [shapes.iso(p) for p in periods],
+                        "pushed": pushed,
                     },
                 }
             ),

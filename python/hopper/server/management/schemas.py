@@ -293,6 +293,10 @@ COMPONENTS: dict[str, Schema] = {
             "totalProcessMs": INT,
             "minProcessMs": INT,
             "maxProcessMs": INT,
+            "pushedCount": {
+                **INT,
+                "description": "jobs created in the period (extension)",
+            },
         },
     },
     "Sparklines": {
@@ -311,6 +315,11 @@ COMPONENTS: dict[str, Schema] = {
                     "periodStarts": {
                         "type": "array",
                         "items": {"type": "string", "format": "date-time"},
+                    },
+                    "pushed": {
+                        "type": "object",
+                        "description": "per queue, jobs created in each minute (extension)",
+                        "additionalProperties": {"type": "array", "items": INT},
                     },
                 },
             },

@@ -194,7 +194,7 @@ def scheduler(s: SchedulerInfo) -> dict[str, Any]:
 def bucket(
     queue: str, name: str, start_ms: int, granularity: str, row: tuple[int, ...]
 ) -> dict[str, Any]:
-    completed, failed, total, lo, hi = row
+    completed, failed, total, lo, hi, pushed = row
     return {
         "queueName": queue,
         "jobName": name,
@@ -205,4 +205,5 @@ def bucket(
         "totalProcessMs": total,
         "minProcessMs": lo,
         "maxProcessMs": hi,
+        "pushedCount": pushed,
     }

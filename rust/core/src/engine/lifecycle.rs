@@ -152,6 +152,11 @@ impl Engine {
             self.queues[qid as usize].dedup.insert(key.into(), slot);
         }
         self.totals.pushed += 1;
+        let window = self.config.metrics_window_ms;
+        self.queues[qid as usize]
+            .metrics
+            .record_pushes(now, name, 1, window);
+        self.record_push(qid, name, now);
         if self.events.enabled() {
             let data = self.job(slot).data.clone();
             self.emit(EventKind::Pushed, slot, now, EventExtra::Data(data));

@@ -4,7 +4,7 @@
 use super::{
     JobImage, Record, EXT_DELAY, EXT_DLQ_RETRIES, EXT_FLOW, EXT_SECTIONS, TAG_GROUP_SETTINGS,
     TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG, TAG_JOB_LOG_TRIM, TAG_JOB_STATE, TAG_METRIC,
-    TAG_METRIC_BUCKET, TAG_QUEUE_DLQ_CONFIG, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS,
+    TAG_METRIC_BUCKET, TAG_METRIC_PUSHES, TAG_QUEUE_DLQ_CONFIG, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS,
     TAG_QUEUE_STALL_CONFIG, TAG_QUEUE_STATE, TAG_SCHEDULER, TAG_SCHEDULER_DELETE,
     TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END, TAG_TOTALS,
 };
@@ -360,11 +360,18 @@ impl<'a> Decoder<'a> {
                 ok: self.bool()?,
                 took: self.u64()?,
             },
+            TAG_METRIC_PUSHES => Record::MetricPushes {
+                queue: self.str()?,
+                name: self.str()?,
+                minute: self.u64()?,
+                count: self.u64()?,
+            },
             TAG_METRIC_BUCKET => Record::MetricBucket {
                 queue: self.str()?,
                 name: self.str()?,
                 minute: self.u64()?,
                 bucket: Bucket {
+                    pushed: 0,
                     completed: self.u64()?,
                     failed: self.u64()?,
                     total_process_ms: self.u64()?,
