@@ -10,6 +10,7 @@ mod data_dir;
 mod engine;
 mod error;
 mod events;
+mod fold_search;
 mod frame;
 mod groups;
 mod handle;

@@ -64,6 +64,12 @@ fn search_by_id_prefix_queue_substring_and_payload() {
             .unwrap(),
         vec!["user-1"]
     );
+    assert_eq!(
+        h.e.search("ANN@Example", SearchKind::Payload, Some("emails"), 10)
+            .unwrap(),
+        vec!["order-1"],
+        "case is ignored"
+    );
     let err =
         h.e.search("ann", SearchKind::Payload, None, 10)
             .unwrap_err();

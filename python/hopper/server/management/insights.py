@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from hopper.server.management.api import Management
 
 MINUTE_MS = 60_000
-GRANULARITY_MS = {"minute": MINUTE_MS, "hour": 3_600_000}
+HOUR_MS = 3_600_000
+GRANULARITY_MS = {"minute": MINUTE_MS, "hour": HOUR_MS}
 FLOWS_LIMIT = 100
 SEARCH_LIMIT = 50
 SPARK_POINTS = 60
@@ -105,9 +106,14 @@ def register(api: Management) -> None:
         granularity = state_param(
             req.query.get("granularity", "minute"), ("minute", "hour"), "granularity"
         )
-        now = int(time.time() * 1000)
-        start = parse_time(req.query.get("from"), now - 3_600_000)
-        end = parse_time(req.query.get("to"), now)
+        # The default window is the hour before `to` (before now without one); `to`
+        # defaults to now, or to `from` when that is later: a window that has not
+        # started yet is empty, not an error. Only a `to` given before `from` is one.
+        raw_to = req.query.get("to")
+        end = parse_time(raw_to, int(time.time() * 1000))
+        start = parse_time(req.query.get("from"), end - HOUR_MS)
+        if raw_to in (None, ""):
+            end = max(end, start)
         if start > end:
             raise bad_request("from must not be after to")
         rows = engine.metrics(queue, start, end + 1, GRANULARITY_MS[granularity])

@@ -82,6 +82,7 @@ def job(engine: Engine, j: dict[str, Any]) -> dict[str, Any]:
         "returnvalue": j["result"],
         "failedReason": error,
         "opts": _opts(j),
+        "deduplicationKey": j["uniqueKey"],
         "logs": [],
         "stacktrace": [error] if error is not None and state == "failed" else [],
         "createdAt": iso(j["createdAt"]),
