@@ -425,6 +425,16 @@ def test_the_throughput_chart_has_a_legend_and_a_y_axis(
     playwright_api.expect(chart.get_by_test_id("y-title")).to_have_text("jobs per minute")
 
 
+def test_the_throughput_chart_of_a_queue_with_pushes_alone_says_nothing_finished(
+    server: Server, page: Any, queue: str
+) -> None:
+    for _ in range(3):
+        push(server.client, queue, data=1)
+    page.goto(f"{server.url}/#/queue/{queue}")
+    playwright_api.expect(page.get_by_text("No finished jobs in this range.")).to_be_visible()
+    playwright_api.expect(page.get_by_test_id("metrics-chart")).to_have_count(0)
+
+
 def test_the_last_hour_column_says_what_it_counts(server: Server, page: Any, queue: str) -> None:
     c = server.client
     complete(c, queue, data=1)

@@ -211,7 +211,8 @@ function barChart(buckets, from, to, stepMs, unit, width = 640, height = 180) {
   width = Math.round(Math.max(280, Math.min(1200, width)));
   // Stacked bars (completed, failed) on a time axis from `from` to `to`: empty periods
   // stay empty, so gaps show. A y-axis with ticks and a title, and a legend below.
-  const all = buckets.filter((b) => b.jobName === "__all__");
+  // Periods with pushes alone have buckets too (pushedCount); this chart is of finishes.
+  const all = buckets.filter((b) => b.jobName === "__all__" && b.completedCount + b.failedCount > 0);
   if (!all.length) return h("div", { class: "empty" }, "No finished jobs in this range.");
   const ticks = yTicks(Math.max(...all.map((b) => b.completedCount + b.failedCount)));
   const max = ticks[ticks.length - 1];
