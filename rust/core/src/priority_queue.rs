@@ -34,12 +34,9 @@ impl PriorityQueue {
     }
 
     pub fn remove(&mut self, key: &OrderKey) -> Option<u32> {
-        let &(k, slot) = self
-            .entries
-            .first_from(&(*key, 0))
-            .filter(|e| e.0 == *key)?;
-        self.entries.remove(&(k, slot));
-        Some(slot)
+        self.entries
+            .take_first_from(&(*key, 0), |e| e.0 == *key)
+            .map(|(_, slot)| slot)
     }
 
     pub fn len(&self) -> usize {

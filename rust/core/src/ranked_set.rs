@@ -6,7 +6,9 @@
 //! lengths for positions. Chunks are deques, so taking from the front and adding at the
 //! back (what queues mostly do) moves no memory. A chunk that grows past `MAX_CHUNK`
 //! splits; one that shrinks under `MIN_CHUNK` joins a neighbour; either rebuilds the
-//! Fenwick tree (O(chunks)), which happens once per hundreds of changes.
+//! Fenwick tree (O(chunks)), which happens once per hundreds of changes. A set that
+//! empties keeps its one chunk, so a set going between empty and one key (a queue's
+//! active jobs, one worker at a time) allocates nothing.
 
 use std::collections::VecDeque;
 
@@ -15,7 +17,8 @@ const MIN_CHUNK: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct RankedSet<K> {
-    /// Sorted, none empty, each chunk's keys below the next chunk's.
+    /// Sorted, each chunk's keys below the next chunk's; none empty but the lone
+    /// chunk of an emptied set.
     chunks: Vec<VecDeque<K>>,
     /// Fenwick tree (0-based) over `chunks[i].len()`.
     sizes: Vec<usize>,
@@ -82,21 +85,36 @@ impl<K: Ord + Copy> RankedSet<K> {
 
     /// The last key below `k`.
     pub fn last_before(&self, k: &K) -> Option<&K> {
-        let i = self.chunks.partition_point(|c| c[0] < *k);
+        let i = self
+            .chunks
+            .partition_point(|c| c.front().is_some_and(|f| f < k));
         let c = self.chunks.get(i.checked_sub(1)?)?;
         c.get(c.partition_point(|x| x < k).checked_sub(1)?)
     }
 
     /// Adds `k`; false if it was there already.
     pub fn insert(&mut self, k: K) -> bool {
-        if self.chunks.is_empty() {
-            self.chunks.push(VecDeque::from([k]));
+        let Some(last) = self.chunks.last() else {
+            self.push_chunk(VecDeque::from([k]));
             self.len = 1;
-            self.rebuild();
+            return true;
+        };
+        // A key above every key (queues mostly add at the back) goes to the last chunk,
+        // or, when that is full, starts a new one: no split, no rebuild.
+        if last.back().is_none_or(|b| *b < k) {
+            self.len += 1;
+            let i = self.chunks.len() - 1;
+            if self.chunks[i].len() < MAX_CHUNK {
+                self.chunks[i].push_back(k);
+                self.add(i, 1);
+            } else {
+                let mut fresh = VecDeque::with_capacity(MAX_CHUNK);
+                fresh.push_back(k);
+                self.push_chunk(fresh);
+            }
             return true;
         }
-        // A key above every key goes to the last chunk.
-        let i = self.chunk_at_or_after(&k).min(self.chunks.len() - 1);
+        let i = self.chunk_at_or_after(&k);
         let chunk = &mut self.chunks[i];
         match chunk.binary_search(&k) {
             Ok(_) => return false,
@@ -115,30 +133,44 @@ impl<K: Ord + Copy> RankedSet<K> {
 
     /// Takes `k` out; false if it was not there.
     pub fn remove(&mut self, k: &K) -> bool {
+        self.take_first_from(k, |found| found == k).is_some()
+    }
+
+    /// Takes out the first key not below `k`, if `wanted` accepts it (one search where
+    /// a look and a removal would take two).
+    pub fn take_first_from(&mut self, k: &K, wanted: impl FnOnce(&K) -> bool) -> Option<K> {
         let i = self.chunk_at_or_after(k);
-        let Some(chunk) = self.chunks.get_mut(i) else {
-            return false;
-        };
-        let Ok(at) = chunk.binary_search(k) else {
-            return false;
-        };
-        chunk.remove(at);
+        let chunk = self.chunks.get_mut(i)?;
+        let at = chunk.partition_point(|x| x < k);
+        if !wanted(chunk.get(at)?) {
+            return None;
+        }
+        let found = chunk.remove(at)?;
         self.len -= 1;
-        if chunk.is_empty() {
+        let left = chunk.len();
+        if self.chunks.len() == 1 {
+            self.add(i, -1);
+        } else if left == 0 {
             self.chunks.remove(i);
             self.rebuild();
-        } else if chunk.len() < MIN_CHUNK && self.chunks.len() > 1 {
+        } else if left < MIN_CHUNK {
             self.join(i);
         } else {
             self.add(i, -1);
         }
-        true
+        Some(found)
     }
 
     /// The index of the first chunk whose last key is not below `k` (`chunks.len()`
     /// when every key is below it).
     fn chunk_at_or_after(&self, k: &K) -> usize {
-        self.chunks.partition_point(|c| c[c.len() - 1] < *k)
+        // The first chunk is looked at first: queues mostly take from the front.
+        match self.chunks.first().and_then(VecDeque::back) {
+            Some(b) if b >= k => 0,
+            _ => self
+                .chunks
+                .partition_point(|c| c.back().is_some_and(|b| b < k)),
+        }
     }
 
     /// Merges chunk `i` with a neighbour, splitting the result again if it is too big.
@@ -175,6 +207,25 @@ impl<K: Ord + Copy> RankedSet<K> {
             step /= 2;
         }
         Some((pos, rank))
+    }
+
+    /// Appends a chunk after the last, extending the Fenwick tree in O(log chunks).
+    fn push_chunk(&mut self, chunk: VecDeque<K>) {
+        let m = self.chunks.len();
+        // Entry m covers the chunks from `m & (m + 1)` to m.
+        let covered = self.prefix(m) - self.prefix(m & (m + 1));
+        self.sizes.push(covered + chunk.len());
+        self.chunks.push(chunk);
+    }
+
+    /// The number of keys in the chunks before chunk `end`.
+    fn prefix(&self, mut end: usize) -> usize {
+        let mut sum = 0;
+        while end > 0 {
+            sum += self.sizes[end - 1];
+            end &= end - 1;
+        }
+        sum
     }
 
     fn add(&mut self, mut i: usize, delta: isize) {
@@ -264,6 +315,44 @@ mod tests {
         }
         assert!(set.is_empty() && set.first().is_none());
         assert!(!set.remove(&1));
+        // An emptied set keeps working, between empty and one key as a queue's active set.
+        for k in [5, 6] {
+            assert!(set.insert(k));
+            check(&set, &BTreeSet::from([k]));
+            assert!(set.remove(&k) && set.is_empty());
+        }
+        assert_eq!(set.iter_from(0).count() + set.iter_rev_from(0).count(), 0);
+    }
+
+    #[test]
+    fn appends_open_new_chunks_and_positions_stay_right() {
+        // A queue's pattern: add at the back, take from the front, and both at once.
+        let mut set = RankedSet::default();
+        let mut model = BTreeSet::new();
+        for k in 0..5000u32 {
+            assert!(set.insert(k) && model.insert(k));
+        }
+        check(&set, &model);
+        for rank in [0, 511, 512, 513, 1024, 4999] {
+            assert_eq!(set.iter_from(rank).next(), Some(&(rank as u32)));
+        }
+        for k in 0..3000u32 {
+            assert!(set.remove(&k) && model.remove(&k));
+            assert!(set.insert(k + 5000) && model.insert(k + 5000));
+        }
+        check(&set, &model);
+    }
+
+    #[test]
+    fn take_first_from_takes_only_what_is_wanted() {
+        let mut set = RankedSet::default();
+        for k in [10u32, 20, 30] {
+            set.insert(k);
+        }
+        assert_eq!(set.take_first_from(&15, |&k| k == 15), None);
+        assert_eq!(set.take_first_from(&15, |_| true), Some(20));
+        assert_eq!(set.take_first_from(&31, |_| true), None);
+        assert_eq!(set.iter().copied().collect::<Vec<_>>(), [10, 30]);
     }
 
     #[test]
