@@ -1229,6 +1229,10 @@ def test_queue_metrics_windows_given_by_one_end(client: httpx.Client, queue: str
     assert api_data(client.get(url, params={"from": stamp(now + 3600)})) == []
     assert _totals(api_data(client.get(url, params={"to": stamp(now + 60)})), "__all__") == (2, 1)
     assert api_data(client.get(url, params={"to": stamp(now - 7200)})) == []
+    # before 1970: no buckets there, and no error either
+    old = {"from": "1960-01-01T00:00:00Z"}
+    assert _totals(api_data(client.get(url, params=old)), "__all__") == (2, 1)
+    assert api_data(client.get(url, params={"to": "1970-01-01T00:00:00Z"})) == []
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,8 @@ def register(api: Management) -> None:
             end = max(end, start)
         if start > end:
             raise bad_request("from must not be after to")
+        # Times before 1970 hold no buckets: the window is cut there.
+        start, end = max(0, start), max(0, end)
         rows = engine.metrics(queue, start, end + 1, GRANULARITY_MS[granularity])
         by_period: dict[int, list[tuple[int, ...]]] = {}
         out = []
