@@ -4,7 +4,9 @@ server-side time: it includes HTTP and JSON).
 
 Starts `hopper serve --memory` on a free 127.0.0.1 port, fills one queue through the bulk
 endpoint (batches of 1000, ~90-byte payloads, one job in 1000 with a rare word), then
-times each request --repeat times and reports the median and the max:
+times each request --repeat times and reports the median and the max. With --runs N
+this is done N times, each on a new server; the table shows the median of the runs'
+medians and the largest max:
 
   counts        GET /api/queues/<q>                     (detail: counts per state)
   queue list    GET /api/queues
@@ -14,7 +16,7 @@ times each request --repeat times and reports the median and the max:
   payload       GET /api/search?type=payload&queue=<q>&q=<word in no job>  (full scan)
   payload hit   GET /api/search?type=payload&queue=<q>&q=<rare word>       (first 50 hits)
 
-    .venv/bin/python bench/management.py [--jobs 1000000] [--repeat 20]
+    .venv/bin/python bench/management.py [--jobs 1000000] [--repeat 20] [--runs 1] [--out F]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from hopper.server_process import ServerProcess
@@ -69,19 +72,16 @@ def timed(client: httpx.Client, path: str, repeat: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=20)
-    args = parser.parse_args()
+def run_once(jobs: int, repeat: int) -> tuple[float, dict[str, dict[str, float]]]:
+    """One server, filled with `jobs` jobs: (fill seconds, request name -> timings)."""
     log = Path(tempfile.mkdtemp(prefix="hopper-bench-management-")) / "server.log"
     with (
         ServerProcess.hopper(["--memory"], log=log) as server,
         httpx.Client(base_url=server.url, timeout=60) as c,
     ):
-        fill_s = fill(c, args.jobs)
+        fill_s = fill(c, jobs)
         some_id = c.get(f"/api/queues/{QUEUE}/jobs?start=0&end=1").json()["data"][0]["id"]
-        half = args.jobs // 2
+        half = jobs // 2
         cases = {
             "counts": f"/api/queues/{QUEUE}",
             "queue list": "/api/queues",
@@ -95,21 +95,48 @@ def main() -> None:
             ),
             "payload search, 50 hits": f"/api/search?type=payload&queue={QUEUE}&q=needle-in",
         }
-        results = {name: timed(c, path, args.repeat) for name, path in cases.items()}
+        return fill_s, {name: timed(c, path, repeat) for name, path in cases.items()}
+
+
+def combine(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Per request: the median of the runs' medians, the largest max."""
+    return {
+        name: {
+            "median_ms": round(statistics.median(r[name]["median_ms"] for r in runs), 3),
+            "max_ms": max(r[name]["max_ms"] for r in runs),
+            "bytes": runs[0][name]["bytes"],
+            "run_medians_ms": [r[name]["median_ms"] for r in runs],
+        }
+        for name in runs[0]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT, help="where the JSON goes")
+    args = parser.parse_args()
+    outcomes = [run_once(args.jobs, args.repeat) for _ in range(args.runs)]
+    fill_s = statistics.median(fill for fill, _ in outcomes)
+    results = combine([timings for _, timings in outcomes])
     print(
         f"\n{args.jobs:,} waiting jobs in one queue (filled in {fill_s:.1f} s); "
-        f"ms per request, {args.repeat} requests\n"
+        f"ms per request, {args.repeat} requests, median of {args.runs} run(s)\n"
     )
     print("| request | median ms | max ms | response bytes |")
     print("|---|---:|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['median_ms']} | {r['max_ms']} | {r['bytes']:,} |")
-    OUT.write_text(
+    args.out.write_text(
         json.dumps(
             {
                 "command": " ".join([Path(sys.executable).name, *sys.argv]),
                 "jobs": args.jobs,
                 "repeat": args.repeat,
+                "runs": args.runs,
+                "load_average": os.getloadavg(),
                 "fill_seconds": round(fill_s, 2),
                 "results": results,
                 "method": __doc__,

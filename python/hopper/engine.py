@@ -770,8 +770,8 @@ class Engine:
 
     def metrics(
         self, queue: str, from_ms: int, to_ms: int, granularity_ms: int = 60_000
-    ) -> list[tuple[int, str, int, int, int, int, int]]:
-        """[(period start, job name, completed, failed, total ms, min ms, max ms)]"""
+    ) -> list[tuple[int, str, int, int, int, int, int, int]]:
+        """[(period start, job name, completed, failed, total ms, min ms, max ms, pushed)]"""
         return self._call(self._core.metrics, queue, from_ms, to_ms, granularity_ms)
 
     def latest_activity(self, queue: str) -> int | None:

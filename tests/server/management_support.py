@@ -52,6 +52,7 @@ BUCKET_FIELDS = {
     "totalProcessMs",
     "minProcessMs",
     "maxProcessMs",
+    "pushedCount",  # extension: jobs created in the period
 }
 EVENT_FIELDS = {"type", "queueName", "jobId", "data", "timestamp"}
 

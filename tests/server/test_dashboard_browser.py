@@ -445,6 +445,16 @@ def test_the_throughput_chart_has_a_legend_and_a_y_axis(
     playwright_api.expect(chart.get_by_test_id("y-title")).to_have_text("jobs per minute")
 
 
+def test_the_throughput_chart_of_a_queue_with_pushes_alone_says_nothing_finished(
+    server: Server, page: Any, queue: str
+) -> None:
+    for _ in range(3):
+        push(server.client, queue, data=1)
+    page.goto(f"{server.url}/#/queue/{queue}")
+    playwright_api.expect(page.get_by_text("No finished jobs in this range.")).to_be_visible()
+    playwright_api.expect(page.get_by_test_id("metrics-chart")).to_have_count(0)
+
+
 def test_the_last_hour_column_says_what_it_counts(server: Server, page: Any, queue: str) -> None:
     c = server.client
     complete(c, queue, data=1)
@@ -452,12 +462,15 @@ def test_the_last_hour_column_says_what_it_counts(server: Server, page: Any, que
         push(c, queue, data=1)
     page.goto(server.url + "/")
     playwright_api.expect(count(page, queue, "waiting")).to_have_text("4")
-    header = page.get_by_test_id("queues").locator("th", has_text="Finished")
-    playwright_api.expect(header).to_have_text("Finished, last hour")
+    header = page.get_by_test_id("queues").locator("th", has_text="finished")
+    playwright_api.expect(header).to_have_text("Pushed and finished, last hour")
     cell = page.get_by_test_id(f"spark-{queue}")
-    playwright_api.expect(cell).to_contain_text("1 finished")
+    # Five pushes (the completed job's and four waiting), one finish: two lines.
+    playwright_api.expect(cell).to_contain_text("5 pushed · 1 finished")
+    playwright_api.expect(cell.locator("polyline.pushed")).to_have_count(1)
+    playwright_api.expect(cell.locator("polyline.finished")).to_have_count(1)
     title = cell.get_attribute("title") or ""
-    assert "do not record pushes" in title and "4 are waiting" in title, title
+    assert "5 jobs pushed" in title and "4 are waiting" in title, title
 
 
 def test_a_notice_does_not_cover_the_button_it_reports_on(

@@ -130,7 +130,16 @@ def test_push_every_option_is_kept(client: httpx.Client, queue: str) -> None:
     resp = client.post(f"/queues/{queue}/jobs", json=body)
     assert resp.json() == {"ok": True, "id": custom}
     job = get_job(client, custom)
-    for key in ("data", "priority", "maxAttempts", "backoff", "ttl", "timeout", "uniqueKey"):
+    for key in (
+        "data",
+        "priority",
+        "delay",
+        "maxAttempts",
+        "backoff",
+        "ttl",
+        "timeout",
+        "uniqueKey",
+    ):
         assert job[key] == body[key], key
     for key in ("tags", "groupId", "lifo", "removeOnComplete", "removeOnFail", "durable"):
         assert job[key] == body[key], key

@@ -15,6 +15,7 @@ import pytest
 from management_support import (
     BUCKET_FIELDS,
     ISO,
+    JOB_FIELDS,
     STATES,
     ack,
     api_data,
@@ -227,6 +228,20 @@ def test_drain_removes_waiting_delayed_and_waiting_children(
     assert after["failed"] == 1 and after["waiting-children"] == 0
 
 
+def test_drain_fails_dependents_in_other_queues_naming_the_drain(
+    client: httpx.Client, queue: str
+) -> None:
+    other = f"{queue}-other"
+    dependency = push(client, queue)
+    dependent = push(client, other, dependsOn=[dependency])
+    api_data(client.post(f"/api/queues/{queue}/drain"))
+    job = job_of(client, other, dependent)
+    assert job["state"] == "failed"
+    assert job["failedReason"] == (
+        f"Dependency {dependency} was removed by a drain of queue {queue}"
+    )
+
+
 def test_clean_removes_old_jobs_of_a_state(client: httpx.Client, queue: str) -> None:
     for _ in range(2):
         job_id = push(client, queue)
@@ -257,6 +272,11 @@ def test_clean_removes_old_jobs_of_a_state(client: httpx.Client, queue: str) -> 
         b'{"state": "completed", "grace": -1}',
         b'{"state": "completed", "grace": "1000"}',
         b'{"state": "completed", "grace": 1.5}',
+        # grace is required, as by the reference (absent, it would clean everything)
+        b'{"state": "completed"}',
+        b'{"state": "completed", "grace": 0, "limit": -1}',
+        b'{"state": "completed", "grace": 0, "limit": "1"}',
+        b'{"state": "completed", "grace": 0, "limit": 9007199254740992}',
     ],
 )
 def test_clean_rejects_bad_bodies(client: httpx.Client, queue: str, body: bytes) -> None:
@@ -264,6 +284,25 @@ def test_clean_rejects_bad_bodies(client: httpx.Client, queue: str, body: bytes)
     ack(client, job_id, take(client, queue, job_id))
     api_error(client.post(f"/api/queues/{queue}/clean", content=body), 400, "BAD_REQUEST")
     assert counts(client, queue)["completed"] == 1
+
+
+def test_clean_honours_a_limit_oldest_first(client: httpx.Client, queue: str) -> None:
+    """`limit` (an extension; the reference ignores it and cleans all) bounds a clean,
+    oldest first, as BullMQ's clean(grace, limit, type) does."""
+    done = []
+    for _ in range(3):
+        job_id = push(client, queue)
+        ack(client, job_id, take(client, queue, job_id))
+        done.append(job_id)
+    url = f"/api/queues/{queue}/clean"
+    body = {"state": "completed", "grace": 0, "limit": 2}
+    finished = [job_of(client, queue, job_id)["completedAt"] for job_id in done]
+    assert api_data(client.post(url, json=body)) == {"removed": 2}
+    remaining, _ = api_page(client.get(f"/api/queues/{queue}/jobs", params={"state": "completed"}))
+    # the newest stays (jobs finished in the same millisecond may go in either order)
+    assert len(remaining) == 1 and remaining[0]["completedAt"] == max(finished)
+    body = {"state": "completed", "grace": 0, "limit": 0}
+    assert api_data(client.post(url, json=body)) == {"removed": 1}
 
 
 def test_retry_all_failed_or_completed(client: httpx.Client, queue: str) -> None:
@@ -383,6 +422,10 @@ def test_list_jobs_pagination_edges(client: httpx.Client, queue: str) -> None:
     assert got == [] and meta["total"] == 5 and meta["start"] == 3
     # end = 0 means the default
     assert page(start=0, end=0)[0] == ids
+    # as the reference: a negative start is 0; a negative end is before any start, so the
+    # page is empty (its end is its start)
+    assert page(start=-3, end=2) == (ids[:2], {"total": 5, "start": 0, "end": 2})
+    assert page(start=1, end=-3) == ([], {"total": 5, "start": 1, "end": 1})
     # exactly 1000 is allowed, 1001 is not
     assert page(start=2, end=1002) == (ids[2:], {"total": 5, "start": 2, "end": 1002})
     api_error(client.get(url, params={"start": 0, "end": 1001}), 400, "BAD_REQUEST")
@@ -448,9 +491,34 @@ def test_add_job_answers_201_and_the_job(client: httpx.Client, queue: str) -> No
     assert job_of(client, queue, job["id"]) == job
 
 
+def test_add_job_to_a_queue_that_does_not_exist_creates_it(
+    client: httpx.Client, queue: str
+) -> None:
+    """As the reference: the queue comes into being with its first job (hopper checks
+    the name: a name the job server refuses is a 400, where the reference takes any)."""
+    api_error(client.get(f"/api/queues/{queue}"), 404, "NOT_FOUND")
+    api_data(client.post(f"/api/queues/{queue}/jobs", json={"name": "first"}), 201)
+    assert api_data(client.get(f"/api/queues/{queue}"))["counts"]["waiting"] == 1
+    assert queue in [q["name"] for q in api_data(client.get("/api/queues"))]
+    api_error(client.post("/api/queues/a%20b/jobs", json={"name": "x"}), 400, "BAD_REQUEST")
+
+
 def test_add_job_without_data_gets_an_empty_object(client: httpx.Client, queue: str) -> None:
     job = api_data(client.post(f"/api/queues/{queue}/jobs", json={"name": "n"}), 201)
     assert job["data"] == {}
+
+
+def test_job_object_has_the_references_fields_hopper_can_fill(
+    client: httpx.Client, queue: str
+) -> None:
+    """The reference's job object less what hopper has no counterpart for (`lockUntil`,
+    `lockedBy`, `cancelledAt`, `discarded`, `attemptLogs`), plus `tags` and `priority`."""
+    job_id = push(client, queue, uniqueKey=f"key-{queue}", tags=["t"], priority=3)
+    job = job_of(client, queue, job_id)
+    assert set(job) == JOB_FIELDS | {"deduplicationKey", "tags", "priority"}
+    assert job["deduplicationKey"] == f"key-{queue}"
+    assert (job["tags"], job["priority"]) == (["t"], 3)
+    assert job_of(client, queue, push(client, queue))["deduplicationKey"] is None
 
 
 def test_add_job_maps_every_option(client: httpx.Client, queue: str) -> None:
@@ -901,17 +969,21 @@ def test_cancel_an_active_job(client: httpx.Client, queue: str) -> None:
     expect_error(client.post(f"/jobs/{job_id}/ack", json={"token": token}), 400)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: opts.delay is derived from runAt - createdAt, so a retried or promoted job "
-    "shows a delay it was never given (shapes._opts); the engine keeps no original delay",
-)
 def test_opts_delay_is_only_the_given_delay(client: httpx.Client, queue: str) -> None:
-    job_id = push(client, queue, maxAttempts=1)
-    time.sleep(0.02)
-    fail(client, job_id, take(client, queue, job_id))
-    api_data(client.post(f"/api/queues/{queue}/jobs/{job_id}/retry"))
-    assert "delay" not in job_of(client, queue, job_id)["opts"]
+    """`opts` are the options the job was pushed with (the reference stores them as
+    given): a backoff, a retry or a promote moves the run time, never `opts.delay`."""
+    plain = push(client, queue, maxAttempts=2, backoff=3_600_000)
+    fail(client, plain, take(client, queue, plain))
+    backing_off = job_of(client, queue, plain)
+    assert backing_off["state"] == "delayed" and "delay" not in backing_off["opts"]
+    api_data(client.post(f"/api/queues/{queue}/jobs/{plain}/promote"))
+    fail(client, plain, take(client, queue, plain))
+    api_data(client.post(f"/api/queues/{queue}/jobs/{plain}/retry"))
+    assert "delay" not in job_of(client, queue, plain)["opts"]
+    delayed = push(client, queue, delay=3_600_000)
+    api_data(client.post(f"/api/queues/{queue}/jobs/{delayed}/promote"))
+    promoted = job_of(client, queue, delayed)
+    assert promoted["state"] == "waiting" and promoted["opts"]["delay"] == 3_600_000
 
 
 def test_patch_data_and_priority(client: httpx.Client, queue: str) -> None:
@@ -1027,6 +1099,23 @@ def test_search_payload_text(client: httpx.Client, queue: str) -> None:
     assert {j["queueName"] for j in found} == {queue}
 
 
+def test_search_payload_ignores_case_and_covers_every_state(
+    client: httpx.Client, queue: str
+) -> None:
+    """As the reference's stores (lower-cased text, ILIKE): case does not matter, and
+    jobs of every state are searched."""
+    ids = seed_states(client, queue)  # data {"k": "<state>"}, the parent's {"k": "parent"}
+    found = api_data(
+        client.get("/api/search", params={"q": '"K"', "type": "payload", "queue": queue})
+    )
+    assert sorted(j["id"] for j in found) == sorted(ids.values())
+    assert {j["state"] for j in found} == set(STATES)
+    one = api_data(
+        client.get("/api/search", params={"q": '"PaReNt"', "type": "payload", "queue": queue})
+    )
+    assert [j["id"] for j in one] == [ids["waiting-children"]]
+
+
 @pytest.mark.parametrize(
     ("params", "status", "code"),
     [
@@ -1066,6 +1155,10 @@ def _totals(buckets: list[dict[str, Any]], name: str) -> tuple[int, int]:
     return sum(b["completedCount"] for b in mine), sum(b["failedCount"] for b in mine)
 
 
+def _pushed(buckets: list[dict[str, Any]], name: str) -> int:
+    return sum(b["pushedCount"] for b in buckets if b["jobName"] == name)
+
+
 @pytest.mark.parametrize(("granularity", "step_ms"), [("minute", 60_000), ("hour", 3_600_000)])
 def test_queue_metrics_buckets(
     client: httpx.Client, queue: str, granularity: str, step_ms: int
@@ -1085,6 +1178,22 @@ def test_queue_metrics_buckets(
     assert _totals(buckets, "__all__") == (2, 1)
     assert _totals(buckets, "alpha") == (2, 0)
     assert _totals(buckets, "beta") == (0, 1)
+    assert (_pushed(buckets, "__all__"), _pushed(buckets, "alpha"), _pushed(buckets, "beta")) == (
+        3,
+        2,
+        1,
+    )
+
+
+def test_queue_metrics_count_pushes_of_jobs_not_yet_finished(
+    client: httpx.Client, queue: str
+) -> None:
+    for _ in range(30):
+        push(client, queue, name="backlog")
+    buckets = api_data(client.get(f"/api/queues/{queue}/metrics"))
+    assert _pushed(buckets, "__all__") == _pushed(buckets, "backlog") == 30
+    assert _totals(buckets, "__all__") == (0, 0)
+    assert all(b["minProcessMs"] == b["maxProcessMs"] == 0 for b in buckets)
 
 
 def test_queue_metrics_default_granularity_and_range(client: httpx.Client, queue: str) -> None:
@@ -1100,6 +1209,30 @@ def test_queue_metrics_default_granularity_and_range(client: httpx.Client, queue
     assert _totals(api_data(client.get(url, params=around)), "__all__") == (2, 1)
     past = {"from": "2020-01-01T00:00:00Z", "to": "2020-01-01T01:00:00.000Z"}
     assert api_data(client.get(url, params=past)) == []
+
+
+def test_queue_metrics_windows_given_by_one_end(client: httpx.Client, queue: str) -> None:
+    """Only `from`: up to now (the reference's default `to`); a `from` in the future
+    with no `to` is an empty window (200, as the reference), not an error; only `to`:
+    the hour before it."""
+    _finish_some(client, queue)
+    url = f"/api/queues/{queue}/metrics"
+    now = time.time()
+
+    def stamp(t: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+    assert _totals(api_data(client.get(url, params={"from": stamp(now - 600)})), "__all__") == (
+        2,
+        1,
+    )
+    assert api_data(client.get(url, params={"from": stamp(now + 3600)})) == []
+    assert _totals(api_data(client.get(url, params={"to": stamp(now + 60)})), "__all__") == (2, 1)
+    assert api_data(client.get(url, params={"to": stamp(now - 7200)})) == []
+    # before 1970: no buckets there, and no error either
+    old = {"from": "1960-01-01T00:00:00Z"}
+    assert _totals(api_data(client.get(url, params=old)), "__all__") == (2, 1)
+    assert api_data(client.get(url, params={"to": "1970-01-01T00:00:00Z"})) == []
 
 
 @pytest.mark.parametrize(
@@ -1132,6 +1265,7 @@ def test_sparklines_have_sixty_points_and_their_times(client: httpx.Client, queu
     assert resp.status_code == 200
     body = resp.json()
     assert set(body) == {"data", "meta"}
+    assert set(body["meta"]) == {"granularity", "periodStarts", "pushed"}
     series = body["data"]
     assert isinstance(series, dict)
     for name, points in series.items():
@@ -1139,6 +1273,11 @@ def test_sparklines_have_sixty_points_and_their_times(client: httpx.Client, queu
         assert all(isinstance(p, int) and p >= 0 for p in points), name
     assert sum(series[queue]) == 3
     assert series[idle] == [0] * 60
+    # Pushes per minute beside the finishes (extension): the idle queue's one push shows.
+    pushed = body["meta"]["pushed"]
+    assert set(pushed) == set(series)
+    assert all(len(points) == 60 for points in pushed.values())
+    assert sum(pushed[queue]) == 3 and sum(pushed[idle]) == 1
     starts = [iso_ms(t) for t in body["meta"]["periodStarts"]]
     assert len(starts) == 60
     assert all(b - a == 60_000 for a, b in itertools.pairwise(starts))

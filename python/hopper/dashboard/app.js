@@ -209,15 +209,19 @@ function onEvent(ev) {
 
 // ----- charts ---------------------------------------------------------------------------
 
-// The management API's metrics record finished attempts (completed + failed) per minute;
-// pushes are not recorded there, so the line and its label say "finished", not "jobs".
-function sparkline(points, width = 120, height = 28) {
-  const max = Math.max(1, ...points);
-  const step = points.length > 1 ? width / (points.length - 1) : width;
-  const coords = points.map((p, i) => `${(i * step).toFixed(1)},${(height - 2 - (p / max) * (height - 4)).toFixed(1)}`).join(" ");
-  return s("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${points.reduce((a, b) => a + b, 0)} jobs finished (completed or failed) in the last hour` },
+// Jobs pushed and jobs finished (completed or failed) per minute, on one scale: the
+// dashed line is pushes, the solid one finishes, so a queue that fills faster than it
+// drains shows as a gap between them. `pushed` is absent from servers without push counts.
+function sparkline(finished, pushed, width = 120, height = 28) {
+  const max = Math.max(1, ...finished, ...(pushed || []));
+  const step = finished.length > 1 ? width / (finished.length - 1) : width;
+  const line = (points, cls) => s("polyline", { class: cls, points: points.map((p, i) => `${(i * step).toFixed(1)},${(height - 2 - (p / max) * (height - 4)).toFixed(1)}`).join(" ") });
+  const sum = (points) => points.reduce((a, b) => a + b, 0);
+  const label = (pushed ? `${sum(pushed)} jobs pushed and ` : "") + `${sum(finished)} finished (completed or failed) in the last hour`;
+  return s("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label },
     s("line", { class: "base", x1: 0, y1: height - 1, x2: width, y2: height - 1 }),
-    s("polyline", { points: coords }));
+    ...(pushed ? [line(pushed, "pushed")] : []),
+    line(finished, "finished"));
 }
 
 // y-axis ticks for values up to `n`: at most five, a round step (1, 2 or 5 times a power
@@ -235,7 +239,8 @@ function barChart(buckets, from, to, stepMs, unit, width = 640, height = 180) {
   width = Math.round(Math.max(280, Math.min(1200, width)));
   // Stacked bars (completed, failed) on a time axis from `from` to `to`: empty periods
   // stay empty, so gaps show. A y-axis with ticks and a title, and a legend below.
-  const all = buckets.filter((b) => b.jobName === "__all__");
+  // Periods with pushes alone have buckets too (pushedCount); this chart is of finishes.
+  const all = buckets.filter((b) => b.jobName === "__all__" && b.completedCount + b.failedCount > 0);
   if (!all.length) return h("div", { class: "empty" }, "No finished jobs in this range.");
   const ticks = yTicks(Math.max(...all.map((b) => b.completedCount + b.failedCount)));
   const max = ticks[ticks.length - 1];
@@ -274,13 +279,16 @@ function barChart(buckets, from, to, stepMs, unit, width = 640, height = 180) {
 
 // ----- views ----------------------------------------------------------------------------
 
-function sparkCell(q, points) {
-  if (!points) return h("td", { class: "muted", title: "Metrics are off or unavailable" }, "—");
-  const finished = points.reduce((a, b) => a + b, 0);
+function sparkCell(q, finished, pushed) {
+  if (!finished) return h("td", { class: "muted", title: "Metrics are off or unavailable" }, "—");
+  const done = finished.reduce((a, b) => a + b, 0);
+  const added = pushed ? pushed.reduce((a, b) => a + b, 0) : null;
   const waiting = q.counts.waiting + q.counts.delayed + q.counts["waiting-children"];
-  const title = `${plural(finished, "job")} finished (completed or failed) in the last hour, per minute. ` +
-    `The metrics do not record pushes; ${waiting} ${waiting === 1 ? "is" : "are"} waiting or delayed now.`;
-  return h("td", { title, "data-testid": `spark-${q.name}` }, h("div", { class: "spark-cell" }, sparkline(points), h("span", { class: "n" }, `${finished} finished`)));
+  const title = (added === null ? "" : `${plural(added, "job")} pushed (dashed line) and `) +
+    `${plural(done, "job")} finished (completed or failed; solid line) in the last hour, per minute. ` +
+    `${waiting} ${waiting === 1 ? "is" : "are"} waiting or delayed now.`;
+  const text = (added === null ? "" : `${added} pushed · `) + `${done} finished`;
+  return h("td", { title, "data-testid": `spark-${q.name}` }, h("div", { class: "spark-cell" }, sparkline(finished, pushed), h("span", { class: "n" }, text)));
 }
 
 function countCell(queue, st, n) {
@@ -301,7 +309,7 @@ async function overview() {
     const tr = h("tr", { "data-testid": `queue-row-${q.name}`, "data-name": q.name },
       h("td", { class: "nowrap-cell" }, h("a", { href: `#/queue/${enc(q.name)}` }, q.name), " ", q.isPaused ? h("span", { class: "badge paused" }, "paused") : null),
       STATES.map((st) => countCell(q.name, st, q.counts[st])),
-      sparkCell(q, (sparks.data || {})[q.name]),
+      sparkCell(q, (sparks.data || {})[q.name], ((sparks.meta || {}).pushed || {})[q.name]),
       h("td", { class: "num", title: q.oldestWaitingAt ? "waiting since " + fmtTime(q.oldestWaitingAt) : "" }, age(q.oldestWaitingAt)),
       h("td", { class: "muted" }, q.latestActivity ? age(q.latestActivity) + " ago" : "—"));
     body.append(tr);
@@ -313,7 +321,7 @@ async function overview() {
   });
   const table = queues.data.length
     ? tableWrap(h("table", { "data-testid": "queues" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Queue"), STATES.map((st) => h("th", { class: "num" }, st)), h("th", { title: "Jobs finished (completed or failed) per minute over the last hour; pushes are not in the metrics" }, "Finished, last hour"), h("th", { class: "num" }, "Oldest waiting"), h("th", {}, "Activity"))),
+      h("thead", {}, h("tr", {}, h("th", {}, "Queue"), STATES.map((st) => h("th", { class: "num" }, st)), h("th", { title: "Jobs pushed (dashed) and finished (completed or failed; solid) per minute over the last hour" }, "Pushed and finished, last hour"), h("th", { class: "num" }, "Oldest waiting"), h("th", {}, "Activity"))),
       body))
     : h("div", { class: "empty" }, "No queues yet. Push a job to create one.");
   const failurePanel = h("div", { class: "panel", "data-testid": "failures" }, h("h2", {}, "Failures by reason"));

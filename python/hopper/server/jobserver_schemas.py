@@ -62,6 +62,7 @@ COMPONENTS: dict[str, Schema] = {
             "priority": {"type": "integer"},
             "createdAt": {"type": "integer"},
             "runAt": {"type": "integer"},
+            "delay": {"type": "integer"},
             "startedAt": NULLABLE_INT,
             "completedAt": NULLABLE_INT,
             "failedAt": NULLABLE_INT,

@@ -252,6 +252,9 @@ pub struct Engine {
     op_log: Vec<u8>,
     /// Slots changed since the last `flush_log`.
     dirty: Vec<u32>,
+    /// Jobs created since the last `flush_log`, as (queue, job name id, minute, count)
+    /// runs: one metric record per run instead of one per push.
+    pushes: Vec<(Arc<str>, u32, u64, u64)>,
     /// A `durable` job was pushed since the last `flush_log`.
     durable_pushed: bool,
     /// Job logs, by slot (dropped with the job in `release`).
@@ -326,6 +329,7 @@ impl Engine {
             recording: false,
             op_log: Vec::new(),
             dirty: Vec::new(),
+            pushes: Vec::new(),
             durable_pushed: false,
             logs: HashMap::new(),
             dirty_logs: Vec::new(),

@@ -133,6 +133,9 @@ pub struct JobExt {
     pub flow: Option<Box<FlowLinks>>,
     /// Automatic retries out of the dead-letter set so far (a queue's `autoRetry`).
     pub dlq_retries: u32,
+    /// The `delay` option the job was pushed with (0: none). Only reported: `run_at`
+    /// moves with backoffs and promotes, so it cannot tell the delay that was asked for.
+    pub delay: u64,
 }
 
 /// What a flow child does to its parent when it fails for good (bunqueue's four

@@ -103,8 +103,11 @@ pub fn write_job(out: &mut String, job: &Job, queue: &str, name: &str) {
     out.push_str(&job.data);
     let _ = write!(
         out,
-        ",\"priority\":{},\"createdAt\":{},\"runAt\":{}",
-        job.priority, job.created_at, job.run_at
+        ",\"priority\":{},\"createdAt\":{},\"runAt\":{},\"delay\":{}",
+        job.priority,
+        job.created_at,
+        job.run_at,
+        ext.map_or(0, |e| e.delay)
     );
     push_opt_ms(out, "startedAt", nonzero(job.started_at));
     let finished = |st| (job.state == st).then_some(job.finished_at);

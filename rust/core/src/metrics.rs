@@ -1,5 +1,5 @@
-//! Per-queue metric buckets: one per (minute, job name) with completed/failed counts and
-//! processing time, kept for a bounded window; hourly views are summed on read.
+//! Per-queue metric buckets: one per (minute, job name) with push, completed and failed
+//! counts and processing time, kept for a bounded window; hourly views are summed on read.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +7,8 @@ pub const MINUTE_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Bucket {
+    /// Jobs created (pushes, repeat runs, flow jobs); the rest is about finished ones.
+    pub pushed: u64,
     pub completed: u64,
     pub failed: u64,
     pub total_process_ms: u64,
@@ -29,6 +31,7 @@ impl Bucket {
     }
 
     pub fn merge(&mut self, other: &Bucket) {
+        self.pushed += other.pushed;
         if other.completed + other.failed == 0 {
             return;
         }
@@ -49,12 +52,18 @@ pub struct QueueMetrics {
 }
 
 impl QueueMetrics {
+    /// Counts a finished job (completed if `ok`) at `now`.
     pub fn record(&mut self, now: u64, name: u32, ok: bool, process_ms: u64, keep_ms: u64) {
-        let minute = now - now % MINUTE_MS;
-        self.buckets
-            .entry((minute, name))
-            .or_default()
-            .record(ok, process_ms);
+        self.bucket(now, name, keep_ms).record(ok, process_ms);
+    }
+
+    /// Counts `count` jobs created at `now`.
+    pub fn record_pushes(&mut self, now: u64, name: u32, count: u64, keep_ms: u64) {
+        self.bucket(now, name, keep_ms).pushed += count;
+    }
+
+    /// The bucket of `now`'s minute, after dropping those older than `keep_ms`.
+    fn bucket(&mut self, now: u64, name: u32, keep_ms: u64) -> &mut Bucket {
         let horizon = now.saturating_sub(keep_ms);
         while let Some((&(m, _), _)) = self.buckets.first_key_value() {
             if m >= horizon {
@@ -62,6 +71,9 @@ impl QueueMetrics {
             }
             self.buckets.pop_first();
         }
+        self.buckets
+            .entry((now - now % MINUTE_MS, name))
+            .or_default()
     }
 
     /// Buckets of width `granularity_ms` (a multiple of a minute) with start in
@@ -123,5 +135,29 @@ mod tests {
         assert_eq!(hours[0].2.min_process_ms, 5);
         m.record(t0 + 2 * 86_400_000, 0, true, 1, 86_400_000);
         assert_eq!(m.query(0, u64::MAX, MINUTE_MS).len(), 1);
+    }
+
+    #[test]
+    fn pushes_are_counted_beside_finishes_and_merge_alone() {
+        let mut m = QueueMetrics::default();
+        let t0 = 3_600_000 * 100;
+        m.record_pushes(t0 + 1, 0, 3, 86_400_000);
+        m.record_pushes(t0 + MINUTE_MS, 0, 2, 86_400_000);
+        m.record(t0 + MINUTE_MS + 1, 0, true, 7, 86_400_000);
+        let minutes = m.query(t0, t0 + 3_600_000, MINUTE_MS);
+        assert_eq!(
+            minutes[0].2,
+            Bucket {
+                pushed: 3,
+                ..Bucket::default()
+            }
+        );
+        assert_eq!((minutes[1].2.pushed, minutes[1].2.completed), (2, 1));
+        let hour = m.query(t0, t0 + 3_600_000, 3_600_000)[0].2;
+        // A bucket of pushes alone adds its pushes, not a minimum time of 0.
+        assert_eq!(
+            (hour.pushed, hour.completed, hour.min_process_ms),
+            (5, 1, 7)
+        );
     }
 }

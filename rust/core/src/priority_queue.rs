@@ -1,9 +1,10 @@
 //! The ready queue of one queue: jobs ordered by priority (higher first), then by a
 //! sequence number (FIFO; `lifo` jobs get negative sequences so they sort before the
 //! current head of their priority). Each job remembers its own key, which makes removal,
-//! re-prioritisation and promotion by id O(log n), and ordered paging cheap.
+//! re-prioritisation and promotion by id O(log n), and a page at any position
+//! O(log n + page).
 
-use std::collections::BTreeMap;
+use crate::ranked_set::RankedSet;
 
 /// Position of a job in a ready queue; the job stores it so it can be found again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,18 +22,21 @@ impl OrderKey {
     }
 }
 
+/// (key, slot): keys are unique (a sequence is given once), so the slot only rides along.
 #[derive(Debug, Default)]
 pub struct PriorityQueue {
-    entries: BTreeMap<OrderKey, u32>,
+    entries: RankedSet<(OrderKey, u32)>,
 }
 
 impl PriorityQueue {
     pub fn insert(&mut self, key: OrderKey, slot: u32) {
-        self.entries.insert(key, slot);
+        self.entries.insert((key, slot));
     }
 
     pub fn remove(&mut self, key: &OrderKey) -> Option<u32> {
-        self.entries.remove(key)
+        self.entries
+            .take_first_from(&(*key, 0), |e| e.0 == *key)
+            .map(|(_, slot)| slot)
     }
 
     pub fn len(&self) -> usize {
@@ -46,40 +50,43 @@ impl PriorityQueue {
     /// The first slot (in order) accepted by `eligible`. Skipping is needed only while
     /// some job names are paused.
     pub fn first_where(&self, mut eligible: impl FnMut(u32) -> bool) -> Option<u32> {
-        self.entries.values().copied().find(|&slot| eligible(slot))
+        self.iter().find(|&slot| eligible(slot))
     }
 
     /// (key, slot) in queue order.
     pub fn entries(&self) -> impl Iterator<Item = (OrderKey, u32)> + '_ {
-        self.entries.iter().map(|(&k, &s)| (k, s))
+        self.entries.iter().copied()
     }
 
     /// Slots in queue order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
-        self.entries.values().copied()
+        self.entries.iter().map(|&(_, s)| s)
+    }
+
+    /// Slots in queue order from position `rank` on, found in O(log n).
+    pub fn iter_from(&self, rank: usize) -> impl Iterator<Item = u32> + '_ {
+        self.entries.iter_from(rank).map(|&(_, s)| s)
     }
 
     /// The jobs that have waited longest in each priority level: the FIFO head and the
     /// oldest `lifo` job. O(levels × log n), so "oldest waiting" needs no scan.
     pub fn level_elders(&self) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut from = self.entries.keys().next().copied();
+        let mut from = self.entries.first().map(|e| e.0);
         while let Some(first) = from {
             let level = first.neg_priority;
-            let split = OrderKey {
-                neg_priority: level,
-                seq: 0,
-            };
-            let same = |k: &&OrderKey| k.neg_priority == level;
-            if let Some((_, &s)) = self
-                .entries
-                .range(..split)
-                .next_back()
-                .filter(|(k, _)| same(k))
-            {
+            let split = (
+                OrderKey {
+                    neg_priority: level,
+                    seq: 0,
+                },
+                0,
+            );
+            let same = |e: &&(OrderKey, u32)| e.0.neg_priority == level;
+            if let Some(&(_, s)) = self.entries.last_before(&split).filter(same) {
                 out.push(s);
             }
-            if let Some((_, &s)) = self.entries.range(split..).next().filter(|(k, _)| same(k)) {
+            if let Some(&(_, s)) = self.entries.first_from(&split).filter(same) {
                 out.push(s);
             }
             from = level.checked_add(1).and_then(|next| {
@@ -87,7 +94,7 @@ impl PriorityQueue {
                     neg_priority: next,
                     seq: i64::MIN,
                 };
-                self.entries.range(start..).next().map(|(k, _)| *k)
+                self.entries.first_from(&(start, 0)).map(|e| e.0)
             });
         }
         out

@@ -12,6 +12,7 @@ use crate::limits::QueueLimits;
 use crate::metrics::QueueMetrics;
 use crate::priority_queue::PriorityQueue;
 use crate::queue_config::QueueSettings;
+use crate::ranked_set::RankedSet;
 
 /// Active, waiting and delayed counts of one `groupId`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,14 +27,14 @@ pub struct Queue {
     pub name: Arc<str>,
     pub ready: PriorityQueue,
     /// (runAt, slot)
-    pub delayed: BTreeSet<(u64, u32)>,
+    pub delayed: RankedSet<(u64, u32)>,
     /// (startedAt, slot)
-    pub active: BTreeSet<(u64, u32)>,
+    pub active: RankedSet<(u64, u32)>,
     /// (createdAt, slot)
-    pub waiting_children: BTreeSet<(u64, u32)>,
+    pub waiting_children: RankedSet<(u64, u32)>,
     /// (finishedAt, slot), oldest first, for retention.
-    pub completed: BTreeSet<(u64, u32)>,
-    pub failed: BTreeSet<(u64, u32)>,
+    pub completed: RankedSet<(u64, u32)>,
+    pub failed: RankedSet<(u64, u32)>,
     /// Bytes held by retained finished jobs: [completed, failed].
     pub finished_bytes: [usize; 2],
     pub paused: bool,
@@ -64,11 +65,11 @@ impl Queue {
         Self {
             name,
             ready: PriorityQueue::default(),
-            delayed: BTreeSet::new(),
-            active: BTreeSet::new(),
-            waiting_children: BTreeSet::new(),
-            completed: BTreeSet::new(),
-            failed: BTreeSet::new(),
+            delayed: RankedSet::default(),
+            active: RankedSet::default(),
+            waiting_children: RankedSet::default(),
+            completed: RankedSet::default(),
+            failed: RankedSet::default(),
             finished_bytes: [0, 0],
             paused: false,
             paused_names: HashSet::new(),
@@ -105,6 +106,30 @@ impl Queue {
             JobState::WaitingChildren => Box::new(self.waiting_children.iter().map(|&(_, s)| s)),
             JobState::Completed => Box::new(self.completed.iter().rev().map(|&(_, s)| s)),
             JobState::Failed => Box::new(self.failed.iter().rev().map(|&(_, s)| s)),
+        }
+    }
+
+    /// At most `take` slots of `slots(state)` from position `start` on: O(log n + take).
+    pub fn page(&self, state: JobState, start: usize, take: usize) -> Vec<u32> {
+        let slot = |&(_, s): &(u64, u32)| s;
+        match state {
+            JobState::Waiting => self.ready.iter_from(start).take(take).collect(),
+            JobState::Delayed => self.delayed.iter_from(start).take(take).map(slot).collect(),
+            JobState::Active => self.active.iter_from(start).take(take).map(slot).collect(),
+            JobState::WaitingChildren => (self.waiting_children.iter_from(start))
+                .take(take)
+                .map(slot)
+                .collect(),
+            JobState::Completed => (self.completed.iter_rev_from(start))
+                .take(take)
+                .map(slot)
+                .collect(),
+            JobState::Failed => self
+                .failed
+                .iter_rev_from(start)
+                .take(take)
+                .map(slot)
+                .collect(),
         }
     }
 

@@ -44,11 +44,13 @@ const TAG_SCHEDULER_DELETE: u8 = 15;
 const TAG_GROUP_SETTINGS: u8 = 16;
 const TAG_QUEUE_STALL_CONFIG: u8 = 18;
 const TAG_QUEUE_DLQ_CONFIG: u8 = 19;
+const TAG_METRIC_PUSHES: u8 = 20;
 
 /// Sections after a job's extension when its marker byte is 3.
 const EXT_FLOW: u8 = 1;
 const EXT_DLQ_RETRIES: u8 = 2;
-const EXT_SECTIONS: u8 = EXT_FLOW | EXT_DLQ_RETRIES;
+const EXT_DELAY: u8 = 4;
+const EXT_SECTIONS: u8 = EXT_FLOW | EXT_DLQ_RETRIES | EXT_DELAY;
 
 /// A job read back from a record: the engine's own `Job` (with what a record does not
 /// store zeroed: slot generation, interned queue and name ids, lease owner, engine
@@ -84,6 +86,14 @@ pub enum Record<'a> {
         at: u64,
         ok: bool,
         took: u64,
+    },
+    /// Jobs created in a queue under a job name in one minute: added to that bucket's
+    /// push count (a bucket record of a snapshot carries no pushes: this follows it).
+    MetricPushes {
+        queue: Box<str>,
+        name: Box<str>,
+        minute: u64,
+        count: u64,
     },
     /// A whole metric bucket (snapshots only).
     MetricBucket {
@@ -238,17 +248,32 @@ pub fn encode_job(out: &mut Vec<u8>, j: &Job, queue: &str, name: &str, with_data
         None => out.push(0),
         // 2: the extension is followed by flow links (a byte earlier versions never
         // wrote, so their records read the same). 3: a byte of `EXT_*` bits follows
-        // saying which sections come after the extension (flow links, then the
-        // automatic retry count); written only when the count is set, so the bytes of
-        // every other job stay those of earlier versions.
-        Some(e) if e.dlq_retries > 0 => {
+        // saying which sections come after the extension (flow links, the automatic
+        // retry count, the pushed delay, in that order); written only when a count or a
+        // delay is set, so the bytes of every other job stay those of earlier versions.
+        Some(e) if e.dlq_retries > 0 || e.delay > 0 => {
+            let mut sections = 0;
+            for (bit, set) in [
+                (EXT_FLOW, e.flow.is_some()),
+                (EXT_DLQ_RETRIES, e.dlq_retries > 0),
+                (EXT_DELAY, e.delay > 0),
+            ] {
+                if set {
+                    sections |= bit;
+                }
+            }
             out.push(3);
-            out.push(EXT_DLQ_RETRIES | if e.flow.is_some() { EXT_FLOW } else { 0 });
+            out.push(sections);
             encode_ext(out, e);
             if let Some(f) = e.flow.as_deref() {
                 encode_flow(out, f);
             }
-            put_u64(out, u64::from(e.dlq_retries));
+            if e.dlq_retries > 0 {
+                put_u64(out, u64::from(e.dlq_retries));
+            }
+            if e.delay > 0 {
+                put_u64(out, e.delay);
+            }
         }
         Some(e) => {
             out.push(if e.flow.is_some() { 2 } else { 1 });
@@ -344,6 +369,14 @@ pub fn encode_metric(out: &mut Vec<u8>, queue: &str, name: &str, at: u64, ok: bo
     put_u64(out, at);
     out.push(u8::from(ok));
     put_u64(out, took);
+}
+
+pub fn encode_metric_pushes(out: &mut Vec<u8>, queue: &str, name: &str, minute: u64, count: u64) {
+    out.push(TAG_METRIC_PUSHES);
+    put_str(out, queue);
+    put_str(out, name);
+    put_u64(out, minute);
+    put_u64(out, count);
 }
 
 pub fn encode_metric_bucket(out: &mut Vec<u8>, queue: &str, name: &str, minute: u64, b: &Bucket) {
@@ -534,6 +567,7 @@ mod tests {
                 result: Some("1".into()),
                 error: Some("boom".into()),
                 dlq_retries: 0,
+                delay: 0,
             })),
             lease: Some(Box::new(Lease {
                 token: [7; 16],
@@ -569,6 +603,7 @@ mod tests {
 
     fn bucket() -> Bucket {
         Bucket {
+            pushed: 0,
             completed: 1,
             failed: 2,
             total_process_ms: 3,
@@ -606,6 +641,7 @@ mod tests {
         encode_metric(&mut out, "q", "n", 123, false, 45);
         let b = bucket();
         encode_metric_bucket(&mut out, "q", "n", 60_000, &b);
+        encode_metric_pushes(&mut out, "q", "n", 60_000, 300);
         let t = totals(u64::MAX);
         encode_totals(&mut out, &t);
         encode_snapshot_begin(&mut out, i64::MIN + 1);
@@ -648,6 +684,12 @@ mod tests {
                     name: "n".into(),
                     minute: 60_000,
                     bucket: b
+                },
+                Record::MetricPushes {
+                    queue: "q".into(),
+                    name: "n".into(),
+                    minute: 60_000,
+                    count: 300
                 },
                 Record::Totals(t),
                 Record::SnapshotBegin {
@@ -874,6 +916,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_pushed_delay_is_a_section_after_the_retry_count() {
+        let mut img = image();
+        let mut plain = Vec::new();
+        encode_job(&mut plain, &img.job, img.queue, img.name, true);
+        let marker = plain.len() - 1 - ext_len(&img.job);
+        let ext = img.job.ext.as_mut().unwrap();
+        ext.dlq_retries = 2;
+        ext.delay = 300;
+        let mut out = Vec::new();
+        encode_job(&mut out, &img.job, img.queue, img.name, true);
+        assert_eq!(&out[marker..marker + 2], &[3, EXT_DLQ_RETRIES | EXT_DELAY]);
+        // The count (one byte), then the delay (300 as a two-byte varint).
+        assert_eq!(&out[out.len() - 3..], &[2, 0xac, 0x02]);
+        img.job.ext.as_mut().unwrap().dlq_retries = 0;
+        let mut delay_only = Vec::new();
+        encode_job(&mut delay_only, &img.job, img.queue, img.name, true);
+        assert_eq!(&delay_only[marker..marker + 2], &[3, EXT_DELAY]);
+        for (bytes, retries) in [(&out, 2), (&delay_only, 0)] {
+            img.job.ext.as_mut().unwrap().dlq_retries = retries;
+            match Decoder::new(bytes).next_record().unwrap() {
+                Some(Record::Job(got)) => assert_eq!(got.job.ext, img.job.ext),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
     /// Bytes of a job's extension alone.
     fn ext_len(j: &Job) -> usize {
         let mut out = Vec::new();
@@ -980,6 +1049,10 @@ mod tests {
             (
                 encoded(|o| encode_metric_bucket(o, "q", "n", 60_000, &b)),
                 "070171016ee0d4030102030405",
+            ),
+            (
+                encoded(|o| encode_metric_pushes(o, "q", "n", 60_000, 300)),
+                "140171016ee0d403ac02",
             ),
             (encoded(|o| encode_totals(o, &t)), "0801020304050607ac02"),
             (encoded(|o| encode_snapshot_begin(o, -42)), "0953"),

@@ -517,3 +517,65 @@ fn named_moves_and_a_released_dedup_key_survive_a_restart() {
     let again = push(&h, "q", r#"{"data":4,"uniqueKey":"k"}"#);
     assert_ne!(again, keyed, "a push with the released key makes a new job");
 }
+
+#[test]
+fn the_pushed_delay_outlives_promote_retry_and_a_restart() {
+    let dir = Dir::new("pushed-delay");
+    let clock = ManualClock::new(T0);
+    let h = open(&dir.0, &clock);
+    let delayed = push(&h, "q", r#"{"data":1,"delay":60000,"maxAttempts":1}"#);
+    let plain = push(&h, "q", r#"{"data":2,"maxAttempts":1}"#);
+    h.mutate(|e| e.promote(&delayed)).unwrap();
+    for _ in 0..2 {
+        let (id, token) = pull(&h, "q");
+        h.mutate(|e| e.fail(&id, Some(&token), Some("boom".into())))
+            .unwrap();
+        h.mutate(|e| e.retry(&id)).unwrap();
+    }
+    let delay_of = |h: &EngineHandle, id: &str| {
+        h.with(|e| e.render_by_id(id)).map(|j| {
+            let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+            v["delay"].as_u64().unwrap()
+        })
+    };
+    assert_eq!(delay_of(&h, &delayed), Some(60_000));
+    assert_eq!(delay_of(&h, &plain), Some(0));
+    let before = dump(&h);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(dump(&h), before);
+    assert_eq!(delay_of(&h, &delayed), Some(60_000));
+    assert_eq!(delay_of(&h, &plain), Some(0));
+}
+
+#[test]
+fn push_counts_survive_the_log_and_a_snapshot() {
+    let dir = Dir::new("push-counts");
+    let clock = ManualClock::new(T0);
+    let pushed = |h: &EngineHandle| -> u64 {
+        h.with(|e| e.metrics("q", 0, u64::MAX, 60_000))
+            .unwrap()
+            .iter()
+            .map(|(_, _, b)| b.pushed)
+            .sum()
+    };
+    let h = open(&dir.0, &clock);
+    for i in 0..3 {
+        push(&h, "q", &format!(r#"{{"data":{i}}}"#));
+    }
+    let gone = push(&h, "q", r#"{"data":"removed at once"}"#);
+    h.mutate(|e| e.remove(&gone)).unwrap();
+    assert_eq!(pushed(&h), 4);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(pushed(&h), 4, "replayed from the log");
+    h.snapshot_now().unwrap();
+    clock.advance(60_000);
+    push(&h, "q", r#"{"data":5,"name":"other"}"#);
+    h.close();
+    drop(h);
+    let h = open(&dir.0, &clock);
+    assert_eq!(pushed(&h), 5, "the snapshot's buckets and the log after it");
+}

@@ -209,6 +209,30 @@ fn retention_bytes_stay_exact_after_a_failure_with_dependents() {
 }
 
 #[test]
+fn a_drained_waiting_children_job_fails_its_dependents_elsewhere_naming_the_drain() {
+    let mut h = H::new();
+    let outside = h.add("other", r#"{"data":1}"#);
+    let waiting = h.add("q", &format!(r#"{{"data":2,"dependsOn":["{outside}"]}}"#));
+    let dependent = h.add(
+        "third",
+        &format!(r#"{{"data":3,"dependsOn":["{waiting}"]}}"#),
+    );
+    assert_eq!(h.op(|e| e.drain("q")).unwrap(), 1);
+    assert_eq!(h.state(&waiting), None);
+    assert_eq!(h.state(&dependent), Some(JobState::Failed));
+    assert_eq!(
+        h.job(&dependent).ext().and_then(|e| e.error.as_deref()),
+        Some(format!("Dependency {waiting} was removed by a drain of queue q").as_str())
+    );
+    // The drained job's own dependency is untouched, and no longer has it as a dependent.
+    assert_eq!(h.state(&outside), Some(JobState::Waiting));
+    assert!(h
+        .job(&outside)
+        .ext()
+        .is_none_or(|e| e.dependents.is_empty()));
+}
+
+#[test]
 fn drain_removes_waiting_delayed_and_waiting_children_only() {
     let mut h = H::new();
     h.e.set_events_enabled(true);
@@ -228,8 +252,13 @@ fn drain_removes_waiting_delayed_and_waiting_children_only() {
     // Nothing of q failed: its waiting-children job went with its dependency.
     assert_eq!(h.e.counts("q"), [0, 0, 0, 1, 1, 0]);
     assert_eq!(h.state(&child), None);
-    // A dependent in another queue loses its dependency: it fails, as on any removal.
+    // A dependent in another queue loses its dependency: it fails, as on any removal,
+    // and its reason says the dependency went with a drain.
     assert_eq!(h.state(&elsewhere), Some(JobState::Failed));
+    assert_eq!(
+        h.job(&elsewhere).ext().and_then(|e| e.error.as_deref()),
+        Some(format!("Dependency {parent} was removed by a drain of queue q").as_str())
+    );
     assert!(h.events().iter().any(|e| e.0 == EventKind::Drained));
     assert_eq!(
         h.op(|e| e.drain("nope")).unwrap_err().kind,

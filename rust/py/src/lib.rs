@@ -1235,7 +1235,7 @@ impl Core {
         })
     }
 
-    /// [(period start ms, job name, completed, failed, total ms, min ms, max ms)]
+    /// [(period start ms, job name, completed, failed, total ms, min ms, max ms, pushed)]
     #[allow(clippy::type_complexity)]
     fn metrics(
         &self,
@@ -1243,7 +1243,7 @@ impl Core {
         from_ms: u64,
         to_ms: u64,
         granularity_ms: u64,
-    ) -> PyResult<Vec<(u64, String, u64, u64, u64, u64, u64)>> {
+    ) -> PyResult<Vec<(u64, String, u64, u64, u64, u64, u64, u64)>> {
         self.with(|e| {
             Ok(e.metrics(queue, from_ms, to_ms, granularity_ms)?
                 .into_iter()
@@ -1256,6 +1256,7 @@ impl Core {
                         b.total_process_ms,
                         b.min_process_ms,
                         b.max_process_ms,
+                        b.pushed,
                     )
                 })
                 .collect())

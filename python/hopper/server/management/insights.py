@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from hopper.server.management.api import Management
 
 MINUTE_MS = 60_000
-GRANULARITY_MS = {"minute": MINUTE_MS, "hour": 3_600_000}
+HOUR_MS = 3_600_000
+GRANULARITY_MS = {"minute": MINUTE_MS, "hour": HOUR_MS}
 FLOWS_LIMIT = 100
 SEARCH_LIMIT = 50
 SPARK_POINTS = 60
@@ -38,14 +39,16 @@ def parse_time(raw: str | None, default_ms: int) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def merge(rows: list[tuple[int, ...]]) -> tuple[int, int, int, int, int]:
-    """Adds buckets of several job names into one (the `__all__` bucket)."""
+def merge(rows: list[tuple[int, ...]]) -> tuple[int, int, int, int, int, int]:
+    """Adds buckets of several job names into one (the `__all__` bucket). The minimum
+    time is over the buckets that finished jobs (a bucket of pushes alone has none)."""
     completed = sum(r[0] for r in rows)
     failed = sum(r[1] for r in rows)
     total = sum(r[2] for r in rows)
-    lo = min(r[3] for r in rows)
+    lo = min((r[3] for r in rows if r[0] + r[1] > 0), default=0)
     hi = max(r[4] for r in rows)
-    return completed, failed, total, lo, hi
+    pushed = sum(r[5] for r in rows)
+    return completed, failed, total, lo, hi, pushed
 
 
 def register(api: Management) -> None:
@@ -103,11 +106,18 @@ def register(api: Management) -> None:
         granularity = state_param(
             req.query.get("granularity", "minute"), ("minute", "hour"), "granularity"
         )
-        now = int(time.time() * 1000)
-        start = parse_time(req.query.get("from"), now - 3_600_000)
-        end = parse_time(req.query.get("to"), now)
+        # The default window is the hour before `to` (before now without one); `to`
+        # defaults to now, or to `from` when that is later: a window that has not
+        # started yet is empty, not an error. Only a `to` given before `from` is one.
+        raw_to = req.query.get("to")
+        end = parse_time(raw_to, int(time.time() * 1000))
+        start = parse_time(req.query.get("from"), end - HOUR_MS)
+        if raw_to in (None, ""):
+            end = max(end, start)
         if start > end:
             raise bad_request("from must not be after to")
+        # Times before 1970 hold no buckets: the window is cut there.
+        start, end = max(0, start), max(0, end)
         rows = engine.metrics(queue, start, end + 1, GRANULARITY_MS[granularity])
         by_period: dict[int, list[tuple[int, ...]]] = {}
         out = []
@@ -124,24 +134,27 @@ def register(api: Management) -> None:
         now = int(time.time() * 1000)
         first = now - now % MINUTE_MS - (SPARK_POINTS - 1) * MINUTE_MS
         periods = [first + i * MINUTE_MS for i in range(SPARK_POINTS)]
-        series: dict[str, list[int]] = {}
+        finished: dict[str, list[int]] = {}
+        pushed: dict[str, list[int]] = {}
         for queue in api.queues():
-            points = [0] * SPARK_POINTS
-            for period, _name, completed, failed, *_ in engine.metrics(
+            done, added = [0] * SPARK_POINTS, [0] * SPARK_POINTS
+            for period, _name, completed, failed, *_, pushes in engine.metrics(
                 queue, first, first + SPARK_POINTS * MINUTE_MS, MINUTE_MS
             ):
                 i = (period - first) // MINUTE_MS
                 if 0 <= i < SPARK_POINTS:
-                    points[i] += completed + failed
-            series[queue] = points
+                    done[i] += completed + failed
+                    added[i] += pushes
+            finished[queue], pushed[queue] = done, added
         return Response(
             200,
             orjson.dumps(
                 {
-                    "data": series,
+                    "data": finished,
                     "meta": {
                         "granularity": "minute",
                         "periodStarts": [shapes.iso(p) for p in periods],
+                        "pushed": pushed,
                     },
                 }
             ),

@@ -86,9 +86,9 @@ def register(api: Management) -> None:
         queue = api.queue(req)
         state = state_param(req.query.get("state", "waiting"), shapes.STATES)
         start = max(0, int_param(req, "start", 0))
-        end = int_param(req, "end", DEFAULT_END)
-        if end <= 0:
-            end = DEFAULT_END
+        # As the reference: 0 means the default; a negative end is before any start,
+        # so the page is empty.
+        end = int_param(req, "end", DEFAULT_END) or DEFAULT_END
         end = max(end, start)
         if end - start > MAX_PAGE:
             raise bad_request(f"Page size too large (max {MAX_PAGE})")

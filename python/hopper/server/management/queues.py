@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from hopper.server.http import Request, Response
 from hopper.server.management import shapes
-from hopper.server.management.api import bad_request, data, json_body, state_param
+from hopper.server.management.api import (
+    MAX_SAFE_INT,
+    bad_request,
+    data,
+    json_body,
+    state_param,
+)
 from hopper.server.management.schemas import INT, STATE, data_of, ref
 from hopper.server.router import Doc, Param
 
@@ -75,14 +81,22 @@ def register(api: Management) -> None:
         state_param(body.get("state"), allowed)
         return body
 
+    def count_field(body: dict[str, Any], name: str, message: str) -> int:
+        """A non-negative integer field (at most 2^53 - 1); absent: 0."""
+        value = body.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAFE_INT:
+            raise bad_request(message)
+        return value
+
     async def clean(req: Request) -> Response:
         queue = api.existing_queue(req)
         allowed = tuple(s for s in shapes.STATES if s != "active")
         body = await state_body(req, allowed)
-        grace = body.get("grace", 0)
-        if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
-            raise bad_request("grace must be a non-negative integer (ms)")
-        removed = engine.clean(queue, body["state"], grace)
+        if "grace" not in body:
+            raise bad_request('Valid JSON with "state" and "grace" fields is required')
+        grace = count_field(body, "grace", "grace must be a non-negative integer (ms)")
+        limit = count_field(body, "limit", "limit must be a non-negative integer")
+        removed = engine.clean(queue, body["state"], grace, limit)
         return data({"removed": len(removed)})
 
     async def retry(req: Request) -> Response:
@@ -217,8 +231,17 @@ def register(api: Management) -> None:
             _flag("removed", INT),
             body={
                 "type": "object",
-                "required": ["state"],
-                "properties": {"state": STATE, "grace": {"type": "integer", "minimum": 0}},
+                "required": ["state", "grace"],
+                "properties": {
+                    "state": STATE,
+                    "grace": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT},
+                    "limit": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": MAX_SAFE_INT,
+                        "description": "at most this many, oldest first; 0: all (extension)",
+                    },
+                },
             },
             body_required=True,
             errors=ERRORS,

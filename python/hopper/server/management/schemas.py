@@ -225,6 +225,7 @@ COMPONENTS: dict[str, Schema] = {
             "returnvalue",
             "failedReason",
             "opts",
+            "deduplicationKey",
             "logs",
             "stacktrace",
             "createdAt",
@@ -249,6 +250,7 @@ COMPONENTS: dict[str, Schema] = {
             "returnvalue": {},
             "failedReason": {"type": ["string", "null"]},
             "opts": {"type": "object"},
+            "deduplicationKey": {"type": ["string", "null"]},
             "logs": {"type": "array", "items": {"type": "string"}},
             "stacktrace": {"type": "array", "items": {"type": "string"}},
             "createdAt": {"type": "string", "format": "date-time"},
@@ -293,6 +295,10 @@ COMPONENTS: dict[str, Schema] = {
             "totalProcessMs": INT,
             "minProcessMs": INT,
             "maxProcessMs": INT,
+            "pushedCount": {
+                **INT,
+                "description": "jobs created in the period (extension)",
+            },
         },
     },
     "Sparklines": {
@@ -311,6 +317,11 @@ COMPONENTS: dict[str, Schema] = {
                     "periodStarts": {
                         "type": "array",
                         "items": {"type": "string", "format": "date-time"},
+                    },
+                    "pushed": {
+                        "type": "object",
+                        "description": "per queue, jobs created in each minute (extension)",
+                        "additionalProperties": {"type": "array", "items": INT},
                     },
                 },
             },

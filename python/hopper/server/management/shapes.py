@@ -29,8 +29,8 @@ def _opts(j: dict[str, Any]) -> dict[str, Any]:
         "removeOnComplete": j["removeOnComplete"],
         "removeOnFail": j["removeOnFail"],
     }
-    if j["runAt"] > j["createdAt"]:
-        opts["delay"] = j["runAt"] - j["createdAt"]
+    if j["delay"]:
+        opts["delay"] = j["delay"]
     if j["timeout"] is not None:
         opts["timeout"] = j["timeout"]
     if j["ttl"] is not None:
@@ -82,6 +82,7 @@ def job(engine: Engine, j: dict[str, Any]) -> dict[str, Any]:
         "returnvalue": j["result"],
         "failedReason": error,
         "opts": _opts(j),
+        "deduplicationKey": j["uniqueKey"],
         "logs": [],
         "stacktrace": [error] if error is not None and state == "failed" else [],
         "createdAt": iso(j["createdAt"]),
@@ -194,7 +195,7 @@ def scheduler(s: SchedulerInfo) -> dict[str, Any]:
 def bucket(
     queue: str, name: str, start_ms: int, granularity: str, row: tuple[int, ...]
 ) -> dict[str, Any]:
-    completed, failed, total, lo, hi = row
+    completed, failed, total, lo, hi, pushed = row
     return {
         "queueName": queue,
         "jobName": name,
@@ -205,4 +206,5 @@ def bucket(
         "totalProcessMs": total,
         "minProcessMs": lo,
         "maxProcessMs": hi,
+        "pushedCount": pushed,
     }

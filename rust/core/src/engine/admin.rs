@@ -14,16 +14,21 @@ impl Engine {
     pub(super) fn remove_slot(&mut self, slot: u32, now: u64, evented: bool) {
         let state = self.job(slot).state;
         if state.is_live() {
-            let id = self.job(slot).id.to_string();
-            for ds in self.blocked_dependents(slot) {
-                self.finish_failed(ds, format!("Dependency {id} was removed"), now);
-            }
+            self.fail_blocked_dependents(slot, "was removed", now);
         }
         if evented {
             self.emit(EventKind::Removed, slot, now, EventExtra::Prev(state));
         }
         self.unlink_from_dependencies(slot);
         self.discard(slot);
+    }
+
+    /// Fails the dependents still waiting for `slot`, with `Dependency <id> <why>`.
+    fn fail_blocked_dependents(&mut self, slot: u32, why: &str, now: u64) {
+        let id = self.job(slot).id.to_string();
+        for ds in self.blocked_dependents(slot) {
+            self.finish_failed(ds, format!("Dependency {id} {why}"), now);
+        }
     }
 
     /// Removes a job that is not active.
@@ -210,8 +215,12 @@ impl Engine {
             .chain(q.ready.iter())
             .chain(q.delayed.iter().map(|&(_, s)| s))
             .collect();
+        // Dependents in other queues cannot run without what was drained: they fail, and
+        // their reason names the drain (the drained jobs leave no trace of their own).
+        let why = format!("was removed by a drain of queue {queue}");
         for &slot in &slots {
             if self.jobs.get(slot).is_some() {
+                self.fail_blocked_dependents(slot, &why, now);
                 self.remove_slot(slot, now, false);
             }
         }

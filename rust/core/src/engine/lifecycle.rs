@@ -97,7 +97,8 @@ impl Engine {
             || !opts.depends_on.is_empty()
             || opts.repeat.is_some()
             || opts.remove_on_complete != Removal::Keep
-            || opts.remove_on_fail != Removal::Keep;
+            || opts.remove_on_fail != Removal::Keep
+            || opts.delay > 0;
         let ext = needs_ext.then(|| {
             Box::new(JobExt {
                 ttl: opts.ttl,
@@ -119,6 +120,7 @@ impl Engine {
                 error: None,
                 flow: None,
                 dlq_retries: 0,
+                delay: opts.delay,
             })
         });
         let flags =
@@ -151,6 +153,11 @@ impl Engine {
             self.queues[qid as usize].dedup.insert(key.into(), slot);
         }
         self.totals.pushed += 1;
+        let window = self.config.metrics_window_ms;
+        self.queues[qid as usize]
+            .metrics
+            .record_pushes(now, name, 1, window);
+        self.record_push(qid, name, now);
         if self.events.enabled() {
             let data = self.job(slot).data.clone();
             self.emit(EventKind::Pushed, slot, now, EventExtra::Data(data));

@@ -13,11 +13,12 @@ use super::{sorted_paused_names, Engine, TimerKind};
 use crate::frame::{begin_frame, finish_frame};
 use crate::ids::JobId;
 use crate::job::{JobState, FLAG_DIRTY, FLAG_DIRTY_DATA, STORED_FLAGS};
+use crate::metrics::{Bucket, MINUTE_MS};
 use crate::queue::Queue;
 use crate::record::{
     encode_delete, encode_group_settings, encode_job, encode_metric, encode_metric_bucket,
-    encode_queue_drop, encode_queue_limits, encode_queue_state, encode_snapshot_begin,
-    encode_totals, JobImage, Record,
+    encode_metric_pushes, encode_queue_drop, encode_queue_limits, encode_queue_state,
+    encode_snapshot_begin, encode_totals, JobImage, Record,
 };
 
 /// A snapshot chunk stops after this many bytes even before its job count: job logs can
@@ -71,6 +72,21 @@ impl Engine {
         }
     }
 
+    /// Notes a job created in `qid` under job name `name` at `now`, for the next flush.
+    pub(super) fn record_push(&mut self, qid: u32, name: u32, now: u64) {
+        if !self.recording {
+            return;
+        }
+        let minute = now - now % MINUTE_MS;
+        let queue = &self.queues[qid as usize].name;
+        match self.pushes.last_mut() {
+            Some((q, n, m, count)) if Arc::ptr_eq(q, queue) && *n == name && *m == minute => {
+                *count += 1;
+            }
+            _ => self.pushes.push((queue.clone(), name, minute, 1)),
+        }
+    }
+
     pub(super) fn record_queue_state(&mut self, qid: u32) {
         if !self.recording {
             return;
@@ -90,10 +106,20 @@ impl Engine {
     /// Returns `None` if nothing changed, else whether the frame holds a `durable` push
     /// (which must be synced at once).
     pub(crate) fn flush_log(&mut self, out: &mut Vec<u8>) -> Option<bool> {
-        if self.dirty.is_empty() && self.op_log.is_empty() && self.dirty_logs.is_empty() {
+        if self.dirty.is_empty()
+            && self.op_log.is_empty()
+            && self.dirty_logs.is_empty()
+            && self.pushes.is_empty()
+        {
             return None;
         }
         let at = begin_frame(out);
+        // Push counts first: they happened before anything of `op_log` could drop their
+        // queue, and a drop replayed after them takes their bucket with it.
+        for (queue, name, minute, count) in self.pushes.drain(..) {
+            let name = &self.job_names[name as usize];
+            encode_metric_pushes(out, &queue, name, minute, count);
+        }
         out.append(&mut self.op_log);
         for slot in std::mem::take(&mut self.dirty) {
             // A slot freed since it was marked holds nothing, or a job marked on its own.
@@ -135,7 +161,11 @@ impl Engine {
                 &sorted_paused_names(q, &self.job_names),
             );
             for (minute, name, bucket) in q.metrics.buckets() {
-                encode_metric_bucket(out, &q.name, &self.job_names[name as usize], minute, bucket);
+                let name = &self.job_names[name as usize];
+                encode_metric_bucket(out, &q.name, name, minute, bucket);
+                if bucket.pushed > 0 {
+                    encode_metric_pushes(out, &q.name, name, minute, bucket.pushed);
+                }
             }
             if let Some(l) = q.limits.as_deref() {
                 encode_queue_limits(out, &q.name, &l.config);
@@ -296,6 +326,23 @@ impl Engine {
                     self.queues[qid as usize]
                         .metrics
                         .record(at, name, ok, took, window);
+                }
+            }
+            Record::MetricPushes {
+                queue,
+                name,
+                minute,
+                count,
+            } => {
+                if let Ok(qid) = self.queue_or_create(&queue) {
+                    let name = self.intern_name(&name);
+                    let pushes = Bucket {
+                        pushed: count,
+                        ..Bucket::default()
+                    };
+                    self.queues[qid as usize]
+                        .metrics
+                        .restore_bucket(minute, name, &pushes);
                 }
             }
             Record::MetricBucket {

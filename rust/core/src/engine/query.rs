@@ -5,6 +5,7 @@ use hashbrown::HashMap;
 
 use super::{sorted_paused_names, Engine, SearchKind, Totals, MAX_PAGE};
 use crate::error::{EngineError, Result};
+use crate::fold_search::FoldedTerm;
 use crate::ids::JobId;
 use crate::job::{Job, JobState};
 use crate::json_render::write_job;
@@ -107,7 +108,7 @@ impl Engine {
         let slots = if end < start {
             Vec::new()
         } else {
-            q.slots(state).skip(start).take(take).collect()
+            q.page(state, start, take)
         };
         (slots, q.count(state))
     }
@@ -206,7 +207,7 @@ impl Engine {
 
     /// Finds up to `limit` jobs (or, for `Queue`, queue names) matching `query`.
     /// JobId: an exact id or an id prefix; Payload: a substring of the data's JSON text
-    /// within `queue`.
+    /// within `queue`, in any state, ignoring case.
     pub fn search(
         &self,
         query: &str,
@@ -243,10 +244,11 @@ impl Engine {
                     .ok_or_else(|| EngineError::invalid("queue is required for payload search"))?;
                 let qid = self.existing_queue(q)?;
                 let queue = &self.queues[qid as usize];
+                let term = FoldedTerm::new(query);
                 JobState::ALL
                     .iter()
                     .flat_map(|&s| queue.slots(s))
-                    .filter(|&s| self.job(s).data.contains(query))
+                    .filter(|&s| term.found_in(&self.job(s).data))
                     .take(limit)
                     .map(|s| self.job(s).id.to_string())
                     .collect()

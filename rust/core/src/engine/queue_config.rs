@@ -224,7 +224,7 @@ impl Engine {
         }
         let mut due_now = Vec::new();
         let mut next = u64::MAX;
-        for &(at, slot) in &self.queues[qid as usize].failed {
+        for &(at, slot) in self.queues[qid as usize].failed.iter() {
             let retries = self.job(slot).ext().map_or(0, |e| e.dlq_retries);
             match dlq.retry_due(at, retries) {
                 Some(due) if due <= now => due_now.push((slot, retries)),

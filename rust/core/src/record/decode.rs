@@ -2,11 +2,11 @@
 //! tag and number checked, so damaged or foreign bytes give an error, never a panic.
 
 use super::{
-    JobImage, Record, EXT_DLQ_RETRIES, EXT_FLOW, EXT_SECTIONS, TAG_GROUP_SETTINGS, TAG_JOB_DELETE,
-    TAG_JOB_FULL, TAG_JOB_LOG, TAG_JOB_LOG_TRIM, TAG_JOB_STATE, TAG_METRIC, TAG_METRIC_BUCKET,
-    TAG_QUEUE_DLQ_CONFIG, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS, TAG_QUEUE_STALL_CONFIG,
-    TAG_QUEUE_STATE, TAG_SCHEDULER, TAG_SCHEDULER_DELETE, TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END,
-    TAG_TOTALS,
+    JobImage, Record, EXT_DELAY, EXT_DLQ_RETRIES, EXT_FLOW, EXT_SECTIONS, TAG_GROUP_SETTINGS,
+    TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG, TAG_JOB_LOG_TRIM, TAG_JOB_STATE, TAG_METRIC,
+    TAG_METRIC_BUCKET, TAG_METRIC_PUSHES, TAG_QUEUE_DLQ_CONFIG, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS,
+    TAG_QUEUE_STALL_CONFIG, TAG_QUEUE_STATE, TAG_SCHEDULER, TAG_SCHEDULER_DELETE,
+    TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END, TAG_TOTALS,
 };
 use crate::engine::Totals;
 use crate::groups::{GroupRate, GroupSettings};
@@ -191,6 +191,9 @@ impl<'a> Decoder<'a> {
                     ext.dlq_retries =
                         u32::try_from(self.u64()?).map_err(|_| DecodeError("bad retry count"))?;
                 }
+                if sections & EXT_DELAY != 0 {
+                    ext.delay = self.u64()?;
+                }
                 Some(ext)
             }
             _ => return Err(DecodeError("bad flag byte")),
@@ -289,6 +292,7 @@ impl<'a> Decoder<'a> {
             error: self.opt_str()?,
             flow: None,
             dlq_retries: 0,
+            delay: 0,
         })
     }
 
@@ -356,11 +360,18 @@ impl<'a> Decoder<'a> {
                 ok: self.bool()?,
                 took: self.u64()?,
             },
+            TAG_METRIC_PUSHES => Record::MetricPushes {
+                queue: self.str()?,
+                name: self.str()?,
+                minute: self.u64()?,
+                count: self.u64()?,
+            },
             TAG_METRIC_BUCKET => Record::MetricBucket {
                 queue: self.str()?,
                 name: self.str()?,
                 minute: self.u64()?,
                 bucket: Bucket {
+                    pushed: 0,
                     completed: self.u64()?,
                     failed: self.u64()?,
                     total_process_ms: self.u64()?,
