@@ -8,15 +8,12 @@
 //!   a crash artefact: start-up stops with a message, unless `repair` is set, in which
 //!   case damaged records are skipped (and counted) and everything else is kept.
 
-use std::fs::OpenOptions;
-use std::path::Path;
-
-use crate::data_dir::{list, Listing};
 use crate::engine::{Engine, RestoreStats};
 use crate::frame::{
     parse_header, read_frame, valid_frame_after, FrameError, HEADER_LEN, SEGMENT_MAGIC,
     SNAPSHOT_MAGIC,
 };
+use crate::log_store::{LogStore, StoreListing};
 use crate::record::{Decoder, Record};
 
 /// What recovery found and did.
@@ -92,10 +89,18 @@ fn repair_hint(file: &str, at: usize, len: usize, what: &str) -> String {
     )
 }
 
+/// Where the bytes `replay_file` replays come from.
+enum Source {
+    Segment(u32),
+    Snapshot(u32),
+}
+
 /// Replays one file's frames, handling damage as the module describes. `tail_ok`: this
 /// is the last segment, where a torn tail is expected after a crash.
+#[allow(clippy::too_many_arguments)]
 fn replay_file(
-    path: &Path,
+    store: &dyn LogStore,
+    source: Source,
     buf: &[u8],
     engine: &mut Engine,
     repair: bool,
@@ -103,7 +108,10 @@ fn replay_file(
     out: &mut Recovered,
     mut on_record: impl FnMut(&Record<'_>),
 ) -> Result<(), String> {
-    let file = path.display().to_string();
+    let file = match source {
+        Source::Segment(n) => store.segment_name(n),
+        Source::Snapshot(n) => store.snapshot_name(n),
+    };
     let mut pos = HEADER_LEN;
     loop {
         let Some(Damage::At(at, next, what)) = apply_frames(buf, pos, engine, out, &mut on_record)
@@ -113,11 +121,12 @@ fn replay_file(
         match next {
             None if tail_ok => {
                 let dropped = buf.len() - at;
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| f.set_len(at as u64).and_then(|_| f.sync_all()));
-                f.map_err(|e| format!("cannot truncate the torn end of {file}: {e}"))?;
+                let Source::Segment(n) = source else {
+                    return Err(repair_hint(&file, at, buf.len(), what));
+                };
+                store
+                    .truncate_segment(n, at as u64)
+                    .map_err(|e| format!("cannot truncate the torn end of {file}: {e}"))?;
                 out.warnings.push(format!(
                     "{file}: dropped {dropped} bytes at the end ({what}: an interrupted write, nothing acknowledged as synced)"
                 ));
@@ -137,22 +146,23 @@ fn replay_file(
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+fn read(name: String, bytes: std::io::Result<Vec<u8>>) -> Result<Vec<u8>, String> {
+    bytes.map_err(|e| format!("cannot read {name}: {e}"))
 }
 
 /// Loads the newest snapshot. Returns its number.
 fn load_snapshot(
-    listing: &Listing,
+    store: &dyn LogStore,
+    listing: &StoreListing,
     engine: &mut Engine,
     repair: bool,
     out: &mut Recovered,
 ) -> Result<Option<u32>, String> {
-    let Some((number, path)) = listing.snapshots.last() else {
+    let Some(number) = listing.snapshots.last() else {
         return Ok(None);
     };
-    let buf = read(path)?;
-    let file = path.display().to_string();
+    let file = store.snapshot_name(*number);
+    let buf = read(file.clone(), store.read_snapshot(*number))?;
     if parse_header(&buf, SNAPSHOT_MAGIC) != Some(*number) {
         if !repair {
             return Err(repair_hint(&file, 0, buf.len(), "bad header"));
@@ -163,11 +173,21 @@ fn load_snapshot(
     }
     let mut end = None;
     let mut jobs = 0u64;
-    replay_file(path, &buf, engine, repair, false, out, |r| match r {
-        Record::SnapshotEnd { jobs } => end = Some(*jobs),
-        Record::Job(_) => jobs += 1,
-        _ => {}
-    })?;
+    let source = Source::Snapshot(*number);
+    replay_file(
+        store,
+        source,
+        &buf,
+        engine,
+        repair,
+        false,
+        out,
+        |r| match r {
+            Record::SnapshotEnd { jobs } => end = Some(*jobs),
+            Record::Job(_) => jobs += 1,
+            _ => {}
+        },
+    )?;
     if end != Some(jobs) {
         let what = format!("incomplete: {jobs} jobs read, the end record says {end:?}");
         if !repair {
@@ -180,41 +200,51 @@ fn load_snapshot(
     Ok(Some(*number))
 }
 
-/// Rebuilds `engine` (a fresh one, not recording) from the data directory.
-pub fn recover(dir: &Path, engine: &mut Engine, repair: bool) -> Result<Recovered, String> {
-    let listing = list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+/// Rebuilds `engine` (a fresh one, not recording) from the store.
+pub fn recover(
+    store: &dyn LogStore,
+    engine: &mut Engine,
+    repair: bool,
+) -> Result<Recovered, String> {
+    let listing = store
+        .list()
+        .map_err(|e| format!("cannot list the log: {e}"))?;
     let mut out = Recovered::default();
-    for tmp in &listing.temporaries {
-        let _ = std::fs::remove_file(tmp);
+    let unfinished = store
+        .remove_unfinished()
+        .map_err(|e| format!("cannot list the log: {e}"))?;
+    for name in unfinished {
         out.warnings.push(format!(
-            "removed {}: a snapshot that was never finished (the log still holds its data)",
-            tmp.display()
+            "removed {name}: a snapshot that was never finished (the log still holds its data)"
         ));
     }
-    let snapshot = load_snapshot(&listing, engine, repair, &mut out)?;
+    let snapshot = load_snapshot(store, &listing, engine, repair, &mut out)?;
     out.snapshot = snapshot;
     let first = snapshot.unwrap_or(0);
-    let segments: Vec<&(u32, std::path::PathBuf)> = listing
+    let segments: Vec<u32> = listing
         .segments
         .iter()
-        .filter(|(n, _)| *n >= first)
+        .copied()
+        .filter(|n| *n >= first)
         .collect();
-    // Older files are left over from a cleanup a crash interrupted.
-    for (n, path) in listing.segments.iter().filter(|(n, _)| *n < first) {
-        let _ = std::fs::remove_file(path);
+    // Older ones are left over from a cleanup a crash interrupted.
+    for n in listing.segments.iter().filter(|n| **n < first) {
+        let _ = store.remove_segment(*n);
         out.warnings.push(format!(
-            "removed wal-{n:010}.log: already covered by the snapshot"
+            "removed {}: already covered by the snapshot",
+            store.segment_name(*n)
         ));
     }
-    for (_, path) in listing.snapshots.iter().rev().skip(1) {
-        let _ = std::fs::remove_file(path);
+    for n in listing.snapshots.iter().rev().skip(1) {
+        let _ = store.remove_snapshot(*n);
     }
-    let mut expected = snapshot.or_else(|| segments.first().map(|s| s.0));
-    for (i, (number, path)) in segments.iter().enumerate() {
-        if expected.is_some_and(|e| e != *number) {
+    let mut expected = snapshot.or_else(|| segments.first().copied());
+    for (i, number) in segments.iter().copied().enumerate() {
+        let name = store.segment_name(number);
+        if let Some(e) = expected.filter(|e| *e != number) {
             let msg = format!(
-                "log segment wal-{:010}.log is missing (found wal-{number:010}.log next)",
-                expected.unwrap_or(0)
+                "log segment {} is missing (found {name} next)",
+                store.segment_name(e)
             );
             if !repair {
                 return Err(format!(
@@ -224,31 +254,30 @@ pub fn recover(dir: &Path, engine: &mut Engine, repair: bool) -> Result<Recovere
             out.warnings.push(format!("--repair: {msg}"));
         }
         expected = Some(number + 1);
-        let buf = read(path)?;
+        let buf = read(name.clone(), store.read_segment(number))?;
         let last = i + 1 == segments.len();
-        if parse_header(&buf, SEGMENT_MAGIC) != Some(*number) {
+        if parse_header(&buf, SEGMENT_MAGIC) != Some(number) {
             // A crash right after creating the file leaves it without a whole header.
             if last && buf.len() < HEADER_LEN {
-                let _ = std::fs::remove_file(path);
+                let _ = store.remove_segment(number);
                 out.warnings.push(format!(
-                    "{}: removed a segment created just before a crash",
-                    path.display()
+                    "{name}: removed a segment created just before a crash"
                 ));
                 continue;
             }
-            let file = path.display().to_string();
             if !repair {
-                return Err(repair_hint(&file, 0, buf.len(), "bad header"));
+                return Err(repair_hint(&name, 0, buf.len(), "bad header"));
             }
             out.warnings
-                .push(format!("--repair: {file}: bad header; segment skipped"));
+                .push(format!("--repair: {name}: bad header; segment skipped"));
             continue;
         }
-        replay_file(path, &buf, engine, repair, last, &mut out, |_| {})?;
+        let source = Source::Segment(number);
+        replay_file(store, source, &buf, engine, repair, last, &mut out, |_| {})?;
         out.log_bytes += buf.len() as u64;
         out.segments += 1;
     }
-    let highest = listing.segments.iter().map(|s| s.0).chain(snapshot).max();
+    let highest = listing.segments.iter().copied().chain(snapshot).max();
     out.next_segment = highest.map_or(1, |h| h + 1);
     Ok(out)
 }

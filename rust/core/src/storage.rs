@@ -3,18 +3,27 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
-use crate::data_dir::DirLock;
 use crate::engine::Engine;
+use crate::log_store::{FileStore, LogStore};
 use crate::recovery::{recover, Recovered};
 use crate::snapshot::{write_snapshot, SnapshotInfo};
 use crate::wal::{FsyncPolicy, Wal, WalConfig};
 
+/// Where the log and snapshots live.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A data directory, locked by the engine (the default).
+    Dir(PathBuf),
+    /// A store opened by the caller (a cluster slot's log in PostgreSQL).
+    Store(Arc<dyn LogStore>),
+}
+
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    pub dir: PathBuf,
+    pub location: Location,
     pub policy: FsyncPolicy,
     pub segment_bytes: u64,
     /// A snapshot is taken once the log since the last one is this large, or as large as
@@ -43,9 +52,10 @@ impl StorageConfig {
         Ok(())
     }
 
+    /// Storage in a data directory.
     pub fn new(dir: impl Into<PathBuf>, policy: FsyncPolicy) -> Self {
         Self {
-            dir: dir.into(),
+            location: Location::Dir(dir.into()),
             policy,
             segment_bytes: 64 << 20,
             snapshot_min_bytes: 64 << 20,
@@ -64,30 +74,32 @@ pub struct OpenReport {
 
 pub struct Storage {
     pub wal: Wal,
+    store: Arc<dyn LogStore>,
     config: StorageConfig,
     last_snapshot_bytes: AtomicU64,
     snapshots: AtomicU64,
-    /// Released by `close`, so the directory can be reopened while this object lives on.
-    lock: Mutex<Option<DirLock>>,
 }
 
 impl Storage {
-    /// Locks the directory and rebuilds `engine` from it, then starts recording and opens
-    /// the log for new records.
+    /// Opens the store (locks a directory) and rebuilds `engine` from it, then starts
+    /// recording and opens the log for new records.
     pub fn open(
         config: StorageConfig,
         engine: &mut Engine,
         on_progress: Box<dyn Fn() + Send + Sync>,
     ) -> Result<(Storage, OpenReport), String> {
         let started = Instant::now();
-        let lock = DirLock::acquire(&config.dir)?;
-        let recovered = recover(&config.dir, engine, config.repair)?;
+        let store: Arc<dyn LogStore> = match &config.location {
+            Location::Dir(dir) => Arc::new(FileStore::open(dir)?),
+            Location::Store(store) => store.clone(),
+        };
+        let recovered = recover(&*store, engine, config.repair)?;
         engine.set_recording(true);
         // Missed scheduler runs (skipped or due now), logged like any change.
         engine.settle_schedulers();
         let wal = Wal::open(
             WalConfig {
-                dir: config.dir.clone(),
+                store: store.clone(),
                 policy: config.policy,
                 segment_bytes: config.segment_bytes,
                 first_segment: recovered.next_segment,
@@ -95,7 +107,7 @@ impl Storage {
             },
             on_progress,
         )
-        .map_err(|e| format!("cannot open the log in {}: {e}", config.dir.display()))?;
+        .map_err(|e| format!("cannot open the log in {}: {e}", store.describe()))?;
         let report = OpenReport {
             jobs: engine.job_count(),
             millis: started.elapsed().as_millis() as u64,
@@ -104,10 +116,10 @@ impl Storage {
         Ok((
             Storage {
                 wal,
+                store,
                 config,
                 last_snapshot_bytes: AtomicU64::new(0),
                 snapshots: AtomicU64::new(0),
-                lock: Mutex::new(Some(lock)),
             },
             report,
         ))
@@ -125,7 +137,7 @@ impl Storage {
         &self,
         lock: impl Fn() -> MutexGuard<'a, Engine>,
     ) -> std::io::Result<SnapshotInfo> {
-        let info = write_snapshot(&self.config.dir, &self.wal, lock)?;
+        let info = write_snapshot(&*self.store, &self.wal, lock)?;
         self.last_snapshot_bytes
             .store(info.bytes, Ordering::Release);
         self.snapshots.fetch_add(1, Ordering::AcqRel);
@@ -136,10 +148,10 @@ impl Storage {
         self.snapshots.load(Ordering::Acquire)
     }
 
-    /// Writes and syncs the rest of the log, then unlocks the directory. Idempotent.
+    /// Writes and syncs the rest of the log, then releases the store. Idempotent.
     pub fn close(&self) {
         self.wal.close();
-        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.store.release();
     }
 
     pub fn repaired(&self) -> bool {

@@ -1,5 +1,6 @@
-//! The write-ahead log: segment files under the data directory and the writer thread
-//! that does group commit.
+//! The write-ahead log: numbered segments in a `LogStore` (files under the data directory
+//! by default, where "write" is a `pwrite` and "sync" an `fdatasync`) and the writer
+//! thread that does group commit.
 //!
 //! Operations append their frame to a shared buffer under the engine lock (so the log
 //! order is the operation order) and go on; whoever writes next takes everything
@@ -15,10 +16,7 @@
 //! (`check_writable`), the unwritten bytes are kept and retried in place (the same file
 //! offset, so a partial write is overwritten) until the disk accepts them again.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
@@ -26,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::engine::Totals;
 use crate::error::{EngineError, Result};
-use crate::frame::{begin_frame, finish_frame, header, SEGMENT_MAGIC};
+use crate::frame::{begin_frame, finish_frame, header, HEADER_LEN, SEGMENT_MAGIC};
+use crate::log_store::{LogStore, SegmentWriter};
 use crate::record::encode_totals;
 
 /// How long a failed write waits before it is retried.
@@ -68,15 +67,6 @@ impl FsyncPolicy {
 pub struct Commit {
     pub lsn: u64,
     pub synced: bool,
-}
-
-pub fn segment_path(dir: &Path, number: u32) -> PathBuf {
-    dir.join(format!("wal-{number:010}.log"))
-}
-
-/// Makes a file's creation or rename durable: the directory entry must be synced too.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 struct Pending {
@@ -172,7 +162,7 @@ impl Shared {
 }
 
 pub struct WalConfig {
-    pub dir: PathBuf,
+    pub store: Arc<dyn LogStore>,
     pub policy: FsyncPolicy,
     /// A segment is closed and a new one started past this size.
     pub segment_bytes: u64,
@@ -189,10 +179,10 @@ pub struct Wal {
 
 impl Wal {
     pub fn open(config: WalConfig, on_progress: Box<dyn Fn() + Send + Sync>) -> io::Result<Self> {
-        let segment = Segment::create(&config.dir, config.first_segment)?;
+        let segment = Segment::create(&*config.store, config.first_segment)?;
         let shared = Arc::new(Shared {
             output: Mutex::new(Output {
-                dir: config.dir.clone(),
+                store: config.store,
                 segment,
                 batch: Vec::with_capacity(1 << 16),
                 carry: Vec::with_capacity(1 << 16),
@@ -453,24 +443,15 @@ impl Drop for Wal {
 
 struct Segment {
     /// Shared with the writer thread while it syncs.
-    file: Arc<File>,
+    file: Arc<dyn SegmentWriter>,
     len: u64,
 }
 
 impl Segment {
-    fn create(dir: &Path, number: u32) -> io::Result<Segment> {
-        let path = segment_path(dir, number);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)?;
-        file.write_all_at(&header(SEGMENT_MAGIC, number), 0)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
+    fn create(store: &dyn LogStore, number: u32) -> io::Result<Segment> {
         Ok(Segment {
-            file: Arc::new(file),
-            len: crate::frame::HEADER_LEN as u64,
+            file: store.create_segment(number, &header(SEGMENT_MAGIC, number))?,
+            len: HEADER_LEN as u64,
         })
     }
 }
@@ -478,7 +459,7 @@ impl Segment {
 /// The writing side: the open segment and the bytes taken from the buffer but not yet
 /// written. Held by whoever writes: the writer thread or a `write_now` caller.
 struct Output {
-    dir: PathBuf,
+    store: Arc<dyn LogStore>,
     segment: Segment,
     /// Swapped with the shared buffer, so taking it copies nothing.
     batch: Vec<u8>,
@@ -549,8 +530,8 @@ impl Output {
             self.write_prefix(shared, at)?;
             // The old segment is complete: sync it before anything goes to the next one.
             shared.failing()?;
-            self.segment.file.sync_data()?;
-            self.segment = Segment::create(&self.dir, number)?;
+            self.segment.file.sync()?;
+            self.segment = Segment::create(&*self.store, number)?;
             self.rotate = None;
         }
         self.write_prefix(shared, self.carry.len())?;
@@ -568,7 +549,7 @@ impl Output {
         shared.failing()?;
         self.segment
             .file
-            .write_all_at(&self.carry[..n], self.segment.len)?;
+            .write_at(&self.carry[..n], self.segment.len)?;
         self.segment.len += n as u64;
         shared.log_bytes.fetch_add(n as u64, Ordering::AcqRel);
         self.carry.drain(..n);
@@ -627,7 +608,7 @@ impl Writer {
                 FsyncPolicy::Never => false,
             };
             if written > durable && (due || closing || sync_wanted > durable) {
-                if let Err(e) = self.sync(&file, written) {
+                if let Err(e) = self.sync(&*file, written) {
                     shared.set_error("syncing the log", &e);
                     if closing {
                         return;
@@ -687,9 +668,9 @@ impl Writer {
         (p.closing, p.sync_wanted)
     }
 
-    fn sync(&mut self, file: &File, written: u64) -> io::Result<()> {
+    fn sync(&mut self, file: &dyn SegmentWriter, written: u64) -> io::Result<()> {
         self.shared.failing()?;
-        file.sync_data()?;
+        file.sync()?;
         self.last_sync = Instant::now();
         self.shared.durable.fetch_max(written, Ordering::SeqCst);
         self.shared.announce();
