@@ -1,0 +1,71 @@
+//! Why a slot cannot be served: typed, so a caller can tell "someone else owns it" from
+//! "the database is unreachable".
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum ClusterError {
+    /// Another broker holds an unexpired lease on the slot.
+    LeaseHeld {
+        owner: String,
+        lease_until_ms: i64,
+    },
+    /// The slot was taken over: this broker's epoch is stale, and it must stop serving
+    /// the slot. Nothing was written.
+    Fenced {
+        mine: i64,
+        current: i64,
+    },
+    /// The database's schema is newer than this build knows.
+    SchemaTooNew {
+        found: i32,
+        known: i32,
+    },
+    Db(postgres::Error),
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LeaseHeld {
+                owner,
+                lease_until_ms,
+            } => write!(
+                f,
+                "the slot is owned by broker '{owner}' until {lease_until_ms} ms"
+            ),
+            Self::Fenced { mine, current } => write!(
+                f,
+                "fenced: the slot was taken over (epoch {current}, this broker had {mine}); stop serving it"
+            ),
+            Self::SchemaTooNew { found, known } => write!(
+                f,
+                "the database's hopper schema is version {found}, newer than this build's {known}: upgrade hopper"
+            ),
+            Self::Db(e) => write!(f, "PostgreSQL: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<postgres::Error> for ClusterError {
+    fn from(e: postgres::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<ClusterError> for std::io::Error {
+    /// The engine's log writer reports I/O errors; a fence or a lost database puts its
+    /// log in the failed state ("storage unavailable"), so the slot stops serving.
+    fn from(e: ClusterError) -> Self {
+        std::io::Error::other(e)
+    }
+}

@@ -1,0 +1,15 @@
+//! hopper-cluster: several hopper servers on one PostgreSQL (see `docs/cluster.md`).
+//!
+//! Phase 1's storage: a slot's owner runs the unchanged engine with its log and
+//! snapshots in PostgreSQL (`Slot` is a hopper-core `LogStore`), ownership by a lease row
+//! and an advisory lock, every write fenced by the owner's epoch. Kept out of hopper-core
+//! so the engine crate has no network or database dependency.
+
+mod error;
+mod pg_store;
+mod schema;
+mod slot;
+
+pub use error::ClusterError;
+pub use schema::SCHEMA_VERSION;
+pub use slot::{Slot, SlotConfig};

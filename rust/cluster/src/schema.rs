@@ -1,0 +1,77 @@
+//! The tables, created and migrated when a broker connects. Migrations run in one
+//! transaction under a transaction advisory lock, so brokers starting together apply
+//! each once; a database newer than this build is refused.
+
+use postgres::Client;
+
+use crate::error::ClusterError;
+
+/// Statements of each schema version, in order; version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE hopper_slots (
+    namespace      text    NOT NULL,
+    slot           integer NOT NULL,
+    owner          text    NOT NULL,
+    epoch          bigint  NOT NULL,
+    lease_until_ms bigint  NOT NULL,
+    -- whether the owner's session holds the slot's advisory lock: only then does a
+    -- free lock mean the owner's session is gone
+    owner_locked   boolean NOT NULL,
+    PRIMARY KEY (namespace, slot)
+);
+CREATE TABLE hopper_log (
+    namespace text    NOT NULL,
+    slot      integer NOT NULL,
+    segment   integer NOT NULL,
+    "offset"  bigint  NOT NULL,
+    epoch     bigint  NOT NULL,
+    frames    bytea   NOT NULL,
+    PRIMARY KEY (namespace, slot, segment, "offset")
+) WITH (autovacuum_vacuum_scale_factor = 0.01);
+CREATE TABLE hopper_snapshots (
+    namespace text    NOT NULL,
+    slot      integer NOT NULL,
+    segment   integer NOT NULL,
+    epoch     bigint  NOT NULL,
+    bytes     bytea   NOT NULL,
+    PRIMARY KEY (namespace, slot, segment)
+);
+"#];
+
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Brings the database to `SCHEMA_VERSION`.
+pub fn migrate(client: &mut Client) -> Result<(), ClusterError> {
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('hopper_schema'))",
+        &[],
+    )?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS hopper_schema_version (version integer NOT NULL)",
+    )?;
+    let found: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM hopper_schema_version",
+            &[],
+        )?
+        .get(0);
+    if found > SCHEMA_VERSION {
+        return Err(ClusterError::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for sql in &MIGRATIONS[found as usize..] {
+        tx.batch_execute(sql)?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.execute("DELETE FROM hopper_schema_version", &[])?;
+        tx.execute(
+            "INSERT INTO hopper_schema_version (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Owning a slot: a lease row per slot (owner, epoch, lease end) plus a session-level
+//! advisory lock held by the owner's connection.
+//!
+//! - Taking a slot bumps its epoch; it is allowed once the lease has ended, or at once
+//!   when the slot's advisory lock is free although the row says the owner held it
+//!   (the owner's session is gone: a killed process, a closed connection).
+//! - The lock only speeds takeover up; the epoch is the safety: every write of the log
+//!   checks it under `FOR SHARE` of the slot row in the same statement, which a takeover's
+//!   row update conflicts with, so a stale owner writes nothing once a takeover has
+//!   committed (see `pg_store.rs`), and the new owner reads the log only after that.
+//! - Time is PostgreSQL's clock (`clock_timestamp()`), the same for every broker, unless
+//!   the config injects a clock (tests).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hopper_core::Clock;
+use postgres::{Client, NoTls, Statement};
+
+use crate::error::ClusterError;
+use crate::schema::migrate;
+
+/// Milliseconds now: the injected clock's (`$n`), else PostgreSQL's.
+macro_rules! now_ms {
+    ($n:literal) => {
+        concat!(
+            "coalesce($",
+            $n,
+            "::bigint, (extract(epoch from clock_timestamp()) * 1000)::bigint)"
+        )
+    };
+}
+
+#[derive(Clone)]
+pub struct SlotConfig {
+    /// A libpq-style connection string or `postgresql://` URL.
+    pub url: String,
+    /// Every row is keyed by it, so several clusters (or tests) can share a database.
+    pub namespace: String,
+    pub slot: i32,
+    /// Unique among live brokers.
+    pub broker_id: String,
+    pub lease_ms: u64,
+    /// `None`: PostgreSQL's clock; tests inject one.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// A slot this broker owns, with the connection that holds its advisory lock and
+/// writes its log. Also its `LogStore` (`pg_store.rs`).
+#[derive(Clone)]
+pub struct Slot {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    client: Mutex<Client>,
+    pub namespace: String,
+    pub slot: i32,
+    broker_id: String,
+    pub epoch: i64,
+    lease_ms: i64,
+    clock: Option<Arc<dyn Clock>>,
+    /// Set once a write found a newer epoch: every later write fails without asking.
+    fenced: AtomicBool,
+    /// Whether this session holds the slot's advisory lock.
+    locked: AtomicBool,
+    pub append: Statement,
+}
+
+const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext($1), $2)";
+const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext($1), $2)";
+
+/// Inserts the batch if the slot's epoch is still `$3`; answers the current epoch and
+/// whether a row went in (none on a retried batch that is already there).
+const APPEND: &str = r#"
+WITH s AS (SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = $2 FOR SHARE),
+     i AS (INSERT INTO hopper_log (namespace, slot, segment, "offset", epoch, frames)
+           SELECT $1, $2, $4, $5, $3, $6 FROM s WHERE s.epoch = $3
+           ON CONFLICT DO NOTHING RETURNING 1)
+SELECT (SELECT epoch FROM s), (SELECT count(*) FROM i)"#;
+
+impl Slot {
+    /// Connects, migrates the schema and takes the slot (epoch + 1), or says who holds it.
+    pub fn acquire(config: &SlotConfig) -> Result<Slot, ClusterError> {
+        let mut client = Client::connect(&config.url, NoTls)?;
+        migrate(&mut client)?;
+        let (ns, slot) = (&config.namespace, &config.slot);
+        let locked: bool = client.query_one(TRY_LOCK, &[ns, slot])?.get(0);
+        let taken = take_over(&mut client, config, locked);
+        let epoch = match taken {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                if locked {
+                    let _ = client.query_one(UNLOCK, &[ns, slot]);
+                }
+                return Err(e);
+            }
+        };
+        let append = client.prepare(APPEND)?;
+        Ok(Slot {
+            inner: Arc::new(Inner {
+                client: Mutex::new(client),
+                namespace: config.namespace.clone(),
+                slot: config.slot,
+                broker_id: config.broker_id.clone(),
+                epoch,
+                lease_ms: config.lease_ms as i64,
+                clock: config.clock.clone(),
+                fenced: AtomicBool::new(false),
+                locked: AtomicBool::new(locked),
+                append,
+            }),
+        })
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.inner.epoch
+    }
+
+    /// Whether this session holds the slot's advisory lock.
+    pub fn holds_lock(&self) -> bool {
+        self.inner.locked.load(Ordering::Acquire)
+    }
+
+    /// Extends the lease (and takes the advisory lock if it could not before). Returns
+    /// the new lease end; `Fenced` once another broker took the slot.
+    pub fn renew(&self) -> Result<i64, ClusterError> {
+        let i = &self.inner;
+        i.check_fenced()?;
+        let mut c = i.client();
+        if !i.locked.load(Ordering::Acquire) {
+            let got: bool = c.query_one(TRY_LOCK, &[&i.namespace, &i.slot])?.get(0);
+            i.locked.store(got, Ordering::Release);
+        }
+        let renewed = c.query_opt(
+            concat!(
+                "UPDATE hopper_slots SET lease_until_ms = ",
+                now_ms!(4),
+                " + $5, owner_locked = owner_locked OR $6",
+                " WHERE namespace = $1 AND slot = $2 AND epoch = $3 RETURNING lease_until_ms"
+            ),
+            &[
+                &i.namespace,
+                &i.slot,
+                &i.epoch,
+                &i.now(),
+                &i.lease_ms,
+                &i.locked.load(Ordering::Acquire),
+            ],
+        )?;
+        match renewed {
+            Some(row) => Ok(row.get(0)),
+            None => {
+                let current = current_epoch(&mut c, &i.namespace, i.slot)?;
+                Err(i.fence(&mut c, current))
+            }
+        }
+    }
+}
+
+/// The takeover transaction: decides under the row lock whether the slot is free.
+fn take_over(client: &mut Client, config: &SlotConfig, locked: bool) -> Result<i64, ClusterError> {
+    let now = config.clock.as_ref().map(|c| c.now_ms() as i64);
+    let (ns, slot) = (&config.namespace, &config.slot);
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "INSERT INTO hopper_slots VALUES ($1, $2, '', 0, 0, false) ON CONFLICT DO NOTHING",
+        &[ns, slot],
+    )?;
+    let row = tx.query_one(
+        concat!(
+            "SELECT owner, lease_until_ms, owner_locked, ",
+            now_ms!(3),
+            " FROM hopper_slots WHERE namespace = $1 AND slot = $2 FOR UPDATE"
+        ),
+        &[ns, slot, &now],
+    )?;
+    let (owner, lease_until_ms, owner_locked, now_ms): (String, i64, bool, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let owner_gone = locked && owner_locked;
+    if lease_until_ms > now_ms && !owner_gone {
+        return Err(ClusterError::LeaseHeld {
+            owner,
+            lease_until_ms,
+        });
+    }
+    let epoch: i64 = tx
+        .query_one(
+            "UPDATE hopper_slots SET owner = $3, epoch = epoch + 1, lease_until_ms = $4::bigint + $5::bigint,
+             owner_locked = $6 WHERE namespace = $1 AND slot = $2 RETURNING epoch",
+            &[
+                ns,
+                slot,
+                &config.broker_id,
+                &now_ms,
+                &(config.lease_ms as i64),
+                &locked,
+            ],
+        )?
+        .get(0);
+    tx.commit()?;
+    Ok(epoch)
+}
+
+fn current_epoch(c: &mut Client, namespace: &str, slot: i32) -> Result<i64, ClusterError> {
+    let row = c.query_opt(
+        "SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = $2",
+        &[&namespace, &slot],
+    )?;
+    Ok(row.map_or(0, |r| r.get(0)))
+}
+
+impl Inner {
+    pub fn client(&self) -> MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The injected clock's time, for `now_ms!`.
+    pub fn now(&self) -> Option<i64> {
+        self.clock.as_ref().map(|c| c.now_ms() as i64)
+    }
+
+    pub fn check_fenced(&self) -> Result<(), ClusterError> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(ClusterError::Fenced {
+                mine: self.epoch,
+                current: self.epoch + 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records that the slot moved on to `current`: this broker stops writing and lets
+    /// the advisory lock go, so the new owner can hold it.
+    pub fn fence(&self, c: &mut Client, current: i64) -> ClusterError {
+        self.fenced.store(true, Ordering::Release);
+        if self.locked.swap(false, Ordering::AcqRel) {
+            let _ = c.query_one(UNLOCK, &[&self.namespace, &self.slot]);
+        }
+        ClusterError::Fenced {
+            mine: self.epoch,
+            current,
+        }
+    }
+
+    /// Runs `f` in a transaction that holds the slot row `FOR SHARE` and has checked the
+    /// epoch, so a takeover waits for it or it sees the takeover and writes nothing.
+    pub fn fenced_tx<R>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<R, postgres::Error>,
+    ) -> Result<R, ClusterError> {
+        self.check_fenced()?;
+        let mut c = self.client();
+        let mut tx = c.transaction()?;
+        let current: Option<i64> = tx
+            .query_opt(
+                "SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = $2 FOR SHARE",
+                &[&self.namespace, &self.slot],
+            )?
+            .map(|r| r.get(0));
+        if current != Some(self.epoch) {
+            drop(tx);
+            return Err(self.fence(&mut c, current.unwrap_or(0)));
+        }
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Ends the lease at once and drops the advisory lock, so another broker can take
+    /// the slot without waiting (a clean shutdown). Best effort: a fenced or
+    /// disconnected owner has nothing to give up.
+    pub fn give_up(&self) {
+        if self.fenced.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut c = self.client();
+        let _ = c.execute(
+            "UPDATE hopper_slots SET lease_until_ms = 0 WHERE namespace = $1 AND slot = $2 AND epoch = $3",
+            &[&self.namespace, &self.slot, &self.epoch],
+        );
+        if self.locked.swap(false, Ordering::AcqRel) {
+            let _ = c.query_one(UNLOCK, &[&self.namespace, &self.slot]);
+        }
+    }
+
+    pub fn broker_id(&self) -> &str {
+        &self.broker_id
+    }
+}

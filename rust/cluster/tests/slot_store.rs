@@ -1,0 +1,274 @@
+//! A slot's log in a real PostgreSQL: recovery gives the same state as from files; a
+//! takeover recovers every committed record and fences the old owner; the lease and
+//! the advisory lock decide when a takeover may happen. Time is a manual clock.
+
+use std::sync::Arc;
+
+use hopper_cluster::{ClusterError, Slot, SlotConfig};
+use hopper_core::{
+    Commit, EngineConfig, EngineHandle, ErrorKind, FsyncPolicy, Location, ManualClock, PushOptions,
+    StorageConfig,
+};
+use postgres::{Client, NoTls};
+
+mod common;
+use common::postgres_url;
+
+const T0: u64 = 1_704_067_200_000;
+const LEASE_MS: u64 = 5_000;
+
+fn config(url: &str, namespace: &str, broker: &str, clock: &ManualClock) -> SlotConfig {
+    SlotConfig {
+        url: url.to_string(),
+        namespace: namespace.to_string(),
+        slot: 0,
+        broker_id: broker.to_string(),
+        lease_ms: LEASE_MS,
+        clock: Some(Arc::new(clock.clone())),
+    }
+}
+
+fn open(location: Location, clock: &ManualClock) -> EngineHandle {
+    let mut storage = StorageConfig::new("", FsyncPolicy::Always);
+    storage.location = location;
+    EngineHandle::open(
+        EngineConfig::default(),
+        Arc::new(clock.clone()),
+        Some(storage),
+    )
+    .expect("opens")
+    .0
+}
+
+fn on_slot(slot: &Slot, clock: &ManualClock) -> EngineHandle {
+    open(Location::Store(Arc::new(slot.clone())), clock)
+}
+
+/// Waits for the operation's record like a server answer does.
+fn committed<R>(h: &EngineHandle, done: (R, Option<Commit>)) -> Result<R, String> {
+    if let Some(c) = done.1 {
+        h.wait(c).map_err(|e| e.to_string())?;
+    }
+    Ok(done.0)
+}
+
+fn push(h: &EngineHandle, queue: &str, json: &str) -> Result<String, String> {
+    let done = h
+        .mutate(|e| e.push(queue, PushOptions::from_json(json.as_bytes(), 1 << 20)?))
+        .map_err(|e| e.to_string())?;
+    committed(h, done).map(|p| p.id)
+}
+
+/// Pushes with options, leases, an ack, a failure with retry, dedup, a pause.
+fn workload(h: &EngineHandle, clock: &ManualClock) {
+    push(h, "q", r#"{"data":{"n":1},"priority":5,"uniqueKey":"u1"}"#).unwrap();
+    push(h, "q", r#"{"data":{"n":2},"delay":60000}"#).unwrap();
+    push(h, "q", r#"{"data":"dup","uniqueKey":"u1"}"#).unwrap();
+    push(
+        h,
+        "q",
+        r#"{"data":{"n":3},"jobId":"custom-3","maxAttempts":2}"#,
+    )
+    .unwrap();
+    clock.advance(10);
+    let (id, token) = h
+        .with(|e| e.pull_job("q", 7))
+        .unwrap()
+        .map(|p| (p.id, p.token))
+        .unwrap();
+    let done = h.mutate(|e| e.ack(&id, Some(&token), Some(r#"{"ok":1}"#.into())));
+    committed(h, done.unwrap()).unwrap();
+    let (id, token) = h
+        .with(|e| e.pull_job("q", 7))
+        .unwrap()
+        .map(|p| (p.id, p.token))
+        .unwrap();
+    let done = h.mutate(|e| e.fail(&id, Some(&token), Some("boom".into())));
+    committed(h, done.unwrap()).unwrap();
+    let done = h.mutate(|e| e.pause("paused", None)).unwrap();
+    committed(h, done).unwrap();
+    h.tick();
+}
+
+fn dump(h: &EngineHandle) -> String {
+    h.with(|e| e.dump_state())
+}
+
+/// Epochs of the slot's log rows in log order.
+fn row_epochs(url: &str, namespace: &str) -> Vec<i64> {
+    let mut c = Client::connect(url, NoTls).unwrap();
+    c.query(
+        r#"SELECT epoch FROM hopper_log WHERE namespace = $1 ORDER BY segment, "offset""#,
+        &[&namespace],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[test]
+fn recovery_from_postgres_gives_the_state_recovery_from_files_gives() {
+    let Some(url) = postgres_url() else { return };
+    let dir = std::env::temp_dir().join(format!("hopper-conformance-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut dumps = Vec::new();
+    for on_pg in [false, true] {
+        let clock = ManualClock::new(T0);
+        let location = || match on_pg {
+            true => {
+                let slot = Slot::acquire(&config(url, "conformance", "a", &clock)).unwrap();
+                Location::Store(Arc::new(slot))
+            }
+            false => Location::Dir(dir.clone()),
+        };
+        let h = open(location(), &clock);
+        workload(&h, &clock);
+        let before = dump(&h);
+        h.close();
+        // Recovered from the log alone, then from a snapshot plus a log tail.
+        let h = open(location(), &clock);
+        assert_eq!(
+            dump(&h),
+            before,
+            "recovered from the log (postgres: {on_pg})"
+        );
+        h.snapshot_now().unwrap();
+        push(&h, "q", r#"{"data":"after-snapshot"}"#).unwrap();
+        let before = dump(&h);
+        h.close();
+        let h = open(location(), &clock);
+        assert_eq!(dump(&h), before, "snapshot + tail (postgres: {on_pg})");
+        dumps.push(before);
+        h.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        dumps[0], dumps[1],
+        "files and PostgreSQL recover the same state"
+    );
+    // The snapshot pruned what it covers: only the segments after it are left.
+    let mut c = Client::connect(url, NoTls).unwrap();
+    let snapshots: i64 = c
+        .query_one(
+            "SELECT count(*) FROM hopper_snapshots WHERE namespace = 'conformance'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(snapshots, 1);
+}
+
+#[test]
+fn a_takeover_recovers_every_committed_record_and_fences_the_old_owner() {
+    let Some(url) = postgres_url() else { return };
+    let ns = "takeover";
+    let clock = ManualClock::new(T0);
+    let slot_a = Slot::acquire(&config(url, ns, "a", &clock)).unwrap();
+    let a = on_slot(&slot_a, &clock);
+    let pushed: Vec<String> = (0..50)
+        .map(|i| push(&a, &format!("q{}", i % 3), &format!(r#"{{"data":{i}}}"#)).unwrap())
+        .collect();
+    let committed_state = dump(&a);
+
+    // A stops renewing but is not closed (a paused process: its session and lock live).
+    let b_config = config(url, ns, "b", &clock);
+    assert!(matches!(
+        Slot::acquire(&b_config),
+        Err(ClusterError::LeaseHeld { ref owner, .. }) if owner == "a"
+    ));
+    clock.advance(LEASE_MS + 1);
+    let slot_b = Slot::acquire(&b_config).unwrap();
+    assert_eq!(slot_b.epoch(), slot_a.epoch() + 1);
+    let b = on_slot(&slot_b, &clock);
+    assert_eq!(
+        dump(&b),
+        committed_state,
+        "B recovered every committed record"
+    );
+    for id in &pushed {
+        assert!(
+            b.with(|e| e.state_by_id(id).is_some()),
+            "job {id} recovered"
+        );
+    }
+    push(&b, "q0", r#"{"data":"from b"}"#).unwrap();
+
+    // A wakes up: its next write is refused, and it refuses writes from then on.
+    let err = push(&a, "q0", r#"{"data":"from a"}"#).unwrap_err();
+    assert!(err.contains("fenced"), "{err}");
+    let err = a.check_writable().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(matches!(slot_a.renew(), Err(ClusterError::Fenced { .. })));
+    let epochs = row_epochs(url, ns);
+    let first_b = epochs.iter().position(|e| *e == slot_b.epoch()).unwrap();
+    assert!(
+        epochs[first_b..].iter().all(|e| *e == slot_b.epoch()),
+        "no row of the old epoch after the new one's first: {epochs:?}"
+    );
+    assert!(!dump(&b).contains("from a"));
+    a.close();
+    b.close();
+}
+
+#[test]
+fn a_lease_is_taken_over_only_once_it_ends_unless_the_owners_session_died() {
+    let Some(url) = postgres_url() else { return };
+    let clock = ManualClock::new(T0);
+    let ns = "lease";
+    let a = Slot::acquire(&config(url, ns, "a", &clock)).unwrap();
+    assert!(a.holds_lock());
+    let b_config = config(url, ns, "b", &clock);
+    clock.advance(LEASE_MS / 2);
+    assert_eq!(a.renew().unwrap(), (T0 + LEASE_MS / 2 + LEASE_MS) as i64);
+    clock.advance(LEASE_MS - 1);
+    assert!(matches!(
+        Slot::acquire(&b_config),
+        Err(ClusterError::LeaseHeld { .. })
+    ));
+    clock.advance(1);
+    let b = Slot::acquire(&b_config).expect("the lease ended");
+    // A still holds the advisory lock, so B owns the slot by the lease alone until A,
+    // fenced, lets the lock go and B's renewal takes it.
+    assert!(!b.holds_lock());
+    assert!(
+        matches!(a.renew(), Err(ClusterError::Fenced { mine, current }) if current == mine + 1)
+    );
+    b.renew().unwrap();
+    assert!(b.holds_lock());
+
+    // B's session dies (its connection is cut): C may take over at once, lease or not.
+    let c_config = config(url, ns, "c", &clock);
+    assert!(matches!(
+        Slot::acquire(&c_config),
+        Err(ClusterError::LeaseHeld { .. })
+    ));
+    let mut admin = Client::connect(url, NoTls).unwrap();
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+             WHERE locktype = 'advisory' AND classid::int = hashtext($1) AND objid::int = 0",
+            &[&ns],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    let c = wait_for_takeover(&c_config);
+    assert_eq!(c.epoch(), b.epoch() + 1);
+    assert!(c.holds_lock());
+}
+
+/// The terminated backend releases its lock a moment after `pg_terminate_backend`
+/// returns: retries for a bounded time.
+fn wait_for_takeover(config: &SlotConfig) -> Slot {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Slot::acquire(config) {
+            Ok(slot) => return slot,
+            Err(ClusterError::LeaseHeld { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("no takeover after the owner's session died: {e}"),
+        }
+    }
+}
