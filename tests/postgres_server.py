@@ -127,6 +127,19 @@ def start() -> Postgres:
     return pg
 
 
+def start_for_test() -> Postgres:
+    """`start` for a pytest fixture: without PostgreSQL the test is skipped, or fails
+    when HOPPER_REQUIRE_POSTGRES=1 (as CI sets it)."""
+    import pytest
+
+    try:
+        return start()
+    except PostgresMissing as e:
+        if os.environ.get("HOPPER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"HOPPER_REQUIRE_POSTGRES=1 but {e}")
+        pytest.skip(str(e))
+
+
 def _postmaster_pid(pg: Postgres) -> int | None:
     with contextlib.suppress(OSError, ValueError, IndexError):
         return int((pg.data / "postmaster.pid").read_text().split()[0])

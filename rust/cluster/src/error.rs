@@ -16,6 +16,8 @@ pub enum ClusterError {
         mine: i64,
         current: i64,
     },
+    /// This broker gave the slot up (its engine closed); nothing more is written.
+    Released,
     /// The database's schema is newer than this build knows.
     SchemaTooNew {
         found: i32,
@@ -37,6 +39,10 @@ impl fmt::Display for ClusterError {
             Self::Fenced { mine, current } => write!(
                 f,
                 "fenced: the slot was taken over (epoch {current}, this broker had {mine}); stop serving it"
+            ),
+            Self::Released => write!(
+                f,
+                "the slot was given up: this broker no longer serves it"
             ),
             Self::SchemaTooNew { found, known } => write!(
                 f,

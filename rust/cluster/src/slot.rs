@@ -11,7 +11,7 @@
 //! - Time is PostgreSQL's clock (`clock_timestamp()`), the same for every broker, unless
 //!   the config injects a clock (tests).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hopper_core::Clock;
@@ -60,12 +60,16 @@ pub(crate) struct Inner {
     pub epoch: i64,
     lease_ms: i64,
     clock: Option<Arc<dyn Clock>>,
-    /// Set once a write found a newer epoch: every later write fails without asking.
-    fenced: AtomicBool,
+    /// `LIVE`, `RELEASED`, or the newer epoch a write found: once not live, every write
+    /// fails without asking the database.
+    state: AtomicI64,
     /// Whether this session holds the slot's advisory lock.
     locked: AtomicBool,
     pub append: Statement,
 }
+
+const LIVE: i64 = 0;
+const RELEASED: i64 = -1;
 
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext($1), $2)";
 const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext($1), $2)";
@@ -106,7 +110,7 @@ impl Slot {
                 epoch,
                 lease_ms: config.lease_ms as i64,
                 clock: config.clock.clone(),
-                fenced: AtomicBool::new(false),
+                state: AtomicI64::new(LIVE),
                 locked: AtomicBool::new(locked),
                 append,
             }),
@@ -221,19 +225,20 @@ impl Inner {
     }
 
     pub fn check_fenced(&self) -> Result<(), ClusterError> {
-        if self.fenced.load(Ordering::Acquire) {
-            return Err(ClusterError::Fenced {
+        match self.state.load(Ordering::Acquire) {
+            LIVE => Ok(()),
+            RELEASED => Err(ClusterError::Released),
+            current => Err(ClusterError::Fenced {
                 mine: self.epoch,
-                current: self.epoch + 1,
-            });
+                current,
+            }),
         }
-        Ok(())
     }
 
     /// Records that the slot moved on to `current`: this broker stops writing and lets
     /// the advisory lock go, so the new owner can hold it.
     pub fn fence(&self, c: &mut Client, current: i64) -> ClusterError {
-        self.fenced.store(true, Ordering::Release);
+        self.state.store(current, Ordering::Release);
         if self.locked.swap(false, Ordering::AcqRel) {
             let _ = c.query_one(UNLOCK, &[&self.namespace, &self.slot]);
         }
@@ -271,7 +276,7 @@ impl Inner {
     /// the slot without waiting (a clean shutdown). Best effort: a fenced or
     /// disconnected owner has nothing to give up.
     pub fn give_up(&self) {
-        if self.fenced.swap(true, Ordering::AcqRel) {
+        if self.state.swap(RELEASED, Ordering::AcqRel) != LIVE {
             return;
         }
         let mut c = self.client();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hopper_cluster::{ClusterError, Slot, SlotConfig};
 use hopper_core::{
-    Commit, EngineConfig, EngineHandle, ErrorKind, FsyncPolicy, Location, ManualClock, PushOptions,
+    Commit, EngineConfig, EngineHandle, ErrorKind, FsyncPolicy, ManualClock, PushOptions,
     StorageConfig,
 };
 use postgres::{Client, NoTls};
@@ -28,9 +28,7 @@ fn config(url: &str, namespace: &str, broker: &str, clock: &ManualClock) -> Slot
     }
 }
 
-fn open(location: Location, clock: &ManualClock) -> EngineHandle {
-    let mut storage = StorageConfig::new("", FsyncPolicy::Always);
-    storage.location = location;
+fn open(storage: StorageConfig, clock: &ManualClock) -> EngineHandle {
     EngineHandle::open(
         EngineConfig::default(),
         Arc::new(clock.clone()),
@@ -41,7 +39,8 @@ fn open(location: Location, clock: &ManualClock) -> EngineHandle {
 }
 
 fn on_slot(slot: &Slot, clock: &ManualClock) -> EngineHandle {
-    open(Location::Store(Arc::new(slot.clone())), clock)
+    let store = Arc::new(slot.clone());
+    open(StorageConfig::in_store(store, FsyncPolicy::Always), clock)
 }
 
 /// Waits for the operation's record like a server answer does.
@@ -115,19 +114,19 @@ fn recovery_from_postgres_gives_the_state_recovery_from_files_gives() {
     let mut dumps = Vec::new();
     for on_pg in [false, true] {
         let clock = ManualClock::new(T0);
-        let location = || match on_pg {
+        let storage = || match on_pg {
             true => {
                 let slot = Slot::acquire(&config(url, "conformance", "a", &clock)).unwrap();
-                Location::Store(Arc::new(slot))
+                StorageConfig::in_store(Arc::new(slot), FsyncPolicy::Always)
             }
-            false => Location::Dir(dir.clone()),
+            false => StorageConfig::new(&dir, FsyncPolicy::Always),
         };
-        let h = open(location(), &clock);
+        let h = open(storage(), &clock);
         workload(&h, &clock);
         let before = dump(&h);
         h.close();
         // Recovered from the log alone, then from a snapshot plus a log tail.
-        let h = open(location(), &clock);
+        let h = open(storage(), &clock);
         assert_eq!(
             dump(&h),
             before,
@@ -137,7 +136,7 @@ fn recovery_from_postgres_gives_the_state_recovery_from_files_gives() {
         push(&h, "q", r#"{"data":"after-snapshot"}"#).unwrap();
         let before = dump(&h);
         h.close();
-        let h = open(location(), &clock);
+        let h = open(storage(), &clock);
         assert_eq!(dump(&h), before, "snapshot + tail (postgres: {on_pg})");
         dumps.push(before);
         h.close();

@@ -54,8 +54,17 @@ impl StorageConfig {
 
     /// Storage in a data directory.
     pub fn new(dir: impl Into<PathBuf>, policy: FsyncPolicy) -> Self {
+        Self::at(Location::Dir(dir.into()), policy)
+    }
+
+    /// Storage in a store the caller opened (a cluster slot's).
+    pub fn in_store(store: Arc<dyn LogStore>, policy: FsyncPolicy) -> Self {
+        Self::at(Location::Store(store), policy)
+    }
+
+    fn at(location: Location, policy: FsyncPolicy) -> Self {
         Self {
-            location: Location::Dir(dir.into()),
+            location,
             policy,
             segment_bytes: 64 << 20,
             snapshot_min_bytes: 64 << 20,
