@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use hopper_cluster::{ClusterError, Slot, SlotConfig};
+use hopper_cluster::{ClusterError, Slot, SlotConfig, SCHEMA_VERSION};
 use hopper_core::{
     Commit, EngineConfig, EngineHandle, ErrorKind, FsyncPolicy, ManualClock, PushOptions,
     StorageConfig,
@@ -148,14 +148,52 @@ fn recovery_from_postgres_gives_the_state_recovery_from_files_gives() {
     );
     // The snapshot pruned what it covers: only the segments after it are left.
     let mut c = Client::connect(url, NoTls).unwrap();
-    let snapshots: i64 = c
+    let row = c
         .query_one(
-            "SELECT count(*) FROM hopper_snapshots WHERE namespace = 'conformance'",
+            "SELECT count(*), min(segment) FROM hopper_snapshots WHERE namespace = 'conformance'",
             &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    let covered: i64 = c
+        .query_one(
+            "SELECT count(*) FROM hopper_log WHERE namespace = 'conformance' AND segment < $1",
+            &[&row.get::<_, i32>(1)],
         )
         .unwrap()
         .get(0);
-    assert_eq!(snapshots, 1);
+    assert_eq!(covered, 0, "the log rows the snapshot covers are pruned");
+}
+
+#[test]
+fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
+    let Some(url) = postgres_url() else { return };
+    let mut admin = Client::connect(url, NoTls).unwrap();
+    admin.batch_execute("CREATE DATABASE schema_test").unwrap();
+    let url = format!("{}/schema_test", url.strip_suffix("/postgres").unwrap());
+    let clock = ManualClock::new(T0);
+    let slot = Slot::acquire(&config(&url, "schema", "a", &clock)).unwrap();
+    drop(slot);
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    let version = |c: &mut Client| -> Vec<i32> {
+        let rows = c
+            .query("SELECT version FROM hopper_schema_version", &[])
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    assert_eq!(version(&mut c), [SCHEMA_VERSION]);
+    clock.advance(LEASE_MS);
+    Slot::acquire(&config(&url, "schema", "b", &clock)).expect("a migrated database opens");
+    assert_eq!(version(&mut c), [SCHEMA_VERSION]);
+    c.execute(
+        "UPDATE hopper_schema_version SET version = version + 1",
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(
+        Slot::acquire(&config(&url, "schema", "c", &clock)),
+        Err(ClusterError::SchemaTooNew { found, known }) if found == known + 1
+    ));
 }
 
 #[test]
@@ -199,6 +237,10 @@ fn a_takeover_recovers_every_committed_record_and_fences_the_old_owner() {
     let err = a.check_writable().unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable);
     assert!(matches!(slot_a.renew(), Err(ClusterError::Fenced { .. })));
+    assert!(
+        a.snapshot_now().is_err(),
+        "a fenced owner cannot publish a snapshot"
+    );
     let epochs = row_epochs(url, ns);
     let first_b = epochs.iter().position(|e| *e == slot_b.epoch()).unwrap();
     assert!(
@@ -206,6 +248,15 @@ fn a_takeover_recovers_every_committed_record_and_fences_the_old_owner() {
         "no row of the old epoch after the new one's first: {epochs:?}"
     );
     assert!(!dump(&b).contains("from a"));
+    let mut c = Client::connect(url, NoTls).unwrap();
+    let old_snapshots: i64 = c
+        .query_one(
+            "SELECT count(*) FROM hopper_snapshots WHERE namespace = $1",
+            &[&ns],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(old_snapshots, 0);
     a.close();
     b.close();
 }
