@@ -18,6 +18,8 @@ pub enum ClusterError {
     },
     /// This broker gave the slot up (its engine closed); nothing more is written.
     Released,
+    /// The lease ran out before a renewal succeeded: nothing is written until one does.
+    LeaseLapsed,
     /// The database's schema is newer than this build knows.
     SchemaTooNew {
         found: i32,
@@ -39,6 +41,10 @@ impl fmt::Display for ClusterError {
             Self::Fenced { mine, current } => write!(
                 f,
                 "fenced: the slot was taken over (epoch {current}, this broker had {mine}); stop serving it"
+            ),
+            Self::LeaseLapsed => write!(
+                f,
+                "the slot's lease ran out unrenewed: not serving it until a renewal succeeds"
             ),
             Self::Released => write!(
                 f,

@@ -6,10 +6,12 @@
 //! so the engine crate has no network or database dependency.
 
 mod error;
+mod keeper;
 mod pg_store;
 mod schema;
 mod slot;
 
 pub use error::ClusterError;
+pub use keeper::LeaseKeeper;
 pub use schema::SCHEMA_VERSION;
 pub use slot::{Slot, SlotConfig};

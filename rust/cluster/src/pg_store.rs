@@ -191,7 +191,7 @@ impl PgSegment {
     /// Inserts one row, fenced by the epoch (see `slot.rs`'s `APPEND`).
     fn insert(&self, offset: i64, frames: &[u8]) -> Result<(), ClusterError> {
         let s = &self.slot;
-        s.check_fenced()?;
+        s.check_writable()?;
         let mut c = s.client();
         let row = c.query_one(
             &s.append,
@@ -214,7 +214,7 @@ impl PgSegment {
 
 impl SegmentWriter for PgSegment {
     fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        self.slot.check_fenced()?;
+        self.slot.check_writable()?;
         let mut p = self.pending();
         let end = p.offset as u64 + p.bytes.len() as u64;
         if offset != end {

@@ -13,6 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use hopper_core::Clock;
 use postgres::{Client, NoTls, Statement};
@@ -65,6 +66,13 @@ pub(crate) struct Inner {
     state: AtomicI64,
     /// Whether this session holds the slot's advisory lock.
     locked: AtomicBool,
+    /// Where `local_ms` counts from when no clock is injected.
+    origin: Instant,
+    /// Local time (`local_ms`) at which the lease surely ends: counted from when the
+    /// renewal was sent, so never later than the end PostgreSQL recorded. Past it the
+    /// owner writes nothing until a renewal succeeds (it stops serving by itself, before
+    /// anyone can take over).
+    valid_until: AtomicI64,
     pub append: Statement,
 }
 
@@ -90,6 +98,8 @@ impl Slot {
         migrate(&mut client)?;
         let (ns, slot) = (&config.namespace, &config.slot);
         let locked: bool = client.query_one(TRY_LOCK, &[ns, slot])?.get(0);
+        let origin = Instant::now();
+        let sent = local_ms(&config.clock, origin);
         let taken = take_over(&mut client, config, locked);
         let epoch = match taken {
             Ok(epoch) => epoch,
@@ -112,6 +122,8 @@ impl Slot {
                 clock: config.clock.clone(),
                 state: AtomicI64::new(LIVE),
                 locked: AtomicBool::new(locked),
+                origin,
+                valid_until: AtomicI64::new(sent + config.lease_ms as i64),
                 append,
             }),
         })
@@ -119,6 +131,10 @@ impl Slot {
 
     pub fn epoch(&self) -> i64 {
         self.inner.epoch
+    }
+
+    pub fn lease_ms(&self) -> u64 {
+        self.inner.lease_ms as u64
     }
 
     /// Whether this session holds the slot's advisory lock.
@@ -130,8 +146,9 @@ impl Slot {
     /// the new lease end; `Fenced` once another broker took the slot.
     pub fn renew(&self) -> Result<i64, ClusterError> {
         let i = &self.inner;
-        i.check_fenced()?;
+        i.check_state()?;
         let mut c = i.client();
+        let sent = i.local_ms();
         if !i.locked.load(Ordering::Acquire) {
             let got: bool = c.query_one(TRY_LOCK, &[&i.namespace, &i.slot])?.get(0);
             i.locked.store(got, Ordering::Release);
@@ -153,7 +170,10 @@ impl Slot {
             ],
         )?;
         match renewed {
-            Some(row) => Ok(row.get(0)),
+            Some(row) => {
+                i.valid_until.store(sent + i.lease_ms, Ordering::Release);
+                Ok(row.get(0))
+            }
             None => {
                 let current = current_epoch(&mut c, &i.namespace, i.slot)?;
                 Err(i.fence(&mut c, current))
@@ -206,6 +226,13 @@ fn take_over(client: &mut Client, config: &SlotConfig, locked: bool) -> Result<i
     Ok(epoch)
 }
 
+fn local_ms(clock: &Option<Arc<dyn Clock>>, origin: Instant) -> i64 {
+    match clock {
+        Some(c) => c.now_ms() as i64,
+        None => origin.elapsed().as_millis() as i64,
+    }
+}
+
 fn current_epoch(c: &mut Client, namespace: &str, slot: i32) -> Result<i64, ClusterError> {
     let row = c.query_opt(
         "SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = $2",
@@ -224,7 +251,22 @@ impl Inner {
         self.clock.as_ref().map(|c| c.now_ms() as i64)
     }
 
-    pub fn check_fenced(&self) -> Result<(), ClusterError> {
+    /// Milliseconds on the injected clock, or since `origin`.
+    fn local_ms(&self) -> i64 {
+        local_ms(&self.clock, self.origin)
+    }
+
+    /// Refuses a write once the slot is fenced or released, or while the lease has
+    /// run out unrenewed.
+    pub fn check_writable(&self) -> Result<(), ClusterError> {
+        self.check_state()?;
+        if self.local_ms() >= self.valid_until.load(Ordering::Acquire) {
+            return Err(ClusterError::LeaseLapsed);
+        }
+        Ok(())
+    }
+
+    fn check_state(&self) -> Result<(), ClusterError> {
         match self.state.load(Ordering::Acquire) {
             LIVE => Ok(()),
             RELEASED => Err(ClusterError::Released),
@@ -254,7 +296,7 @@ impl Inner {
         &self,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<R, postgres::Error>,
     ) -> Result<R, ClusterError> {
-        self.check_fenced()?;
+        self.check_writable()?;
         let mut c = self.client();
         let mut tx = c.transaction()?;
         let current: Option<i64> = tx

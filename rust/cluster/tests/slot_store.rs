@@ -200,15 +200,19 @@ fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
 fn a_takeover_recovers_every_committed_record_and_fences_the_old_owner() {
     let Some(url) = postgres_url() else { return };
     let ns = "takeover";
+    // A's clock lags B's by more than the lease (skew, or a stalled process whose
+    // reading of the time is stale): A still thinks it owns the slot when B takes it,
+    // so only the epoch fence stops A.
+    let clock_a = ManualClock::new(T0);
     let clock = ManualClock::new(T0);
-    let slot_a = Slot::acquire(&config(url, ns, "a", &clock)).unwrap();
-    let a = on_slot(&slot_a, &clock);
+    let slot_a = Slot::acquire(&config(url, ns, "a", &clock_a)).unwrap();
+    let a = on_slot(&slot_a, &clock_a);
     let pushed: Vec<String> = (0..50)
         .map(|i| push(&a, &format!("q{}", i % 3), &format!(r#"{{"data":{i}}}"#)).unwrap())
         .collect();
     let committed_state = dump(&a);
 
-    // A stops renewing but is not closed (a paused process: its session and lock live).
+    // A stops renewing but is not closed: its session and lock live.
     let b_config = config(url, ns, "b", &clock);
     assert!(matches!(
         Slot::acquire(&b_config),
@@ -231,7 +235,8 @@ fn a_takeover_recovers_every_committed_record_and_fences_the_old_owner() {
     }
     push(&b, "q0", r#"{"data":"from b"}"#).unwrap();
 
-    // A wakes up: its next write is refused, and it refuses writes from then on.
+    // A, still believing it owns the slot, writes: refused, and it refuses writes from
+    // then on.
     let err = push(&a, "q0", r#"{"data":"from a"}"#).unwrap_err();
     assert!(err.contains("fenced"), "{err}");
     let err = a.check_writable().unwrap_err();
@@ -308,8 +313,56 @@ fn a_lease_is_taken_over_only_once_it_ends_unless_the_owners_session_died() {
     assert!(c.holds_lock());
 }
 
-/// The terminated backend releases its lock a moment after `pg_terminate_backend`
-/// returns: retries for a bounded time.
+#[test]
+fn an_owner_whose_lease_ran_out_writes_nothing_until_it_renews() {
+    let Some(url) = postgres_url() else { return };
+    let clock = ManualClock::new(T0);
+    let slot = Slot::acquire(&config(url, "lapse", "a", &clock)).unwrap();
+    let h = on_slot(&slot, &clock);
+    push(&h, "q", r#"{"data":1}"#).unwrap();
+    clock.advance(LEASE_MS);
+    let err = push(&h, "q", r#"{"data":2}"#).unwrap_err();
+    assert!(err.contains("lease ran out"), "{err}");
+    slot.renew().unwrap();
+    // The log retries what it could not write; once it has, writes are taken again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.check_writable().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes resume after the renewal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    push(&h, "q", r#"{"data":3}"#).unwrap();
+    h.close();
+}
+
+#[test]
+fn a_kept_lease_holds_the_slot_and_a_dropped_keeper_lets_it_go() {
+    let Some(url) = postgres_url() else { return };
+    // PostgreSQL's clock and a short lease: the keeper renews every 200 ms.
+    let config = |broker: &str| SlotConfig {
+        lease_ms: 600,
+        clock: None,
+        ..config(url, "keeper", broker, &ManualClock::new(0))
+    };
+    let a = Slot::acquire(&config("a")).unwrap();
+    let keeper = a.keep_lease().unwrap();
+    let kept_until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < kept_until {
+        assert!(matches!(
+            Slot::acquire(&config("b")),
+            Err(ClusterError::LeaseHeld { .. })
+        ));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(keeper);
+    let b = wait_for_takeover(&config("b"));
+    assert_eq!(b.epoch(), a.epoch() + 1);
+}
+
+/// Retries a takeover for a bounded time: a terminated backend releases its lock a
+/// moment after `pg_terminate_backend` returns, and a lease ends on PostgreSQL's clock.
 fn wait_for_takeover(config: &SlotConfig) -> Slot {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
