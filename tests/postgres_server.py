@@ -58,12 +58,10 @@ class Postgres:
 def bin_dir() -> Path:
     """The newest installed server's binaries: Debian's versioned directories first,
     then whatever ``pg_ctl`` the PATH has."""
-    versions = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
-    )
-    if versions:
-        return Path(versions[-1]).parent
+    versions = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")]
+    numbered = [v for v in versions if v.parent.name.isdigit()]
+    if numbered:
+        return max(numbered, key=lambda v: int(v.parent.name))
     found = shutil.which("pg_ctl")
     if found and shutil.which("initdb"):
         return Path(os.path.realpath(found)).parent
@@ -103,7 +101,16 @@ def start() -> Postgres:
     try:
         # --no-sync speeds up initdb only; the server itself runs with fsync on.
         _run(
-            [str(bindir / "initdb"), "-D", str(pg.data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(pg.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
             START_TIMEOUT_S,
         )
         options = (
@@ -172,7 +179,7 @@ def _watch(pg: Postgres, pid: int) -> None:
 
 
 def _spawn_watcher(pg: Postgres, pid: int) -> None:
-    subprocess.Popen(  # noqa: S603 - our own script
+    subprocess.Popen(
         [sys.executable, __file__, "watch", str(pg.dir), str(pg.port), str(pid)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
