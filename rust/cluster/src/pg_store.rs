@@ -20,7 +20,7 @@ use crate::error::ClusterError;
 use crate::slot::{Inner, Slot};
 
 impl Slot {
-    fn where_(&self) -> String {
+    fn place(&self) -> String {
         format!(
             "slot {} of namespace '{}'",
             self.inner.slot, self.inner.namespace
@@ -40,18 +40,18 @@ impl LogStore for Slot {
     fn describe(&self) -> String {
         format!(
             "PostgreSQL ({}, epoch {}, broker '{}')",
-            self.where_(),
+            self.place(),
             self.inner.epoch,
             self.inner.broker_id()
         )
     }
 
     fn segment_name(&self, number: u32) -> String {
-        format!("log segment {number} of {}", self.where_())
+        format!("log segment {number} of {}", self.place())
     }
 
     fn snapshot_name(&self, number: u32) -> String {
-        format!("snapshot {number} of {}", self.where_())
+        format!("snapshot {number} of {}", self.place())
     }
 
     fn list(&self) -> io::Result<StoreListing> {

@@ -314,6 +314,42 @@ fn a_lease_is_taken_over_only_once_it_ends_unless_the_owners_session_died() {
 }
 
 #[test]
+fn a_takeover_during_appends_keeps_every_push_the_old_owner_acknowledged() {
+    let Some(url) = postgres_url() else { return };
+    let ns = "race";
+    // As in the takeover test, A's clock lags, so only the fence can stop A.
+    let (clock_a, clock_b) = (ManualClock::new(T0), ManualClock::new(T0 + LEASE_MS + 1));
+    let slot_a = Slot::acquire(&config(url, ns, "a", &clock_a)).unwrap();
+    let a = on_slot(&slot_a, &clock_a);
+    let pusher = std::thread::spawn(move || {
+        let mut acknowledged = Vec::new();
+        while let Ok(id) = push(&a, "q", r#"{"data":"a"}"#) {
+            acknowledged.push(id);
+        }
+        a.close();
+        acknowledged
+    });
+    while row_epochs(url, ns).len() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let slot_b = Slot::acquire(&config(url, ns, "b", &clock_b)).unwrap();
+    let b = on_slot(&slot_b, &clock_b);
+    let acknowledged = pusher.join().unwrap();
+    assert!(acknowledged.len() >= 19, "{}", acknowledged.len());
+    for id in &acknowledged {
+        assert!(
+            b.with(|e| e.state_by_id(id).is_some()),
+            "acknowledged push {id} recovered"
+        );
+    }
+    push(&b, "q", r#"{"data":"b"}"#).unwrap();
+    let epochs = row_epochs(url, ns);
+    let first_b = epochs.iter().position(|e| *e == slot_b.epoch()).unwrap();
+    assert!(epochs[first_b..].iter().all(|e| *e == slot_b.epoch()));
+    b.close();
+}
+
+#[test]
 fn an_owner_whose_lease_ran_out_writes_nothing_until_it_renews() {
     let Some(url) = postgres_url() else { return };
     let clock = ManualClock::new(T0);
