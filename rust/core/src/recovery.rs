@@ -206,13 +206,10 @@ pub fn recover(
     engine: &mut Engine,
     repair: bool,
 ) -> Result<Recovered, String> {
-    let listing = store
-        .list()
-        .map_err(|e| format!("cannot list the log: {e}"))?;
+    let cannot_list = |e: std::io::Error| format!("cannot list {}: {e}", store.describe());
+    let listing = store.list().map_err(cannot_list)?;
     let mut out = Recovered::default();
-    let unfinished = store
-        .remove_unfinished()
-        .map_err(|e| format!("cannot list the log: {e}"))?;
+    let unfinished = store.remove_unfinished().map_err(cannot_list)?;
     for name in unfinished {
         out.warnings.push(format!(
             "removed {name}: a snapshot that was never finished (the log still holds its data)"
