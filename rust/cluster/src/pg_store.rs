@@ -166,6 +166,10 @@ impl LogStore for Slot {
         }))
     }
 
+    fn check_writable(&self) -> io::Result<()> {
+        Ok(self.inner.check_writable()?)
+    }
+
     fn release(&self) {
         self.inner.give_up();
     }

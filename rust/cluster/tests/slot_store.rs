@@ -357,6 +357,11 @@ fn an_owner_whose_lease_ran_out_writes_nothing_until_it_renews() {
     let h = on_slot(&slot, &clock);
     push(&h, "q", r#"{"data":1}"#).unwrap();
     clock.advance(LEASE_MS);
+    // Refused before anything is written: a pull (whose lease record nobody waits for)
+    // is not answered either.
+    let err = h.check_writable().unwrap_err().message;
+    assert!(err.contains("lease ran out"), "{err}");
+    assert!(h.mutate(|e| e.pull_job("q", 7)).is_err());
     let err = push(&h, "q", r#"{"data":2}"#).unwrap_err();
     assert!(err.contains("lease ran out"), "{err}");
     slot.renew().unwrap();

@@ -180,7 +180,7 @@ impl EngineHandle {
                 "the engine is closed: its data directory is released",
             ));
         }
-        s.wal.check_writable()
+        s.check_writable()
     }
 
     /// Blocks until `c` is reached (no-op for an in-memory engine).
@@ -230,7 +230,8 @@ impl EngineHandle {
 
     /// Why writes are refused now, if they are.
     pub fn storage_error(&self) -> Option<String> {
-        self.storage().and_then(|s| s.wal.error())
+        self.storage()
+            .and_then(|s| s.check_writable().err().map(|e| e.message))
     }
 
     pub fn snapshot_now(&self) -> std::io::Result<Option<SnapshotInfo>> {

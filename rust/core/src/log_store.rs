@@ -44,6 +44,12 @@ pub trait LogStore: Send + Sync {
     fn create_segment(&self, number: u32, header: &[u8]) -> io::Result<Arc<dyn SegmentWriter>>;
     /// Starts snapshot `number`; it counts for recovery only once published.
     fn create_snapshot(&self, number: u32) -> io::Result<Box<dyn SnapshotWriter>>;
+    /// Whether the store takes writes now. Checked before every change, so a store that
+    /// lost the right to write (a cluster slot whose lease ran out or was taken over)
+    /// stops the engine serving at once, not at its next write.
+    fn check_writable(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// Gives the store up once the log is closed (a file store unlocks its directory),
     /// so another engine may open it while this object lives on. Idempotent.
     fn release(&self);

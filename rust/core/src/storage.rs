@@ -134,6 +134,14 @@ impl Storage {
         ))
     }
 
+    /// Refuses changes while the log cannot write or the store refuses writes.
+    pub fn check_writable(&self) -> crate::Result<()> {
+        self.wal.check_writable()?;
+        self.store
+            .check_writable()
+            .map_err(|e| crate::EngineError::unavailable(format!("storage unavailable: {e}")))
+    }
+
     pub fn snapshot_due(&self) -> bool {
         let threshold = self
             .config

@@ -390,10 +390,6 @@ impl Wal {
         Err(EngineError::unavailable(msg))
     }
 
-    pub fn error(&self) -> Option<String> {
-        self.check_writable().err().map(|e| e.message)
-    }
-
     /// Starts a new segment at the current end of the log; returns its number. Call under
     /// the engine lock so that no operation falls between the rotation and what the
     /// caller reads from the engine.
