@@ -52,6 +52,10 @@ class EngineOptions:
         segment_bytes: int | None = None,
         repair: bool = False,
         max_logs_per_job: int | None = None,
+        postgres_url: str | None = None,
+        namespace: str = "default",
+        broker_id: str = "",
+        slot_lease_ms: int = 5000,
     ) -> EngineOptions: ...
 
 @final

@@ -287,6 +287,11 @@ class Engine:
 
     `clock_ms` starts a manual clock at that time (ms): time then moves only through
     `advance_clock`, which tests use to drive delays, retries, leases and TTLs.
+
+    `postgres_url` keeps the log and snapshots in PostgreSQL instead of `data_dir`, as
+    the owner of the cluster's one slot in `namespace` (docs/cluster.md): the
+    constructor waits while another broker (`broker_id`) holds the slot, then takes it
+    over, recovering its state, and renews its lease (`slot_lease_ms`) until closed.
     """
 
     def __init__(
@@ -306,6 +311,10 @@ class Engine:
         segment_bytes: int | None = None,
         repair: bool = False,
         max_logs_per_job: int | None = None,
+        postgres_url: str | None = None,
+        namespace: str = "default",
+        broker_id: str = "",
+        slot_lease_ms: int = 5000,
     ) -> None:
         options = check_engine_options(
             max_payload_bytes=max_payload_bytes,
@@ -321,6 +330,10 @@ class Engine:
             segment_bytes=segment_bytes,
             repair=repair,
             max_logs_per_job=max_logs_per_job,
+            postgres_url=postgres_url,
+            namespace=namespace,
+            broker_id=broker_id,
+            slot_lease_ms=slot_lease_ms,
         )
         try:
             self._core = Core(options, clock_ms=clock_ms)

@@ -105,6 +105,8 @@ def test_engine_options_are_checked_by_the_engine_and_named() -> None:
         ({"HOPPER_STALL_INTERVAL_MS": "0"}, "stall_interval_ms must be at least 1"),
         ({"HOPPER_FSYNC_INTERVAL_MS": "0"}, "fsync_interval_ms must be at least 1"),
         ({"HOPPER_SNAPSHOT_BYTES": "0"}, "snapshot_bytes must be at least 1"),
+        ({"HOPPER_POSTGRES_URL": "postgresql://x", "HOPPER_FSYNC": "never"}, "fsync never"),
+        ({"HOPPER_POSTGRES_URL": "postgresql://x", "HOPPER_MEMORY": "1"}, "exclude each other"),
     ):
         with pytest.raises(config.ConfigError, match=message):
             config.load(env=env)

@@ -44,8 +44,13 @@ def announce_storage(config: ServerConfig, engine: Engine) -> None:
     if report is None:
         print("[INFO] hopper: in memory (--memory): nothing survives a restart", file=sys.stderr)
         return
+    where = (
+        f"the cluster slot of namespace '{config.namespace}' in PostgreSQL"
+        if config.postgres_url
+        else f"data directory {os.path.abspath(config.data_dir)}"
+    )
     print(
-        f"[INFO] hopper: data directory {os.path.abspath(config.data_dir)}, fsync {config.fsync}: "
+        f"[INFO] hopper: {where}, fsync {config.fsync}: "
         f"recovered {report['jobs']} jobs in {report['millis']} ms "
         f"(snapshot {report['snapshot']}, {report['segments']} log segments, "
         f"{report['records']} records)",
@@ -60,6 +65,12 @@ class HopperApp:
     def __init__(self, config: ServerConfig, engine: ServerEngine | None = None) -> None:
         self.config = config
         self._own_engine = engine is None
+        if engine is None and config.postgres_url:
+            print(
+                "[INFO] hopper: waiting to own the cluster slot (another broker may hold it)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.engine = engine or ServerEngine(**config.engine_options())
         if self._own_engine:
             announce_storage(config, self.engine)

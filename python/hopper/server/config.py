@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import math
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -213,6 +214,35 @@ class ServerConfig:
         "start even if the log is damaged in the middle: drop the damaged records, keep the rest",
         engine=True,
     )
+    postgres_url: str = option(
+        "",
+        "--postgres-url",
+        ("HOPPER_POSTGRES_URL",),
+        "keep the log and snapshots in this PostgreSQL instead of --data-dir, as one broker "
+        "of a cluster (docs/cluster.md): a broker serves once it owns the cluster's slot, "
+        "and waits while another one does",
+    )
+    namespace: str = option(
+        "default",
+        "--namespace",
+        ("HOPPER_NAMESPACE",),
+        "the cluster's rows in PostgreSQL (several clusters can share one database)",
+        engine=True,
+    )
+    broker_id: str = option(
+        "",
+        "--broker-id",
+        ("HOPPER_BROKER_ID",),
+        "this broker's name in the cluster, unique among live brokers (empty: host:pid)",
+    )
+    slot_lease_ms: int = option(
+        5000,
+        "--slot-lease-ms",
+        ("HOPPER_SLOT_LEASE_MS",),
+        "how long the cluster slot stays with a broker that stopped renewing it (ms); a "
+        "broker whose process died loses it at once",
+        engine=True,
+    )
     dashboard_base_path: str = option(
         "/",
         "--dashboard-base-path",
@@ -314,10 +344,12 @@ class ServerConfig:
     )
 
     def engine_options(self) -> dict[str, Any]:
-        """`hopper.Engine` keyword arguments: every engine option, and the data directory
-        (none with --memory)."""
+        """`hopper.Engine` keyword arguments: every engine option, the data directory (none
+        with --memory or --postgres-url) and the cluster's connection."""
         options = {f.name: getattr(self, f.name) for f in _FIELDS if f.metadata["engine"]}
-        options["data_dir"] = None if self.memory else self.data_dir
+        options["data_dir"] = None if self.memory or self.postgres_url else self.data_dir
+        options["postgres_url"] = self.postgres_url or None
+        options["broker_id"] = self.broker_id or f"{socket.gethostname()}:{os.getpid()}"
         return options
 
     def to_json(self) -> dict[str, Any]:
@@ -467,6 +499,8 @@ def _validate(c: ServerConfig) -> None:
     base = base_path(c.dashboard_base_path)
     if any(not seg or seg in (".", "..") for seg in base.split("/")[1:]) or "?" in base:
         raise ConfigError(f"dashboard_base_path is not a usable path: {c.dashboard_base_path!r}")
+    if c.memory and c.postgres_url:
+        raise ConfigError("--memory and --postgres-url exclude each other")
     if not c.memory and not c.data_dir:
         raise ConfigError("data_dir must not be empty (use --memory for no persistence)")
     try:

@@ -7,13 +7,15 @@ mod allocator;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use hopper_cluster::{ClusterError, LeaseKeeper, Slot, SlotConfig};
 use hopper_core::{
     event_frame as encode_event_frame, push_str, write_event, AckRequest, ChildrenValues, Clock,
     Commit, Deferred, DlqConfig, DlqPatch, Encoding, Engine, EngineConfig, EngineError,
-    EngineHandle, ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, ManualClock,
-    OpenReport, Output, PushOptions, QueueLimitsInfo, SchedulerInfo, SchedulerSpec, SearchKind,
-    Session, StallConfig, StallPatch, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS,
+    EngineHandle, ErrorKind, Event, FailOutcome, FailRequest, FsyncPolicy, JobState, Location,
+    ManualClock, OpenReport, Output, PushOptions, QueueLimitsInfo, SchedulerInfo, SchedulerSpec,
+    SearchKind, Session, StallConfig, StallPatch, StorageConfig, SystemClock, DEFAULT_BACKOFF_MS,
     DEFAULT_MAX_ATTEMPTS,
 };
 use pyo3::create_exception;
@@ -155,6 +157,8 @@ struct Core {
     commit_written: AtomicU64,
     commit_synced: AtomicU64,
     report: Option<OpenReport>,
+    /// Renews the cluster slot's lease while this engine serves it.
+    _lease: Option<LeaseKeeper>,
 }
 
 impl Core {
@@ -235,6 +239,28 @@ fn scheduler_dict<'py>(py: Python<'py>, s: &SchedulerInfo) -> PyResult<Bound<'py
     Ok(d)
 }
 
+/// How often a standby asks whether the slot is free.
+const SLOT_PROBE_MS: u64 = 250;
+
+/// Takes the cluster slot, waiting while another broker holds it (a standby); Python's
+/// signal handlers run between attempts, so a waiting server can still be stopped.
+fn own_slot(py: Python<'_>, config: &SlotConfig) -> PyResult<Slot> {
+    loop {
+        match py.allow_threads(|| Slot::acquire(config)) {
+            Ok(slot) => return Ok(slot),
+            Err(ClusterError::LeaseHeld { .. }) => {
+                py.check_signals()?;
+                py.allow_threads(|| std::thread::sleep(Duration::from_millis(SLOT_PROBE_MS)));
+            }
+            Err(e) => {
+                return Err(UnavailableError::new_err(format!(
+                    "cannot own the cluster slot: {e}"
+                )))
+            }
+        }
+    }
+}
+
 impl Drop for Core {
     /// The timer thread holds the engine, not this object: stop it with the last reference.
     fn drop(&mut self) {
@@ -250,7 +276,9 @@ impl Drop for Core {
 #[pyclass(frozen)]
 struct EngineOptions {
     config: EngineConfig,
+    /// In cluster mode its location is replaced by the slot once `Core` owns it.
     storage: Option<StorageConfig>,
+    slot: Option<SlotConfig>,
 }
 
 #[pymethods]
@@ -259,7 +287,8 @@ impl EngineOptions {
     #[pyo3(signature = (*, max_payload_bytes=None, stall_interval_ms=None, max_stalls=None,
         retention_count=None, retention_age_ms=None, retention_bytes=None,
         data_dir=None, fsync="interval", fsync_interval_ms=10, snapshot_bytes=None,
-        segment_bytes=None, repair=false, max_logs_per_job=None))]
+        segment_bytes=None, repair=false, max_logs_per_job=None, postgres_url=None,
+        namespace="default", broker_id="", slot_lease_ms=5000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_payload_bytes: Option<usize>,
@@ -275,6 +304,10 @@ impl EngineOptions {
         segment_bytes: Option<u64>,
         repair: bool,
         max_logs_per_job: Option<usize>,
+        postgres_url: Option<String>,
+        namespace: &str,
+        broker_id: &str,
+        slot_lease_ms: u64,
     ) -> PyResult<Self> {
         let d = EngineConfig::default();
         let config = EngineConfig {
@@ -290,6 +323,32 @@ impl EngineOptions {
         config.validate().map_err(to_py)?;
         let policy =
             FsyncPolicy::parse(fsync, fsync_interval_ms).map_err(InvalidInputError::new_err)?;
+        let slot = match postgres_url {
+            None => None,
+            Some(_) if policy == FsyncPolicy::Never => {
+                return Err(InvalidInputError::new_err(
+                    "fsync never is refused with a PostgreSQL log: nothing would be committed until a segment switch",
+                ))
+            }
+            Some(_) if slot_lease_ms < 3 => {
+                return Err(InvalidInputError::new_err(
+                    "slot_lease_ms must be at least 3",
+                ))
+            }
+            Some(url) => Some(SlotConfig {
+                url,
+                namespace: namespace.to_string(),
+                slot: 0,
+                broker_id: match broker_id {
+                    "" => format!("pid {}", std::process::id()),
+                    id => id.to_string(),
+                },
+                lease_ms: slot_lease_ms,
+                clock: None,
+            }),
+        };
+        // In cluster mode no directory is used: `Core` sets the location to the slot.
+        let data_dir = data_dir.or_else(|| slot.as_ref().map(|_| Default::default()));
         let storage = match data_dir {
             None => None,
             Some(dir) => {
@@ -301,7 +360,11 @@ impl EngineOptions {
                 Some(s)
             }
         };
-        Ok(Self { config, storage })
+        Ok(Self {
+            config,
+            storage,
+            slot,
+        })
     }
 }
 
@@ -310,7 +373,15 @@ impl Core {
     #[new]
     #[pyo3(signature = (options, *, clock_ms=None))]
     fn new(py: Python<'_>, options: &EngineOptions, clock_ms: Option<u64>) -> PyResult<Self> {
-        let (config, storage) = (options.config.clone(), options.storage.clone());
+        let (config, mut storage) = (options.config.clone(), options.storage.clone());
+        let mut lease = None;
+        if let (Some(cfg), Some(s)) = (&options.slot, storage.as_mut()) {
+            let slot = own_slot(py, cfg)?;
+            lease = Some(slot.keep_lease().map_err(|e| {
+                UnavailableError::new_err(format!("cannot start the lease thread: {e}"))
+            })?);
+            s.location = Location::Store(Arc::new(slot));
+        }
         let manual_clock = clock_ms.map(ManualClock::new);
         let clock: Arc<dyn Clock> = match &manual_clock {
             Some(c) => Arc::new(c.clone()),
@@ -332,6 +403,7 @@ impl Core {
             commit_written: AtomicU64::new(0),
             commit_synced: AtomicU64::new(0),
             report,
+            _lease: lease,
         })
     }
 
