@@ -246,7 +246,13 @@ const SLOT_PROBE_MS: u64 = 250;
 /// signal handlers run between attempts, so a waiting server can still be stopped.
 fn own_slot(py: Python<'_>, config: &SlotConfig) -> PyResult<Slot> {
     loop {
-        match py.allow_threads(|| Slot::acquire(config)) {
+        let attempt = py.allow_threads(|| catch_unwind(AssertUnwindSafe(|| Slot::acquire(config))));
+        let Ok(attempt) = attempt else {
+            return Err(UnavailableError::new_err(
+                "internal error while taking the cluster slot",
+            ));
+        };
+        match attempt {
             Ok(slot) => return Ok(slot),
             Err(ClusterError::LeaseHeld { .. }) => {
                 py.check_signals()?;
