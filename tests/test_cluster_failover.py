@@ -100,6 +100,8 @@ def test_an_owner_paused_past_its_lease_stops_serving(postgres: Postgres, tmp_pa
         refused = httpx.post(f"{a.url}/queues/q/jobs", json={"data": "from a"})
         assert refused.status_code == 503, refused.text
         assert httpx.get(f"{a.url}/queues/q/jobs").status_code == 503
+        assert httpx.get(f"{a.url}/ready").status_code == 503
+        assert httpx.get(f"{b.url}/ready").status_code == 200
         assert httpx.post(f"{b.url}/queues/q/jobs", json={"data": "from b"}).json()["ok"]
         assert httpx.get(f"{b.url}/queues/q/jobs").json()["job"]["id"] == pushed["id"]
 

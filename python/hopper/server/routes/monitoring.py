@@ -8,7 +8,7 @@ import orjson
 
 from hopper._engine import __version__
 from hopper.server import memory, server_commands
-from hopper.server.http import Request, Response, ok
+from hopper.server.http import JSON, Request, Response, ok
 from hopper.server.prometheus import CONTENT_TYPE
 from hopper.server.router import Auth, Doc, Router
 from hopper.server.state import ServerState
@@ -47,6 +47,12 @@ def register(router: Router, state: ServerState) -> None:
         return Response(200, b"OK", PLAIN)
 
     async def ready(_req: Request) -> Response:
+        # A cluster broker that lost its slot refuses every change: not ready, so that a
+        # load balancer sends it nothing (docs/cluster.md).
+        info = engine.storage_info() if state.config.postgres_url else None
+        if info is not None and info["error"]:
+            body = {"ok": False, "ready": False, "error": info["error"]}
+            return Response(503, orjson.dumps(body), JSON)
         return ok(b'{"ok":true,"ready":true}')
 
     def collections() -> dict[str, int]:
