@@ -33,7 +33,9 @@ def test_jobs_and_their_states_survive_a_restart(tmp_path: Path) -> None:
 
 def serve_once(data: Path, *extra: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = clean_environment()
-    cmd = [sys.executable, "-m", "hopper", "serve", "--host", HOST, "--port", str(free_port())]
+    # Both ports free ones: the default TCP port may be held by any other server here.
+    ports = ["--port", str(free_port()), "--tcp-port", str(free_port())]
+    cmd = [sys.executable, "-m", "hopper", "serve", "--host", HOST, *ports]
     return subprocess.run(
         [*cmd, "--data-dir", str(data), *extra],
         env=env,
