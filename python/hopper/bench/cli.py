@@ -128,6 +128,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="-t tcp: the server's TCP port (default 6789; --start: its own)",
     )
     load.add_argument(
+        "--compare-tcp-port",
+        type=positive_int,
+        help="-t tcp: the second server's TCP port (default 6789; --compare-start: its own)",
+    )
+    load.add_argument(
         "-c",
         "--connections",
         type=positive_int,
@@ -239,7 +244,8 @@ def _target(args: argparse.Namespace, second: bool) -> Iterator[Target]:
     if kind is None:
         assert url is not None
         name = label or url.split("://", 1)[-1].rstrip("/")
-        yield Target(name, url, False, args.tcp_port or 6789)
+        port = args.compare_tcp_port if second else args.tcp_port
+        yield Target(name, url, False, port or 6789)
         return
     with servers.start(kind, args.peers) as srv:
         yield Target(label or kind, srv.url, True, srv.tcp_port)

@@ -313,14 +313,16 @@ impl<W: Wire> State<W> {
         }
         while self.issuing && self.window_free() {
             match self.role {
-                Role::Push { bulk } => match self.scheds[0].as_mut().expect("push schedule").next(now) {
-                    Next::Go { intended, measured } => {
-                        let op = if bulk { Op::Bulk } else { Op::Push };
-                        self.send(op, 0, intended, measured, now);
+                Role::Push { bulk } => {
+                    match self.scheds[0].as_mut().expect("push schedule").next(now) {
+                        Next::Go { intended, measured } => {
+                            let op = if bulk { Op::Bulk } else { Op::Push };
+                            self.send(op, 0, intended, measured, now);
+                        }
+                        Next::Wait(due) => return Some(due),
+                        Next::Done => self.issuing = false,
                     }
-                    Next::Wait(due) => return Some(due),
-                    Next::Done => self.issuing = false,
-                },
+                }
                 Role::PullAck => match self.scheds[0].as_mut().expect("pull schedule").next(now) {
                     Next::Go { intended, measured } => {
                         self.send(Op::Pull { wait: 0 }, 0, intended, measured, now);
@@ -342,7 +344,11 @@ impl<W: Wire> State<W> {
                             }
                         }
                     }
-                    match self.scheds[0].as_mut().expect("producer schedule").next(now) {
+                    match self.scheds[0]
+                        .as_mut()
+                        .expect("producer schedule")
+                        .next(now)
+                    {
                         Next::Go { intended, measured } => {
                             if closed {
                                 self.permits -= 1;
@@ -371,7 +377,11 @@ impl<W: Wire> State<W> {
         let wait = self.shared.cfg.poll_ms;
         while self.window_free() {
             // closed loop: the ratio picks the side; open loop: each side's own timetable
-            let turn = if (self.mix_turn % (p + q) as u64) < p as u64 { 0 } else { 1 };
+            let turn = if (self.mix_turn % (p + q) as u64) < p as u64 {
+                0
+            } else {
+                1
+            };
             let mut due = None;
             let mut went = false;
             for side in [turn, 1 - turn] {
@@ -388,7 +398,11 @@ impl<W: Wire> State<W> {
                 };
                 match s.next(now) {
                     Next::Go { intended, measured } => {
-                        let op = if side == 0 { Op::Push } else { Op::Pull { wait } };
+                        let op = if side == 0 {
+                            Op::Push
+                        } else {
+                            Op::Pull { wait }
+                        };
                         self.send(op, side, intended, measured, now);
                         went = true;
                         break;
@@ -397,7 +411,9 @@ impl<W: Wire> State<W> {
                     Next::Done => {
                         self.scheds[side] = None;
                         if side == 0 {
-                            self.shared.mixed_pushers_done.fetch_add(1, Ordering::Relaxed);
+                            self.shared
+                                .mixed_pushers_done
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -437,12 +453,16 @@ impl<W: Wire> State<W> {
         match s.op {
             Op::Push | Op::Bulk | Op::Ack => {
                 if reply.ok {
-                    series.record(self.thread, s.measured, s.intended, s.sent, now);
-                    if matches!(self.role, Role::Producer) && s.measured {
+                    if !matches!(self.role, Role::Producer) {
+                        series.record(self.thread, s.measured, s.intended, s.sent, now);
+                    } else if s.measured {
+                        // e2e: recorded when a worker acks the job
                         shared.pushed_measured.fetch_add(1, Ordering::Relaxed);
                     }
                 } else {
-                    series.error(s.measured, now, || fail(if s.op == Op::Ack { "ack: " } else { "" }));
+                    series.error(s.measured, now, || {
+                        fail(if s.op == Op::Ack { "ack: " } else { "" })
+                    });
                     if matches!(self.role, Role::Producer) {
                         shared.permits.add_permits(1);
                     }
@@ -462,7 +482,8 @@ impl<W: Wire> State<W> {
                     } else if shared.mixed_pushers_done.load(Ordering::Relaxed)
                         >= shared.mixed_connections
                     {
-                        shared.note_once("mixed: pulls stopped: no jobs left after the pushes ended");
+                        shared
+                            .note_once("mixed: pulls stopped: no jobs left after the pushes ended");
                         self.scheds[1] = None;
                         if self.scheds.iter().all(Option::is_none) {
                             self.issuing = false;
@@ -477,20 +498,18 @@ impl<W: Wire> State<W> {
                 }
                 (Some(job), true) => self.restart(i, Op::Ack, &s, now, Some(job)),
             },
-            Op::WorkerPull => {
-                match (&reply.job, reply.ok) {
-                    (_, false) => {
-                        shared.worker_pull_errors.fetch_add(1, Ordering::Relaxed);
-                        shared.note_once(&format!("e2e: a worker pull failed: {}", fail("")));
-                        self.release(i);
-                    }
-                    (None, true) => self.release(i),
-                    (Some(job), true) => {
-                        let marks = job.marks;
-                        self.restart(i, Op::WorkerAck(marks), &s, now, Some(job));
-                    }
+            Op::WorkerPull => match (&reply.job, reply.ok) {
+                (_, false) => {
+                    shared.worker_pull_errors.fetch_add(1, Ordering::Relaxed);
+                    shared.note_once(&format!("e2e: a worker pull failed: {}", fail("")));
+                    self.release(i);
                 }
-            }
+                (None, true) => self.release(i),
+                (Some(job), true) => {
+                    let marks = job.marks;
+                    self.restart(i, Op::WorkerAck(marks), &s, now, Some(job));
+                }
+            },
             Op::WorkerAck(marks) => {
                 match marks {
                     Some(m) => {
@@ -527,7 +546,8 @@ impl<W: Wire> State<W> {
     /// that may still come could not be told apart).
     fn expire(&mut self, now: u64) -> Result<(), Lost> {
         if now >= self.shared.window().hard_end {
-            self.shared.stop("time limit reached with requests in flight");
+            self.shared
+                .stop("time limit reached with requests in flight");
             return Err(Lost("time limit reached".into()));
         }
         for i in 0..self.slots.len() {
@@ -590,7 +610,9 @@ impl<W: Wire> State<W> {
         match self.role {
             Role::Producer => self.shared.producer_done(now),
             Role::Mixed if self.scheds[0].is_some() => {
-                self.shared.mixed_pushers_done.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .mixed_pushers_done
+                    .fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
         }

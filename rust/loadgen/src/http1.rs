@@ -113,8 +113,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -131,7 +137,10 @@ fn dechunk(buf: &mut [u8]) -> Result<Option<(usize, usize)>, String> {
             return Ok(None);
         };
         let size_field = &buf[read..read + eol];
-        let size_field = &size_field[..size_field.iter().position(|b| *b == b';').unwrap_or(size_field.len())];
+        let size_field = &size_field[..size_field
+            .iter()
+            .position(|b| *b == b';')
+            .unwrap_or(size_field.len())];
         let size = number(size_field, 16).ok_or("bad chunk size")?;
         let data = read + eol + 2;
         if size == 0 {
@@ -262,7 +271,15 @@ mod tests {
     use super::*;
 
     fn http() -> Http {
-        Http::new("h", 1, Some("tk"), &["q 1".into()], Payload::new(0), 2, &[0, 1000])
+        Http::new(
+            "h",
+            1,
+            Some("tk"),
+            &["q 1".into()],
+            Payload::new(0),
+            2,
+            &[0, 1000],
+        )
     }
 
     #[test]
@@ -271,15 +288,29 @@ mod tests {
         let mut out = Vec::new();
         h.push(&mut out, 0, 0, None);
         let text = String::from_utf8(out.clone()).unwrap();
-        assert!(text.starts_with("POST /queues/q%201/jobs HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer tk\r\n"));
+        assert!(text.starts_with(
+            "POST /queues/q%201/jobs HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer tk\r\n"
+        ));
         let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
         assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
         out.clear();
-        let m = Marks { intended: 1, sent: 2, measured: false };
+        let m = Marks {
+            intended: 1,
+            sent: 2,
+            measured: false,
+        };
         h.push(&mut out, 0, 0, Some(m));
         let text = String::from_utf8(out.clone()).unwrap();
         let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
-        let len: usize = text.split("Content-Length: ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let len: usize = text
+            .split("Content-Length: ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(len, body.len());
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["data"]["bench"], serde_json::json!([1, 2, 0]));
@@ -287,7 +318,15 @@ mod tests {
         h.pull(&mut out, 0, 0, 1000);
         assert!(out.starts_with(b"GET /queues/q%201/jobs?timeout=1000 HTTP/1.1\r\n"));
         out.clear();
-        h.ack(&mut out, 0, &Job { id: b"\"abc\"", token: Some(b"\"t\""), marks: None });
+        h.ack(
+            &mut out,
+            0,
+            &Job {
+                id: b"\"abc\"",
+                token: Some(b"\"t\""),
+                marks: None,
+            },
+        );
         assert!(out.starts_with(b"POST /jobs/abc/ack HTTP/1.1\r\n"));
         assert!(out.ends_with(b"Content-Length: 13\r\n\r\n{\"token\":\"t\"}"));
     }
@@ -295,13 +334,17 @@ mod tests {
     #[test]
     fn responses_by_length_and_chunked() {
         let h = http();
-        let mut buf = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}HTTP/1.1".to_vec();
+        let mut buf =
+            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}HTTP/1.1".to_vec();
         match h.parse(&mut buf, false).unwrap() {
             Parsed::Reply(n, r) => assert!(n == 50 && r.ok),
             other => panic!("{other:?}"),
         }
         let mut part = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\"".to_vec();
-        assert!(matches!(h.parse(&mut part, false).unwrap(), Parsed::Incomplete));
+        assert!(matches!(
+            h.parse(&mut part, false).unwrap(),
+            Parsed::Incomplete
+        ));
         let mut chunked =
             b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"ok\"\r\n7\r\n:false}\r\n0\r\n\r\nX"
                 .to_vec();

@@ -90,7 +90,7 @@ impl<'a> Reader<'a> {
     }
 
     /// One value's header (and a scalar's payload); an array's or map's items follow it.
-    pub fn next(&mut self) -> Option<Val<'a>> {
+    pub fn value(&mut self) -> Option<Val<'a>> {
         let t = *self.take(1)?.first()?;
         Some(match t {
             0x00..=0x7f => Val::Int(t as i64),
@@ -141,7 +141,7 @@ impl<'a> Reader<'a> {
         let mut left: u64 = 1;
         while left > 0 {
             left -= 1;
-            match self.next()? {
+            match self.value()? {
                 Val::Array(n) => left += n as u64,
                 Val::Map(n) => left += 2 * n as u64,
                 _ => {}
@@ -168,18 +168,18 @@ mod tests {
         str(&mut b, b"z");
         b.push(0xc3);
         let mut r = Reader::new(&b);
-        assert_eq!(r.next(), Some(Val::Map(3)));
-        assert_eq!(r.next(), Some(Val::Str(b"k")));
+        assert_eq!(r.value(), Some(Val::Map(3)));
+        assert_eq!(r.value(), Some(Val::Str(b"k")));
         let at = r.pos;
         r.skip().unwrap();
         let mut again = Reader::new(&b[at..]);
-        assert_eq!(again.next(), Some(Val::Array(2)));
-        assert_eq!(again.next(), Some(Val::Int(7)));
-        assert_eq!(again.next().unwrap().number(), Some(1.5e12));
-        assert_eq!(r.next(), Some(Val::Str(&[b'x'; 40])));
-        assert_eq!(r.next(), Some(Val::Ext));
-        assert_eq!(r.next(), Some(Val::Str(b"z")));
-        assert_eq!(r.next(), Some(Val::Bool(true)));
-        assert_eq!(r.next(), None);
+        assert_eq!(again.value(), Some(Val::Array(2)));
+        assert_eq!(again.value(), Some(Val::Int(7)));
+        assert_eq!(again.value().unwrap().number(), Some(1.5e12));
+        assert_eq!(r.value(), Some(Val::Str(&[b'x'; 40])));
+        assert_eq!(r.value(), Some(Val::Ext));
+        assert_eq!(r.value(), Some(Val::Str(b"z")));
+        assert_eq!(r.value(), Some(Val::Bool(true)));
+        assert_eq!(r.value(), None);
     }
 }

@@ -22,7 +22,11 @@ impl Payload {
         let base = Payload { pad: Vec::new() }.json(None).len();
         // `,"pad":""` costs 9 bytes before the padding itself
         let pad = payload_bytes.saturating_sub(base + 9);
-        let pad = if payload_bytes > base { vec![b'x'; pad] } else { Vec::new() };
+        let pad = if payload_bytes > base {
+            vec![b'x'; pad]
+        } else {
+            Vec::new()
+        };
         Payload { pad }
     }
 

@@ -75,9 +75,13 @@ impl Series {
             return;
         }
         {
-            let mut h = self.per_thread[thread].lock().unwrap_or_else(|p| p.into_inner());
+            let mut h = self.per_thread[thread]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             // a timer may fire a little before its slot: never count from after the send
-            let _ = h.corrected.record(us(done.saturating_sub(intended.min(sent))));
+            let _ = h
+                .corrected
+                .record(us(done.saturating_sub(intended.min(sent))));
             if let Some(raw) = h.raw.as_mut() {
                 let _ = raw.record(us(done.saturating_sub(sent)));
             }

@@ -58,7 +58,10 @@ impl Shared {
 
     /// The run's timetable, fixed once every connection is open.
     pub fn window(&self) -> Window {
-        *self.window.get().expect("the window is set before the drivers run")
+        *self
+            .window
+            .get()
+            .expect("the window is set before the drivers run")
     }
 
     pub fn stopped(&self) -> bool {
@@ -203,11 +206,18 @@ impl Run {
     pub fn snapshot(&self) -> Snapshot {
         let w = &self.watch;
         let elapsed_s = w.started.elapsed().as_secs_f64();
-        let lock = |m: &Mutex<Option<Arc<Shared>>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lock =
+            |m: &Mutex<Option<Arc<Shared>>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let prefill = lock(&w.prefill);
-        let prefilled = prefill.as_ref().map_or(0, |p| p.series[0].ok.load(Ordering::Relaxed));
+        let prefilled = prefill
+            .as_ref()
+            .map_or(0, |p| p.series[0].ok.load(Ordering::Relaxed));
         let Some(main) = lock(&w.main) else {
-            let phase = if prefill.is_some() { "prefill" } else { "connecting" };
+            let phase = if prefill.is_some() {
+                "prefill"
+            } else {
+                "connecting"
+            };
             return Snapshot {
                 phase,
                 elapsed_s,
@@ -293,8 +303,17 @@ fn run(cfg: Config, watch: &Watch) -> Result<Report, Error> {
             format!("pullack: pre-filled {prefilled} jobs in {prefill_s:.1} s (unmeasured)"),
         );
     }
-    if let Some(r) = shared.stop_reason.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-        let hint = if r == "queue ran dry" { " (use --prefill to push more first)" } else { "" };
+    if let Some(r) = shared
+        .stop_reason
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        let hint = if r == "queue ran dry" {
+            " (use --prefill to push more first)"
+        } else {
+            ""
+        };
         notes.push(format!("stopped early: {r}{hint}"));
     }
     let mut series: Vec<SeriesReport> = shared
@@ -323,7 +342,10 @@ fn run(cfg: Config, watch: &Watch) -> Result<Report, Error> {
             let lost = pushed - acked;
             series[0].errors += lost;
             series[0].error_sample.get_or_insert_with(|| {
-                format!("{lost} pushed jobs not acked within {} s", shared.cfg.timeout_s)
+                format!(
+                    "{lost} pushed jobs not acked within {} s",
+                    shared.cfg.timeout_s
+                )
             });
             notes.push(format!("e2e: {lost} measured jobs were not acked in time"));
         }
@@ -357,7 +379,8 @@ fn prefill_config(cfg: &Config) -> Config {
     let need = match (cfg.prefill, cfg.rate, cfg.count) {
         (Some(n), _, _) => Some(n),
         (None, Some(r), count) => {
-            let slots = r * cfg.warmup_s + count.map_or(r * cfg.duration_s.unwrap_or(0.0), |n| n as f64);
+            let slots =
+                r * cfg.warmup_s + count.map_or(r * cfg.duration_s.unwrap_or(0.0), |n| n as f64);
             Some((slots * 1.05) as u64 + lanes)
         }
         (None, None, Some(n)) => Some(n + lanes),
@@ -441,7 +464,9 @@ impl Phase {
         let shared = Arc::new(Shared {
             base: Instant::now(),
             window: OnceLock::new(),
-            budgets: (0..series.len()).map(|_| Arc::new(Budget::default())).collect(),
+            budgets: (0..series.len())
+                .map(|_| Arc::new(Budget::default()))
+                .collect(),
             series,
             stopped: AtomicBool::new(false),
             external_stop,
@@ -490,7 +515,11 @@ impl Phase {
                 Err(_) => return Err(Error::Run("a load generator thread panicked".into())),
             }
         }
-        if let Some(e) = connect_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(e) = connect_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             return Err(Error::Connect(e));
         }
         Ok((self.shared, cpu))
@@ -505,10 +534,14 @@ fn thread_main(
     barrier: Arc<Barrier>,
     connect_error: Arc<Mutex<Option<String>>>,
 ) -> Option<f64> {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            *connect_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("runtime: {e}"));
+            *connect_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("runtime: {e}"));
             barrier.wait();
             barrier.wait();
             return None;
@@ -524,7 +557,10 @@ fn thread_main(
     let opened = match opened {
         Ok(o) => o,
         Err(e) => {
-            connect_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+            connect_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
             shared.stop("could not connect");
             Vec::new()
         }
@@ -569,8 +605,14 @@ async fn drive(o: Opened, shared: Arc<Shared>, thread: usize, win: Window) {
         None => Schedule::closed(win, count, shared.budgets[series].clone()),
     };
     let (role, scheds) = match o.role.kind {
-        RoleKind::Push => (Role::Push { bulk: false }, [Some(sched(0, cfg.rate, cfg.count)), None]),
-        RoleKind::Bulk => (Role::Push { bulk: true }, [Some(sched(0, cfg.rate, cfg.count)), None]),
+        RoleKind::Push => (
+            Role::Push { bulk: false },
+            [Some(sched(0, cfg.rate, cfg.count)), None],
+        ),
+        RoleKind::Bulk => (
+            Role::Push { bulk: true },
+            [Some(sched(0, cfg.rate, cfg.count)), None],
+        ),
         RoleKind::PullAck => (Role::PullAck, [Some(sched(0, cfg.rate, cfg.count)), None]),
         RoleKind::Producer => (Role::Producer, [Some(sched(0, cfg.rate, cfg.count)), None]),
         RoleKind::Worker => (Role::Worker, [None, None]),
@@ -594,16 +636,57 @@ async fn drive(o: Opened, shared: Arc<Shared>, thread: usize, win: Window) {
     let seed = (thread as u64) << 32 | o.role.index as u64;
     let result = match cfg.transport {
         Transport::Http => {
-            let w = Http::new(&cfg.host, cfg.port, cfg.token.as_deref(), queues, payload(), cfg.batch, &waits);
-            Driver::new(o.sock, &o.leftover, w, shared.clone(), thread, role, scheds, in_order).run().await
+            let w = Http::new(
+                &cfg.host,
+                cfg.port,
+                cfg.token.as_deref(),
+                queues,
+                payload(),
+                cfg.batch,
+                &waits,
+            );
+            Driver::new(
+                o.sock,
+                &o.leftover,
+                w,
+                shared.clone(),
+                thread,
+                role,
+                scheds,
+                in_order,
+            )
+            .run()
+            .await
         }
         Transport::Ws => {
             let w = Ws::new(queues, payload(), cfg.batch, &waits, seed);
-            Driver::new(o.sock, &o.leftover, w, shared.clone(), thread, role, scheds, in_order).run().await
+            Driver::new(
+                o.sock,
+                &o.leftover,
+                w,
+                shared.clone(),
+                thread,
+                role,
+                scheds,
+                in_order,
+            )
+            .run()
+            .await
         }
         Transport::Tcp => {
             let w = Tcp::new(queues, payload(), cfg.batch, &waits);
-            Driver::new(o.sock, &o.leftover, w, shared.clone(), thread, role, scheds, in_order).run().await
+            Driver::new(
+                o.sock,
+                &o.leftover,
+                w,
+                shared.clone(),
+                thread,
+                role,
+                scheds,
+                in_order,
+            )
+            .run()
+            .await
         }
     };
     if let Err(Lost(why)) = result {
@@ -629,7 +712,13 @@ async fn connect(cfg: &Config, role: RoleAt, seed: u64) -> Result<Opened, String
     match cfg.transport {
         Transport::Http => {}
         Transport::Ws => {
-            let req = ws::handshake(&cfg.host, cfg.port, &cfg.ws_path, cfg.token.as_deref(), seed);
+            let req = ws::handshake(
+                &cfg.host,
+                cfg.port,
+                &cfg.ws_path,
+                cfg.token.as_deref(),
+                seed,
+            );
             sock.write_all(&req).await.map_err(|e| fail(&e))?;
             let head = read_until(&mut sock, &mut leftover, timeout, |b| {
                 b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
@@ -645,7 +734,9 @@ async fn connect(cfg: &Config, role: RoleAt, seed: u64) -> Result<Opened, String
         }
         Transport::Tcp => {
             if let Some(token) = &cfg.token {
-                sock.write_all(&tcp_frames::auth(token, 0)).await.map_err(|e| fail(&e))?;
+                sock.write_all(&tcp_frames::auth(token, 0))
+                    .await
+                    .map_err(|e| fail(&e))?;
                 let tcp = Tcp::new(&[], Payload::new(0), 1, &[]);
                 let mut ok = None;
                 let used = read_until(&mut sock, &mut leftover, timeout, |b| {
@@ -671,7 +762,11 @@ async fn connect(cfg: &Config, role: RoleAt, seed: u64) -> Result<Opened, String
             }
         }
     }
-    Ok(Opened { sock, leftover, role })
+    Ok(Opened {
+        sock,
+        leftover,
+        role,
+    })
 }
 
 async fn read_until(

@@ -165,8 +165,20 @@ mod tests {
         let late = 1_000 + 1_000_000_000;
         let a = s.next(late);
         let b = s.next(late);
-        assert_eq!(a, Next::Go { intended: 1_000, measured: false });
-        assert_eq!(b, Next::Go { intended: 1_000 + 10_000_000, measured: true });
+        assert_eq!(
+            a,
+            Next::Go {
+                intended: 1_000,
+                measured: false
+            }
+        );
+        assert_eq!(
+            b,
+            Next::Go {
+                intended: 1_000 + 10_000_000,
+                measured: true
+            }
+        );
     }
 
     #[test]
@@ -186,6 +198,12 @@ mod tests {
         assert_eq!(n, 3);
         // warm-up operations do not use the budget
         let mut c = Schedule::closed(win(), Some(0), Arc::new(Budget::default()));
-        assert!(matches!(c.next(1_000), Next::Go { measured: false, .. }));
+        assert!(matches!(
+            c.next(1_000),
+            Next::Go {
+                measured: false,
+                ..
+            }
+        ));
     }
 }

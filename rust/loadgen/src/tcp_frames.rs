@@ -167,7 +167,7 @@ impl Wire for Tcp {
 /// A reply map; Some(None) for an event or a frame without a `reqId`.
 fn decode(body: &[u8], want_marks: bool) -> Option<Option<Reply<'_>>> {
     let mut r = Reader::new(body);
-    let Val::Map(n) = r.next()? else {
+    let Val::Map(n) = r.value()? else {
         return None;
     };
     let mut reply = Reply {
@@ -179,24 +179,24 @@ fn decode(body: &[u8], want_marks: bool) -> Option<Option<Reply<'_>>> {
     let mut token = None;
     let mut event = false;
     for _ in 0..n {
-        let Val::Str(key) = r.next()? else {
+        let Val::Str(key) = r.value()? else {
             r.skip()?; // a non-string key's value
             continue;
         };
         match key {
-            b"reqId" => match r.next()? {
+            b"reqId" => match r.value()? {
                 Val::Int(i) if i >= 0 => reply.req_id = Some(i as u64),
                 Val::Array(_) | Val::Map(_) => return None,
                 _ => {}
             },
-            b"ok" => match r.next()? {
+            b"ok" => match r.value()? {
                 Val::Bool(b) => reply.ok = b,
                 Val::Array(_) | Val::Map(_) => return None,
                 _ => {}
             },
             b"type" => {
                 let at = r.pos;
-                if r.next()? == Val::Str(b"event") {
+                if r.value()? == Val::Str(b"event") {
                     event = true;
                 } else {
                     r = Reader::new(body);
@@ -207,14 +207,14 @@ fn decode(body: &[u8], want_marks: bool) -> Option<Option<Reply<'_>>> {
             b"error" => {
                 let at = r.pos;
                 r.skip()?;
-                reply.error = Some(match Reader::new(&body[at..]).next()? {
+                reply.error = Some(match Reader::new(&body[at..]).value()? {
                     Val::Str(s) => s,
                     _ => &body[at..r.pos],
                 });
             }
             b"token" => {
                 let at = r.pos;
-                match r.next()? {
+                match r.value()? {
                     Val::Str(s) => token = Some(s),
                     Val::Array(_) | Val::Map(_) => {
                         r.pos = at;
@@ -225,7 +225,7 @@ fn decode(body: &[u8], want_marks: bool) -> Option<Option<Reply<'_>>> {
             }
             b"job" => {
                 let at = r.pos;
-                match r.next()? {
+                match r.value()? {
                     Val::Map(m) => reply.job = Some(job(&mut r, m, want_marks)?),
                     Val::Array(_) => {
                         r.pos = at;
@@ -257,9 +257,9 @@ fn job<'a>(r: &mut Reader<'a>, fields: u32, want_marks: bool) -> Option<Job<'a>>
     };
     for _ in 0..fields {
         let at = r.pos;
-        match r.next()? {
+        match r.value()? {
             Val::Str(b"id") => {
-                if let Val::Str(s) = r.next()? {
+                if let Val::Str(s) = r.value()? {
                     job.id = s;
                 } else {
                     return None;
@@ -282,15 +282,19 @@ fn job<'a>(r: &mut Reader<'a>, fields: u32, want_marks: bool) -> Option<Job<'a>>
 }
 
 fn marks(mut r: Reader<'_>) -> Option<Marks> {
-    let Val::Map(n) = r.next()? else {
+    let Val::Map(n) = r.value()? else {
         return None;
     };
     for _ in 0..n {
-        if r.next()? == Val::Str(b"bench") {
-            let Val::Array(3) = r.next()? else {
+        if r.value()? == Val::Str(b"bench") {
+            let Val::Array(3) = r.value()? else {
                 return None;
             };
-            let (i, s, m) = (r.next()?.number()?, r.next()?.number()?, r.next()?.number()?);
+            let (i, s, m) = (
+                r.value()?.number()?,
+                r.value()?.number()?,
+                r.value()?.number()?,
+            );
             return Some(Marks {
                 intended: i as u64,
                 sent: s as u64,
@@ -315,7 +319,7 @@ mod tests {
         assert_eq!(out.len(), 4 + len);
         assert!(out.ends_with(&[0xa5, b'r', b'e', b'q', b'I', b'd', 0xce, 1, 2, 3, 4]));
         let mut r = Reader::new(&out[4..]);
-        assert_eq!(r.next(), Some(Val::Map(4)));
+        assert_eq!(r.value(), Some(Val::Map(4)));
         r.pos = 0;
         r.skip().unwrap();
         assert_eq!(r.pos, len);
@@ -368,7 +372,13 @@ mod tests {
             msgpack::map(b, 1);
             kv(b, "type", b"event");
         });
-        assert!(matches!(t.parse(&mut event, false).unwrap(), Parsed::Skip(_)));
-        assert!(matches!(t.parse(&mut event[..3].to_vec(), false).unwrap(), Parsed::Incomplete));
+        assert!(matches!(
+            t.parse(&mut event, false).unwrap(),
+            Parsed::Skip(_)
+        ));
+        assert!(matches!(
+            t.parse(&mut event[..3].to_vec(), false).unwrap(),
+            Parsed::Incomplete
+        ));
     }
 }

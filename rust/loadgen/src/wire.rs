@@ -85,7 +85,10 @@ pub fn json_reply(body: &[u8], status_ok: bool, want_marks: bool) -> Result<Repl
     })?;
     let job = r.job.map(|j| Job {
         id: j.id.get().as_bytes(),
-        token: r.token.map(|t| t.get().as_bytes()).filter(|t| *t != b"null"),
+        token: r
+            .token
+            .map(|t| t.get().as_bytes())
+            .filter(|t| *t != b"null"),
         marks: j
             .data
             .filter(|_| want_marks)

@@ -65,7 +65,11 @@ impl Ws {
                 waits
                     .iter()
                     .map(|w| {
-                        let t = if *w > 0 { format!(",\"timeout\":{w}") } else { String::new() };
+                        let t = if *w > 0 {
+                            format!(",\"timeout\":{w}")
+                        } else {
+                            String::new()
+                        };
                         let m = format!("{{\"cmd\":\"PULL\",\"queue\":{qj}{t},\"reqId\":");
                         (*w, m.into_bytes())
                     })
@@ -86,7 +90,8 @@ impl Ws {
 
     /// `self.msg` + req + `}` as one masked text frame.
     fn frame(&mut self, out: &mut Vec<u8>, req: u32) {
-        self.msg.extend_from_slice(itoa::Buffer::new().format(req).as_bytes());
+        self.msg
+            .extend_from_slice(itoa::Buffer::new().format(req).as_bytes());
         self.msg.push(b'}');
         let n = self.msg.len();
         out.push(0x81); // FIN, text
@@ -113,7 +118,8 @@ impl Wire for Ws {
             None => self.msg.extend_from_slice(&self.push[queue]),
             Some(m) => {
                 self.msg.extend_from_slice(b"{\"cmd\":\"PUSH\",\"queue\":");
-                self.msg.extend_from_slice(self.queue_json[queue].as_bytes());
+                self.msg
+                    .extend_from_slice(self.queue_json[queue].as_bytes());
                 self.msg.extend_from_slice(b",\"data\":");
                 self.payload.write_json(&mut self.msg, Some(m));
                 self.msg.extend_from_slice(b",\"reqId\":");
@@ -225,7 +231,10 @@ mod tests {
         let mut out = Vec::new();
         ws.push(&mut out, 7, 0, None);
         let v = unmask(&out);
-        assert_eq!((v["cmd"].as_str(), v["reqId"].as_u64()), (Some("PUSH"), Some(7)));
+        assert_eq!(
+            (v["cmd"].as_str(), v["reqId"].as_u64()),
+            (Some("PUSH"), Some(7))
+        );
         out.clear();
         ws.bulk(&mut out, 8, 0);
         assert_eq!(unmask(&out)["jobs"].as_array().unwrap().len(), 3);
@@ -233,8 +242,19 @@ mod tests {
         ws.pull(&mut out, 9, 0, 500);
         assert_eq!(unmask(&out)["timeout"], 500);
         out.clear();
-        ws.ack(&mut out, 10, &Job { id: b"\"x\"", token: None, marks: None });
-        assert_eq!(unmask(&out), serde_json::json!({"cmd": "ACK", "id": "x", "reqId": 10}));
+        ws.ack(
+            &mut out,
+            10,
+            &Job {
+                id: b"\"x\"",
+                token: None,
+                marks: None,
+            },
+        );
+        assert_eq!(
+            unmask(&out),
+            serde_json::json!({"cmd": "ACK", "id": "x", "reqId": 10})
+        );
     }
 
     #[test]
@@ -248,8 +268,14 @@ mod tests {
             Parsed::Reply(n, r) => assert!(n == body.len() + 2 && r.ok && r.req_id == Some(3)),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(ws.parse(&mut f[..5].to_vec(), false).unwrap(), Parsed::Incomplete));
-        assert!(matches!(ws.parse(&mut f[body.len() + 2..].to_vec(), false).unwrap(), Parsed::Skip(4)));
+        assert!(matches!(
+            ws.parse(&mut f[..5].to_vec(), false).unwrap(),
+            Parsed::Incomplete
+        ));
+        assert!(matches!(
+            ws.parse(&mut f[body.len() + 2..].to_vec(), false).unwrap(),
+            Parsed::Skip(4)
+        ));
         assert!(ws.parse(&mut [0x88, 0], false).is_err());
     }
 }
