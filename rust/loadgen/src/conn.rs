@@ -140,6 +140,9 @@ impl<W: Wire> Driver<W> {
         let shared = self.st.shared.clone();
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
+        // the deadline the timer is set to: re-armed only when it fired or a slot is due
+        // sooner (re-arming on every turn would cost a timer-wheel update per request)
+        let mut armed = 0u64;
         let result = loop {
             let now = shared.now();
             let due = self.st.issue(now);
@@ -153,7 +156,10 @@ impl<W: Wire> Driver<W> {
                 break Ok(());
             }
             let wake = due.unwrap_or(u64::MAX).min(now + TICK_NS);
-            sleep.as_mut().reset(shared.instant(wake).into());
+            if armed <= now || wake < armed {
+                sleep.as_mut().reset(shared.instant(wake).into());
+                armed = wake;
+            }
             if self.rlen == self.rbuf.len() {
                 self.rbuf.resize(self.rbuf.len() * 2, 0);
             }
@@ -181,6 +187,7 @@ impl<W: Wire> Driver<W> {
                     }
                 }
                 None => {
+                    armed = 0;
                     if let Err(e) = self.st.expire(shared.now()) {
                         break Err(e);
                     }

@@ -194,7 +194,7 @@ impl Wire for Ws {
             _ => return Err("fragmented WebSocket messages are not supported".into()),
         }
         let body: &'a [u8] = &buf[at..total];
-        if !body.windows(7).any(|w| w == b"\"reqId\"") {
+        if memchr::memmem::find(body, b"\"reqId\"").is_none() {
             return Ok(Parsed::Skip(total)); // a broadcast event
         }
         let reply: Reply<'a> = json_reply(body, true, want_marks)?;
