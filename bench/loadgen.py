@@ -297,7 +297,8 @@ def main() -> int:
         "--wait-quiet",
         type=float,
         metavar="LOAD",
-        help="first wait (up to --max-wait s) until the 1-minute load average is below LOAD",
+        help="first wait (up to --max-wait s) until the 1-minute load average is below LOAD; "
+        "exit 3 without measuring if it never is",
     )
     p.add_argument("--max-wait", type=float, default=1200.0)
     p.add_argument("--hopper-arg", action="append", default=[], metavar="ARG")
@@ -309,6 +310,12 @@ def main() -> int:
     load_before = (
         wait_quiet(args.wait_quiet, args.max_wait) if args.wait_quiet is not None else load1()
     )
+    if args.wait_quiet is not None and load_before >= args.wait_quiet:
+        print(
+            f"not quiet after {args.max_wait:g} s (load {load_before:.2f}): not run",
+            file=sys.stderr,
+        )
+        return 3
     info = S.machine_info()
     runs = []
     with tempfile.TemporaryDirectory(prefix="hopper-bench-loadgen-") as tmp:

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::run::Shared;
@@ -181,6 +181,15 @@ impl<W: Wire> Driver<W> {
                 Some(Ok(0)) => break Err(Lost("connection closed by the server".into())),
                 Some(Err(e)) => break Err(Lost(format!("receive failed: {e}"))),
                 Some(Ok(n)) => {
+                    if self.rlen + n < self.rbuf.len() {
+                        // A short read drained the socket: drop the readiness now rather
+                        // than learn it from one more read that fails with WouldBlock (a
+                        // syscall per answer). Safe with edge-triggered readiness: bytes
+                        // that arrive after this read raise a new edge.
+                        let _ = self.sock.try_io(Interest::READABLE, || {
+                            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                        });
+                    }
                     self.rlen += n;
                     if let Err(e) = self.replies() {
                         break Err(e);
