@@ -38,10 +38,6 @@ class Plan:
     batch: int = 100  # bulk: jobs per request
     mix: tuple[int, int] = (1, 1)  # mixed: pushes to pull+acks
 
-    @property
-    def queue(self) -> str:
-        return self.queues[0]
-
 
 @dataclass
 class Options:

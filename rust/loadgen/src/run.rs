@@ -349,6 +349,10 @@ fn run(cfg: Config, watch: &Watch) -> Result<Report, Error> {
             });
             notes.push(format!("e2e: {lost} measured jobs were not acked in time"));
         }
+        let pull_errors = shared.worker_pull_errors.load(Ordering::Relaxed);
+        if pull_errors > 0 {
+            notes.push(format!("e2e: {pull_errors} worker pulls failed"));
+        }
         let foreign = shared.foreign.load(Ordering::Relaxed);
         if foreign > 0 {
             notes.push(format!("e2e: acked {foreign} jobs not pushed by this run"));
