@@ -9,6 +9,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// How early an open-loop slot may go out. Timers fire on millisecond ticks, so waiting for
+/// the exact due time would send most requests up to a tick late and put that lag into the
+/// corrected latency; a request sent before its slot is counted from its actual send.
+pub const EARLY_NS: u64 = 1_000_000;
+
 /// What a scheduler says about the next operation of a series on one connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -114,8 +119,8 @@ impl Schedule {
                 {
                     return Next::Done;
                 }
-                if due > now {
-                    return Next::Wait(due);
+                if due > now.saturating_add(EARLY_NS) {
+                    return Next::Wait(due - EARLY_NS);
                 }
                 let measured = *next >= *warmup_slots;
                 *next += *step;
@@ -145,7 +150,7 @@ mod tests {
     fn open_loop_slots_interleave_over_connections() {
         // 1000/s, 2 connections: connection 1 takes slots 1, 3, 5 ... (ms 1, 3, 5 ...)
         let mut s = Schedule::open(win(), 1000.0, Some(3), 1, 2);
-        assert_eq!(s.next(0), Next::Wait(1_000 + 1_000_000));
+        assert_eq!(s.next(0), Next::Wait(1_000 + 1_000_000 - EARLY_NS));
         let mut got = vec![];
         while let Next::Go { intended, measured } = s.next(u64::MAX / 2) {
             got.push((intended - 1_000, measured));
