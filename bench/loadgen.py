@@ -20,7 +20,7 @@ p50 within 20 %. All traffic goes to 127.0.0.1; every generator run is bounded i
 
     .venv/bin/python bench/loadgen.py [--runs 3] [--duration 10] [--out bench/results/loadgen.json]
     .venv/bin/python bench/loadgen.py --runs 1 --duration 2      # smoke run
-    .venv/bin/python bench/loadgen.py --wait-quiet 0.7            # first wait for load < 0.7
+    .venv/bin/python bench/loadgen.py --wait-quiet 0.7            # each run waits for load < 0.7
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 import server as S  # bench/server.py: servers, wrk, CPU sampling, machine info
 
 CONNS = 64
-Sample = dict[str, Any]
+Sample = dict[str, Any]  # one cell of one run (and the run's load, under 'load1')
 
 
 def load1() -> float:
@@ -297,8 +297,8 @@ def main() -> int:
         "--wait-quiet",
         type=float,
         metavar="LOAD",
-        help="first wait (up to --max-wait s) until the 1-minute load average is below LOAD; "
-        "exit 3 without measuring if it never is",
+        help="before each run, wait (up to --max-wait s in all) until the 1-minute load "
+        "average is below LOAD; exit 3 without a result if it never is",
     )
     p.add_argument("--max-wait", type=float, default=1200.0)
     p.add_argument("--hopper-arg", action="append", default=[], metavar="ARG")
@@ -307,21 +307,23 @@ def main() -> int:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 2
     atexit.register(S.stop_all)
-    load_before = (
-        wait_quiet(args.wait_quiet, args.max_wait) if args.wait_quiet is not None else load1()
-    )
-    if args.wait_quiet is not None and load_before >= args.wait_quiet:
-        print(
-            f"not quiet after {args.max_wait:g} s (load {load_before:.2f}): not run",
-            file=sys.stderr,
-        )
-        return 3
+    give_up = time.monotonic() + args.max_wait
+    load_before = load1()
     info = S.machine_info()
     runs = []
     with tempfile.TemporaryDirectory(prefix="hopper-bench-loadgen-") as tmp:
         for i in range(args.runs):
-            print(f"run {i + 1}/{args.runs} (load {load1():.2f})", file=sys.stderr)
-            runs.append(one_run(i, args, Path(tmp)))
+            if args.wait_quiet is not None:
+                # before every run: the previous run's own load has to fade too
+                load = wait_quiet(args.wait_quiet, max(0.0, give_up - time.monotonic()))
+                if load >= args.wait_quiet:
+                    print(f"not quiet (load {load:.2f}): not measured", file=sys.stderr)
+                    return 3
+            start_load = load1()
+            print(f"run {i + 1}/{args.runs} (load {start_load:.2f})", file=sys.stderr)
+            samples = one_run(i, args, Path(tmp))
+            samples["load1"] = {"start": start_load, "end": load1()}
+            runs.append(samples)
     summary = summarize(runs)
     print_summary(summary)
     result = {
@@ -329,6 +331,7 @@ def main() -> int:
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": info,
         "load1_before": load_before,
+        "load1_per_run": [r["load1"] for r in runs],
         "load1_after": load1(),
         "runs": args.runs,
         "duration_s": args.duration,
