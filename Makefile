@@ -58,7 +58,7 @@ lint: install
 	$(BIN)/lint-imports
 
 test-rust:
-	cargo test -p hopper-core -p hopper-cluster
+	cargo test -p hopper-core -p hopper-cluster -p hopper-loadgen
 
 # The full suite on the default interface (ASGI), the smoke subset on the other (RSGI).
 test-python: install

@@ -1,7 +1,8 @@
-"""`hopper bench` against real servers: every scenario over HTTP and WS, the exports
-(.hgrm parsed back, .hlog decoded, PNG checked, JSON), the open loop's coordinated-omission
-correction, --compare of two servers, and --start. Each run is bounded by --count or
---duration (a second or so)."""
+"""`hopper bench` against real servers: every scenario over HTTP, WS and bunqueue's TCP
+protocol (what the run sent is what the server answered and holds), the exports (.hgrm
+parsed back, .hlog decoded, PNG checked, JSON), the open loop's coordinated-omission
+correction, --compare of two servers (and --rounds), and --start. Each run is bounded by
+--count or --duration (a second or so)."""
 
 from __future__ import annotations
 
@@ -86,8 +87,26 @@ def load_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("transport", ["http", "ws"])
-@pytest.mark.parametrize("scenario", ["push", "pullack", "e2e", "mixed"])
+def conn_args(transport: str, server: Server) -> list[str]:
+    if transport == "http":
+        return ["-c", "4"]
+    tcp = ["--tcp-port", str(server.tcp_port)] if transport == "tcp" else []
+    return ["-c", "2", "--window", "8", *tcp]
+
+
+BATCH = 5
+# (series, measured operations of each) for --count 300, and the jobs left in the queue
+EXPECTED: dict[str, tuple[list[str], int, int]] = {
+    "push": (["push"], 300, 300),
+    "bulk": (["bulk"], 300, 300 * BATCH),
+    "pullack": (["pullack"], 300, 0),
+    "e2e": (["e2e"], 300, 0),
+    "mixed": (["push", "pullack"], 150, 0),  # --count is split by --mix (1:1)
+}
+
+
+@pytest.mark.parametrize("transport", ["http", "ws", "tcp"])
+@pytest.mark.parametrize("scenario", ["push", "bulk", "pullack", "e2e", "mixed"])
 def test_scenario_smoke_run_and_exports(
     server: Server,
     queue: str,
@@ -96,7 +115,7 @@ def test_scenario_smoke_run_and_exports(
     scenario: str,
     transport: str,
 ) -> None:
-    conns = ["-c", "4"] if transport == "http" else ["-c", "1", "--window", "8"]
+    series, each, left = EXPECTED[scenario]
     code, out, err = bench(
         capsys,
         "--url",
@@ -105,13 +124,16 @@ def test_scenario_smoke_run_and_exports(
         "pull+ack" if scenario == "pullack" else scenario,
         "--transport",
         transport,
-        *conns,
+        *conn_args(transport, server),
         "--count",
         "300",
+        "--batch",
+        str(BATCH),
         "--warmup",
         "0",
         "--queue",
         queue,
+        "--keep",
         "--hgrm",
         str(tmp_path / "run.hgrm"),
         "--hlog",
@@ -122,36 +144,48 @@ def test_scenario_smoke_run_and_exports(
         str(tmp_path / "run.png"),
     )
     assert code == 0, out + err
-    series = ["push", "pullack"] if scenario == "mixed" else [scenario]
     for name in series:
-        assert re.search(rf"\|\s*{name}\s*\|\s*closed loop\s*\|\s*300\s*\|", out), out
-    check_hgrm(tmp_path / "run.hgrm", 300)
+        assert re.search(rf"\|\s*{name}\s*\|\s*closed loop\s*\|\s*{each}\s*\|", out), out
+    assert "done" in err  # the progress line's last state
+    assert "nan" not in err.lower() and "nan" not in out.lower()
+    check_hgrm(tmp_path / "run.hgrm", each)
     if scenario == "mixed":
         check_hgrm(
-            tmp_path / f"run.{server.url.split('://')[1].replace(':', '_')}.pullack.hgrm", 300
+            tmp_path / f"run.{server.url.split('://')[1].replace(':', '_')}.pullack.hgrm", each
         )
     logged = hlog_histograms(tmp_path / "run.hlog")
     assert [tag.rsplit(".", 1)[-1] for tag in logged] == series
-    assert all(histograms.count(h) == 300 for h in logged.values())
+    assert all(histograms.count(h) == each for h in logged.values())
     check_png(tmp_path / "run.png")
     report = load_json(tmp_path / "run.json")
     (run,) = report["runs"]
     assert [s["name"] for s in run["series"]] == series
     for s in run["series"]:
-        assert s["count"] == 300 and s["errors"] == 0
+        assert s["count"] == each and s["errors"] == 0
         assert s["rate_per_s"] > 0
         p = s["latency_ms"]
         assert 0 < p["p50"] <= p["p90"] <= p["p99"] <= p["p99.9"] <= p["max"]
-        assert histograms.count(histograms.decode(s["hdr_histogram"])) == 300
-    if scenario != "push":  # every job the run pushed was consumed
-        assert server.client.get(f"/queues/{queue}/jobs").json()["job"] is None
+        assert histograms.count(histograms.decode(s["hdr_histogram"])) == each
+    generator = run["generator"]
+    assert generator["threads"] == 1 and generator["cpu_s"] >= 0 and generator["wall_s"] > 0
+    # what was sent was answered, and the server holds exactly that: the pushes (plus
+    # pullack's pre-fill) less what was pulled and acked
+    counts = server.client.get(f"/api/queues/{queue}").json()["data"]["counts"]
+    if scenario == "pullack":
+        prefilled = int(re.search(r"pre-filled (\d+) jobs", out).group(1))  # type: ignore[union-attr]
+        assert counts["waiting"] == prefilled - each
+    else:
+        assert counts["waiting"] == left
+    assert counts["active"] == 0
+    assert counts["completed"] == (0 if scenario in ("push", "bulk") else each)
 
 
 def test_open_loop_corrects_for_coordinated_omission(
     server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """One connection asked for more than it can do: requests fall behind the timetable,
-    so latency counted from the intended send time exceeds latency from the actual send."""
+    """One HTTP connection asked for far more than it can do: requests fall behind the
+    timetable, so latency counted from the intended send time exceeds latency from the
+    actual send."""
     code, out, err = bench(
         capsys,
         "--url",
@@ -159,9 +193,9 @@ def test_open_loop_corrects_for_coordinated_omission(
         "-c",
         "1",
         "--rate",
-        "3000",
+        "20000",
         "--duration",
-        "1",
+        "0.5",
         "--warmup",
         "0",
         "--json",
@@ -172,13 +206,14 @@ def test_open_loop_corrects_for_coordinated_omission(
         str(tmp_path / "open.png"),
     )
     assert code == 0, out + err
-    assert "open loop at 3,000/s" in out
+    assert "open loop at 20,000/s" in out
     assert "from intended" in out and "from sent" in out
     (run,) = load_json(tmp_path / "open.json")["runs"]
     corrected, uncorrected = run["series"]
     assert (corrected["latency"], uncorrected["latency"]) == ("corrected", "uncorrected")
     assert corrected["count"] == uncorrected["count"] > 0
-    assert corrected["latency_ms"]["p99"] >= uncorrected["latency_ms"]["p99"]
+    for p in ("p50", "p90", "p99", "p99.9", "max"):
+        assert corrected["latency_ms"][p] >= uncorrected["latency_ms"][p]
     # far behind schedule: the backlog dominates the corrected tail
     assert corrected["latency_ms"]["p99"] > 5 * uncorrected["latency_ms"]["p99"]
     check_hgrm(tmp_path / "open.hgrm", corrected["count"])
@@ -211,6 +246,8 @@ def test_compare_two_servers(
         "8",
         "--count",
         "200",
+        "--rounds",
+        "2",
         "--warmup",
         "0.2",
         "--json",
@@ -225,10 +262,14 @@ def test_compare_two_servers(
     assert re.search(r"\|\s*second\s*\|\s*push\s*\|", out), out
     assert re.search(r"\|\s*second/first\s*\|\s*push\s*\|.*\d\.\d\dx", out), out
     assert "[first]" in err and "[second]" in err  # a progress line for each
+    # two rounds, alternating: first, second, first, second
+    order = [m.group(1) for m in re.finditer(r"\[(first|second)\][^\n]* done", err)]
+    assert order == ["first", "second", "first", "second"], err
+    assert "2 rounds, alternating" in out
     report = load_json(tmp_path / "cmp.json")
     assert [r["label"] for r in report["runs"]] == ["first", "second"]
     assert [r["url"] for r in report["runs"]] == [server.url, other.url]
-    assert all(r["series"][0]["count"] == 200 for r in report["runs"])
+    assert all(r["series"][0]["count"] == 400 for r in report["runs"])
     assert set(hlog_histograms(tmp_path / "cmp.hlog")) == {"first.push", "second.push"}
     check_png(tmp_path / "cmp.png")
 
@@ -247,15 +288,16 @@ def test_start_runs_its_own_server_and_stops_it(
 def test_unreachable_server_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     from support import free_port
 
-    url = f"http://127.0.0.1:{free_port()}"
-    code, out, err = bench(capsys, "--url", url, "-t", "ws", "--count", "10", "--quiet")
-    assert code == 2
-    assert "cannot open" in err
-    code, out, err = bench(
-        capsys, "--url", url, "--count", "5", "--warmup", "0", "-c", "1", "--quiet"
-    )
-    assert code == 1  # every request failed
-    assert "first error" in out
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    for args, opened in (
+        (["-t", "ws"], f"ws://127.0.0.1:{port}/ws"),
+        (["-c", "1"], url),
+        (["-t", "tcp", "--tcp-port", str(port)], f"tcp://127.0.0.1:{port}"),
+    ):
+        code, _out, err = bench(capsys, "--url", url, *args, "--count", "5", "--quiet")
+        assert code == 2
+        assert f"cannot open {opened}" in err
 
 
 def _queue_names(server: Server) -> list[str]:
@@ -264,14 +306,15 @@ def _queue_names(server: Server) -> list[str]:
     return sorted(q["name"] for q in resp.json()["data"])
 
 
-@pytest.mark.parametrize("transport", ["http", "ws"])
+@pytest.mark.parametrize("transport", ["http", "ws", "tcp"])
 def test_a_run_removes_the_queues_it_created(
     start_server: ServerFactory, capsys: pytest.CaptureFixture[str], transport: str
 ) -> None:
-    """A bench against --url leaves nothing behind: its fresh queue (and, with
-    --compare, the second server's) is obliterated at the end; --keep leaves it."""
+    """A bench against --url leaves nothing behind: its fresh queues (and, with
+    --compare, the second server's) are obliterated at the end; --keep leaves them."""
     first, second = start_server(), start_server()
     common = ["--count", "200", "--warmup", "0", "-c", "2", "--quiet", "-t", transport]
+    common += ["--tcp-port", str(first.tcp_port), "--compare-tcp-port", str(second.tcp_port)]
     for scenario in ("push", "e2e"):
         code, out, err = bench(
             capsys, "--url", first.url, "--compare", second.url, "-s", scenario, *common
@@ -280,11 +323,18 @@ def test_a_run_removes_the_queues_it_created(
         assert "removed (--keep keeps them)" in out
         assert _queue_names(first) == [] and _queue_names(second) == []
 
-    code, out, err = bench(capsys, "--url", first.url, "--keep", *common)
+    code, out, err = bench(capsys, "--url", first.url, "--queues", "3", *common)
+    assert code == 0, out + err
+    assert _queue_names(first) == []
+
+    code, out, err = bench(capsys, "--url", first.url, "--keep", "--queues", "2", *common)
     assert code == 0, out + err
     kept = _queue_names(first)
-    assert len(kept) == 1 and kept[0].startswith("bench-push-")
-    assert first.client.get(f"/api/queues/{kept[0]}").json()["data"]["counts"]["waiting"] >= 200
+    assert len(kept) == 2 and all(q.startswith("bench-push-") for q in kept)
+    waiting = [
+        first.client.get(f"/api/queues/{q}").json()["data"]["counts"]["waiting"] for q in kept
+    ]
+    assert sum(waiting) == 200 and all(w > 0 for w in waiting)  # round-robin over both
 
 
 def test_a_queue_that_existed_before_the_run_is_kept(

@@ -44,7 +44,7 @@ def write_hlog(path: Path, results: Sequence[RunResult]) -> list[Path]:
     for res in results:
         for row in rows(res):
             start = res.started_at - base + res.plan.warmup_s
-            entries.append(LogEntry(row.tag, start, row.rec.elapsed_s(), row.hist))
+            entries.append(LogEntry(row.tag, start, row.rec.elapsed_s, row.hist))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         histograms.write_hlog(entries, f, base_time=base)

@@ -1,6 +1,8 @@
-"""Latency histograms (HdrHistogram from PyPI) and their standard export formats.
+"""Latency histograms and their standard export formats.
 
-Values are recorded in microseconds (1 µs .. 1 h, 3 significant digits) and exported in
+The load generator (Rust, `hopper._engine.LoadGen`) records them and hands them over in
+the compressed HdrHistogram V2 encoding, read here with HdrHistogram from PyPI. Values are
+recorded in microseconds (1 µs .. 1 h, 3 significant digits) and exported in
 milliseconds: `.hgrm` is the text that `outputPercentileDistribution` writes (what the
 HdrHistogram plotters read), `.hlog` is the histogram log format (version 1.3), one tagged
 line per histogram carrying the compressed base64 encoding.
@@ -11,22 +13,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
-LOWEST_US = 1
-HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
 US_PER_MS = 1000.0  # the output value unit scaling ratio: recorded µs, exported ms
 TICKS_PER_HALF_DISTANCE = 5
 SUMMARY_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 HLOG_VERSION = "1.3"
-
-
-def new_histogram() -> Any:
-    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
 def decode(encoded: str | bytes) -> Any:
@@ -36,10 +32,6 @@ def decode(encoded: str | bytes) -> Any:
 
 def encode(hist: Any) -> str:
     return str(hist.encode().decode("ascii"))
-
-
-def record_us(hist: Any, micros: int) -> None:
-    hist.record_value(min(max(micros, LOWEST_US), HIGHEST_US))
 
 
 def count(hist: Any) -> int:
@@ -137,58 +129,42 @@ def write_hlog(entries: Iterable[LogEntry], out: TextIO, base_time: float | None
 
 
 @dataclass
-class Recorder:
-    """The latencies of one kind of operation in one run.
+class Series:
+    """The latencies of one kind of operation in one run, as the load generator measured
+    them.
 
-    `hist` is measured from each operation's *intended* start: on the open-loop schedule
-    that is its slot on the fixed timetable (coordinated-omission corrected), in closed
-    loop the moment it was sent. `raw` (open loop only) is measured from the moment it was
-    actually sent: the uncorrected view a naive client reports.
+    `hist` is measured from each operation's *intended* start: on the open-loop timetable
+    that is its slot (coordinated-omission corrected), in closed loop the moment it was
+    sent. `raw` (open loop only) is measured from the moment it was actually sent: the
+    uncorrected view a naive client reports.
     """
 
     name: str
-    open_loop: bool
-    hist: Any = field(default_factory=new_histogram)
-    raw: Any = None
+    hist: Any
+    raw: Any | None
     errors: int = 0
     error_sample: str = ""
     unmeasured: int = 0  # finished during the warm-up
     empty: int = 0  # pulls that found no job
-    first_ns: int = 0  # measurement window, for the rate
-    last_ns: int = 0
+    elapsed_s: float = 0.0  # end of the warm-up -> last completion
 
-    def __post_init__(self) -> None:
-        if self.open_loop:
-            self.raw = new_histogram()
-
-    def record(self, intended_ns: int, sent_ns: int, done_ns: int) -> None:
-        # A timer may wake a little before its slot: never count from after the real send.
-        record_us(self.hist, (done_ns - min(intended_ns, sent_ns)) // 1000)
-        if self.raw is not None:
-            record_us(self.raw, (done_ns - sent_ns) // 1000)
-        if done_ns > self.last_ns:
-            self.last_ns = done_ns
-
-    def error(self, message: str, done_ns: int) -> None:
-        self.errors += 1
-        if not self.error_sample:
-            self.error_sample = message[:300]
-        if done_ns > self.last_ns:
-            self.last_ns = done_ns
+    @classmethod
+    def from_report(cls, d: dict[str, Any]) -> Series:
+        """One series of the load generator's report."""
+        return cls(
+            name=str(d["name"]),
+            hist=decode(d["hist"]),
+            raw=decode(d["raw"]) if d.get("raw") else None,
+            errors=int(d["errors"]),
+            error_sample=str(d.get("error_sample") or ""),
+            unmeasured=int(d["unmeasured"]),
+            empty=int(d["empty"]),
+            elapsed_s=float(d["elapsed_s"]),
+        )
 
     @property
     def ok(self) -> int:
         return count(self.hist)
 
-    def finished(self) -> int:
-        """Everything that finished, warm-up and errors included (for the progress line)."""
-        return self.ok + self.errors + self.unmeasured
-
-    def elapsed_s(self) -> float:
-        if not self.first_ns or self.last_ns <= self.first_ns:
-            return 0.0
-        return (self.last_ns - self.first_ns) / 1e9
-
     def rate(self) -> float:
-        secs = self.elapsed_s()
-        return self.ok / secs if secs > 0 else 0.0
+        return self.ok / self.elapsed_s if self.elapsed_s > 0 else 0.0

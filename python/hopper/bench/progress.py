@@ -1,66 +1,77 @@
 """The live progress line: once a second on stderr, the rate over the last second and the
-p50/p99 measured so far (rewritten in place on a terminal, one line per second otherwise)."""
+p50/p99 measured so far, from the load generator's snapshots (rewritten in place on a
+terminal, one line per second otherwise). A value not measured yet shows as `-`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import TextIO
+import json
+import time
+from typing import Any, Protocol, TextIO
 
-from hopper.bench import histograms
-from hopper.bench.scenarios import RunState
-from hopper.bench.schedule import now_ns
+from hopper.bench.histograms import Series, value_ms
+
+
+class Watched(Protocol):
+    def snapshot(self) -> str: ...
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 class Progress:
-    def __init__(self, label: str, st: RunState, out: TextIO, interval_s: float = 1.0) -> None:
+    def __init__(self, label: str, gen: Watched, out: TextIO, interval_s: float = 1.0) -> None:
         self.label = label
-        self.st = st
+        self.gen = gen
         self.out = out
         self.interval_s = interval_s
         self.tty = out.isatty()
-        self.started = now_ns()
+        self.started = time.monotonic()
+        self._due = self.started + interval_s
         self._last: dict[str, int] = {}
         self._last_prefill = 0
-        self._last_ns = self.started
-        self._task: asyncio.Task[None] | None = None
+        self._last_t = self.started
         self._wrote = False
 
-    def line(self, final: bool = False) -> str:
-        """The status now; rates are over the time since the previous line."""
-        st = self.st
-        t = now_ns()
-        dt = max(1e-9, (t - self._last_ns) / 1e9)
-        self._last_ns = t
-        head = f"[{self.label}] {(t - self.started) / 1e9:5.1f}s"
-        if st.phase == "prefill":
-            rate = (st.prefilled - self._last_prefill) / dt
-            self._last_prefill = st.prefilled
-            return f"{head} prefill {st.prefilled:,} jobs ({rate:,.0f}/s)"
-        phase = "done" if final else st.phase
-        if phase == "run" and st.in_warmup():
-            phase = "warmup"
-        parts = [f"{head} {phase}"]
-        for rec in st.recorders:
-            finished = rec.finished()
-            # the final line gives the run's measured rate, not the last fraction of a second
-            rate = rec.rate() if final else (finished - self._last.get(rec.name, 0)) / dt
-            self._last[rec.name] = finished
-            p50 = histograms.value_ms(rec.hist, 50)
-            p99 = histograms.value_ms(rec.hist, 99)
+    def line(self, snap: dict[str, Any]) -> str:
+        """The status of a snapshot; rates are over the time since the previous line."""
+        t = time.monotonic()
+        dt = max(1e-9, t - self._last_t)
+        self._last_t = t
+        head = f"[{self.label}] {t - self.started:5.1f}s"
+        if snap["phase"] == "prefill":
+            rate = (snap["prefilled"] - self._last_prefill) / dt
+            self._last_prefill = snap["prefilled"]
+            return f"{head} prefill {snap['prefilled']:,} jobs ({rate:,.0f}/s)"
+        parts = [f"{head} {snap['phase']}"]
+        for s in snap["series"]:
+            rate = (s["finished"] - self._last.get(s["name"], 0)) / dt
+            self._last[s["name"]] = s["finished"]
             parts.append(
-                f"{rec.name} {rate:,.0f}/s n={rec.ok:,} p50 {p50:.2f} p99 {p99:.2f} ms"
-                f" err {rec.errors}"
+                f"{s['name']} {rate:,.0f}/s n={s['ok']:,} p50 {_ms(s['p50_ms'])} "
+                f"p99 {_ms(s['p99_ms'])} ms err {s['errors']}"
             )
         return " | ".join(parts)
 
-    async def _run(self) -> None:
-        tick = 0
-        while True:
-            tick += 1
-            due = self.started + int(tick * self.interval_s * 1e9)
-            await asyncio.sleep(max(0.0, (due - now_ns()) / 1e9))
-            self._emit(self.line())
+    def final_line(self, report: dict[str, Any]) -> str:
+        """The run's measured rates and latencies."""
+        parts = [f"[{self.label}] {time.monotonic() - self.started:5.1f}s done"]
+        for d in report["series"]:
+            s = Series.from_report(d)
+            p50 = value_ms(s.hist, 50) if s.ok else None
+            p99 = value_ms(s.hist, 99) if s.ok else None
+            parts.append(
+                f"{s.name} {s.rate():,.0f}/s n={s.ok:,} p50 {_ms(p50)} p99 {_ms(p99)} ms "
+                f"err {s.errors}"
+            )
+        return " | ".join(parts)
+
+    def tick(self) -> None:
+        """Writes a line when one is due."""
+        if time.monotonic() < self._due:
+            return
+        self._due += self.interval_s
+        self._emit(self.line(json.loads(self.gen.snapshot())))
 
     def _emit(self, text: str) -> None:
         if self.tty:
@@ -70,16 +81,9 @@ class Progress:
         self.out.flush()
         self._wrote = True
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stops the ticks and writes a last line with the final state."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._emit(self.line(final=True))
+    def stop(self, report: dict[str, Any]) -> None:
+        """A last line with the final state."""
+        self._emit(self.final_line(report))
         if self.tty and self._wrote:
             self.out.write("\n")
             self.out.flush()

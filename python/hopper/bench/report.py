@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from hopper.bench import histograms
-from hopper.bench.histograms import Recorder
+from hopper.bench.histograms import Series
 from hopper.bench.runner import RunResult
 
 COLUMNS = ("server", "series", "latency", "count", "rate/s", "errors", "p50", "p90", "p99")
-COLUMNS_TAIL = ("p99.9", "max")
+COLUMNS_TAIL = ("p99.9", "max", "gen CPU")
 
 
 @dataclass
@@ -23,8 +23,9 @@ class Row:
     label: str
     series: str
     kind: str  # "closed" | "corrected" | "uncorrected"
-    rec: Recorder
+    rec: Series
     hist: Any
+    generator_cpu: str  # the generator's CPU share over its run, e.g. '23%'
 
     @property
     def tag(self) -> str:
@@ -38,13 +39,20 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "server"
 
 
+def cpu_text(result: RunResult) -> str:
+    """The generator's CPU share (% of one core) over its run, or '-' where unknown."""
+    share = result.generator.cpu_share
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
 def rows(result: RunResult) -> Iterator[Row]:
-    for rec in result.recorders:
+    cpu = cpu_text(result)
+    for rec in result.series:
         if result.open_loop:
-            yield Row(result.label, rec.name, "corrected", rec, rec.hist)
-            yield Row(result.label, rec.name, "uncorrected", rec, rec.raw)
+            yield Row(result.label, rec.name, "corrected", rec, rec.hist, cpu)
+            yield Row(result.label, rec.name, "uncorrected", rec, rec.raw, cpu)
         else:
-            yield Row(result.label, rec.name, "closed", rec, rec.hist)
+            yield Row(result.label, rec.name, "closed", rec, rec.hist, cpu)
 
 
 def _ms(v: float) -> str:
@@ -78,6 +86,7 @@ def _cells(row: Row) -> list[str]:
         _ms(s["p99"]),
         _ms(s["p99.9"]),
         _ms(s["max"]),
+        row.generator_cpu,
     ]
 
 
@@ -91,24 +100,36 @@ def _ratio_cells(b: Row, a: Row) -> list[str]:
         _ratio(b.rec.rate(), a.rec.rate()),
         "",
         *(_ratio(sb[k], sa[k]) for k in ("p50", "p90", "p99", "p99.9", "max")),
+        "",
     ]
 
 
 def describe(result: RunResult) -> str:
     plan, opts = result.plan, result.options
-    conns = (
-        f"{opts.connections} socket(s) x window {opts.window}"
-        if opts.transport == "ws"
-        else f"{opts.connections} connection(s)"
-    )
+    if opts.transport == "http":
+        conns = f"{opts.connections} connection(s)"
+    else:
+        unit = "socket(s)" if opts.transport == "ws" else "connection(s)"
+        conns = f"{opts.connections} {unit} x window {opts.window}"
     extent = f"{plan.duration_s:g} s" if plan.duration_s is not None else f"{plan.count:,} ops"
     loop = f"open loop at {plan.rate:,.0f}/s" if plan.rate else "closed loop"
-    lanes = f"{plan.lanes} lanes per side"
+    extras = [f"{opts.lanes():,} in flight"]
     if plan.scenario == "e2e":
-        lanes += f", {plan.workers} worker lanes"
+        extras.append(f"{plan.workers} worker connection(s)")
+    if plan.scenario == "bulk":
+        extras.append(f"{plan.batch} jobs per request")
+    if plan.scenario == "mixed":
+        extras.append(f"push:pullack {plan.mix[0]}:{plan.mix[1]}")
+    if len(plan.queues) > 1:
+        extras.append(f"{len(plan.queues)} queues")
+    if plan.payload_bytes:
+        extras.append(f"{plan.payload_bytes:,}-byte payload")
+    threads = result.generator.threads
     return (
-        f"scenario {plan.scenario} over {opts.transport.upper()}, {conns} ({lanes}), "
-        f"{loop}, {extent} after {plan.warmup_s:g} s warm-up; latencies in ms"
+        f"scenario {plan.scenario} over {opts.transport.upper()}, {conns} "
+        f"({', '.join(extras)}), {loop}, {extent} after {plan.warmup_s:g} s warm-up; "
+        f"latencies in ms; gen CPU = the load generator's CPU time over its run "
+        f"({threads} thread{'s' if threads != 1 else ''}; 100% = one core)"
     )
 
 
@@ -140,7 +161,7 @@ def table(results: Sequence[RunResult]) -> str:
 def render(results: Sequence[RunResult]) -> str:
     out = [describe(results[0]), "", table(results)]
     for res in results:
-        for rec in res.recorders:
+        for rec in res.series:
             if rec.error_sample:
                 out.append(f"{res.label} {rec.name}: first error: {rec.error_sample}")
             if rec.empty:
@@ -166,7 +187,7 @@ def to_json(results: Sequence[RunResult], command: str) -> dict[str, Any]:
             "empty_pulls": row.rec.empty,
             "warmup_ops": row.rec.unmeasured,
             "rate_per_s": row.rec.rate(),
-            "elapsed_s": row.rec.elapsed_s(),
+            "elapsed_s": row.rec.elapsed_s,
             "latency_ms": {k: (None if math.isnan(v) else v) for k, v in s.items()},
             "hdr_histogram": histograms.encode(row.hist),
             "hdr_histogram_unit": "microseconds",
@@ -180,9 +201,14 @@ def to_json(results: Sequence[RunResult], command: str) -> dict[str, Any]:
         "transport": opts.transport,
         "config": {
             "connections": opts.connections,
-            "ws_window": opts.window if opts.transport == "ws" else None,
-            "lanes_per_side": plan.lanes,
+            "window": opts.window if opts.transport != "http" else None,
+            "in_flight_per_side": opts.lanes(),
             "workers": plan.workers if plan.scenario == "e2e" else None,
+            "threads": opts.threads,
+            "queues": len(plan.queues),
+            "payload_bytes": plan.payload_bytes or None,
+            "batch": plan.batch if plan.scenario == "bulk" else None,
+            "mix": list(plan.mix) if plan.scenario == "mixed" else None,
             "rate_per_s": plan.rate,
             "open_loop": plan.rate is not None,
             "duration_s": plan.duration_s,
@@ -197,6 +223,9 @@ def to_json(results: Sequence[RunResult], command: str) -> dict[str, Any]:
             "latency_uncorrected": "actual send time -> answered",
             "e2e": "push time (intended / actual) -> ack answered by a worker",
             "pullack": "pull sent -> ack of that job answered",
+            "bulk": "one request of `batch` jobs sent -> answered; rate in requests/s",
+            "generator_cpu_share": "user+system CPU time of the load generator's threads / "
+            "the run's wall time (1.0 = one core)",
             "rate": "measured operations that succeeded / (last completion - end of warm-up)",
         },
         "runs": [
@@ -205,6 +234,12 @@ def to_json(results: Sequence[RunResult], command: str) -> dict[str, Any]:
                 "url": res.url,
                 "started_at": res.started_at,
                 "wall_s": res.wall_s,
+                "generator": {
+                    "threads": res.generator.threads,
+                    "cpu_s": res.generator.cpu_s,
+                    "wall_s": res.generator.wall_s,
+                    "cpu_share": res.generator.cpu_share,
+                },
                 "notes": res.notes,
                 "series": [series(r) for r in rows(res)],
             }

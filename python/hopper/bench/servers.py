@@ -30,16 +30,19 @@ def reference(peers: Path, log: Path, port: int | None = None) -> ServerProcess:
     if not bun.exists() or not main.exists():
         raise RuntimeError(f"reference server not installed: run `npm ci` in {peers}")
     port = free_port() if port is None else port
+    tcp_port = free_port()
     env = {
         **clean_environment(),
         "HOST": HOST,
         "HTTP_PORT": str(port),
-        "TCP_PORT": str(free_port()),
+        "TCP_PORT": str(tcp_port),
         "RATE_LIMIT_MAX_REQUESTS": "1000000000",
     }
-    return ServerProcess(
+    server = ServerProcess(
         [str(bun), str(main)], port=port, log=log, env=env, cwd=peers, label="reference"
     )
+    server.tcp_port = tcp_port
+    return server
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ use hopper_core::{
     DEFAULT_MAX_ATTEMPTS,
 };
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyConnectionError, PyException};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
@@ -67,6 +67,16 @@ fn to_py(e: EngineError) -> PyErr {
         ErrorKind::InvalidState => InvalidStateError::new_err(e.message),
         ErrorKind::LockMismatch => LockError::new_err(e.message),
         ErrorKind::Unavailable => UnavailableError::new_err(e.message),
+    }
+}
+
+/// The load generator's errors: a bad configuration, a server it cannot reach, a run
+/// that could not go on.
+fn loadgen_to_py(e: hopper_loadgen::Error) -> PyErr {
+    match e {
+        hopper_loadgen::Error::Config(m) => InvalidInputError::new_err(m),
+        hopper_loadgen::Error::Connect(m) => PyConnectionError::new_err(m),
+        hopper_loadgen::Error::Run(m) => HopperError::new_err(m),
     }
 }
 
@@ -1451,6 +1461,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EngineOptions>()?;
     m.add_class::<ProtocolSession>()?;
     m.add_class::<PendingPull>()?;
+    m.add_class::<LoadGen>()?;
     m.add_function(wrap_pyfunction!(event_frame, m)?)?;
     m.add_function(wrap_pyfunction!(allocator::allocator_committed, m)?)?;
     m.add_function(wrap_pyfunction!(allocator::allocator_release, m)?)?;
@@ -1648,4 +1659,57 @@ impl ProtocolSession {
 fn event_frame(py: Python<'_>, event: &[u8]) -> PyResult<Option<Py<PyBytes>>> {
     let frame = guard(|| Ok(encode_event_frame(event)))?;
     Ok(frame.map(|b| PyBytes::new(py, &b).unbind()))
+}
+
+// ----- the load generator of `hopper bench` ---------------------------------------------
+
+/// A run of the load generator (hopper-loadgen), started at once in its own threads.
+/// Configuration in and results out are JSON text; `join` waits without the GIL.
+#[pyclass(module = "hopper._engine", frozen)]
+struct LoadGen {
+    run: std::sync::Mutex<Option<hopper_loadgen::Run>>,
+}
+
+impl LoadGen {
+    fn with<R>(&self, f: impl FnOnce(&hopper_loadgen::Run) -> R) -> PyResult<R> {
+        let run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        match run.as_ref() {
+            Some(r) => Ok(f(r)),
+            None => Err(HopperError::new_err("the run was already joined")),
+        }
+    }
+}
+
+#[pymethods]
+impl LoadGen {
+    #[new]
+    fn new(config: &str) -> PyResult<Self> {
+        let cfg = hopper_loadgen::Config::from_json(config).map_err(loadgen_to_py)?;
+        let run = hopper_loadgen::Run::start(cfg).map_err(loadgen_to_py)?;
+        Ok(LoadGen {
+            run: std::sync::Mutex::new(Some(run)),
+        })
+    }
+
+    /// The progress so far, as JSON.
+    fn snapshot(&self) -> PyResult<String> {
+        self.with(|r| serde_json::to_string(&r.snapshot()).expect("a snapshot serializes"))
+    }
+
+    fn finished(&self) -> PyResult<bool> {
+        self.with(|r| r.is_finished())
+    }
+
+    /// Asks the run to end early; `join` still returns what was measured.
+    fn stop(&self) -> PyResult<()> {
+        self.with(|r| r.stop())
+    }
+
+    /// Waits for the end of the run (without the GIL); the report as JSON.
+    fn join(&self, py: Python<'_>) -> PyResult<String> {
+        let run = self.run.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let run = run.ok_or_else(|| HopperError::new_err("the run was already joined"))?;
+        let report = py.allow_threads(|| run.join()).map_err(loadgen_to_py)?;
+        Ok(serde_json::to_string(&report).expect("a report serializes"))
+    }
 }
