@@ -8,41 +8,17 @@
 //! `cargo run --release -p hopper-cluster --example driver_bench` (starts its own
 //! PostgreSQL with the test starter; prints one line per case).
 
-use std::process::Command;
 use std::time::Instant;
 
 use hopper_cluster::{Slot, SlotConfig};
 use hopper_core::LogStore;
 
+// The tests' PostgreSQL starter: one throwaway server for the run.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const ROWS: usize = 2000;
 const SIZES: [usize; 2] = [1024, 16 * 1024];
-
-fn start_postgres() -> String {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/postgres_server.py"
-    );
-    let out = Command::new("python3")
-        .args([
-            script,
-            "start",
-            "--watch-pid",
-            &std::process::id().to_string(),
-        ])
-        .output()
-        .expect("python3 runs the starter");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout).to_string();
-    let url = line
-        .split("\"url\": \"")
-        .nth(1)
-        .and_then(|r| r.split('"').next());
-    url.expect("a url").to_string()
-}
 
 fn report(case: &str, size: usize, started: Instant) {
     let s = started.elapsed().as_secs_f64();
@@ -112,10 +88,10 @@ fn store(url: &str, size: usize) {
 }
 
 fn main() {
-    let url = start_postgres();
+    let url = common::postgres_url().expect("PostgreSQL is installed");
     for size in SIZES {
-        sync_driver(&url, size);
-        async_driver(&url, size);
-        store(&url, size);
+        sync_driver(url, size);
+        async_driver(url, size);
+        store(url, size);
     }
 }

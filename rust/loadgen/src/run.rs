@@ -638,60 +638,35 @@ async fn drive(o: Opened, shared: Arc<Shared>, thread: usize, win: Window) {
     let payload = || Payload::new(cfg.payload_bytes);
     let waits = [0, cfg.poll_ms];
     let seed = (thread as u64) << 32 | o.role.index as u64;
+    // One driver loop, monomorphised per transport (the wire codec is a type parameter).
+    macro_rules! drive {
+        ($wire:expr) => {
+            Driver::new(
+                o.sock,
+                &o.leftover,
+                $wire,
+                shared.clone(),
+                thread,
+                role,
+                scheds,
+                in_order,
+            )
+            .run()
+            .await
+        };
+    }
     let result = match cfg.transport {
-        Transport::Http => {
-            let w = Http::new(
-                &cfg.host,
-                cfg.port,
-                cfg.token.as_deref(),
-                queues,
-                payload(),
-                cfg.batch,
-                &waits,
-            );
-            Driver::new(
-                o.sock,
-                &o.leftover,
-                w,
-                shared.clone(),
-                thread,
-                role,
-                scheds,
-                in_order,
-            )
-            .run()
-            .await
-        }
-        Transport::Ws => {
-            let w = Ws::new(queues, payload(), cfg.batch, &waits, seed);
-            Driver::new(
-                o.sock,
-                &o.leftover,
-                w,
-                shared.clone(),
-                thread,
-                role,
-                scheds,
-                in_order,
-            )
-            .run()
-            .await
-        }
-        Transport::Tcp => {
-            let w = Tcp::new(queues, payload(), cfg.batch, &waits);
-            Driver::new(
-                o.sock,
-                &o.leftover,
-                w,
-                shared.clone(),
-                thread,
-                role,
-                scheds,
-                in_order,
-            )
-            .run()
-            .await
-        }
+        Transport::Http => drive!(Http::new(
+            &cfg.host,
+            cfg.port,
+            cfg.token.as_deref(),
+            queues,
+            payload(),
+            cfg.batch,
+            &waits,
+        )),
+        Transport::Ws => drive!(Ws::new(queues, payload(), cfg.batch, &waits, seed)),
+        Transport::Tcp => drive!(Tcp::new(queues, payload(), cfg.batch, &waits)),
     };
     if let Err(Lost(why)) = result {
         shared.note_once(&format!("a connection ended early: {why}"));
