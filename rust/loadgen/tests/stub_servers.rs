@@ -104,6 +104,49 @@ fn tcp_answer(buf: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     Some(4 + len)
 }
 
+/// A WebSocket stub: answers the handshake with 101 (not counted as a request), then
+/// each masked text frame with an unmasked `{"ok":true,"id":"1","reqId":N}`.
+fn ws_answer(buf: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    if buf.starts_with(b"GET ") {
+        let head = find(buf, b"\r\n\r\n")? + 4;
+        out.extend_from_slice(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        );
+        return Some(head);
+    }
+    let (b0, b1) = (*buf.first()?, *buf.get(1)?);
+    assert_eq!(b0, 0x81, "one final text frame per command");
+    assert!(b1 & 0x80 != 0, "client frames are masked");
+    let (len, mut at) = match b1 & 0x7f {
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().unwrap()) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().unwrap()) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let mask: [u8; 4] = buf.get(at..at + 4)?.try_into().unwrap();
+    at += 4;
+    let text: Vec<u8> = buf
+        .get(at..at + len)?
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect();
+    let digits = &text[find(&text, b"\"reqId\":").expect("a reqId") + 8..];
+    let end = digits.iter().position(|c| !c.is_ascii_digit()).unwrap();
+    let reply = format!(
+        r#"{{"ok":true,"id":"1","reqId":{}}}"#,
+        std::str::from_utf8(&digits[..end]).unwrap()
+    );
+    out.extend_from_slice(&[0x81, reply.len() as u8]);
+    out.extend_from_slice(reply.as_bytes());
+    Some(at + len)
+}
+
 fn config(transport: &str, port: u16, extra: &str) -> Config {
     Config::from_json(&format!(
         r#"{{"transport":"{transport}","scenario":"push","host":"127.0.0.1","port":{port},
@@ -122,20 +165,27 @@ fn decode(b64: &str) -> Histogram<u64> {
 }
 
 #[test]
-fn every_request_is_answered_once_over_http_and_tcp() {
-    for (transport, answer) in [
+fn every_request_is_answered_once_over_each_transport() {
+    // (transport, stub, answers that are not requests: one WS handshake per connection)
+    for (transport, answer, handshakes) in [
         (
             "http",
             http_answer as fn(&[u8], &mut Vec<u8>) -> Option<usize>,
+            0,
         ),
-        ("tcp", tcp_answer),
+        ("tcp", tcp_answer, 0),
+        ("ws", ws_answer, 2),
     ] {
         let (port, served) = stub(Duration::ZERO, answer);
         let cfg = config(transport, port, r#","count":500,"threads":2"#);
         let report = Run::start(cfg).unwrap().join().unwrap();
         let s = &report.series[0];
         assert_eq!((s.ok, s.errors, s.unmeasured), (500, 0, 0), "{transport}");
-        assert_eq!(served.load(Ordering::Relaxed), 500, "{transport}");
+        assert_eq!(
+            served.load(Ordering::Relaxed),
+            500 + handshakes,
+            "{transport}"
+        );
         assert_eq!(decode(&s.hist).len(), 500);
         assert!(s.raw.is_none(), "closed loop keeps one histogram");
         assert!(report.cpu_s.is_some_and(|c| c >= 0.0));
