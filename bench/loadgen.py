@@ -137,6 +137,30 @@ def run_hopper_bench(
     return sample
 
 
+def both_generators(
+    i: int,
+    name: str,
+    srv: S.ServerProcess,
+    port: int,
+    args: argparse.Namespace,
+    scratch: Path,
+    hb_extra: list[str],
+) -> dict[str, Sample]:
+    """wrk and hopper bench against one started server, in this run's order (alternating
+    by run), as `<name>_wrk` and `<name>_hb`."""
+    if not srv.wait_healthy(time.monotonic() + 30):
+        raise RuntimeError(f"{name}: the server did not start")
+    pid = srv.proc.pid  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}"
+    samples: dict[str, Sample] = {}
+    for who in ["wrk", "hb"] if i % 2 == 0 else ["hb", "wrk"]:
+        if who == "wrk":
+            samples[f"{name}_wrk"] = run_wrk(port, pid, args.duration)
+        else:
+            samples[f"{name}_hb"] = run_hopper_bench(url, pid, args.duration, scratch, hb_extra)
+    return samples
+
+
 def one_run(i: int, args: argparse.Namespace, scratch: Path) -> dict[str, Sample]:
     samples: dict[str, Sample] = {}
     tag = f"r{i}"
@@ -150,16 +174,7 @@ def one_run(i: int, args: argparse.Namespace, scratch: Path) -> dict[str, Sample
         health_path="/",
     )
     try:
-        if not bare.wait_healthy(time.monotonic() + 30):
-            raise RuntimeError("the bare app did not start")
-        pid = bare.proc.pid  # type: ignore[union-attr]
-        url = f"http://127.0.0.1:{port}"
-        order = ["wrk", "hb"] if i % 2 == 0 else ["hb", "wrk"]
-        for who in order:
-            if who == "wrk":
-                samples["bare_wrk"] = run_wrk(port, pid, args.duration)
-            else:
-                samples["bare_hb"] = run_hopper_bench(url, pid, args.duration, scratch, ["--keep"])
+        samples |= both_generators(i, "bare", bare, port, args, scratch, ["--keep"])
     finally:
         S.stop(bare)
     # hopper serve: push at 64 connections, then the open loop around its capacity
@@ -171,16 +186,9 @@ def one_run(i: int, args: argparse.Namespace, scratch: Path) -> dict[str, Sample
         log=scratch / f"hopper-{tag}.log",
     )
     try:
-        if not srv.wait_healthy(time.monotonic() + 30):
-            raise RuntimeError("hopper serve did not start")
+        samples |= both_generators(i, "hopper", srv, port, args, scratch, [])
         pid = srv.proc.pid  # type: ignore[union-attr]
         url = f"http://127.0.0.1:{port}"
-        order = ["wrk", "hb"] if i % 2 == 0 else ["hb", "wrk"]
-        for who in order:
-            if who == "wrk":
-                samples["hopper_wrk"] = run_wrk(port, pid, args.duration)
-            else:
-                samples["hopper_hb"] = run_hopper_bench(url, pid, args.duration, scratch)
         capacity = samples["hopper_hb"]["rate"]
         for key, share, secs in (
             ("open_50", 0.5, args.duration),

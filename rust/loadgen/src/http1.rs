@@ -74,16 +74,9 @@ impl Http {
             push.push(request(&line, &head, Some(&body)));
             push_line.push(line);
             body.clear();
-            body.extend_from_slice(b"{\"jobs\":[");
-            for i in 0..batch {
-                if i > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(b"{\"data\":");
-                payload.write_json(&mut body, None);
-                body.push(b'}');
-            }
-            body.extend_from_slice(b"]}");
+            body.extend_from_slice(b"{\"jobs\":");
+            payload.write_json_jobs(&mut body, batch);
+            body.push(b'}');
             let line = format!("POST /queues/{q}/jobs/bulk HTTP/1.1\r\n");
             bulk.push(request(line.as_bytes(), &head, Some(&body)));
             pull.push(

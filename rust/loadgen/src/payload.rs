@@ -64,6 +64,20 @@ impl Payload {
     }
 
     /// Appends the same object as MessagePack.
+    /// `batch` push bodies as a JSON array, `[{"data":…},…]` (a bulk request's jobs).
+    pub fn write_json_jobs(&self, out: &mut Vec<u8>, batch: usize) {
+        out.push(b'[');
+        for i in 0..batch {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"data\":");
+            self.write_json(out, None);
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+
     pub fn write_msgpack(&self, out: &mut Vec<u8>, marks: Option<Marks>) {
         let n = 4 + u16::from(!self.pad.is_empty()) + u16::from(marks.is_some());
         msgpack::map(out, n);

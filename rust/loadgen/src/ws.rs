@@ -50,16 +50,9 @@ impl Ws {
             payload.write_json(&mut m, None);
             m.extend_from_slice(b",\"reqId\":");
             push.push(m);
-            let mut m = format!("{{\"cmd\":\"PUSHB\",\"queue\":{qj},\"jobs\":[").into_bytes();
-            for i in 0..batch {
-                if i > 0 {
-                    m.push(b',');
-                }
-                m.extend_from_slice(b"{\"data\":");
-                payload.write_json(&mut m, None);
-                m.push(b'}');
-            }
-            m.extend_from_slice(b"],\"reqId\":");
+            let mut m = format!("{{\"cmd\":\"PUSHB\",\"queue\":{qj},\"jobs\":").into_bytes();
+            payload.write_json_jobs(&mut m, batch);
+            m.extend_from_slice(b",\"reqId\":");
             bulk.push(m);
             pull.push(
                 waits
