@@ -42,8 +42,8 @@ const plural = (n, one, many) => `${n} ${n === 1 ? one : many || one + "s"}`;
 // `data-keep` key keeps what the user typed or chose across a redraw (and its focus and
 // caret), so an event never wipes a half-typed name, a filter or an edit; a control that
 // submitted its value gives it up (`submitted`) so the redraw shows the server's state.
-document.addEventListener("input", (e) => { if (e.target.dataset && e.target.dataset.keep) e.target.dataset.dirty = "1"; }, true);
-document.addEventListener("change", (e) => { if (e.target.dataset && e.target.dataset.keep) e.target.dataset.dirty = "1"; }, true);
+const markDirty = (e) => { if (e.target.dataset && e.target.dataset.keep) e.target.dataset.dirty = "1"; };
+for (const type of ["input", "change"]) document.addEventListener(type, markDirty, true);
 function submitted(...controls) { for (const c of controls) delete c.dataset.dirty; }
 function show(...nodes) {
   const root = view();
@@ -56,11 +56,13 @@ function show(...nodes) {
   root.replaceChildren(...nodes);
   for (const el of root.querySelectorAll("[data-keep]")) {
     const key = el.dataset.keep;
-    if (drafts.has(key) && el.value !== drafts.get(key)) {
-      el.value = drafts.get(key);
+    if (drafts.has(key)) {
       el.dataset.dirty = "1";
-      el.dispatchEvent(new Event(el.tagName === "SELECT" ? "change" : "input", { bubbles: true }));
-    } else if (drafts.has(key)) el.dataset.dirty = "1";
+      if (el.value !== drafts.get(key)) {
+        el.value = drafts.get(key);
+        el.dispatchEvent(new Event(el.tagName === "SELECT" ? "change" : "input", { bubbles: true }));
+      }
+    }
     if (key === focusKey) {
       el.focus();
       try { if (caret && caret[0] !== null) el.setSelectionRange(caret[0], caret[1]); } catch (_) { /* no caret */ }
