@@ -82,20 +82,24 @@ def _explore(ctx: SoakContext) -> None:
 
 def _cover_faults(ctx: SoakContext) -> None:
     """A directed pass for fault kinds the random steps did not pick, so that each kind
-    is injected at least once per run."""
+    is injected at least once per run, and for a given-up lease when none was seen to
+    come back (random server kills can adopt every one before it is due). Kills go
+    first: a later kill would adopt the directed worker's job unchecked."""
     missing = [k for k, n in ctx.faults.items() if n == 0]
+    if "worker-dies" in ctx.faults and not ctx.tally.counts["stalled-jobs-return"]:
+        missing.append("worker-dies")
     if not missing or ctx.failure is not None:
         return
     ctx.overtime = True
     m = SoakMachine(ctx)
     try:
-        for kind in missing:
-            if kind == "worker-dies":
-                m.inject_worker_dies(q=0)
-            elif kind == "connection-drop":
-                m.inject_connection_drop(q=1, n=2)
-            elif kind == "server-kill":
-                m.inject_server_kill()
+        if "server-kill" in missing:
+            m.inject_server_kill()
+        if "connection-drop" in missing:
+            m.inject_connection_drop(q=1, n=2)
+        if "worker-dies" in missing:
+            # Retired by the teardown; `_finish` waits until it is due and checks it.
+            m.inject_worker_dies(q=0)
         m.check_all()
     finally:
         m.teardown()
