@@ -13,6 +13,7 @@ __all__ = [
     "STATES",
     "Core",
     "EngineOptions",
+    "Front",
     "HopperError",
     "InvalidInputError",
     "InvalidStateError",
@@ -25,6 +26,7 @@ __all__ = [
     "__version__",
     "allocator_committed",
     "allocator_release",
+    "cluster_view",
     "event_frame",
 ]
 
@@ -57,6 +59,8 @@ class EngineOptions:
         namespace: str = "default",
         broker_id: str = "",
         slot_lease_ms: int = 5000,
+        advertise_http: str = "",
+        advertise_tcp: str = "",
     ) -> EngineOptions: ...
 
 @final
@@ -70,6 +74,7 @@ class Core:
     def request_sync(self, lsn: int) -> None: ...
     def wait_durable(self, lsn: int) -> None: ...
     def storage_error(self) -> str | None: ...
+    def slot_lost(self) -> str | None: ...
     def storage_info(self) -> dict[str, Any] | None: ...
     def snapshot(self) -> tuple[int, int, int] | None: ...
     def dump_state(self) -> str: ...
@@ -262,6 +267,30 @@ class ProtocolSession:
     def blocked(self) -> bool: ...
 
 def event_frame(event: bytes) -> bytes | None: ...
+def cluster_view(url: str, namespace: str) -> dict[str, Any]: ...
+
+@final
+class Front:
+    """A broker's public ports, relaying each connection to the slot owner's backends."""
+
+    def __new__(
+        cls,
+        *,
+        url: str,
+        namespace: str,
+        broker_id: str,
+        host: str,
+        port: int,
+        tcp_port: int,
+        poll_ms: int = 100,
+        connect_wait_ms: int = 5000,
+    ) -> Front: ...
+    @property
+    def http_addr(self) -> tuple[str, int] | None: ...
+    @property
+    def tcp_addr(self) -> tuple[str, int] | None: ...
+    def stop(self) -> None: ...
+
 def allocator_committed() -> tuple[int, int]: ...
 def allocator_release() -> None: ...
 

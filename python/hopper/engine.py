@@ -292,6 +292,8 @@ class Engine:
     the owner of the cluster's one slot in `namespace` (docs/cluster.md): the
     constructor waits while another broker (`broker_id`) holds the slot, then takes it
     over, recovering its state, and renews its lease (`slot_lease_ms`) until closed.
+    `advertise_http`/`advertise_tcp` ("host:port") are recorded with the slot: where the
+    brokers' fronts reach this owner's HTTP and TCP backends.
     """
 
     def __init__(
@@ -315,6 +317,8 @@ class Engine:
         namespace: str = "default",
         broker_id: str = "",
         slot_lease_ms: int = 5000,
+        advertise_http: str = "",
+        advertise_tcp: str = "",
     ) -> None:
         options = check_engine_options(
             max_payload_bytes=max_payload_bytes,
@@ -334,6 +338,8 @@ class Engine:
             namespace=namespace,
             broker_id=broker_id,
             slot_lease_ms=slot_lease_ms,
+            advertise_http=advertise_http,
+            advertise_tcp=advertise_tcp,
         )
         try:
             self._core = Core(options, clock_ms=clock_ms)

@@ -17,6 +17,7 @@ from hopper.server import openapi
 from hopper.server.admission import Admission
 from hopper.server.asgi import AsgiInterface, Receive, Scope, Send
 from hopper.server.auth import TokenCheck
+from hopper.server.cluster import watch_slot
 from hopper.server.config import ServerConfig
 from hopper.server.cors import Cors
 from hopper.server.dashboard import Dashboard
@@ -105,6 +106,7 @@ class HopperApp:
         self.asgi = AsgiInterface(self.pipeline, self._started, self._stopped)
         self.rsgi = RsgiInterface(self.pipeline, self._started, self._stopped)
         self._sampler: asyncio.Task[None] | None = None
+        self._slot_watch: asyncio.Task[None] | None = None
 
     # ----- the two interfaces --------------------------------------------------------
 
@@ -128,13 +130,16 @@ class HopperApp:
         self.state.webhooks.start(loop)
         if self.tcp is not None:
             self.tcp.start(loop)
+        if self.config.postgres_url and self._own_engine:
+            self._slot_watch = loop.create_task(watch_slot(self.engine))
         self._hook_signals(loop)
 
     def _stopped(self) -> None:
         if self.tcp is not None:
             self.tcp.go_away()
-        if self._sampler is not None:
-            self._sampler.cancel()
+        for task in (self._sampler, self._slot_watch):
+            if task is not None:
+                task.cancel()
         self.state.webhooks.stop()
         if self._own_engine:
             self.engine.close()

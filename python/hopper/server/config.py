@@ -30,6 +30,13 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used."""
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets; empty without a port."""
+    if not port:
+        return ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def option(
     default: Any,
     flag: str,
@@ -235,6 +242,26 @@ class ServerConfig:
         ("HOPPER_BROKER_ID",),
         "this broker's name in the cluster, unique among live brokers (empty: host:pid)",
     )
+    advertise_addr: str = option(
+        "",
+        "--advertise-addr",
+        ("HOPPER_ADVERTISE_ADDR",),
+        "cluster mode: the host other brokers reach this broker's backends at (empty: "
+        "--host when it names one address, else this machine's hostname)",
+    )
+    backend_port: int = option(
+        0,
+        "--backend-port",
+        ("HOPPER_BACKEND_PORT",),
+        "cluster mode: the port this broker's app listens on for the brokers' fronts, "
+        "which relay clients from the public ports to the slot's owner (0: a free one)",
+    )
+    backend_tcp_port: int = option(
+        0,
+        "--backend-tcp-port",
+        ("HOPPER_BACKEND_TCP_PORT",),
+        "cluster mode: the same for the TCP protocol (0: a free one)",
+    )
     slot_lease_ms: int = option(
         5000,
         "--slot-lease-ms",
@@ -350,6 +377,10 @@ class ServerConfig:
         options["data_dir"] = None if self.memory or self.postgres_url else self.data_dir
         options["postgres_url"] = self.postgres_url or None
         options["broker_id"] = self.broker_id or f"{socket.gethostname()}:{os.getpid()}"
+        if self.postgres_url:
+            # In a broker's worker the ports are its backends' (server/cluster.py).
+            options["advertise_http"] = host_port(self.advertise_addr, self.port)
+            options["advertise_tcp"] = host_port(self.advertise_addr, self.tcp_port)
         return options
 
     def to_json(self) -> dict[str, Any]:
@@ -472,7 +503,7 @@ def base_path(raw: str) -> str:
 
 def _validate(c: ServerConfig) -> None:
     """The server's own rules; engine options are checked by the engine's."""
-    for name in ("port", "tcp_port"):
+    for name in ("port", "tcp_port", "backend_port", "backend_tcp_port"):
         if not 0 <= getattr(c, name) <= 65535:
             raise ConfigError(f"{name} must be 0-65535, got {getattr(c, name)}")
     if c.tls_cert or c.tls_key:

@@ -17,6 +17,7 @@ import threading
 from hopper.errors import HopperError
 from hopper.server.app import HopperApp
 from hopper.server.asgi import AsgiInterface
+from hopper.server.cluster import start_front
 from hopper.server.config import ConfigError, ServerConfig, load
 from hopper.server.rsgi import RsgiInterface
 
@@ -113,6 +114,10 @@ def serve(args: argparse.Namespace) -> int:
             timer.start()
 
     config = load(args)
+    front = None
+    if config.postgres_url:
+        # The public ports are the front's; the worker listens on backend ports.
+        config, front = start_front(config)
     check_port_free(config.host, config.port)
     if config.tcp_port:
         check_port_free(config.host, config.tcp_port)
@@ -132,6 +137,13 @@ def serve(args: argparse.Namespace) -> int:
         websockets=True,
         log_access=False,
         workers_kill_timeout=SHUTDOWN_GRACE_S,
+        # A broker's worker exits when it loses the cluster slot; a new one waits as a
+        # standby (server/cluster.py).
+        respawn_failed_workers=front is not None,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        if front is not None:
+            front.stop()
     return 0

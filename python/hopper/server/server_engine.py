@@ -36,6 +36,9 @@ class ServerEngine(Engine):
     """Acks from a job-server body `{result?, token?}` (empty = `{}`)."""
     fail_body: Callable[[str, bytes], int | None]
     """Fails from a job-server body `{error?, token?}`; returns the retry delay or None."""
+    slot_lost: Callable[[], str | None]
+    """Why this engine can no longer serve its cluster slot, if so (None outside
+    cluster mode)."""
     commit_target: Callable[[], tuple[int, int] | None]
     """What `commit()` would wait for now: (LSN to see written, LSN to see synced), or
     None. `commit()` in two halves, for callers that answer later."""
@@ -52,6 +55,7 @@ class ServerEngine(Engine):
         self.ack_body = core.ack_body
         self.fail_body = core.fail_body
         self.commit_target = core.commit_target
+        self.slot_lost = core.slot_lost
 
     def serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """Binds the commit waits to the server's loop once, so a request does not look

@@ -72,6 +72,8 @@ fn store(url: &str, size: usize) {
         slot: 0,
         broker_id: "bench".into(),
         lease_ms: 60_000,
+        advertise_http: String::new(),
+        advertise_tcp: String::new(),
         clock: None,
     })
     .unwrap();

@@ -3,15 +3,20 @@
 //! Phase 1's storage: a slot's owner runs the unchanged engine with its log and
 //! snapshots in PostgreSQL (`Slot` is a hopper-core `LogStore`), ownership by a lease row
 //! and an advisory lock, every write fenced by the owner's epoch. Kept out of hopper-core
-//! so the engine crate has no network or database dependency.
+//! so the engine crate has no network or database dependency. Every broker's `Front`
+//! relays its clients to the owner.
 
+mod directory;
 mod error;
+mod front;
 mod keeper;
 mod pg_store;
 mod schema;
 mod slot;
 
+pub use directory::{fetch_view, read_view, Broker, ClusterView, SlotOwner};
 pub use error::ClusterError;
+pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
 pub use schema::SCHEMA_VERSION;
 pub use slot::{Slot, SlotConfig};

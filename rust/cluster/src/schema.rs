@@ -7,7 +7,8 @@ use postgres::Client;
 use crate::error::ClusterError;
 
 /// Statements of each schema version, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE hopper_slots (
     namespace      text    NOT NULL,
     slot           integer NOT NULL,
@@ -36,7 +37,24 @@ CREATE TABLE hopper_snapshots (
     bytes     bytea   NOT NULL,
     PRIMARY KEY (namespace, slot, segment)
 );
-"#];
+"#,
+    // Phase 1 forwarding: where the owner's backends listen, so every broker's front can
+    // relay to it; and the brokers themselves, for the dashboard.
+    r#"
+ALTER TABLE hopper_slots
+    ADD COLUMN owner_http text NOT NULL DEFAULT '',
+    ADD COLUMN owner_tcp  text NOT NULL DEFAULT '';
+CREATE TABLE hopper_brokers (
+    namespace  text   NOT NULL,
+    broker_id  text   NOT NULL,
+    http       text   NOT NULL,
+    tcp        text   NOT NULL,
+    started_ms bigint NOT NULL,
+    seen_ms    bigint NOT NULL,
+    PRIMARY KEY (namespace, broker_id)
+);
+"#,
+];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 

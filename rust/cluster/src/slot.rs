@@ -42,6 +42,10 @@ pub struct SlotConfig {
     /// Unique among live brokers.
     pub broker_id: String,
     pub lease_ms: u64,
+    /// Where this broker's backends (HTTP, TCP protocol) listen for the fronts that relay
+    /// to the owner: recorded on the slot row when it takes the slot.
+    pub advertise_http: String,
+    pub advertise_tcp: String,
     /// `None`: PostgreSQL's clock; tests inject one.
     pub clock: Option<Arc<dyn Clock>>,
 }
@@ -137,6 +141,17 @@ impl Slot {
         self.inner.lease_ms as u64
     }
 
+    /// Why this broker can no longer serve the slot, if so: fenced, given up, or its
+    /// session (and the advisory lock with it) gone. A lapsed lease is not lost: a
+    /// renewal may still succeed.
+    pub fn lost(&self) -> Option<String> {
+        if let Err(e) = self.inner.check_state() {
+            return Some(e.to_string());
+        }
+        let closed = self.inner.client().is_closed();
+        closed.then(|| "the connection to PostgreSQL was lost".into())
+    }
+
     /// Whether this session holds the slot's advisory lock.
     pub fn holds_lock(&self) -> bool {
         self.inner.locked.load(Ordering::Acquire)
@@ -188,7 +203,8 @@ fn take_over(client: &mut Client, config: &SlotConfig, locked: bool) -> Result<i
     let (ns, slot) = (&config.namespace, &config.slot);
     let mut tx = client.transaction()?;
     tx.execute(
-        "INSERT INTO hopper_slots VALUES ($1, $2, '', 0, 0, false) ON CONFLICT DO NOTHING",
+        "INSERT INTO hopper_slots (namespace, slot, owner, epoch, lease_until_ms, owner_locked)
+         VALUES ($1, $2, '', 0, 0, false) ON CONFLICT DO NOTHING",
         &[ns, slot],
     )?;
     let row = tx.query_one(
@@ -211,7 +227,8 @@ fn take_over(client: &mut Client, config: &SlotConfig, locked: bool) -> Result<i
     let epoch: i64 = tx
         .query_one(
             "UPDATE hopper_slots SET owner = $3, epoch = epoch + 1, lease_until_ms = $4::bigint + $5::bigint,
-             owner_locked = $6 WHERE namespace = $1 AND slot = $2 RETURNING epoch",
+             owner_locked = $6, owner_http = $7, owner_tcp = $8
+             WHERE namespace = $1 AND slot = $2 RETURNING epoch",
             &[
                 ns,
                 slot,
@@ -219,6 +236,8 @@ fn take_over(client: &mut Client, config: &SlotConfig, locked: bool) -> Result<i
                 &now_ms,
                 &(config.lease_ms as i64),
                 &locked,
+                &config.advertise_http,
+                &config.advertise_tcp,
             ],
         )?
         .get(0);

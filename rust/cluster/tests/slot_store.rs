@@ -24,6 +24,8 @@ fn config(url: &str, namespace: &str, broker: &str, clock: &ManualClock) -> Slot
         slot: 0,
         broker_id: broker.to_string(),
         lease_ms: LEASE_MS,
+        advertise_http: String::new(),
+        advertise_tcp: String::new(),
         clock: Some(Arc::new(clock.clone())),
     }
 }
@@ -384,6 +386,8 @@ fn a_kept_lease_holds_the_slot_and_a_dropped_keeper_lets_it_go() {
     // PostgreSQL's clock and a short lease: the keeper renews every 200 ms.
     let config = |broker: &str| SlotConfig {
         lease_ms: 600,
+        advertise_http: String::new(),
+        advertise_tcp: String::new(),
         clock: None,
         ..config(url, "keeper", broker, &ManualClock::new(0))
     };

@@ -228,6 +228,13 @@ impl EngineHandle {
         }
     }
 
+    /// Why the log refuses every write for good (it failed), if it does; unlike
+    /// `storage_error`, not a store's passing refusal (a cluster lease being renewed).
+    pub fn log_failed(&self) -> Option<String> {
+        self.storage()
+            .and_then(|s| s.wal.check_writable().err().map(|e| e.message))
+    }
+
     /// Why writes are refused now, if they are.
     pub fn storage_error(&self) -> Option<String> {
         self.storage()

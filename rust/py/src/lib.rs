@@ -3,13 +3,13 @@
 //! (`guard`), and releases the GIL around blocking waits. No queue logic lives here.
 
 mod allocator;
+mod cluster;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use hopper_cluster::{ClusterError, LeaseKeeper, Slot, SlotConfig};
+use hopper_cluster::{LeaseKeeper, Slot, SlotConfig};
 use hopper_core::{
     event_frame as encode_event_frame, push_str, write_event, AckRequest, ChildrenValues, Clock,
     Commit, Deferred, DlqConfig, DlqPatch, Encoding, Engine, EngineConfig, EngineError,
@@ -167,8 +167,8 @@ struct Core {
     commit_written: AtomicU64,
     commit_synced: AtomicU64,
     report: Option<OpenReport>,
-    /// Renews the cluster slot's lease while this engine serves it.
-    _lease: Option<LeaseKeeper>,
+    /// The cluster slot this engine serves, and the thread renewing its lease.
+    slot: Option<(Slot, LeaseKeeper)>,
 }
 
 impl Core {
@@ -249,34 +249,6 @@ fn scheduler_dict<'py>(py: Python<'py>, s: &SchedulerInfo) -> PyResult<Bound<'py
     Ok(d)
 }
 
-/// How often a standby asks whether the slot is free.
-const SLOT_PROBE_MS: u64 = 250;
-
-/// Takes the cluster slot, waiting while another broker holds it (a standby); Python's
-/// signal handlers run between attempts, so a waiting server can still be stopped.
-fn own_slot(py: Python<'_>, config: &SlotConfig) -> PyResult<Slot> {
-    loop {
-        let attempt = py.allow_threads(|| catch_unwind(AssertUnwindSafe(|| Slot::acquire(config))));
-        let Ok(attempt) = attempt else {
-            return Err(UnavailableError::new_err(
-                "internal error while taking the cluster slot",
-            ));
-        };
-        match attempt {
-            Ok(slot) => return Ok(slot),
-            Err(ClusterError::LeaseHeld { .. }) => {
-                py.check_signals()?;
-                py.allow_threads(|| std::thread::sleep(Duration::from_millis(SLOT_PROBE_MS)));
-            }
-            Err(e) => {
-                return Err(UnavailableError::new_err(format!(
-                    "cannot own the cluster slot: {e}"
-                )))
-            }
-        }
-    }
-}
-
 impl Drop for Core {
     /// The timer thread holds the engine, not this object: stop it with the last reference.
     fn drop(&mut self) {
@@ -304,7 +276,8 @@ impl EngineOptions {
         retention_count=None, retention_age_ms=None, retention_bytes=None,
         data_dir=None, fsync="interval", fsync_interval_ms=10, snapshot_bytes=None,
         segment_bytes=None, repair=false, max_logs_per_job=None, postgres_url=None,
-        namespace="default", broker_id="", slot_lease_ms=5000))]
+        namespace="default", broker_id="", slot_lease_ms=5000, advertise_http="",
+        advertise_tcp=""))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_payload_bytes: Option<usize>,
@@ -324,6 +297,8 @@ impl EngineOptions {
         namespace: &str,
         broker_id: &str,
         slot_lease_ms: u64,
+        advertise_http: &str,
+        advertise_tcp: &str,
     ) -> PyResult<Self> {
         let d = EngineConfig::default();
         let config = EngineConfig {
@@ -360,6 +335,8 @@ impl EngineOptions {
                     id => id.to_string(),
                 },
                 lease_ms: slot_lease_ms,
+                advertise_http: advertise_http.to_string(),
+                advertise_tcp: advertise_tcp.to_string(),
                 clock: None,
             }),
         };
@@ -390,13 +367,14 @@ impl Core {
     #[pyo3(signature = (options, *, clock_ms=None))]
     fn new(py: Python<'_>, options: &EngineOptions, clock_ms: Option<u64>) -> PyResult<Self> {
         let (config, mut storage) = (options.config.clone(), options.storage.clone());
-        let mut lease = None;
+        let mut owned = None;
         if let (Some(cfg), Some(s)) = (&options.slot, storage.as_mut()) {
-            let slot = own_slot(py, cfg)?;
-            lease = Some(slot.keep_lease().map_err(|e| {
+            let slot = cluster::own_slot(py, cfg)?;
+            let keeper = slot.keep_lease().map_err(|e| {
                 UnavailableError::new_err(format!("cannot start the lease thread: {e}"))
-            })?);
-            s.location = Location::Store(Arc::new(slot));
+            })?;
+            s.location = Location::Store(Arc::new(slot.clone()));
+            owned = Some((slot, keeper));
         }
         let manual_clock = clock_ms.map(ManualClock::new);
         let clock: Arc<dyn Clock> = match &manual_clock {
@@ -419,7 +397,7 @@ impl Core {
             commit_written: AtomicU64::new(0),
             commit_synced: AtomicU64::new(0),
             report,
-            _lease: lease,
+            slot: owned,
         })
     }
 
@@ -476,6 +454,15 @@ impl Core {
     /// Why writes are refused now (disk full, I/O error), or None.
     fn storage_error(&self) -> Option<String> {
         self.handle.storage_error()
+    }
+
+    /// Why this engine can no longer serve its cluster slot (fenced, given up, its
+    /// database session or its log gone), if so; None outside cluster mode and while
+    /// it serves (a lease being renewed included). A server exits on it and starts over
+    /// as a standby.
+    fn slot_lost(&self) -> Option<String> {
+        let (slot, _) = self.slot.as_ref()?;
+        slot.lost().or_else(|| self.handle.log_failed())
     }
 
     /// Log and snapshot figures of a persistent engine, or None.
@@ -1462,6 +1449,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ProtocolSession>()?;
     m.add_class::<PendingPull>()?;
     m.add_class::<LoadGen>()?;
+    m.add_class::<cluster::Front>()?;
+    m.add_function(wrap_pyfunction!(cluster::cluster_view, m)?)?;
     m.add_function(wrap_pyfunction!(event_frame, m)?)?;
     m.add_function(wrap_pyfunction!(allocator::allocator_committed, m)?)?;
     m.add_function(wrap_pyfunction!(allocator::allocator_release, m)?)?;

@@ -1,0 +1,81 @@
+"""Cluster mode (`--postgres-url`): the public ports belong to the broker's front, which
+relays every client connection to the slot owner's backends (`hopper._engine.Front`);
+this broker's own app listens on backend ports at the advertised address, and serves
+once its engine owns the slot. See docs/cluster.md."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import os
+import socket
+import sys
+
+from hopper._engine import Front
+from hopper.server.config import ConfigError, ServerConfig
+from hopper.server.server_engine import ServerEngine
+
+# How often a serving broker checks that it still owns the slot.
+SLOT_CHECK_S = 0.1
+# The worker's exit status when it lost the slot: Granian starts a new worker, which
+# waits as a standby.
+SLOT_LOST_EXIT = 75
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _advertised_host(config: ServerConfig) -> str:
+    if config.advertise_addr:
+        return config.advertise_addr
+    try:
+        if ipaddress.ip_address(config.host).is_unspecified:
+            return socket.gethostname()
+    except ValueError:
+        pass  # a host name
+    return config.host
+
+
+def start_front(config: ServerConfig) -> tuple[ServerConfig, Front]:
+    """Binds the public ports to a front and returns the configuration the worker
+    runs with: its backend ports, the advertised host and this broker's id fixed (the
+    front and the engine must name the same broker)."""
+    backend = config.backend_port or _free_port(config.host)
+    backend_tcp = (config.backend_tcp_port or _free_port(config.host)) if config.tcp_port else 0
+    worker = dataclasses.replace(
+        config,
+        port=backend,
+        tcp_port=backend_tcp,
+        advertise_addr=_advertised_host(config),
+        broker_id=config.broker_id or f"{socket.gethostname()}:{os.getpid()}",
+    )
+    try:
+        front = Front(
+            url=config.postgres_url,
+            namespace=config.namespace,
+            broker_id=worker.broker_id,
+            host=config.host,
+            port=config.port,
+            tcp_port=config.tcp_port,
+        )
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {config.host}: {e.strerror or e}") from None
+    return worker, front
+
+
+async def watch_slot(engine: ServerEngine) -> None:
+    """Exits the worker once its engine can no longer serve the slot (fenced, its
+    database session gone): Granian starts a fresh worker, which recovers as a standby
+    and takes the slot again when it can. Crash-only: nothing of a lost slot is
+    worth keeping, and every acknowledged change is already in PostgreSQL."""
+    while True:
+        await asyncio.sleep(SLOT_CHECK_S)
+        reason = engine.slot_lost()
+        if reason is not None:
+            print(f"[WARNING] hopper: lost the cluster slot: {reason}", file=sys.stderr, flush=True)
+            os._exit(SLOT_LOST_EXIT)
