@@ -167,6 +167,14 @@ def stop(pg: Postgres) -> None:
     shutil.rmtree(pg.dir, ignore_errors=True)
 
 
+def restart(pg: Postgres) -> None:
+    """Restarts the server (fast mode: every session is cut), with the options it was
+    started with; returns once it accepts connections again."""
+    _run([str(bin_dir() / "pg_ctl"), "-D", str(pg.data), "-l", str(pg.dir / "server.log"),
+          "-m", "fast", "-w", "-t", str(START_TIMEOUT_S), "restart"],
+         START_TIMEOUT_S + 5)  # fmt: skip
+
+
 def _watch(pg: Postgres, pid: int) -> None:
     """Stops the server once process `pid` is gone (run detached by --watch-pid)."""
     while True:

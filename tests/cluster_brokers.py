@@ -1,0 +1,73 @@
+"""Brokers of one cluster for the cluster tests: `hopper serve` processes on one
+PostgreSQL (tests/postgres_server.py), each with its public HTTP and TCP ports (its
+front), plus what the tests read from the database."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from hopper.server_process import ServerProcess
+from postgres_server import Postgres, bin_dir
+
+
+def broker(
+    pg: Postgres,
+    name: str,
+    log_dir: Path,
+    namespace: str,
+    *,
+    lease_ms: int = 30_000,
+    stall_ms: int = 30_000,
+) -> ServerProcess:
+    env = {
+        "HOPPER_POSTGRES_URL": pg.url,
+        "HOPPER_BROKER_ID": name,
+        "HOPPER_NAMESPACE": namespace,
+        "HOPPER_SLOT_LEASE_MS": str(lease_ms),
+        "HOPPER_STALL_INTERVAL_MS": str(stall_ms),
+        "HOPPER_FSYNC": "always",
+    }
+    return ServerProcess.hopper(log=log_dir / f"{name}.log", env=env)
+
+
+def psql(pg: Postgres, sql: str) -> list[str]:
+    out = subprocess.run(
+        [str(bin_dir() / "psql"), pg.url, "-Atc", sql],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    return out.stdout.split()
+
+
+def owner(pg: Postgres, namespace: str) -> str:
+    """The broker the slot row names (empty before any took it)."""
+    rows = psql(pg, f"SELECT owner FROM hopper_slots WHERE namespace = '{namespace}'")
+    return rows[0] if rows else ""
+
+
+def log_epochs(pg: Postgres, namespace: str) -> list[int]:
+    """The epoch of every log row of the slot, in log order."""
+    sql = (
+        f"SELECT epoch FROM hopper_log WHERE namespace = '{namespace}' ORDER BY segment, \"offset\""
+    )
+    return [int(e) for e in psql(pg, sql)]
+
+
+def wait_owner(pg: Postgres, namespace: str, not_: str = "", timeout: float = 15.0) -> str:
+    """Waits (bounded) until the slot row names an owner other than `not_`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = owner(pg, namespace)
+        if found and found != not_:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no owner other than {not_!r} within {timeout} s")
+
+
+def push(b: ServerProcess, queue: str, body: dict[str, object]) -> dict[str, object]:
+    got = httpx.post(f"{b.url}/queues/{queue}/jobs", json=body, timeout=10)
+    assert got.status_code == 200, got.text
+    answer: dict[str, object] = got.json()
+    return answer
