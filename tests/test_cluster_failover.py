@@ -248,3 +248,16 @@ def test_postgres_restart_under_load(postgres: Postgres, tmp_path: Path) -> None
     finally:
         for b in brokers:
             b.kill()
+
+
+def test_a_database_that_does_not_exist_stops_the_broker(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """Waiting cures an unreachable database, not a wrong one: the broker says why and
+    exits instead of waiting forever."""
+    b = broker(postgres, "a", tmp_path, "wrong")
+    b.env["HOPPER_POSTGRES_URL"] = postgres.url.rsplit("/", 1)[0] + "/no_such_db"
+    b.launch()
+    assert b.proc is not None
+    assert b.proc.wait(30) != 0
+    assert 'database "no_such_db" does not exist' in b.log_tail(), b.log_tail()

@@ -13,7 +13,7 @@ import socket
 import sys
 
 from hopper._engine import Front
-from hopper.server.config import ConfigError, ServerConfig
+from hopper.server.config import ConfigError, ServerConfig, host_port
 from hopper.server.server_engine import ServerEngine
 
 # How often a serving broker checks that it still owns the slot.
@@ -65,6 +65,14 @@ def start_front(config: ServerConfig) -> tuple[ServerConfig, Front]:
         )
     except OSError as e:
         raise ConfigError(f"cannot listen on {config.host}: {e.strerror or e}") from None
+    tcp = f", TCP protocol on {config.tcp_port}" if config.tcp_port else ""
+    print(
+        f"[INFO] hopper: broker {worker.broker_id!r} of cluster {config.namespace!r}: "
+        f"clients on {host_port(config.host, config.port)}{tcp}, relayed to the slot's "
+        f"owner; this broker's backends on {host_port(worker.advertise_addr, backend)}",
+        file=sys.stderr,
+        flush=True,
+    )
     return worker, front
 
 

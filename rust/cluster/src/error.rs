@@ -54,7 +54,27 @@ impl fmt::Display for ClusterError {
                 f,
                 "the database's hopper schema is version {found}, newer than this build's {known}: upgrade hopper"
             ),
-            Self::Db(e) => write!(f, "PostgreSQL: {e}"),
+            // The driver's own text is terse ("db error"): say what the server said.
+            Self::Db(e) => match (e.as_db_error(), std::error::Error::source(e)) {
+                (Some(db), _) => write!(f, "PostgreSQL: {} ({})", db.message(), db.code().code()),
+                (None, Some(cause)) => write!(f, "PostgreSQL: {e}: {cause}"),
+                (None, None) => write!(f, "PostgreSQL: {e}"),
+            },
+        }
+    }
+}
+
+impl ClusterError {
+    /// Whether waiting may cure it: the database unreachable, restarting or full, as
+    /// opposed to a refused login, a missing database or a schema too new.
+    pub fn is_transient(&self) -> bool {
+        let Self::Db(e) = self else { return false };
+        match e.code() {
+            None => true, // I/O: refused, reset, closed
+            Some(code) => {
+                let code = code.code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+            }
         }
     }
 }

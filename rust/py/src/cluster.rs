@@ -16,7 +16,8 @@ use crate::{InvalidInputError, UnavailableError};
 const SLOT_PROBE_MS: u64 = 250;
 
 /// Takes the cluster slot, waiting while another broker holds it (a standby) or while
-/// the database is unreachable (a restart); Python's signal handlers run between
+/// the database is unreachable or restarting; any other failure (a refused login, a
+/// missing database) is a start-up error. Python's signal handlers run between
 /// attempts, so a waiting server can still be stopped.
 pub fn own_slot(py: Python<'_>, config: &SlotConfig) -> PyResult<Slot> {
     let mut said = false;
@@ -30,7 +31,7 @@ pub fn own_slot(py: Python<'_>, config: &SlotConfig) -> PyResult<Slot> {
         match attempt {
             Ok(slot) => return Ok(slot),
             Err(ClusterError::LeaseHeld { .. }) => {}
-            Err(e @ ClusterError::Db(_)) => {
+            Err(e) if e.is_transient() => {
                 if !said {
                     eprintln!("hopper: cannot reach PostgreSQL, retrying: {e}");
                     said = true;
