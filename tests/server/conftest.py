@@ -12,9 +12,11 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from browser_support import launch_chromium
 from support import Server, ServerFactory, run_server
 from tcp_client import ON_BUNQUEUE, Conn, run_bunqueue
 
@@ -40,6 +42,12 @@ def start_server(server_workdir: Path) -> Iterator[ServerFactory]:
             return stack.enter_context(run_server(server_workdir, **env))
 
         yield start
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium for the browser tests (skipped without it: see browser_support)."""
+    yield from launch_chromium()
 
 
 @pytest.fixture

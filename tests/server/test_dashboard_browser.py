@@ -1,44 +1,19 @@
-"""The dashboard page in a real browser (Debian's Chromium driven by Playwright from PyPI)
-against the real server on loopback with real jobs. Screenshots of each view are saved
-under test-artifacts/screenshots/.
-
-Without Chromium the tests are skipped with the reason, unless HOPPER_REQUIRE_BROWSER=1
-(`.ci/run` sets it after installing Chromium), where a missing browser is a failure."""
+"""The dashboard page in a real browser (Chromium, see browser_support.py) against the
+real server on loopback with real jobs. Screenshots of each view are saved under
+test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from browser_support import TIMEOUT_MS, shot
 from support import Server
 from tcp_client import Conn
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-TIMEOUT_MS = 10_000
-
 playwright_api = pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        if os.environ.get("HOPPER_REQUIRE_BROWSER") == "1":
-            pytest.fail("Chromium is required (HOPPER_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking"],
-        )
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -56,11 +31,6 @@ def page(browser: Any) -> Iterator[Any]:
     yield pg
     context.close()
     assert not external, f"the page made external requests: {external}"
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def push(client: httpx.Client, queue: str, **body: Any) -> str:
@@ -151,6 +121,10 @@ def test_queue_limits_workers_and_schedulers_are_shown(
             playwright_api.expect(sched).to_contain_text(queue)
             playwright_api.expect(sched).to_contain_text("0 3 * * *")
             playwright_api.expect(sched).to_contain_text("in ")
+            # outside cluster mode the cluster view is one line
+            playwright_api.expect(page.get_by_test_id("cluster")).to_have_text(
+                "Single server: not part of a cluster."
+            )
             shot(page, "workers")
         finally:
             tcp.call("CronDelete", name=cron)

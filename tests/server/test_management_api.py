@@ -908,11 +908,25 @@ def test_schedulers_listed_with_their_next_run(
                 c.call("CronDelete", name=name)
 
 
+def test_cluster_view_outside_cluster_mode_is_this_server(server: Server) -> None:
+    cluster = api_data(server.client.get("/api/cluster"))
+    assert set(cluster) == {"mode", "namespace", "servedBy", "now", "slots", "brokers"}
+    assert (cluster["mode"], cluster["namespace"], cluster["slots"]) == ("single", None, [])
+    [me] = cluster["brokers"]
+    assert me["id"] == cluster["servedBy"] and me["id"]
+    assert me["http"] == server.url.removeprefix("http://")
+    assert me["tcp"] == f"127.0.0.1:{server.tcp_port}"
+    assert (me["status"], me["slots"]) == ("live", [])
+    assert me["lastSeenAt"] == cluster["now"]
+    assert iso_ms(me["startedAt"]) <= iso_ms(cluster["now"]) <= time.time() * 1000 + 1000
+
+
 def test_extension_routes_are_documented(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "get" in paths["/api/queues/{name}/jobs/{id}/logs"]
     assert "get" in paths["/api/workers"]
     assert "get" in paths["/api/schedulers"]
+    assert "get" in paths["/api/cluster"]
 
 
 # ----- jobs: actions ------------------------------------------------------------------------
@@ -1401,6 +1415,7 @@ def _reads(queue: str, ids: dict[str, str]) -> list[str]:
         f"/api/queues/{queue}/metrics",
         "/api/metrics/sparklines",
         "/api/metrics/status",
+        "/api/cluster",
         "/api/config",
     ]
 

@@ -197,6 +197,7 @@ def test_real_responses_conform(start_server: ServerFactory) -> None:
         "/api/flows",
         "/api/metrics/sparklines",
         "/api/metrics/status",
+        "/api/cluster",
         "/api/config",
         "/api/events",
         "/api/queues/{name}/events",

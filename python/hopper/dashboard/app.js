@@ -299,11 +299,12 @@ function countCell(queue, st, n) {
 
 async function overview() {
   const queues = await api("/queues");
-  const [sparks, failures, workers, schedulers] = await Promise.all([
+  const [sparks, failures, workers, schedulers, cluster] = await Promise.all([
     api("/metrics/sparklines").catch(() => ({ data: {} })),
     Promise.all(queues.data.filter((x) => x.counts.failed).map((x) => api(`/queues/${enc(x.name)}/failures`).then((f) => [x.name, f.data]))),
     api("/workers").catch(() => ({ data: [] })),
     api("/schedulers").catch(() => ({ data: [] })),
+    loadCluster(),
   ]);
   const filter = h("input", { type: "search", class: "queue-filter", placeholder: "Filter queues by name", "data-testid": "queue-filter", "data-keep": "queue-filter" });
   const body = h("tbody");
@@ -344,8 +345,57 @@ async function overview() {
     h("div", { class: "panel" }, table),
     failurePanel,
     workersPanel(workers.data),
-    schedulersPanel(schedulers.data, true));
+    schedulersPanel(schedulers.data, true),
+    clusterPanel(cluster));
   state.refresh = { queue: null, fn: () => overview() };
+}
+
+// The cluster view: `{data}` or, when it could not be read (PostgreSQL down), `{error}`.
+const loadCluster = () => api("/cluster").catch((e) => ({ error: e.message }));
+// Brokers come and go without a job event to tell: in cluster mode the panel reloads
+// itself this often while it is on screen.
+const CLUSTER_REFRESH_MS = 5000;
+
+// Brokers and slot ownership (cluster mode); a one-line note outside it. Ages are
+// judged by the cluster's clock (`now`, PostgreSQL's), not the browser's.
+function clusterPanel(cluster) {
+  const c = cluster.data;
+  if (c && c.mode === "single") return h("p", { class: "muted", "data-testid": "cluster" }, "Single server: not part of a cluster.");
+  const panel = h("section", { class: "panel", "data-testid": "cluster", "aria-labelledby": "cluster-title" }, h("h2", { id: "cluster-title" }, "Cluster"));
+  setTimeout(async () => {
+    if (!panel.isConnected) return;
+    const next = await loadCluster();
+    if (panel.isConnected) panel.replaceWith(clusterPanel(next));
+  }, CLUSTER_REFRESH_MS);
+  if (!c) {
+    panel.append(h("div", { class: "empty", role: "alert" }, "Cluster view unavailable: " + cluster.error));
+    return panel;
+  }
+  const now = new Date(c.now).getTime();
+  const ago = (iso) => duration(now - new Date(iso).getTime());
+  const live = c.brokers.filter((b) => b.status === "live").length;
+  panel.append(h("div", { class: "muted", "data-testid": "cluster-summary" },
+    `namespace ${c.namespace} · served by ${c.servedBy} · ${live} of ${plural(c.brokers.length, "broker")} live`));
+  panel.append(h("h3", { class: "gap" }, "Slots"), c.slots.length
+    ? tableWrap(h("table", {},
+      h("thead", {}, h("tr", {}, h("th", { class: "num" }, "Slot"), h("th", {}, "Owner"), h("th", { class: "num" }, "Epoch"),
+        h("th", {}, "Lease left"), h("th", {}, "Owner's backend"))),
+      h("tbody", {}, c.slots.map((x) => h("tr", { "data-testid": `slot-row-${x.slot}` },
+        h("td", { class: "num" }, x.slot), h("td", { class: "mono" }, x.owner), h("td", { class: "num" }, x.epoch),
+        h("td", { class: "nowrap-cell", title: fmtTime(x.leaseUntil) }, x.leaseRemainingMs ? duration(x.leaseRemainingMs) : "ended"),
+        h("td", { class: "mono muted" }, x.ownerHttp || "—"))))))
+    : h("div", { class: "empty" }, "No broker has owned a slot yet."));
+  panel.append(h("h3", { class: "gap" }, "Brokers"), c.brokers.length
+    ? tableWrap(h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Broker"), h("th", {}, "Address"), h("th", {}, "Status"), h("th", {}, "Started"), h("th", {}, "Last seen"))),
+      h("tbody", {}, c.brokers.map((b) => h("tr", { "data-testid": `broker-row-${b.id}` },
+        h("td", { class: "nowrap-cell" }, h("span", { class: "mono" }, b.id), " ", b.slots.map((n) => h("span", { class: "badge" }, `owns slot ${n}`))),
+        h("td", { class: "mono nowrap-cell" }, b.http || "—", b.tcp ? h("div", { class: "muted" }, `tcp ${b.tcp}`) : null),
+        h("td", {}, h("span", { class: "badge broker " + b.status }, b.status)),
+        h("td", { class: "muted nowrap-cell", title: fmtTime(b.startedAt) }, ago(b.startedAt) + " ago"),
+        h("td", { class: "muted nowrap-cell", title: fmtTime(b.lastSeenAt) }, ago(b.lastSeenAt) + " ago"))))))
+    : h("div", { class: "empty" }, "No broker is announced."));
+  return panel;
 }
 
 function workersPanel(workers) {

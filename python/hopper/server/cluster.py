@@ -52,7 +52,7 @@ def start_front(config: ServerConfig) -> tuple[ServerConfig, Front]:
         port=backend,
         tcp_port=backend_tcp,
         advertise_addr=_advertised_host(config),
-        broker_id=config.broker_id or f"{socket.gethostname()}:{os.getpid()}",
+        broker_id=config.broker_name(),
     )
     try:
         front = Front(

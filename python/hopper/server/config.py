@@ -376,12 +376,17 @@ class ServerConfig:
         options = {f.name: getattr(self, f.name) for f in _FIELDS if f.metadata["engine"]}
         options["data_dir"] = None if self.memory or self.postgres_url else self.data_dir
         options["postgres_url"] = self.postgres_url or None
-        options["broker_id"] = self.broker_id or f"{socket.gethostname()}:{os.getpid()}"
+        options["broker_id"] = self.broker_name()
         if self.postgres_url:
             # In a broker's worker the ports are its backends' (server/cluster.py).
             options["advertise_http"] = host_port(self.advertise_addr, self.port)
             options["advertise_tcp"] = host_port(self.advertise_addr, self.tcp_port)
         return options
+
+    def broker_name(self) -> str:
+        """This broker's id: `--broker-id`, else host:pid of the calling process (so a
+        cluster's front fixes it for its worker, which must name the same broker)."""
+        return self.broker_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready values (the worker process rebuilds the config from them)."""

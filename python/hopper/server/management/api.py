@@ -97,7 +97,15 @@ class Management(Api):
     )
 
     def __init__(self, state: ServerState, admission: Admission) -> None:
-        from hopper.server.management import insights, jobs, queues, schedulers, streams, workers
+        from hopper.server.management import (
+            cluster,
+            insights,
+            jobs,
+            queues,
+            schedulers,
+            streams,
+            workers,
+        )
 
         super().__init__()
         config = state.config
@@ -109,7 +117,7 @@ class Management(Api):
         self.metrics_enabled = config.dashboard_metrics
         self.allow = frozenset(config.dashboard_queues)
         self.admission = admission
-        for module in (queues, jobs, insights, streams, workers, schedulers):
+        for module in (queues, jobs, insights, streams, workers, schedulers, cluster):
             module.register(self)
 
     # ----- what routes use --------------------------------------------------------------

@@ -212,6 +212,76 @@ COMPONENTS: dict[str, Schema] = {
             },
         },
     },
+    "Cluster": {
+        "type": "object",
+        "description": "hopper extension: the brokers on one PostgreSQL and who owns each "
+        "slot (docs/cluster.md); outside cluster mode, this one server",
+        "required": ["mode", "namespace", "servedBy", "now", "slots", "brokers"],
+        "properties": {
+            "mode": {"type": "string", "enum": ["single", "cluster"]},
+            "namespace": {"type": ["string", "null"], "description": "null: single"},
+            "servedBy": {
+                "type": "string",
+                "description": "the broker whose app answered (the slot owner: every "
+                "broker's front relays to it)",
+            },
+            "now": {
+                "type": "string",
+                "format": "date-time",
+                "description": "the clock the ages and leases are judged by (PostgreSQL's)",
+            },
+            "slots": {"type": "array", "items": ref("ClusterSlot")},
+            "brokers": {"type": "array", "items": ref("Broker")},
+        },
+    },
+    "ClusterSlot": {
+        "type": "object",
+        "required": [
+            "slot",
+            "owner",
+            "epoch",
+            "leaseUntil",
+            "leaseRemainingMs",
+            "ownerHttp",
+            "ownerTcp",
+        ],
+        "properties": {
+            "slot": INT,
+            "owner": {"type": "string", "description": "the owning broker's id"},
+            "epoch": {"type": "integer", "description": "+1 at every change of owner"},
+            "leaseUntil": {"type": "string", "format": "date-time"},
+            "leaseRemainingMs": {"type": "integer", "minimum": 0},
+            "ownerHttp": {
+                "type": ["string", "null"],
+                "description": "host:port of the owner's backend, where fronts relay to",
+            },
+            "ownerTcp": {"type": ["string", "null"]},
+        },
+    },
+    "Broker": {
+        "type": "object",
+        "required": ["id", "http", "tcp", "startedAt", "lastSeenAt", "status", "slots"],
+        "properties": {
+            "id": {"type": "string"},
+            "http": {
+                "type": ["string", "null"],
+                "description": "host:port where clients reach it (its front)",
+            },
+            "tcp": {"type": ["string", "null"]},
+            "startedAt": {"type": "string", "format": "date-time"},
+            "lastSeenAt": {"type": "string", "format": "date-time"},
+            "status": {
+                "type": "string",
+                "enum": ["live", "stale"],
+                "description": "live: seen within 5 s",
+            },
+            "slots": {
+                "type": "array",
+                "items": INT,
+                "description": "the slots it owns",
+            },
+        },
+    },
     "Job": {
         "type": "object",
         "required": [

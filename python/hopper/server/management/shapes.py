@@ -208,3 +208,83 @@ def bucket(
         "maxProcessMs": hi,
         "pushedCount": pushed,
     }
+
+
+# A broker's front refreshes its row about every second; one not seen for this long is
+# stale (killed, hung, or cut off from the database). A cleanly stopped one has no row.
+BROKER_LIVE_MS = 5_000
+
+
+def _broker(
+    broker_id: str,
+    http: str,
+    tcp: str,
+    started_ms: int,
+    seen_ms: int,
+    now_ms: int,
+    slots: list[int],
+) -> dict[str, Any]:
+    return {
+        "id": broker_id,
+        "http": http or None,
+        "tcp": tcp or None,
+        "startedAt": iso(started_ms),
+        "lastSeenAt": iso(seen_ms),
+        "status": "live" if now_ms - seen_ms <= BROKER_LIVE_MS else "stale",
+        "slots": slots,
+    }
+
+
+def cluster(view: dict[str, Any], namespace: str, served_by: str) -> dict[str, Any]:
+    """`hopper._engine.cluster_view`'s answer in the API's vocabulary, judged by the
+    database's clock (the one every broker's lease and announcement uses): each broker
+    live or stale with the slots it owns, each slot's lease left (0 once it ended)."""
+    now = view["now_ms"]
+    owned: dict[str, list[int]] = {}
+    for s in view["slots"]:
+        owned.setdefault(s["owner"], []).append(s["slot"])
+    return {
+        "mode": "cluster",
+        "namespace": namespace,
+        "servedBy": served_by,
+        "now": iso(now),
+        "slots": [
+            {
+                "slot": s["slot"],
+                "owner": s["owner"],
+                "epoch": s["epoch"],
+                "leaseUntil": iso(s["lease_until_ms"]),
+                "leaseRemainingMs": max(0, s["lease_until_ms"] - now),
+                "ownerHttp": s["http"] or None,
+                "ownerTcp": s["tcp"] or None,
+            }
+            for s in view["slots"]
+        ],
+        "brokers": [
+            _broker(
+                b["broker_id"],
+                b["http"],
+                b["tcp"],
+                b["started_ms"],
+                b["seen_ms"],
+                now,
+                owned.get(b["broker_id"], []),
+            )
+            for b in view["brokers"]
+        ],
+    }
+
+
+def single_server(
+    server_id: str, http: str, tcp: str, started_ms: int, now_ms: int
+) -> dict[str, Any]:
+    """A server outside cluster mode, in the cluster view's shape: itself, live, and
+    no slots (its log is its own data directory or memory)."""
+    return {
+        "mode": "single",
+        "namespace": None,
+        "servedBy": server_id,
+        "now": iso(now_ms),
+        "slots": [],
+        "brokers": [_broker(server_id, http, tcp, started_ms, now_ms, now_ms, [])],
+    }
