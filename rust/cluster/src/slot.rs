@@ -5,9 +5,12 @@
 //!   when the slot's advisory lock is free although the row says the owner held it
 //!   (the owner's session is gone: a killed process, a closed connection).
 //! - The lock only speeds takeover up; the epoch is the safety: every write of the log
-//!   checks it under `FOR SHARE` of the slot row in the same statement, which a takeover's
-//!   row update conflicts with, so a stale owner writes nothing once a takeover has
-//!   committed (see `pg_store.rs`), and the new owner reads the log only after that.
+//!   checks it under `FOR KEY SHARE` of the slot row in the same statement, which a
+//!   takeover's `FOR UPDATE` conflicts with, so a stale owner writes nothing once a
+//!   takeover has committed (see `pg_store.rs`), and the new owner reads the log only
+//!   after that. A renewal's plain `UPDATE` (no key column) does not conflict with it,
+//!   and runs on a connection of its own: a long snapshot insert never delays a renewal
+//!   until the lease runs out.
 //! - Time is PostgreSQL's clock (`clock_timestamp()`), the same for every broker, unless
 //!   the config injects a clock (tests).
 
@@ -59,6 +62,9 @@ pub struct Slot {
 
 pub(crate) struct Inner {
     client: Mutex<Client>,
+    /// Renewals' own connection, opened on first use and reopened after a failure.
+    renewer: Mutex<Option<Client>>,
+    url: String,
     pub namespace: String,
     pub slot: i32,
     broker_id: String,
@@ -89,7 +95,7 @@ const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext($1), $2)";
 /// Inserts the batch if the slot's epoch is still `$3`; answers the current epoch and
 /// whether a row went in (none on a retried batch that is already there).
 const APPEND: &str = r#"
-WITH s AS (SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = $2 FOR SHARE),
+WITH s AS (SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = $2 FOR KEY SHARE),
      i AS (INSERT INTO hopper_log (namespace, slot, segment, "offset", epoch, frames)
            SELECT $1, $2, $4, $5, $3, $6 FROM s WHERE s.epoch = $3
            ON CONFLICT DO NOTHING RETURNING 1)
@@ -118,6 +124,8 @@ impl Slot {
         Ok(Slot {
             inner: Arc::new(Inner {
                 client: Mutex::new(client),
+                renewer: Mutex::new(None),
+                url: config.url.clone(),
                 namespace: config.namespace.clone(),
                 slot: config.slot,
                 broker_id: config.broker_id.clone(),
@@ -162,34 +170,40 @@ impl Slot {
     pub fn renew(&self) -> Result<i64, ClusterError> {
         let i = &self.inner;
         i.check_state()?;
-        let mut c = i.client();
         let sent = i.local_ms();
         if !i.locked.load(Ordering::Acquire) {
-            let got: bool = c.query_one(TRY_LOCK, &[&i.namespace, &i.slot])?.get(0);
+            // The lock must belong to the log's session, which dies with the process.
+            let got: bool = i
+                .client()
+                .query_one(TRY_LOCK, &[&i.namespace, &i.slot])?
+                .get(0);
             i.locked.store(got, Ordering::Release);
         }
-        let renewed = c.query_opt(
-            concat!(
-                "UPDATE hopper_slots SET lease_until_ms = ",
-                now_ms!(4),
-                " + $5, owner_locked = owner_locked OR $6",
-                " WHERE namespace = $1 AND slot = $2 AND epoch = $3 RETURNING lease_until_ms"
-            ),
-            &[
-                &i.namespace,
-                &i.slot,
-                &i.epoch,
-                &i.now(),
-                &i.lease_ms,
-                &i.locked.load(Ordering::Acquire),
-            ],
-        )?;
+        let renewed = i.on_renewer(|c| {
+            c.query_opt(
+                concat!(
+                    "UPDATE hopper_slots SET lease_until_ms = ",
+                    now_ms!(4),
+                    " + $5, owner_locked = owner_locked OR $6",
+                    " WHERE namespace = $1 AND slot = $2 AND epoch = $3 RETURNING lease_until_ms"
+                ),
+                &[
+                    &i.namespace,
+                    &i.slot,
+                    &i.epoch,
+                    &i.now(),
+                    &i.lease_ms,
+                    &i.locked.load(Ordering::Acquire),
+                ],
+            )
+        })?;
         match renewed {
             Some(row) => {
                 i.valid_until.store(sent + i.lease_ms, Ordering::Release);
                 Ok(row.get(0))
             }
             None => {
+                let mut c = i.client();
                 let current = current_epoch(&mut c, &i.namespace, i.slot)?;
                 Err(i.fence(&mut c, current))
             }
@@ -265,6 +279,24 @@ impl Inner {
         self.client.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` on the renewals' connection, opening it if needed; a failure drops it,
+    /// so the next renewal reconnects.
+    fn on_renewer<R>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<R, postgres::Error>,
+    ) -> Result<R, ClusterError> {
+        let mut held = self.renewer.lock().unwrap_or_else(|p| p.into_inner());
+        let client = match held.take().filter(|c| !c.is_closed()) {
+            Some(c) => held.insert(c),
+            None => held.insert(Client::connect(&self.url, NoTls)?),
+        };
+        let out = f(client);
+        if out.is_err() {
+            *held = None;
+        }
+        Ok(out?)
+    }
+
     /// The injected clock's time, for `now_ms!`.
     pub fn now(&self) -> Option<i64> {
         self.clock.as_ref().map(|c| c.now_ms() as i64)
@@ -309,7 +341,7 @@ impl Inner {
         }
     }
 
-    /// Runs `f` in a transaction that holds the slot row `FOR SHARE` and has checked the
+    /// Runs `f` in a transaction that holds the slot row `FOR KEY SHARE` and has checked the
     /// epoch, so a takeover waits for it or it sees the takeover and writes nothing.
     pub fn fenced_tx<R>(
         &self,
@@ -320,7 +352,7 @@ impl Inner {
         let mut tx = c.transaction()?;
         let current: Option<i64> = tx
             .query_opt(
-                "SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = $2 FOR SHARE",
+                "SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = $2 FOR KEY SHARE",
                 &[&self.namespace, &self.slot],
             )?
             .map(|r| r.get(0));

@@ -420,3 +420,47 @@ fn wait_for_takeover(config: &SlotConfig) -> Slot {
         }
     }
 }
+
+#[test]
+fn a_long_fenced_write_delays_a_takeover_but_not_a_renewal() {
+    let Some(url) = postgres_url() else { return };
+    let ns = "renew-aside";
+    let clock = ManualClock::new(T0);
+    let a = Slot::acquire(&config(url, ns, "a", &clock)).unwrap();
+    // What a long snapshot insert holds on the slot row, held here from outside.
+    let mut writer = Client::connect(url, NoTls).unwrap();
+    let mut tx = writer.transaction().unwrap();
+    tx.query_one(
+        "SELECT epoch FROM hopper_slots WHERE namespace = $1 AND slot = 0 FOR KEY SHARE",
+        &[&ns],
+    )
+    .unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let renewing = a.clone();
+    std::thread::spawn(move || done_tx.send(renewing.renew().map(|_| ())).unwrap());
+    let renewed = done_rx.recv_timeout(std::time::Duration::from_secs(5));
+    assert!(
+        matches!(renewed, Ok(Ok(()))),
+        "the renewal waited for the writer: {renewed:?}"
+    );
+
+    clock.advance(LEASE_MS * 2);
+    let (took_tx, took_rx) = std::sync::mpsc::channel();
+    let b_config = config(url, ns, "b", &clock);
+    std::thread::spawn(move || {
+        took_tx
+            .send(Slot::acquire(&b_config).map(|s| s.epoch()))
+            .unwrap()
+    });
+    assert!(
+        took_rx
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .is_err(),
+        "a takeover must wait for the fenced write to finish"
+    );
+    tx.commit().unwrap();
+    let took = took_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(took.unwrap(), a.epoch() + 1);
+}
