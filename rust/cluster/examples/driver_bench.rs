@@ -74,6 +74,7 @@ fn store(url: &str, size: usize) {
         lease_ms: 60_000,
         advertise_http: String::new(),
         advertise_tcp: String::new(),
+        snapshot_chunk_bytes: hopper_cluster::SNAPSHOT_CHUNK_BYTES,
         clock: None,
     })
     .unwrap();

@@ -19,4 +19,4 @@ pub use error::ClusterError;
 pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
 pub use schema::SCHEMA_VERSION;
-pub use slot::{Slot, SlotConfig};
+pub use slot::{Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};

@@ -8,8 +8,9 @@
 //! - Every write is fenced by the owner's epoch (`slot.rs`); a fenced write writes
 //!   nothing and fails, which puts the engine's log in the failed state: the slot is no
 //!   longer served by this broker.
-//! - A snapshot is one `hopper_snapshots` row, inserted at publish in the same
-//!   transaction that deletes the log rows and snapshots it covers.
+//! - A snapshot is a run of `hopper_snapshots` rows (chunks, a bytea holding at most
+//!   1 GiB), inserted at publish in the same transaction that deletes the log rows and
+//!   snapshots it covers.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -70,13 +71,13 @@ impl LogStore for Slot {
                 )?,
                 snapshots: numbers(
                     c,
-                    "SELECT segment FROM hopper_snapshots WHERE namespace = $1 AND slot = $2 ORDER BY 1",
+                    "SELECT DISTINCT segment FROM hopper_snapshots WHERE namespace = $1 AND slot = $2 ORDER BY 1",
                 )?,
             })
         })
     }
 
-    /// A snapshot is one row written in one transaction: nothing is ever left unfinished.
+    /// A snapshot's rows are written in one transaction: nothing is ever left unfinished.
     fn remove_unfinished(&self) -> io::Result<Vec<String>> {
         Ok(Vec::new())
     }
@@ -106,13 +107,25 @@ impl LogStore for Slot {
     }
 
     fn read_snapshot(&self, number: u32) -> io::Result<Vec<u8>> {
-        self.read(|c| {
-            c.query_one(
-                "SELECT bytes FROM hopper_snapshots WHERE namespace = $1 AND slot = $2 AND segment = $3",
+        let rows = self.read(|c| {
+            c.query(
+                "SELECT chunk, bytes FROM hopper_snapshots
+                 WHERE namespace = $1 AND slot = $2 AND segment = $3 ORDER BY chunk",
                 &[&self.inner.namespace, &self.inner.slot, &(number as i32)],
             )
-            .map(|r| r.get(0))
-        })
+        })?;
+        let mut out = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            if row.get::<_, i32>(0) != i as i32 {
+                // Chunks are inserted together in one transaction: a gap is damage.
+                return Err(io::Error::other(format!(
+                    "{} has no chunk {i}",
+                    self.snapshot_name(number)
+                )));
+            }
+            out.extend_from_slice(row.get::<_, &[u8]>(1));
+        }
+        Ok(out)
     }
 
     /// Rows are committed whole, so a damaged end is not a torn write: refuse to cut it.
@@ -256,7 +269,8 @@ impl SegmentWriter for PgSegment {
     }
 }
 
-/// A snapshot collected in memory and stored as one row at publish.
+/// A snapshot collected in memory and stored at publish, in rows of at most
+/// `snapshot_chunk` bytes (one row, empty, for an empty snapshot).
 struct PgSnapshot {
     slot: Arc<Inner>,
     number: i32,
@@ -278,10 +292,25 @@ impl SnapshotWriter for PgSnapshot {
         let s = &self.slot;
         let key: [&(dyn postgres::types::ToSql + Sync); 3] = [&s.namespace, &s.slot, &self.number];
         s.fenced_tx(|tx| {
-            tx.execute(
-                "INSERT INTO hopper_snapshots VALUES ($1, $2, $3, $4, $5)",
-                &[&s.namespace, &s.slot, &self.number, &s.epoch, &self.bytes],
+            let insert = tx.prepare(
+                "INSERT INTO hopper_snapshots (namespace, slot, segment, epoch, bytes, chunk)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )?;
+            let chunks = self.bytes.chunks(s.snapshot_chunk);
+            for (i, chunk) in chunks
+                .chain(self.bytes.is_empty().then_some(&[][..]))
+                .enumerate()
+            {
+                let values: [&(dyn postgres::types::ToSql + Sync); 6] = [
+                    &s.namespace,
+                    &s.slot,
+                    &self.number,
+                    &s.epoch,
+                    &chunk,
+                    &(i as i32),
+                ];
+                tx.execute(&insert, &values)?;
+            }
             tx.execute(
                 "DELETE FROM hopper_log WHERE namespace = $1 AND slot = $2 AND segment < $3",
                 &key,

@@ -54,6 +54,12 @@ CREATE TABLE hopper_brokers (
     PRIMARY KEY (namespace, broker_id)
 );
 "#,
+    // A snapshot in chunks: one bytea holds at most 1 GiB.
+    r#"
+ALTER TABLE hopper_snapshots ADD COLUMN chunk integer NOT NULL DEFAULT 0;
+ALTER TABLE hopper_snapshots DROP CONSTRAINT hopper_snapshots_pkey;
+ALTER TABLE hopper_snapshots ADD PRIMARY KEY (namespace, slot, segment, chunk);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

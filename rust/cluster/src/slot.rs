@@ -35,6 +35,9 @@ macro_rules! now_ms {
     };
 }
 
+/// `SlotConfig::snapshot_chunk_bytes` unless a test wants many chunks.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 64 << 20;
+
 #[derive(Clone)]
 pub struct SlotConfig {
     /// A libpq-style connection string or `postgresql://` URL.
@@ -49,6 +52,8 @@ pub struct SlotConfig {
     /// to the owner: recorded on the slot row when it takes the slot.
     pub advertise_http: String,
     pub advertise_tcp: String,
+    /// A snapshot is stored in rows of at most this many bytes (a bytea holds 1 GiB).
+    pub snapshot_chunk_bytes: usize,
     /// `None`: PostgreSQL's clock; tests inject one.
     pub clock: Option<Arc<dyn Clock>>,
 }
@@ -70,6 +75,7 @@ pub(crate) struct Inner {
     broker_id: String,
     pub epoch: i64,
     lease_ms: i64,
+    pub snapshot_chunk: usize,
     clock: Option<Arc<dyn Clock>>,
     /// `LIVE`, `RELEASED`, or the newer epoch a write found: once not live, every write
     /// fails without asking the database.
@@ -131,6 +137,7 @@ impl Slot {
                 broker_id: config.broker_id.clone(),
                 epoch,
                 lease_ms: config.lease_ms as i64,
+                snapshot_chunk: config.snapshot_chunk_bytes.max(1),
                 clock: config.clock.clone(),
                 state: AtomicI64::new(LIVE),
                 locked: AtomicBool::new(locked),

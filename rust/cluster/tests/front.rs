@@ -54,6 +54,7 @@ fn slot_config(
         lease_ms: LEASE_MS,
         advertise_http: at.to_string(),
         advertise_tcp: String::new(),
+        snapshot_chunk_bytes: hopper_cluster::SNAPSHOT_CHUNK_BYTES,
         clock: Some(Arc::new(clock.clone())),
     }
 }

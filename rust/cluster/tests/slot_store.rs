@@ -26,6 +26,8 @@ fn config(url: &str, namespace: &str, broker: &str, clock: &ManualClock) -> Slot
         lease_ms: LEASE_MS,
         advertise_http: String::new(),
         advertise_tcp: String::new(),
+        // Small, so that a test's snapshot spans several rows.
+        snapshot_chunk_bytes: 256,
         clock: Some(Arc::new(clock.clone())),
     }
 }
@@ -152,11 +154,13 @@ fn recovery_from_postgres_gives_the_state_recovery_from_files_gives() {
     let mut c = Client::connect(url, NoTls).unwrap();
     let row = c
         .query_one(
-            "SELECT count(*), min(segment) FROM hopper_snapshots WHERE namespace = 'conformance'",
+            "SELECT count(DISTINCT segment), min(segment), count(*) FROM hopper_snapshots
+             WHERE namespace = 'conformance'",
             &[],
         )
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.get::<_, i64>(0), 1, "one snapshot left");
+    assert!(row.get::<_, i64>(2) > 1, "stored in several chunks");
     let covered: i64 = c
         .query_one(
             "SELECT count(*) FROM hopper_log WHERE namespace = 'conformance' AND segment < $1",

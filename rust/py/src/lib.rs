@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use hopper_cluster::{LeaseKeeper, Slot, SlotConfig};
+use hopper_cluster::{LeaseKeeper, Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};
 use hopper_core::{
     event_frame as encode_event_frame, push_str, write_event, AckRequest, ChildrenValues, Clock,
     Commit, Deferred, DlqConfig, DlqPatch, Encoding, Engine, EngineConfig, EngineError,
@@ -337,6 +337,7 @@ impl EngineOptions {
                 lease_ms: slot_lease_ms,
                 advertise_http: advertise_http.to_string(),
                 advertise_tcp: advertise_tcp.to_string(),
+                snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
                 clock: None,
             }),
         };
