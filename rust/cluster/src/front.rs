@@ -168,7 +168,10 @@ async fn relay(
             return;
         }
         // A new owner, or a retry soon: a dead owner's row changes only at takeover.
-        let _ = tokio::time::timeout(Duration::from_millis(100), owners.changed()).await;
+        let waited = tokio::time::timeout(Duration::from_millis(100), owners.changed()).await;
+        if matches!(waited, Ok(Err(_))) {
+            return; // the front is stopping
+        }
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
