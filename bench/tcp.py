@@ -13,7 +13,10 @@ the median over --runs:
                on a prefilled queue
 
 Clients: bench/tcp_sdk_client.ts (bunqueue/client 2.9.5) and bench/tcp_raw_client.ts
-(our framing + msgpackr), on Bun from bench/peers. The CPU of the client, of the server's
+(our framing + msgpackr), on Bun from bench/peers; for raw_pullack
+bench/tcp_pullb_client.py, the compiled load generator behind `hopper bench` (a Bun
+client decoding 100 job objects per PULLB used a whole core and was the limit). The CPU
+of the client, of the server's
 process tree and of the whole machine is sampled over the timed phase only (the client
 waits for "go" before timing and for "bye" before closing), so a client near 1 core shows
 that the client, not the server, is the limit.
@@ -58,7 +61,7 @@ Sample = dict[str, Any]
 class Cell:
     key: str
     label: str
-    client: str  # "sdk" or "raw"
+    client: str  # "sdk", "raw" (Bun) or "loadgen" (rust/loadgen)
     mode: str  # the client's first argument
 
 
@@ -67,7 +70,7 @@ CELLS = (
     Cell("add64", "SDK Queue.add, 64 concurrent (autoBatch)", "sdk", "add64"),
     Cell("worker64", "SDK Worker, concurrency 64", "sdk", "worker64"),
     Cell("raw_push", "raw PUSH, 4 conn x 256 in flight", "raw", "push"),
-    Cell("raw_pullack", "raw PULLB(100)+ACKB, 4 conn", "raw", "pullack"),
+    Cell("raw_pullack", "raw PULLB(100)+ACKB, 4 conn", "loadgen", "pullb"),
 )
 
 _servers: list[ServerProcess] = []  # running now, stopped on exit / signal
@@ -183,13 +186,19 @@ def client_cmd(cell: Cell, port: int, args: argparse.Namespace) -> list[str]:
             *["--bulk", str(args.bulk), "--lanes", str(args.lanes)],
             *["--concurrency", str(args.concurrency)],
         ]
+    if cell.client == "loadgen":
+        return [
+            sys.executable,
+            str(HERE / "tcp_pullb_client.py"),
+            *common,
+            *["--conns", str(args.raw_conns), "--count", str(args.pull_count)],
+        ]
     return [
         str(S.BUN),
         str(HERE / "tcp_raw_client.ts"),
         cell.mode,
         *common,
         *["--conns", str(args.raw_conns), "--window", str(args.raw_window)],
-        *["--count", str(args.pull_count), "--loops", str(args.pull_loops)],
     ]
 
 
@@ -391,7 +400,6 @@ def main() -> int:
     p.add_argument("--raw-conns", type=int, default=4, help="raw cells: connections")
     p.add_argument("--raw-window", type=int, default=256, help="raw_push: frames in flight/conn")
     p.add_argument("--pull-count", type=int, default=100, help="raw_pullack: PULLB count")
-    p.add_argument("--pull-loops", type=int, default=1, help="raw_pullack: loops per conn")
     p.add_argument(
         "--hopper-arg",
         action="append",
@@ -562,10 +570,12 @@ def write_json(
                 "raw_push": f"bench/tcp_raw_client.ts, {args.raw_conns} connections x "
                 f"{args.raw_window} PUSH frames in flight; p50/p99 = PUSH sent -> reply, "
                 "including the wait inside the window",
-                "raw_pullack": f"bench/tcp_raw_client.ts, queue prefilled untimed (PUSHB x "
-                f"1000), then {args.raw_conns} connections x {args.pull_loops} loop(s) of "
-                f"PULLB{{count:{args.pull_count}, owner, lockTtl:30000, timeout:0}} -> "
-                "ACKB{ids, tokens} until a PULLB is empty",
+                "raw_pullack": "bench/tcp_pullb_client.py (rust/loadgen, the generator of "
+                "`hopper bench -t tcp -s pullb`, 1 thread), queue prefilled untimed (PUSHB x "
+                f"1000, its standard ~90-byte payload), then {args.raw_conns} connections x 1 "
+                f"loop of PULLB{{count:{args.pull_count}, owner, lockTtl:30000, timeout:0}} -> "
+                f"ACKB{{ids, tokens}} until jobs / {args.pull_count} batches are done; p50/p99 "
+                "= PULLB sent -> its ACKB answered",
             },
             "rate": "jobs done (ok replies / acked / completed) / seconds of the timed phase, "
             "measured in the client; a sample with any failed request, missing job, closed "

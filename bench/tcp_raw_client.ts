@@ -1,18 +1,14 @@
 // Raw bunqueue-TCP-protocol load client for bench/tcp.py (no SDK: our own framing, so
 // the server, not the SDK's client-side queueing, is what a cell measures):
-//   bun bench/tcp_raw_client.ts push    --port P [--jobs 100000] [--conns 4] [--window 256]
-//   bun bench/tcp_raw_client.ts pullack --port P [--jobs 100000] [--conns 4] [--count 100]
-//                                       [--loops 1] [--lock-ttl 30000]
-//   common: [--host 127.0.0.1] [--queue q] [--timeout 120]
+//   bun bench/tcp_raw_client.ts push --port P [--jobs 100000] [--conns 4] [--window 256]
+//                                    [--host 127.0.0.1] [--queue q] [--timeout 120]
 // Frames: 4-byte big-endian body length + one msgpack map (msgpackr's default `pack`,
 // as the SDK and the bunqueue server use). Requests carry a string reqId, replies are
 // matched by it (they may come back out of order).
-//   push:    <conns> connections, each keeping <window> PUSH frames in flight until its
-//            share of <jobs> has been answered -> jobs/s = ok replies / seconds.
-//   pullack: the queue is first filled with <jobs> jobs (PUSHB x 1000, untimed); then
-//            <conns> connections x <loops> loops each run PULLB{count, owner, lockTtl,
-//            timeout:0} -> ACKB{ids, tokens} until a PULLB comes back empty
-//            -> jobs/s = acked jobs / seconds.
+//   push: <conns> connections, each keeping <window> PUSH frames in flight until its
+//         share of <jobs> has been answered -> jobs/s = ok replies / seconds.
+// (The PULLB/ACKB cell uses bench/tcp_pullb_client.py: decoding 100 job objects per
+// PULLB took this client a whole core, so it, not the server, was the limit.)
 // Handshake with the driver (stdin/stdout lines): the client prints READY when set up,
 // starts timing when it reads "go", prints "RESULT {json}", and closes once it reads
 // "bye" (or stdin ends), so the driver's CPU samples cover the timed phase only.
@@ -22,7 +18,7 @@ import type { Socket } from "bun";
 
 const argv = process.argv.slice(2);
 const mode = argv[0];
-if (mode !== "push" && mode !== "pullack") throw new Error(`mode must be push|pullack, got ${mode}`);
+if (mode !== "push") throw new Error(`mode must be push, got ${mode}`);
 function opt(name: string, dflt: string): string {
   const i = argv.indexOf(`--${name}`);
   return i > 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
@@ -32,13 +28,8 @@ const PORT = Number(opt("port", "6789"));
 const JOBS = Number(opt("jobs", "100000"));
 const CONNS = Number(opt("conns", "4"));
 const WINDOW = Number(opt("window", "256"));
-const COUNT = Number(opt("count", "100"));
-const LOOPS = Number(opt("loops", "1"));
-const LOCK_TTL = Number(opt("lock-ttl", "30000"));
 const QUEUE = opt("queue", `bench-raw-${mode}-${Date.now()}`);
 const TIMEOUT_S = Number(opt("timeout", "120"));
-const PREFILL_BATCH = 1000;
-const PREFILL_WINDOW = 4;
 
 const payload = (i: number) => ({ i, to: "user@example.com", subject: "hello" });
 
@@ -236,84 +227,15 @@ async function runPush(conns: Conn[]): Promise<Record<string, unknown>> {
   });
 }
 
-// ------------------------------------------------------------------ pull + ack
-
-async function prefill(c: Conn): Promise<void> {
-  let next = 0;
-  let inflight = 0;
-  let failed: any = null;
-  await new Promise<void>((resolve) => {
-    const send = () => {
-      const k = Math.min(PREFILL_BATCH, JOBS - next);
-      const jobs = Array.from({ length: k }, (_, j) => ({ name: "job", data: payload(next + j) }));
-      next += k;
-      inflight++;
-      c.request({ cmd: "PUSHB", queue: QUEUE, jobs }, (msg) => {
-        inflight--;
-        if (!(msg.ok === true && Array.isArray(msg.ids) && msg.ids.length === k)) failed ??= msg;
-        if (next < JOBS && failed === null) send();
-        c.flush();
-        if (inflight === 0) resolve();
-      });
-    };
-    while (inflight < PREFILL_WINDOW && next < JOBS) send();
-    c.flush();
-    if (inflight === 0) resolve();
-  });
-  if (failed !== null) throw new Error(`prefill PUSHB failed: ${JSON.stringify(failed).slice(0, 500)}`);
-}
-
-async function runPullAck(conns: Conn[]): Promise<Record<string, unknown>> {
-  let pulls = 0;
-  let emptyPulls = 0;
-  let acks = 0;
-  const loop = (c: Conn, owner: string) =>
-    new Promise<void>((resolve) => {
-      // bounded: each PULLB takes >= 1 job or ends the loop; the queue holds JOBS jobs
-      const pull = () => {
-        pulls++;
-        c.request(
-          { cmd: "PULLB", queue: QUEUE, count: COUNT, timeout: 0, owner, lockTtl: LOCK_TTL },
-          (msg) => {
-            const jobs = msg.ok === true && Array.isArray(msg.jobs) ? msg.jobs : null;
-            if (jobs === null) { bad(msg); return resolve(); }
-            if (jobs.length === 0) { emptyPulls++; return resolve(); }
-            const ids = jobs.map((j: any) => j.id);
-            const tokens = Array.isArray(msg.tokens) ? msg.tokens : ids.map(() => "");
-            acks++;
-            c.request({ cmd: "ACKB", ids, tokens }, (r) => {
-              if (r.ok !== true) { bad(r); return resolve(); }
-              const ignored = Array.isArray(r.data?.ignoredIds) ? r.data.ignoredIds.length : 0;
-              stats.ok += ids.length - ignored;
-              if (ignored) bad(r);
-              pull();
-            });
-          },
-        );
-      };
-      pull();
-      c.flush();
-    });
-  return timed(conns, async () => {
-    const loops: Promise<void>[] = [];
-    conns.forEach((c, k) => {
-      for (let l = 0; l < LOOPS; l++) loops.push(loop(c, `bench-raw-${k}-${l}`));
-    });
-    await Promise.all(loops);
-    return { pullb_frames: pulls, empty_pulls: emptyPulls, ackb_frames: acks };
-  });
-}
-
 // ------------------------------------------------------------------ main
 
 const conns: Conn[] = [];
 for (let k = 0; k < CONNS; k++) conns.push(await Conn.open());
 const ping = await conns[0].call({ cmd: "Ping" });
 if (ping.ok !== true) throw new Error(`Ping failed: ${JSON.stringify(ping)}`);
-if (mode === "pullack") await prefill(conns[0]);
 console.log("READY");
 await waitFor("go");
-const res = mode === "push" ? await runPush(conns) : await runPullAck(conns);
+const res = await runPush(conns);
 const events = conns.reduce((s, c) => s + c.events, 0);
 const closed = conns.filter((c) => c.closed).length;
 console.log(
@@ -322,7 +244,7 @@ console.log(
       mode,
       jobs: JOBS,
       conns: CONNS,
-      ...(mode === "push" ? { window: WINDOW } : { count: COUNT, loops: LOOPS, lock_ttl: LOCK_TTL }),
+      window: WINDOW,
       ...res,
       ...stats,
       events,

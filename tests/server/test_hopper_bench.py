@@ -180,6 +180,51 @@ def test_scenario_smoke_run_and_exports(
     assert counts["completed"] == (0 if scenario in ("push", "bulk") else each)
 
 
+def test_pullb_over_tcp_acks_whole_batches(
+    server: Server, queue: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PULLB of --batch jobs, then one ACKB of them: one operation per batch, every job it
+    brought acked (the server holds them as completed)."""
+    code, out, err = bench(
+        capsys,
+        "--url",
+        server.url,
+        "--scenario",
+        "pullb-ackb",
+        *conn_args("tcp", server),
+        "-t",
+        "tcp",
+        "--count",
+        "30",
+        "--batch",
+        "10",
+        "--warmup",
+        "0",
+        "--queue",
+        queue,
+        "--keep",
+        "--json",
+        str(tmp_path / "pullb.json"),
+    )
+    assert code == 0, out + err
+    assert re.search(r"\|\s*pullb\s*\|\s*closed loop\s*\|\s*30\s*\|", out), out
+    assert "10 jobs per request" in out
+    assert re.search(r"pullb: 300 jobs, [\d,]+ jobs/s", out), out
+    (run,) = load_json(tmp_path / "pullb.json")["runs"]
+    (s,) = run["series"]
+    assert (s["name"], s["count"], s["jobs"], s["errors"]) == ("pullb", 30, 300, 0)
+    assert s["jobs_per_s"] == pytest.approx(10 * s["rate_per_s"])
+    prefilled = int(re.search(r"pullb: pre-filled (\d+) jobs", out).group(1))  # type: ignore[union-attr]
+    counts = server.client.get(f"/api/queues/{queue}").json()["data"]["counts"]
+    assert (counts["waiting"], counts["active"]) == (prefilled - 300, 0)
+    assert counts["completed"] == 300
+
+    # PULLB and ACKB are commands of the TCP protocol only
+    code, _out, err = bench(capsys, "--url", server.url, "-s", "pullb", "--count", "5")
+    assert code == 2
+    assert "pullb runs on the tcp transport only" in err
+
+
 def test_open_loop_corrects_for_coordinated_omission(
     server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

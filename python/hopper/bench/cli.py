@@ -35,10 +35,12 @@ DESCRIPTION = (
 
 # The scenario names live here, not in the runner (which needs hdrhistogram), so that
 # `hopper bench --help` works on a base install without the tools extra.
-SCENARIOS = ("push", "bulk", "pullack", "e2e", "mixed")
+SCENARIOS = ("push", "bulk", "pullack", "pullb", "e2e", "mixed")
 ALIASES = {
     "pull+ack": "pullack",
     "pull-ack": "pullack",
+    "pullb+ackb": "pullb",
+    "pullb-ackb": "pullb",
     "end-to-end": "e2e",
     "bulk-push": "bulk",
 }
@@ -49,7 +51,8 @@ def _scenario(value: str) -> str:
     v = ALIASES.get(value, value)
     if v not in SCENARIOS:
         raise argparse.ArgumentTypeError(
-            f"unknown scenario {value!r} (choose from push, bulk, pullack (pull+ack), e2e, mixed)"
+            f"unknown scenario {value!r} (choose from push, bulk, pullack (pull+ack), "
+            "pullb (pullb+ackb), e2e, mixed)"
         )
     return v
 
@@ -111,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_scenario,
         default="push",
         help="push, bulk (bulk push, --batch jobs a request), pullack (pull+ack on a "
+        "pre-filled queue), pullb (tcp: PULLB of --batch jobs, then one ACKB of them, on a "
         "pre-filled queue), e2e (push -> worker -> ack), mixed (push and pull+ack at once, "
         "--mix); default push",
     )
@@ -170,7 +174,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="spread the operations round-robin over N queues (default 1)",
     )
     load.add_argument(
-        "--batch", type=positive_int, default=100, help="bulk: jobs per request (default 100)"
+        "--batch",
+        type=positive_int,
+        default=100,
+        help="bulk, pullb: jobs per request (default 100)",
     )
     load.add_argument(
         "--mix",
@@ -196,7 +203,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--prefill",
         type=int,
-        help="pullack: jobs to push before the run (default: enough for the run)",
+        help="pullack, pullb: jobs to push before the run (default: enough for the run; "
+        "0: none, the queue is filled already)",
     )
     load.add_argument(
         "--queue",

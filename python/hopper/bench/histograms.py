@@ -142,6 +142,7 @@ class Series:
     name: str
     hist: Any
     raw: Any | None
+    jobs: int = 0  # jobs the measured ok operations carried (bulk, pullb: several each)
     errors: int = 0
     error_sample: str = ""
     unmeasured: int = 0  # finished during the warm-up
@@ -155,6 +156,7 @@ class Series:
             name=str(d["name"]),
             hist=decode(d["hist"]),
             raw=decode(d["raw"]) if d.get("raw") else None,
+            jobs=int(d["jobs"]),
             errors=int(d["errors"]),
             error_sample=str(d.get("error_sample") or ""),
             unmeasured=int(d["unmeasured"]),
@@ -168,3 +170,6 @@ class Series:
 
     def rate(self) -> float:
         return self.ok / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def jobs_rate(self) -> float:
+        return self.jobs / self.elapsed_s if self.elapsed_s > 0 else 0.0

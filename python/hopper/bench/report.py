@@ -116,7 +116,7 @@ def describe(result: RunResult) -> str:
     extras = [f"{opts.lanes():,} in flight"]
     if plan.scenario == "e2e":
         extras.append(f"{plan.workers} worker connection(s)")
-    if plan.scenario == "bulk":
+    if plan.scenario in ("bulk", "pullb"):
         extras.append(f"{plan.batch} jobs per request")
     if plan.scenario == "mixed":
         extras.append(f"push:pullack {plan.mix[0]}:{plan.mix[1]}")
@@ -166,6 +166,10 @@ def render(results: Sequence[RunResult]) -> str:
                 out.append(f"{res.label} {rec.name}: first error: {rec.error_sample}")
             if rec.empty:
                 out.append(f"{res.label} {rec.name}: {rec.empty:,} pulls found no job")
+            if rec.jobs != rec.ok:  # several jobs an operation (bulk, pullb)
+                out.append(
+                    f"{res.label} {rec.name}: {rec.jobs:,} jobs, {rec.jobs_rate():,.0f} jobs/s"
+                )
         out += [f"{res.label}: {note}" for note in res.notes]
     if len(results) == 2:
         out.append(
@@ -187,6 +191,8 @@ def to_json(results: Sequence[RunResult], command: str) -> dict[str, Any]:
             "empty_pulls": row.rec.empty,
             "warmup_ops": row.rec.unmeasured,
             "rate_per_s": row.rec.rate(),
+            "jobs": row.rec.jobs,
+            "jobs_per_s": row.rec.jobs_rate(),
             "elapsed_s": row.rec.elapsed_s,
             "latency_ms": {k: (None if math.isnan(v) else v) for k, v in s.items()},
             "hdr_histogram": histograms.encode(row.hist),
@@ -207,7 +213,7 @@ def to_json(results: Sequence[RunResult], command: str) -> dict[str, Any]:
             "threads": opts.threads,
             "queues": len(plan.queues),
             "payload_bytes": plan.payload_bytes or None,
-            "batch": plan.batch if plan.scenario == "bulk" else None,
+            "batch": plan.batch if plan.scenario in ("bulk", "pullb") else None,
             "mix": list(plan.mix) if plan.scenario == "mixed" else None,
             "rate_per_s": plan.rate,
             "open_loop": plan.rate is not None,
@@ -224,6 +230,8 @@ def to_json(results: Sequence[RunResult], command: str) -> dict[str, Any]:
             "e2e": "push time (intended / actual) -> ack answered by a worker",
             "pullack": "pull sent -> ack of that job answered",
             "bulk": "one request of `batch` jobs sent -> answered; rate in requests/s",
+            "pullb": "PULLB of up to `batch` jobs sent -> ACKB of the jobs it got answered; "
+            "rate in batches/s, jobs_per_s in jobs",
             "generator_cpu_share": "user+system CPU time of the load generator's threads / "
             "the run's wall time (1.0 = one core)",
             "rate": "measured operations that succeeded / (last completion - end of warm-up)",

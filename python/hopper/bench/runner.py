@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from hopper._engine import LoadGen
+from hopper._engine import InvalidInputError, LoadGen
 from hopper.bench.histograms import Series
 from hopper.bench.progress import Progress
 
@@ -25,7 +25,7 @@ POLL_MS = 1000  # long-poll wait of the e2e workers and mixed pulls
 
 @dataclass
 class Plan:
-    scenario: str  # push | bulk | pullack | e2e | mixed
+    scenario: str  # push | bulk | pullack | pullb | e2e | mixed
     queues: list[str]
     workers: int  # e2e worker connections
     warmup_s: float
@@ -33,9 +33,9 @@ class Plan:
     count: int | None
     rate: float | None
     timeout_s: float
-    prefill: int | None  # pullack: jobs to pre-fill (None: enough for the run)
+    prefill: int | None  # pullack, pullb: jobs to pre-fill (None: enough for the run)
     payload_bytes: int = 0  # 0: the standard ~90-byte job payload
-    batch: int = 100  # bulk: jobs per request
+    batch: int = 100  # bulk, pullb: jobs per request
     mix: tuple[int, int] = (1, 1)  # mixed: pushes to pull+acks
 
 
@@ -136,7 +136,7 @@ def run(label: str, url: str, plan: Plan, opts: Options) -> RunResult:
     t0 = time.perf_counter()
     try:
         gen = LoadGen(json.dumps(config(url, plan, opts)))
-    except (ValueError, ConnectionError) as e:
+    except (ValueError, InvalidInputError, ConnectionError) as e:  # a refused config too
         raise RuntimeError(str(e)) from e
     progress = Progress(label, gen, opts.progress_out) if opts.progress else None
     try:
@@ -190,6 +190,7 @@ def merge(runs: list[RunResult]) -> RunResult:
                 name=s.name,
                 hist=hist,
                 raw=raw,
+                jobs=sum(r.series[i].jobs for r in runs),
                 errors=sum(r.series[i].errors for r in runs),
                 error_sample=next(
                     (r.series[i].error_sample for r in runs if r.series[i].error_sample), ""

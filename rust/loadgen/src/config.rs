@@ -23,6 +23,9 @@ pub enum Scenario {
     Bulk,
     /// On a pre-filled queue: pull (no wait), then ack that job.
     Pullack,
+    /// On a pre-filled queue: PULLB of up to `batch` jobs (no wait), then one ACKB of all
+    /// it got (TCP only): the shape of a batching worker, one operation per batch.
+    Pullb,
     /// Producers push, workers long-poll pull and ack; latency push -> ack.
     E2e,
     /// Pushes and pull+acks on the same connections, in the ratio `mix`.
@@ -56,7 +59,7 @@ pub struct Config {
     /// Bytes of the JSON job payload (0: the standard ~90-byte one).
     #[serde(default)]
     pub payload_bytes: usize,
-    /// Jobs per request of the bulk scenario.
+    /// Jobs per request of the bulk and pullb scenarios.
     #[serde(default = "hundred")]
     pub batch: usize,
     /// mixed: pushes to pull+acks.
@@ -76,7 +79,8 @@ pub struct Config {
     /// Long-poll wait of e2e workers and mixed pulls, ms.
     #[serde(default = "poll")]
     pub poll_ms: u64,
-    /// pullack: jobs to push first (None: enough for the run).
+    /// pullack, pullb: jobs to push first (None: enough for the run; 0: none, the queue is
+    /// filled already).
     #[serde(default)]
     pub prefill: Option<u64>,
 }
@@ -103,6 +107,8 @@ fn poll() -> u64 {
 pub const MAX_WINDOW: usize = 4096;
 pub const MAX_CONNECTIONS: usize = 10_000;
 pub const PREFILL_CAP: u64 = 5_000_000;
+/// The most jobs a PULLB may ask for (bunqueue's bound).
+pub const MAX_PULL_BATCH: usize = 1000;
 
 impl Config {
     pub fn from_json(text: &str) -> Result<Config, Error> {
@@ -133,6 +139,14 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.batch) {
             return bad("batch must be 1..10000");
+        }
+        if self.scenario == Scenario::Pullb {
+            if self.transport != Transport::Tcp {
+                return bad("pullb runs on the tcp transport only (PULLB/ACKB)");
+            }
+            if self.batch > MAX_PULL_BATCH {
+                return bad("pullb: batch must be 1..1000 (PULLB's count)");
+            }
         }
         if self.mix.0 + self.mix.1 == 0 {
             return bad("mix must not be 0:0");

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::run::Shared;
 use crate::schedule::{Next, Schedule};
-use crate::wire::{Job, Marks, Parsed, Reply, Wire};
+use crate::wire::{Jobs, Marks, Parsed, Reply, Wire};
 
 const TICK_NS: u64 = 100_000_000;
 const READ_CHUNK: usize = 64 * 1024;
@@ -23,8 +23,9 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum Role {
     /// push (or bulk push) on a schedule; series 0.
     Push { bulk: bool },
-    /// pull without waiting, then ack that job; an empty pull ends the run.
-    PullAck,
+    /// pull without waiting, then ack that job (`batch`: PULLB, then ACKB of all it
+    /// got); an empty pull ends the run.
+    PullAck { batch: bool },
     /// e2e producer: pushes jobs carrying their marks.
     Producer,
     /// e2e worker: long-poll pulls, acks, records push -> ack from the marks.
@@ -39,6 +40,8 @@ enum Op {
     Bulk,
     Pull { wait: u64 },
     Ack,
+    PullB,
+    AckB { jobs: u32 },
     WorkerPull,
     WorkerAck(Option<Marks>),
 }
@@ -267,7 +270,7 @@ impl<W: Wire> State<W> {
         intended: u64,
         measured: bool,
         now: u64,
-        job: Option<&Job<'_>>,
+        jobs: Option<&Jobs<'_>>,
     ) {
         self.seq = self.seq.wrapping_add(1);
         let req = ((self.seq as u32) << 16) | i as u32;
@@ -279,7 +282,7 @@ impl<W: Wire> State<W> {
             _ => 0,
         };
         let q = match op {
-            Op::Push | Op::Bulk | Op::Pull { .. } | Op::WorkerPull => self.next_queue(),
+            Op::Push | Op::Bulk | Op::Pull { .. } | Op::PullB | Op::WorkerPull => self.next_queue(),
             _ => 0,
         };
         match op {
@@ -297,9 +300,14 @@ impl<W: Wire> State<W> {
                 let wait = self.shared.cfg.poll_ms;
                 self.wire.pull(&mut self.wbuf, req, q, wait);
             }
+            Op::PullB => self.wire.pull_batch(&mut self.wbuf, req, q),
             Op::Ack | Op::WorkerAck(_) => {
-                self.wire
-                    .ack(&mut self.wbuf, req, job.expect("an ack has its job"))
+                let job = jobs.and_then(Jobs::first).expect("an ack has its job");
+                self.wire.ack(&mut self.wbuf, req, &job);
+            }
+            Op::AckB { .. } => {
+                let jobs = jobs.expect("an ack has its jobs");
+                self.wire.ack_batch(&mut self.wbuf, req, jobs);
             }
         }
         self.slots[i as usize] = Slot {
@@ -339,13 +347,20 @@ impl<W: Wire> State<W> {
                         Next::Done => self.issuing = false,
                     }
                 }
-                Role::PullAck => match self.scheds[0].as_mut().expect("pull schedule").next(now) {
-                    Next::Go { intended, measured } => {
-                        self.send(Op::Pull { wait: 0 }, 0, intended, measured, now);
+                Role::PullAck { batch } => {
+                    match self.scheds[0].as_mut().expect("pull schedule").next(now) {
+                        Next::Go { intended, measured } => {
+                            let op = if batch {
+                                Op::PullB
+                            } else {
+                                Op::Pull { wait: 0 }
+                            };
+                            self.send(op, 0, intended, measured, now);
+                        }
+                        Next::Wait(due) => return Some(due),
+                        Next::Done => self.issuing = false,
                     }
-                    Next::Wait(due) => return Some(due),
-                    Next::Done => self.issuing = false,
-                },
+                }
                 Role::Producer => {
                     let closed = self.shared.cfg.rate.is_none();
                     if closed && self.permits == 0 {
@@ -467,17 +482,26 @@ impl<W: Wire> State<W> {
             format!("{what}{text}")
         };
         match s.op {
-            Op::Push | Op::Bulk | Op::Ack => {
+            Op::Push | Op::Bulk | Op::Ack | Op::AckB { .. } => {
                 if reply.ok {
                     if !matches!(self.role, Role::Producer) {
-                        series.record(self.thread, s.measured, s.intended, s.sent, now);
+                        let jobs = match s.op {
+                            Op::Bulk => shared.cfg.batch as u64,
+                            Op::AckB { jobs } => jobs as u64,
+                            _ => 1,
+                        };
+                        series.record(self.thread, s.measured, (s.intended, s.sent, now), jobs);
                     } else if s.measured {
                         // e2e: recorded when a worker acks the job
                         shared.pushed_measured.fetch_add(1, Ordering::Relaxed);
                     }
                 } else {
                     series.error(s.measured, now, || {
-                        fail(if s.op == Op::Ack { "ack: " } else { "" })
+                        fail(if matches!(s.op, Op::Ack | Op::AckB { .. }) {
+                            "ack: "
+                        } else {
+                            ""
+                        })
                     });
                     if matches!(self.role, Role::Producer) {
                         shared.permits.add_permits(1);
@@ -485,14 +509,15 @@ impl<W: Wire> State<W> {
                 }
                 self.release(i);
             }
-            Op::Pull { wait } => match (&reply.job, reply.ok) {
+            Op::Pull { .. } | Op::PullB => match (reply.jobs.len(), reply.ok) {
                 (_, false) => {
                     series.error(s.measured, now, || fail("pull: "));
                     self.release(i);
                 }
-                (None, true) => {
+                (0, true) => {
                     series.empty.fetch_add(1, Ordering::Relaxed);
-                    if wait == 0 {
+                    // a pull that does not wait (pullack, pullb) found the queue dry
+                    if !matches!(s.op, Op::Pull { wait } if wait > 0) {
                         shared.stop("queue ran dry");
                         self.release(i);
                     } else if shared.mixed_pushers_done.load(Ordering::Relaxed)
@@ -512,9 +537,16 @@ impl<W: Wire> State<W> {
                         self.release(i);
                     }
                 }
-                (Some(job), true) => self.restart(i, Op::Ack, &s, now, Some(job)),
+                (n, true) => {
+                    let op = if s.op == Op::PullB {
+                        Op::AckB { jobs: n as u32 }
+                    } else {
+                        Op::Ack
+                    };
+                    self.restart(i, op, &s, now, Some(&reply.jobs));
+                }
             },
-            Op::WorkerPull => match (&reply.job, reply.ok) {
+            Op::WorkerPull => match (reply.jobs.first(), reply.ok) {
                 (_, false) => {
                     shared.worker_pull_errors.fetch_add(1, Ordering::Relaxed);
                     shared.note_once(&format!("e2e: a worker pull failed: {}", fail("")));
@@ -522,15 +554,14 @@ impl<W: Wire> State<W> {
                 }
                 (None, true) => self.release(i),
                 (Some(job), true) => {
-                    let marks = job.marks;
-                    self.restart(i, Op::WorkerAck(marks), &s, now, Some(job));
+                    self.restart(i, Op::WorkerAck(job.marks), &s, now, Some(&reply.jobs));
                 }
             },
             Op::WorkerAck(marks) => {
                 match marks {
                     Some(m) => {
                         if reply.ok {
-                            series.record(self.thread, m.measured, m.intended, m.sent, now);
+                            series.record(self.thread, m.measured, (m.intended, m.sent, now), 1);
                         } else {
                             series.error(m.measured, now, || fail("ack: "));
                         }
@@ -552,9 +583,9 @@ impl<W: Wire> State<W> {
     }
 
     /// The same slot goes on with a follow-up request (an ack, or a pull again).
-    fn restart(&mut self, i: u16, op: Op, s: &Slot, now: u64, job: Option<&Job<'_>>) {
+    fn restart(&mut self, i: u16, op: Op, s: &Slot, now: u64, jobs: Option<&Jobs<'_>>) {
         let (intended, sent) = (s.intended, s.sent);
-        self.start(i, op, s.series, intended, s.measured, now, job);
+        self.start(i, op, s.series, intended, s.measured, now, jobs);
         self.slots[i as usize].sent = sent;
     }
 

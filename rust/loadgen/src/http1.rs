@@ -251,7 +251,7 @@ impl Wire for Http {
                 req_id: None,
                 ok: false,
                 error: Some(&buf[..line_end]),
-                job: None,
+                jobs: crate::wire::Jobs::Json(None),
             },
             Err(e) => return Err(e),
         };

@@ -43,6 +43,8 @@ pub struct Series {
     pub name: &'static str,
     per_thread: Vec<Mutex<Hists>>,
     pub ok: AtomicU64,
+    /// Jobs the measured ok operations carried (a bulk push or a pullb batch: several).
+    pub jobs: AtomicU64,
     pub errors: AtomicU64,
     pub unmeasured: AtomicU64,
     pub empty: AtomicU64,
@@ -60,6 +62,7 @@ impl Series {
             name,
             per_thread: (0..threads).map(|_| Mutex::new(hists())).collect(),
             ok: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             unmeasured: AtomicU64::new(0),
             empty: AtomicU64::new(0),
@@ -68,8 +71,15 @@ impl Series {
         }
     }
 
-    /// A finished operation: measured from `intended` and, uncorrected, from `sent`.
-    pub fn record(&self, thread: usize, measured: bool, intended: u64, sent: u64, done: u64) {
+    /// A finished operation of `jobs` jobs: measured from `intended` and, uncorrected,
+    /// from `sent`.
+    pub fn record(
+        &self,
+        thread: usize,
+        measured: bool,
+        (intended, sent, done): (u64, u64, u64),
+        jobs: u64,
+    ) {
         if !measured {
             self.unmeasured.fetch_add(1, Ordering::Relaxed);
             return;
@@ -87,6 +97,7 @@ impl Series {
             }
         }
         self.ok.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(jobs, Ordering::Relaxed);
         self.last_ns.fetch_max(done, Ordering::Relaxed);
     }
 
@@ -142,15 +153,16 @@ mod tests {
     #[test]
     fn corrected_counts_from_the_intended_start_and_raw_from_the_send() {
         let s = Series::new("push", 2, true);
-        s.record(0, true, 0, 5_000_000, 6_000_000); // due at 0, sent 5 ms late, took 1 ms
-        s.record(1, true, 10_000_000, 10_000_000, 10_500_000);
-        s.record(1, false, 0, 0, 1);
+        s.record(0, true, (0, 5_000_000, 6_000_000), 1); // due at 0, sent 5 ms late, took 1 ms
+        s.record(1, true, (10_000_000, 10_000_000, 10_500_000), 100);
+        s.record(1, false, (0, 0, 1), 1);
         let m = s.merged();
         assert_eq!(m.corrected.len(), 2);
         assert_eq!(m.corrected.max(), m.corrected.highest_equivalent(6_000));
         let raw = m.raw.unwrap();
         assert_eq!(raw.max(), raw.highest_equivalent(1_000));
         assert_eq!(s.finished(), 3);
+        assert_eq!(s.jobs.load(Ordering::Relaxed), 101);
     }
 
     #[test]

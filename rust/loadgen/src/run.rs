@@ -111,6 +111,8 @@ pub struct SeriesReport {
     /// Open loop: the same from the actual send.
     pub raw: Option<String>,
     pub ok: u64,
+    /// Jobs those ok operations carried (more than `ok` in bulk and pullb).
+    pub jobs: u64,
     pub errors: u64,
     pub error_sample: Option<String>,
     pub unmeasured: u64,
@@ -211,7 +213,7 @@ impl Run {
         let prefill = lock(&w.prefill);
         let prefilled = prefill
             .as_ref()
-            .map_or(0, |p| p.series[0].ok.load(Ordering::Relaxed));
+            .map_or(0, |p| p.series[0].jobs.load(Ordering::Relaxed));
         let Some(main) = lock(&w.main) else {
             let phase = if prefill.is_some() {
                 "prefill"
@@ -270,6 +272,7 @@ fn series_names(s: Scenario) -> &'static [&'static str] {
         Scenario::Push => &["push"],
         Scenario::Bulk => &["bulk"],
         Scenario::Pullack => &["pullack"],
+        Scenario::Pullb => &["pullb"],
         Scenario::E2e => &["e2e"],
         Scenario::Mixed => &["push", "pullack"],
     }
@@ -277,13 +280,14 @@ fn series_names(s: Scenario) -> &'static [&'static str] {
 
 fn run(cfg: Config, watch: &Watch) -> Result<Report, Error> {
     let (mut prefilled, mut prefill_s) = (0, 0.0);
-    if cfg.scenario == Scenario::Pullack {
+    let pulls = matches!(cfg.scenario, Scenario::Pullack | Scenario::Pullb);
+    if pulls && cfg.prefill != Some(0) {
         let pre = prefill_config(&cfg);
         let t0 = Instant::now();
         let phase = Phase::new(pre, watch.stop.clone());
         *watch.prefill.lock().unwrap_or_else(|p| p.into_inner()) = Some(phase.shared.clone());
         let (shared, _) = phase.execute()?;
-        prefilled = shared.series[0].ok.load(Ordering::Relaxed);
+        prefilled = shared.series[0].jobs.load(Ordering::Relaxed);
         prefill_s = t0.elapsed().as_secs_f64();
         if let Some(e) = shared.series[0].error_sample() {
             if prefilled == 0 {
@@ -300,7 +304,10 @@ fn run(cfg: Config, watch: &Watch) -> Result<Report, Error> {
     if prefilled > 0 {
         notes.insert(
             0,
-            format!("pullack: pre-filled {prefilled} jobs in {prefill_s:.1} s (unmeasured)"),
+            format!(
+                "{}: pre-filled {prefilled} jobs in {prefill_s:.1} s (unmeasured)",
+                series_names(shared.cfg.scenario)[0]
+            ),
         );
     }
     if let Some(r) = shared
@@ -327,6 +334,7 @@ fn run(cfg: Config, watch: &Watch) -> Result<Report, Error> {
                 hist: encode(&h.corrected),
                 raw: h.raw.as_ref().map(encode),
                 ok: s.ok.load(Ordering::Relaxed),
+                jobs: s.jobs.load(Ordering::Relaxed),
                 errors: s.errors.load(Ordering::Relaxed),
                 error_sample: s.error_sample(),
                 unmeasured: s.unmeasured.load(Ordering::Relaxed),
@@ -372,11 +380,15 @@ fn run(cfg: Config, watch: &Watch) -> Result<Report, Error> {
 /// The pushes that fill the queue a pullack run consumes: --prefill jobs; with --rate the
 /// timetable's slots (+5 %); closed loop with a count that many (+ one per lane); closed
 /// loop for a duration, pushes for as long as the run will last (a push costs less than a
-/// pull and an ack, so the queue outlasts the run).
+/// pull and an ack, so the queue outlasts the run). A pullb slot takes `batch` jobs, and
+/// its queue is filled by bulk pushes of `batch` (whole batches: --prefill rounds up), the
+/// cost that matches a PULLB and its ACKB.
 fn prefill_config(cfg: &Config) -> Config {
-    let lanes = (cfg.connections * cfg.window()) as u64;
+    let bulk = cfg.scenario == Scenario::Pullb;
+    let per_slot = if bulk { cfg.batch as u64 } else { 1 };
+    let lanes = (cfg.connections * cfg.window()) as f64;
     let mut pre = cfg.clone();
-    pre.scenario = Scenario::Push;
+    pre.scenario = if bulk { Scenario::Bulk } else { Scenario::Push };
     pre.rate = None;
     pre.warmup_s = 0.0;
     let run_s = cfg.warmup_s + cfg.duration_s.unwrap_or(0.0);
@@ -385,14 +397,14 @@ fn prefill_config(cfg: &Config) -> Config {
         (None, Some(r), count) => {
             let slots =
                 r * cfg.warmup_s + count.map_or(r * cfg.duration_s.unwrap_or(0.0), |n| n as f64);
-            Some((slots * 1.05) as u64 + lanes)
+            Some((slots * 1.05 + lanes) as u64 * per_slot)
         }
-        (None, None, Some(n)) => Some(n + lanes),
+        (None, None, Some(n)) => Some((n + lanes as u64) * per_slot),
         (None, None, None) => None,
     };
     match need {
         Some(n) => {
-            pre.count = Some(n.min(PREFILL_CAP));
+            pre.count = Some(n.min(PREFILL_CAP).div_ceil(per_slot));
             pre.duration_s = None;
         }
         None => {
@@ -424,6 +436,7 @@ enum RoleKind {
     Push,
     Bulk,
     PullAck,
+    PullB,
     Producer,
     Worker,
     Mixed,
@@ -447,6 +460,7 @@ impl Phase {
             Scenario::Push => vec![(RoleKind::Push, c)],
             Scenario::Bulk => vec![(RoleKind::Bulk, c)],
             Scenario::Pullack => vec![(RoleKind::PullAck, c)],
+            Scenario::Pullb => vec![(RoleKind::PullB, c)],
             Scenario::E2e => vec![(RoleKind::Producer, c), (RoleKind::Worker, cfg.workers)],
             Scenario::Mixed => vec![(RoleKind::Mixed, c)],
         };
@@ -608,17 +622,14 @@ async fn drive(o: Opened, shared: Arc<Shared>, thread: usize, win: Window) {
         Some(r) => Schedule::open(win, r, count, o.role.index as u64, o.role.of as u64),
         None => Schedule::closed(win, count, shared.budgets[series].clone()),
     };
+    // the roles with one series: push, bulk, pull (+ ack), e2e producer
+    let single = |role| (role, [Some(sched(0, cfg.rate, cfg.count)), None]);
     let (role, scheds) = match o.role.kind {
-        RoleKind::Push => (
-            Role::Push { bulk: false },
-            [Some(sched(0, cfg.rate, cfg.count)), None],
-        ),
-        RoleKind::Bulk => (
-            Role::Push { bulk: true },
-            [Some(sched(0, cfg.rate, cfg.count)), None],
-        ),
-        RoleKind::PullAck => (Role::PullAck, [Some(sched(0, cfg.rate, cfg.count)), None]),
-        RoleKind::Producer => (Role::Producer, [Some(sched(0, cfg.rate, cfg.count)), None]),
+        RoleKind::Push => single(Role::Push { bulk: false }),
+        RoleKind::Bulk => single(Role::Push { bulk: true }),
+        RoleKind::PullAck => single(Role::PullAck { batch: false }),
+        RoleKind::PullB => single(Role::PullAck { batch: true }),
+        RoleKind::Producer => single(Role::Producer),
         RoleKind::Worker => (Role::Worker, [None, None]),
         RoleKind::Mixed => {
             let push_count = cfg.count.map(|n| split(p, p + q, n));
@@ -666,7 +677,7 @@ async fn drive(o: Opened, shared: Arc<Shared>, thread: usize, win: Window) {
             &waits,
         )),
         Transport::Ws => drive!(Ws::new(queues, payload(), cfg.batch, &waits, seed)),
-        Transport::Tcp => drive!(Tcp::new(queues, payload(), cfg.batch, &waits)),
+        Transport::Tcp => drive!(Tcp::new(queues, payload(), cfg.batch, &waits, seed)),
     };
     if let Err(Lost(why)) = result {
         shared.note_once(&format!("a connection ended early: {why}"));
@@ -716,7 +727,7 @@ async fn connect(cfg: &Config, role: RoleAt, seed: u64) -> Result<Opened, String
                 sock.write_all(&tcp_frames::auth(token, 0))
                     .await
                     .map_err(|e| fail(&e))?;
-                let tcp = Tcp::new(&[], Payload::new(0), 1, &[]);
+                let tcp = Tcp::new(&[], Payload::new(0), 1, &[], 0);
                 let mut ok = None;
                 let used = read_until(&mut sock, &mut leftover, timeout, |b| {
                     let mut copy = b.to_vec();

@@ -1,9 +1,11 @@
-//! What every transport does: write the four requests into a send buffer, and cut one
-//! reply (or a frame to skip) off the front of a receive buffer. Replies borrow from that
+//! What every transport does: write its requests into a send buffer, and cut one reply
+//! (or a frame to skip) off the front of a receive buffer. Replies borrow from that
 //! buffer; nothing is allocated per request on the way.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::tcp_frames::Packed;
 
 /// The push timestamps an e2e job carries to the worker that acks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +17,7 @@ pub struct Marks {
 
 /// A pulled job: its id and lock token as the transport encodes them (JSON text with
 /// quotes for HTTP/WS, the string's bytes for TCP), and the e2e marks if it has them.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Job<'a> {
     pub id: &'a [u8],
     pub token: Option<&'a [u8]>,
@@ -28,7 +30,42 @@ pub struct Reply<'a> {
     pub req_id: Option<u64>,
     pub ok: bool,
     pub error: Option<&'a [u8]>,
-    pub job: Option<Job<'a>>,
+    pub jobs: Jobs<'a>,
+}
+
+/// The jobs a reply carries: a JSON reply (HTTP, WS) at most one; a TCP reply a run of
+/// MessagePack job maps, one (PULL's `job`) or an array (PULLB's `jobs`), read on demand
+/// so that a batch costs no allocation.
+#[derive(Clone, Copy, Debug)]
+pub enum Jobs<'a> {
+    Json(Option<Job<'a>>),
+    Packed(Packed<'a>),
+}
+
+impl<'a> Jobs<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            Jobs::Json(j) => usize::from(j.is_some()),
+            Jobs::Packed(p) => p.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn first(&self) -> Option<Job<'a>> {
+        self.iter().next()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Job<'a>> {
+        let (json, packed) = match *self {
+            Jobs::Json(j) => (j, None),
+            Jobs::Packed(p) => (None, Some(p)),
+        };
+        json.into_iter()
+            .chain(packed.into_iter().flat_map(|p| p.iter()))
+    }
 }
 
 #[derive(Debug)]
@@ -45,6 +82,15 @@ pub trait Wire {
     fn bulk(&mut self, out: &mut Vec<u8>, req: u32, queue: usize);
     fn pull(&mut self, out: &mut Vec<u8>, req: u32, queue: usize, wait_ms: u64);
     fn ack(&mut self, out: &mut Vec<u8>, req: u32, job: &Job<'_>);
+    /// PULLB: up to `batch` jobs at once, without waiting (TCP only: `Config::check`
+    /// keeps the pullb scenario to it).
+    fn pull_batch(&mut self, _out: &mut Vec<u8>, _req: u32, _queue: usize) {
+        unreachable!("pullb runs on the TCP transport only");
+    }
+    /// ACKB of every job a PULLB answered.
+    fn ack_batch(&mut self, _out: &mut Vec<u8>, _req: u32, _jobs: &Jobs<'_>) {
+        unreachable!("pullb runs on the TCP transport only");
+    }
     /// The first frame of `buf`. `want_marks`: decode the e2e marks of a pulled job.
     /// Frames may be rewritten in place (a chunked body made contiguous).
     fn parse<'a>(&self, buf: &'a mut [u8], want_marks: bool) -> Result<Parsed<'a>, String>;
@@ -110,7 +156,7 @@ pub fn json_reply(body: &[u8], status_ok: bool, want_marks: bool) -> Result<Repl
         req_id: r.req_id,
         ok,
         error,
-        job,
+        jobs: Jobs::Json(job),
     })
 }
 
@@ -126,10 +172,10 @@ mod tests {
     #[test]
     fn json_replies() {
         let r = json_reply(br#"{"ok":true,"id":"a","reqId":7}"#, true, false).unwrap();
-        assert!(r.ok && r.job.is_none() && r.req_id == Some(7));
+        assert!(r.ok && r.jobs.is_empty() && r.req_id == Some(7));
         let body = br#"{"ok":true,"job":{"id":"j1","data":{"n":1,"bench":[10,12,1]}},"token":"t"}"#;
         let r = json_reply(body, true, true).unwrap();
-        let j = r.job.unwrap();
+        let j = r.jobs.first().unwrap();
         assert_eq!((j.id, j.token), (&b"\"j1\""[..], Some(&b"\"t\""[..])));
         assert_eq!(
             j.marks,
@@ -140,7 +186,7 @@ mod tests {
             })
         );
         let r = json_reply(br#"{"ok":true,"job":null}"#, true, true).unwrap();
-        assert!(r.ok && r.job.is_none());
+        assert!(r.ok && r.jobs.is_empty());
         let r = json_reply(br#"{"ok":false,"error":"nope"}"#, true, false).unwrap();
         assert_eq!(r.error, Some(&b"\"nope\""[..]));
         let r = json_reply(br#"{"error":"Not Found"}"#, false, false).unwrap();

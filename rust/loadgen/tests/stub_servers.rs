@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
-use hopper_loadgen::msgpack::{Reader, Val};
+use hopper_loadgen::msgpack::{self, Reader, Val};
 use hopper_loadgen::{Config, Run};
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -80,28 +80,110 @@ fn http_answer(buf: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     Some(head + len)
 }
 
-fn tcp_answer(buf: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+/// One bunqueue TCP request: its length, `reqId`, `cmd`, `count`, `ids` and `tokens`.
+#[derive(Default)]
+struct TcpRequest {
+    used: usize,
+    req: u32,
+    cmd: String,
+    count: u32,
+    ids: Vec<String>,
+    tokens: Vec<String>,
+}
+
+fn tcp_request(buf: &[u8]) -> Option<TcpRequest> {
     let len = u32::from_be_bytes(buf.get(..4)?.try_into().unwrap()) as usize;
     let frame = buf.get(4..4 + len)?;
     let mut r = Reader::new(frame);
     let Some(Val::Map(n)) = r.value() else {
         panic!("not a map")
     };
-    let mut req = None;
+    let mut out = TcpRequest {
+        used: 4 + len,
+        ..TcpRequest::default()
+    };
+    let text = |v: Val<'_>| match v {
+        Val::Str(s) => String::from_utf8(s.to_vec()).unwrap(),
+        other => panic!("not a string: {other:?}"),
+    };
     for _ in 0..n {
         match r.value().unwrap() {
-            Val::Str(b"reqId") => req = r.value().unwrap().number(),
+            Val::Str(b"reqId") => out.req = r.value().unwrap().number().unwrap() as u32,
+            Val::Str(b"count") => out.count = r.value().unwrap().number().unwrap() as u32,
+            Val::Str(b"cmd") => out.cmd = text(r.value().unwrap()),
+            Val::Str(key @ (b"ids" | b"tokens")) => {
+                let Some(Val::Array(k)) = r.value() else {
+                    panic!("not an array")
+                };
+                let items = (0..k).map(|_| text(r.value().unwrap())).collect();
+                *(if key == b"ids" {
+                    &mut out.ids
+                } else {
+                    &mut out.tokens
+                }) = items;
+            }
             _ => r.skip().unwrap(),
         }
     }
-    let req = req.expect("a reqId") as u32;
-    let mut body = vec![0x82, 0xa2, b'o', b'k', 0xc3, 0xa5];
-    body.extend_from_slice(b"reqId");
-    body.push(0xce);
-    body.extend_from_slice(&req.to_be_bytes());
+    Some(out)
+}
+
+/// A reply frame `{ok: true, <fields>, reqId}`; `fields` writes that many pairs.
+fn tcp_reply(out: &mut Vec<u8>, req: u32, n: u16, fields: impl FnOnce(&mut Vec<u8>)) {
+    let mut body = Vec::new();
+    msgpack::map(&mut body, n + 2);
+    msgpack::str(&mut body, b"ok");
+    body.push(0xc3);
+    fields(&mut body);
+    msgpack::str(&mut body, b"reqId");
+    msgpack::u32(&mut body, req);
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
-    Some(4 + len)
+}
+
+fn tcp_answer(buf: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let r = tcp_request(buf)?;
+    tcp_reply(out, r.req, 0, |_| {});
+    Some(r.used)
+}
+
+/// PULLB hands out `count` fresh jobs (`j<k>`, lock token `t<k>`) from an endless queue;
+/// ACKB must name each with its token. The jobs acked so far.
+static PULLB_ISSUED: AtomicU64 = AtomicU64::new(0);
+static ACKB_ACKED: AtomicU64 = AtomicU64::new(0);
+
+fn pullb_answer(buf: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let r = tcp_request(buf)?;
+    match r.cmd.as_str() {
+        "PULLB" => tcp_reply(out, r.req, 2, |b| {
+            let first = PULLB_ISSUED.fetch_add(r.count as u64, Ordering::Relaxed);
+            let ks = first..first + r.count as u64;
+            msgpack::str(b, b"jobs");
+            msgpack::array(b, r.count);
+            for k in ks.clone() {
+                msgpack::map(b, 2);
+                msgpack::str(b, b"id");
+                msgpack::str(b, format!("j{k}").as_bytes());
+                msgpack::str(b, b"data");
+                msgpack::map(b, 0);
+            }
+            msgpack::str(b, b"tokens");
+            msgpack::array(b, r.count);
+            for k in ks {
+                msgpack::str(b, format!("t{k}").as_bytes());
+            }
+        }),
+        "ACKB" => {
+            assert_eq!(r.ids.len(), r.tokens.len());
+            for (id, token) in r.ids.iter().zip(&r.tokens) {
+                assert_eq!(id[1..], token[1..], "each id with its own token");
+            }
+            ACKB_ACKED.fetch_add(r.ids.len() as u64, Ordering::Relaxed);
+            tcp_reply(out, r.req, 0, |_| {});
+        }
+        other => panic!("unexpected {other}"),
+    }
+    Some(r.used)
 }
 
 /// A WebSocket stub: answers the handshake with 101 (not counted as a request), then
@@ -189,6 +271,43 @@ fn every_request_is_answered_once_over_each_transport() {
         assert_eq!(decode(&s.hist).len(), 500);
         assert!(s.raw.is_none(), "closed loop keeps one histogram");
         assert!(report.cpu_s.is_some_and(|c| c >= 0.0));
+    }
+}
+
+#[test]
+fn pullb_acks_every_job_each_batch_brought() {
+    let (port, served) = stub(Duration::ZERO, pullb_answer);
+    let cfg = config(
+        "tcp",
+        port,
+        r#","count":50,"batch":7,"prefill":0,"threads":2"#,
+    );
+    let cfg = Config {
+        scenario: hopper_loadgen::config::Scenario::Pullb,
+        ..cfg
+    };
+    let report = Run::start(cfg).unwrap().join().unwrap();
+    let s = &report.series[0];
+    assert_eq!(s.name, "pullb");
+    assert_eq!((s.ok, s.jobs, s.errors, s.empty), (50, 350, 0, 0));
+    assert_eq!(decode(&s.hist).len(), 50, "one latency per batch");
+    assert_eq!(
+        served.load(Ordering::Relaxed),
+        100,
+        "a PULLB and an ACKB per batch"
+    );
+    assert_eq!(ACKB_ACKED.load(Ordering::Relaxed), 350);
+    assert_eq!(
+        report.prefilled, 0,
+        "prefill 0: the queue is filled already"
+    );
+    // PULLB/ACKB are TCP commands, and a PULLB takes at most 1000 jobs
+    for (transport, batch) in [("http", 10), ("ws", 10), ("tcp", 1001)] {
+        let text = format!(
+            r#"{{"transport":"{transport}","scenario":"pullb","host":"h","port":1,
+                "connections":1,"queues":["q"],"count":5,"batch":{batch}}}"#
+        );
+        assert!(Config::from_json(&text).is_err(), "{transport} {batch}");
     }
 }
 
