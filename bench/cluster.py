@@ -875,11 +875,7 @@ def write_json(
     scratch: Path,
     started: float,
 ) -> None:
-    doc = {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "elapsed_s": time.time() - started,
-        "machine": info,
+    body = {
         "method": {
             "runs": args.runs,
             "duration_s": args.duration,
@@ -914,9 +910,7 @@ def write_json(
         "median": med_,
         "failover": fo,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2))
-    print(f"\nwrote {args.out}", file=sys.stderr)
+    S.write_results(args.out, started, info, body)
 
 
 if __name__ == "__main__":

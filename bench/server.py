@@ -729,6 +729,21 @@ def ws_client(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- report
 
 
+def write_results(out: Path, started: float, info: dict, body: dict) -> None:
+    """Writes a benchmark's JSON: the command that ran, when and for how long, on which
+    machine, then `body` (method, samples, medians, ...)."""
+    doc = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed_s": time.time() - started,
+        "machine": info,
+        **body,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"\nwrote {out}", file=sys.stderr)
+
+
 def machine_info() -> dict:
     cpu = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -1048,87 +1063,81 @@ def main() -> int:
 
     medians = report(scenarios, samples, args, info)
     hopper_line = shlex.join(hopper_serve_cmd("PORT", args.hopper_arg)).replace("PORT", "<free>")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "command": shlex.join([sys.executable, *sys.argv]),
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                "elapsed_s": time.time() - started,
-                "machine": info,
-                "method": {
-                    "runs": args.runs,
-                    "duration_s": args.duration,
-                    "warmup_s": args.warmup,
-                    "statistic": "median over runs of each sample field",
-                    "servers": {
-                        "hopper": hopper_line
-                        + " (Granian, uvloop, 1 worker; hopper's default interface"
-                        " unless --hopper-arg says otherwise)",
-                        "hopper_args": args.hopper_arg,
-                        "reference": "HOST=127.0.0.1 HTTP_PORT=<free> TCP_PORT=<free> "
-                        "RATE_LIMIT_MAX_REQUESTS=1000000000 bun bunqueue/dist/main.js (in-memory)",
-                        "bare": "bench/bare_app.py --interface asgi|rsgi (Granian, same settings) "
-                        "vs bench/bare_bun.ts (Bun.serve)"
-                        + (
-                            ", both reading the whole body and parsing it (orjson.loads / "
-                            "JSON.parse; WS: reqId from the parsed message)"
-                            if args.bare_parse
-                            else ", both answering without reading the body (WS: reqId by "
-                            "string search)"
-                        ),
-                        "bare_parse": args.bare_parse,
-                    },
-                    "restart": "both servers started fresh for every scenario of every run",
-                    "order": "hopper first on odd runs, reference first on even runs",
-                    "push_body": PUSH_BODY,
-                    "push_body_bytes": len(PUSH_BODY),
-                    "payload_bytes": len(json.dumps(PAYLOAD, separators=(",", ":"))),
-                    "generator": "wrk 4.1 (Debian) with bench/wrk/*.lua, --timeout 10s, "
-                    f"{args.wrk_threads} thread(s) for push/bulk/bare, one thread per connection "
-                    "for pull+ack; WS: "
+    write_results(
+        args.out,
+        started,
+        info,
+        {
+            "method": {
+                "runs": args.runs,
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "statistic": "median over runs of each sample field",
+                "servers": {
+                    "hopper": hopper_line
+                    + " (Granian, uvloop, 1 worker; hopper's default interface"
+                    " unless --hopper-arg says otherwise)",
+                    "hopper_args": args.hopper_arg,
+                    "reference": "HOST=127.0.0.1 HTTP_PORT=<free> TCP_PORT=<free> "
+                    "RATE_LIMIT_MAX_REQUESTS=1000000000 bun bunqueue/dist/main.js (in-memory)",
+                    "bare": "bench/bare_app.py --interface asgi|rsgi (Granian, same settings) "
+                    "vs bench/bare_bun.ts (Bun.serve)"
                     + (
-                        "bench/ws_push_client.ts on Bun (built-in WebSocket client)"
-                        if args.ws_impl == "bun"
-                        else "python websockets asyncio client (uvloop), compression off"
+                        ", both reading the whole body and parsing it (orjson.loads / "
+                        "JSON.parse; WS: reqId from the parsed message)"
+                        if args.bare_parse
+                        else ", both answering without reading the body (WS: reqId by "
+                        "string search)"
                     ),
-                    "latency": "push/bulk/bare: wrk per-request histogram; pull+ack: GET sent -> "
-                    "ack answered, CLOCK_MONOTONIC in Lua; WS: PUSH / PUSHB sent -> reply "
-                    "received (includes queueing within the window)",
-                    "rate": 'responses that were 2xx with "ok":true per second '
-                    "(bulk: x jobs per request; ws_pushb: ok replies x jobs per PUSHB)",
-                    "ws": {
-                        sc.key: {
-                            **dataclasses.asdict(sc.ws),
-                            "duration_s": sc.duration or args.duration,
-                        }
-                        for sc in scenarios
-                        if sc.ws is not None
-                    },
-                    "ws_closes": "a socket the server closes before the client is done is "
-                    "counted in closed_sockets with its code and reason in close_reasons "
-                    "(socket index, seconds since start); the other sockets go on, and the "
-                    "rate is over the whole window",
-                    "cpu": "generator_cores from the generator's rusage / wall; server_cores from "
-                    "/proc/<pid>/stat utime+stime of the server process tree / wall; "
-                    "machine_busy_cores from /proc/stat; other_cores = machine - generator - "
-                    "server (loopback softirq and anything else running)",
-                    "pullack_prefill": f"{args.prefill_rate:g} jobs per second of "
-                    "warmup+duration, via bulk push",
-                    "ws_note": "both servers broadcast a 'pushed' event to every /ws client "
-                    "for each pushed job (on /ws/queues/<q> only that queue's); the client "
-                    "receives and skips them (events, events_in_window, event_rate, "
-                    "events_per_reply)",
+                    "bare_parse": args.bare_parse,
                 },
-                "server_logs": str(scratch),
-                "scenarios": {sc.key: {"label": sc.label, "unit": sc.unit} for sc in scenarios},
-                "samples": samples,
-                "median": medians,
+                "restart": "both servers started fresh for every scenario of every run",
+                "order": "hopper first on odd runs, reference first on even runs",
+                "push_body": PUSH_BODY,
+                "push_body_bytes": len(PUSH_BODY),
+                "payload_bytes": len(json.dumps(PAYLOAD, separators=(",", ":"))),
+                "generator": "wrk 4.1 (Debian) with bench/wrk/*.lua, --timeout 10s, "
+                f"{args.wrk_threads} thread(s) for push/bulk/bare, one thread per connection "
+                "for pull+ack; WS: "
+                + (
+                    "bench/ws_push_client.ts on Bun (built-in WebSocket client)"
+                    if args.ws_impl == "bun"
+                    else "python websockets asyncio client (uvloop), compression off"
+                ),
+                "latency": "push/bulk/bare: wrk per-request histogram; pull+ack: GET sent -> "
+                "ack answered, CLOCK_MONOTONIC in Lua; WS: PUSH / PUSHB sent -> reply "
+                "received (includes queueing within the window)",
+                "rate": 'responses that were 2xx with "ok":true per second '
+                "(bulk: x jobs per request; ws_pushb: ok replies x jobs per PUSHB)",
+                "ws": {
+                    sc.key: {
+                        **dataclasses.asdict(sc.ws),
+                        "duration_s": sc.duration or args.duration,
+                    }
+                    for sc in scenarios
+                    if sc.ws is not None
+                },
+                "ws_closes": "a socket the server closes before the client is done is "
+                "counted in closed_sockets with its code and reason in close_reasons "
+                "(socket index, seconds since start); the other sockets go on, and the "
+                "rate is over the whole window",
+                "cpu": "generator_cores from the generator's rusage / wall; server_cores from "
+                "/proc/<pid>/stat utime+stime of the server process tree / wall; "
+                "machine_busy_cores from /proc/stat; other_cores = machine - generator - "
+                "server (loopback softirq and anything else running)",
+                "pullack_prefill": f"{args.prefill_rate:g} jobs per second of "
+                "warmup+duration, via bulk push",
+                "ws_note": "both servers broadcast a 'pushed' event to every /ws client "
+                "for each pushed job (on /ws/queues/<q> only that queue's); the client "
+                "receives and skips them (events, events_in_window, event_rate, "
+                "events_per_reply)",
             },
-            indent=2,
-        )
+            "server_logs": str(scratch),
+            "scenarios": {sc.key: {"label": sc.label, "unit": sc.unit} for sc in scenarios},
+            "samples": samples,
+            "median": medians,
+        },
     )
-    print(f"\nwrote {args.out}", file=sys.stderr)
     return 0
 
 

@@ -541,11 +541,7 @@ def write_json(
         *([] if "--memory" in args.hopper_arg else ["--data-dir", "<fresh tmp dir>"]),
         *["--rate-limit-max-requests", RATE_LIMIT, *args.hopper_arg],
     ]
-    doc = {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "elapsed_s": time.time() - started,
-        "machine": info,
+    body = {
         "method": {
             "runs": args.runs,
             "jobs": args.jobs,
@@ -599,9 +595,7 @@ def write_json(
         "discarded_noisy_samples": discarded,
         "median": med,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2))
-    print(f"\nwrote {args.out}", file=sys.stderr)
+    S.write_results(args.out, started, info, body)
 
 
 if __name__ == "__main__":
