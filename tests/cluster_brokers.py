@@ -4,8 +4,10 @@ front), plus what the tests read from the database."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,6 +33,21 @@ def broker(
         "HOPPER_FSYNC": "always",
     }
     return ServerProcess.hopper(log=log_dir / f"{name}.log", env=env)
+
+
+@contextlib.contextmanager
+def three_brokers(
+    pg: Postgres, log_dir: Path, namespace: str, stall_ms: int = 30_000
+) -> Iterator[list[ServerProcess]]:
+    """Brokers a, b and c started in that order (a owns the slot), killed at the end."""
+    brokers = [broker(pg, n, log_dir, namespace, stall_ms=stall_ms) for n in "abc"]
+    try:
+        for b in brokers:
+            b.start()
+        yield brokers
+    finally:
+        for b in brokers:
+            b.kill()
 
 
 def psql(pg: Postgres, sql: str) -> list[str]:

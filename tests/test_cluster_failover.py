@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster_brokers import broker, log_epochs, owner, push, wait_owner
+from cluster_brokers import broker, log_epochs, owner, push, three_brokers, wait_owner
 from hopper.server_process import ServerProcess
 from postgres_server import Postgres, restart, start_for_test, stop
 
@@ -156,10 +156,7 @@ def first_ok_after(ledger: Ledger, t: float) -> float | None:
 
 def test_sigkill_of_the_owner_under_load(postgres: Postgres, tmp_path: Path) -> None:
     ns = "sigkill"
-    brokers = [broker(postgres, n, tmp_path, ns, stall_ms=1000) for n in "abc"]
-    try:
-        for b in brokers:
-            b.start()
+    with three_brokers(postgres, tmp_path, ns, stall_ms=1000) as brokers:
         assert owner(postgres, ns) == "a"
         with Load(brokers, "work") as load:
             time.sleep(1.5)
@@ -178,9 +175,6 @@ def test_sigkill_of_the_owner_under_load(postgres: Postgres, tmp_path: Path) -> 
         assert not lost, f"{len(lost)} acknowledged pushes never delivered: {sorted(lost)[:5]}"
         assert not ledger.late, f"delivered after an acknowledged ack: {ledger.late[:5]}"
         assert took is not None and took < TAKEOVER_S, f"first push served {took} s after the kill"
-    finally:
-        for b in brokers:
-            b.kill()
 
 
 def test_an_owner_paused_past_its_lease_stops_serving(postgres: Postgres, tmp_path: Path) -> None:
@@ -224,10 +218,7 @@ def test_an_owner_paused_past_its_lease_stops_serving(postgres: Postgres, tmp_pa
 
 def test_postgres_restart_under_load(postgres: Postgres, tmp_path: Path) -> None:
     ns = "restart"
-    brokers = [broker(postgres, n, tmp_path, ns, stall_ms=1000) for n in "abc"]
-    try:
-        for b in brokers:
-            b.start()
+    with three_brokers(postgres, tmp_path, ns, stall_ms=1000) as brokers:
         with Load(brokers, "work") as load:
             time.sleep(1.0)
             begun = time.monotonic()
@@ -245,9 +236,6 @@ def test_postgres_restart_under_load(postgres: Postgres, tmp_path: Path) -> None
         lost = set(load.ledger.pushed) - load.ledger.delivered
         assert not lost, f"{len(lost)} acknowledged pushes never delivered: {sorted(lost)[:5]}"
         assert not load.ledger.late, load.ledger.late[:5]
-    finally:
-        for b in brokers:
-            b.kill()
 
 
 def test_a_database_that_does_not_exist_stops_the_broker(
