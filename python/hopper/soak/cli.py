@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", type=Path, help="--start: data directory (default: a temp dir)"
     )
+    parser.add_argument(
+        "--postgres-url",
+        help="--start: run three brokers of a cluster on this PostgreSQL (a fresh namespace) "
+        "instead of one server; the SIGKILL fault kills the broker that owns the slot",
+    )
     parser.add_argument("--token", help="bearer token of a server with AUTH_TOKENS")
     parser.add_argument(
         "--faults",
@@ -128,6 +133,7 @@ def config_from(args: argparse.Namespace) -> SoakConfig:
         api_prefix=args.api_prefix,
         steps_per_example=args.steps,
         faults=tuple(args.faults),
+        postgres_url=args.postgres_url,
     )
 
 

@@ -46,10 +46,15 @@ class SoakConfig:
     steps_per_example: int | None = None
     faults: tuple[str, ...] = FAULT_KINDS
     server_log: Path | None = None
+    # With `start`: run three brokers of a cluster on this PostgreSQL instead of one
+    # server; the SIGKILL fault then kills the slot's owner.
+    postgres_url: str | None = None
 
     def __post_init__(self) -> None:
         if (self.url is None) == (not self.start):
             raise ValueError("give exactly one of url or start")
+        if self.postgres_url and not self.start:
+            raise ValueError("postgres_url needs start")
         if self.fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}")
         unknown = set(self.faults) - set(FAULT_KINDS)

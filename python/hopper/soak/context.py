@@ -13,6 +13,7 @@ from typing import Any
 from hopper.server_process import ServerProcess
 from hopper.soak.api import ApiError, HttpApi, WsSession
 from hopper.soak.checks import MemoryWatch, StatsWatch, Tally
+from hopper.soak.cluster import SoakCluster
 from hopper.soak.config import SoakConfig
 from hopper.soak.errors import Unavailable, Violation
 from hopper.soak.load import Load
@@ -33,7 +34,7 @@ class SoakContext:
         self,
         config: SoakConfig,
         api: HttpApi,
-        server: ServerProcess | None,
+        server: ServerProcess | SoakCluster | None,
         load: Load,
         tally: Tally,
         run_id: str,

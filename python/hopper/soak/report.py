@@ -29,6 +29,8 @@ class Report:
     error: str | None = None
     trail: list[str] = field(default_factory=list)
     data_dir: str | None = None
+    # A cluster run: its brokers, namespace and the owners killed, in order.
+    cluster: str | None = None
     server_log: str | None = None
 
     @property
@@ -40,7 +42,7 @@ class Report:
 
     def text(self) -> str:
         where = (
-            f"server started here (fsync {self.fsync}, stall interval "
+            f"{self.cluster or 'server'} started here (fsync {self.fsync}, stall interval "
             f"{self.stall_interval_ms} ms, {self.server_starts} starts)"
             if self.started
             else f"running server (its fsync policy taken as {self.fsync})"

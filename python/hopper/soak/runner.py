@@ -21,6 +21,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from hopper.server_process import ServerProcess
 from hopper.soak.api import HttpApi
 from hopper.soak.checks import Tally
+from hopper.soak.cluster import SoakCluster
 from hopper.soak.config import SoakConfig
 from hopper.soak.context import SoakContext
 from hopper.soak.errors import Unavailable, Violation
@@ -152,24 +153,19 @@ def run(
         faults={k: 0 for k in config.fault_kinds},
     )
     own_dir: Path | None = None
-    server: ServerProcess | None = None
+    server: ServerProcess | SoakCluster | None = None
     if config.start:
         if config.data_dir is None:
             own_dir = Path(tempfile.mkdtemp(prefix="hopper-soak-"))
         base = config.data_dir or (own_dir / "data" if own_dir else Path("data"))
         log = config.server_log or (own_dir or base.parent) / "soak-server.log"
-        server = ServerProcess.hopper(
-            [
-                "--data-dir",
-                str(base),
-                "--fsync",
-                config.fsync,
-                "--stall-interval-ms",
-                str(config.stall_interval_ms),
-            ],
-            log=log,
-        )
-        report.data_dir, report.server_log = str(base), str(log)
+        args = ["--fsync", config.fsync, "--stall-interval-ms", str(config.stall_interval_ms)]
+        if config.postgres_url:
+            server = SoakCluster(config.postgres_url, args, log.parent)
+            report.server_log = str(log.parent)
+        else:
+            server = ServerProcess.hopper(["--data-dir", str(base), *args], log=log)
+            report.data_dir, report.server_log = str(base), str(log)
         try:
             server.start(retry=True)
         except RuntimeError as e:
@@ -247,6 +243,12 @@ def _fill(report: Report, ctx: SoakContext, ledger: Ledger, elapsed: float) -> N
         "redelivered": ledger.redelivered_allowed,
     }
     report.checks = ctx.tally.snapshot()
+    if isinstance(ctx.server, SoakCluster):
+        killed = " ".join(ctx.server.killed) or "none"
+        report.cluster = (
+            f"cluster of {len(ctx.server.brokers)} brokers (namespace {ctx.server.namespace}, "
+            f"owners killed: {killed})"
+        )
     report.peak_rss_mb = ctx.memory.peak_mb
     report.trail = list(ctx.trail)
     failure = ctx.failure
