@@ -459,8 +459,17 @@ def test_a_notice_does_not_cover_the_button_it_reports_on(
     save.click()
     toast = page.get_by_test_id("toast")
     playwright_api.expect(toast).to_contain_text("Save: done")
-    t, b = toast.bounding_box(), save.bounding_box()
-    assert t is not None and b is not None
+    # Both boxes read in one script: the save's reload (and job events) re-render the
+    # view and replace the button at any moment, so two separate reads could straddle it.
+    t, b = page.evaluate(
+        """() => {
+          const box = (e) => { const r = e.getBoundingClientRect();
+            return { x: r.x, y: r.y, width: r.width, height: r.height }; };
+          const buttons = [...document.querySelectorAll("button")];
+          const save = buttons.find((e) => e.textContent === "Save");
+          return [box(document.querySelector("[data-testid=toast]")), box(save)];
+        }"""
+    )
     apart = (
         t["x"] + t["width"] <= b["x"]
         or b["x"] + b["width"] <= t["x"]
