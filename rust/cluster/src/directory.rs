@@ -103,8 +103,17 @@ pub fn announce(
         ),
         &[&namespace, &broker_id, &http, &tcp, &first],
     )?;
+    // A killed broker never withdraws its row: forget the ones long unseen, so brokers
+    // named host:pid do not pile up across restarts.
+    client.execute(
+        &format!("DELETE FROM hopper_brokers WHERE namespace = $1 AND seen_ms < {NOW_MS} - $2"),
+        &[&namespace, &FORGET_UNSEEN_MS],
+    )?;
     Ok(())
 }
+
+/// How long a broker's row outlives its last refresh (a broker that was killed).
+pub const FORGET_UNSEEN_MS: i64 = 3_600_000;
 
 /// Removes this broker's row (a clean stop).
 pub fn withdraw(client: &mut Client, namespace: &str, broker_id: &str) -> Result<(), ClusterError> {

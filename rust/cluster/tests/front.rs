@@ -136,6 +136,8 @@ fn without_an_owner_a_connection_waits_then_is_closed() {
 fn a_front_announces_its_broker_and_withdraws_on_stop() {
     let Some(url) = postgres_url() else { return };
     let ns = "front-announce";
+    // A broker killed two hours ago, and one seen a minute ago.
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
     let mut f = front(url, ns, 1_000);
     let addr = f.http_addr.to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -154,6 +156,38 @@ fn a_front_announces_its_broker_and_withdraws_on_stop() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(listed.http, addr);
+    let now: i64 = c
+        .query_one(
+            "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    for (id, seen) in [("killed", now - 2 * 3_600_000), ("recent", now - 60_000)] {
+        c.execute(
+            "INSERT INTO hopper_brokers VALUES ($1, $2, '', '', $3, $3)",
+            &[&ns, &id, &seen],
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ids = loop {
+        let ids: Vec<String> = fetch_view(url, ns)
+            .unwrap()
+            .brokers
+            .into_iter()
+            .map(|b| b.broker_id)
+            .collect();
+        if !ids.iter().any(|i| i == "killed") || Instant::now() > deadline {
+            break ids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        ids,
+        ["f1", "recent"],
+        "a row unseen for an hour is forgotten, a recent one kept"
+    );
     f.stop();
     let view = fetch_view(url, ns).unwrap();
     assert!(view.brokers.iter().all(|b| b.broker_id != "f1"));
