@@ -6,11 +6,16 @@ once its engine owns the slot. See docs/cluster.md."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import os
+import signal
 import socket
 import sys
+import time
+from collections.abc import Iterator
+from types import FrameType
 
 from hopper._engine import Front
 from hopper.server.config import ConfigError, ServerConfig, host_port
@@ -18,6 +23,11 @@ from hopper.server.server_engine import ServerEngine
 
 # How often a serving broker checks that it still owns the slot.
 SLOT_CHECK_S = 0.1
+# Granian stops the whole server when a respawned worker fails again within 5.5 s (a
+# crash loop): a worker that lost the slot sooner than this after it started waits out
+# the rest (refusing every change meanwhile) before it exits.
+LEAST_WORKER_LIFE_S = 6.0
+_STARTED = time.monotonic()
 # The worker's exit status when it lost the slot: Granian starts a new worker, which
 # waits as a standby.
 SLOT_LOST_EXIT = 75
@@ -83,7 +93,29 @@ async def watch_slot(engine: ServerEngine) -> None:
     worth keeping, and every acknowledged change is already in PostgreSQL."""
     while True:
         await asyncio.sleep(SLOT_CHECK_S)
-        reason = engine.slot_lost()
+        # Off the loop: the check pings the database session.
+        reason = await asyncio.to_thread(engine.slot_lost)
         if reason is not None:
             print(f"[WARNING] hopper: lost the cluster slot: {reason}", file=sys.stderr, flush=True)
+            await asyncio.sleep(max(0.0, _STARTED + LEAST_WORKER_LIFE_S - time.monotonic()))
             os._exit(SLOT_LOST_EXIT)
+
+
+@contextlib.contextmanager
+def standby_signals() -> Iterator[None]:
+    """While a worker waits for the slot (inside Granian's app factory, before the app's
+    own handlers exist): SIGUSR1 (the main process's "end your streams") is ignored, and
+    SIGTERM ends the wait, so stopping a standby broker is a clean exit. The handlers
+    before are restored once the slot is owned."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+
+    def stop_waiting(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop_waiting)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

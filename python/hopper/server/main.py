@@ -17,7 +17,7 @@ import threading
 from hopper.errors import HopperError
 from hopper.server.app import HopperApp
 from hopper.server.asgi import AsgiInterface
-from hopper.server.cluster import start_front
+from hopper.server.cluster import standby_signals, start_front
 from hopper.server.config import ConfigError, ServerConfig, load
 from hopper.server.rsgi import RsgiInterface
 
@@ -36,7 +36,10 @@ def app_from_env() -> AsgiInterface | RsgiInterface:
     itself, which spares every request a delegating call through `HopperApp`."""
     raw = os.environ.get(CONFIG_ENV)
     try:
-        app = HopperApp(load() if raw is None else ServerConfig.from_json(json.loads(raw)))
+        config = load() if raw is None else ServerConfig.from_json(json.loads(raw))
+        waits = standby_signals() if config.postgres_url else contextlib.nullcontext()
+        with waits:
+            app = HopperApp(config)
         return app.rsgi if app.config.interface == "rsgi" else app.asgi
     except HopperError as e:
         # Recovery refused the data directory (damage, lock, I/O): say why and exit;
@@ -121,7 +124,8 @@ def serve(args: argparse.Namespace) -> int:
     check_port_free(config.host, config.port)
     if config.tcp_port:
         check_port_free(config.host, config.tcp_port)
-    check_data_dir_free(config)
+    if not config.postgres_url:
+        check_data_dir_free(config)  # a broker keeps no data directory
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     server = Server(
         "hopper.server.main:app_from_env",

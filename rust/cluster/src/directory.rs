@@ -2,7 +2,9 @@
 //! listen, and the brokers that announced themselves. Read by every broker's front (to
 //! relay to the owner) and by the management API (the dashboard's brokers view).
 
-use postgres::{Client, NoTls};
+use postgres::Client;
+
+use crate::connect::connect;
 
 use crate::error::ClusterError;
 
@@ -81,7 +83,7 @@ pub fn read_view(client: &mut Client, namespace: &str) -> Result<ClusterView, Cl
 
 /// `read_view` on a connection of its own (the management API's occasional reads).
 pub fn fetch_view(url: &str, namespace: &str) -> Result<ClusterView, ClusterError> {
-    let mut client = Client::connect(url, NoTls)?;
+    let mut client = connect(url)?;
     read_view(&mut client, namespace)
 }
 

@@ -70,13 +70,26 @@ impl ClusterError {
     pub fn is_transient(&self) -> bool {
         let Self::Db(e) = self else { return false };
         match e.code() {
-            None => true, // I/O: refused, reset, closed
+            // I/O (refused, reset, timed out) or a closed connection; not a bad URL or a
+            // missing password, which have no I/O cause.
+            None => e.is_closed() || io_cause(e),
             Some(code) => {
                 let code = code.code();
                 code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
             }
         }
     }
+}
+
+fn io_cause(e: &postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 impl std::error::Error for ClusterError {

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
+use crate::connect::connect;
 use crate::directory::{announce, read_view, withdraw};
 use crate::schema::migrate;
 
@@ -118,8 +119,16 @@ impl Front {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(1));
         }
+        // The poller ends within a poll period, or one statement's wait on a database
+        // that stopped answering: give it a bound, then leave it (it only reads).
         if let Some(t) = self.poller.take() {
-            let _ = t.join();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -217,7 +226,7 @@ fn poll_owner(
     while !stop.load(Ordering::Acquire) {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             // Migrating here too lets a front announce itself before any broker owns a slot.
-            client = Client::connect(&config.url, NoTls)
+            client = connect(&config.url)
                 .ok()
                 .and_then(|mut c| migrate(&mut c).is_ok().then_some(c));
         }

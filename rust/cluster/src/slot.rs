@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use hopper_core::Clock;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
+use crate::connect::connect;
 use crate::error::ClusterError;
 use crate::schema::migrate;
 
@@ -110,7 +111,7 @@ SELECT (SELECT epoch FROM s), (SELECT count(*) FROM i)"#;
 impl Slot {
     /// Connects, migrates the schema and takes the slot (epoch + 1), or says who holds it.
     pub fn acquire(config: &SlotConfig) -> Result<Slot, ClusterError> {
-        let mut client = Client::connect(&config.url, NoTls)?;
+        let mut client = connect(&config.url)?;
         migrate(&mut client)?;
         let (ns, slot) = (&config.namespace, &config.slot);
         let locked: bool = client.query_one(TRY_LOCK, &[ns, slot])?.get(0);
@@ -158,13 +159,19 @@ impl Slot {
 
     /// Why this broker can no longer serve the slot, if so: fenced, given up, or its
     /// session (and the advisory lock with it) gone. A lapsed lease is not lost: a
-    /// renewal may still succeed.
+    /// renewal may still succeed. The session is pinged when idle: the driver notices a
+    /// cut connection only when it next uses it, and once the lock is gone another
+    /// broker may take the slot at once. Never waits for the log's connection: busy, it
+    /// is in use, and a failure there fails the log.
     pub fn lost(&self) -> Option<String> {
         if let Err(e) = self.inner.check_state() {
             return Some(e.to_string());
         }
-        let closed = self.inner.client().is_closed();
-        closed.then(|| "the connection to PostgreSQL was lost".into())
+        let Ok(mut c) = self.inner.client.try_lock() else {
+            return None;
+        };
+        let gone = c.is_closed() || c.simple_query("SELECT 1").is_err();
+        gone.then(|| "the connection to PostgreSQL was lost".into())
     }
 
     /// Whether this session holds the slot's advisory lock.
@@ -179,12 +186,12 @@ impl Slot {
         i.check_state()?;
         let sent = i.local_ms();
         if !i.locked.load(Ordering::Acquire) {
-            // The lock must belong to the log's session, which dies with the process.
-            let got: bool = i
-                .client()
-                .query_one(TRY_LOCK, &[&i.namespace, &i.slot])?
-                .get(0);
-            i.locked.store(got, Ordering::Release);
+            // The lock must belong to the log's session, which dies with the process;
+            // while that session is busy (a snapshot insert), try at the next renewal.
+            if let Ok(mut c) = i.client.try_lock() {
+                let got: bool = c.query_one(TRY_LOCK, &[&i.namespace, &i.slot])?.get(0);
+                i.locked.store(got, Ordering::Release);
+            }
         }
         let renewed = i.on_renewer(|c| {
             c.query_opt(
@@ -295,7 +302,7 @@ impl Inner {
         let mut held = self.renewer.lock().unwrap_or_else(|p| p.into_inner());
         let client = match held.take().filter(|c| !c.is_closed()) {
             Some(c) => held.insert(c),
-            None => held.insert(Client::connect(&self.url, NoTls)?),
+            None => held.insert(connect(&self.url)?),
         };
         let out = f(client);
         if out.is_err() {

@@ -461,9 +461,10 @@ impl Core {
     /// database session or its log gone), if so; None outside cluster mode and while
     /// it serves (a lease being renewed included). A server exits on it and starts over
     /// as a standby.
-    fn slot_lost(&self) -> Option<String> {
+    fn slot_lost(&self, py: Python<'_>) -> Option<String> {
         let (slot, _) = self.slot.as_ref()?;
-        slot.lost().or_else(|| self.handle.log_failed())
+        py.allow_threads(|| slot.lost())
+            .or_else(|| self.handle.log_failed())
     }
 
     /// Log and snapshot figures of a persistent engine, or None.
