@@ -45,19 +45,11 @@ pub fn read_view(client: &mut Client, namespace: &str) -> Result<ClusterView, Cl
     let now_ms: i64 = client.query_one(&format!("SELECT {NOW_MS}"), &[])?.get(0);
     let slots = client
         .query(
-            "SELECT slot, owner, epoch, lease_until_ms, owner_http, owner_tcp FROM hopper_slots
-             WHERE namespace = $1 ORDER BY slot",
+            &format!("SELECT {SLOT_COLUMNS} FROM hopper_slots WHERE namespace = $1 ORDER BY slot"),
             &[&namespace],
         )?
         .iter()
-        .map(|r| SlotOwner {
-            slot: r.get(0),
-            owner: r.get(1),
-            epoch: r.get(2),
-            lease_until_ms: r.get(3),
-            http: r.get(4),
-            tcp: r.get(5),
-        })
+        .map(slot_owner_of)
         .collect();
     let brokers = client
         .query(
@@ -79,6 +71,33 @@ pub fn read_view(client: &mut Client, namespace: &str) -> Result<ClusterView, Cl
         slots,
         brokers,
     })
+}
+
+/// One slot's row, if a broker ever took it: what a front polls (the whole view also
+/// reads the clock and every broker).
+pub fn read_slot(
+    client: &mut Client,
+    namespace: &str,
+    slot: i32,
+) -> Result<Option<SlotOwner>, ClusterError> {
+    let row = client.query_opt(
+        &format!("SELECT {SLOT_COLUMNS} FROM hopper_slots WHERE namespace = $1 AND slot = $2"),
+        &[&namespace, &slot],
+    )?;
+    Ok(row.as_ref().map(slot_owner_of))
+}
+
+const SLOT_COLUMNS: &str = "slot, owner, epoch, lease_until_ms, owner_http, owner_tcp";
+
+fn slot_owner_of(r: &postgres::Row) -> SlotOwner {
+    SlotOwner {
+        slot: r.get(0),
+        owner: r.get(1),
+        epoch: r.get(2),
+        lease_until_ms: r.get(3),
+        http: r.get(4),
+        tcp: r.get(5),
+    }
 }
 
 /// `read_view` on a connection of its own (the management API's occasional reads).

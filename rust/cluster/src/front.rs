@@ -21,7 +21,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::connect::connect;
-use crate::directory::{announce, read_view, withdraw};
+use crate::directory::{announce, read_slot, withdraw};
 use crate::schema::migrate;
 
 #[derive(Clone)]
@@ -237,11 +237,11 @@ fn poll_owner(
                     first = false;
                     announced = Instant::now();
                 }
-                read_view(c, &config.namespace)
+                read_slot(c, &config.namespace, 0)
             })();
             match polled {
-                Ok(view) => {
-                    let owner = view.slots.into_iter().find(|s| s.slot == 0).map(|s| Owner {
+                Ok(row) => {
+                    let owner = row.map(|s| Owner {
                         epoch: s.epoch,
                         http: s.http,
                         tcp: s.tcp,
