@@ -433,7 +433,9 @@ LIMITS: list[tuple[str, Any, Any, str]] = [
     ),
     ("maxAttempts", 10_000, 10_001, "maxAttempts must be an integer between 1 and 10000"),
     ("backoff", 604_800_000, 604_800_001, "backoff must be an integer between 0 and 604800000"),
-    ("ttl", 1, 0, f"ttl must be an integer between 1 and {TEN_YEARS_MS}"),
+    # The upper end: a job with a 1 ms ttl may be gone before it is read back (its low
+    # end is test_the_shortest_ttl_is_taken).
+    ("ttl", TEN_YEARS_MS, TEN_YEARS_MS + 1, f"ttl must be an integer between 1 and {TEN_YEARS_MS}"),
     (
         "timeout",
         TEN_YEARS_MS,
@@ -474,6 +476,14 @@ def test_push_field_limits(
     expect_error(resp, 400, message)
     job = get_job(client, push(client, queue, **{name: widest}))
     assert READ_BACK.get(name, lambda j: j[name])(job) == widest
+
+
+def test_the_shortest_ttl_is_taken(small_server: Server, queue: str) -> None:
+    """ttl 0 is refused and 1 taken; not read back, since that job may expire first."""
+    client = small_server.client
+    resp = client.post(f"/queues/{queue}/jobs", json={"data": 1, "ttl": 0})
+    expect_error(resp, 400, f"ttl must be an integer between 1 and {TEN_YEARS_MS}")
+    assert push(client, queue, ttl=1)
 
 
 def test_unknown_depends_on(small_server: Server, queue: str) -> None:
