@@ -21,13 +21,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from hopper.ports import free_port
 
 # Exit status of the command when no PostgreSQL is installed (the caller decides whether
 # that fails or skips its tests: HOPPER_REQUIRE_POSTGRES=1 makes it fail).
@@ -83,13 +84,6 @@ def _run(cmd: list[str], timeout: float) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start() -> Postgres:
     """Creates and starts a server; raises PostgresMissing when there is none to run."""
     bindir = bin_dir()
@@ -97,7 +91,7 @@ def start() -> Postgres:
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(base, user.pw_uid, user.pw_gid)
-    pg = Postgres(base, _free_port())
+    pg = Postgres(base, free_port())
     try:
         # --no-sync speeds up initdb only; the server itself runs with fsync on.
         _run(

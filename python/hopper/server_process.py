@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from types import TracebackType
 
 import httpx
 
+from hopper.ports import free_port as free_port
 from hopper.server.config import clean_environment
 
 HOST = "127.0.0.1"
@@ -30,12 +30,6 @@ SCRUBBED_PATH = "/usr/bin:/bin"
 class ServerStartError(RuntimeError):
     """The server exited or did not answer its health check in time (the message ends
     with the tail of its log)."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 from hopper._engine import Front
+from hopper.ports import free_port
 from hopper.server.config import ConfigError, ServerConfig, host_port
 from hopper.server.server_engine import ServerEngine
 
@@ -31,13 +32,6 @@ _STARTED = time.monotonic()
 # The worker's exit status when it lost the slot: Granian starts a new worker, which
 # waits as a standby.
 SLOT_LOST_EXIT = 75
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _advertised_host(config: ServerConfig) -> str:
@@ -55,8 +49,8 @@ def start_front(config: ServerConfig) -> tuple[ServerConfig, Front]:
     """Binds the public ports to a front and returns the configuration the worker
     runs with: its backend ports, the advertised host and this broker's id fixed (the
     front and the engine must name the same broker)."""
-    backend = config.backend_port or _free_port(config.host)
-    backend_tcp = (config.backend_tcp_port or _free_port(config.host)) if config.tcp_port else 0
+    backend = config.backend_port or free_port(config.host)
+    backend_tcp = (config.backend_tcp_port or free_port(config.host)) if config.tcp_port else 0
     worker = dataclasses.replace(
         config,
         port=backend,

@@ -1,0 +1,61 @@
+"""Free ports chosen outside the kernel's ephemeral range.
+
+A port found by binding port 0 comes from the ephemeral range, the same range the
+kernel draws the local port of every outgoing connection from. Between the moment it
+is found and the moment a server listens on it, any connection made on the machine
+(a broker's PostgreSQL session, a relay, a client) can take it as its local port, and
+the listen then fails with "address in use". Ports below that range are never handed
+out to outgoing connections, so only another listener can take one, and this process
+never hands out the same port twice."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+# The range Linux uses when /proc does not say.
+_DEFAULT_EPHEMERAL_LOW = 32768
+# Below this sit the well-known and commonly configured service ports.
+_LOWEST = 10000
+_given: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        return int(low)
+    except (OSError, ValueError, IndexError):
+        return _DEFAULT_EPHEMERAL_LOW
+
+
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_choice(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at `host` now, not given before by this process, taken
+    from below the ephemeral range (or from the kernel when that range starts too low
+    to leave room)."""
+    high = _ephemeral_low()
+    if high - _LOWEST < 1000:
+        return _kernel_choice(host)
+    for _ in range(200):
+        port = random.randrange(_LOWEST, high)
+        if port not in _given and _bindable(host, port):
+            _given.add(port)
+            return port
+    return _kernel_choice(host)
