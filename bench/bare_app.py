@@ -10,11 +10,22 @@ with a fixed reply carrying the message's `reqId`: with `--parse` taken from the
 message, without it found by string search (the WebSocket ceiling).
 
     python bench/bare_app.py --host 127.0.0.1 --port 8000 [--interface rsgi] [--parse]
+
+With `--engine memory|log` (RSGI only) every request body is pushed into a hopper
+engine instead, as `POST /queues/q/jobs` is, and the answer carries the job's id; with
+`log` the engine writes its log under a temporary directory (hopper's default fsync
+policy) and the answer waits for the write, as `hopper serve` does. That is the floor of
+any job server on this stack: Granian, one engine call, the log, no routing, admission,
+metrics or error mapping.
+
+    python bench/bare_app.py --interface rsgi --engine log
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from typing import Any
 
 import orjson
 
@@ -139,8 +150,51 @@ class RSGIApp:
             protocol.close(None)
 
 
+class RSGIEngineApp:
+    """Pushes every HTTP request's body into an engine (see the module's docstring).
+    The engine is made in the worker process, at its first request."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.refused: type[Exception] = Exception
+
+    def _open(self) -> Any:
+        import asyncio
+        import os
+        import tempfile
+
+        from hopper.errors import HopperError
+        from hopper.server.server_engine import ServerEngine
+
+        self.refused = HopperError
+
+        log = os.environ["BARE_ENGINE"] == "log"
+        data_dir = tempfile.mkdtemp(prefix="bare-engine-") if log else None
+        engine = ServerEngine(data_dir=data_dir)
+        engine.serve_on(asyncio.get_running_loop())
+        return engine
+
+    async def __rsgi__(self, scope, protocol):
+        engine = self.engine or self._open()
+        self.engine = engine
+        body = await protocol()
+        if scope.method != "POST":
+            protocol.response_bytes(200, RSGI_HEADERS, BODY)
+            return
+        try:
+            job_id = engine.push_body_json("q", body)
+        except self.refused:
+            protocol.response_bytes(400, RSGI_HEADERS, BAD_BODY)
+            return
+        pending = engine.commit_pending()
+        if pending is not None:
+            await pending
+        protocol.response_bytes(200, RSGI_HEADERS, b'{"ok":true,"id":' + job_id + b"}")
+
+
 rsgi_app = RSGIApp(parse=False)
 rsgi_app_parse = RSGIApp(parse=True)
+rsgi_app_engine = RSGIEngineApp()
 
 
 def main() -> None:
@@ -156,8 +210,18 @@ def main() -> None:
         action="store_true",
         help="read the whole request body / WS message and parse it with orjson.loads",
     )
+    p.add_argument(
+        "--engine",
+        choices=("memory", "log"),
+        help="push every body into a hopper engine (RSGI only; `log`: with its log)",
+    )
     args = p.parse_args()
     target = ("rsgi_app" if args.interface == "rsgi" else "app") + ("_parse" if args.parse else "")
+    if args.engine:
+        if args.interface != "rsgi":
+            p.error("--engine needs --interface rsgi")
+        os.environ["BARE_ENGINE"] = args.engine
+        target = "rsgi_app_engine"
     Granian(
         f"bare_app:{target}",
         address=args.host,

@@ -24,6 +24,9 @@ seconds each after a --warmup, and reports the median over runs:
   bare rsgi c64    the same with the bare Granian app on RSGI instead of ASGI
   bare ws          the same two bare servers echoing a fixed reply per WS message (WS ceiling)
   bare rsgi ws     the same with the bare Granian app on RSGI
+  engine c64       the floor of any job server on Granian: the bare RSGI app pushing each
+                   body into a hopper engine and answering after its log write (bare_app.py
+                   --engine log; engine_mem: without the log), against the bunqueue server
 
 Every load generator run is bounded in time (-d / deadline) and count; all traffic goes to
 127.0.0.1. Generator and server CPU (cores = CPU seconds / wall seconds) are recorded for
@@ -219,9 +222,10 @@ class Servers:
         self.proc: dict[str, ServerProcess] = {}
 
     def start(self, bare: str | None = None) -> None:
-        """`bare`: None for hopper and bunqueue, "asgi" / "rsgi" for the bare pair."""
+        """`bare`: None for hopper and bunqueue, "asgi" / "rsgi" for the bare pair,
+        "engine-log" / "engine-memory" for the engine-backed bare app and bunqueue."""
         hp, rp, rtcp = free_port(), free_port(), free_port()
-        if bare:
+        if bare and not bare.startswith("engine"):
             h = spawn(
                 bare_app_cmd(hp, bare, self.bare_parse),
                 port=hp,
@@ -237,12 +241,21 @@ class Servers:
                 health_path="/",
             )
         else:
-            h = spawn(
-                hopper_serve_cmd(hp, self.hopper_args),
-                port=hp,
-                cwd=self.logdir,  # its ./data default dir lands in the scratch dir
-                log=self.logdir / f"hopper-{self.tag}.log",
-            )
+            if bare:
+                h = spawn(
+                    [*bare_app_cmd(hp, "rsgi", False), "--engine", bare.split("-")[1]],
+                    port=hp,
+                    cwd=HERE,
+                    log=self.logdir / f"bare_{bare}-{self.tag}.log",
+                    health_path="/",
+                )
+            else:
+                h = spawn(
+                    hopper_serve_cmd(hp, self.hopper_args),
+                    port=hp,
+                    cwd=self.logdir,  # its ./data default dir lands in the scratch dir
+                    log=self.logdir / f"hopper-{self.tag}.log",
+                )
             env = dict(
                 os.environ,
                 HOST="127.0.0.1",
@@ -469,6 +482,19 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
                 "ws",
                 bare=iface,
                 ws=ws,
+            )
+        )
+    for store in ("log", "memory"):
+        out.append(
+            Scenario(
+                f"engine_{'mem_' if store == 'memory' else ''}c{args.bare_conns}",
+                f"floor: bare Granian RSGI pushing into the engine"
+                f"{' with its log' if store == 'log' else ' (no log)'} vs bunqueue, "
+                f"{args.bare_conns} conn",
+                "pushes/s",
+                "push",
+                bare=f"engine-{store}",
+                conns=args.bare_conns,
             )
         )
     if args.only:

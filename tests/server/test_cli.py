@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 import hopper
 import pytest
+from hopper.ports import free_port
 from hopper.server import config
 from support import Server
 
@@ -64,10 +65,7 @@ def test_a_busy_port_is_refused_instead_of_shared(server: Server) -> None:
 def test_a_busy_tcp_port_is_a_start_up_error(server: Server) -> None:
     """The bunqueue TCP port is checked like the HTTP one: a second server with the first
     one's TCP port exits with the reason, and the first keeps serving."""
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    http_port = free.getsockname()[1]
-    free.close()
+    http_port = free_port()
     result = run(
         "--host", "127.0.0.1", "--port", str(http_port), "--tcp-port", str(server.tcp_port)
     )
