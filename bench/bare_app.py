@@ -11,14 +11,14 @@ message, without it found by string search (the WebSocket ceiling).
 
     python bench/bare_app.py --host 127.0.0.1 --port 8000 [--interface rsgi] [--parse]
 
-With `--engine memory|log` (RSGI only) every request body is pushed into a hopper
+With `--engine memory|log` every request body is pushed into a hopper
 engine instead, as `POST /queues/q/jobs` is, and the answer carries the job's id; with
 `log` the engine writes its log under a temporary directory (hopper's default fsync
 policy) and the answer waits for the write, as `hopper serve` does. That is the floor of
 any job server on this stack: Granian, one engine call, the log, no routing, admission,
 metrics or error mapping.
 
-    python bench/bare_app.py --interface rsgi --engine log
+    python bench/bare_app.py [--interface rsgi] --engine log
 """
 
 from __future__ import annotations
@@ -150,9 +150,10 @@ class RSGIApp:
             protocol.close(None)
 
 
-class RSGIEngineApp:
-    """Pushes every HTTP request's body into an engine (see the module's docstring).
-    The engine is made in the worker process, at its first request."""
+class EnginePush:
+    """Pushes a request body into an engine (see the module's docstring) and gives the
+    answer's status and body. The engine is made in the worker process, at its first
+    request."""
 
     def __init__(self) -> None:
         self.engine: Any = None
@@ -160,41 +161,66 @@ class RSGIEngineApp:
 
     def _open(self) -> Any:
         import asyncio
-        import os
         import tempfile
 
         from hopper.errors import HopperError
         from hopper.server.server_engine import ServerEngine
 
         self.refused = HopperError
-
         log = os.environ["BARE_ENGINE"] == "log"
         data_dir = tempfile.mkdtemp(prefix="bare-engine-") if log else None
         engine = ServerEngine(data_dir=data_dir)
         engine.serve_on(asyncio.get_running_loop())
         return engine
 
-    async def __rsgi__(self, scope, protocol):
+    async def __call__(self, method: str, body: bytes) -> tuple[int, bytes]:
         engine = self.engine or self._open()
         self.engine = engine
-        body = await protocol()
-        if scope.method != "POST":
-            protocol.response_bytes(200, RSGI_HEADERS, BODY)
-            return
+        if method != "POST":
+            return 200, BODY
         try:
             job_id = engine.push_body_json("q", body)
         except self.refused:
-            protocol.response_bytes(400, RSGI_HEADERS, BAD_BODY)
-            return
+            return 400, BAD_BODY
         pending = engine.commit_pending()
         if pending is not None:
             await pending
-        protocol.response_bytes(200, RSGI_HEADERS, b'{"ok":true,"id":' + job_id + b"}")
+        return 200, b'{"ok":true,"id":' + job_id + b"}"
+
+
+class RSGIEngineApp:
+    def __init__(self) -> None:
+        self.push = EnginePush()
+
+    async def __rsgi__(self, scope, protocol):
+        status, body = await self.push(scope.method, await protocol())
+        protocol.response_bytes(status, RSGI_HEADERS, body)
+
+
+def make_asgi_engine():
+    push = EnginePush()
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await make_asgi(parse=False)(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        status, answer = await push(scope["method"], body)
+        await send({**START, "status": status, "headers": START["headers"][:1]})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
 
 
 rsgi_app = RSGIApp(parse=False)
 rsgi_app_parse = RSGIApp(parse=True)
 rsgi_app_engine = RSGIEngineApp()
+app_engine = make_asgi_engine()
 
 
 def main() -> None:
@@ -213,15 +239,13 @@ def main() -> None:
     p.add_argument(
         "--engine",
         choices=("memory", "log"),
-        help="push every body into a hopper engine (RSGI only; `log`: with its log)",
+        help="push every body into a hopper engine (`log`: with its log)",
     )
     args = p.parse_args()
     target = ("rsgi_app" if args.interface == "rsgi" else "app") + ("_parse" if args.parse else "")
     if args.engine:
-        if args.interface != "rsgi":
-            p.error("--engine needs --interface rsgi")
         os.environ["BARE_ENGINE"] = args.engine
-        target = "rsgi_app_engine"
+        target = "rsgi_app_engine" if args.interface == "rsgi" else "app_engine"
     Granian(
         f"bare_app:{target}",
         address=args.host,

@@ -24,9 +24,10 @@ seconds each after a --warmup, and reports the median over runs:
   bare rsgi c64    the same with the bare Granian app on RSGI instead of ASGI
   bare ws          the same two bare servers echoing a fixed reply per WS message (WS ceiling)
   bare rsgi ws     the same with the bare Granian app on RSGI
-  engine c64       the floor of any job server on Granian: the bare RSGI app pushing each
+  engine c64       the floor of any job server on Granian: the bare ASGI app pushing each
                    body into a hopper engine and answering after its log write (bare_app.py
-                   --engine log; engine_mem: without the log), against the bunqueue server
+                   --engine log), against the bunqueue server
+  engine rsgi c64  the same on RSGI
 
 Every load generator run is bounded in time (-d / deadline) and count; all traffic goes to
 127.0.0.1. Generator and server CPU (cores = CPU seconds / wall seconds) are recorded for
@@ -223,7 +224,8 @@ class Servers:
 
     def start(self, bare: str | None = None) -> None:
         """`bare`: None for hopper and bunqueue, "asgi" / "rsgi" for the bare pair,
-        "engine-log" / "engine-memory" for the engine-backed bare app and bunqueue."""
+        "engine-asgi" / "engine-rsgi" for the engine-backed bare app (with its log) and
+        bunqueue."""
         hp, rp, rtcp = free_port(), free_port(), free_port()
         if bare and not bare.startswith("engine"):
             h = spawn(
@@ -243,7 +245,7 @@ class Servers:
         else:
             if bare:
                 h = spawn(
-                    [*bare_app_cmd(hp, "rsgi", False), "--engine", bare.split("-")[1]],
+                    [*bare_app_cmd(hp, bare.split("-")[1], False), "--engine", "log"],
                     port=hp,
                     cwd=HERE,
                     log=self.logdir / f"bare_{bare}-{self.tag}.log",
@@ -484,16 +486,15 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
                 ws=ws,
             )
         )
-    for store in ("log", "memory"):
+    for iface in ("asgi", "rsgi"):
         out.append(
             Scenario(
-                f"engine_{'mem_' if store == 'memory' else ''}c{args.bare_conns}",
-                f"floor: bare Granian RSGI pushing into the engine"
-                f"{' with its log' if store == 'log' else ' (no log)'} vs bunqueue, "
-                f"{args.bare_conns} conn",
+                f"engine_{'' if iface == 'asgi' else 'rsgi_'}c{args.bare_conns}",
+                f"floor: bare Granian {iface.upper()} pushing into the engine with its log "
+                f"vs bunqueue, {args.bare_conns} conn",
                 "pushes/s",
                 "push",
-                bare=f"engine-{store}",
+                bare=f"engine-{iface}",
                 conns=args.bare_conns,
             )
         )
