@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import importlib.util
 import json
 import os
 import pwd
@@ -27,8 +28,26 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from hopper.ports import free_port
+
+def _load_ports() -> Any:
+    """hopper.ports, the one the tests' servers take their ports from (so no port is
+    given twice), or, where hopper is not installed (the Rust tests run this script with
+    a plain `python3`), the same file loaded alone: it needs only the standard library."""
+    with contextlib.suppress(ImportError):
+        import hopper.ports
+
+        return hopper.ports
+    path = Path(__file__).resolve().parent.parent / "python" / "hopper" / "ports.py"
+    spec = importlib.util.spec_from_file_location("hopper_ports", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+free_port = _load_ports().free_port
 
 # Exit status of the command when no PostgreSQL is installed (the caller decides whether
 # that fails or skips its tests: HOPPER_REQUIRE_POSTGRES=1 makes it fail).
