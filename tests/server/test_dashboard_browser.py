@@ -516,6 +516,10 @@ def test_screenshots_of_every_view_in_both_themes(server: Server, browser: Any) 
                 playwright_api.expect(count(pg, queue, "waiting")).to_have_text("4")
                 assert pg.evaluate("document.documentElement.dataset.theme") == theme
                 assert pg.evaluate(NO_PAGE_OVERFLOW)
+                rows = pg.get_by_test_id("queues").locator("tbody tr").count()
+                playwright_api.expect(pg.get_by_test_id("queue-count")).to_have_text(
+                    f"{rows} {'queue' if rows == 1 else 'queues'} · counts update live"
+                )
                 shot(pg, f"view-overview-{suffix}")
                 pg.goto(f"{server.url}/#/queue/{queue}")
                 playwright_api.expect(pg.get_by_test_id("metrics-chart")).to_be_visible()

@@ -346,7 +346,7 @@ async function overview() {
       } }, "Retry all"))))))));
   }
   show(
-    h("div", { class: "spread" }, h("div", {}, h("h1", {}, "Queues"), h("div", { class: "muted" }, `${queues.data.length} queues · counts update live`)), filter),
+    h("div", { class: "spread" }, h("div", {}, h("h1", {}, "Queues"), h("div", { class: "muted", "data-testid": "queue-count" }, `${plural(queues.data.length, "queue")} · counts update live`)), filter),
     h("div", { class: "panel" }, table),
     failurePanel,
     workersPanel(workers.data),
