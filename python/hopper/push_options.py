@@ -32,7 +32,7 @@ class PushOptions(TypedDict, total=False):
     repeat: Mapping[str, Any]
 
 
-# snake_case keyword -> the push body's field (seed 001; `name` is a hopper extension).
+# snake_case keyword -> the push body's field (bunqueue's HTTP API; `name` is a hopper extension).
 FIELDS: dict[str, str] = {
     "name": "name",
     "priority": "priority",

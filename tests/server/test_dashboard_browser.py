@@ -174,10 +174,13 @@ def test_a_wrong_token_shows_the_sign_in_prompt(start_server: Any, page: Any) ->
     page.get_by_role("button", name="Sign in").click()
     playwright_api.expect(dialog).to_be_visible()  # refused: asked again
     playwright_api.expect(page.locator("#auth-message")).to_contain_text("refused")
+    # The status says why nothing is live, not "reconnecting" with a token that cannot work.
+    playwright_api.expect(page.locator("#live-text")).to_have_text("token refused")
     shot(page, "auth-prompt")
     page.locator("#auth-token").fill("right-token")
     page.get_by_role("button", name="Sign in").click()
     playwright_api.expect(count(page, "authq", "waiting")).to_have_text("1")
+    playwright_api.expect(page.locator("#live-text")).to_have_text("live")
 
 
 def test_the_page_works_under_a_base_path_in_dark_theme(start_server: Any, page: Any) -> None:
@@ -213,6 +216,21 @@ CUT_PLACEHOLDERS = """() => {
   }
   return out;
 }"""
+
+
+# Job links (ids) that wrap onto more than one line. An inline link has a client rect per
+# piece of text on each line it spans; pieces on one line share their top.
+WRAPPED_JOB_LINKS = """() => [...document.querySelectorAll('a[href^="#/job/"]')]
+  .map((a) => {
+    const rects = [...a.getClientRects()].filter((r) => r.width > 0);
+    const lines = [];
+    for (const r of rects) {
+      if (!lines.some((top) => Math.abs(top - r.top) < r.height / 2)) lines.push(r.top);
+    }
+    return [a.textContent, lines.length];
+  })
+  .filter(([, lines]) => lines > 1)
+  .map(([text, lines]) => `${text}: ${lines} lines`)"""
 
 
 def new_page(browser: Any, width: int = 1366, height: int = 860, theme: str = "light") -> Any:
@@ -498,10 +516,15 @@ def test_screenshots_of_every_view_in_both_themes(server: Server, browser: Any) 
                 playwright_api.expect(count(pg, queue, "waiting")).to_have_text("4")
                 assert pg.evaluate("document.documentElement.dataset.theme") == theme
                 assert pg.evaluate(NO_PAGE_OVERFLOW)
+                rows = pg.get_by_test_id("queues").locator("tbody tr").count()
+                playwright_api.expect(pg.get_by_test_id("queue-count")).to_have_text(
+                    f"{rows} {'queue' if rows == 1 else 'queues'} · counts update live"
+                )
                 shot(pg, f"view-overview-{suffix}")
                 pg.goto(f"{server.url}/#/queue/{queue}")
                 playwright_api.expect(pg.get_by_test_id("metrics-chart")).to_be_visible()
                 assert pg.evaluate(NO_PAGE_OVERFLOW)
+                assert pg.evaluate(WRAPPED_JOB_LINKS) == []
                 shot(pg, f"view-queue-{suffix}")
                 pg.goto(f"{server.url}/#/job/{queue}/{failed}")
                 playwright_api.expect(pg.get_by_test_id("job-error")).to_have_text("smtp timeout")
@@ -515,11 +538,76 @@ def test_screenshots_of_every_view_in_both_themes(server: Server, browser: Any) 
                     "user1@example.com"
                 )
                 assert pg.evaluate(NO_PAGE_OVERFLOW)
+                # ids stay on one line (their table scrolls), as in the queue view
+                assert pg.evaluate(WRAPPED_JOB_LINKS) == []
                 shot(pg, f"view-search-{suffix}")
+                pg.goto(f"{server.url}/#/search?q={failed}")
+                playwright_api.expect(pg.get_by_test_id("id-result")).to_contain_text(queue)
+                assert pg.evaluate(NO_PAGE_OVERFLOW)
+                shot(pg, f"view-search-id-{suffix}")
+                assert pg.evaluate(WRAPPED_JOB_LINKS) == [], suffix
                 pg.goto(f"{server.url}/#/queue/{queue}")
                 pg.get_by_test_id("drain").click()
                 playwright_api.expect(pg.locator("#confirm-dialog")).to_be_visible()
                 shot(pg, f"view-confirm-{suffix}")
                 pg.get_by_test_id("confirm-cancel").click()
+            finally:
+                pg.context.close()
+
+
+def test_screenshots_of_sign_in_read_only_notice_and_error_in_both_themes(
+    server: Server, start_server: Any, browser: Any
+) -> None:
+    """The dialogs, banners and messages that the views' screenshots do not show: the
+    sign-in dialog (a first visit, then a refused token), the read-only banner, a notice,
+    and the page for a view that could not load."""
+    authed = start_server(AUTH_TOKENS="right-token")
+    read_only = start_server(HOPPER_DASHBOARD_READ_ONLY="1")
+    fail_for_good(read_only.client, "ro", "nope")
+    queue = "notices"
+    job = push(server.client, queue, data={"a": 1})
+    for theme in ("light", "dark"):
+        for width in (1366, 420):
+            pg = new_page(browser, width=width, theme=theme)
+            suffix = f"{theme}" + ("-narrow" if width == 420 else "")
+            try:
+                pg.goto(authed.url + "/")
+                dialog = pg.locator("#auth-dialog")
+                playwright_api.expect(dialog).to_be_visible()
+                playwright_api.expect(pg.locator("#auth-message")).to_contain_text(
+                    "requires a bearer token"
+                )
+                assert pg.evaluate("document.documentElement.dataset.theme") == theme
+                playwright_api.expect(pg.locator("#live-text")).to_have_text("signed out")
+                field = pg.locator("#auth-token").bounding_box()
+                button = pg.get_by_role("button", name="Sign in").bounding_box()
+                assert button["y"] - (field["y"] + field["height"]) >= 8, (field, button)
+                shot(pg, f"view-auth-first-visit-{suffix}")
+                pg.locator("#auth-token").fill("wrong-token")
+                pg.get_by_role("button", name="Sign in").click()
+                playwright_api.expect(pg.locator("#auth-message")).to_contain_text("refused")
+                playwright_api.expect(dialog).to_be_visible()
+                shot(pg, f"view-auth-prompt-{suffix}")
+
+                pg.goto(read_only.url + "/#/queue/ro?state=failed")
+                playwright_api.expect(pg.locator("#ro-banner")).to_be_visible()
+                playwright_api.expect(pg.get_by_test_id("queue-title")).to_contain_text("ro")
+                assert pg.evaluate(NO_PAGE_OVERFLOW)
+                shot(pg, f"view-read-only-{suffix}")
+
+                pg.goto(f"{server.url}/#/job/{queue}/no-such-job")
+                playwright_api.expect(
+                    pg.get_by_role("heading", name="Could not load this view")
+                ).to_be_visible()
+                assert pg.evaluate(NO_PAGE_OVERFLOW)
+                shot(pg, f"view-error-{suffix}")
+
+                pg.goto(f"{server.url}/#/job/{queue}/{job}")
+                pg.get_by_role("button", name="Save").click()
+                playwright_api.expect(pg.get_by_test_id("toast")).to_contain_text("Save: done")
+                assert pg.evaluate(NO_PAGE_OVERFLOW)
+                # a full-page shot of a scrolled page draws the sticky header mid-page
+                pg.evaluate("scrollTo(0, 0)")
+                shot(pg, f"view-notice-{suffix}")
             finally:
                 pg.context.close()

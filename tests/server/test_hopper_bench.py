@@ -180,6 +180,42 @@ def test_scenario_smoke_run_and_exports(
     assert counts["completed"] == (0 if scenario in ("push", "bulk") else each)
 
 
+@pytest.mark.parametrize("transport", ["http", "ws", "tcp"])
+def test_payload_size_is_the_size_of_the_stored_data(
+    server: Server, queue: str, capsys: pytest.CaptureFixture[str], transport: str
+) -> None:
+    """--payload-size sets the size of each job's data as compact JSON, whatever the
+    transport carries it in (TCP sends msgpack, which the server stores as JSON)."""
+    size = 2048
+    code, out, err = bench(
+        capsys,
+        "--url",
+        server.url,
+        "--transport",
+        transport,
+        *conn_args(transport, server),
+        "--count",
+        "20",
+        "--warmup",
+        "0",
+        "--payload-size",
+        str(size),
+        "--queue",
+        queue,
+        "--keep",
+        "--quiet",
+    )
+    assert code == 0, out + err
+    resp = server.client.get(f"/api/queues/{queue}/jobs", params={"state": "waiting"})
+    assert resp.status_code == 200, resp.text
+    jobs = resp.json()["data"]
+    assert len(jobs) == 20
+    sizes = {len(json.dumps(j["data"], separators=(",", ":")).encode()) for j in jobs}
+    # the standard payload is ~90 bytes; padded, it is the size asked for within a few
+    # bytes (JSON re-encoding may space or order numbers differently)
+    assert all(abs(s - size) <= 8 for s in sizes), sizes
+
+
 def test_pullb_over_tcp_acks_whole_batches(
     server: Server, queue: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -365,11 +401,22 @@ def test_a_run_removes_the_queues_it_created(
             capsys, "--url", first.url, "--compare", second.url, "-s", scenario, *common
         )
         assert code == 0, out + err
-        assert "removed (--keep keeps them)" in out
+        # one line per server, each naming its one queue
+        removed = re.findall(
+            r"^.*: queue bench-\S+ and its jobs removed \(--keep keeps them\)$", out, re.M
+        )
+        assert len(removed) == 2, out
         assert _queue_names(first) == [] and _queue_names(second) == []
 
+    # a few queues are named, more are counted; the words agree in number either way
     code, out, err = bench(capsys, "--url", first.url, "--queues", "3", *common)
     assert code == 0, out + err
+    names = r"bench-push-(\w+)-0, bench-push-\1-1, bench-push-\1-2"
+    assert re.search(rf": queues {names} and their jobs removed \(--keep", out), out
+    assert _queue_names(first) == []
+    code, out, err = bench(capsys, "--url", first.url, "--queues", "4", *common)
+    assert code == 0, out + err
+    assert ": 4 queues and their jobs removed (--keep keeps them)" in out, out
     assert _queue_names(first) == []
 
     code, out, err = bench(capsys, "--url", first.url, "--keep", "--queues", "2", *common)

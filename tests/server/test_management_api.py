@@ -5,10 +5,11 @@ metrics-off and base-path matrices, each on its own server."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -32,6 +33,8 @@ from management_support import (
 )
 from support import Server, ServerFactory, expect_error, expect_ok, get_job, pull, push
 from tcp_client import Conn
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
 NO_COUNTS = dict.fromkeys(STATES, 0)
 SCHEDULER_FIELDS = {
@@ -1630,6 +1633,15 @@ def test_malformed_json_bodies_get_a_clear_message(client: httpx.Client, queue: 
     api_error(resp, 400, "BAD_REQUEST", "body must be a JSON object")
 
 
+def ws_reply(ws: ClientConnection, req_id: str) -> dict[str, Any]:
+    """The reply to the command sent with `req_id`: `/ws` also carries every queue's
+    events, so other messages are skipped."""
+    while True:
+        msg = json.loads(ws.recv(timeout=10))
+        if msg.get("reqId") == req_id:
+            return cast(dict[str, Any], msg)
+
+
 def test_a_queue_only_pulled_from_is_not_created(server: Server, client: httpx.Client) -> None:
     """Pulls, long polls (HTTP, WebSocket, TCP) on a queue that never held a job leave
     nothing behind; a long poll still gets the queue's first push."""
@@ -1638,6 +1650,11 @@ def test_a_queue_only_pulled_from_is_not_created(server: Server, client: httpx.C
     assert client.get(f"/queues/{ghost}/jobs", params={"timeout": 50}).json()["job"] is None
     with Conn(server.tcp_port) as c:
         assert c.call_ok("PULL", queue=ghost, timeout=50)["job"] is None
+    with ws_connect(server.ws_url + "/ws", open_timeout=5) as ws:
+        for req_id, extra in (("plain", {}), ("long", {"timeout": 50})):
+            ws.send(json.dumps({"cmd": "PULL", "queue": ghost, "reqId": req_id, **extra}))
+            reply = ws_reply(ws, req_id)
+            assert reply["ok"] is True and reply["job"] is None, reply
     names = {s["name"] for s in api_data(client.get("/api/queues"))}
     assert ghost not in names
     api_error(client.get(f"/api/queues/{ghost}"), 404, "NOT_FOUND")

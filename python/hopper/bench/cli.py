@@ -283,10 +283,19 @@ def _cleanup(args: argparse.Namespace, url: str, plan: Plan, opts: Options) -> I
         if remove:
             try:
                 runner.obliterate(url, remove, opts)
-                names = ", ".join(remove) if len(remove) <= 3 else f"{len(remove)} queues"
-                notes.append(f"queue {names} and its jobs removed (--keep keeps them)")
+                notes.append(f"{_removed(remove)} removed (--keep keeps them)")
             except (CommandFailed, OSError) as e:
                 print(f"hopper bench: could not remove {', '.join(remove)}: {e}", file=sys.stderr)
+
+
+def _removed(queues: list[str]) -> str:
+    """What the cleanup removed, in words that agree in number; a long list of generated
+    names would only push the report's table off the screen, so it is counted."""
+    if len(queues) == 1:
+        return f"queue {queues[0]} and its jobs"
+    if len(queues) <= 3:
+        return f"queues {', '.join(queues)} and their jobs"
+    return f"{len(queues)} queues and their jobs"
 
 
 def _queues(args: argparse.Namespace) -> list[str]:

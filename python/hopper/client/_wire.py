@@ -1,5 +1,5 @@
 """What the HTTP client and the WebSocket channel share: push options (snake_case keyword
-arguments ↔ the seed-001 camelCase body), reply decoding and the `Job` a pull returns."""
+arguments ↔ bunqueue's camelCase push body), reply decoding and the `Job` a pull returns."""
 
 from __future__ import annotations
 

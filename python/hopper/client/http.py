@@ -1,4 +1,4 @@
-"""`hopper.Client` and `hopper.AsyncClient`: the job server's HTTP API (seed 001) with
+"""`hopper.Client` and `hopper.AsyncClient`: the job server's HTTP API (bunqueue's) with
 httpx, plus hopper's bulk push when the server has it.
 
 Every call returns the answer's payload or raises a `hopper.client.errors` error with
@@ -204,7 +204,7 @@ class Client:
 
     def push(self, queue: str, data: Any, **options: Unpack[_wire.PushOptions]) -> str:
         """Adds a job and returns its id (`POST /queues/:queue/jobs`). Options are the
-        seed's push fields in snake_case: priority, delay, max_attempts, backoff, ttl,
+        push body's fields in snake_case: priority, delay, max_attempts, backoff, ttl,
         timeout, unique_key, job_id, tags, group_id, lifo, remove_on_complete,
         remove_on_fail, durable, depends_on, repeat (and name)."""
         return self._run(_push(queue, data, options))

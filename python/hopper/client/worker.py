@@ -23,7 +23,7 @@ still running, so none is lost:
   jobs to waiting (`Engine.release_owner`): no attempt is used;
 - `transport="ws"`: jobs pulled on a WebSocket are owned by it; the worker closes it and
   the server returns them to waiting: no attempt is used;
-- HTTP (the default): the seed-001 HTTP API has no release, so each unfinished job is
+- HTTP (the default): bunqueue's HTTP API has no release, so each unfinished job is
   failed with the error "interrupted by shutdown" and the server retries it after its
   backoff — unless that attempt was its last (failing it would dead-letter it): such a
   job is left active for the server's stall detection, which returns it to waiting
@@ -137,7 +137,7 @@ class ActiveJob:
 
     def progress(self, value: int) -> bool:
         """Reports progress (0..100). True when the source recorded it (embedded Engine);
-        False over a server, whose seed-001 API has no progress route."""
+        False over a server, whose HTTP API (bunqueue's) has no progress route."""
         if self.released:
             return False
         return self._backend.progress(self.job, value)

@@ -1,4 +1,4 @@
-"""The WebSocket command channel (`/ws`, seed 001) and the batching producer built on it.
+"""The WebSocket command channel (`/ws`, as bunqueue's) and the batching producer built on it.
 
 `WsChannel` pipelines: any number of commands are in flight on one socket at once, each
 with its own `reqId`, and each reply resolves the command whose `reqId` it echoes, in

@@ -128,7 +128,11 @@ async function api(path, opts = {}) {
   if (!res.ok) {
     const err = (payload && payload.error) || { code: "HTTP_" + res.status, message: res.statusText };
     if (res.status === 401) {
-      // Only a token that was sent can have been refused; without one, ask for it.
+      // Only a token that was sent can have been refused; without one, ask for it. The
+      // event stream would only be refused too: it stops until a token is entered, and the
+      // status says why instead of "reconnecting" forever.
+      if (state.source) { state.source.close(); state.source = null; }
+      setLive(false, sent ? "token refused" : "signed out");
       if (sent) askToken("The token was refused. Enter a valid token.");
       else askToken(NEED_TOKEN);
     }
@@ -191,6 +195,7 @@ function connectEvents() {
   state.source = src;
   src.addEventListener("connected", () => setLive(true, "live"));
   src.onerror = () => {
+    if (state.source !== src) return;  // closed for a refused token: its status stays
     setLive(false, "reconnecting");
     // EventSource retries by itself; a closed one (e.g. a 401) is reopened after a pause.
     if (src.readyState === EventSource.CLOSED) setTimeout(() => { if (state.source === src) connectEvents(); }, 3000);
@@ -341,7 +346,7 @@ async function overview() {
       } }, "Retry all"))))))));
   }
   show(
-    h("div", { class: "spread" }, h("div", {}, h("h1", {}, "Queues"), h("div", { class: "muted" }, `${queues.data.length} queues · counts update live`)), filter),
+    h("div", { class: "spread" }, h("div", {}, h("h1", {}, "Queues"), h("div", { class: "muted", "data-testid": "queue-count" }, `${plural(queues.data.length, "queue")} · counts update live`)), filter),
     h("div", { class: "panel" }, table),
     failurePanel,
     workersPanel(workers.data),
@@ -628,7 +633,7 @@ async function jobView(queue, id) {
         h("dt", {}, "Progress"), h("dd", {}, h("div", { class: "progress", title: j.progress + "%" }, h("span", { style: `width:${j.progress}%` }))),
         h("dt", {}, "Group"), h("dd", {}, j.groupId || "—"),
         h("dt", {}, "Tags"), h("dd", {}, j.tags && j.tags.length ? j.tags.map((t) => h("span", { class: "badge" }, t)) : "—"),
-        h("dt", {}, "Error"), h("dd", { class: "mono", "data-testid": "job-error" }, j.failedReason || "—"),
+        h("dt", {}, "Error"), h("dd", { class: j.failedReason ? "mono" : null, "data-testid": "job-error" }, j.failedReason || "—"),
         h("dt", {}, "Flow parent"), h("dd", {}, j.parentId ? h("a", { href: `#/job/${enc(j.parentQueueName)}/${enc(j.parentId)}` }, j.parentId) : "—"),
         h("dt", {}, "Timeline"), h("dd", {}, timeline))),
       h("div", { class: "panel" }, h("h2", {}, "Data"), h("pre", { "data-testid": "job-data" }, pretty(j.data)),
@@ -667,7 +672,7 @@ async function searchView(query) {
     if (!picker.value) return;
     const found = await api(`/search?q=${enc(query)}&type=payload&queue=${enc(picker.value)}`);
     results.replaceChildren(found.data.length
-      ? tableWrap(h("table", {}, h("tbody", {}, found.data.map((j) => h("tr", {}, h("td", { class: "mono" }, h("a", { href: `#/job/${enc(j.queueName)}/${enc(j.id)}` }, j.id)), h("td", {}, stateBadge(j.state)), h("td", { class: "mono muted" }, JSON.stringify(j.data).slice(0, 120)))))))
+      ? tableWrap(h("table", {}, h("tbody", {}, found.data.map((j) => h("tr", {}, h("td", { class: "mono nowrap-cell" }, h("a", { href: `#/job/${enc(j.queueName)}/${enc(j.id)}` }, j.id)), h("td", {}, stateBadge(j.state)), h("td", { class: "mono muted" }, JSON.stringify(j.data).slice(0, 120)))))))
       : h("div", { class: "empty" }, "No job's data contains that text."));
   };
   picker.addEventListener("change", runPayload);

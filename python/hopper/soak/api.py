@@ -1,4 +1,4 @@
-"""The soak suite's view of a server: the seed-001 job API over HTTP and the WebSocket
+"""The soak suite's view of a server: bunqueue's HTTP API and the WebSocket
 command channel, plus hopper's management API (`/api`) for counts and listings.
 
 Thin on purpose: each call returns what the server said. A transport error or a 5xx is

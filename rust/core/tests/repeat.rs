@@ -167,3 +167,28 @@ fn dependencies_hold_the_first_occurrence_only() {
     let (id, _) = h.pull("q").unwrap();
     assert_eq!(id, next);
 }
+
+#[test]
+fn a_failed_dependency_ends_the_series() {
+    // The first occurrence fails without having run (it was never active), so no
+    // later occurrence is scheduled: a series that never ran has no cadence to keep.
+    let mut h = H::new();
+    let dep = h.add("q", r#"{"data":"a","jobId":"dep","maxAttempts":1}"#);
+    let first = h.add(
+        "q",
+        r#"{"data":1,"dependsOn":["dep"],"repeat":{"every":1000}}"#,
+    );
+    let (got, token) = h.pull("q").unwrap();
+    assert_eq!(got, dep);
+    h.fail(&dep, &token, "boom");
+    assert_eq!(h.state(&first), Some(JobState::Failed));
+    for state in [
+        JobState::Waiting,
+        JobState::Delayed,
+        JobState::WaitingChildren,
+    ] {
+        assert_eq!(h.count("q", state), 0, "{}", state.as_str());
+    }
+    h.advance(10_000);
+    assert!(h.pull("q").is_none());
+}
