@@ -254,7 +254,8 @@ class ServerConfig:
         "--backend-port",
         ("HOPPER_BACKEND_PORT",),
         "cluster mode: the port this broker's app listens on for the brokers' fronts, "
-        "which relay clients from the public ports to the slot's owner (0: a free one)",
+        "which relay clients from the public ports to the slot's owner (0: a free one, "
+        "below the ephemeral range so no outgoing connection takes it first)",
     )
     backend_tcp_port: int = option(
         0,
