@@ -63,6 +63,16 @@ def req_id_parsed(data: str | bytes) -> str:
 # --------------------------------------------------------------------------- ASGI
 
 
+async def read_body(receive) -> bytes:
+    body = b""
+    more = True
+    while more:
+        msg = await receive()
+        body += msg.get("body", b"")
+        more = msg.get("more_body", False)
+    return body
+
+
 def make_asgi(parse: bool):
     ws_req_id = req_id_parsed if parse else req_id_by_search
 
@@ -70,12 +80,7 @@ def make_asgi(parse: bool):
         kind = scope["type"]
         if kind == "http":
             if parse:
-                body = b""
-                more = True
-                while more:
-                    msg = await receive()
-                    body += msg.get("body", b"")
-                    more = msg.get("more_body", False)
+                body = await read_body(receive)
                 if body:
                     try:
                         orjson.loads(body)
@@ -204,13 +209,7 @@ def make_asgi_engine():
         if scope["type"] == "lifespan":
             await make_asgi(parse=False)(scope, receive, send)
             return
-        body = b""
-        more = True
-        while more:
-            msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
-        status, answer = await push(scope["method"], body)
+        status, answer = await push(scope["method"], await read_body(receive))
         await send({**START, "status": status, "headers": START["headers"][:1]})
         await send({"type": "http.response.body", "body": answer})
 

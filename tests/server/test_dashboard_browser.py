@@ -499,6 +499,18 @@ def test_a_notice_does_not_cover_the_button_it_reports_on(
     shot(page, "notice")
 
 
+def each_theme_and_width(browser: Any) -> Iterator[tuple[Any, str, str]]:
+    """A fresh page per theme (light, dark) and width (1366, 420 px), with the theme and
+    the screenshot's name suffix; each page is closed once the caller is done with it."""
+    for theme in ("light", "dark"):
+        for width in (1366, 420):
+            pg = new_page(browser, width=width, theme=theme)
+            try:
+                yield pg, theme, theme + ("-narrow" if width == 420 else "")
+            finally:
+                pg.context.close()
+
+
 def test_screenshots_of_every_view_in_both_themes(server: Server, browser: Any) -> None:
     c = server.client
     queue = "emails"
@@ -507,52 +519,46 @@ def test_screenshots_of_every_view_in_both_themes(server: Server, browser: Any) 
     failed = fail_for_good(c, queue, "smtp timeout")
     for i in range(4):
         push(c, queue, data={"to": f"user{i}@example.com"}, name="welcome")
-    for theme in ("light", "dark"):
-        for width in (1366, 420):
-            pg = new_page(browser, width=width, theme=theme)
-            suffix = f"{theme}" + ("-narrow" if width == 420 else "")
-            try:
-                pg.goto(server.url + "/")
-                playwright_api.expect(count(pg, queue, "waiting")).to_have_text("4")
-                assert pg.evaluate("document.documentElement.dataset.theme") == theme
-                assert pg.evaluate(NO_PAGE_OVERFLOW)
-                rows = pg.get_by_test_id("queues").locator("tbody tr").count()
-                playwright_api.expect(pg.get_by_test_id("queue-count")).to_have_text(
-                    f"{rows} {'queue' if rows == 1 else 'queues'} · counts update live"
-                )
-                shot(pg, f"view-overview-{suffix}")
-                pg.goto(f"{server.url}/#/queue/{queue}")
-                playwright_api.expect(pg.get_by_test_id("metrics-chart")).to_be_visible()
-                assert pg.evaluate(NO_PAGE_OVERFLOW)
-                assert pg.evaluate(WRAPPED_JOB_LINKS) == []
-                shot(pg, f"view-queue-{suffix}")
-                pg.goto(f"{server.url}/#/job/{queue}/{failed}")
-                playwright_api.expect(pg.get_by_test_id("job-error")).to_have_text("smtp timeout")
-                assert pg.evaluate(NO_PAGE_OVERFLOW)
-                shot(pg, f"view-job-{suffix}")
-                pg.goto(f"{server.url}/#/search?q=user1")
-                pg.get_by_test_id("payload-results").locator("xpath=..").locator(
-                    "select"
-                ).select_option(queue)
-                playwright_api.expect(pg.get_by_test_id("payload-results")).to_contain_text(
-                    "user1@example.com"
-                )
-                assert pg.evaluate(NO_PAGE_OVERFLOW)
-                # ids stay on one line (their table scrolls), as in the queue view
-                assert pg.evaluate(WRAPPED_JOB_LINKS) == []
-                shot(pg, f"view-search-{suffix}")
-                pg.goto(f"{server.url}/#/search?q={failed}")
-                playwright_api.expect(pg.get_by_test_id("id-result")).to_contain_text(queue)
-                assert pg.evaluate(NO_PAGE_OVERFLOW)
-                shot(pg, f"view-search-id-{suffix}")
-                assert pg.evaluate(WRAPPED_JOB_LINKS) == [], suffix
-                pg.goto(f"{server.url}/#/queue/{queue}")
-                pg.get_by_test_id("drain").click()
-                playwright_api.expect(pg.locator("#confirm-dialog")).to_be_visible()
-                shot(pg, f"view-confirm-{suffix}")
-                pg.get_by_test_id("confirm-cancel").click()
-            finally:
-                pg.context.close()
+    for pg, theme, suffix in each_theme_and_width(browser):
+        pg.goto(server.url + "/")
+        playwright_api.expect(count(pg, queue, "waiting")).to_have_text("4")
+        assert pg.evaluate("document.documentElement.dataset.theme") == theme
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        rows = pg.get_by_test_id("queues").locator("tbody tr").count()
+        playwright_api.expect(pg.get_by_test_id("queue-count")).to_have_text(
+            f"{rows} {'queue' if rows == 1 else 'queues'} · counts update live"
+        )
+        shot(pg, f"view-overview-{suffix}")
+        pg.goto(f"{server.url}/#/queue/{queue}")
+        playwright_api.expect(pg.get_by_test_id("metrics-chart")).to_be_visible()
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        assert pg.evaluate(WRAPPED_JOB_LINKS) == []
+        shot(pg, f"view-queue-{suffix}")
+        pg.goto(f"{server.url}/#/job/{queue}/{failed}")
+        playwright_api.expect(pg.get_by_test_id("job-error")).to_have_text("smtp timeout")
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        shot(pg, f"view-job-{suffix}")
+        pg.goto(f"{server.url}/#/search?q=user1")
+        pg.get_by_test_id("payload-results").locator("xpath=..").locator("select").select_option(
+            queue
+        )
+        playwright_api.expect(pg.get_by_test_id("payload-results")).to_contain_text(
+            "user1@example.com"
+        )
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        # ids stay on one line (their table scrolls), as in the queue view
+        assert pg.evaluate(WRAPPED_JOB_LINKS) == []
+        shot(pg, f"view-search-{suffix}")
+        pg.goto(f"{server.url}/#/search?q={failed}")
+        playwright_api.expect(pg.get_by_test_id("id-result")).to_contain_text(queue)
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        shot(pg, f"view-search-id-{suffix}")
+        assert pg.evaluate(WRAPPED_JOB_LINKS) == [], suffix
+        pg.goto(f"{server.url}/#/queue/{queue}")
+        pg.get_by_test_id("drain").click()
+        playwright_api.expect(pg.locator("#confirm-dialog")).to_be_visible()
+        shot(pg, f"view-confirm-{suffix}")
+        pg.get_by_test_id("confirm-cancel").click()
 
 
 def test_screenshots_of_sign_in_read_only_notice_and_error_in_both_themes(
@@ -566,48 +572,42 @@ def test_screenshots_of_sign_in_read_only_notice_and_error_in_both_themes(
     fail_for_good(read_only.client, "ro", "nope")
     queue = "notices"
     job = push(server.client, queue, data={"a": 1})
-    for theme in ("light", "dark"):
-        for width in (1366, 420):
-            pg = new_page(browser, width=width, theme=theme)
-            suffix = f"{theme}" + ("-narrow" if width == 420 else "")
-            try:
-                pg.goto(authed.url + "/")
-                dialog = pg.locator("#auth-dialog")
-                playwright_api.expect(dialog).to_be_visible()
-                playwright_api.expect(pg.locator("#auth-message")).to_contain_text(
-                    "requires a bearer token"
-                )
-                assert pg.evaluate("document.documentElement.dataset.theme") == theme
-                playwright_api.expect(pg.locator("#live-text")).to_have_text("signed out")
-                field = pg.locator("#auth-token").bounding_box()
-                button = pg.get_by_role("button", name="Sign in").bounding_box()
-                assert button["y"] - (field["y"] + field["height"]) >= 8, (field, button)
-                shot(pg, f"view-auth-first-visit-{suffix}")
-                pg.locator("#auth-token").fill("wrong-token")
-                pg.get_by_role("button", name="Sign in").click()
-                playwright_api.expect(pg.locator("#auth-message")).to_contain_text("refused")
-                playwright_api.expect(dialog).to_be_visible()
-                shot(pg, f"view-auth-prompt-{suffix}")
+    for pg, theme, suffix in each_theme_and_width(browser):
+        pg.goto(authed.url + "/")
+        dialog = pg.locator("#auth-dialog")
+        playwright_api.expect(dialog).to_be_visible()
+        playwright_api.expect(pg.locator("#auth-message")).to_contain_text(
+            "requires a bearer token"
+        )
+        assert pg.evaluate("document.documentElement.dataset.theme") == theme
+        playwright_api.expect(pg.locator("#live-text")).to_have_text("signed out")
+        field = pg.locator("#auth-token").bounding_box()
+        button = pg.get_by_role("button", name="Sign in").bounding_box()
+        assert button["y"] - (field["y"] + field["height"]) >= 8, (field, button)
+        shot(pg, f"view-auth-first-visit-{suffix}")
+        pg.locator("#auth-token").fill("wrong-token")
+        pg.get_by_role("button", name="Sign in").click()
+        playwright_api.expect(pg.locator("#auth-message")).to_contain_text("refused")
+        playwright_api.expect(dialog).to_be_visible()
+        shot(pg, f"view-auth-prompt-{suffix}")
 
-                pg.goto(read_only.url + "/#/queue/ro?state=failed")
-                playwright_api.expect(pg.locator("#ro-banner")).to_be_visible()
-                playwright_api.expect(pg.get_by_test_id("queue-title")).to_contain_text("ro")
-                assert pg.evaluate(NO_PAGE_OVERFLOW)
-                shot(pg, f"view-read-only-{suffix}")
+        pg.goto(read_only.url + "/#/queue/ro?state=failed")
+        playwright_api.expect(pg.locator("#ro-banner")).to_be_visible()
+        playwright_api.expect(pg.get_by_test_id("queue-title")).to_contain_text("ro")
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        shot(pg, f"view-read-only-{suffix}")
 
-                pg.goto(f"{server.url}/#/job/{queue}/no-such-job")
-                playwright_api.expect(
-                    pg.get_by_role("heading", name="Could not load this view")
-                ).to_be_visible()
-                assert pg.evaluate(NO_PAGE_OVERFLOW)
-                shot(pg, f"view-error-{suffix}")
+        pg.goto(f"{server.url}/#/job/{queue}/no-such-job")
+        playwright_api.expect(
+            pg.get_by_role("heading", name="Could not load this view")
+        ).to_be_visible()
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        shot(pg, f"view-error-{suffix}")
 
-                pg.goto(f"{server.url}/#/job/{queue}/{job}")
-                pg.get_by_role("button", name="Save").click()
-                playwright_api.expect(pg.get_by_test_id("toast")).to_contain_text("Save: done")
-                assert pg.evaluate(NO_PAGE_OVERFLOW)
-                # a full-page shot of a scrolled page draws the sticky header mid-page
-                pg.evaluate("scrollTo(0, 0)")
-                shot(pg, f"view-notice-{suffix}")
-            finally:
-                pg.context.close()
+        pg.goto(f"{server.url}/#/job/{queue}/{job}")
+        pg.get_by_role("button", name="Save").click()
+        playwright_api.expect(pg.get_by_test_id("toast")).to_contain_text("Save: done")
+        assert pg.evaluate(NO_PAGE_OVERFLOW)
+        # a full-page shot of a scrolled page draws the sticky header mid-page
+        pg.evaluate("scrollTo(0, 0)")
+        shot(pg, f"view-notice-{suffix}")
