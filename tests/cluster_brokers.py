@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from hopper.ports import free_port
 from hopper.server_process import ServerProcess
 from postgres_server import Postgres, bin_dir
 
@@ -32,10 +31,6 @@ def broker(
         "HOPPER_SLOT_LEASE_MS": str(lease_ms),
         "HOPPER_STALL_INTERVAL_MS": str(stall_ms),
         "HOPPER_FSYNC": "always",
-        # Chosen here, where every port of the test is chosen, so that no broker can
-        # pick another's public port before that one listens.
-        "HOPPER_BACKEND_PORT": str(free_port()),
-        "HOPPER_BACKEND_TCP_PORT": str(free_port()),
     }
     return ServerProcess.hopper(log=log_dir / f"{name}.log", env=env)
 

@@ -81,13 +81,19 @@ class ServerProcess:
         its own (never the shared default 6789)."""
         port = free_port() if port is None else port
         tcp_port = free_port() if tcp_port is None else tcp_port
+        env = dict(env or {})
+        if "HOPPER_POSTGRES_URL" in env:
+            # A broker's backend ports are chosen here too, where all the caller's ports
+            # are: a broker choosing its own could take another's port before it listens.
+            env.setdefault("HOPPER_BACKEND_PORT", str(free_port()))
+            env.setdefault("HOPPER_BACKEND_TCP_PORT", str(free_port()))
         if executable:
             prefix, base = [executable], {"PATH": SCRUBBED_PATH}
         else:
             prefix, base = [sys.executable, "-m", "hopper"], clean_environment()
         cmd = [*prefix, command, "--host", HOST, "--port", str(port)]
         cmd += ["--tcp-port", str(tcp_port), *args]
-        process = cls(cmd, port=port, log=log, env={**base, **(env or {})})
+        process = cls(cmd, port=port, log=log, env={**base, **env})
         process.tcp_port = tcp_port
         return process
 
