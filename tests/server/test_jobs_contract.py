@@ -267,11 +267,11 @@ def test_a_long_poll_whose_client_left_takes_no_job(server: Server, queue: str) 
         contextlib.suppress(httpx.ReadTimeout),
     ):
         impatient.get(f"/queues/{queue}/jobs", params={"timeout": 10000})
-    time.sleep(0.2)  # the server notices the disconnect
+    time.sleep(0.2)  # the server most likely noticed the disconnect; either way:
     job_id = push(server.client, queue)
-    time.sleep(0.2)
-    got = get_job(server.client, job_id)
-    assert got["state"] == "waiting", got
+    # Leased to the departed poll, the job would stay active until its lease ran out
+    # (30 s); waiting within 5 s means it never was, or was released at once.
+    assert wait_until(lambda: get_job(server.client, job_id)["state"] == "waiting")
     job, _token = pull(server.client, queue)
     assert job["id"] == job_id
 

@@ -71,15 +71,12 @@ def test_http_worker_runs_jobs_concurrently(client: hopper.Client, queue: str) -
 
     ids = client.push_many(queue, [{"data": i} for i in range(8)])
     worker = hopper.Worker(client, queue, handler, concurrency=4, poll_timeout=1)
-    t0 = time.monotonic()
     thread = in_thread(worker)
     try:
         assert wait_until(lambda: states(client.get, ids) == ["completed"] * 8, timeout=10)
-        elapsed = time.monotonic() - t0
     finally:
         finish(worker, thread)
-    assert peak == 4
-    assert elapsed < 1.6  # 8 jobs of 0.2 s, 4 at a time
+    assert peak == 4  # four ran at once: concurrency without a timing assertion
     assert [client.get(i)["result"] for i in ids] == [{"double": i * 2} for i in range(8)]
     assert worker.processed == 8 and worker.failed == 0
     assert progressed == [False] * 8
