@@ -72,7 +72,7 @@ from hopper._engine import LoadGen
 from hopper.bench.histograms import Series, value_ms
 from hopper.bench.runner import Options, Plan, config
 from hopper.server_process import ServerProcess, free_port
-from tcp import wait_idle  # bench/tcp.py: wait for a quiet machine
+from tcp import add_quiet_options, quiet_method, wait_idle  # bench/tcp.py: a quiet machine
 
 sys.path.insert(0, str(S.ROOT / "tests"))
 import postgres_server as PG
@@ -759,15 +759,7 @@ def main() -> int:
         help="jobs per queue at most (bunqueue loads every live job at start "
         "and caps its read model at 100k)",
     )
-    p.add_argument("--idle-wait", type=float, default=60.0)
-    p.add_argument("--idle-below", type=float, default=0.3)
-    p.add_argument(
-        "--noisy-above",
-        type=float,
-        default=0.5,
-        help="a sample whose other_cores exceeds this is measured again",
-    )
-    p.add_argument("--noisy-retries", type=int, default=1)
+    add_quiet_options(p, idle_wait=60.0, noisy_retries=1)
     p.add_argument("--out", type=Path, default=S.HERE / "results" / "cluster.json")
     args = p.parse_args()
     parts = set(args.parts.split(","))
@@ -896,9 +888,7 @@ def write_json(
             "cpu": "cores = CPU s / wall s over the timed phase; per broker per thread "
             "name (/proc/<pid>/task/*/stat); postgres = the postmaster's process tree; "
             "driver = this process (generators + Python); other = machine - the rest",
-            "idle": f"up to {args.idle_wait:g} s of waiting for < {args.idle_below:g} busy "
-            f"cores before each sample; a sample with other_cores > {args.noisy_above:g} is "
-            f"measured again up to {args.noisy_retries} time(s)",
+            "idle": quiet_method(args),
             "failover": "SIGKILL of the owner's process group (owner from hopper_slots), "
             "then HTTP pushes through the survivors alternately (1 s timeout each) until one "
             "answers 200: first_push_s; all_survivors_s when both did; the killed broker is "

@@ -142,6 +142,42 @@ def wait_idle(max_wait: float, below: float) -> float:
             return busy
 
 
+def add_quiet_options(p: argparse.ArgumentParser, idle_wait: float, noisy_retries: int) -> None:
+    """The options of `wait_idle` and of measuring a noisy sample again."""
+    p.add_argument(
+        "--idle-wait",
+        type=float,
+        default=idle_wait,
+        help="before each sample, wait up to this many s for a quiet machine (0: don't)",
+    )
+    p.add_argument(
+        "--idle-below", type=float, default=0.3, help="quiet = fewer busy cores than this"
+    )
+    p.add_argument(
+        "--noisy-above",
+        type=float,
+        default=0.5,
+        help="a sample whose other_cores (machine - generator - servers) exceeds this is noisy",
+    )
+    p.add_argument(
+        "--noisy-retries",
+        type=int,
+        default=noisy_retries,
+        help="measure a noisy sample again up to this many times (the last one is kept)",
+    )
+
+
+def quiet_method(args: argparse.Namespace) -> str:
+    """How `add_quiet_options`' settings were applied, for a results file's method."""
+    return (
+        f"before each sample, up to {args.idle_wait:g} s of waiting for the machine to be "
+        f"busy < {args.idle_below:g} cores over 1 s (busy_cores_before records the last "
+        f"second); a sample whose other_cores exceeds {args.noisy_above:g} is measured "
+        f"again from scratch, up to {args.noisy_retries} times; the last attempt is kept "
+        "(noisy: true if it was still noisy) and the others are in discarded_noisy_samples"
+    )
+
+
 def stop_server(srv: ServerProcess, data_dir: Path) -> int | None:
     """SIGTERM (SIGKILL after 10 s); the data dir goes too, so the disk does not fill."""
     code = srv.stop(10.0)
@@ -407,27 +443,7 @@ def main() -> int:
         metavar="ARG",
         help="appended to `hopper serve` (repeatable; --hopper-arg=--memory drops --data-dir)",
     )
-    p.add_argument(
-        "--idle-wait",
-        type=float,
-        default=30.0,
-        help="before each sample, wait up to this many s for a quiet machine (0: don't)",
-    )
-    p.add_argument(
-        "--idle-below", type=float, default=0.3, help="quiet = fewer busy cores than this"
-    )
-    p.add_argument(
-        "--noisy-above",
-        type=float,
-        default=0.5,
-        help="a sample whose other_cores (machine - client - server) exceeds this is noisy",
-    )
-    p.add_argument(
-        "--noisy-retries",
-        type=int,
-        default=2,
-        help="measure a noisy sample again up to this many times (the last one is kept)",
-    )
+    add_quiet_options(p, idle_wait=30.0, noisy_retries=2)
     p.add_argument("--out", type=Path, default=HERE / "results" / "tcp.json")
     args = p.parse_args()
     by_key = {c.key: c for c in CELLS}
@@ -582,12 +598,7 @@ def write_json(
             "of the server's process tree; machine_busy_cores from /proc/stat; other_cores = "
             "machine - client - server (loopback softirq and anything else running)",
             "timeout_s": args.timeout,
-            "idle": f"before each sample, up to {args.idle_wait:g} s of waiting for the machine "
-            f"to be busy < {args.idle_below:g} cores over 1 s (busy_cores_before records the "
-            "last second; loadavg_before the load average); a sample whose other_cores "
-            f"exceeds {args.noisy_above:g} is measured again, up to {args.noisy_retries} "
-            "times, on a fresh server; the last attempt is kept (noisy: true if it was "
-            "still noisy) and the others are in discarded_noisy_samples",
+            "idle": quiet_method(args),
         },
         "server_logs": str(scratch),
         "cells": {c.key: {"label": c.label, "client": c.client, "mode": c.mode} for c in cells},
