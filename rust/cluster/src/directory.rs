@@ -43,14 +43,7 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// Every slot and broker of `namespace` (the schema must exist: a broker migrates it).
 pub fn read_view(client: &mut Client, namespace: &str) -> Result<ClusterView, ClusterError> {
     let now_ms: i64 = client.query_one(&format!("SELECT {NOW_MS}"), &[])?.get(0);
-    let slots = client
-        .query(
-            &format!("SELECT {SLOT_COLUMNS} FROM hopper_slots WHERE namespace = $1 ORDER BY slot"),
-            &[&namespace],
-        )?
-        .iter()
-        .map(slot_owner_of)
-        .collect();
+    let slots = read_slots(client, namespace)?;
     let brokers = client
         .query(
             "SELECT broker_id, http, tcp, started_ms, seen_ms FROM hopper_brokers
@@ -73,18 +66,14 @@ pub fn read_view(client: &mut Client, namespace: &str) -> Result<ClusterView, Cl
     })
 }
 
-/// One slot's row, if a broker ever took it: what a front polls (the whole view also
-/// reads the clock and every broker).
-pub fn read_slot(
-    client: &mut Client,
-    namespace: &str,
-    slot: i32,
-) -> Result<Option<SlotOwner>, ClusterError> {
-    let row = client.query_opt(
-        &format!("SELECT {SLOT_COLUMNS} FROM hopper_slots WHERE namespace = $1 AND slot = $2"),
-        &[&namespace, &slot],
+/// Every slot row of `namespace` (those some broker ever took): what a front polls (the
+/// whole view also reads the clock and every broker).
+pub fn read_slots(client: &mut Client, namespace: &str) -> Result<Vec<SlotOwner>, ClusterError> {
+    let rows = client.query(
+        &format!("SELECT {SLOT_COLUMNS} FROM hopper_slots WHERE namespace = $1 ORDER BY slot"),
+        &[&namespace],
     )?;
-    Ok(row.as_ref().map(slot_owner_of))
+    Ok(rows.iter().map(slot_owner_of).collect())
 }
 
 const SLOT_COLUMNS: &str = "slot, owner, epoch, lease_until_ms, owner_http, owner_tcp";

@@ -1,12 +1,14 @@
-//! A broker's front: the public HTTP and TCP-protocol ports of every broker, relaying
-//! each client connection byte for byte to the slot owner's backends (phase 1's
-//! forwarding). A relay does not parse: HTTP keep-alive, SSE, WebSocket and the binary
-//! protocol all pass unchanged, and the owner's app does auth, limits and errors.
+//! A broker's front: the public HTTP and TCP-protocol ports of every broker. With one
+//! slot it relays each client connection byte for byte to the slot owner's backends: a
+//! relay does not parse, so HTTP keep-alive, SSE, WebSocket and the binary protocol all
+//! pass unchanged, and the owner's app does auth, limits and errors. With several slots
+//! the connection goes to a router that sends each request to its slot's owner.
 //!
-//! The owner and its backend addresses come from the slot row (`directory.rs`), polled
-//! on a thread of its own. When the slot moves (a new epoch), relays to the old owner are
-//! closed, so their clients reconnect and reach the new one; a connection that finds no
-//! reachable owner waits for one, up to `connect_wait`, then is closed.
+//! The owners and their backend addresses come from the slot rows (`directory.rs`),
+//! polled on a thread of its own into a `SlotTable`. When the slot moves (a new epoch),
+//! relays to the old owner are closed, so their clients reconnect and reach the new one;
+//! a connection that finds no reachable owner waits for one, up to `connect_wait`, then
+//! is closed.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -21,8 +23,9 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::connect::connect;
-use crate::directory::{announce, read_slot, withdraw};
+use crate::directory::{announce, read_slots, withdraw};
 use crate::schema::migrate;
+use crate::slot_table::{Port, SlotTable, Table};
 
 #[derive(Clone)]
 pub struct FrontConfig {
@@ -33,29 +36,8 @@ pub struct FrontConfig {
     pub poll: Duration,
     /// How long a new connection waits for a reachable owner before it is closed.
     pub connect_wait: Duration,
-}
-
-/// Where the owner's backends listen, under which epoch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Owner {
-    epoch: i64,
-    http: String,
-    tcp: String,
-}
-
-#[derive(Clone, Copy)]
-enum Port {
-    Http,
-    Tcp,
-}
-
-impl Owner {
-    fn addr(&self, port: Port) -> &str {
-        match port {
-            Port::Http => &self.http,
-            Port::Tcp => &self.tcp,
-        }
-    }
+    /// The cluster's slot count (checked against the database by the brokers' engines).
+    pub slots: u32,
 }
 
 /// Runs until `stop` (or drop): the listeners are closed and every relay ends.
@@ -83,7 +65,7 @@ impl Front {
             .enable_io()
             .enable_time()
             .build()?;
-        let (tx, rx) = watch::channel(None::<Owner>);
+        let (tx, rx) = watch::channel(Arc::new(SlotTable::empty(config.slots)));
         let stop = Arc::new(AtomicBool::new(false));
         let poller = {
             let (config, stop) = (config.clone(), stop.clone());
@@ -93,7 +75,7 @@ impl Front {
             );
             std::thread::Builder::new()
                 .name("hopper-front-poll".into())
-                .spawn(move || poll_owner(&config, &public, &tx, &stop))?
+                .spawn(move || poll_owners(&config, &public, &tx, &stop))?
         };
         let wait = config.connect_wait;
         for (listener, port) in [(Some(http), Port::Http), (tcp, Port::Tcp)] {
@@ -139,14 +121,21 @@ impl Drop for Front {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    port: Port,
-    owners: watch::Receiver<Option<Owner>>,
-    wait: Duration,
-) {
+async fn accept_loop(listener: TcpListener, port: Port, owners: Table, wait: Duration) {
+    let routed = owners.borrow().slots() > 1;
     loop {
         match listener.accept().await {
+            Ok((client, _)) if routed => {
+                let _ = client.set_nodelay(true);
+                match port {
+                    Port::Http => {
+                        tokio::spawn(crate::route_http::serve(client, owners.clone(), wait))
+                    }
+                    Port::Tcp => {
+                        tokio::spawn(crate::route_tcp::serve(client, owners.clone(), wait))
+                    }
+                };
+            }
             Ok((client, _)) => {
                 tokio::spawn(relay(client, port, owners.clone(), wait));
             }
@@ -156,63 +145,28 @@ async fn accept_loop(
     }
 }
 
-/// Connects to the current owner's backend (waiting, bounded, for one that answers),
-/// then copies both ways until either side closes or the slot moves.
-async fn relay(
-    mut client: TcpStream,
-    port: Port,
-    mut owners: watch::Receiver<Option<Owner>>,
-    wait: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + wait;
-    let (epoch, mut upstream) = loop {
-        let target = owners.borrow_and_update().clone();
-        if let Some(owner) = target.filter(|o| !o.addr(port).is_empty()) {
-            let connect = TcpStream::connect(owner.addr(port).to_string());
-            if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
-                break (owner.epoch, stream);
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return;
-        }
-        // A new owner, or a retry soon: a dead owner's row changes only at takeover.
-        let waited = tokio::time::timeout(Duration::from_millis(100), owners.changed()).await;
-        if matches!(waited, Ok(Err(_))) {
-            return; // the front is stopping
-        }
+/// Connects to slot 0's owner's backend (waiting, bounded, for one that answers), then
+/// copies both ways until either side closes or the slot moves.
+async fn relay(mut client: TcpStream, port: Port, mut owners: Table, wait: Duration) {
+    let Some((epoch, mut upstream)) =
+        crate::slot_table::connect_owner(&mut owners, 0, port, wait).await
+    else {
+        return;
     };
     let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-        _ = moved_from(&mut owners, epoch) => {}
+        _ = crate::slot_table::moved_from(&mut owners, 0, epoch) => {}
     }
 }
 
-/// Returns once the slot has an owner of another epoch (or the front stops).
-async fn moved_from(owners: &mut watch::Receiver<Option<Owner>>, epoch: i64) {
-    loop {
-        if owners
-            .borrow_and_update()
-            .as_ref()
-            .is_some_and(|o| o.epoch != epoch)
-        {
-            return;
-        }
-        if owners.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads slot 0's row every `poll` and publishes its owner; refreshes this broker's own
-/// row about every second. A lost connection is reopened at the next period, keeping
-/// the last owner known meanwhile.
-fn poll_owner(
+/// Reads the slot rows every `poll` and publishes their owners; refreshes this broker's
+/// own row about every second. A lost connection is reopened at the next period,
+/// keeping the last owners known meanwhile.
+fn poll_owners(
     config: &FrontConfig,
     public: &(String, String),
-    owners: &watch::Sender<Option<Owner>>,
+    owners: &watch::Sender<Arc<SlotTable>>,
     stop: &AtomicBool,
 ) {
     let mut client: Option<Client> = None;
@@ -237,18 +191,16 @@ fn poll_owner(
                     first = false;
                     announced = Instant::now();
                 }
-                read_slot(c, &config.namespace, 0)
+                read_slots(c, &config.namespace)
             })();
             match polled {
-                Ok(row) => {
-                    let owner = row.map(|s| Owner {
-                        epoch: s.epoch,
-                        http: s.http,
-                        tcp: s.tcp,
-                    });
-                    owners.send_if_modified(|o| {
-                        let changed = *o != owner;
-                        *o = owner;
+                Ok(rows) => {
+                    let table = SlotTable::from_rows(config.slots, rows);
+                    owners.send_if_modified(|t| {
+                        let changed = **t != table;
+                        if changed {
+                            *t = Arc::new(table);
+                        }
                         changed
                     });
                 }

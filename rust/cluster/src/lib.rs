@@ -12,8 +12,11 @@ mod error;
 mod front;
 mod keeper;
 mod pg_store;
+mod route_http;
+mod route_tcp;
 mod schema;
 mod slot;
+mod slot_table;
 
 pub use directory::{fetch_view, read_view, Broker, ClusterView, SlotOwner};
 pub use error::ClusterError;

@@ -66,6 +66,7 @@ fn front(url: &str, ns: &str, wait_ms: u64) -> Front {
         broker_id: "f1".into(),
         poll: Duration::from_millis(20),
         connect_wait: Duration::from_millis(wait_ms),
+        slots: 1,
     };
     let http = TcpListener::bind("127.0.0.1:0").unwrap();
     Front::start(config, http, None).unwrap()

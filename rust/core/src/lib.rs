@@ -5,6 +5,7 @@
 //! else (indexes, record encoding, the log writer) can change without breaking them.
 
 mod clock;
+pub mod cluster_slots;
 mod cron;
 mod data_dir;
 mod engine;

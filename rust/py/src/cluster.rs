@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use hopper_cluster::{fetch_view, ClusterError, FrontConfig, Slot, SlotConfig};
+use hopper_core::cluster_slots::MAX_SLOTS;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -59,8 +60,8 @@ impl Front {
     /// Binds `host:port` (and `host:tcp_port` unless 0) and starts relaying. A port in
     /// use raises OSError before anything runs.
     #[new]
-    #[pyo3(signature = (*, url, namespace, broker_id, host, port, tcp_port, poll_ms=100,
-        connect_wait_ms=5000))]
+    #[pyo3(signature = (*, url, namespace, broker_id, host, port, tcp_port, slots=1,
+        poll_ms=100, connect_wait_ms=5000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         url: String,
@@ -69,11 +70,17 @@ impl Front {
         host: &str,
         port: u16,
         tcp_port: u16,
+        slots: u32,
         poll_ms: u64,
         connect_wait_ms: u64,
     ) -> PyResult<Self> {
         if poll_ms == 0 {
             return Err(InvalidInputError::new_err("poll_ms must be positive"));
+        }
+        if !(1..=MAX_SLOTS).contains(&slots) {
+            return Err(InvalidInputError::new_err(format!(
+                "slots must be between 1 and {MAX_SLOTS}"
+            )));
         }
         let http = TcpListener::bind((host, port))?;
         let tcp = (tcp_port != 0)
@@ -85,6 +92,7 @@ impl Front {
             broker_id,
             poll: Duration::from_millis(poll_ms),
             connect_wait: Duration::from_millis(connect_wait_ms),
+            slots,
         };
         let front = hopper_cluster::Front::start(config, http, tcp)?;
         Ok(Self { inner: Some(front) })

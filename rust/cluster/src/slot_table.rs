@@ -1,0 +1,125 @@
+//! What a front knows of the cluster: each slot's owner and where its backends listen,
+//! as last read from the slot rows. Published on a watch channel by the front's poller;
+//! relays and routers read it to pick a backend and to notice a slot moving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::directory::SlotOwner;
+
+/// Where a slot's owner's backends listen, under which epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub epoch: i64,
+    pub http: String,
+    pub tcp: String,
+}
+
+/// Which backend of an owner a connection wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    Http,
+    Tcp,
+}
+
+impl Owner {
+    pub fn addr(&self, port: Port) -> &str {
+        match port {
+            Port::Http => &self.http,
+            Port::Tcp => &self.tcp,
+        }
+    }
+}
+
+/// Every slot's owner, `None` for a slot no broker has taken yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotTable {
+    owners: Vec<Option<Owner>>,
+}
+
+/// The table as the front's poller publishes it.
+pub type Table = watch::Receiver<Arc<SlotTable>>;
+
+impl SlotTable {
+    pub fn empty(slots: u32) -> SlotTable {
+        SlotTable {
+            owners: vec![None; slots.max(1) as usize],
+        }
+    }
+
+    /// The table of `slots` slots from the rows read; rows of slots beyond the count
+    /// (none, since the count is fixed per cluster) are ignored.
+    pub fn from_rows(slots: u32, rows: Vec<SlotOwner>) -> SlotTable {
+        let mut table = SlotTable::empty(slots);
+        for row in rows {
+            if let Some(owner) = usize::try_from(row.slot)
+                .ok()
+                .and_then(|i| table.owners.get_mut(i))
+            {
+                *owner = Some(Owner {
+                    epoch: row.epoch,
+                    http: row.http,
+                    tcp: row.tcp,
+                });
+            }
+        }
+        table
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.owners.len() as u32
+    }
+
+    pub fn owner(&self, slot: u32) -> Option<&Owner> {
+        self.owners.get(slot as usize)?.as_ref()
+    }
+}
+
+/// Connects to `slot`'s owner's backend, waiting (up to `wait`) for an owner that
+/// answers: between a death and the takeover there is none. Returns the owner's epoch
+/// with the connection, or `None` once the wait is over or the front stops.
+pub async fn connect_owner(
+    owners: &mut Table,
+    slot: u32,
+    port: Port,
+    wait: Duration,
+) -> Option<(i64, TcpStream)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let target = owners.borrow_and_update().owner(slot).cloned();
+        if let Some(owner) = target.filter(|o| !o.addr(port).is_empty()) {
+            let connect = TcpStream::connect(owner.addr(port).to_string());
+            if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+                let _ = stream.set_nodelay(true);
+                return Some((owner.epoch, stream));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        // A new owner, or a retry soon: a dead owner's row changes only at takeover.
+        let waited = tokio::time::timeout(Duration::from_millis(100), owners.changed()).await;
+        if matches!(waited, Ok(Err(_))) {
+            return None; // the front is stopping
+        }
+    }
+}
+
+/// Returns once `slot` has an owner of another epoch than `epoch` (or the front stops).
+pub async fn moved_from(owners: &mut Table, slot: u32, epoch: i64) {
+    loop {
+        if owners
+            .borrow_and_update()
+            .owner(slot)
+            .is_some_and(|o| o.epoch != epoch)
+        {
+            return;
+        }
+        if owners.changed().await.is_err() {
+            return;
+        }
+    }
+}
