@@ -14,6 +14,7 @@ mod keeper;
 mod pg_store;
 mod route_http;
 mod route_tcp;
+mod route_ws;
 mod schema;
 mod slot;
 mod slot_table;
