@@ -293,7 +293,9 @@ class Engine:
     constructor waits while another broker (`broker_id`) holds the slot, then takes it
     over, recovering its state, and renews its lease (`slot_lease_ms`) until closed.
     `advertise_http`/`advertise_tcp` ("host:port") are recorded with the slot: where the
-    brokers' fronts reach this owner's HTTP and TCP backends.
+    brokers' fronts reach this owner's HTTP and TCP backends. A cluster of `slots` slots
+    (fixed when it is created) runs one engine per slot; this one serves `slot`, and
+    the ids it generates carry it.
     """
 
     def __init__(
@@ -319,6 +321,8 @@ class Engine:
         slot_lease_ms: int = 5000,
         advertise_http: str = "",
         advertise_tcp: str = "",
+        slot: int = 0,
+        slots: int = 1,
     ) -> None:
         options = check_engine_options(
             max_payload_bytes=max_payload_bytes,
@@ -340,6 +344,8 @@ class Engine:
             slot_lease_ms=slot_lease_ms,
             advertise_http=advertise_http,
             advertise_tcp=advertise_tcp,
+            slot=slot,
+            slots=slots,
         )
         try:
             self._core = Core(options, clock_ms=clock_ms)

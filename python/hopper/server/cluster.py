@@ -1,7 +1,8 @@
 """Cluster mode (`--postgres-url`): the public ports belong to the broker's front, which
-relays every client connection to the slot owner's backends (`hopper._engine.Front`);
-this broker's own app listens on backend ports at the advertised address, and serves
-once its engine owns the slot. See docs/cluster.md."""
+sends every client connection (with several slots: every request) to the owner of its
+slot (`hopper._engine.Front`). This broker runs one slot server per slot, each listening
+on backend ports at the advertised address, and serving once its engine owns its slot.
+See docs/cluster.md."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 from hopper._engine import Front
+from hopper.errors import InvalidInputError
 from hopper.ports import free_port
 from hopper.server.config import ConfigError, ServerConfig, host_port
 from hopper.server.server_engine import ServerEngine
@@ -45,46 +47,66 @@ def _advertised_host(config: ServerConfig) -> str:
     return config.host
 
 
-def start_front(config: ServerConfig) -> tuple[ServerConfig, Front]:
-    """Binds the public ports to a front and returns the configuration the worker
-    runs with: its backend ports, the advertised host and this broker's id fixed (the
-    front and the engine must name the same broker)."""
-    backend = config.backend_port or free_port(config.host)
-    backend_tcp = (config.backend_tcp_port or free_port(config.host)) if config.tcp_port else 0
-    worker = dataclasses.replace(
-        config,
-        port=backend,
-        tcp_port=backend_tcp,
-        advertise_addr=_advertised_host(config),
-        broker_id=config.broker_name(),
-    )
+def _backend_port(given: int, slot: int, host: str) -> int:
+    """Slot k's server listens on the given port + k (one firewall range), else on a
+    free port."""
+    return given + slot if given else free_port(host)
+
+
+def start_front(config: ServerConfig) -> tuple[list[ServerConfig], Front]:
+    """Binds the public ports to a front and returns the configuration of each of this
+    broker's slot servers: its slot, its backend ports, the advertised host and this
+    broker's id fixed (the front and the engines must name the same broker)."""
+    broker, advertised = config.broker_name(), _advertised_host(config)
+    servers = [
+        dataclasses.replace(
+            config,
+            port=_backend_port(config.backend_port, slot, config.host),
+            tcp_port=_backend_port(config.backend_tcp_port, slot, config.host)
+            if config.tcp_port
+            else 0,
+            advertise_addr=advertised,
+            broker_id=broker,
+            slot=slot,
+        )
+        for slot in range(config.slots)
+    ]
     try:
         front = Front(
             url=config.postgres_url,
             namespace=config.namespace,
-            broker_id=worker.broker_id,
+            broker_id=broker,
             host=config.host,
             port=config.port,
             tcp_port=config.tcp_port,
+            slots=config.slots,
         )
     except OSError as e:
         raise ConfigError(f"cannot listen on {config.host}: {e.strerror or e}") from None
+    except InvalidInputError as e:
+        raise ConfigError(str(e)) from None
     tcp = f", TCP protocol on {config.tcp_port}" if config.tcp_port else ""
+    backends = ", ".join(host_port(advertised, s.port) for s in servers)
     print(
-        f"[INFO] hopper: broker {worker.broker_id!r} of cluster {config.namespace!r}: "
-        f"clients on {host_port(config.host, config.port)}{tcp}, relayed to the slot's "
-        f"owner; this broker's backends on {host_port(worker.advertise_addr, backend)}",
+        f"[INFO] hopper: broker {broker!r} of cluster {config.namespace!r} "
+        f"({config.slots} slot{'s' if config.slots > 1 else ''}): clients on "
+        f"{host_port(config.host, config.port)}{tcp}, sent to each slot's owner; this "
+        f"broker's slot servers on {backends}",
         file=sys.stderr,
         flush=True,
     )
-    return worker, front
+    return servers, front
 
 
 async def watch_slot(engine: ServerEngine) -> None:
     """Exits the worker once its engine can no longer serve the slot (fenced, its
     database session gone): Granian starts a fresh worker, which recovers as a standby
     and takes the slot again when it can. Crash-only: nothing of a lost slot is
-    worth keeping, and every acknowledged change is already in PostgreSQL."""
+    worth keeping, and every acknowledged change is already in PostgreSQL.
+
+    Also hands the slot over when another broker now ranks first for it (it joined, or
+    came back): the engine closes, which ends its lease at once, and the worker exits
+    to stand by, so that broker takes the slot without waiting for a lease to run out."""
     while True:
         await asyncio.sleep(SLOT_CHECK_S)
         # Off the loop: the check pings the database session.
@@ -92,6 +114,16 @@ async def watch_slot(engine: ServerEngine) -> None:
         if reason is not None:
             print(f"[WARNING] hopper: lost the cluster slot: {reason}", file=sys.stderr, flush=True)
             await asyncio.sleep(max(0.0, _STARTED + LEAST_WORKER_LIFE_S - time.monotonic()))
+            os._exit(SLOT_LOST_EXIT)
+        successor = engine.slot_handoff()
+        if successor is not None and time.monotonic() - _STARTED >= LEAST_WORKER_LIFE_S:
+            print(
+                f"[INFO] hopper: handing the cluster slot to broker {successor!r}, "
+                "which ranks first for it",
+                file=sys.stderr,
+                flush=True,
+            )
+            await asyncio.to_thread(engine.close)
             os._exit(SLOT_LOST_EXIT)
 
 

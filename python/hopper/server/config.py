@@ -263,6 +263,23 @@ class ServerConfig:
         ("HOPPER_BACKEND_TCP_PORT",),
         "cluster mode: the same for the TCP protocol (0: a free one)",
     )
+    slots: int = option(
+        1,
+        "--slots",
+        ("HOPPER_SLOTS",),
+        "cluster mode: how many slots the cluster's queues are spread over, fixed when the "
+        "cluster first starts (every broker must give the same); each slot is served by "
+        "one broker, ranked first for it among the live brokers",
+        engine=True,
+    )
+    slot: int = option(
+        0,
+        "--slot",
+        ("HOPPER_SLOT",),
+        "internal: the slot a broker's slot server serves (a broker sets it for each of "
+        "its slot servers)",
+        engine=True,
+    )
     slot_lease_ms: int = option(
         5000,
         "--slot-lease-ms",
@@ -538,6 +555,8 @@ def _validate(c: ServerConfig) -> None:
         raise ConfigError(f"dashboard_base_path is not a usable path: {c.dashboard_base_path!r}")
     if c.memory and c.postgres_url:
         raise ConfigError("--memory and --postgres-url exclude each other")
+    if c.slots != 1 and not c.postgres_url:
+        raise ConfigError("--slots needs --postgres-url (slots spread a cluster's queues)")
     if not c.memory and not c.data_dir:
         raise ConfigError("data_dir must not be empty (use --memory for no persistence)")
     try:

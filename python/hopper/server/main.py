@@ -20,6 +20,7 @@ from hopper.server.asgi import AsgiInterface
 from hopper.server.cluster import standby_signals, start_front
 from hopper.server.config import ConfigError, ServerConfig, load
 from hopper.server.rsgi import RsgiInterface
+from hopper.server.slot_servers import SlotServers
 
 CONFIG_ENV = "HOPPER_RESOLVED_CONFIG"
 # On SIGTERM the app ends its SSE streams, WebSockets and long polls itself (see
@@ -88,6 +89,25 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """`hopper serve`: one server on its data directory, or one broker of a cluster (a
+    front on the public ports and a slot server per slot, the first in this process)."""
+    config = load(args)
+    if not config.postgres_url:
+        check_data_dir_free(config)
+        return run_server(config)
+    servers, front = start_front(config)
+    others = SlotServers(servers[1:], CONFIG_ENV)
+    try:
+        return run_server(servers[0], cluster=True)
+    finally:
+        others.stop()
+        front.stop()
+
+
+def run_server(config: ServerConfig, *, cluster: bool = False) -> int:
+    """Granian serving the app with `config` until stopped. In a cluster (`cluster`) the
+    app is a slot server: its worker exits when it loses its slot, and Granian starts a
+    new one, which stands by."""
     from granian.constants import Interfaces, Loops
     from granian.server import MPServer  # what `granian.Granian` is on a GIL build
 
@@ -116,16 +136,9 @@ def serve(args: argparse.Namespace) -> int:
             timer.daemon = True
             timer.start()
 
-    config = load(args)
-    front = None
-    if config.postgres_url:
-        # The public ports are the front's; the worker listens on backend ports.
-        config, front = start_front(config)
     check_port_free(config.host, config.port)
     if config.tcp_port:
         check_port_free(config.host, config.tcp_port)
-    if not config.postgres_url:
-        check_data_dir_free(config)  # a broker keeps no data directory
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     server = Server(
         "hopper.server.main:app_from_env",
@@ -141,13 +154,7 @@ def serve(args: argparse.Namespace) -> int:
         websockets=True,
         log_access=False,
         workers_kill_timeout=SHUTDOWN_GRACE_S,
-        # A broker's worker exits when it loses the cluster slot; a new one waits as a
-        # standby (server/cluster.py).
-        respawn_failed_workers=front is not None,
+        respawn_failed_workers=cluster,
     )
-    try:
-        server.serve()
-    finally:
-        if front is not None:
-            front.stop()
+    server.serve()
     return 0

@@ -39,6 +39,9 @@ class ServerEngine(Engine):
     slot_lost: Callable[[], str | None]
     """Why this engine can no longer serve its cluster slot, if so (None outside
     cluster mode)."""
+    slot_handoff: Callable[[], str | None]
+    """The broker this engine's cluster slot should move to (it ranks first for it), if
+    any."""
     commit_target: Callable[[], tuple[int, int] | None]
     """What `commit()` would wait for now: (LSN to see written, LSN to see synced), or
     None. `commit()` in two halves, for callers that answer later."""
@@ -56,6 +59,7 @@ class ServerEngine(Engine):
         self.fail_body = core.fail_body
         self.commit_target = core.commit_target
         self.slot_lost = core.slot_lost
+        self.slot_handoff = core.slot_handoff
 
     def serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """Binds the commit waits to the server's loop once, so a request does not look

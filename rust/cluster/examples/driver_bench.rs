@@ -70,6 +70,7 @@ fn store(url: &str, size: usize) {
         url: url.to_string(),
         namespace: format!("bench-{size}"),
         slot: 0,
+        slots: 1,
         broker_id: "bench".into(),
         lease_ms: 60_000,
         advertise_http: String::new(),

@@ -25,6 +25,16 @@ pub enum ClusterError {
         found: i32,
         known: i32,
     },
+    /// Another broker ranks first for the slot, which is not vacant long enough for this
+    /// one to take it (a standby waits).
+    NotYourTurn {
+        preferred: String,
+    },
+    /// The cluster was created with another slot count than this broker asks for.
+    SlotCount {
+        fixed: i32,
+        asked: i32,
+    },
     Db(postgres::Error),
 }
 
@@ -53,6 +63,14 @@ impl fmt::Display for ClusterError {
             Self::SchemaTooNew { found, known } => write!(
                 f,
                 "the database's hopper schema is version {found}, newer than this build's {known}: upgrade hopper"
+            ),
+            Self::NotYourTurn { preferred } => write!(
+                f,
+                "broker '{preferred}' ranks first for the slot: waiting while it serves it"
+            ),
+            Self::SlotCount { fixed, asked } => write!(
+                f,
+                "this cluster has {fixed} slots (fixed when it was created), not {asked}: set HOPPER_SLOTS={fixed}, or use another namespace"
             ),
             // The driver's own text is terse ("db error"): say what the server said.
             Self::Db(e) => match (e.as_db_error(), std::error::Error::source(e)) {

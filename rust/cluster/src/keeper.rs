@@ -43,7 +43,8 @@ fn renew_loop(slot: &Slot, stop: &(Mutex<bool>, Condvar), period: Duration) {
             return;
         }
         match slot.renew() {
-            Ok(_) => {}
+            // A failed look at the brokers is retried at the next renewal.
+            Ok(_) => drop(slot.check_handoff()),
             Err(e @ ClusterError::Db(_)) => {
                 eprintln!("hopper: renewing the slot's lease failed (will retry): {e}")
             }

@@ -6,6 +6,7 @@
 //! so the engine crate has no network or database dependency. Every broker's `Front`
 //! relays its clients to the owner.
 
+mod assignment;
 mod connect;
 mod directory;
 mod error;
@@ -19,9 +20,10 @@ mod schema;
 mod slot;
 mod slot_table;
 
+pub use assignment::Turn;
 pub use directory::{fetch_view, read_view, Broker, ClusterView, SlotOwner};
 pub use error::ClusterError;
 pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
-pub use schema::SCHEMA_VERSION;
+pub use schema::{fix_slot_count, prepare, SCHEMA_VERSION};
 pub use slot::{Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};

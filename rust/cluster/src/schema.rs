@@ -60,6 +60,15 @@ ALTER TABLE hopper_snapshots ADD COLUMN chunk integer NOT NULL DEFAULT 0;
 ALTER TABLE hopper_snapshots DROP CONSTRAINT hopper_snapshots_pkey;
 ALTER TABLE hopper_snapshots ADD PRIMARY KEY (namespace, slot, segment, chunk);
 "#,
+    // Several slots: the count is fixed when a cluster first starts, since it decides
+    // which slot every queue and id belongs to.
+    r#"
+CREATE TABLE hopper_cluster (
+    namespace text    PRIMARY KEY,
+    slots     integer NOT NULL
+);
+INSERT INTO hopper_cluster SELECT DISTINCT namespace, 1 FROM hopper_slots;
+"#,
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -98,4 +107,37 @@ pub fn migrate(client: &mut Client) -> Result<(), ClusterError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Records `slots` as the cluster's slot count on its first start; later starts must ask
+/// for the same count (the slot of every queue and id depends on it).
+pub fn fix_slot_count(
+    client: &mut Client,
+    namespace: &str,
+    slots: u32,
+) -> Result<(), ClusterError> {
+    let asked = slots as i32;
+    client.execute(
+        "INSERT INTO hopper_cluster (namespace, slots) VALUES ($1, $2)
+         ON CONFLICT (namespace) DO NOTHING",
+        &[&namespace, &asked],
+    )?;
+    let fixed: i32 = client
+        .query_one(
+            "SELECT slots FROM hopper_cluster WHERE namespace = $1",
+            &[&namespace],
+        )?
+        .get(0);
+    if fixed != asked {
+        return Err(ClusterError::SlotCount { fixed, asked });
+    }
+    Ok(())
+}
+
+/// What a broker checks before it starts: the schema migrated and its slot count the
+/// cluster's.
+pub fn prepare(url: &str, namespace: &str, slots: u32) -> Result<(), ClusterError> {
+    let mut client = crate::connect::connect(url)?;
+    migrate(&mut client)?;
+    fix_slot_count(&mut client, namespace, slots)
 }

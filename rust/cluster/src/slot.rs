@@ -21,9 +21,10 @@ use std::time::Instant;
 use hopper_core::Clock;
 use postgres::{Client, Statement};
 
+use crate::assignment::{self, Turn};
 use crate::connect::connect;
 use crate::error::ClusterError;
-use crate::schema::migrate;
+use crate::schema::{fix_slot_count, migrate};
 
 /// Milliseconds now: the injected clock's (`$n`), else PostgreSQL's.
 macro_rules! now_ms {
@@ -46,6 +47,8 @@ pub struct SlotConfig {
     /// Every row is keyed by it, so several clusters (or tests) can share a database.
     pub namespace: String,
     pub slot: i32,
+    /// The cluster's slot count, fixed on its first start (`fix_slot_count`).
+    pub slots: u32,
     /// Unique among live brokers.
     pub broker_id: String,
     pub lease_ms: u64,
@@ -73,6 +76,7 @@ pub(crate) struct Inner {
     url: String,
     pub namespace: String,
     pub slot: i32,
+    slots: u32,
     broker_id: String,
     pub epoch: i64,
     lease_ms: i64,
@@ -91,6 +95,9 @@ pub(crate) struct Inner {
     /// anyone can take over).
     valid_until: AtomicI64,
     pub append: Statement,
+    /// The broker this slot should move to (ranked first and settled), once a renewal
+    /// found one: the owner hands the slot over by closing.
+    handoff: Mutex<Option<String>>,
 }
 
 const LIVE: i64 = 0;
@@ -111,9 +118,21 @@ SELECT (SELECT epoch FROM s), (SELECT count(*) FROM i)"#;
 impl Slot {
     /// Connects, migrates the schema and takes the slot (epoch + 1), or says who holds it.
     pub fn acquire(config: &SlotConfig) -> Result<Slot, ClusterError> {
+        Slot::acquire_in_turn(config, &mut Turn::default())
+    }
+
+    /// `acquire` for a standby: with several slots, only when it is this broker's turn
+    /// (`assignment.rs`); else `NotYourTurn`.
+    pub fn acquire_in_turn(config: &SlotConfig, turn: &mut Turn) -> Result<Slot, ClusterError> {
         let mut client = connect(&config.url)?;
         migrate(&mut client)?;
+        fix_slot_count(&mut client, &config.namespace, config.slots)?;
         let (ns, slot) = (&config.namespace, &config.slot);
+        if let Err(preferred) =
+            turn.check(&mut client, ns, &config.broker_id, *slot, config.slots)?
+        {
+            return Err(ClusterError::NotYourTurn { preferred });
+        }
         let locked: bool = client.query_one(TRY_LOCK, &[ns, slot])?.get(0);
         let origin = Instant::now();
         let sent = local_ms(&config.clock, origin);
@@ -135,6 +154,7 @@ impl Slot {
                 url: config.url.clone(),
                 namespace: config.namespace.clone(),
                 slot: config.slot,
+                slots: config.slots,
                 broker_id: config.broker_id.clone(),
                 epoch,
                 lease_ms: config.lease_ms as i64,
@@ -145,8 +165,29 @@ impl Slot {
                 origin,
                 valid_until: AtomicI64::new(sent + config.lease_ms as i64),
                 append,
+                handoff: Mutex::new(None),
             }),
         })
+    }
+
+    /// The broker this slot should move to, if the last renewal found one.
+    pub fn handoff_to(&self) -> Option<String> {
+        let held = self.inner.handoff.lock().unwrap_or_else(|p| p.into_inner());
+        held.clone()
+    }
+
+    /// After a renewal: notes whether a settled live broker now ranks first for the slot.
+    pub(crate) fn check_handoff(&self) -> Result<(), ClusterError> {
+        let i = &self.inner;
+        if i.slots <= 1 {
+            return Ok(());
+        }
+        let best = i.on_renewer(|c| {
+            assignment::preferred(c, &i.namespace, &i.broker_id, i.slot as u32, true)
+        })?;
+        *i.handoff.lock().unwrap_or_else(|p| p.into_inner()) =
+            (best != i.broker_id).then_some(best);
+        Ok(())
     }
 
     pub fn epoch(&self) -> i64 {

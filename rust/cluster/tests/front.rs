@@ -50,6 +50,7 @@ fn slot_config(
         url: url.into(),
         namespace: ns.into(),
         slot: 0,
+        slots: 1,
         broker_id: broker.into(),
         lease_ms: LEASE_MS,
         advertise_http: at.to_string(),

@@ -22,6 +22,7 @@ fn config(url: &str, namespace: &str, broker: &str, clock: &ManualClock) -> Slot
         url: url.to_string(),
         namespace: namespace.to_string(),
         slot: 0,
+        slots: 1,
         broker_id: broker.to_string(),
         lease_ms: LEASE_MS,
         advertise_http: String::new(),

@@ -90,6 +90,9 @@ pub struct EngineConfig {
     /// Lines kept in one job's log (the oldest go first).
     pub max_logs_per_job: usize,
     pub seed: u64,
+    /// In a cluster of several slots, the slot this engine serves: its generated ids
+    /// carry it (`cluster_slots`).
+    pub cluster_slot: Option<u32>,
 }
 
 impl EngineConfig {
@@ -124,6 +127,7 @@ impl Default for EngineConfig {
             event_capacity: 100_000,
             max_logs_per_job: 1000,
             seed: 0x5EED,
+            cluster_slot: None,
         }
     }
 }
@@ -296,6 +300,7 @@ impl Engine {
     pub fn new(config: EngineConfig, clock: Arc<dyn Clock>) -> Self {
         let now = clock.now_ms();
         let seed = config.seed ^ now;
+        let cluster_slot = config.cluster_slot;
         let event_capacity = config.event_capacity;
         let mut engine = Self {
             config,
@@ -315,7 +320,7 @@ impl Engine {
             next_retention_sweep: now + RETENTION_SWEEP_MS,
             planned_wake: u64::MAX,
             timers_moved_earlier: false,
-            id_gen: IdGenerator::new(seed),
+            id_gen: IdGenerator::tagged(seed, cluster_slot),
             next_seq: 0,
             next_gen: 0,
             events: EventBuffer::new(event_capacity),

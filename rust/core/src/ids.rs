@@ -105,6 +105,8 @@ pub struct IdGenerator {
     last_ms: u64,
     counter: u16,
     rng: u64,
+    /// A cluster slot written into every id (`cluster_slots::tag_id`).
+    slot_tag: Option<u32>,
 }
 
 impl IdGenerator {
@@ -113,6 +115,15 @@ impl IdGenerator {
             last_ms: 0,
             counter: 0,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            slot_tag: None,
+        }
+    }
+
+    /// Ids that carry `slot`, so a broker's front can route them to this engine's slot.
+    pub fn tagged(seed: u64, slot: Option<u32>) -> Self {
+        Self {
+            slot_tag: slot,
+            ..Self::new(seed)
         }
     }
 
@@ -144,6 +155,9 @@ impl IdGenerator {
         b[7] = self.counter as u8;
         b[8..].copy_from_slice(&rand.to_be_bytes());
         b[8] = 0x80 | (b[8] & 0x3F);
+        if let Some(slot) = self.slot_tag {
+            crate::cluster_slots::tag_id(&mut b, slot);
+        }
         b
     }
 

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use hopper_cluster::{fetch_view, ClusterError, FrontConfig, Slot, SlotConfig};
+use hopper_cluster::{fetch_view, prepare, ClusterError, FrontConfig, Slot, SlotConfig, Turn};
 use hopper_core::cluster_slots::MAX_SLOTS;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -22,8 +22,13 @@ const SLOT_PROBE_MS: u64 = 250;
 /// attempts, so a waiting server can still be stopped.
 pub fn own_slot(py: Python<'_>, config: &SlotConfig) -> PyResult<Slot> {
     let mut said = false;
+    let mut turn = Turn::default();
     loop {
-        let attempt = py.allow_threads(|| catch_unwind(AssertUnwindSafe(|| Slot::acquire(config))));
+        let attempt = py.allow_threads(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                Slot::acquire_in_turn(config, &mut turn)
+            }))
+        });
         let Ok(attempt) = attempt else {
             return Err(UnavailableError::new_err(
                 "internal error while taking the cluster slot",
@@ -31,7 +36,7 @@ pub fn own_slot(py: Python<'_>, config: &SlotConfig) -> PyResult<Slot> {
         };
         match attempt {
             Ok(slot) => return Ok(slot),
-            Err(ClusterError::LeaseHeld { .. }) => {}
+            Err(ClusterError::LeaseHeld { .. } | ClusterError::NotYourTurn { .. }) => {}
             Err(e) if e.is_transient() => {
                 if !said {
                     eprintln!("hopper: cannot reach PostgreSQL, retrying: {e}");
@@ -64,6 +69,7 @@ impl Front {
         poll_ms=100, connect_wait_ms=5000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         url: String,
         namespace: String,
         broker_id: String,
@@ -81,6 +87,14 @@ impl Front {
             return Err(InvalidInputError::new_err(format!(
                 "slots must be between 1 and {MAX_SLOTS}"
             )));
+        }
+        // A slot count other than the cluster's is a start-up error; a database not up
+        // yet is not (the brokers wait for it).
+        let prepared = py.allow_threads(|| prepare(&url, &namespace, slots));
+        if let Err(e @ (ClusterError::SlotCount { .. } | ClusterError::SchemaTooNew { .. })) =
+            prepared
+        {
+            return Err(InvalidInputError::new_err(e.to_string()));
         }
         let http = TcpListener::bind((host, port))?;
         let tcp = (tcp_port != 0)

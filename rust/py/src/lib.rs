@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hopper_cluster::{LeaseKeeper, Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};
+use hopper_core::cluster_slots::MAX_SLOTS;
 use hopper_core::{
     event_frame as encode_event_frame, push_str, write_event, AckRequest, ChildrenValues, Clock,
     Commit, Deferred, DlqConfig, DlqPatch, Encoding, Engine, EngineConfig, EngineError,
@@ -277,7 +278,7 @@ impl EngineOptions {
         data_dir=None, fsync="interval", fsync_interval_ms=10, snapshot_bytes=None,
         segment_bytes=None, repair=false, max_logs_per_job=None, postgres_url=None,
         namespace="default", broker_id="", slot_lease_ms=5000, advertise_http="",
-        advertise_tcp=""))]
+        advertise_tcp="", slot=0, slots=1))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_payload_bytes: Option<usize>,
@@ -299,7 +300,14 @@ impl EngineOptions {
         slot_lease_ms: u64,
         advertise_http: &str,
         advertise_tcp: &str,
+        slot: u32,
+        slots: u32,
     ) -> PyResult<Self> {
+        if !(1..=MAX_SLOTS).contains(&slots) || slot >= slots {
+            return Err(InvalidInputError::new_err(format!(
+                "slots must be between 1 and {MAX_SLOTS}, and slot below slots"
+            )));
+        }
         let d = EngineConfig::default();
         let config = EngineConfig {
             max_payload_bytes: max_payload_bytes.unwrap_or(d.max_payload_bytes),
@@ -309,6 +317,7 @@ impl EngineOptions {
             retention_age_ms: retention_age_ms.unwrap_or(d.retention_age_ms),
             retention_bytes: retention_bytes.unwrap_or(d.retention_bytes),
             max_logs_per_job: max_logs_per_job.unwrap_or(d.max_logs_per_job),
+            cluster_slot: (slots > 1).then_some(slot),
             ..d
         };
         config.validate().map_err(to_py)?;
@@ -329,7 +338,8 @@ impl EngineOptions {
             Some(url) => Some(SlotConfig {
                 url,
                 namespace: namespace.to_string(),
-                slot: 0,
+                slot: slot as i32,
+                slots,
                 broker_id: match broker_id {
                     "" => format!("pid {}", std::process::id()),
                     id => id.to_string(),
@@ -465,6 +475,12 @@ impl Core {
         let (slot, _) = self.slot.as_ref()?;
         py.allow_threads(|| slot.lost())
             .or_else(|| self.handle.log_failed())
+    }
+
+    /// The broker this engine's slot should move to (it ranks first for the slot among
+    /// the settled live brokers), if the last lease renewal found one.
+    fn slot_handoff(&self) -> Option<String> {
+        self.slot.as_ref()?.0.handoff_to()
     }
 
     /// Log and snapshot figures of a persistent engine, or None.
