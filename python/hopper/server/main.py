@@ -88,9 +88,16 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
+def _stop_before_serving(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(args: argparse.Namespace) -> int:
     """`hopper serve`: one server on its data directory, or one broker of a cluster (a
     front on the public ports and a slot server per slot, the first in this process)."""
+    # Until Granian installs its own handlers, SIGTERM is a clean stop: a broker's front
+    # answers (through another broker) before this process's server has started.
+    signal.signal(signal.SIGTERM, _stop_before_serving)
     config = load(args)
     if not config.postgres_url:
         check_data_dir_free(config)

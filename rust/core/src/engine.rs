@@ -50,6 +50,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
 use crate::clock::Clock;
+use crate::cluster_slots::queue_slot;
 use crate::error::{EngineError, Result};
 use crate::events::{Event, EventBuffer, EventExtra, EventKind};
 use crate::ids::{IdGenerator, JobId};
@@ -90,9 +91,10 @@ pub struct EngineConfig {
     /// Lines kept in one job's log (the oldest go first).
     pub max_logs_per_job: usize,
     pub seed: u64,
-    /// In a cluster of several slots, the slot this engine serves: its generated ids
-    /// carry it (`cluster_slots`).
-    pub cluster_slot: Option<u32>,
+    /// In a cluster of several slots, (the slot this engine serves, the slot count): its
+    /// generated ids carry the slot, and it holds only the queues of its slot
+    /// (`cluster_slots`).
+    pub cluster_slot: Option<(u32, u32)>,
 }
 
 impl EngineConfig {
@@ -320,7 +322,7 @@ impl Engine {
             next_retention_sweep: now + RETENTION_SWEEP_MS,
             planned_wake: u64::MAX,
             timers_moved_earlier: false,
-            id_gen: IdGenerator::tagged(seed, cluster_slot),
+            id_gen: IdGenerator::tagged(seed, cluster_slot.map(|(slot, _)| slot)),
             next_seq: 0,
             next_gen: 0,
             events: EventBuffer::new(event_capacity),
@@ -443,6 +445,17 @@ impl Engine {
             return Ok(id);
         }
         check_queue_name(name)?;
+        if let Some((slot, slots)) = self.config.cluster_slot {
+            // A queue of another slot here would be invisible to every front (they route
+            // by the queue's slot): a request that bypassed the fronts, or a flow or
+            // dependency that spans slots.
+            let home = queue_slot(name, slots);
+            if home != slot {
+                return Err(EngineError::invalid(format!(
+                    "queue '{name}' belongs to slot {home} of this cluster, and this server serves slot {slot}: a job and the queues it names (flow children, dependencies) must share a slot; send requests through a broker's public ports"
+                )));
+            }
+        }
         let name: Arc<str> = name.into();
         let mut q = Queue::new(name.clone());
         // A puller may be waiting for this queue's first job (see `wake_new_queues`); a

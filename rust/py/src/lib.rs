@@ -317,7 +317,7 @@ impl EngineOptions {
             retention_age_ms: retention_age_ms.unwrap_or(d.retention_age_ms),
             retention_bytes: retention_bytes.unwrap_or(d.retention_bytes),
             max_logs_per_job: max_logs_per_job.unwrap_or(d.max_logs_per_job),
-            cluster_slot: (slots > 1).then_some(slot),
+            cluster_slot: (slots > 1).then_some((slot, slots)),
             ..d
         };
         config.validate().map_err(to_py)?;
