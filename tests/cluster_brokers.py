@@ -23,8 +23,10 @@ def broker(
     *,
     lease_ms: int = 30_000,
     stall_ms: int = 30_000,
+    slots: int = 1,
 ) -> ServerProcess:
     env = {
+        "HOPPER_SLOTS": str(slots),
         "HOPPER_POSTGRES_URL": pg.url,
         "HOPPER_BROKER_ID": name,
         "HOPPER_NAMESPACE": namespace,

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use hopper_cluster::{fetch_view, prepare, ClusterError, FrontConfig, Slot, SlotConfig, Turn};
-use hopper_core::cluster_slots::MAX_SLOTS;
+use hopper_core::cluster_slots::{self, MAX_SLOTS};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -131,6 +131,24 @@ impl Front {
             py.allow_threads(|| front.stop());
         }
     }
+}
+
+/// The slot of `queue` in a cluster of `slots` slots (what every front routes by).
+#[pyfunction]
+pub fn queue_slot(queue: &str, slots: u32) -> u32 {
+    cluster_slots::queue_slot(queue, slots)
+}
+
+/// The slot a generated job id carries, or None for a caller-chosen id.
+#[pyfunction]
+pub fn id_slot(id: &str, slots: u32) -> Option<u32> {
+    cluster_slots::id_slot(id, slots)
+}
+
+/// Of `brokers`, the one that should own `slot` (rendezvous hashing), if any.
+#[pyfunction]
+pub fn preferred_broker(brokers: Vec<String>, slot: u32) -> Option<String> {
+    cluster_slots::preferred_owner(brokers.iter().map(String::as_str), slot).map(str::to_string)
 }
 
 /// The cluster as the database records it: `{"now_ms", "slots": [...], "brokers": [...]}`

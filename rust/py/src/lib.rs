@@ -1469,6 +1469,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LoadGen>()?;
     m.add_class::<cluster::Front>()?;
     m.add_function(wrap_pyfunction!(cluster::cluster_view, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::queue_slot, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::id_slot, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::preferred_broker, m)?)?;
     m.add_function(wrap_pyfunction!(event_frame, m)?)?;
     m.add_function(wrap_pyfunction!(allocator::allocator_committed, m)?)?;
     m.add_function(wrap_pyfunction!(allocator::allocator_release, m)?)?;
