@@ -105,6 +105,13 @@ def test_engine_options_are_checked_by_the_engine_and_named() -> None:
         ({"HOPPER_SNAPSHOT_BYTES": "0"}, "snapshot_bytes must be at least 1"),
         ({"HOPPER_POSTGRES_URL": "postgresql://x", "HOPPER_FSYNC": "never"}, "fsync never"),
         ({"HOPPER_POSTGRES_URL": "postgresql://x", "HOPPER_MEMORY": "1"}, "exclude each other"),
+        ({"HOPPER_SLOTS": "4", "HOPPER_MEMORY": "1"}, "--slots needs --postgres-url"),
+        ({"HOPPER_POSTGRES_URL": "postgresql://x", "HOPPER_SLOTS": "0"}, "slots must be between"),
+        ({"HOPPER_POSTGRES_URL": "postgresql://x", "HOPPER_SLOTS": "1025"}, "slots must be"),
+        (
+            {"HOPPER_POSTGRES_URL": "postgresql://x", "HOPPER_SLOTS": "2", "HOPPER_SLOT": "2"},
+            "slot below slots",
+        ),
     ):
         with pytest.raises(config.ConfigError, match=message):
             config.load(env=env)
