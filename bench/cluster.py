@@ -68,7 +68,7 @@ from typing import Any
 
 import httpx
 import server as S  # bench/server.py: CPU sampling, machine info, peer paths
-from hopper._engine import LoadGen
+from hopper._engine import LoadGen, preferred_broker, queue_slot
 from hopper.bench.histograms import Series, value_ms
 from hopper.bench.runner import Options, Plan, config
 from hopper.server_process import ServerProcess, free_port
@@ -78,10 +78,19 @@ sys.path.insert(0, str(S.ROOT / "tests"))
 import postgres_server as PG
 
 Sample = dict[str, Any]
-SYSTEMS = ("hopper_cluster", "bunqueue_cluster", "hopper_single", "hopper_cluster_owner_only")
+SYSTEMS = (
+    "hopper_cluster",
+    "bunqueue_cluster",
+    "hopper_single",
+    "hopper_cluster_owner_only",
+    "hopper_cluster_slots",
+)
 # hopper_cluster_owner_only: the same 3 brokers, but all 3 generators on the owner's public
 # port (its own front relays to its own backend in-process: no hop to another broker), which
 # tells whether relaying through another broker costs more than the owner's own front.
+# hopper_cluster_slots: the 3 brokers with --slots slots (each broker's front routes each
+# request to its queue's slot); generator i's queue is in a slot that broker i owns where
+# the slots allow, so the engine work is spread over the brokers.
 CELLS = ("push", "pullack")
 RATE_LIMIT = "2000000000"  # bunqueue's default HTTP rate limit would cap a cell
 BROKERS = 3
@@ -168,12 +177,21 @@ class System:
     data: Path | None = None
     owner: str = ""
     commands: list[str] = field(default_factory=list)
+    queues: list[str] = field(default_factory=lambda: [f"cl{i}" for i in range(BROKERS)])
+    owners: dict[int, str] = field(default_factory=dict)
 
 
 def hopper_broker(
-    pg: PG.Postgres, db: str, name: str, log_dir: Path, fsync: str, lease_ms: int | None = None
+    pg: PG.Postgres,
+    db: str,
+    name: str,
+    log_dir: Path,
+    fsync: str,
+    lease_ms: int | None = None,
+    slots: int = 1,
 ) -> ServerProcess:
     env = {
+        "HOPPER_SLOTS": str(slots),
         "HOPPER_POSTGRES_URL": db_url(pg, db),
         "HOPPER_BROKER_ID": name,
         "HOPPER_NAMESPACE": "default",
@@ -214,7 +232,40 @@ def launch(srv: ServerProcess) -> None:
     srv.start(timeout=60)
 
 
-def start_system(kind: str, pg: PG.Postgres, tag: str, scratch: Path, fsync: str) -> System:
+def slot_owners(pg: PG.Postgres, db: str) -> dict[int, str]:
+    rows = psql(pg, db, "SELECT slot || '=' || owner FROM hopper_slots")
+    return {int(s): o for s, o in (r.split("=", 1) for r in rows)}
+
+
+def settle(
+    pg: PG.Postgres, db: str, names: list[str], slots: int, timeout: float = 60
+) -> dict[int, str]:
+    """Waits (bounded) until every slot is owned by the broker ranked first for it."""
+    want = {s: preferred_broker(names, s) for s in range(slots)}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = slot_owners(pg, db)
+        if found == want:
+            return found
+        time.sleep(0.2)
+    raise RuntimeError(f"slots {slot_owners(pg, db)} did not settle on {want}")
+
+
+def spread_queues(owners: dict[int, str], names: list[str], slots: int) -> list[str]:
+    """One queue per generator, in a slot broker i owns where one exists (else any)."""
+    queues = []
+    for i, name in enumerate(names):
+        mine = [s for s, o in sorted(owners.items()) if o == name] or [i % slots]
+        slot = mine[0]
+        queues.append(
+            next(q for q in (f"cl{i}-{n}" for n in range(10_000)) if queue_slot(q, slots) == slot)
+        )
+    return queues
+
+
+def start_system(
+    kind: str, pg: PG.Postgres, tag: str, scratch: Path, fsync: str, slots: int = 1
+) -> System:
     if kind == "hopper_single":
         data = scratch / f"data-{tag}"
         srv = ServerProcess.hopper(
@@ -227,15 +278,19 @@ def start_system(kind: str, pg: PG.Postgres, tag: str, scratch: Path, fsync: str
     system = System(kind, [], db)
     hopper = kind.startswith("hopper_cluster")
     names = ("a", "b", "c") if hopper else ("b1", "b2", "b3")
+    slots = slots if kind == "hopper_cluster_slots" else 1
     for name in names:  # one after the other: the first takes the slot
         if hopper:
-            srv = hopper_broker(pg, db, name, scratch, fsync)
+            srv = hopper_broker(pg, db, name, scratch, fsync, slots=slots)
         else:
             srv = bunqueue_broker(pg, db, name, scratch)
         system.brokers.append(Broker(name, srv))
         launch(srv)
         system.commands.append(shlex.join(srv.command))
-    if hopper:
+    if hopper and slots > 1:
+        system.owners = settle(pg, db, list(names), slots)
+        system.queues = spread_queues(system.owners, list(names), slots)
+    elif hopper:
         system.owner = slot_owner(pg, db)
     else:
         # bunqueue in PostgreSQL mode: its tables exist and all brokers registered
@@ -409,7 +464,7 @@ def prefill(system: System, jobs: int, args: argparse.Namespace) -> Sample:
     if len(urls) == 1:
         urls = urls * BROKERS
     plans = [
-        plan("bulk", f"cl{i}", args, warmup_s=0.0, duration_s=None, count=reqs)
+        plan("bulk", system.queues[i], args, warmup_s=0.0, duration_s=None, count=reqs)
         for i in range(BROKERS)
     ]
     t0 = time.monotonic()
@@ -437,12 +492,15 @@ def measure_cell(
     loadavg = Path("/proc/loadavg").read_text().split()[:3]
     res: Sample = {"busy_cores_before": busy_before, "loadavg_before": loadavg}
     try:
-        system = start_system(kind, pg, tag, scratch, args.fsync)
+        system = start_system(kind, pg, tag, scratch, args.fsync, args.slots)
     except Exception as e:
         stop_all_servers()
         return {**res, "rate": None, "error": f"start: {type(e).__name__}: {str(e)[-1500:]}"}
     res["server_commands"] = system.commands
     res["owner"] = system.owner
+    if system.owners:
+        res["slot_owners"] = system.owners
+        res["queues"] = system.queues
     with_pg = system.db is not None
     try:
         if cell == "pullack":
@@ -454,7 +512,7 @@ def measure_cell(
             urls = urls * BROKERS
         scenario = "push" if cell == "push" else "pullack"
         plans = [
-            plan(scenario, f"cl{i}", args, prefill=0 if cell == "pullack" else None)
+            plan(scenario, system.queues[i], args, prefill=0 if cell == "pullack" else None)
             for i in range(BROKERS)
         ]
         k0 = pg_counters(pg, system.db) if system.db else None
@@ -697,18 +755,22 @@ def report(med_: dict[str, dict[str, Sample]], fo: Sample | None, args: argparse
     )
     print(
         "| cell | hopper 3 brokers | bunqueue 3 brokers | hopper / bunqueue "
-        "| hopper single (WAL) | cluster / single | cluster, all on the owner |"
+        "| hopper single (WAL) | cluster / single | cluster, all on the owner "
+        f"| hopper 3 brokers, {args.slots} slots | slots / bunqueue | slots / single |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cell in CELLS:
         if cell not in med_:
             continue
-        h, b, s, o = (med_[cell].get(k, {}).get("rate") for k in SYSTEMS)
+        h, b, s, o, sl = (med_[cell].get(k, {}).get("rate") for k in SYSTEMS)
         r1 = h / b if h and b else None
         r2 = h / s if h and s else None
+        r3 = sl / b if sl and b else None
+        r4 = sl / s if sl and s else None
         print(
             f"| {cell} | {fmt(h)} | {fmt(b)} | {fmt(r1, '.1f')} "
-            f"| {fmt(s)} | {fmt(r2, '.2f')} | {fmt(o)} |"
+            f"| {fmt(s)} | {fmt(r2, '.2f')} | {fmt(o)} "
+            f"| {fmt(sl)} | {fmt(r3, '.1f')} | {fmt(r4, '.2f')} |"
         )
     print("\n| cell | system | servers cores | postgres cores | generator cores | machine |")
     print("|---|---|---:|---:|---:|---:|")
@@ -743,6 +805,7 @@ def main() -> int:
     p.add_argument("--parts", default="throughput,failover", help="throughput,failover")
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--cells", default=",".join(CELLS))
+    p.add_argument("--slots", type=int, default=6, help="slots of the hopper_cluster_slots system")
     p.add_argument("--failovers", type=int, default=20)
     p.add_argument("--failover-timeout", type=float, default=30.0)
     p.add_argument(
@@ -818,7 +881,11 @@ def main() -> int:
     med_ = {c: {k: medians(samples[c][k]) for k in systems} for c in cells}
     for c in cells:
         m = med_[c]
-        h, b, s, o = (m.get(k, {}).get("rate") for k in SYSTEMS)
+        h, b, s, o, sl = (m.get(k, {}).get("rate") for k in SYSTEMS)
+        m["ratio_hopper_cluster_slots_over_bunqueue_cluster"] = {
+            "rate": sl / b if sl and b else None
+        }
+        m["ratio_hopper_cluster_slots_over_hopper_single"] = {"rate": sl / s if sl and s else None}
         m["ratio_hopper_cluster_over_owner_only"] = {"rate": h / o if h and o else None}
         m["ratio_hopper_cluster_over_bunqueue_cluster"] = {"rate": h / b if h and b else None}
         m["ratio_hopper_cluster_over_hopper_single"] = {"rate": h / s if h and s else None}
