@@ -28,6 +28,9 @@ __all__ = [
     "allocator_release",
     "cluster_view",
     "event_frame",
+    "id_slot",
+    "preferred_broker",
+    "queue_slot",
 ]
 
 class HopperError(Exception): ...
