@@ -184,16 +184,19 @@ pub fn prometheus(texts: &[&str]) -> String {
         let mut current: Option<usize> = None;
         for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
             let family_of = |name: &str, families: &mut Vec<(String, Family)>| {
-                families.iter().position(|(n, _)| n == name).unwrap_or_else(|| {
-                    families.push((
-                        name.to_string(),
-                        Family {
-                            comments: Vec::new(),
-                            samples: Vec::new(),
-                        },
-                    ));
-                    families.len() - 1
-                })
+                families
+                    .iter()
+                    .position(|(n, _)| n == name)
+                    .unwrap_or_else(|| {
+                        families.push((
+                            name.to_string(),
+                            Family {
+                                comments: Vec::new(),
+                                samples: Vec::new(),
+                            },
+                        ));
+                        families.len() - 1
+                    })
             };
             if let Some(comment) = line.strip_prefix('#') {
                 let mut words = comment.split_whitespace();
@@ -351,7 +354,10 @@ mod tests {
             &[json!({"data": null}), json!({"data": {"id": "x"}})],
         );
         assert_eq!(m["data"]["id"], "x");
-        let m = run(Merge::FirstFound, &[json!({"data": null}), json!({"data": null})]);
+        let m = run(
+            Merge::FirstFound,
+            &[json!({"data": null}), json!({"data": null})],
+        );
         assert!(m["data"].is_null());
         let m = run(
             Merge::Sparklines,

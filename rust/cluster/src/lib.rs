@@ -10,6 +10,8 @@ mod connect;
 mod directory;
 mod error;
 mod front;
+mod http_merge;
+mod http_wire;
 mod keeper;
 mod pg_store;
 mod route_http;
