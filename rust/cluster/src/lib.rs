@@ -25,5 +25,7 @@ pub use directory::{fetch_view, read_view, Broker, ClusterView, SlotOwner};
 pub use error::ClusterError;
 pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
+pub use route_http::serve as serve_http_router;
 pub use schema::SCHEMA_VERSION;
 pub use slot::{Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};
+pub use slot_table::{Owner, SlotTable, Table};
