@@ -262,7 +262,7 @@ fn number(v: f64) -> String {
     } else if v.is_infinite() {
         if v > 0.0 { "+Inf" } else { "-Inf" }.into()
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        format!("{v:.1}") // as the server writes whole numbers
     } else {
         format!("{v}")
     }
@@ -389,12 +389,12 @@ mod tests {
                  q{queue=\"c\"} 2\n# TYPE lat histogram\nlat_bucket{le=\"+Inf\"} 1\nlat_sum 0.25\n";
         assert_eq!(
             prometheus(&[a, b]),
-            "# HELP jobs_total Jobs\n# TYPE jobs_total counter\njobs_total 7\n\
-             q{queue=\"a b\"} 1\nq{queue=\"c\"} 2\n# TYPE lat histogram\n\
-             lat_bucket{le=\"+Inf\"} 3\nlat_sum 0.75\n"
+            "# HELP jobs_total Jobs\n# TYPE jobs_total counter\njobs_total 7.0\n\
+             q{queue=\"a b\"} 1.0\nq{queue=\"c\"} 2.0\n# TYPE lat histogram\n\
+             lat_bucket{le=\"+Inf\"} 3.0\nlat_sum 0.75\n"
         );
         assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(2.0), "2");
+        assert_eq!(number(2.0), "2.0");
     }
 
     #[test]

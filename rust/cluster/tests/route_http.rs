@@ -91,6 +91,15 @@ async fn start_server(bin: &PathBuf) -> Server {
 struct Cluster {
     servers: Vec<Server>,
     router: String,
+    table: watch::Sender<Arc<SlotTable>>,
+}
+
+fn owner(http: &str, epoch: i64) -> Option<Owner> {
+    Some(Owner {
+        epoch,
+        http: http.to_string(),
+        tcp: String::new(),
+    })
 }
 
 async fn cluster(wait: Duration) -> Option<Cluster> {
@@ -109,22 +118,25 @@ async fn cluster(wait: Duration) -> Option<Cluster> {
             })
         })
         .collect();
-    let router = route(SlotTable::new(owners), wait).await;
-    Some(Cluster { servers, router })
+    let (router, table) = route(SlotTable::new(owners), wait).await;
+    Some(Cluster {
+        servers,
+        router,
+        table,
+    })
 }
 
-/// A router listening on 127.0.0.1 for the table given.
-async fn route(table: SlotTable, wait: Duration) -> String {
+/// A router listening on 127.0.0.1 for the table given, and the table's sender.
+async fn route(table: SlotTable, wait: Duration) -> (String, watch::Sender<Arc<SlotTable>>) {
     let (tx, rx) = watch::channel(Arc::new(table));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
-        let _keep = tx; // the table stays published while the router runs
         while let Ok((client, _)) = listener.accept().await {
             tokio::spawn(serve_http_router(client, rx.clone(), wait));
         }
     });
-    addr
+    (addr, tx)
 }
 
 /// A queue name of `slot`.
@@ -182,7 +194,12 @@ async fn read_response(
     Ok((status, head, body))
 }
 
+/// Reads what comes next, within `LIMIT`; a buffer past 1 MiB is an error, so that
+/// every read loop ends (each read adds to the buffer it checks).
 async fn read_more(c: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    if buf.len() > 1 << 20 {
+        return Err(std::io::Error::other("more than expected"));
+    }
     let mut chunk = [0u8; 8192];
     let n = timeout(LIMIT, c.read(&mut chunk))
         .await
@@ -340,6 +357,10 @@ async fn aggregates_merge_every_slot() {
     for slot in 0..SLOTS {
         assert!(text.contains(&queue_of(slot, "agg")), "{text}");
     }
+    let pushed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("bunqueue_jobs_pushed_total "));
+    assert_eq!(pushed, Some("3.0"));
     let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
     let mut distinct: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
     distinct.dedup();
@@ -474,15 +495,8 @@ async fn keep_alive_pipelining_chunked_and_malformed() {
 async fn an_unreachable_owner_is_a_503() {
     // A port nothing listens on: slot 1's owner never answers within the wait.
     let dead = format!("127.0.0.1:{}", free_port());
-    let owner = |http: String| {
-        Some(Owner {
-            epoch: 1,
-            http,
-            tcp: String::new(),
-        })
-    };
-    let router = route(
-        SlotTable::new(vec![owner(dead.clone()), owner(dead)]),
+    let (router, _table) = route(
+        SlotTable::new(vec![owner(&dead, 1), owner(&dead, 1)]),
         Duration::from_millis(300),
     )
     .await;
@@ -499,4 +513,81 @@ async fn an_unreachable_owner_is_a_503() {
         (status, &body["error"]["code"]),
         (503, &json!("UNAVAILABLE"))
     );
+}
+
+#[tokio::test]
+async fn a_moved_slot_cuts_the_answer_in_flight_and_the_next_request_follows() {
+    let Some(cl) = cluster(Duration::from_secs(2)).await else {
+        return;
+    };
+    let q1 = queue_of(1, "move");
+    let mut c = TcpStream::connect(&cl.router).await.unwrap();
+    let mut buf = Vec::new();
+    // One answer on a keep-alive connection, then a long poll on slot 1, in flight when
+    // slot 1 moves to server 0.
+    c.write_all(get("/stats").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut c, &mut buf).await.unwrap().0, 200);
+    c.write_all(get(&format!("/queues/{q1}/jobs?timeout=10000")).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    cl.table.send_replace(Arc::new(SlotTable::new(vec![
+        owner(&cl.servers[0].addr, 1),
+        owner(&cl.servers[0].addr, 2),
+    ])));
+    let mut rest = [0u8; 64];
+    let n = timeout(LIMIT, c.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection closes without an answer");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A new connection reaches the new owner: the push lands on server 0.
+    push(&cl.router, &q1, json!({})).await;
+    let (_, direct) = call(&cl.servers[0].addr, &get("/api/queues")).await;
+    assert_eq!(direct["data"][0]["name"], json!(q1));
+    // Slot 0 did not move: a keep-alive connection's next request is answered.
+    let mut c = TcpStream::connect(&cl.router).await.unwrap();
+    c.write_all(get("/healthz").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut c, &mut buf).await.unwrap().0, 200);
+    cl.table.send_replace(Arc::new(SlotTable::new(vec![
+        owner(&cl.servers[0].addr, 1),
+        owner(&cl.servers[1].addr, 3),
+    ])));
+    c.write_all(get(&format!("/queues/{q1}/jobs")).as_bytes())
+        .await
+        .unwrap();
+    let (status, _, body) = read_response(&mut c, &mut buf).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    // Server 1 never had a job of q1 (it went to server 0).
+    assert_eq!((status, &body["job"]), (200, &Value::Null));
+}
+
+#[tokio::test]
+async fn queue_websockets_are_tunnelled_to_their_slot() {
+    let Some(cl) = cluster(Duration::from_secs(2)).await else {
+        return;
+    };
+    let q1 = queue_of(1, "ws");
+    let mut ws = TcpStream::connect(&cl.router).await.unwrap();
+    let upgrade = format!(
+        "GET /ws/queues/{q1} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    ws.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        read_more(&mut ws, &mut buf).await.unwrap();
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    push(&cl.router, &q1, json!({})).await;
+    // The server's frames are unmasked text: the event's JSON shows as it is.
+    let want = format!("\"queue\":\"{q1}\"");
+    while !String::from_utf8_lossy(&buf).contains(&want) {
+        read_more(&mut ws, &mut buf).await.unwrap();
+    }
 }
