@@ -38,6 +38,7 @@ use hopper_core::cluster_slots::{id_slot, queue_slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::timeout;
 
 use crate::http_merge::{self, Merge};
 use crate::http_wire::{
@@ -46,6 +47,11 @@ use crate::http_wire::{
     ResponseHead, WireError, LAST_CHUNK, MAX_BODY,
 };
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
+
+/// How long a client connection may take to send a request head, or its body, before
+/// it is closed: an idle keep-alive connection, or one that trickles bytes, would
+/// otherwise hold a task and its upstreams for good.
+const IDLE: Duration = Duration::from_secs(120);
 
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,10 +266,10 @@ pub async fn serve(mut client: TcpStream, owners: Table, wait: Duration) {
 impl Conn {
     async fn run(&mut self, client: &mut TcpStream) -> Exit {
         loop {
-            let head = match self.next_head(client).await {
-                Ok(Some(head)) => head,
-                Ok(None) | Err(WireError::Io) => return Exit::Close,
-                Err(WireError::Bad(status, message)) => {
+            let head = match timeout(IDLE, self.next_head(client)).await {
+                Ok(Ok(Some(head))) => head,
+                Ok(Ok(None) | Err(WireError::Io)) | Err(_) => return Exit::Close,
+                Ok(Err(WireError::Bad(status, message))) => {
                     let management = false;
                     let _ = client
                         .write_all(&error_response(status, message, management, false))
@@ -276,7 +282,9 @@ impl Conn {
                 .split_once('?')
                 .unwrap_or((head.target.as_str(), ""));
             let management = is_management(path);
-            let upgrade = header(&head.headers, "upgrade").is_some()
+            // Only WebSocket upgrades are tunnelled; another (h2c) is a plain request,
+            // its Upgrade header dropped.
+            let upgrade = has_token(&head.headers, "upgrade", "websocket")
                 && has_token(&head.headers, "connection", "upgrade");
             let slots = self.owners.borrow().slots();
             let target = target(&head.method, path, query, slots, upgrade);
@@ -294,10 +302,10 @@ impl Conn {
             } else {
                 has_token(&head.headers, "connection", "keep-alive")
             };
-            let body = match self.read_body(client, &head).await {
-                Ok(body) => body,
-                Err(WireError::Io) => return Exit::Close,
-                Err(WireError::Bad(status, message)) => {
+            let body = match timeout(IDLE, self.read_body(client, &head)).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(WireError::Io)) | Err(_) => return Exit::Close,
+                Ok(Err(WireError::Bad(status, message))) => {
                     let _ = client
                         .write_all(&error_response(status, message, management, false))
                         .await;
@@ -564,7 +572,7 @@ impl Conn {
         let Some((_, _, head)) = opened.first() else {
             return false;
         };
-        if !write(client, &response_head(head, to_client, false, false)).await {
+        if !write(client, &response_head(head, to_client, None, false)).await {
             return false;
         }
         let (tx, mut rx) = mpsc::channel::<(u32, bool, Option<Vec<u8>>)>(64);
@@ -695,7 +703,17 @@ async fn relay(
         _ => Framing::Close,
     };
     let keep = req.keep_alive && to_client != Framing::Close;
-    if !write(client, &response_head(&resp, to_client, keep, head_request)).await {
+    if !write(
+        client,
+        &response_head(
+            &resp,
+            to_client,
+            keep.then_some(req.head.minor),
+            head_request,
+        ),
+    )
+    .await
+    {
         return Relayed::Cut;
     }
     let mut state = Body::new(framing);
@@ -728,7 +746,12 @@ async fn relay(
 async fn answer(client: &mut TcpStream, req: &Request, resp: &ResponseHead, body: &[u8]) -> bool {
     let head_request = req.head.method == "HEAD";
     let framing = Framing::Length(body.len() as u64);
-    let mut out = response_head(resp, framing, req.keep_alive, head_request);
+    let mut out = response_head(
+        resp,
+        framing,
+        req.keep_alive.then_some(req.head.minor),
+        head_request,
+    );
     if !head_request {
         out.extend_from_slice(body);
     }
@@ -773,8 +796,14 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// An owner's response head re-framed for the client.
-fn response_head(resp: &ResponseHead, framing: Framing, keep: bool, head_request: bool) -> Vec<u8> {
+/// An owner's response head re-framed for the client; `keep`: the client's HTTP minor
+/// version if the connection stays open (an HTTP/1.0 client is told so).
+fn response_head(
+    resp: &ResponseHead,
+    framing: Framing,
+    keep: Option<u8>,
+    head_request: bool,
+) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).into_bytes();
     for (name, value) in &resp.headers {
         // A HEAD's Content-Length tells the size of the GET's body: kept.
@@ -794,8 +823,10 @@ fn response_head(resp: &ResponseHead, framing: Framing, keep: bool, head_request
         }
         _ => {}
     }
-    if !keep {
-        push_header(&mut out, "connection", b"close");
+    match keep {
+        None => push_header(&mut out, "connection", b"close"),
+        Some(0) => push_header(&mut out, "connection", b"keep-alive"),
+        Some(_) => {}
     }
     out.extend_from_slice(b"\r\n");
     out

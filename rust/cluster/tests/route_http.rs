@@ -460,6 +460,22 @@ async fn keep_alive_pipelining_chunked_and_malformed() {
     .await;
     assert_eq!(chunked_job["job"]["data"], json!({"chunked": true}));
 
+    // An HTTP/1.0 client asking for keep-alive is told so; an h2c upgrade offer is
+    // answered as a plain request.
+    let old = "GET /stats HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    let h2c = "GET /stats HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+               Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+    for request in [old, h2c] {
+        c.write_all(request.as_bytes()).await.unwrap();
+        let (status, head, body) = read_response(&mut c, &mut buf).await.unwrap();
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["stats"]["totalPushed"],
+            5
+        );
+        assert_eq!(head.contains("connection: keep-alive"), request == old);
+    }
+
     // Malformed: a 400 in the error shape, then the connection closes.
     c.write_all(b"GET /stats HTTP/1.1\r\nBad Header\r\n\r\n")
         .await
