@@ -25,8 +25,14 @@ pub enum Merge {
     /// `{data: {queue: [..]}, meta: {pushed: {queue: [..]}, ..}}` (sparklines): the
     /// per-queue maps united.
     Sparklines,
-    /// `{data: [..]}` (workers, schedulers): concatenated; entries with the same `id`
-    /// (a worker serving queues of several slots) become one, their `queues` united.
+    /// `{data: [worker]}`: a worker serving queues of several slots is registered with
+    /// each slot's owner: its entries become one (queues united, job counts summed,
+    /// first registration, last heartbeat and the freshest status), listed oldest
+    /// registration first as the engine lists them.
+    Workers,
+    /// `{data: [scheduler]}`: concatenated in slot order (a scheduler belongs to one
+    /// queue, so to one slot). The engine lists by first registration, which it does
+    /// not expose: across slots the order is not one server's.
     Concat,
 }
 
@@ -56,7 +62,8 @@ pub fn merge(how: Merge, bodies: &[Vec<u8>]) -> Option<Vec<u8>> {
             items.sort_by(|a, b| newer_first(&b["createdAt"], &a["createdAt"]));
             items.truncate(FLOWS_LIMIT);
         })?,
-        Merge::Concat => data_list(values, unite_by_id)?,
+        Merge::Workers => data_list(values, workers)?,
+        Merge::Concat => data_list(values, |_| {})?,
         Merge::FirstFound => {
             let first = values.first()?.clone();
             values
@@ -99,27 +106,47 @@ fn data_list(values: Vec<Value>, finish: impl FnOnce(&mut Vec<Value>)) -> Option
     Some(first)
 }
 
-fn unite_by_id(items: &mut Vec<Value>) {
+fn workers(items: &mut Vec<Value>) {
     let mut out: Vec<Value> = Vec::with_capacity(items.len());
     for item in items.drain(..) {
-        let id = item.get("id").filter(|id| !id.is_null()).cloned();
-        let same = id.and_then(|id| out.iter_mut().find(|o| o.get("id") == Some(&id)));
-        match same {
-            Some(seen) => {
-                if let (Some(mine), Some(theirs)) = (
-                    seen.get_mut("queues").and_then(Value::as_array_mut),
-                    item.get("queues").and_then(Value::as_array),
-                ) {
-                    for q in theirs {
-                        if !mine.contains(q) {
-                            mine.push(q.clone());
-                        }
-                    }
+        let id = item.get("id").filter(|id| !id.is_null());
+        let Some(seen) = id.and_then(|id| out.iter_mut().find(|o| o.get("id") == Some(id))) else {
+            out.push(item);
+            continue;
+        };
+        if let (Some(mine), Some(theirs)) = (
+            seen.get_mut("queues").and_then(Value::as_array_mut),
+            item.get("queues").and_then(Value::as_array),
+        ) {
+            for q in theirs {
+                if !mine.contains(q) {
+                    mine.push(q.clone());
                 }
             }
-            None => out.push(item),
+        }
+        for key in ["activeJobs", "processedJobs", "failedJobs"] {
+            if let (Some(a), Some(b)) = (seen[key].as_number(), item[key].as_number()) {
+                seen[key] = Value::Number(add(a, b));
+            }
+        }
+        if text(&item, "registeredAt") < text(seen, "registeredAt") {
+            seen["registeredAt"] = item["registeredAt"].clone();
+        }
+        if text(&item, "lastHeartbeatAt") > text(seen, "lastHeartbeatAt") {
+            seen["lastHeartbeatAt"] = item["lastHeartbeatAt"].clone();
+        }
+        let rank = |v: &Value| {
+            ["live", "warning", "stale"]
+                .iter()
+                .position(|s| *s == text(v, "status"))
+        };
+        if rank(&item) < rank(seen) {
+            seen["status"] = item["status"].clone();
         }
     }
+    out.sort_by(|a, b| {
+        (text(a, "registeredAt"), text(a, "id")).cmp(&(text(b, "registeredAt"), text(b, "id")))
+    });
     *items = out;
 }
 
@@ -368,17 +395,29 @@ mod tests {
         );
         assert_eq!(m["data"], json!({"a": [1], "b": [3]}));
         assert_eq!(m["meta"]["pushed"], json!({"a": [2], "b": [4]}));
+        let w = |id: &str, q: &str, at: &str, seen: &str, status: &str| {
+            json!({"id": id, "queues": [q], "registeredAt": at, "lastHeartbeatAt": seen,
+                   "status": status, "activeJobs": 1, "processedJobs": 2, "failedJobs": 0})
+        };
+        let m = run(
+            Merge::Workers,
+            &[
+                json!({"data": [w("w2", "a", "T2", "T5", "stale"), w("w1", "a", "T3", "T4", "stale")]}),
+                json!({"data": [w("w1", "b", "T1", "T6", "live")]}),
+            ],
+        );
+        let mut one = w("w1", "a", "T1", "T6", "live");
+        one["queues"] = json!(["a", "b"]);
+        (one["activeJobs"], one["processedJobs"]) = (json!(2), json!(4));
+        assert_eq!(m["data"], json!([one, w("w2", "a", "T2", "T5", "stale")]));
         let m = run(
             Merge::Concat,
             &[
-                json!({"data": [{"id": "w1", "queues": ["a"]}, {"id": "w2", "queues": ["a"]}]}),
-                json!({"data": [{"id": "w1", "queues": ["b"]}]}),
+                json!({"data": [{"name": "s2"}]}),
+                json!({"data": [{"name": "s1"}]}),
             ],
         );
-        assert_eq!(
-            m["data"],
-            json!([{"id": "w1", "queues": ["a", "b"]}, {"id": "w2", "queues": ["a"]}])
-        );
+        assert_eq!(m["data"], json!([{"name": "s2"}, {"name": "s1"}]));
     }
 
     #[test]

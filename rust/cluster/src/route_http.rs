@@ -19,7 +19,8 @@
 //! | `GET {base}/api/search?type=job` | the id's tagged slot, else every slot, `Merge::FirstFound` |
 //! | `GET {base}/api/search?type=payload&queue=` | the queue's slot |
 //! | `GET {base}/api/metrics/sparklines` | every slot, `Merge::Sparklines` |
-//! | `GET {base}/api/workers`, `/api/schedulers` | `?queue=`: its slot; else every slot, `Merge::Concat` |
+//! | `GET {base}/api/workers` | `?queue=`: its slot; else every slot, `Merge::Workers` |
+//! | `GET {base}/api/schedulers` | `?queue=`: its slot; else every slot, `Merge::Concat` |
 //! | `GET /heapstats`, `POST /gc` | 501: debug views of one process's memory, which no sum describes |
 //! | anything else (probes, `/openapi.json`, `/api/config`, `/api/cluster`, the dashboard, HEAD of an aggregate, unknown paths) | slot 0's owner (any owner answers them alike) |
 //!
@@ -107,10 +108,8 @@ fn management(get: bool, rest: &[&str], query: &str, slots: u32) -> Target {
         ["flows"] => Target::Fan(Merge::Flows),
         ["events"] => Target::Events,
         ["metrics", "sparklines"] => Target::Fan(Merge::Sparklines),
-        ["workers" | "schedulers"] => match queue_param {
-            Some(q) => by_queue(&q),
-            None => Target::Fan(Merge::Concat),
-        },
+        ["workers"] => queue_param.map_or(Target::Fan(Merge::Workers), |q| by_queue(&q)),
+        ["schedulers"] => queue_param.map_or(Target::Fan(Merge::Concat), |q| by_queue(&q)),
         ["search"] => match query_param(query, "type").as_deref().unwrap_or("job") {
             "queue" => Target::Fan(Merge::Queues),
             "payload" => queue_param.map_or(Target::Slot(0), |q| by_queue(&q)),
@@ -962,7 +961,7 @@ mod tests {
             t("GET", "/api/metrics/sparklines"),
             Target::Fan(Merge::Sparklines)
         );
-        assert_eq!(t("GET", "/api/workers"), Target::Fan(Merge::Concat));
+        assert_eq!(t("GET", "/api/workers"), Target::Fan(Merge::Workers));
         assert_eq!(
             t("GET", "/api/schedulers?queue="),
             Target::Fan(Merge::Concat)
