@@ -317,6 +317,14 @@ async fn pushes_land_on_their_slot_and_jobs_are_found_by_id() {
         (status, got["job"]["queue"].as_str()),
         (200, Some(q1.as_str()))
     );
+    let (status, found) = call(&cl.router, &get("/api/search?q=my%20job-1")).await;
+    assert_eq!(
+        (status, found["data"]["queueName"].as_str()),
+        (200, Some(q1.as_str())),
+        "{found}"
+    );
+    let (_, found) = call(&cl.router, &get("/api/search?type=queue&q=land")).await;
+    assert_eq!(found["data"].as_array().map(Vec::len), Some(2));
     let (status, got) = call(&cl.router, &get("/jobs/nobody-has-this")).await;
     assert_eq!(
         (status, got),
@@ -372,13 +380,10 @@ async fn aggregates_merge_every_slot() {
     assert!(body["error"].as_str().unwrap().contains("several slots"));
 }
 
-#[tokio::test]
-async fn merged_event_stream_has_every_slot() {
-    let Some(cl) = cluster(Duration::from_secs(2)).await else {
-        return;
-    };
-    let mut stream = TcpStream::connect(&cl.router).await.unwrap();
-    stream.write_all(get("/events").as_bytes()).await.unwrap();
+/// An SSE stream through the router, read up to its connection message.
+async fn open_stream(router: &str, path: &str) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(router).await.unwrap();
+    stream.write_all(get(path).as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -389,27 +394,42 @@ async fn merged_event_stream_has_every_slot() {
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("text/event-stream"));
-    // The pumps are open once the first (only) connection message arrived.
+    // Every owner's stream is open once the (one) connection message arrived.
     while !String::from_utf8_lossy(&buf).contains("connected") {
         read_more(&mut stream, &mut buf).await.unwrap();
     }
+    (stream, buf)
+}
+
+#[tokio::test]
+async fn merged_event_streams_have_every_slot() {
+    let Some(cl) = cluster(Duration::from_secs(2)).await else {
+        return;
+    };
+    // The job server's stream and the management API's named events.
+    let mut streams = [
+        (open_stream(&cl.router, "/events").await, "queue"),
+        (open_stream(&cl.router, "/api/events").await, "queueName"),
+    ];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let queues = [queue_of(0, "ev"), queue_of(1, "ev")];
     for queue in &queues {
         push(&cl.router, queue, json!({})).await;
     }
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if queues
-            .iter()
-            .all(|q| text.contains(&format!("\"queue\":\"{q}\"")))
-        {
-            assert_eq!(text.matches("connected").count(), 1, "{text}");
-            break;
+    for ((stream, buf), key) in &mut streams {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let text = String::from_utf8_lossy(buf).to_string();
+            if queues
+                .iter()
+                .all(|q| text.contains(&format!("\"{key}\":\"{q}\"")))
+            {
+                assert_eq!(text.matches("connected").count(), 1, "{text}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "events seen: {text}");
+            read_more(stream, buf).await.unwrap();
         }
-        assert!(Instant::now() < deadline, "events seen: {text}");
-        read_more(&mut stream, &mut buf).await.unwrap();
     }
 }
 
