@@ -72,8 +72,11 @@ pub fn merge(how: Merge, bodies: &[Vec<u8>]) -> Option<Vec<u8>> {
                 .unwrap_or(first)
         }
         Merge::Sparklines => values.into_iter().reduce(|mut a, b| {
-            unite_maps(&mut a["data"], &b["data"]);
-            unite_maps(&mut a["meta"]["pushed"], &b["meta"]["pushed"]);
+            unite_maps(a.get_mut("data"), b.get("data"));
+            let pushed = |v: &Value| v.get("meta").and_then(|m| m.get("pushed")).cloned();
+            let theirs = pushed(&b);
+            let mine = a.get_mut("meta").and_then(|m| m.get_mut("pushed"));
+            unite_maps(mine, theirs.as_ref());
             a
         })?,
         Merge::Prometheus => unreachable!("handled above"),
@@ -150,8 +153,9 @@ fn workers(items: &mut Vec<Value>) {
     *items = out;
 }
 
-fn unite_maps(into: &mut Value, from: &Value) {
-    if let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) {
+fn unite_maps(into: Option<&mut Value>, from: Option<&Value>) {
+    let into = into.and_then(Value::as_object_mut);
+    if let (Some(into), Some(from)) = (into, from.and_then(Value::as_object)) {
         for (k, v) in from {
             into.entry(k.clone()).or_insert_with(|| v.clone());
         }
@@ -372,6 +376,25 @@ mod tests {
         assert_eq!(got[99]["createdAt"], 60);
         assert!(merge(Merge::Queues, &[b"{}".to_vec()]).is_none());
         assert!(merge(Merge::Sum, &[b"not json".to_vec()]).is_none());
+        // Bodies of another shape never panic a merge.
+        for how in [
+            Merge::Sum,
+            Merge::Queues,
+            Merge::Flows,
+            Merge::FirstFound,
+            Merge::Sparklines,
+            Merge::Workers,
+            Merge::Concat,
+        ] {
+            for odd in [
+                "[1]",
+                "3",
+                "{\"data\": 3, \"meta\": 1}",
+                "{\"data\": [3, {\"id\": 1}]}",
+            ] {
+                let _ = merge(how, &[odd.as_bytes().to_vec(), odd.as_bytes().to_vec()]);
+            }
+        }
     }
 
     #[test]

@@ -988,6 +988,76 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_reframed_for_the_client() {
+        let resp = |status, headers: &[(&str, &str)]| ResponseHead {
+            status,
+            reason: "R".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        };
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        let owner = resp(
+            200,
+            &[
+                ("content-type", "text/plain"),
+                ("content-length", "9"),
+                ("connection", "keep-alive"),
+            ],
+        );
+        assert_eq!(
+            text(response_head(&owner, Framing::Chunked, Some(1), false)),
+            "HTTP/1.1 200 R\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        // A HEAD keeps the owner's length; an HTTP/1.0 client is told keep-alive.
+        assert_eq!(
+            text(response_head(&owner, Framing::Empty, Some(0), true)),
+            "HTTP/1.1 200 R\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n\
+             connection: keep-alive\r\n\r\n"
+        );
+        assert_eq!(
+            text(response_head(&resp(204, &[]), Framing::Empty, None, false)),
+            "HTTP/1.1 204 R\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            text(response_head(
+                &resp(404, &[]),
+                Framing::Empty,
+                Some(1),
+                false
+            )),
+            "HTTP/1.1 404 R\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn requests_are_forwarded_with_their_own_framing() {
+        let head = parse_request(
+            b"POST /queues/q/jobs HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\
+              Connection: keep-alive\r\nAuthorization: Bearer t\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        let req = Request {
+            head,
+            body: b"{}".to_vec(),
+            framed: true,
+            keep_alive: true,
+            management: false,
+        };
+        assert_eq!(
+            String::from_utf8(upstream_request(&req, "/queues/q/jobs", true)).unwrap(),
+            "POST /queues/q/jobs HTTP/1.1\r\nauthorization: Bearer t\r\nhost: hopper\r\n\
+             content-length: 2\r\n\r\n{}"
+        );
+        assert_eq!(
+            String::from_utf8(upstream_request(&req, "/jobs/x", false)).unwrap(),
+            "POST /jobs/x HTTP/1.1\r\nauthorization: Bearer t\r\nhost: hopper\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn errors_have_the_api_shape() {
         let text = String::from_utf8(error_response(503, "down", false, true)).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
