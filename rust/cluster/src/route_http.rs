@@ -126,6 +126,23 @@ fn management(get: bool, rest: &[&str], query: &str, slots: u32) -> Target {
     }
 }
 
+/// The path and query of a request target; the absolute form (`http://host/path`),
+/// which servers must accept, routes by its path as well.
+fn origin_form(target: &str) -> &str {
+    let scheme = ["http://", "https://"].into_iter().find(|s| {
+        target
+            .get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    });
+    match scheme {
+        Some(s) => {
+            let rest = &target[s.len()..];
+            rest.find(['/', '?']).map_or("/", |i| &rest[i..])
+        }
+        None => target,
+    }
+}
+
 /// Segments as the server's router splits them: outer slashes stripped, empty inner
 /// segments kept (they match no route, wherever they go).
 fn split(path: &str) -> Vec<&str> {
@@ -276,10 +293,9 @@ impl Conn {
                     return Exit::Close;
                 }
             };
-            let (path, query) = head
-                .target
+            let (path, query) = origin_form(&head.target)
                 .split_once('?')
-                .unwrap_or((head.target.as_str(), ""));
+                .unwrap_or((origin_form(&head.target), ""));
             let management = is_management(path);
             // Only WebSocket upgrades are tunnelled; another (h2c) is a plain request,
             // its Upgrade header dropped.
@@ -983,6 +999,11 @@ mod tests {
         ] {
             assert_eq!(t("GET", path), Target::Slot(0), "{path}");
         }
+        assert_eq!(origin_form("HTTP://h:1/stats?x=1"), "/stats?x=1");
+        assert_eq!(origin_form("http://h?x"), "?x");
+        assert_eq!(origin_form("https://h"), "/");
+        assert_eq!(origin_form("/http://x"), "/http://x");
+        assert_eq!(origin_form("/é"), "/é");
         assert!(is_management("/ops/api/queues"));
         assert!(!is_management("/queues/api/jobs"));
     }

@@ -627,3 +627,46 @@ async fn queue_websockets_are_tunnelled_to_their_slot() {
         read_more(&mut ws, &mut buf).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn odd_requests_get_an_error_or_a_clean_close() {
+    let Some(cl) = cluster(Duration::from_secs(2)).await else {
+        return;
+    };
+    let odd: [&[u8]; 10] = [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", // a TLS hello
+        b"GET /stats HTTP/9.9\r\n\r\n",
+        b"GET  HTTP/1.1\r\n\r\n",
+        b"POST /queues/q/jobs HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"POST /queues/q/jobs HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+        b"POST /queues/q/jobs HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+        b"POST /queues/q/jobs HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+        b"GET /queues/%ff%fe/jobs HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET http://elsewhere/stats HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /stats HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab",
+    ];
+    for (i, request) in odd.iter().enumerate() {
+        let mut c = TcpStream::connect(&cl.router).await.unwrap();
+        c.write_all(request).await.unwrap();
+        // The last one sends less body than announced, then stops sending.
+        c.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        timeout(LIMIT, c.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || text.starts_with("HTTP/1.1 "),
+            "request {i}: {text}"
+        );
+        if text.starts_with("HTTP/1.1 4") {
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let body: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(body["ok"], false, "request {i}: {text}");
+        }
+    }
+    // The router still serves.
+    let (status, _) = call(&cl.router, &get("/healthz")).await;
+    assert_eq!(status, 200);
+}
