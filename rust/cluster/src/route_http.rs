@@ -24,21 +24,25 @@
 //! | `GET /heapstats`, `POST /gc` | 501: debug views of one process's memory, which no sum describes |
 //! | anything else (probes, `/openapi.json`, `/api/config`, `/api/cluster`, the dashboard, HEAD of an aggregate, unknown paths) | slot 0's owner (any owner answers them alike) |
 //!
-//! A merge answers with slot 0's head and the merged body; the first owner answering
-//! other than 2xx (an auth failure, say) is answered as it is. No reachable owner
-//! within the wait: 503; an owner failing mid-answer: 502 (or, once the answer
-//! started, the client connection closes). When a slot moves, upstreams to its old
-//! owner are closed; a request in flight to it closes the client connection, whose
-//! next connection reaches the new owner. Errors have the API's shape:
-//! `{"ok":false,"error":..}`, or `{"error":{"code","message"}}` under `/api`.
+//! Fan-outs and lookups ask every slot's owner at once. A merge answers with slot 0's
+//! head and the merged body; the first owner (in slot order) answering other than 2xx
+//! (an auth failure, say) is answered as it is. No paginated route spans queues (job
+//! lists are per queue, flows a fixed newest 100), so no merge needs more than one page
+//! per owner. No reachable owner within the wait: 503; an owner failing mid-answer:
+//! 502 (or, once the answer started, the client connection closes). When a slot moves,
+//! upstreams to its old owner are closed; a request in flight to it closes the client
+//! connection, whose next connection reaches the new owner. Errors have the API's
+//! shape: `{"ok":false,"error":..}`, or `{"error":{"code","message"}}` under `/api`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hopper_core::cluster_slots::{id_slot, queue_slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use crate::http_merge::{self, Merge};
@@ -466,37 +470,30 @@ impl Conn {
         self.fail(client, req, Fail::Broken).await
     }
 
-    /// A whole answer of `slot`'s owner to `wire`.
-    async fn fetch(&mut self, slot: u32, wire: &[u8]) -> Result<(ResponseHead, Vec<u8>), Fail> {
-        for attempt in 0..2 {
-            let (mut up, reused) = self
-                .upstream(slot, attempt == 0)
-                .await
-                .ok_or(Fail::Unavailable)?;
-            let (epoch, mut watch) = (up.epoch, self.owners.clone());
-            let got = tokio::select! {
-                r = async {
-                    let resp = send(&mut up, wire).await.map_err(|_| false)?;
-                    let framing = response_framing(false, &resp);
-                    let body = collect(&mut up.io, &mut up.buf, framing, MAX_BODY)
-                        .await
-                        .map_err(|_| true)?;
-                    Ok((resp, body, framing))
-                } => r,
-                _ = moved_from(&mut watch, slot, epoch) => return Err(Fail::Moved),
-            };
-            match got {
-                Ok((resp, body, framing)) => {
-                    if reusable(framing, &resp) {
-                        self.upstreams.insert(slot, up);
-                    }
-                    return Ok((resp, body));
-                }
-                Err(false) if reused => continue,
-                Err(_) => return Err(Fail::Broken),
-            }
+    /// Every slot's owner's whole answer to `wire`, in slot order, asked all at once
+    /// (on the pooled connections, which return to the pool when reusable).
+    async fn fetch_all(&mut self, wire: Vec<u8>) -> Vec<Fetched> {
+        self.sweep();
+        let slots = self.owners.borrow().slots();
+        let wire = Arc::new(wire);
+        let mut asks = JoinSet::new();
+        for slot in 0..slots {
+            let pooled = self.upstreams.remove(&slot);
+            let (owners, wait, wire) = (self.owners.clone(), self.wait, wire.clone());
+            asks.spawn(fetch(owners, wait, slot, pooled, wire));
         }
-        Err(Fail::Broken)
+        let mut answers: Vec<Fetched> = (0..slots).map(|_| Err(Fail::Broken)).collect();
+        while let Some(done) = asks.join_next().await {
+            // A task that panicked leaves its slot's answer `Broken`.
+            let Ok((slot, answer, kept)) = done else {
+                continue;
+            };
+            if let Some(up) = kept {
+                self.upstreams.insert(slot, up);
+            }
+            answers[slot as usize] = answer;
+        }
+        answers
     }
 
     /// The slot holding job `id` (a caller-chosen id, untagged): the first whose
@@ -516,11 +513,9 @@ impl Conn {
             management: false,
         };
         let wire = upstream_request(&probe, &format!("/jobs/{}", encode_segment(id)), false);
-        let slots = self.owners.borrow().slots();
-        for slot in 0..slots {
-            let (resp, _) = self.fetch(slot, &wire).await?;
-            if resp.status != 404 {
-                return Ok(slot);
+        for (slot, answer) in self.fetch_all(wire).await.into_iter().enumerate() {
+            if answer?.0.status != 404 {
+                return Ok(slot as u32);
             }
         }
         Ok(0)
@@ -529,11 +524,10 @@ impl Conn {
     /// Asks every slot's owner and answers the merge of their answers.
     async fn fan(&mut self, client: &mut TcpStream, how: Merge, req: &Request) -> bool {
         let wire = upstream_request(req, &req.head.target, true);
-        let slots = self.owners.borrow().slots();
         let mut first: Option<ResponseHead> = None;
         let mut bodies = Vec::new();
-        for slot in 0..slots {
-            match self.fetch(slot, &wire).await {
+        for got in self.fetch_all(wire).await {
+            match got {
                 Ok((resp, body)) if (200..300).contains(&resp.status) => {
                     first.get_or_insert(resp);
                     bodies.push(body);
@@ -591,7 +585,7 @@ impl Conn {
             return false;
         }
         let (tx, mut rx) = mpsc::channel::<(u32, bool, Option<Vec<u8>>)>(64);
-        let mut pumps = tokio::task::JoinSet::new();
+        let mut pumps = JoinSet::new();
         for (slot, up, resp) in opened {
             pumps.spawn(pump_events(slot, up, resp, tx.clone()));
         }
@@ -668,6 +662,56 @@ impl Conn {
             _ = tokio::io::copy_bidirectional(&mut client, &mut up) => {}
             _ = moved_from(&mut self.owners, slot, epoch) => {}
         }
+    }
+}
+
+/// An owner's whole answer.
+type Fetched = Result<(ResponseHead, Vec<u8>), Fail>;
+
+/// `slot`'s owner's whole answer to `wire`, on `pooled` if given (once more on a new
+/// connection if the owner had closed it meanwhile), else on a new one; with the
+/// connection to pool, if it stays usable.
+async fn fetch(
+    mut owners: Table,
+    wait: Duration,
+    slot: u32,
+    mut pooled: Option<Upstream>,
+    wire: Arc<Vec<u8>>,
+) -> (u32, Fetched, Option<Upstream>) {
+    loop {
+        let reused = pooled.is_some();
+        let mut up = match pooled.take() {
+            Some(up) => up,
+            None => match connect_owner(&mut owners, slot, Port::Http, wait).await {
+                Some((epoch, io)) => Upstream {
+                    epoch,
+                    io,
+                    buf: Vec::new(),
+                },
+                None => return (slot, Err(Fail::Unavailable), None),
+            },
+        };
+        let epoch = up.epoch;
+        let got = tokio::select! {
+            r = async {
+                let resp = send(&mut up, &wire).await.map_err(|_| false)?;
+                let framing = response_framing(false, &resp);
+                let body = collect(&mut up.io, &mut up.buf, framing, MAX_BODY)
+                    .await
+                    .map_err(|_| true)?;
+                Ok((resp, body, framing))
+            } => r,
+            _ = moved_from(&mut owners, slot, epoch) => return (slot, Err(Fail::Moved), None),
+        };
+        return match got {
+            Ok((resp, body, framing)) => {
+                let keep = reusable(framing, &resp).then_some(up);
+                (slot, Ok((resp, body)), keep)
+            }
+            // `false`: no answer began; a pooled connection the owner closed while idle.
+            Err(false) if reused => continue,
+            Err(_) => (slot, Err(Fail::Broken), None),
+        };
     }
 }
 
