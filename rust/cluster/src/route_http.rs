@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hopper_core::cluster_slots::{id_slot, queue_slot};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -49,7 +49,7 @@ use crate::http_merge::{self, Merge};
 use crate::http_wire::{
     chunk, collect, fill, has_token, header, hop_by_hop, next_piece, parse_request,
     read_response_head, request_framing, response_framing, Body, Framing, RequestHead,
-    ResponseHead, WireError, LAST_CHUNK, MAX_BODY,
+    ResponseHead, WireError, LAST_CHUNK, MAX_BODY, MAX_HEAD,
 };
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
@@ -442,14 +442,16 @@ impl Conn {
                 return self.fail(client, req, Fail::Unavailable).await;
             };
             let (epoch, mut watch) = (up.epoch, self.owners.clone());
+            let (mut from_client, mut to_client) = client.split();
             let relayed = tokio::select! {
                 r = async {
                     match send(&mut up, &wire).await {
-                        Ok(resp) => relay(client, &mut up, resp, req).await,
+                        Ok(resp) => relay(&mut to_client, &mut up, resp, req).await,
                         Err(_) => Relayed::NoAnswer,
                     }
                 } => r,
                 _ = moved_from(&mut watch, slot, epoch) => Relayed::Cut,
+                _ = departed(&mut from_client, &mut self.buf) => Relayed::Cut,
             };
             match relayed {
                 Relayed::Done {
@@ -736,6 +738,20 @@ async fn pump_events(
     let _ = tx.send((slot, false, None)).await;
 }
 
+/// Returns once the client has closed its side while its answer is awaited (so the
+/// owner sees it leave, as a single server would: a long poll's job stays queued);
+/// what the client sends meanwhile (pipelined requests) is kept in `buf`, up to a head's
+/// worth beyond which it is left unread.
+async fn departed<R: AsyncRead + Unpin>(client: &mut R, buf: &mut Vec<u8>) {
+    while buf.len() <= MAX_HEAD {
+        match fill(client, buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
 /// Writes the request and reads the answer's head.
 async fn send(up: &mut Upstream, wire: &[u8]) -> Result<ResponseHead, WireError> {
     up.io.write_all(wire).await?;
@@ -747,8 +763,8 @@ fn reusable(framing: Framing, resp: &ResponseHead) -> bool {
 }
 
 /// Writes an owner's answer to the client as it arrives, framed for the client.
-async fn relay(
-    client: &mut TcpStream,
+async fn relay<W: AsyncWrite + Unpin>(
+    client: &mut W,
     up: &mut Upstream,
     resp: ResponseHead,
     req: &Request,
@@ -817,7 +833,7 @@ async fn answer(client: &mut TcpStream, req: &Request, resp: &ResponseHead, body
     write(client, &out).await && req.keep_alive
 }
 
-async fn write(client: &mut TcpStream, bytes: &[u8]) -> bool {
+async fn write<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8]) -> bool {
     client.write_all(bytes).await.is_ok()
 }
 

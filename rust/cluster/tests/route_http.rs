@@ -670,3 +670,22 @@ async fn odd_requests_get_an_error_or_a_clean_close() {
     let (status, _) = call(&cl.router, &get("/healthz")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_departed_long_poll_leaves_the_job_queued() {
+    let Some(cl) = cluster(Duration::from_secs(2)).await else {
+        return;
+    };
+    let q1 = queue_of(1, "gone");
+    let mut poll = TcpStream::connect(&cl.router).await.unwrap();
+    let request = get(&format!("/queues/{q1}/jobs?timeout=8000"));
+    poll.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(poll);
+    // The owner notices the poll left (the router closed its upstream), so the push
+    // stays queued instead of going to a client that is gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = push(&cl.router, &q1, json!({})).await;
+    let (_, pulled) = call(&cl.router, &get(&format!("/queues/{q1}/jobs"))).await;
+    assert_eq!(pulled["job"]["id"], json!(id), "{pulled}");
+}
