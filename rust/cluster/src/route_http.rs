@@ -29,7 +29,9 @@
 //! (an auth failure, say) is answered as it is. No paginated route spans queues (job
 //! lists are per queue, flows a fixed newest 100), so no merge needs more than one page
 //! per owner. No reachable owner within the wait: 503; an owner failing mid-answer:
-//! 502 (or, once the answer started, the client connection closes). When a slot moves,
+//! 502 (or, once the answer started, the client connection closes). A client closing
+//! while its answer is awaited closes the upstream too, so the owner sees it leave as a
+//! single server would (a long poll's job stays queued). When a slot moves,
 //! upstreams to its old owner are closed; a request in flight to it closes the client
 //! connection, whose next connection reaches the new owner. Errors have the API's
 //! shape: `{"ok":false,"error":..}`, or `{"error":{"code","message"}}` under `/api`.

@@ -55,36 +55,37 @@ impl Drop for Server {
     }
 }
 
+/// Starts a server on free ports; a start that fails (a port taken between the probe
+/// and the bind by a test running alongside) is tried again, three times at most.
 async fn start_server(bin: &PathBuf) -> Server {
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["serve", "--memory", "--host", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .arg("--tcp-port")
-        .arg(free_port().to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hopper serve");
-    let server = Server {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Ok(mut c) = TcpStream::connect(&server.addr).await {
-            if let Ok(Ok((200, _, _))) = timeout(
-                Duration::from_secs(2),
-                exchange(&mut c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"),
-            )
-            .await
-            {
-                return server;
+    for _ in 0..3 {
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["serve", "--memory", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--tcp-port")
+            .arg(free_port().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hopper serve");
+        let mut server = Server {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + LIMIT;
+        while server.child.try_wait().ok().flatten().is_none() {
+            if let Ok(mut c) = TcpStream::connect(&server.addr).await {
+                let probe = exchange(&mut c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+                if let Ok(Ok((200, _, _))) = timeout(Duration::from_secs(2), probe).await {
+                    return server;
+                }
             }
+            assert!(Instant::now() < deadline, "hopper serve did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() < deadline, "hopper serve did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    panic!("hopper serve exited three times");
 }
 
 /// Two servers as the owners of slots 0 and 1, and a router in front of them.
