@@ -96,11 +96,29 @@ fn target(method: &str, path: &str, query: &str, slots: u32, upgrade: bool) -> T
         ["prometheus"] if get => Target::Fan(Merge::Prometheus),
         ["heapstats"] => Target::Unsupported("GET /heapstats"),
         ["gc"] => Target::Unsupported("POST /gc"),
-        _ => match segments.iter().position(|s| *s == "api") {
+        _ => match api_prefix(&segments) {
             Some(i) => management(get, &segments[i + 1..], query, slots),
             None => Target::Slot(0),
         },
     }
+}
+
+/// The index of the `api` segment ending `{base}/api`: the first `api` followed by a
+/// management route's first segment (a base path may itself end in `api`).
+fn api_prefix(segments: &[&str]) -> Option<usize> {
+    const FIRST: [&str; 9] = [
+        "queues",
+        "flows",
+        "search",
+        "metrics",
+        "config",
+        "events",
+        "workers",
+        "schedulers",
+        "cluster",
+    ];
+    (0..segments.len())
+        .find(|&i| segments[i] == "api" && segments.get(i + 1).is_some_and(|s| FIRST.contains(s)))
 }
 
 /// The management API's routes, after `{base}/api`.
@@ -208,7 +226,7 @@ fn is_management(path: &str) -> bool {
     !matches!(
         segments.first(),
         Some(&("queues" | "jobs" | "events" | "ws"))
-    ) && segments.contains(&"api")
+    ) && api_prefix(&segments).is_some()
 }
 
 /// A client's request, body read.
@@ -1067,6 +1085,9 @@ mod tests {
         assert_eq!(origin_form("/http://x"), "/http://x");
         assert_eq!(origin_form("/é"), "/é");
         assert!(is_management("/ops/api/queues"));
+        // A base path ending in `api`, a queue named `api`.
+        assert_eq!(t("GET", "/api/api/queues"), Target::Fan(Merge::Queues));
+        assert_eq!(t("POST", "/api/queues/api/pause"), slot_of("api"));
         assert!(!is_management("/queues/api/jobs"));
     }
 
