@@ -407,21 +407,29 @@ async fn merged_event_streams_have_every_slot() {
     let Some(cl) = cluster(Duration::from_secs(2)).await else {
         return;
     };
-    // The job server's stream and the management API's named events.
+    let queues = [queue_of(0, "ev"), queue_of(1, "ev")];
+    let both = [queues[0].as_str(), queues[1].as_str()];
+    // The job server's stream and the management API's named events, merged; one
+    // queue's stream, relayed from its slot's owner alone.
+    let one = format!("/events/queues/{}", queues[1]);
     let mut streams = [
-        (open_stream(&cl.router, "/events").await, "queue"),
-        (open_stream(&cl.router, "/api/events").await, "queueName"),
+        (open_stream(&cl.router, "/events").await, "queue", &both[..]),
+        (
+            open_stream(&cl.router, "/api/events").await,
+            "queueName",
+            &both[..],
+        ),
+        (open_stream(&cl.router, &one).await, "queue", &both[1..]),
     ];
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let queues = [queue_of(0, "ev"), queue_of(1, "ev")];
     for queue in &queues {
         push(&cl.router, queue, json!({})).await;
     }
-    for ((stream, buf), key) in &mut streams {
+    for ((stream, buf), key, want) in &mut streams {
         let deadline = Instant::now() + LIMIT;
         loop {
             let text = String::from_utf8_lossy(buf).to_string();
-            if queues
+            if want
                 .iter()
                 .all(|q| text.contains(&format!("\"{key}\":\"{q}\"")))
             {
