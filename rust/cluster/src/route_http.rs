@@ -60,6 +60,9 @@ use crate::slot_table::{connect_owner, moved_from, Port, Table};
 /// otherwise hold a task and its upstreams for good.
 const IDLE: Duration = Duration::from_secs(120);
 
+/// Relayed bytes collected beyond this are written without waiting for more.
+const FLUSH: usize = 64 * 1024;
+
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Target {
@@ -798,37 +801,35 @@ async fn relay<W: AsyncWrite + Unpin>(
         _ => Framing::Close,
     };
     let keep = req.keep_alive && to_client != Framing::Close;
-    if !write(
-        client,
-        &response_head(
-            &resp,
-            to_client,
-            keep.then_some(req.head.minor),
-            head_request,
-        ),
-    )
-    .await
-    {
-        return Relayed::Cut;
-    }
+    let mut out = response_head(
+        &resp,
+        to_client,
+        keep.then_some(req.head.minor),
+        head_request,
+    );
     let mut state = Body::new(framing);
     loop {
-        match next_piece(&mut up.io, &mut up.buf, &mut state).await {
-            Ok(Some(piece)) => {
-                let out = if to_client == Framing::Chunked {
-                    chunk(&piece)
-                } else {
-                    piece
-                };
-                if !write(client, &out).await {
-                    return Relayed::Cut;
-                }
+        // What has arrived goes out in one write (a small answer: head and body in one
+        // packet); before waiting on the owner, what is pending is sent, so a stream's
+        // head and events never wait for the next event.
+        let waits = up.buf.is_empty() && state != Body::Done;
+        if (waits || out.len() >= FLUSH) && !out.is_empty() {
+            if !write(client, &out).await {
+                return Relayed::Cut;
             }
+            out.clear();
+        }
+        match next_piece(&mut up.io, &mut up.buf, &mut state).await {
+            Ok(Some(piece)) if to_client == Framing::Chunked => out.extend(chunk(&piece)),
+            Ok(Some(piece)) => out.extend(piece),
             Ok(None) => break,
             Err(_) => return Relayed::Cut,
         }
     }
-    if to_client == Framing::Chunked && !write(client, LAST_CHUNK).await {
+    if to_client == Framing::Chunked {
+        out.extend_from_slice(LAST_CHUNK);
+    }
+    if !write(client, &out).await {
         return Relayed::Cut;
     }
     Relayed::Done {

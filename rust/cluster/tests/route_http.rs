@@ -134,6 +134,7 @@ async fn route(table: SlotTable, wait: Duration) -> (String, watch::Sender<Arc<S
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            let _ = client.set_nodelay(true); // as the front sets it
             tokio::spawn(serve_http_router(client, rx.clone(), wait));
         }
     });
