@@ -252,16 +252,16 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()
 }
 
-/// The next piece of a body's payload, `None` once it ended (`state` is then `Done`).
-pub async fn next_piece<R: AsyncRead + Unpin>(
-    io: &mut R,
-    buf: &mut Vec<u8>,
-    state: &mut Body,
-) -> Result<Option<Vec<u8>>, WireError> {
+/// The next piece of a body's payload from the bytes in `buf` alone: `None` when the
+/// body ended (`state` is then `Done`) or more bytes must be read first.
+pub fn buffered_piece(buf: &mut Vec<u8>, state: &mut Body) -> Result<Option<Vec<u8>>, WireError> {
     loop {
+        if buf.is_empty() {
+            return Ok(None);
+        }
         match *state {
             Body::Done => return Ok(None),
-            Body::Length(left) | Body::ChunkData(left) if !buf.is_empty() => {
+            Body::Length(left) | Body::ChunkData(left) => {
                 let n = left.min(buf.len() as u64);
                 let piece: Vec<u8> = buf.drain(..n as usize).collect();
                 *state = match *state {
@@ -272,13 +272,10 @@ pub async fn next_piece<R: AsyncRead + Unpin>(
                 };
                 return Ok(Some(piece));
             }
-            Body::Close if !buf.is_empty() => return Ok(Some(std::mem::take(buf))),
-            Body::ChunkSize | Body::ChunkEnd | Body::Trailers if !buf.is_empty() => {
+            Body::Close => return Ok(Some(std::mem::take(buf))),
+            Body::ChunkSize | Body::ChunkEnd | Body::Trailers => {
                 let Some(line) = take_line(buf)? else {
-                    if fill(io, buf).await? == 0 {
-                        return Err(eof());
-                    }
-                    continue;
+                    return Ok(None);
                 };
                 *state = match *state {
                     Body::ChunkSize => match chunk_size(&line) {
@@ -292,16 +289,41 @@ pub async fn next_piece<R: AsyncRead + Unpin>(
                     _ => Body::Trailers,
                 };
             }
-            _ => {
-                if fill(io, buf).await? == 0 {
-                    if *state == Body::Close {
-                        *state = Body::Done;
-                        return Ok(None);
-                    }
-                    return Err(eof());
-                }
-            }
         }
+    }
+}
+
+/// Reads more of a body into `buf`; at the end of the stream, a body that ends with
+/// the connection is `Done`, any other is cut short (an error).
+pub async fn fill_body<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Vec<u8>,
+    state: &mut Body,
+) -> Result<(), WireError> {
+    if fill(io, buf).await? > 0 {
+        return Ok(());
+    }
+    if *state == Body::Close {
+        *state = Body::Done;
+        return Ok(());
+    }
+    Err(eof())
+}
+
+/// The next piece of a body's payload, `None` once it ended (`state` is then `Done`).
+pub async fn next_piece<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Vec<u8>,
+    state: &mut Body,
+) -> Result<Option<Vec<u8>>, WireError> {
+    loop {
+        if let Some(piece) = buffered_piece(buf, state)? {
+            return Ok(Some(piece));
+        }
+        if *state == Body::Done {
+            return Ok(None);
+        }
+        fill_body(io, buf, state).await?;
     }
 }
 

@@ -49,9 +49,9 @@ use tokio::time::timeout;
 
 use crate::http_merge::{self, Merge};
 use crate::http_wire::{
-    chunk, collect, fill, has_token, header, hop_by_hop, next_piece, parse_request,
-    read_response_head, request_framing, response_framing, Body, Framing, RequestHead,
-    ResponseHead, WireError, LAST_CHUNK, MAX_BODY, MAX_HEAD,
+    buffered_piece, chunk, collect, fill, fill_body, has_token, header, hop_by_hop, next_piece,
+    parse_request, read_response_head, request_framing, response_framing, Body, Framing,
+    RequestHead, ResponseHead, WireError, LAST_CHUNK, MAX_BODY, MAX_HEAD,
 };
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
@@ -808,21 +808,39 @@ async fn relay<W: AsyncWrite + Unpin>(
         head_request,
     );
     let mut state = Body::new(framing);
+    // What has arrived goes out in one write (a small answer: head and body in one
+    // packet); before waiting on the owner, what is pending is sent, so a stream's head
+    // and events never wait for the next event.
     loop {
-        // What has arrived goes out in one write (a small answer: head and body in one
-        // packet); before waiting on the owner, what is pending is sent, so a stream's
-        // head and events never wait for the next event.
-        let waits = up.buf.is_empty() && state != Body::Done;
-        if (waits || out.len() >= FLUSH) && !out.is_empty() {
-            if !write(client, &out).await {
-                return Relayed::Cut;
+        match buffered_piece(&mut up.buf, &mut state) {
+            Ok(Some(piece)) => {
+                if to_client == Framing::Chunked {
+                    out.extend(chunk(&piece));
+                } else {
+                    out.extend(piece);
+                }
+                if out.len() >= FLUSH {
+                    if !write(client, &out).await {
+                        return Relayed::Cut;
+                    }
+                    out.clear();
+                }
             }
-            out.clear();
-        }
-        match next_piece(&mut up.io, &mut up.buf, &mut state).await {
-            Ok(Some(piece)) if to_client == Framing::Chunked => out.extend(chunk(&piece)),
-            Ok(Some(piece)) => out.extend(piece),
-            Ok(None) => break,
+            Ok(None) if state == Body::Done => break,
+            Ok(None) => {
+                if !out.is_empty() {
+                    if !write(client, &out).await {
+                        return Relayed::Cut;
+                    }
+                    out.clear();
+                }
+                if fill_body(&mut up.io, &mut up.buf, &mut state)
+                    .await
+                    .is_err()
+                {
+                    return Relayed::Cut;
+                }
+            }
             Err(_) => return Relayed::Cut,
         }
     }
