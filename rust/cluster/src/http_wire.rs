@@ -461,6 +461,28 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn buffered_pieces_stop_where_the_bytes_do() {
+        let mut buf = b"5\r\nhello\r\n3\r\nab".to_vec();
+        let mut state = Body::new(Framing::Chunked);
+        let piece = buffered_piece(&mut buf, &mut state).unwrap();
+        assert_eq!(piece.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            buffered_piece(&mut buf, &mut state).unwrap().as_deref(),
+            Some(&b"ab"[..])
+        );
+        // The rest of the chunk has not arrived: nothing, and no wait.
+        assert_eq!(buffered_piece(&mut buf, &mut state).unwrap(), None);
+        assert_eq!(state, Body::ChunkData(1));
+        buf.extend_from_slice(b"c\r\n0\r\n\r\n");
+        assert_eq!(
+            buffered_piece(&mut buf, &mut state).unwrap().as_deref(),
+            Some(&b"c"[..])
+        );
+        assert_eq!(buffered_piece(&mut buf, &mut state).unwrap(), None);
+        assert_eq!(state, Body::Done);
+    }
+
     #[tokio::test]
     async fn bodies_by_length_and_by_close() {
         let mut io = b"abcdef".as_slice();
