@@ -6,6 +6,7 @@
 //! so the engine crate has no network or database dependency. Every broker's `Front`
 //! relays its clients to the owner.
 
+mod command_route;
 mod connect;
 mod directory;
 mod error;
