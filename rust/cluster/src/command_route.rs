@@ -125,8 +125,9 @@ pub fn classify(req: &Value, slots: u32) -> Route {
         }
         "Metrics" if req.field("queue").is_none() => return Route::Legs(every(), Merge::Sum),
         // Workers are registered, renewed and listed at one place: slot 0's owner.
-        "Ping" | "Hello" | "RegisterWorker" | "Heartbeat" | "UnregisterWorker"
-        | "ListWorkers" => return Route::Forward(0),
+        "Ping" | "Hello" | "RegisterWorker" | "Heartbeat" | "UnregisterWorker" | "ListWorkers" => {
+            return Route::Forward(0)
+        }
         "PUSHF" => return flow_route(req, slots),
         "ACKB" => return split(req, slots, &["tokens", "results"], Untagged::Probe),
         "JobHeartbeatB" => return split(req, slots, &["tokens"], Untagged::Everywhere),
@@ -526,7 +527,11 @@ fn combine(key: &str, a: &mut Value, b: Value) {
     let larger = key == "uptime" || key.starts_with("avg");
     match (&mut *a, b) {
         (Value::Int(x), Value::Int(y)) => {
-            *x = if larger { (*x).max(y) } else { x.saturating_add(y) }
+            *x = if larger {
+                (*x).max(y)
+            } else {
+                x.saturating_add(y)
+            }
         }
         (Value::Int(_) | Value::Float(_), y @ (Value::Int(_) | Value::Float(_))) => {
             let (x, y) = (a.as_number().unwrap_or(0.0), y.as_number().unwrap_or(0.0));
@@ -604,19 +609,41 @@ mod tests {
         let q = queue_in(2, 3);
         let push = req(vec![("cmd", Value::str("PUSH")), ("queue", Value::str(&q))]);
         assert_eq!(classify(&push, 3), Route::Forward(2));
-        let ack = req(vec![("cmd", Value::str("ACK")), ("id", Value::str(tagged(1, 3)))]);
+        let ack = req(vec![
+            ("cmd", Value::str("ACK")),
+            ("id", Value::str(tagged(1, 3))),
+        ]);
         assert_eq!(classify(&ack, 3), Route::Forward(1));
-        let custom = req(vec![("cmd", Value::str("GetJob")), ("id", Value::str("order-1"))]);
-        assert!(matches!(classify(&custom, 3), Route::Legs(l, Merge::First) if l.len() == 1 && l[0].target == Target::Probe(0)));
-        for cmd in ["Ping", "Hello", "RegisterWorker", "ListWorkers", "NoSuchCommand"] {
+        let custom = req(vec![
+            ("cmd", Value::str("GetJob")),
+            ("id", Value::str("order-1")),
+        ]);
+        assert!(
+            matches!(classify(&custom, 3), Route::Legs(l, Merge::First) if l.len() == 1 && l[0].target == Target::Probe(0))
+        );
+        for cmd in [
+            "Ping",
+            "Hello",
+            "RegisterWorker",
+            "ListWorkers",
+            "NoSuchCommand",
+        ] {
             let r = req(vec![("cmd", Value::str(cmd))]);
             assert_eq!(classify(&r, 3), Route::Forward(0), "{cmd}");
         }
         assert_eq!(classify(&Value::Int(1), 3), Route::Forward(0));
-        let auth = req(vec![("cmd", Value::str("Auth")), ("token", Value::str("t"))]);
+        let auth = req(vec![
+            ("cmd", Value::str("Auth")),
+            ("token", Value::str("t")),
+        ]);
         assert_eq!(classify(&auth, 3), Route::Auth);
-        let hook = req(vec![("cmd", Value::str("AddWebhook")), ("queue", Value::str(&q))]);
-        assert!(matches!(classify(&hook, 3), Route::Refuse(m) if m == "AddWebhook is not available in a cluster with several slots"));
+        let hook = req(vec![
+            ("cmd", Value::str("AddWebhook")),
+            ("queue", Value::str(&q)),
+        ]);
+        assert!(
+            matches!(classify(&hook, 3), Route::Refuse(m) if m == "AddWebhook is not available in a cluster with several slots")
+        );
         for (cmd, merge) in [
             ("Stats", Merge::Sum),
             ("ListQueues", Merge::Sum),
@@ -624,7 +651,10 @@ mod tests {
             ("SubscribeEvents", Merge::First),
         ] {
             let r = req(vec![("cmd", Value::str(cmd)), ("queue", Value::str(&q))]);
-            assert!(matches!(classify(&r, 3), Route::Legs(l, m) if l.len() == 3 && m == merge), "{cmd}");
+            assert!(
+                matches!(classify(&r, 3), Route::Legs(l, m) if l.len() == 3 && m == merge),
+                "{cmd}"
+            );
         }
     }
 
@@ -652,7 +682,10 @@ mod tests {
             ("reqId", Value::str("9")),
             ("ids", strs(&[&ids[0], &ids[1], &ids[2]])),
             ("tokens", strs(&["t0", "t1", "t2"])),
-            ("results", Value::Array(vec![Value::Int(0), Value::Int(1), Value::Int(2)])),
+            (
+                "results",
+                Value::Array(vec![Value::Int(0), Value::Int(1), Value::Int(2)]),
+            ),
         ]);
         let Route::Legs(legs, Merge::Batch) = classify(&ackb, 2) else {
             panic!("split")
@@ -668,10 +701,16 @@ mod tests {
         );
         assert_eq!(legs[1].req.get("reqId"), None);
         // All of one slot: forwarded unchanged.
-        let one = req(vec![("cmd", Value::str("ACKB")), ("ids", strs(&[&ids[0], &ids[2]]))]);
+        let one = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("ids", strs(&[&ids[0], &ids[2]])),
+        ]);
         assert_eq!(classify(&one, 2), Route::Forward(1));
         // A caller's id is probed on its own; in a renewal it goes everywhere.
-        let mixed = req(vec![("cmd", Value::str("ACKB")), ("ids", strs(&[&ids[0], "mine"]))]);
+        let mixed = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("ids", strs(&[&ids[0], "mine"])),
+        ]);
         let Route::Legs(legs, _) = classify(&mixed, 2) else {
             panic!("split")
         };
@@ -725,8 +764,14 @@ mod tests {
             vec![Action::Reply(error_reply(Value::str("5"), "Job not found"))]
         );
         // An unknown state is not found either.
-        let state = req(vec![("cmd", Value::str("GetState")), ("id", Value::str("x"))]);
-        let unknown = Value::map(vec![("ok", Value::Bool(true)), ("state", Value::str("unknown"))]);
+        let state = req(vec![
+            ("cmd", Value::str("GetState")),
+            ("id", Value::str("x")),
+        ]);
+        let unknown = Value::map(vec![
+            ("ok", Value::Bool(true)),
+            ("state", Value::str("unknown")),
+        ]);
         assert!(keep_looking("GetState", &unknown));
         assert!(!keep_looking("ACK", &ok()));
         let a = sent(&r.request(&state, |_| true));
@@ -772,7 +817,10 @@ mod tests {
             panic!("a reply")
         };
         let data = v.get("data").unwrap();
-        assert_eq!(data.get("ignoredIndices"), Some(&Value::Array(vec![Value::Int(2)])));
+        assert_eq!(
+            data.get("ignoredIndices"),
+            Some(&Value::Array(vec![Value::Int(2)]))
+        );
         assert_eq!(data.get("ignoredIds"), Some(&strs(&[&ids[2]])));
         assert_eq!(v.get("reqId"), Some(&Value::Int(4)));
         // An error anywhere is the answer.
@@ -781,7 +829,10 @@ mod tests {
         let done = r.reply(answer(err("Invalid or expired lock token"), &legs[1].1));
         assert_eq!(
             done,
-            Some(vec![Action::Reply(error_reply(Value::Int(4), "Invalid or expired lock token"))])
+            Some(vec![Action::Reply(error_reply(
+                Value::Int(4),
+                "Invalid or expired lock token"
+            ))])
         );
     }
 
@@ -802,7 +853,10 @@ mod tests {
             ])
         };
         let mut r = Router::new(2);
-        let s = req(vec![("cmd", Value::str("Stats")), ("reqId", Value::str("s"))]);
+        let s = req(vec![
+            ("cmd", Value::str("Stats")),
+            ("reqId", Value::str("s")),
+        ]);
         let legs = sent(&r.request(&s, |_| false));
         assert_eq!(legs.iter().map(|l| l.0).collect::<Vec<_>>(), [0, 1]);
         r.reply(answer(stats(2, 10.0, &["a"]), &legs[0].1));
@@ -826,7 +880,10 @@ mod tests {
             ]),
         );
         assert_eq!(a.get("x"), Some(&Value::Int(1)));
-        assert_eq!(a.get("m").and_then(|m| m.get("k")), Some(&Value::Bool(true)));
+        assert_eq!(
+            a.get("m").and_then(|m| m.get("k")),
+            Some(&Value::Bool(true))
+        );
     }
 
     #[test]
@@ -845,7 +902,10 @@ mod tests {
         assert_eq!(remembered.get("token"), Some(&Value::str("secret")));
         assert_eq!(r.reply(answer(ok(), &remembered)), Some(vec![]));
         let done = r.reply(answer(ok(), &legs[0].1)).unwrap();
-        assert_eq!(done, vec![Action::Reply(with_req_id(ok(), Value::str("1")))]);
+        assert_eq!(
+            done,
+            vec![Action::Reply(with_req_id(ok(), Value::str("1")))]
+        );
         // None open: slot 0's owner answers.
         assert_eq!(sent(&r.request(&auth, |_| false))[0].0, 0);
     }

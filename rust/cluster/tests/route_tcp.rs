@@ -1,0 +1,382 @@
+//! The TCP router of a cluster with several slots, in front of real hopper servers (one
+//! per slot, `hopper serve --memory` from the worktree's venv, with an auth token): each
+//! request reaches its slot's owner, batches split, custom ids are found by probing,
+//! cluster-wide commands merge, Auth reaches upstreams opened later, and a moved slot
+//! closes the client connection. Skipped (saying so) when the venv is not built.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hopper_cluster::{serve_tcp_routed, SlotOwner, SlotTable};
+use hopper_core::cluster_slots::queue_slot;
+use hopper_core::{msgpack_decode, msgpack_encode, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const TOKEN: &str = "secret";
+const SLOTS: u32 = 2;
+
+/// A `hopper serve --memory` process, killed when dropped.
+struct Server {
+    child: Child,
+    tcp: String,
+    http: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a server, or `None` when the venv has no `hopper` (`make install` not run).
+fn start_server() -> Option<Server> {
+    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/hopper");
+    if !std::path::Path::new(bin).exists() {
+        eprintln!("skipped: {bin} is missing (run `make install`)");
+        return None;
+    }
+    let (http, tcp) = (free_port(), free_port());
+    let child = Command::new(bin)
+        .args(["serve", "--memory", "--host", "127.0.0.1"])
+        .args(["--port", &http.to_string(), "--tcp-port", &tcp.to_string()])
+        .args(["--auth-tokens", TOKEN])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hopper serve starts");
+    let server = Server {
+        child,
+        tcp: format!("127.0.0.1:{tcp}"),
+        http: format!("127.0.0.1:{http}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&server.tcp).is_err() {
+        assert!(Instant::now() < deadline, "hopper serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(server)
+}
+
+fn table(servers: &[Server], epochs: &[i64]) -> SlotTable {
+    let rows = servers
+        .iter()
+        .zip(epochs)
+        .enumerate()
+        .map(|(slot, (s, &epoch))| SlotOwner {
+            slot: slot as i32,
+            owner: format!("b{slot}"),
+            epoch,
+            lease_until_ms: 0,
+            http: s.http.clone(),
+            tcp: s.tcp.clone(),
+        })
+        .collect();
+    SlotTable::from_rows(servers.len() as u32, rows)
+}
+
+/// A router listening on 127.0.0.1, reading the slot table from `owners`.
+async fn router(owners: watch::Receiver<Arc<SlotTable>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(serve_tcp_routed(
+                client,
+                owners.clone(),
+                Duration::from_secs(2),
+            ));
+        }
+    });
+    addr
+}
+
+/// A protocol client: numbered string reqIds, replies matched by reqId.
+struct Client {
+    stream: TcpStream,
+    next: u64,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: &str) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            next: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, cmd: &str, mut fields: Vec<(&'static str, Value)>) -> Value {
+        self.next += 1;
+        let req_id = Value::str(self.next.to_string());
+        fields.push(("cmd", Value::str(cmd)));
+        fields.push(("reqId", req_id.clone()));
+        let mut body = Vec::new();
+        msgpack_encode(&Value::map(fields), &mut body);
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await.unwrap();
+        loop {
+            let reply = self.frame().await.expect("a reply");
+            if reply.get("reqId") == Some(&req_id) {
+                return reply;
+            }
+        }
+    }
+
+    /// The next frame, `None` once the router closes the connection.
+    async fn frame(&mut self) -> Option<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                if self.buf.len() >= 4 + len {
+                    let v = msgpack_decode(&self.buf[4..4 + len]).unwrap();
+                    self.buf.drain(..4 + len);
+                    return Some(v);
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
+                .await
+                .expect("an answer in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn auth(&mut self) {
+        let r = self.send("Auth", vec![("token", Value::str(TOKEN))]).await;
+        assert_ok(&r);
+    }
+}
+
+fn assert_ok(reply: &Value) {
+    assert_eq!(reply.get("ok"), Some(&Value::Bool(true)), "{reply:?}");
+}
+
+/// A queue name of `slot` with `prefix`, so tests sharing servers keep apart.
+fn queue_of(prefix: &str, slot: u32) -> String {
+    (0..1000)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|q| queue_slot(q, SLOTS) == slot)
+        .unwrap()
+}
+
+fn id_of(reply: &Value) -> String {
+    reply.get("id").and_then(Value::as_str).unwrap().to_owned()
+}
+
+fn count(reply: &Value, state: &str) -> i64 {
+    match reply.get("counts").and_then(|c| c.get(state)) {
+        Some(Value::Int(n)) => *n,
+        other => panic!("no {state} count in {reply:?}: {other:?}"),
+    }
+}
+
+/// Two servers as the owners of slots 0 and 1, and a router in front.
+async fn cluster() -> Option<(Vec<Server>, watch::Sender<Arc<SlotTable>>, String)> {
+    let servers = vec![start_server()?, start_server()?];
+    let (tx, rx) = watch::channel(Arc::new(table(&servers, &[1, 1])));
+    let addr = router(rx).await;
+    Some((servers, tx, addr))
+}
+
+async fn push(c: &mut Client, queue: &str, extra: Vec<(&'static str, Value)>) -> Value {
+    let mut fields = vec![
+        ("queue", Value::str(queue)),
+        ("data", Value::map(vec![("n", Value::Int(1))])),
+    ];
+    fields.extend(extra);
+    c.send("PUSH", fields).await
+}
+
+#[tokio::test]
+async fn requests_reach_their_slots_owner_and_batches_split() {
+    let Some((servers, _tx, addr)) = cluster().await else {
+        return;
+    };
+    let (qa, qb) = (queue_of("land", 0), queue_of("land", 1));
+    let mut c = Client::connect(&addr).await;
+    c.auth().await;
+    for q in [&qa, &qb, &qb] {
+        assert_ok(&push(&mut c, q, vec![]).await);
+    }
+    // Each owner holds only its slot's queue.
+    for (slot, server) in servers.iter().enumerate() {
+        let mut direct = Client::connect(&server.tcp).await;
+        direct.auth().await;
+        for (q, jobs) in [(&qa, 1), (&qb, 2)] {
+            let r = direct
+                .send("GetJobCounts", vec![("queue", Value::str(q))])
+                .await;
+            let here = if queue_slot(q, SLOTS) == slot as u32 {
+                jobs
+            } else {
+                0
+            };
+            assert_eq!(count(&r, "waiting"), here, "{q} on slot {slot}");
+        }
+    }
+    // PULL and ACK of one job; PULLB of both queues, then one ACKB of all their ids.
+    let pulled = c.send("PULL", vec![("queue", Value::str(&qb))]).await;
+    let job = pulled.get("job").expect("a job");
+    let id = job.get("id").and_then(Value::as_str).unwrap().to_owned();
+    assert_ok(&c.send("ACK", vec![("id", Value::str(&id))]).await);
+    let mut ids = Vec::new();
+    for q in [&qa, &qb] {
+        let r = c
+            .send(
+                "PULLB",
+                vec![("queue", Value::str(q)), ("count", Value::Int(10))],
+            )
+            .await;
+        let Some(Value::Array(jobs)) = r.get("jobs") else {
+            panic!("jobs in {r:?}")
+        };
+        ids.extend(jobs.iter().map(|j| j.get("id").cloned().unwrap()));
+    }
+    assert_eq!(ids.len(), 2);
+    let results = Value::Array(vec![Value::Int(1), Value::Int(2)]);
+    let r = c
+        .send(
+            "ACKB",
+            vec![("ids", Value::Array(ids.clone())), ("results", results)],
+        )
+        .await;
+    assert_ok(&r);
+    for (q, done) in [(&qa, 1), (&qb, 2)] {
+        let r = c.send("GetJobCounts", vec![("queue", Value::str(q))]).await;
+        assert_eq!(count(&r, "completed"), done, "{q}");
+        assert_eq!(count(&r, "active"), 0, "{q}");
+    }
+    // ACKB again: both are completed, so the owners' error is the answer.
+    let r = c.send("ACKB", vec![("ids", Value::Array(ids))]).await;
+    let error = r.get("error").and_then(Value::as_str).unwrap_or("");
+    assert!(
+        error.starts_with("Job not found or not in processing state"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn custom_ids_are_found_and_cluster_wide_commands_merge() {
+    let Some((servers, _tx, addr)) = cluster().await else {
+        return;
+    };
+    let (qa, qb) = (queue_of("probe", 0), queue_of("probe", 1));
+    let mut c = Client::connect(&addr).await;
+    c.auth().await;
+    let pushed = push(&mut c, &qb, vec![("jobId", Value::str("order-7"))]).await;
+    assert_eq!(id_of(&pushed), "order-7");
+    assert_ok(&push(&mut c, &qa, vec![]).await);
+    let got = c.send("GetJob", vec![("id", Value::str("order-7"))]).await;
+    assert_ok(&got);
+    assert_eq!(
+        got.get("job").and_then(|j| j.get("queue")),
+        Some(&Value::str(&qb))
+    );
+    let state = c
+        .send("GetState", vec![("id", Value::str("order-7"))])
+        .await;
+    assert_eq!(state.get("state"), Some(&Value::str("waiting")));
+    let missing = c.send("GetJob", vec![("id", Value::str("nowhere"))]).await;
+    assert_eq!(missing.get("ok"), Some(&Value::Bool(false)));
+    // Stats and ListQueues: every owner's, merged.
+    let stats = c.send("Stats", vec![]).await;
+    assert_ok(&stats);
+    let waiting = |r: &Value| r.get("stats").and_then(|s| s.get("waiting")).cloned();
+    let mut total = 0.0;
+    for server in &servers {
+        let mut direct = Client::connect(&server.tcp).await;
+        direct.auth().await;
+        let one = direct.send("Stats", vec![]).await;
+        total += waiting(&one).and_then(|v| v.as_number()).unwrap();
+    }
+    assert_eq!(waiting(&stats).and_then(|v| v.as_number()), Some(total));
+    assert_eq!(total, 2.0);
+    let queues = c.send("ListQueues", vec![]).await;
+    let Some(Value::Array(names)) = queues.get("queues") else {
+        panic!("queues in {queues:?}")
+    };
+    for q in [&qa, &qb] {
+        assert!(names.contains(&Value::str(q)), "{q} in {names:?}");
+    }
+    let refused = c.send("ListWebhooks", vec![]).await;
+    assert_eq!(
+        refused.get("error"),
+        Some(&Value::str(
+            "ListWebhooks is not available in a cluster with several slots"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn auth_reaches_upstreams_opened_later() {
+    let Some((_servers, _tx, addr)) = cluster().await else {
+        return;
+    };
+    let qb = queue_of("auth", 1);
+    // Without Auth the owner refuses.
+    let mut c = Client::connect(&addr).await;
+    let r = push(&mut c, &qb, vec![]).await;
+    assert_eq!(r.get("error"), Some(&Value::str("Not authenticated")));
+    // Auth answered by slot 0's owner; slot 1's upstream, opened after, is authenticated.
+    let mut c = Client::connect(&addr).await;
+    c.auth().await;
+    assert_ok(&push(&mut c, &qb, vec![]).await);
+    let wrong = c.send("Auth", vec![("token", Value::str("nope"))]).await;
+    assert_eq!(wrong.get("error"), Some(&Value::str("Invalid token")));
+}
+
+#[tokio::test]
+async fn a_moved_slot_closes_the_client_connection() {
+    let Some((servers, tx, addr)) = cluster().await else {
+        return;
+    };
+    let qb = queue_of("move", 1);
+    let mut c = Client::connect(&addr).await;
+    c.auth().await;
+    assert_ok(&push(&mut c, &qb, vec![]).await);
+    tx.send(Arc::new(table(&servers, &[1, 2]))).unwrap();
+    assert!(c.frame().await.is_none(), "closed after the move");
+    // A new connection works with the new epoch.
+    let mut c = Client::connect(&addr).await;
+    c.auth().await;
+    assert_ok(&push(&mut c, &qb, vec![]).await);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_is_answered_and_closes() {
+    let Some((_servers, _tx, addr)) = cluster().await else {
+        return;
+    };
+    let mut c = Client::connect(&addr).await;
+    let too_large = (64u32 * 1024 * 1024 + 1).to_be_bytes();
+    c.stream.write_all(&too_large).await.unwrap();
+    let reply = c.frame().await.expect("an answer");
+    assert_eq!(
+        reply.get("error"),
+        Some(&Value::str(
+            "Frame too large: 67108865 bytes exceeds maximum 67108864"
+        ))
+    );
+    assert!(c.frame().await.is_none());
+}
