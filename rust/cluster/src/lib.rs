@@ -24,8 +24,9 @@ pub use directory::{fetch_view, read_view, Broker, ClusterView, SlotOwner};
 pub use error::ClusterError;
 pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
-/// The TCP router, for tests that run it on a slot table of their own (no front).
+/// The routers, for tests that run them on a slot table of their own (no front).
 pub use route_tcp::serve as serve_tcp_routed;
+pub use route_ws::serve as serve_ws_routed;
 pub use schema::SCHEMA_VERSION;
 pub use slot::{Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};
 pub use slot_table::{SlotTable, Table};
