@@ -118,7 +118,9 @@ impl Conn {
                     Some(Ok(Message::Text(text))) => self.client_text(&mut client, text.as_str()).await,
                     // Not JSON: slot 0's owner gives the server's answer.
                     Some(Ok(Message::Binary(b))) => self.send(0, Message::Binary(b)).await,
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Err(None),
+                    // Answered with the library's echo of the client's close.
+                    Some(Ok(Message::Close(frame))) => Err(frame.or_else(|| Some(normal()))),
+                    Some(Err(_)) | None => Err(None),
                     Some(Ok(_)) => Ok(()), // pings are answered by the library
                 },
                 up = rx.recv() => match up {
@@ -135,6 +137,13 @@ impl Conn {
             let _ = client.close(Some(frame)).await;
         }
         self.stop();
+        // Close the owners' sockets cleanly, but wait for none of them for long.
+        let closing = self.ups.iter_mut().flatten().map(|up| up.close());
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            futures_util::future::join_all(closing),
+        )
+        .await;
     }
 
     fn stop(&mut self) {
@@ -237,6 +246,13 @@ impl Conn {
         ));
         self.readers.push(reader);
         Ok(())
+    }
+}
+
+fn normal() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
     }
 }
 

@@ -347,6 +347,54 @@ async fn auth_reaches_upstreams_opened_later() {
 }
 
 #[tokio::test]
+async fn events_of_every_slot_and_ignored_acks_at_the_clients_indices() {
+    let Some((_servers, _tx, addr)) = cluster().await else {
+        return;
+    };
+    let (qa, qb) = (queue_of("events", 0), queue_of("events", 1));
+    let mut listener = Client::connect(&addr).await;
+    listener.auth().await;
+    let r = listener
+        .send("SubscribeEvents", vec![("queue", Value::str(&qb))])
+        .await;
+    assert_ok(&r);
+    let mut c = Client::connect(&addr).await;
+    c.auth().await;
+    assert_ok(&push(&mut c, &qa, vec![]).await);
+    assert_ok(&push(&mut c, &qb, vec![]).await);
+    let event = listener.frame().await.expect("an event");
+    assert_eq!(event.get("type"), Some(&Value::str("event")), "{event:?}");
+    let event = event.get("event").unwrap();
+    assert_eq!(event.get("eventType"), Some(&Value::str("pushed")));
+    assert_eq!(event.get("queue"), Some(&Value::str(&qb)));
+    // Failed jobs wait for their retry: an ACKB of them ignores them, reported at the
+    // client's indices although each slot saw only its own.
+    let mut ids = Vec::new();
+    for q in [&qb, &qa] {
+        let pulled = c.send("PULL", vec![("queue", Value::str(q))]).await;
+        let id = pulled
+            .get("job")
+            .and_then(|j| j.get("id"))
+            .cloned()
+            .unwrap();
+        let failed = c.send("FAIL", vec![("id", id.clone())]).await;
+        assert_ok(&failed);
+        ids.push(id);
+    }
+    let r = c
+        .send("ACKB", vec![("ids", Value::Array(ids.clone()))])
+        .await;
+    let data = r
+        .get("data")
+        .unwrap_or_else(|| panic!("ignored items in {r:?}"));
+    assert_eq!(
+        data.get("ignoredIndices"),
+        Some(&Value::Array(vec![Value::Int(0), Value::Int(1)]))
+    );
+    assert_eq!(data.get("ignoredIds"), Some(&Value::Array(ids)));
+}
+
+#[tokio::test]
 async fn a_moved_slot_closes_the_client_connection() {
     let Some((servers, tx, addr)) = cluster().await else {
         return;
