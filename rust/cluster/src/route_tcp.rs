@@ -26,6 +26,9 @@ const MAX_IN_PROGRESS: usize = 1024;
 /// Upstream frames waiting for the client: beyond it the upstreams are not read, so a
 /// client that does not read holds back its owners instead of filling memory.
 const QUEUED_FRAMES: usize = 64;
+/// How long a partial frame may stall before the connection is dropped: the owners'
+/// default (`--tcp-idle-timeout-ms`), which they cannot apply to frames they never see.
+const PARTIAL_FRAME_IDLE: Duration = Duration::from_secs(60);
 /// The bytes of the router's reqIds, to find legs' replies without decoding the rest.
 const TAG: &[u8] = b"\0hopper:";
 
@@ -50,10 +53,13 @@ pub async fn serve(client: TcpStream, owners: Table, wait: Duration) {
     };
     let mut frames = FrameBuffer::default();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut last_read = tokio::time::Instant::now();
     loop {
+        let stalled = tokio::time::sleep_until(last_read + PARTIAL_FRAME_IDLE);
         let step = tokio::select! {
             n = read.read(&mut buf) => match n {
                 Ok(n) if n > 0 => {
+                    last_read = tokio::time::Instant::now();
                     frames.extend(&buf[..n]);
                     conn.client_frames(&mut frames).await
                 }
@@ -63,6 +69,7 @@ pub async fn serve(client: TcpStream, owners: Table, wait: Duration) {
                 Some(Up::Frame(body)) => conn.upstream_frame(body).await,
                 _ => Err(()),
             },
+            _ = stalled, if frames.pending() > 0 => Err(()),
         };
         if step.is_err() {
             break;
