@@ -253,3 +253,35 @@ async fn commands_route_events_pass_and_a_move_closes() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_owners_close_code_reaches_the_client() {
+    let (Some(a), Some(b)) = (start_server(), start_server()) else {
+        return;
+    };
+    let servers = [a, b];
+    let (_tx, rx) = watch::channel(Arc::new(table(&servers, &[1, 1])));
+    let addr = router(rx).await;
+    let mut ws = connect(&addr, TOKEN).await.expect("upgraded");
+    let mut events = Vec::new();
+    let ping = cmd(vec![("cmd", Value::str("Ping"))]);
+    assert_ok(&send(&mut ws, &mut events, "1", ping).await);
+    // A clean shutdown of slot 1's owner closes its sockets with 1001 (going away).
+    let stopped = Command::new("kill")
+        .args(["-TERM", &servers[1].child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(Instant::now() < deadline, "closed after the owner stopped");
+        match next(&mut ws).await {
+            Some(Message::Close(frame)) => {
+                assert_eq!(frame.map(|f| f.code), Some(CloseCode::Away));
+                break;
+            }
+            Some(_) => {}
+            None => panic!("ended without a close frame"),
+        }
+    }
+}
