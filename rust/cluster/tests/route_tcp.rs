@@ -149,7 +149,7 @@ impl Client {
                     return Some(v);
                 }
             }
-            let mut chunk = [0u8; 65536];
+            let mut chunk = vec![0u8; 65536]; // on the heap: test futures nest deep
             let left = deadline.saturating_duration_since(Instant::now());
             let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
                 .await
@@ -319,6 +319,38 @@ async fn custom_ids_are_found_and_cluster_wide_commands_merge() {
     for q in [&qa, &qb] {
         assert!(names.contains(&Value::str(q)), "{q} in {names:?}");
     }
+    // Job schedulers: created on their queue's slot, found by name by probing, listed
+    // from every slot.
+    for (name, q) in [("nightly-a", &qa), ("nightly-b", &qb)] {
+        let fields = vec![
+            ("name", Value::str(name)),
+            ("queue", Value::str(q)),
+            ("data", Value::map(vec![])),
+            ("repeatEvery", Value::Int(3_600_000)),
+        ];
+        assert_ok(&c.send("Cron", fields).await);
+    }
+    let got = c
+        .send("CronGet", vec![("name", Value::str("nightly-b"))])
+        .await;
+    assert_eq!(
+        got.get("cron").and_then(|j| j.get("queue")),
+        Some(&Value::str(&qb)),
+        "{got:?}"
+    );
+    let listed = c.send("CronList", vec![]).await;
+    let Some(Value::Array(crons)) = listed.get("crons") else {
+        panic!("crons in {listed:?}")
+    };
+    assert_eq!(crons.len(), 2, "{crons:?}");
+    let deleted = c
+        .send("CronDelete", vec![("name", Value::str("nightly-b"))])
+        .await;
+    assert_ok(&deleted);
+    let again = c
+        .send("CronDelete", vec![("name", Value::str("nightly-b"))])
+        .await;
+    assert_eq!(again.get("error"), Some(&Value::str("Cron job not found")));
     let refused = c.send("ListWebhooks", vec![]).await;
     assert_eq!(
         refused.get("error"),
