@@ -887,6 +887,30 @@ mod tests {
     }
 
     #[test]
+    fn a_fan_out_with_an_error_answers_the_first_error() {
+        let mut r = Router::new(3);
+        let list = req(vec![
+            ("cmd", Value::str("ListQueues")),
+            ("reqId", Value::Int(1)),
+        ]);
+        let legs = sent(&r.request(&list, |_| true));
+        assert_eq!(r.in_progress(), 1);
+        r.reply(answer(err("Not authenticated"), &legs[2].1));
+        r.reply(answer(ok(), &legs[0].1));
+        // A duplicate reply of a leg is dropped.
+        assert_eq!(r.reply(answer(ok(), &legs[0].1)), Some(vec![]));
+        let done = r.reply(answer(err("Internal server error"), &legs[1].1));
+        assert_eq!(
+            done,
+            Some(vec![Action::Reply(error_reply(
+                Value::Int(1),
+                "Internal server error"
+            ))])
+        );
+        assert_eq!(r.in_progress(), 0);
+    }
+
+    #[test]
     fn auth_goes_to_the_open_upstreams_and_is_remembered() {
         let mut r = Router::new(3);
         assert_eq!(r.auth(), None);
