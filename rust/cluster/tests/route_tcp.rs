@@ -460,3 +460,100 @@ async fn an_oversized_frame_is_answered_and_closes() {
     );
     assert!(c.frame().await.is_none());
 }
+
+/// Runs tests/server/sdk/<script>.ts (the stock bunqueue SDK) against `port` on
+/// `queue`; returns its `RESULT` object, or `None` when bun is not installed.
+fn run_sdk(script: &str, port: u16, queue: &str, args: &[&str]) -> Option<Value> {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let bun = format!("{repo}/bench/peers/node_modules/.bin/bun");
+    if !std::path::Path::new(&bun).exists() {
+        eprintln!("skipped: {bun} is missing (run `make install`)");
+        return None;
+    }
+    let mut child = Command::new(&bun)
+        .arg("--no-install")
+        .arg(format!("{repo}/tests/server/sdk/{script}.ts"))
+        .args(args)
+        .current_dir(repo)
+        .env_remove("BQ_TOKEN")
+        .env_remove("BUNQUEUE_TOKEN")
+        .env_remove("BUNQUEUE_EMBEDDED")
+        .env("BQ_HOST", "127.0.0.1")
+        .env("BQ_PORT", port.to_string())
+        .env("BQ_QUEUE", queue)
+        .env("BQ_TEST_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bun starts");
+    // The harness ends every script within its own limit; this is a backstop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{script}.ts did not end");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{script}.ts: {status}: {stdout}");
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|r| Value::from_json(r.as_bytes()));
+    Some(result.unwrap_or_else(|| panic!("{script}.ts printed no result: {stdout}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_sdk_works_through_the_router() {
+    let Some((_servers, _tx, addr)) = cluster().await else {
+        return;
+    };
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    // A flow's queues must share a slot: a base name whose -a and -b queues do.
+    let flow_base = (0..1000)
+        .map(|i| format!("sdk-flow-{i}"))
+        .find(|q| {
+            let slot = queue_slot(q, SLOTS);
+            [format!("{q}-a"), format!("{q}-b")]
+                .iter()
+                .all(|c| queue_slot(c, SLOTS) == slot)
+        })
+        .unwrap();
+    let scripts: [(&str, String, &[&str]); 10] = [
+        ("add", queue_of("sdk-add", 0), &["100", "50"]),
+        ("custom_id", queue_of("sdk-custom", 1), &[]),
+        ("concurrency", queue_of("sdk-conc", 1), &["64", "300"]),
+        ("retry", queue_of("sdk-retry", 0), &[]),
+        ("events", queue_of("sdk-events", 1), &[]),
+        ("close", queue_of("sdk-close", 1), &["30"]),
+        ("auth", queue_of("sdk-auth", 1), &[]),
+        ("queue_control", queue_of("sdk-control", 1), &[]),
+        ("flow", flow_base, &[]),
+        ("schedulers_and_limits", queue_of("sdk-sched", 1), &[]),
+    ];
+    for (script, queue, args) in scripts {
+        let run = tokio::task::spawn_blocking(move || run_sdk(script, port, &queue, args));
+        let Some(result) = run.await.unwrap() else {
+            return;
+        };
+        assert!(result.get("error").is_none(), "{script}: {result:?}");
+        assert!(result.get("timedOut").is_none(), "{script}: {result:?}");
+        eprintln!(
+            "{script}: {}",
+            result.to_json().chars().take(300).collect::<String>()
+        );
+        if script == "concurrency" {
+            let Some(Value::Array(processed)) = result.get("processed") else {
+                panic!("processed in {result:?}")
+            };
+            assert_eq!(processed.len(), 300);
+            assert_eq!(
+                result.get("wrongResults").and_then(Value::as_number),
+                Some(0.0)
+            );
+        }
+    }
+}
