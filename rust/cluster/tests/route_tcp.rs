@@ -2,7 +2,13 @@
 //! per slot, `hopper serve --memory` from the worktree's venv, with an auth token): each
 //! request reaches its slot's owner, batches split, custom ids are found by probing,
 //! cluster-wide commands merge, Auth reaches upstreams opened later, and a moved slot
-//! closes the client connection. Skipped (saying so) when the venv is not built.
+//! closes the client connection; the stock SDK's contract scripts pass through it.
+//! Skipped (saying so) when the venv (or, for the SDK, bun) is not installed.
+//!
+//! The owners are standalone servers, whose ids carry no slot tag, so ids are found by
+//! probing. One whose random last two bytes happen to be below the slot count (2 in
+//! 65,536 per id) looks tagged and is sent to that slot without a probe: a rare wrong
+//! slot here, which owners that tag their ids cannot produce.
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
