@@ -89,6 +89,9 @@ pub enum Merge {
 pub enum Route {
     /// To one slot, unchanged.
     Forward(u32),
+    /// To any owner, unchanged: one already connected (a keep-alive Ping then opens no
+    /// upstream, which a move of that slot would close), else slot 0's.
+    Any,
     /// Answered here with this error.
     Refuse(String),
     /// Remembered for every upstream, and sent to those open.
@@ -124,8 +127,9 @@ pub fn classify(req: &Value, slots: u32) -> Route {
             return Route::Legs(every(), Merge::Sum)
         }
         "Metrics" if req.field("queue").is_none() => return Route::Legs(every(), Merge::Sum),
+        "Ping" | "Hello" => return Route::Any,
         // Workers are registered, renewed and listed at one place: slot 0's owner.
-        "Ping" | "Hello" | "RegisterWorker" | "Heartbeat" | "UnregisterWorker" | "ListWorkers" => {
+        "RegisterWorker" | "Heartbeat" | "UnregisterWorker" | "ListWorkers" => {
             return Route::Forward(0)
         }
         "PUSHF" => return flow_route(req, slots),
@@ -375,6 +379,9 @@ impl Router {
         let req_id = req.get("reqId").cloned().unwrap_or(Value::Undefined);
         match classify(req, self.slots) {
             Route::Forward(slot) => vec![Action::Forward(slot)],
+            Route::Any => vec![Action::Forward(
+                (0..self.slots).find(|&s| open(s)).unwrap_or(0),
+            )],
             Route::Refuse(message) => vec![Action::Reply(error_reply(req_id, &message))],
             Route::Auth => {
                 self.auth = Some(strip(req));
@@ -621,13 +628,14 @@ mod tests {
         assert!(
             matches!(classify(&custom, 3), Route::Legs(l, Merge::First) if l.len() == 1 && l[0].target == Target::Probe(0))
         );
-        for cmd in [
-            "Ping",
-            "Hello",
-            "RegisterWorker",
-            "ListWorkers",
-            "NoSuchCommand",
-        ] {
+        for cmd in ["Ping", "Hello"] {
+            let r = req(vec![("cmd", Value::str(cmd))]);
+            assert_eq!(classify(&r, 3), Route::Any, "{cmd}");
+            let mut router = Router::new(3);
+            assert_eq!(router.request(&r, |s| s == 2), [Action::Forward(2)]);
+            assert_eq!(router.request(&r, |_| false), [Action::Forward(0)]);
+        }
+        for cmd in ["RegisterWorker", "ListWorkers", "NoSuchCommand"] {
             let r = req(vec![("cmd", Value::str(cmd))]);
             assert_eq!(classify(&r, 3), Route::Forward(0), "{cmd}");
         }
