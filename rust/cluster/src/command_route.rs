@@ -349,6 +349,8 @@ struct Tracked {
 pub struct Router {
     slots: u32,
     auth: Option<Value>,
+    /// The slot whose upstream an Auth leg is about to open: it carries the Auth itself.
+    auth_leg_opens: Option<u32>,
     tracked: HashMap<u64, Tracked>,
     next: u64,
 }
@@ -358,13 +360,18 @@ impl Router {
         Router {
             slots: slots.max(1),
             auth: None,
+            auth_leg_opens: None,
             tracked: HashMap::new(),
             next: 0,
         }
     }
 
-    /// The Auth request to send first on every upstream opened from now on.
-    pub fn auth(&self) -> Option<Value> {
+    /// The Auth request to send first on the upstream of `slot`, being opened.
+    pub fn auth(&mut self, slot: u32) -> Option<Value> {
+        if self.auth_leg_opens == Some(slot) {
+            self.auth_leg_opens = None;
+            return None;
+        }
         let auth = self.auth.clone()?;
         Some(with_req_id(auth, Value::str(format!("{TAG}auth"))))
     }
@@ -391,6 +398,7 @@ impl Router {
                     .collect();
                 if legs.is_empty() {
                     legs.push(Leg::to(0, strip(req)));
+                    self.auth_leg_opens = Some(0);
                 }
                 self.track("Auth", req_id, legs, Merge::First)
             }
@@ -921,7 +929,7 @@ mod tests {
     #[test]
     fn auth_goes_to_the_open_upstreams_and_is_remembered() {
         let mut r = Router::new(3);
-        assert_eq!(r.auth(), None);
+        assert_eq!(r.auth(1), None);
         let auth = req(vec![
             ("cmd", Value::str("Auth")),
             ("token", Value::str("secret")),
@@ -930,7 +938,7 @@ mod tests {
         let legs = sent(&r.request(&auth, |s| s == 2));
         assert_eq!(legs.len(), 1);
         assert_eq!(legs[0].0, 2);
-        let remembered = r.auth().unwrap();
+        let remembered = r.auth(1).unwrap();
         assert_eq!(remembered.get("token"), Some(&Value::str("secret")));
         assert_eq!(r.reply(answer(ok(), &remembered)), Some(vec![]));
         let done = r.reply(answer(ok(), &legs[0].1)).unwrap();
@@ -938,7 +946,9 @@ mod tests {
             done,
             vec![Action::Reply(with_req_id(ok(), Value::str("1")))]
         );
-        // None open: slot 0's owner answers.
+        // None open: slot 0's owner answers, and its upstream opens without another.
         assert_eq!(sent(&r.request(&auth, |_| false))[0].0, 0);
+        assert_eq!(r.auth(0), None);
+        assert!(r.auth(0).is_some(), "for an upstream opened later");
     }
 }

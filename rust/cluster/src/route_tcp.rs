@@ -172,7 +172,7 @@ impl Conn {
             .ok_or(())?;
         let (mut read, mut write) = stream.into_split();
         let mut frames = FrameBuffer::default();
-        if let Some(auth) = self.router.auth() {
+        if let Some(auth) = self.router.auth(slot) {
             let mut body = Vec::new();
             msgpack_encode(&auth, &mut body);
             write_frame(&mut write, &body).await?;
