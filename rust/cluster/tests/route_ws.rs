@@ -116,7 +116,11 @@ async fn router(owners: watch::Receiver<Arc<SlotTable>>) -> String {
 type Ws = WebSocketStream<TcpStream>;
 
 async fn connect(addr: &str, token: &str) -> Result<Ws, WsError> {
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    connect_to(addr, "/ws", token).await
+}
+
+async fn connect_to(addr: &str, path: &str, token: &str) -> Result<Ws, WsError> {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
     let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
     request.headers_mut().insert("authorization", bearer);
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -284,4 +288,38 @@ async fn an_owners_close_code_reaches_the_client() {
             None => panic!("ended without a close frame"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_queues_socket_gets_its_events_and_reaches_other_slots_later() {
+    let (Some(a), Some(b)) = (start_server(), start_server()) else {
+        return;
+    };
+    let servers = [a, b];
+    let (_tx, rx) = watch::channel(Arc::new(table(&servers, &[1, 1])));
+    let addr = router(rx).await;
+    let (qa, qb) = (queue_of("wsq", 0), queue_of("wsq", 1));
+    let mut ws = connect_to(&addr, &format!("/ws/queues/{qb}"), TOKEN)
+        .await
+        .expect("upgraded");
+    let mut events = Vec::new();
+    // Slot 0's owner is connected for this command only; its queue's events are not
+    // this socket's.
+    assert_ok(&send(&mut ws, &mut events, "1", push(&qa, None)).await);
+    assert_ok(&send(&mut ws, &mut events, "2", push(&qb, None)).await);
+    let ping = cmd(vec![("cmd", Value::str("Ping"))]);
+    assert_ok(&send(&mut ws, &mut events, "3", ping).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events.is_empty() {
+        assert!(Instant::now() < deadline, "the event of {qb}");
+        if let Some(Message::Text(t)) = next(&mut ws).await {
+            events.push(Value::from_json(t.as_bytes()).unwrap());
+        }
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| e.get("queue") == Some(&Value::str(&qb))),
+        "{events:?}"
+    );
 }
