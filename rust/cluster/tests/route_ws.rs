@@ -316,6 +316,12 @@ async fn a_queues_socket_gets_its_events_and_reaches_other_slots_later() {
             events.push(Value::from_json(t.as_bytes()).unwrap());
         }
     }
+    // A later round trip through slot 0's owner: an event of its would be in by now.
+    let counts = cmd(vec![
+        ("cmd", Value::str("GetJobCounts")),
+        ("queue", Value::str(&qa)),
+    ]);
+    assert_ok(&send(&mut ws, &mut events, "4", counts).await);
     assert!(
         events
             .iter()
