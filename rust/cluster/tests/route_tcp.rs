@@ -10,88 +10,19 @@
 //! 65,536 per id) looks tagged and is sent to that slot without a probe: a rare wrong
 //! slot here, which owners that tag their ids cannot produce.
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hopper_cluster::{serve_tcp_routed, SlotOwner, SlotTable};
+use hopper_cluster::{serve_tcp_routed, SlotTable};
 use hopper_core::cluster_slots::queue_slot;
 use hopper_core::{msgpack_decode, msgpack_encode, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-const TOKEN: &str = "secret";
-const SLOTS: u32 = 2;
-
-/// A `hopper serve --memory` process, killed when dropped.
-struct Server {
-    child: Child,
-    tcp: String,
-    http: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts a server, or `None` when the venv has no `hopper` (`make install` not run).
-fn start_server() -> Option<Server> {
-    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/hopper");
-    if !std::path::Path::new(bin).exists() {
-        eprintln!("skipped: {bin} is missing (run `make install`)");
-        return None;
-    }
-    let (http, tcp) = (free_port(), free_port());
-    let child = Command::new(bin)
-        .args(["serve", "--memory", "--host", "127.0.0.1"])
-        .args(["--port", &http.to_string(), "--tcp-port", &tcp.to_string()])
-        .args(["--auth-tokens", TOKEN])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hopper serve starts");
-    let server = Server {
-        child,
-        tcp: format!("127.0.0.1:{tcp}"),
-        http: format!("127.0.0.1:{http}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&server.tcp).is_err() {
-        assert!(Instant::now() < deadline, "hopper serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(server)
-}
-
-fn table(servers: &[Server], epochs: &[i64]) -> SlotTable {
-    let rows = servers
-        .iter()
-        .zip(epochs)
-        .enumerate()
-        .map(|(slot, (s, &epoch))| SlotOwner {
-            slot: slot as i32,
-            owner: format!("b{slot}"),
-            epoch,
-            lease_until_ms: 0,
-            http: s.http.clone(),
-            tcp: s.tcp.clone(),
-        })
-        .collect();
-    SlotTable::from_rows(servers.len() as u32, rows)
-}
+mod owners;
+use owners::{queue_of, start_server, table, Server, SLOTS, TOKEN};
 
 /// A router listening on 127.0.0.1, reading the slot table from `owners`.
 async fn router(owners: watch::Receiver<Arc<SlotTable>>) -> String {
@@ -176,14 +107,6 @@ impl Client {
 
 fn assert_ok(reply: &Value) {
     assert_eq!(reply.get("ok"), Some(&Value::Bool(true)), "{reply:?}");
-}
-
-/// A queue name of `slot` with `prefix`, so tests sharing servers keep apart.
-fn queue_of(prefix: &str, slot: u32) -> String {
-    (0..1000)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|q| queue_slot(q, SLOTS) == slot)
-        .unwrap()
 }
 
 fn id_of(reply: &Value) -> String {

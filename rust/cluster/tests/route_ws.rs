@@ -4,14 +4,12 @@
 //! Stats merges; events of every slot arrive; a moved slot closes the socket with 1012.
 //! Skipped (saying so) when the venv is not built.
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hopper_cluster::{serve_ws_routed, SlotOwner, SlotTable};
-use hopper_core::cluster_slots::queue_slot;
+use hopper_cluster::{serve_ws_routed, SlotTable};
 use hopper_core::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,73 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-const TOKEN: &str = "secret";
-const SLOTS: u32 = 2;
-
-struct Server {
-    child: Child,
-    http: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_server() -> Option<Server> {
-    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/hopper");
-    if !std::path::Path::new(bin).exists() {
-        eprintln!("skipped: {bin} is missing (run `make install`)");
-        return None;
-    }
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["serve", "--memory", "--host", "127.0.0.1"])
-        .args(["--port", &port.to_string(), "--auth-tokens", TOKEN])
-        // A port of its own: the default one may be taken.
-        .args(["--tcp-port", &free_port().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hopper serve starts");
-    let server = Server {
-        child,
-        http: format!("127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&server.http).is_err() {
-        assert!(Instant::now() < deadline, "hopper serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(server)
-}
-
-fn table(servers: &[Server], epochs: &[i64]) -> SlotTable {
-    let rows = servers
-        .iter()
-        .zip(epochs)
-        .enumerate()
-        .map(|(slot, (s, &epoch))| SlotOwner {
-            slot: slot as i32,
-            owner: format!("b{slot}"),
-            epoch,
-            lease_until_ms: 0,
-            http: s.http.clone(),
-            tcp: String::new(),
-        })
-        .collect();
-    SlotTable::from_rows(servers.len() as u32, rows)
-}
+mod owners;
+use owners::{queue_of, start_server, table, TOKEN};
 
 /// A front's part: reads the request head (bounded), then hands the socket over.
 async fn router(owners: watch::Receiver<Arc<SlotTable>>) -> String {
@@ -156,13 +89,6 @@ async fn send(ws: &mut Ws, events: &mut Vec<Value>, id: &str, cmd: Value) -> Val
         }
         events.push(v);
     }
-}
-
-fn queue_of(prefix: &str, slot: u32) -> String {
-    (0..1000)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|q| queue_slot(q, SLOTS) == slot)
-        .unwrap()
 }
 
 fn cmd(fields: Vec<(&'static str, Value)>) -> Value {
