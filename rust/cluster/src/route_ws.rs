@@ -259,7 +259,7 @@ fn normal() -> CloseFrame {
 fn restart() -> CloseFrame {
     CloseFrame {
         code: CloseCode::Restart,
-        reason: "slot moved; reconnect".into(),
+        reason: "slot owner moved or gone; reconnect".into(),
     }
 }
 
