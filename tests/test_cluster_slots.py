@@ -130,7 +130,7 @@ def test_a_caller_chosen_id_is_found_through_any_broker(brokers: list[ServerProc
 def test_stats_count_every_slot(brokers: list[ServerProcess]) -> None:
     def waiting() -> int:
         stats = httpx.get(f"{brokers[1].url}/stats").json()
-        return int(stats["stats"]["waiting"])
+        return int(stats["stats"]["queued"])
 
     before = waiting()
     for slot in range(SLOTS):

@@ -7,6 +7,7 @@
 //! relays its clients to the owner.
 
 mod assignment;
+mod command_route;
 mod connect;
 mod directory;
 mod error;
@@ -28,6 +29,9 @@ pub use error::ClusterError;
 pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
 pub use route_http::serve as serve_http_router;
+/// The routers, for tests that run them on a slot table of their own (no front).
+pub use route_tcp::serve as serve_tcp_routed;
+pub use route_ws::serve as serve_ws_routed;
 pub use schema::{fix_slot_count, prepare, SCHEMA_VERSION};
 pub use slot::{Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};
 pub use slot_table::{Owner, SlotTable, Table};

@@ -35,6 +35,7 @@ impl FrameBuffer {
         self.buf.extend_from_slice(data);
     }
 
+    #[allow(clippy::should_implement_trait)] // not an iterator: a frame borrows the buffer
     pub fn next(&mut self) -> Next {
         let rest = &self.buf[self.read..];
         let Some(header) = rest.get(..4) else {

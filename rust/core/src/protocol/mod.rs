@@ -19,5 +19,6 @@ mod queue_config_commands;
 mod session;
 mod value;
 
+pub use frames::{FrameBuffer, Next as FrameNext, MAX_FRAME};
 pub use session::{event_frame, Deferred, Encoding, Output, Session, MAX_RUNNING};
 pub use value::Value;

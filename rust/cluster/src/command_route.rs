@@ -1,0 +1,954 @@
+//! Which slot's owner answers a protocol request, for the TCP and WebSocket routers of a
+//! cluster with several slots. A request naming a queue goes to that queue's slot; one
+//! naming a job goes to the slot tagged in the id, or is tried slot by slot (a probe)
+//! when the id was the caller's own; a batch of ids is split by slot; cluster-wide
+//! commands go to every slot and their replies are merged. The `Router` keeps the
+//! requests in progress and is transport-free, so both routers share every rule and the
+//! rules are tested without sockets.
+
+use std::collections::HashMap;
+
+use hopper_core::cluster_slots::{id_slot, queue_slot};
+use hopper_core::Value;
+
+/// The routers' own reqIds start with this (a NUL no client sends), so replies to split,
+/// probed and fanned-out legs are told from replies to requests forwarded unchanged.
+const TAG: &str = "\u{0}hopper:";
+
+/// Commands that name one job by `id` (checked against hopper's command table).
+const ID_COMMANDS: &[&str] = &[
+    "ACK",
+    "FAIL",
+    "JobHeartbeat",
+    "Progress",
+    "MoveToWait",
+    "GetChildrenValues",
+    "GetFailedChildrenValues",
+    "GetIgnoredChildrenFailures",
+    "MoveToWaitingChildren",
+    "RemoveChildDependency",
+    "GetJob",
+    "GetState",
+    "GetResult",
+    "GetProgress",
+    "Cancel",
+    "Update",
+    "ChangePriority",
+    "Promote",
+    "ChangeDelay",
+    "MoveToDelayed",
+    "Discard",
+    "ExtendLock",
+    "RemoveJobDeduplicationKey",
+    "WaitJob",
+    "AddLog",
+    "GetLogs",
+    "ClearLogs",
+];
+
+/// Commands that cannot be answered by routing: webhooks live on one server and fire
+/// for its own slot only, and Prometheus texts of several servers do not concatenate
+/// into a valid exposition.
+const REFUSED: &[&str] = &[
+    "Prometheus",
+    "AddWebhook",
+    "RemoveWebhook",
+    "ListWebhooks",
+    "SetWebhookEnabled",
+];
+
+/// Where one leg of a tracked request goes: a fixed slot, or the slot a probe is at.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    Slot(u32),
+    Probe(u32),
+}
+
+/// One request sent on behalf of a client request; `indices` are the client's batch
+/// indices of its items (to remap `ignoredIndices`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leg {
+    req: Value,
+    target: Target,
+    indices: Vec<usize>,
+}
+
+/// How the replies of a request's legs become the client's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// The first error, else the first leg's reply (probes, Auth, event subscriptions).
+    First,
+    /// The first error, else every reply folded: numbers summed, lists concatenated,
+    /// maps united.
+    Sum,
+    /// ACKB: the first error, else ok with the ignored items at the client's indices.
+    Batch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// To one slot, unchanged.
+    Forward(u32),
+    /// To any owner, unchanged: one already connected (a keep-alive Ping then opens no
+    /// upstream, which a move of that slot would close), else slot 0's.
+    Any,
+    /// Answered here with this error.
+    Refuse(String),
+    /// Remembered for every upstream, and sent to those open.
+    Auth,
+    Legs(Vec<Leg>, Merge),
+}
+
+/// What ids of a batch without a slot tag (caller-chosen) become.
+#[derive(Clone, Copy)]
+enum Untagged {
+    /// One probe per item: the command fails for an id its slot does not hold.
+    Probe,
+    /// Sent to every slot: the command counts what it renewed, and only one slot can.
+    Everywhere,
+}
+
+/// The route of one decoded request in a cluster of `slots` slots. What is not a
+/// command (or is malformed) goes to slot 0, whose server gives its usual error.
+pub fn classify(req: &Value, slots: u32) -> Route {
+    let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
+        return Route::Forward(0);
+    };
+    let every = || (0..slots).map(|s| Leg::to(s, strip(req))).collect();
+    match cmd {
+        c if REFUSED.contains(&c) => {
+            return Route::Refuse(format!(
+                "{cmd} is not available in a cluster with several slots"
+            ))
+        }
+        "Auth" => return Route::Auth,
+        "SubscribeEvents" | "UnsubscribeEvents" => return Route::Legs(every(), Merge::First),
+        "Stats" | "ListQueues" | "CronList" | "StorageStatus" => {
+            return Route::Legs(every(), Merge::Sum)
+        }
+        "Metrics" if req.field("queue").is_none() => return Route::Legs(every(), Merge::Sum),
+        "Ping" | "Hello" => return Route::Any,
+        // Workers are registered, renewed and listed at one place: slot 0's owner.
+        "RegisterWorker" | "Heartbeat" | "UnregisterWorker" | "ListWorkers" => {
+            return Route::Forward(0)
+        }
+        "PUSHF" => return flow_route(req, slots),
+        "ACKB" => return split(req, slots, &["tokens", "results"], Untagged::Probe),
+        "JobHeartbeatB" => return split(req, slots, &["tokens"], Untagged::Everywhere),
+        "ExtendLocks" => return split(req, slots, &["tokens", "durations"], Untagged::Everywhere),
+        "GetJobByCustomId" | "CronDelete" | "CronGet" => return probe(req),
+        _ => {}
+    }
+    if let Some(queue) = req.field("queue").and_then(Value::as_str) {
+        return Route::Forward(queue_slot(queue, slots));
+    }
+    if ID_COMMANDS.contains(&cmd) {
+        if let Some(id) = req.field("id").and_then(Value::as_str) {
+            return match id_slot(id, slots) {
+                Some(slot) => Route::Forward(slot),
+                None => probe(req),
+            };
+        }
+    }
+    Route::Forward(0)
+}
+
+fn probe(req: &Value) -> Route {
+    Route::Legs(
+        vec![Leg {
+            req: strip(req),
+            target: Target::Probe(0),
+            indices: Vec::new(),
+        }],
+        Merge::First,
+    )
+}
+
+/// A flow is atomic on one engine: its jobs' queues must share a slot.
+fn flow_route(req: &Value, slots: u32) -> Route {
+    let Some(Value::Array(jobs)) = req.field("jobs") else {
+        return Route::Forward(0);
+    };
+    let mut slot = None;
+    for job in jobs {
+        let Some(queue) = job.field("queue").and_then(Value::as_str) else {
+            return Route::Forward(0);
+        };
+        let s = queue_slot(queue, slots);
+        if slot.is_some_and(|t| t != s) {
+            return Route::Refuse(
+                "PUSHF is not available in a cluster with several slots for jobs of queues in different slots"
+                    .into(),
+            );
+        }
+        slot = Some(s);
+    }
+    Route::Forward(slot.unwrap_or(0))
+}
+
+/// Splits a batch addressed by `ids` (with `aligned` arrays of the same length) into
+/// one request per slot; a batch held by one slot is forwarded unchanged.
+fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged) -> Route {
+    let Some(Value::Array(ids)) = req.field("ids") else {
+        return Route::Forward(0);
+    };
+    let aligned_ok = aligned.iter().all(|f| match req.field(f) {
+        None => true,
+        Some(Value::Array(a)) => a.len() == ids.len(),
+        Some(_) => false,
+    });
+    if !aligned_ok || ids.is_empty() {
+        return Route::Forward(0); // the server's error, or its empty answer
+    }
+    let mut per_slot: Vec<Vec<usize>> = vec![Vec::new(); slots as usize];
+    let mut probes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let Some(id) = id.as_str() else {
+            return Route::Forward(0);
+        };
+        match (id_slot(id, slots), untagged) {
+            (Some(s), _) => per_slot[s as usize].push(i),
+            (None, Untagged::Probe) => probes.push(i),
+            (None, Untagged::Everywhere) => per_slot.iter_mut().for_each(|l| l.push(i)),
+        }
+    }
+    let used: Vec<u32> = (0..slots)
+        .filter(|&s| !per_slot[s as usize].is_empty())
+        .collect();
+    if probes.is_empty() && used.len() == 1 {
+        return Route::Forward(used[0]);
+    }
+    let mut legs: Vec<Leg> = used
+        .into_iter()
+        .map(|s| {
+            let indices = std::mem::take(&mut per_slot[s as usize]);
+            Leg {
+                req: subset(req, aligned, &indices),
+                target: Target::Slot(s),
+                indices,
+            }
+        })
+        .collect();
+    legs.extend(probes.into_iter().map(|i| Leg {
+        req: subset(req, aligned, &[i]),
+        target: Target::Probe(0),
+        indices: vec![i],
+    }));
+    let merge = match untagged {
+        Untagged::Probe => Merge::Batch,
+        Untagged::Everywhere => Merge::Sum,
+    };
+    Route::Legs(legs, merge)
+}
+
+/// The request without its reqId, with `ids` and the `aligned` arrays cut to `indices`.
+fn subset(req: &Value, aligned: &[&str], indices: &[usize]) -> Value {
+    let Value::Map(fields) = strip(req) else {
+        return Value::Nil;
+    };
+    Value::Map(
+        fields
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::Array(items) if k == "ids" || aligned.contains(&&*k) => {
+                    let picked = indices.iter().filter_map(|&i| items.get(i).cloned());
+                    (k, Value::Array(picked.collect()))
+                }
+                v => (k, v),
+            })
+            .collect(),
+    )
+}
+
+/// A copy of a request without its `reqId` (the leg gets the router's own).
+fn strip(req: &Value) -> Value {
+    match req {
+        Value::Map(fields) => Value::Map(
+            fields
+                .iter()
+                .filter(|(k, _)| k != "reqId")
+                .cloned()
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// `v` with `reqId` set to `id` (replacing any).
+pub fn with_req_id(v: Value, id: Value) -> Value {
+    let Value::Map(mut fields) = v else {
+        return v;
+    };
+    fields.retain(|(k, _)| k != "reqId");
+    fields.push(("reqId".into(), id));
+    Value::Map(fields)
+}
+
+pub fn error_reply(req_id: Value, message: &str) -> Value {
+    with_req_id(
+        Value::map(vec![
+            ("ok", Value::Bool(false)),
+            ("error", Value::str(message)),
+        ]),
+        req_id,
+    )
+}
+
+impl Leg {
+    fn to(slot: u32, req: Value) -> Leg {
+        Leg {
+            req,
+            target: Target::Slot(slot),
+            indices: Vec::new(),
+        }
+    }
+
+    fn slot(&self) -> u32 {
+        match self.target {
+            Target::Slot(s) | Target::Probe(s) => s,
+        }
+    }
+}
+
+/// Whether a probe's reply says the job (or scheduler) is not on that slot.
+fn keep_looking(cmd: &str, reply: &Value) -> bool {
+    match reply.get("ok") {
+        Some(Value::Bool(false)) => reply
+            .get("error")
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.to_ascii_lowercase().contains("not found")),
+        _ => match cmd {
+            "GetState" => reply.get("state").and_then(Value::as_str) == Some("unknown"),
+            "GetResult" => reply.field("result").is_none(),
+            _ => false,
+        },
+    }
+}
+
+/// What the transport does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send the client's request, as received, to this slot.
+    Forward(u32),
+    /// Send this request to this slot.
+    Send(u32, Value),
+    /// Answer the client with this reply.
+    Reply(Value),
+}
+
+struct Tracked {
+    cmd: String,
+    req_id: Value,
+    merge: Merge,
+    legs: Vec<Leg>,
+    replies: Vec<Option<Value>>,
+    left: usize,
+}
+
+/// One client connection's requests in progress and its remembered Auth.
+pub struct Router {
+    slots: u32,
+    auth: Option<Value>,
+    /// The slot whose upstream an Auth leg is about to open: it carries the Auth itself.
+    auth_leg_opens: Option<u32>,
+    tracked: HashMap<u64, Tracked>,
+    next: u64,
+}
+
+impl Router {
+    pub fn new(slots: u32) -> Router {
+        Router {
+            slots: slots.max(1),
+            auth: None,
+            auth_leg_opens: None,
+            tracked: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    /// The Auth request to send first on the upstream of `slot`, being opened.
+    pub fn auth(&mut self, slot: u32) -> Option<Value> {
+        if self.auth_leg_opens == Some(slot) {
+            self.auth_leg_opens = None;
+            return None;
+        }
+        let auth = self.auth.clone()?;
+        Some(with_req_id(auth, Value::str(format!("{TAG}auth"))))
+    }
+
+    /// Requests in progress (the transports bound it).
+    pub fn in_progress(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// Routes one client request; `open` tells which slots have an upstream already.
+    pub fn request(&mut self, req: &Value, open: impl Fn(u32) -> bool) -> Vec<Action> {
+        let req_id = req.get("reqId").cloned().unwrap_or(Value::Undefined);
+        match classify(req, self.slots) {
+            Route::Forward(slot) => vec![Action::Forward(slot)],
+            Route::Any => vec![Action::Forward(
+                (0..self.slots).find(|&s| open(s)).unwrap_or(0),
+            )],
+            Route::Refuse(message) => vec![Action::Reply(error_reply(req_id, &message))],
+            Route::Auth => {
+                self.auth = Some(strip(req));
+                let mut legs: Vec<Leg> = (0..self.slots)
+                    .filter(|&s| open(s))
+                    .map(|s| Leg::to(s, strip(req)))
+                    .collect();
+                if legs.is_empty() {
+                    legs.push(Leg::to(0, strip(req)));
+                    self.auth_leg_opens = Some(0);
+                }
+                self.track("Auth", req_id, legs, Merge::First)
+            }
+            Route::Legs(legs, merge) => {
+                let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("");
+                self.track(cmd, req_id, legs, merge)
+            }
+        }
+    }
+
+    fn track(&mut self, cmd: &str, req_id: Value, legs: Vec<Leg>, merge: Merge) -> Vec<Action> {
+        let key = self.next;
+        self.next += 1;
+        let actions = legs
+            .iter()
+            .enumerate()
+            .map(|(i, leg)| {
+                let id = Value::str(format!("{TAG}{key}:{i}"));
+                Action::Send(leg.slot(), with_req_id(leg.req.clone(), id))
+            })
+            .collect();
+        self.tracked.insert(
+            key,
+            Tracked {
+                cmd: cmd.to_owned(),
+                req_id,
+                merge,
+                replies: vec![None; legs.len()],
+                left: legs.len(),
+                legs,
+            },
+        );
+        actions
+    }
+
+    /// Whether a reply may belong to a request in progress (else it is passed through
+    /// without decoding).
+    pub fn tracking(&self) -> bool {
+        !self.tracked.is_empty()
+    }
+
+    /// Takes an upstream's reply: `None` if it is not a leg's (pass it to the client).
+    pub fn reply(&mut self, reply: Value) -> Option<Vec<Action>> {
+        let id = reply.get("reqId")?.as_str()?.strip_prefix(TAG)?;
+        if id == "auth" {
+            return Some(Vec::new()); // a new upstream's Auth: the client did not ask
+        }
+        let (key, leg) = id.split_once(':')?;
+        let (key, leg): (u64, usize) = (key.parse().ok()?, leg.parse().ok()?);
+        let t = self.tracked.get_mut(&key)?;
+        if t.replies.get(leg)?.is_some() {
+            return Some(Vec::new());
+        }
+        let slots = self.slots;
+        let l = &mut t.legs[leg];
+        if let Target::Probe(s) = l.target {
+            if s + 1 < slots && keep_looking(&t.cmd, &reply) {
+                l.target = Target::Probe(s + 1);
+                let req = with_req_id(l.req.clone(), Value::str(format!("{TAG}{id}")));
+                return Some(vec![Action::Send(s + 1, req)]);
+            }
+        }
+        t.replies[leg] = Some(reply);
+        t.left -= 1;
+        if t.left > 0 {
+            return Some(Vec::new());
+        }
+        let t = self.tracked.remove(&key)?;
+        let replies: Vec<Value> = t.replies.into_iter().flatten().collect();
+        let merged = merge(t.merge, &t.legs, replies);
+        Some(vec![Action::Reply(with_req_id(merged, t.req_id))])
+    }
+}
+
+fn is_error(reply: &Value) -> bool {
+    reply.get("ok").and_then(Value::as_bool) != Some(true)
+}
+
+/// The client's reply from its legs' replies (one per leg, in leg order).
+fn merge(how: Merge, legs: &[Leg], mut replies: Vec<Value>) -> Value {
+    if let Some(i) = replies.iter().position(is_error) {
+        return replies.swap_remove(i);
+    }
+    let mut replies = replies.into_iter();
+    let Some(mut first) = replies.next() else {
+        return Value::Nil;
+    };
+    match how {
+        Merge::First => first,
+        Merge::Sum => {
+            for r in replies {
+                combine("", &mut first, r);
+            }
+            first
+        }
+        Merge::Batch => {
+            let mut ignored: Vec<(usize, Value)> = Vec::new();
+            let all = std::iter::once(first.clone()).chain(replies);
+            for (leg, r) in legs.iter().zip(all) {
+                let data = r.get("data");
+                let idx = data.and_then(|d| d.get("ignoredIndices"));
+                let ids = data.and_then(|d| d.get("ignoredIds"));
+                let (Some(Value::Array(idx)), Some(Value::Array(ids))) = (idx, ids) else {
+                    continue;
+                };
+                for (i, id) in idx.iter().zip(ids) {
+                    let client = i
+                        .as_number()
+                        .and_then(|n| leg.indices.get(n as usize))
+                        .copied();
+                    if let Some(c) = client {
+                        ignored.push((c, id.clone()));
+                    }
+                }
+            }
+            if ignored.is_empty() {
+                return first;
+            }
+            ignored.sort_by_key(|(i, _)| *i);
+            let (idx, ids): (Vec<Value>, Vec<Value>) = ignored
+                .into_iter()
+                .map(|(i, id)| (Value::Int(i as i64), id))
+                .unzip();
+            Value::map(vec![
+                ("ok", Value::Bool(true)),
+                (
+                    "data",
+                    Value::map(vec![
+                        ("ignoredIndices", Value::Array(idx)),
+                        ("ignoredIds", Value::Array(ids)),
+                    ]),
+                ),
+            ])
+        }
+    }
+}
+
+/// Folds `b` into `a`: numbers add (a server's uptime and averages take the larger),
+/// booleans or, lists concatenate, maps unite key by key; other values keep `a`'s.
+fn combine(key: &str, a: &mut Value, b: Value) {
+    let larger = key == "uptime" || key.starts_with("avg");
+    match (&mut *a, b) {
+        (Value::Int(x), Value::Int(y)) => {
+            *x = if larger {
+                (*x).max(y)
+            } else {
+                x.saturating_add(y)
+            }
+        }
+        (Value::Int(_) | Value::Float(_), y @ (Value::Int(_) | Value::Float(_))) => {
+            let (x, y) = (a.as_number().unwrap_or(0.0), y.as_number().unwrap_or(0.0));
+            *a = Value::Float(if larger { x.max(y) } else { x + y });
+        }
+        (Value::Bool(x), Value::Bool(y)) => *x = *x || y,
+        (Value::Array(x), Value::Array(y)) => x.extend(y),
+        (Value::Map(x), Value::Map(y)) => {
+            for (k, v) in y {
+                match x.iter_mut().find(|(xk, _)| *xk == k) {
+                    Some((_, xv)) => combine(&k, xv, v),
+                    None => x.push((k, v)),
+                }
+            }
+        }
+        (Value::Nil | Value::Undefined, y) => *a = y,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generated id tagged with `slot` (UUIDv7 layout, the tag in the last two bytes).
+    fn tagged(slot: u32, n: u8) -> String {
+        format!("01890a5d-ac96-774b-bcce-b302{n:04x}{slot:04x}")
+    }
+
+    fn req(fields: Vec<(&'static str, Value)>) -> Value {
+        Value::map(fields)
+    }
+
+    fn strs(items: &[&str]) -> Value {
+        Value::Array(items.iter().map(|s| Value::str(*s)).collect())
+    }
+
+    fn queue_in(slot: u32, slots: u32) -> String {
+        (0..1000)
+            .map(|i| format!("q{i}"))
+            .find(|q| queue_slot(q, slots) == slot)
+            .expect("a queue of every slot")
+    }
+
+    fn sent(actions: &[Action]) -> Vec<(u32, Value)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(s, v) => Some((*s, v.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answer(reply: Value, to: &Value) -> Value {
+        with_req_id(reply, to.get("reqId").cloned().unwrap())
+    }
+
+    fn ok() -> Value {
+        Value::map(vec![("ok", Value::Bool(true)), ("id", Value::Undefined)])
+    }
+
+    fn err(m: &str) -> Value {
+        Value::map(vec![("ok", Value::Bool(false)), ("error", Value::str(m))])
+    }
+
+    #[test]
+    fn ids_carry_the_slot_used_in_these_tests() {
+        assert_eq!(id_slot(&tagged(2, 1), 4), Some(2));
+        assert_eq!(id_slot(&tagged(0, 7), 4), Some(0));
+    }
+
+    #[test]
+    fn queue_and_id_commands_go_to_their_slot() {
+        let q = queue_in(2, 3);
+        let push = req(vec![("cmd", Value::str("PUSH")), ("queue", Value::str(&q))]);
+        assert_eq!(classify(&push, 3), Route::Forward(2));
+        let ack = req(vec![
+            ("cmd", Value::str("ACK")),
+            ("id", Value::str(tagged(1, 3))),
+        ]);
+        assert_eq!(classify(&ack, 3), Route::Forward(1));
+        let custom = req(vec![
+            ("cmd", Value::str("GetJob")),
+            ("id", Value::str("order-1")),
+        ]);
+        assert!(
+            matches!(classify(&custom, 3), Route::Legs(l, Merge::First) if l.len() == 1 && l[0].target == Target::Probe(0))
+        );
+        for cmd in ["Ping", "Hello"] {
+            let r = req(vec![("cmd", Value::str(cmd))]);
+            assert_eq!(classify(&r, 3), Route::Any, "{cmd}");
+            let mut router = Router::new(3);
+            assert_eq!(router.request(&r, |s| s == 2), [Action::Forward(2)]);
+            assert_eq!(router.request(&r, |_| false), [Action::Forward(0)]);
+        }
+        for cmd in ["RegisterWorker", "ListWorkers", "NoSuchCommand"] {
+            let r = req(vec![("cmd", Value::str(cmd))]);
+            assert_eq!(classify(&r, 3), Route::Forward(0), "{cmd}");
+        }
+        assert_eq!(classify(&Value::Int(1), 3), Route::Forward(0));
+        let auth = req(vec![
+            ("cmd", Value::str("Auth")),
+            ("token", Value::str("t")),
+        ]);
+        assert_eq!(classify(&auth, 3), Route::Auth);
+        let hook = req(vec![
+            ("cmd", Value::str("AddWebhook")),
+            ("queue", Value::str(&q)),
+        ]);
+        assert!(
+            matches!(classify(&hook, 3), Route::Refuse(m) if m == "AddWebhook is not available in a cluster with several slots")
+        );
+        for (cmd, merge) in [
+            ("Stats", Merge::Sum),
+            ("ListQueues", Merge::Sum),
+            ("CronList", Merge::Sum),
+            ("SubscribeEvents", Merge::First),
+        ] {
+            let r = req(vec![("cmd", Value::str(cmd)), ("queue", Value::str(&q))]);
+            assert!(
+                matches!(classify(&r, 3), Route::Legs(l, m) if l.len() == 3 && m == merge),
+                "{cmd}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flow_goes_to_its_slot_or_is_refused_across_slots() {
+        let job = |q: &str| req(vec![("queue", Value::str(q))]);
+        let (a, b) = (queue_in(0, 2), queue_in(1, 2));
+        let one = req(vec![
+            ("cmd", Value::str("PUSHF")),
+            ("jobs", Value::Array(vec![job(&b), job(&b)])),
+        ]);
+        assert_eq!(classify(&one, 2), Route::Forward(1));
+        let both = req(vec![
+            ("cmd", Value::str("PUSHF")),
+            ("jobs", Value::Array(vec![job(&a), job(&b)])),
+        ]);
+        assert!(matches!(classify(&both, 2), Route::Refuse(_)));
+    }
+
+    #[test]
+    fn a_batch_is_split_by_slot_with_its_aligned_arrays() {
+        let ids = [tagged(1, 1), tagged(0, 2), tagged(1, 3)];
+        let ackb = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("reqId", Value::str("9")),
+            ("ids", strs(&[&ids[0], &ids[1], &ids[2]])),
+            ("tokens", strs(&["t0", "t1", "t2"])),
+            (
+                "results",
+                Value::Array(vec![Value::Int(0), Value::Int(1), Value::Int(2)]),
+            ),
+        ]);
+        let Route::Legs(legs, Merge::Batch) = classify(&ackb, 2) else {
+            panic!("split")
+        };
+        assert_eq!(legs.len(), 2);
+        assert_eq!(legs[0].target, Target::Slot(0));
+        assert_eq!(legs[0].req.get("ids"), Some(&strs(&[&ids[1]])));
+        assert_eq!(legs[0].req.get("tokens"), Some(&strs(&["t1"])));
+        assert_eq!(legs[1].indices, vec![0, 2]);
+        assert_eq!(
+            legs[1].req.get("results"),
+            Some(&Value::Array(vec![Value::Int(0), Value::Int(2)]))
+        );
+        assert_eq!(legs[1].req.get("reqId"), None);
+        // All of one slot: forwarded unchanged.
+        let one = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("ids", strs(&[&ids[0], &ids[2]])),
+        ]);
+        assert_eq!(classify(&one, 2), Route::Forward(1));
+        // A caller's id is probed on its own; in a renewal it goes everywhere.
+        let mixed = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("ids", strs(&[&ids[0], "mine"])),
+        ]);
+        let Route::Legs(legs, _) = classify(&mixed, 2) else {
+            panic!("split")
+        };
+        assert_eq!(legs[1].target, Target::Probe(0));
+        assert_eq!(legs[1].indices, vec![1]);
+        let renew = req(vec![
+            ("cmd", Value::str("JobHeartbeatB")),
+            ("ids", strs(&[&ids[0], "mine"])),
+        ]);
+        let Route::Legs(legs, Merge::Sum) = classify(&renew, 2) else {
+            panic!("split")
+        };
+        assert_eq!(legs[0].req.get("ids"), Some(&strs(&["mine"])));
+        assert_eq!(legs[1].req.get("ids"), Some(&strs(&[&ids[0], "mine"])));
+        // Misaligned arrays: the server's error.
+        let bad = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("ids", strs(&[&ids[0], &ids[1]])),
+            ("tokens", strs(&["t"])),
+        ]);
+        assert_eq!(classify(&bad, 2), Route::Forward(0));
+    }
+
+    #[test]
+    fn a_probe_moves_on_while_not_found_and_answers_the_last() {
+        let mut r = Router::new(3);
+        let get = req(vec![
+            ("cmd", Value::str("GetJob")),
+            ("id", Value::str("order-1")),
+            ("reqId", Value::str("5")),
+        ]);
+        let a = sent(&r.request(&get, |_| true));
+        assert_eq!(a[0].0, 0);
+        let b = sent(&r.reply(answer(err("Job not found"), &a[0].1)).unwrap());
+        assert_eq!(b[0].0, 1);
+        let found = Value::map(vec![("ok", Value::Bool(true)), ("job", Value::Nil)]);
+        let done = r.reply(answer(found.clone(), &b[0].1)).unwrap();
+        assert_eq!(
+            done,
+            vec![Action::Reply(with_req_id(found, Value::str("5")))]
+        );
+        assert!(!r.tracking());
+        // Nowhere: the last slot's answer.
+        let a = sent(&r.request(&get, |_| true));
+        let b = sent(&r.reply(answer(err("Job not found"), &a[0].1)).unwrap());
+        let c = sent(&r.reply(answer(err("Job not found"), &b[0].1)).unwrap());
+        assert_eq!(c[0].0, 2);
+        let done = r.reply(answer(err("Job not found"), &c[0].1)).unwrap();
+        assert_eq!(
+            done,
+            vec![Action::Reply(error_reply(Value::str("5"), "Job not found"))]
+        );
+        // An unknown state is not found either.
+        let state = req(vec![
+            ("cmd", Value::str("GetState")),
+            ("id", Value::str("x")),
+        ]);
+        let unknown = Value::map(vec![
+            ("ok", Value::Bool(true)),
+            ("state", Value::str("unknown")),
+        ]);
+        assert!(keep_looking("GetState", &unknown));
+        assert!(!keep_looking("ACK", &ok()));
+        let a = sent(&r.request(&state, |_| true));
+        assert_eq!(sent(&r.reply(answer(unknown, &a[0].1)).unwrap())[0].0, 1);
+    }
+
+    #[test]
+    fn replies_not_of_a_leg_pass_through() {
+        let mut r = Router::new(2);
+        assert_eq!(r.reply(with_req_id(ok(), Value::str("1"))), None);
+        assert_eq!(r.reply(ok()), None);
+        assert_eq!(
+            r.reply(with_req_id(ok(), Value::str(format!("{TAG}77:0")))),
+            None
+        );
+    }
+
+    #[test]
+    fn batch_replies_merge_with_client_indices() {
+        let ids = [tagged(1, 1), tagged(0, 2), tagged(1, 3)];
+        let mut r = Router::new(2);
+        let ackb = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("reqId", Value::Int(4)),
+            ("ids", strs(&[&ids[0], &ids[1], &ids[2]])),
+        ]);
+        let legs = sent(&r.request(&ackb, |_| true));
+        assert_eq!(legs.len(), 2);
+        let ignored = Value::map(vec![
+            ("ok", Value::Bool(true)),
+            (
+                "data",
+                Value::map(vec![
+                    ("ignoredIndices", Value::Array(vec![Value::Int(1)])),
+                    ("ignoredIds", strs(&[&ids[2]])),
+                ]),
+            ),
+        ]);
+        // Slot 1's leg holds client items 0 and 2: its index 1 is the client's 2.
+        assert_eq!(r.reply(answer(ignored, &legs[1].1)), Some(vec![]));
+        let done = r.reply(answer(ok(), &legs[0].1)).unwrap();
+        let Action::Reply(v) = &done[0] else {
+            panic!("a reply")
+        };
+        let data = v.get("data").unwrap();
+        assert_eq!(
+            data.get("ignoredIndices"),
+            Some(&Value::Array(vec![Value::Int(2)]))
+        );
+        assert_eq!(data.get("ignoredIds"), Some(&strs(&[&ids[2]])));
+        assert_eq!(v.get("reqId"), Some(&Value::Int(4)));
+        // An error anywhere is the answer.
+        let legs = sent(&r.request(&ackb, |_| true));
+        r.reply(answer(ok(), &legs[0].1));
+        let done = r.reply(answer(err("Invalid or expired lock token"), &legs[1].1));
+        assert_eq!(
+            done,
+            Some(vec![Action::Reply(error_reply(
+                Value::Int(4),
+                "Invalid or expired lock token"
+            ))])
+        );
+    }
+
+    #[test]
+    fn fan_out_replies_sum_concatenate_and_unite() {
+        let stats = |waiting: i64, uptime: f64, queues: &[&str]| {
+            Value::map(vec![
+                ("ok", Value::Bool(true)),
+                (
+                    "stats",
+                    Value::map(vec![
+                        ("waiting", Value::Int(waiting)),
+                        ("uptime", Value::Float(uptime)),
+                        ("pushPerSec", Value::Float(1.5)),
+                    ]),
+                ),
+                ("queues", strs(queues)),
+            ])
+        };
+        let mut r = Router::new(2);
+        let s = req(vec![
+            ("cmd", Value::str("Stats")),
+            ("reqId", Value::str("s")),
+        ]);
+        let legs = sent(&r.request(&s, |_| false));
+        assert_eq!(legs.iter().map(|l| l.0).collect::<Vec<_>>(), [0, 1]);
+        r.reply(answer(stats(2, 10.0, &["a"]), &legs[0].1));
+        let done = r.reply(answer(stats(3, 30.0, &["b"]), &legs[1].1)).unwrap();
+        let Action::Reply(v) = &done[0] else {
+            panic!("a reply")
+        };
+        let st = v.get("stats").unwrap();
+        assert_eq!(st.get("waiting"), Some(&Value::Int(5)));
+        assert_eq!(st.get("uptime"), Some(&Value::Float(30.0)));
+        assert_eq!(st.get("pushPerSec"), Some(&Value::Float(3.0)));
+        assert_eq!(v.get("queues"), Some(&strs(&["a", "b"])));
+        assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
+        let mut a = Value::map(vec![("x", Value::Nil), ("m", Value::map(vec![]))]);
+        combine(
+            "",
+            &mut a,
+            Value::map(vec![
+                ("x", Value::Int(1)),
+                ("m", Value::map(vec![("k", Value::Bool(true))])),
+            ]),
+        );
+        assert_eq!(a.get("x"), Some(&Value::Int(1)));
+        assert_eq!(
+            a.get("m").and_then(|m| m.get("k")),
+            Some(&Value::Bool(true))
+        );
+    }
+
+    #[test]
+    fn a_fan_out_with_an_error_answers_the_first_error() {
+        let mut r = Router::new(3);
+        let list = req(vec![
+            ("cmd", Value::str("ListQueues")),
+            ("reqId", Value::Int(1)),
+        ]);
+        let legs = sent(&r.request(&list, |_| true));
+        assert_eq!(r.in_progress(), 1);
+        r.reply(answer(err("Not authenticated"), &legs[2].1));
+        r.reply(answer(ok(), &legs[0].1));
+        // A duplicate reply of a leg is dropped.
+        assert_eq!(r.reply(answer(ok(), &legs[0].1)), Some(vec![]));
+        let done = r.reply(answer(err("Internal server error"), &legs[1].1));
+        assert_eq!(
+            done,
+            Some(vec![Action::Reply(error_reply(
+                Value::Int(1),
+                "Internal server error"
+            ))])
+        );
+        assert_eq!(r.in_progress(), 0);
+    }
+
+    #[test]
+    fn auth_goes_to_the_open_upstreams_and_is_remembered() {
+        let mut r = Router::new(3);
+        assert_eq!(r.auth(1), None);
+        let auth = req(vec![
+            ("cmd", Value::str("Auth")),
+            ("token", Value::str("secret")),
+            ("reqId", Value::str("1")),
+        ]);
+        let legs = sent(&r.request(&auth, |s| s == 2));
+        assert_eq!(legs.len(), 1);
+        assert_eq!(legs[0].0, 2);
+        let remembered = r.auth(1).unwrap();
+        assert_eq!(remembered.get("token"), Some(&Value::str("secret")));
+        assert_eq!(r.reply(answer(ok(), &remembered)), Some(vec![]));
+        let done = r.reply(answer(ok(), &legs[0].1)).unwrap();
+        assert_eq!(
+            done,
+            vec![Action::Reply(with_req_id(ok(), Value::str("1")))]
+        );
+        // None open: slot 0's owner answers, and its upstream opens without another.
+        assert_eq!(sent(&r.request(&auth, |_| false))[0].0, 0);
+        assert_eq!(r.auth(0), None);
+        assert!(r.auth(0).is_some(), "for an upstream opened later");
+    }
+}
