@@ -1,92 +1,23 @@
 //! The HTTP router against real servers: two `hopper serve --memory` processes act as
 //! the owners of slots 0 and 1, and a router on 127.0.0.1 sends each request to its
-//! slot's owner. Needs the project's `.venv` (`make install`); without it the tests say
-//! "skipped" and pass, unless `HOPPER_REQUIRE_SERVER=1`.
+//! slot's owner (`owners/mod.rs` starts them).
 
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hopper_cluster::{serve_http_router, Owner, SlotTable};
 use hopper_core::cluster_slots::{id_slot, queue_slot};
+use owners::{free_port, start_server_with, Server};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
-const SLOTS: u32 = 2;
+mod owners;
+use owners::SLOTS;
 /// Every wait in these tests is bounded by this.
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn hopper() -> Option<PathBuf> {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/hopper");
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var("HOPPER_REQUIRE_SERVER").as_deref() != Ok("1"),
-        "no .venv/bin/hopper (run make install)"
-    );
-    eprintln!("skipped: no .venv/bin/hopper (run make install)");
-    None
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `hopper serve --memory` process, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a server on free ports; a start that fails (a port taken between the probe
-/// and the bind by a test running alongside) is tried again, three times at most.
-async fn start_server(bin: &PathBuf) -> Server {
-    for _ in 0..3 {
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["serve", "--memory", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .arg("--tcp-port")
-            .arg(free_port().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hopper serve");
-        let mut server = Server {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + LIMIT;
-        while server.child.try_wait().ok().flatten().is_none() {
-            if let Ok(mut c) = TcpStream::connect(&server.addr).await {
-                let probe = exchange(&mut c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
-                if let Ok(Ok((200, _, _))) = timeout(Duration::from_secs(2), probe).await {
-                    return server;
-                }
-            }
-            assert!(Instant::now() < deadline, "hopper serve did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    panic!("hopper serve exited three times");
-}
 
 /// Two servers as the owners of slots 0 and 1, and a router in front of them.
 struct Cluster {
@@ -104,17 +35,17 @@ fn owner(http: &str, epoch: i64) -> Option<Owner> {
 }
 
 async fn cluster(wait: Duration) -> Option<Cluster> {
-    let bin = hopper()?;
     let mut servers = Vec::new();
     for _ in 0..SLOTS {
-        servers.push(start_server(&bin).await);
+        let started = tokio::task::spawn_blocking(|| start_server_with(None)).await;
+        servers.push(started.expect("the starter does not panic")?);
     }
     let owners = servers
         .iter()
         .map(|s| {
             Some(Owner {
                 epoch: 1,
-                http: s.addr.clone(),
+                http: s.http.clone(),
                 tcp: String::new(),
             })
         })
@@ -257,7 +188,7 @@ async fn pushes_land_on_their_slot_and_jobs_are_found_by_id() {
         push(&cl.router, queue, json!({"slot": slot})).await;
     }
     for (slot, queue) in queues.iter().enumerate() {
-        let (_, listed) = call(&cl.servers[slot].addr, &get("/api/queues")).await;
+        let (_, listed) = call(&cl.servers[slot].http, &get("/api/queues")).await;
         let names: Vec<&str> = listed["data"]
             .as_array()
             .unwrap()
@@ -308,7 +239,7 @@ async fn pushes_land_on_their_slot_and_jobs_are_found_by_id() {
         acked += 1;
     }
     assert!(acked >= 2, "acked {acked}");
-    let (status, _) = call(&cl.servers[1].addr, &get(&format!("/jobs/{id}"))).await;
+    let (status, _) = call(&cl.servers[1].http, &get(&format!("/jobs/{id}"))).await;
     assert_eq!(status, 200);
     // A caller-chosen id, and one that no slot has.
     let body = json!({"data": {}, "jobId": "my job-1"});
@@ -351,7 +282,7 @@ async fn aggregates_merge_every_slot() {
     assert_eq!(status, 200);
     let mut sums = (0, 0);
     for server in &cl.servers {
-        let (_, one) = call(&server.addr, &get("/stats")).await;
+        let (_, one) = call(&server.http, &get("/stats")).await;
         sums.0 += one["stats"]["queued"].as_i64().unwrap();
         sums.1 += one["stats"]["totalPushed"].as_i64().unwrap();
     }
@@ -579,8 +510,8 @@ async fn a_moved_slot_cuts_the_answer_in_flight_and_the_next_request_follows() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     cl.table.send_replace(Arc::new(SlotTable::new(vec![
-        owner(&cl.servers[0].addr, 1),
-        owner(&cl.servers[0].addr, 2),
+        owner(&cl.servers[0].http, 1),
+        owner(&cl.servers[0].http, 2),
     ])));
     let mut rest = [0u8; 64];
     let n = timeout(LIMIT, c.read(&mut rest))
@@ -591,15 +522,15 @@ async fn a_moved_slot_cuts_the_answer_in_flight_and_the_next_request_follows() {
     assert!(started.elapsed() < Duration::from_secs(5));
     // A new connection reaches the new owner: the push lands on server 0.
     push(&cl.router, &q1, json!({})).await;
-    let (_, direct) = call(&cl.servers[0].addr, &get("/api/queues")).await;
+    let (_, direct) = call(&cl.servers[0].http, &get("/api/queues")).await;
     assert_eq!(direct["data"][0]["name"], json!(q1));
     // Slot 0 did not move: a keep-alive connection's next request is answered.
     let mut c = TcpStream::connect(&cl.router).await.unwrap();
     c.write_all(get("/healthz").as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut c, &mut buf).await.unwrap().0, 200);
     cl.table.send_replace(Arc::new(SlotTable::new(vec![
-        owner(&cl.servers[0].addr, 1),
-        owner(&cl.servers[1].addr, 3),
+        owner(&cl.servers[0].http, 1),
+        owner(&cl.servers[1].http, 3),
     ])));
     c.write_all(get(&format!("/queues/{q1}/jobs")).as_bytes())
         .await

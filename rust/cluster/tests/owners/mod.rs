@@ -1,9 +1,16 @@
 //! Real hopper servers as slot owners for the router tests: `hopper serve --memory`
-//! from the worktree's venv, with an auth token, on free 127.0.0.1 ports.
+//! from the project's venv (`make install`), with or without an auth token, on free
+//! 127.0.0.1 ports. Without the venv the tests say "skipped" and pass, unless
+//! `HOPPER_REQUIRE_SERVER=1` (set by `.ci/run`), which makes that a failure.
 
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hopper_cluster::{SlotOwner, SlotTable};
@@ -38,29 +45,59 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port that binds now, below the kernel's ephemeral range (which every outgoing
+/// connection takes its local port from, so one could take a port chosen there before
+/// the server listens), never the same one twice in this process (as `hopper.ports`).
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768)
+        .clamp(10_001, 65_535);
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = (u64::from(std::process::id()) << 32) ^ nanos | 1;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = (10_000 + x % u64::from(low - 10_000)) as u16;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        given.insert(port);
+        return port;
+    }
+    panic!("no free port below {low}");
 }
 
-/// Starts a server, or `None` when the venv has no `hopper` (`make install` not run).
-/// A server that exits at once (a port taken meanwhile by another test) is started
-/// again on other ports, a few times.
-pub fn start_server() -> Option<Server> {
+/// Starts a server (requiring `token` when given), or `None` when the venv has no
+/// `hopper`. A server that exits at once (a port taken meanwhile) is started again on
+/// other ports, a few times.
+pub fn start_server_with(token: Option<&str>) -> Option<Server> {
     let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/hopper");
     if !std::path::Path::new(bin).exists() {
+        assert!(
+            std::env::var("HOPPER_REQUIRE_SERVER").as_deref() != Ok("1"),
+            "HOPPER_REQUIRE_SERVER=1 but {bin} is missing (run `make install`)"
+        );
         eprintln!("skipped: {bin} is missing (run `make install`)");
         return None;
     }
     for _ in 0..5 {
         let (http, tcp) = (free_port(), free_port());
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["serve", "--memory", "--host", "127.0.0.1"])
-            .args(["--port", &http.to_string(), "--tcp-port", &tcp.to_string()])
-            .args(["--auth-tokens", TOKEN])
+            .args(["--port", &http.to_string(), "--tcp-port", &tcp.to_string()]);
+        if let Some(token) = token {
+            command.args(["--auth-tokens", token]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
@@ -88,6 +125,11 @@ pub fn start_server() -> Option<Server> {
         }
     }
     panic!("hopper serve exited five times at start");
+}
+
+/// `start_server_with` the tests' token.
+pub fn start_server() -> Option<Server> {
+    start_server_with(Some(TOKEN))
 }
 
 /// The slot table naming `servers[i]` the owner of slot `i`, under `epochs[i]`.
