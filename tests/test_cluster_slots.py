@@ -186,18 +186,27 @@ def test_a_flow_across_slots_is_refused_clearly(brokers: list[ServerProcess]) ->
 
     def flow(child_queue: str, tag: str) -> dict[str, object]:
         jobs = [
-            {"id": f"{tag}-child", "queue": child_queue, "input": {"data": {}}},
+            {
+                "id": f"{tag}-child",
+                "queue": child_queue,
+                "input": {"data": {}, "parentId": f"{tag}-parent"},
+            },
             {
                 "id": f"{tag}-parent",
                 "queue": parent,
-                "input": {"data": {}, "childrenIds": [f"{tag}-child"]},
+                "input": {
+                    "data": {},
+                    "childrenIds": [f"{tag}-child"],
+                    "dependsOn": [f"{tag}-child"],
+                },
             },
         ]
         with TcpClient("127.0.0.1", brokers[1].tcp_port) as tcp:
             return tcp.request("PUSHF", jobs=jobs)
 
     spanning = flow(child, "span")
-    assert spanning.get("ok") is False and "belongs to slot" in str(spanning.get("error")), spanning
+    assert spanning.get("ok") is False, spanning
+    assert "queues in different slots" in str(spanning.get("error")), spanning
     assert httpx.get(f"{brokers[2].url}/jobs/span-child").status_code == 404
     within = flow(near, "near")
     assert within.get("ok") is True, within
