@@ -34,12 +34,13 @@ server tree, the generator (this process) and the whole machine. Before each sam
 machine must be quiet (bench/tcp.py's wait_idle); a sample with other work on the machine
 is measured again. Medians over --runs; the order of the systems rotates between runs.
 
-Failover (--failovers, default 20): a 3-broker hopper cluster; each round SIGKILLs the
-process group of the broker the slot row names (`hopper_slots.owner`), then pushes through
-the two survivors' public HTTP ports (alternating, 1 s timeout per try) until one
-succeeds: the failover time is kill -> that push's answer. The killed broker is started
-again (a standby) before the next round. At the end every acknowledged push must be
-handed out by a drain of the queue.
+Failover (--failovers, default 20, with 1 slot and again with --slots slots): a 3-broker
+hopper cluster; each round waits until every slot is owned by the broker ranked first for
+it, SIGKILLs the process group of the broker owning the most slots (`hopper_slots`), then
+pushes through the two survivors' public HTTP ports (alternating, 1 s timeout per try)
+to a queue of each slot it owned until each answered: the failover time is kill -> the
+last of those answers. The killed broker is started again (a standby) before the next
+round. At the end every acknowledged push must be handed out by a drain of the queues.
 
     .venv/bin/python bench/cluster.py                        # 3 runs + 20 failovers, ~11 min
     .venv/bin/python bench/cluster.py --runs 1 --duration 3 --failovers 3   # smoke run
@@ -604,89 +605,95 @@ def summarize(reports: list[dict[str, Any]], urls: list[str]) -> Sample:
 # --------------------------------------------------------------------------- failover
 
 
-def try_push(client: httpx.Client, url: str, i: int) -> str | None:
+def try_push(client: httpx.Client, url: str, queue: str, i: int) -> str | None:
     with contextlib.suppress(httpx.HTTPError, ValueError):
-        r = client.post(f"{url}/queues/fo/jobs", json={"data": {"i": i}}, timeout=1.0)
+        r = client.post(f"{url}/queues/{queue}/jobs", json={"data": {"i": i}}, timeout=1.0)
         if r.status_code == 200:
             return str(r.json()["id"])
     return None
 
 
-def failover(pg: PG.Postgres, scratch: Path, args: argparse.Namespace) -> Sample:
-    db = "cl_failover"
+def failover(pg: PG.Postgres, scratch: Path, args: argparse.Namespace, slots: int = 1) -> Sample:
+    """--failovers rounds of SIGKILL of the broker owning the most slots; the time is
+    until every slot it owned answered a push through a survivor."""
+    db = f"cl_failover_{slots}"
     create_db(pg, db)
-    names = ("a", "b", "c")
-    brokers = {n: hopper_broker(pg, db, n, scratch, args.fsync) for n in names}
+    names = ["a", "b", "c"]
+    brokers = {n: hopper_broker(pg, db, n, scratch, args.fsync, slots=slots) for n in names}
+    queues = [
+        next(q for q in (f"fo{s}-{i}" for i in range(10_000)) if queue_slot(q, slots) == s)
+        for s in range(slots)
+    ]
     rounds: list[Sample] = []
     acked: set[str] = set()
     seq = 0
-    out: Sample = {"database": db, "fsync": args.fsync, "lease_ms": "default (5000)"}
+    out: Sample = {"database": db, "fsync": args.fsync, "slots": slots, "lease_ms": "default"}
     try:
         for n in names:
             launch(brokers[n])
         with httpx.Client() as client:
             for k in range(args.failovers):
-                owner = slot_owner(pg, db)
-                survivors = [n for n in names if n != owner]
-                for n in names:  # every broker serves before the kill
-                    seq += 1
-                    got = try_push(client, brokers[n].url, seq)
-                    if got is None:
-                        raise RuntimeError(f"round {k + 1}: {n} does not serve before the kill")
-                    acked.add(got)
+                owners = settle(pg, db, names, slots) if slots > 1 else {0: slot_owner(pg, db)}
+                victim = max(names, key=lambda n: list(owners.values()).count(n))
+                lost_slots = [s for s, o in owners.items() if o == victim]
+                survivors = [n for n in names if n != victim]
+                for n in names:  # every broker serves every slot before the kill
+                    for q in queues:
+                        seq += 1
+                        got = try_push(client, brokers[n].url, q, seq)
+                        if got is None:
+                            raise RuntimeError(f"round {k + 1}: {n} does not serve {q}")
+                        acked.add(got)
                 time.sleep(0.2)
                 killed_at = time.monotonic()
-                os.killpg(brokers[owner].pid, signal.SIGKILL)
-                first: tuple[float, str] | None = None
-                served: dict[str, float] = {}
+                os.killpg(brokers[victim].pid, signal.SIGKILL)
+                served: dict[int, float] = {}
                 tries = 0
                 deadline = killed_at + args.failover_timeout
-                while len(served) < len(survivors) and time.monotonic() < deadline:
+                while len(served) < len(lost_slots) and time.monotonic() < deadline:
+                    pending = [s for s in lost_slots if s not in served]
+                    slot = pending[tries % len(pending)]
                     n = survivors[tries % len(survivors)]
                     tries += 1
-                    if n in served:
-                        continue
                     seq += 1
-                    got = try_push(client, brokers[n].url, seq)
+                    got = try_push(client, brokers[n].url, queues[slot], seq)
                     if got is not None:
-                        t = time.monotonic() - killed_at
                         acked.add(got)
-                        served[n] = t
-                        first = first or (t, n)
+                        served[slot] = time.monotonic() - killed_at
                     else:
                         time.sleep(0.005)
-                brokers[owner].kill()  # reap
-                new_owner = slot_owner(pg, db)
+                brokers[victim].kill()  # reap
+                done = len(served) == len(lost_slots)
                 rounds.append(
                     {
                         "round": k + 1,
-                        "killed": owner,
-                        "new_owner": new_owner,
-                        "first_push_s": first[0] if first else None,
-                        "first_push_via": first[1] if first else None,
-                        "all_survivors_s": max(served.values()) if len(served) == 2 else None,
+                        "killed": victim,
+                        "its_slots": lost_slots,
+                        "slots_served_s": served,
+                        "failover_s": max(served.values()) if done else None,
                         "push_tries": tries,
                     }
                 )
                 print(
-                    f"failover {k + 1}/{args.failovers}: killed {owner}, first push "
-                    f"{fmt(first[0] * 1000 if first else None, '.0f')} ms via "
-                    f"{first[1] if first else '-'}, new owner {new_owner}",
+                    f"failover {k + 1}/{args.failovers} ({slots} slots): killed {victim} "
+                    f"owning {len(lost_slots)}, all served after "
+                    f"{fmt(max(served.values()) * 1000 if done else None, '.0f')} ms",
                     file=sys.stderr,
                     flush=True,
                 )
-                if first is None:
+                if not done:
                     break
-                brokers[owner].start(timeout=60, retry=True)  # back as a standby
+                brokers[victim].start(timeout=60, retry=True)  # back as a standby
                 time.sleep(args.failover_settle)
             # every acknowledged push is handed out again
             seen: set[str] = set()
-            url = brokers[slot_owner(pg, db)].url
-            for _ in range(len(acked) + 100):
-                r = client.get(f"{url}/queues/fo/jobs", timeout=10).json()
-                if r.get("job") is None:
-                    break
-                seen.add(str(r["job"]["id"]))
+            url = brokers[names[0]].url
+            for q in queues:
+                for _ in range(len(acked) + 100):
+                    r = client.get(f"{url}/queues/{q}/jobs", timeout=10).json()
+                    if r.get("job") is None:
+                        break
+                    seen.add(str(r["job"]["id"]))
             out["acknowledged_pushes"] = len(acked)
             out["drained"] = len(seen)
             out["lost"] = len(acked - seen)
@@ -696,16 +703,13 @@ def failover(pg: PG.Postgres, scratch: Path, args: argparse.Namespace) -> Sample
             if b in _servers:
                 _servers.remove(b)
         drop_db(pg, db)
-    times = [r["first_push_s"] for r in rounds if r["first_push_s"] is not None]
+    times = [r["failover_s"] for r in rounds if r["failover_s"] is not None]
     out["rounds"] = rounds
     out["kills"] = len(rounds)
     out["failed_rounds"] = len(rounds) - len(times)
     out["median_s"] = statistics.median(times) if times else None
     out["max_s"] = max(times) if times else None
     out["min_s"] = min(times) if times else None
-    both = [r["all_survivors_s"] for r in rounds if r["all_survivors_s"] is not None]
-    out["all_survivors_median_s"] = statistics.median(both) if both else None
-    out["all_survivors_max_s"] = max(both) if both else None
     return out
 
 
@@ -748,7 +752,7 @@ def medians(samples: list[Sample]) -> Sample:
     return out
 
 
-def report(med_: dict[str, dict[str, Sample]], fo: Sample | None, args: argparse.Namespace) -> None:
+def report(med_: dict[str, dict[str, Sample]], fos: list[Sample], args: argparse.Namespace) -> None:
     print(
         f"\nHTTP, {BROKERS} generators x {args.conns} connections, {args.duration:g} s after "
         f"{args.warmup:g} s warm-up, fsync {args.fsync}; median of {args.runs} run(s), jobs/s\n"
@@ -784,9 +788,10 @@ def report(med_: dict[str, dict[str, Sample]], fo: Sample | None, args: argparse
                 f"| {fmt(m['postgres_cores'], '.2f')} | {fmt(m['generator_cores'], '.2f')} "
                 f"| {fmt(m['machine_busy_cores'], '.2f')} |"
             )
-    if fo:
+    for fo in fos:
         print(
-            f"\nfailover over {fo['kills']} kills: median {fmt(fo['median_s'], '.3f')} s, "
+            f"\nfailover, {fo['slots']} slot(s), over {fo['kills']} kills of the broker owning "
+            f"the most slots: median {fmt(fo['median_s'], '.3f')} s, "
             f"max {fmt(fo['max_s'], '.3f')} s ({fo['failed_rounds']} failed); "
             f"{fo.get('lost')} of {fo.get('acknowledged_pushes')} acknowledged pushes lost"
         )
@@ -849,7 +854,7 @@ def main() -> int:
     _pg.append(pg)
     samples: dict[str, dict[str, list[Sample]]] = {c: {k: [] for k in systems} for c in cells}
     discarded: dict[str, dict[str, list[Sample]]] = {c: {k: [] for k in systems} for c in cells}
-    fo: Sample | None = None
+    fos: list[Sample] = []
     try:
         if "throughput" in parts:
             for run in range(args.runs):
@@ -875,7 +880,9 @@ def main() -> int:
                             push_rate[kind] = float(res["rate"])
         if "failover" in parts and args.failovers > 0:
             wait_idle(args.idle_wait, args.idle_below)
-            fo = failover(pg, scratch, args)
+            for slots in sorted({1, args.slots}):
+                wait_idle(args.idle_wait, args.idle_below)
+                fos.append(failover(pg, scratch, args, slots))
     finally:
         stop_all()
     med_ = {c: {k: medians(samples[c][k]) for k in systems} for c in cells}
@@ -889,8 +896,8 @@ def main() -> int:
         m["ratio_hopper_cluster_over_owner_only"] = {"rate": h / o if h and o else None}
         m["ratio_hopper_cluster_over_bunqueue_cluster"] = {"rate": h / b if h and b else None}
         m["ratio_hopper_cluster_over_hopper_single"] = {"rate": h / s if h and s else None}
-    report(med_, fo, args)
-    write_json(args, samples, discarded, med_, fo, info, scratch, started)
+    report(med_, fos, args)
+    write_json(args, samples, discarded, med_, fos, info, scratch, started)
     return 0
 
 
@@ -929,7 +936,7 @@ def write_json(
     samples: dict[str, dict[str, list[Sample]]],
     discarded: dict[str, dict[str, list[Sample]]],
     med_: dict[str, dict[str, Sample]],
-    fo: Sample | None,
+    fos: list[Sample],
     info: Sample,
     scratch: Path,
     started: float,
@@ -956,16 +963,18 @@ def write_json(
             "name (/proc/<pid>/task/*/stat); postgres = the postmaster's process tree; "
             "driver = this process (generators + Python); other = machine - the rest",
             "idle": quiet_method(args),
-            "failover": "SIGKILL of the owner's process group (owner from hopper_slots), "
-            "then HTTP pushes through the survivors alternately (1 s timeout each) until one "
-            "answers 200: first_push_s; all_survivors_s when both did; the killed broker is "
+            "failover": "for 1 slot and for --slots slots: each round waits until every slot "
+            "is owned by its ranked broker, SIGKILLs the process group of the broker owning "
+            "the most slots (hopper_slots), then pushes through the survivors alternately "
+            "(1 s timeout each) to a queue of each slot it owned until each answered 200: "
+            "failover_s is kill -> the last of those answers; the killed broker is "
             f"restarted, {args.failover_settle:g} s settle, next round",
         },
         "server_logs": str(scratch),
         "samples": samples,
         "discarded_noisy_samples": discarded,
         "median": med_,
-        "failover": fo,
+        "failover": fos,
     }
     S.write_results(args.out, started, info, body)
 
