@@ -2,10 +2,10 @@
 //! rendezvous hashing (`hopper_core::cluster_slots`), so slots spread over the brokers
 //! and a broker joining or leaving moves only its own share.
 //!
-//! The ranking only steers; the lease and epoch keep it safe. A standby asks for its
-//! turn before it tries to take a slot: it is its turn if it ranks first among the
-//! live brokers, or if the slot has stood vacant (its owner's lease over, or its owner's
-//! session gone) for `VACANT_GRACE`, since the broker ranked first may be the one that
+//! The ranking only steers; the lease and epoch keep it safe. A standby tries to take
+//! a slot only when it is vacant (its owner's lease over, or its owner's session gone),
+//! and then at once if its broker ranks first among the live brokers, or after the slot
+//! stood vacant for `VACANT_GRACE`, since the broker ranked first may be the one that
 //! just died (its row looks live for a few seconds more). An owner that is no longer
 //! ranked first, once the better broker has been up for `SETTLE_MS`, hands the slot
 //! over cleanly (`Slot::handoff_to`).
@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 
 use hopper_core::cluster_slots::preferred_owner;
 use postgres::Client;
+
+use crate::connect::connect;
+use crate::error::ClusterError;
+use crate::schema::{fix_slot_count, migrate};
+use crate::slot::{Slot, SlotConfig};
 
 /// A broker whose front refreshed its row (every second) within this is live.
 pub const LIVE_MS: i64 = 3_000;
@@ -55,53 +60,76 @@ pub(crate) fn preferred(
     Ok(best.to_string())
 }
 
-/// Whether nobody serves `slot`: no row yet, its lease over, or its owner's session
-/// (which holds the slot's advisory lock) gone.
-fn vacant(client: &mut Client, namespace: &str, slot: i32) -> Result<bool, postgres::Error> {
-    let row = client.query_one(
+/// Who holds the slot while its lease runs and its owner's session lives (the owner,
+/// its lease's end); `None` when nobody serves it: no row yet, its lease over, or its
+/// owner's session (which holds the slot's advisory lock) gone.
+fn holder(
+    client: &mut Client,
+    config: &SlotConfig,
+) -> Result<Option<(String, i64)>, postgres::Error> {
+    let now = config.clock.as_ref().map(|c| c.now_ms() as i64);
+    let row = client.query_opt(
         &format!(
-            "SELECT coalesce((SELECT lease_until_ms < {NOW_MS} OR (owner_locked AND NOT EXISTS (
+            "SELECT owner, lease_until_ms FROM hopper_slots WHERE namespace = $1 AND slot = $2
+             AND lease_until_ms >= coalesce($3::bigint, {NOW_MS}) AND NOT (owner_locked AND NOT EXISTS (
                  SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                 AND classid = hashtext($1)::oid AND objid = ($2::integer)::oid AND objsubid = 2))
-             FROM hopper_slots WHERE namespace = $1 AND slot = $2), true)"
+                 AND classid = hashtext($1)::oid AND objid = ($2::integer)::oid AND objsubid = 2))"
         ),
-        &[&namespace, &slot],
+        &[&config.namespace, &config.slot, &now],
     )?;
-    Ok(row.get(0))
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
-/// A standby's memory between attempts: since when it has seen the slot vacant.
+/// A slot server waiting for its slot. It watches on one connection of its own and
+/// opens the log's session (`Slot::acquire`) only once the slot is vacant and it is this
+/// broker's turn, so a cluster's many standbys cost the database no new session per
+/// probe.
 #[derive(Default)]
-pub struct Turn {
+pub struct Standby {
+    client: Option<Client>,
+    /// Since when this standby has seen the slot vacant (not ranked first, it waits
+    /// `VACANT_GRACE`).
     vacant_since: Option<Instant>,
 }
 
-impl Turn {
-    /// Whether this standby should try to take `slot` now; else the broker it waits for.
-    pub(crate) fn check(
-        &mut self,
-        client: &mut Client,
-        namespace: &str,
-        me: &str,
-        slot: i32,
-        slots: u32,
-    ) -> Result<Result<(), String>, postgres::Error> {
-        if slots <= 1 {
-            return Ok(Ok(())); // one slot: whoever is first takes it
+impl Standby {
+    /// Takes the slot if it is vacant and this broker's turn; else `LeaseHeld` (someone
+    /// serves it) or `NotYourTurn` (vacant, but another broker ranks first and the grace
+    /// has not passed).
+    pub fn take(&mut self, config: &SlotConfig) -> Result<Slot, ClusterError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            let mut c = connect(&config.url)?;
+            migrate(&mut c)?;
+            fix_slot_count(&mut c, &config.namespace, config.slots)?;
+            self.client = Some(c);
         }
-        let best = preferred(client, namespace, me, slot as u32, false)?;
-        if best == me {
-            return Ok(Ok(()));
+        let waiting = self.waiting(config).inspect_err(|_| self.client = None)?;
+        match waiting {
+            Some(e) => Err(e),
+            None => Slot::acquire(config),
         }
-        if !vacant(client, namespace, slot)? {
+    }
+
+    /// Why not to take the slot now, if so.
+    fn waiting(&mut self, config: &SlotConfig) -> Result<Option<ClusterError>, ClusterError> {
+        let client = self.client.as_mut().expect("connected by take");
+        let (ns, slot) = (&config.namespace, config.slot);
+        if let Some((owner, lease_until_ms)) = holder(client, config)? {
             self.vacant_since = None;
-            return Ok(Err(best));
+            return Ok(Some(ClusterError::LeaseHeld {
+                owner,
+                lease_until_ms,
+            }));
         }
+        if config.slots <= 1 {
+            return Ok(None); // one slot: whoever is first takes it
+        }
+        let best = preferred(client, ns, &config.broker_id, slot as u32, false)?;
         let since = *self.vacant_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= VACANT_GRACE {
-            Ok(Ok(()))
+        if best == config.broker_id || since.elapsed() >= VACANT_GRACE {
+            Ok(None)
         } else {
-            Ok(Err(best))
+            Ok(Some(ClusterError::NotYourTurn { preferred: best }))
         }
     }
 }

@@ -23,7 +23,7 @@ mod schema;
 mod slot;
 mod slot_table;
 
-pub use assignment::Turn;
+pub use assignment::Standby;
 pub use directory::{fetch_view, read_view, Broker, ClusterView, SlotOwner};
 pub use error::ClusterError;
 pub use front::{Front, FrontConfig};

@@ -21,7 +21,7 @@ use std::time::Instant;
 use hopper_core::Clock;
 use postgres::{Client, Statement};
 
-use crate::assignment::{self, Turn};
+use crate::assignment;
 use crate::connect::connect;
 use crate::error::ClusterError;
 use crate::schema::{fix_slot_count, migrate};
@@ -118,21 +118,10 @@ SELECT (SELECT epoch FROM s), (SELECT count(*) FROM i)"#;
 impl Slot {
     /// Connects, migrates the schema and takes the slot (epoch + 1), or says who holds it.
     pub fn acquire(config: &SlotConfig) -> Result<Slot, ClusterError> {
-        Slot::acquire_in_turn(config, &mut Turn::default())
-    }
-
-    /// `acquire` for a standby: with several slots, only when it is this broker's turn
-    /// (`assignment.rs`); else `NotYourTurn`.
-    pub fn acquire_in_turn(config: &SlotConfig, turn: &mut Turn) -> Result<Slot, ClusterError> {
         let mut client = connect(&config.url)?;
         migrate(&mut client)?;
         fix_slot_count(&mut client, &config.namespace, config.slots)?;
         let (ns, slot) = (&config.namespace, &config.slot);
-        if let Err(preferred) =
-            turn.check(&mut client, ns, &config.broker_id, *slot, config.slots)?
-        {
-            return Err(ClusterError::NotYourTurn { preferred });
-        }
         let locked: bool = client.query_one(TRY_LOCK, &[ns, slot])?.get(0);
         let origin = Instant::now();
         let sent = local_ms(&config.clock, origin);

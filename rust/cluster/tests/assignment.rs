@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use hopper_cluster::{prepare, ClusterError, Slot, SlotConfig, Turn};
+use hopper_cluster::{prepare, ClusterError, SlotConfig, Standby};
 use hopper_core::cluster_slots::preferred_owner;
 use hopper_core::LogStore;
 use postgres::{Client, NoTls};
@@ -79,19 +79,20 @@ fn the_broker_ranked_first_takes_a_vacant_slot_at_once_another_after_the_grace()
     let slot = slot_of("a", &["a", "b"]);
 
     // b does not rank first: the slot is vacant (no owner yet), but b waits the grace.
-    let mut turn = Turn::default();
-    match Slot::acquire_in_turn(&config(url, ns, "b", slot), &mut turn) {
+    let mut standby = Standby::default();
+    match standby.take(&config(url, ns, "b", slot)) {
         Err(ClusterError::NotYourTurn { preferred }) => assert_eq!(preferred, "a"),
         other => panic!("b must wait for a: {:?}", other.map(|s| s.epoch())),
     }
     std::thread::sleep(Duration::from_millis(1_100));
     announce(&mut c, ns, &["a", "b"]);
-    let b = Slot::acquire_in_turn(&config(url, ns, "b", slot), &mut turn)
+    let b = standby
+        .take(&config(url, ns, "b", slot))
         .expect("vacant past the grace: b takes it");
 
     // a ranks first, but the slot is b's while its lease runs.
     assert!(matches!(
-        Slot::acquire_in_turn(&config(url, ns, "a", slot), &mut Turn::default()),
+        Standby::default().take(&config(url, ns, "a", slot)),
         Err(ClusterError::LeaseHeld { .. })
     ));
 
@@ -107,7 +108,8 @@ fn the_broker_ranked_first_takes_a_vacant_slot_at_once_another_after_the_grace()
     // b gives the slot up (its engine closes): a takes it at once, a new epoch.
     drop(keeper);
     b.release();
-    let a = Slot::acquire_in_turn(&config(url, ns, "a", slot), &mut Turn::default())
+    let a = Standby::default()
+        .take(&config(url, ns, "a", slot))
         .expect("a ranks first and the slot was given up");
     assert_eq!(a.epoch(), b.epoch() + 1);
 }
@@ -125,10 +127,10 @@ fn a_standby_ranked_first_takes_the_slot_of_a_dead_owner_at_once() {
         &[&ns],
     )
     .unwrap();
-    let mut turn = Turn::default();
+    let mut standby = Standby::default();
     let deadline = Instant::now() + Duration::from_secs(5);
     let a = loop {
-        match Slot::acquire_in_turn(&config(url, ns, "a", slot), &mut turn) {
+        match standby.take(&config(url, ns, "a", slot)) {
             Ok(a) => break a,
             Err(ClusterError::NotYourTurn { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100))
@@ -147,7 +149,8 @@ fn a_standby_ranked_first_takes_the_slot_of_a_dead_owner_at_once() {
     )
     .unwrap();
     drop(a);
-    let b = Slot::acquire_in_turn(&config(url, ns, "b", slot), &mut Turn::default())
+    let b = Standby::default()
+        .take(&config(url, ns, "b", slot))
         .expect("b ranks first and a's session is gone");
     assert_eq!(b.epoch(), epoch + 1);
 }

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use hopper_cluster::{fetch_view, prepare, ClusterError, FrontConfig, Slot, SlotConfig, Turn};
+use hopper_cluster::{fetch_view, prepare, ClusterError, FrontConfig, Slot, SlotConfig, Standby};
 use hopper_core::cluster_slots::{self, MAX_SLOTS};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -22,13 +22,9 @@ const SLOT_PROBE_MS: u64 = 250;
 /// attempts, so a waiting server can still be stopped.
 pub fn own_slot(py: Python<'_>, config: &SlotConfig) -> PyResult<Slot> {
     let mut said = false;
-    let mut turn = Turn::default();
+    let mut standby = Standby::default();
     loop {
-        let attempt = py.allow_threads(|| {
-            catch_unwind(AssertUnwindSafe(|| {
-                Slot::acquire_in_turn(config, &mut turn)
-            }))
-        });
+        let attempt = py.allow_threads(|| catch_unwind(AssertUnwindSafe(|| standby.take(config))));
         let Ok(attempt) = attempt else {
             return Err(UnavailableError::new_err(
                 "internal error while taking the cluster slot",
