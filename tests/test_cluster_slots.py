@@ -178,6 +178,27 @@ def test_the_tcp_protocol_routes_each_command(brokers: list[ServerProcess]) -> N
             assert pa.call("GetJob", id=pushed)["job"]["state"] == "completed"
 
 
+def test_the_management_api_through_any_broker_sees_every_slot(
+    brokers: list[ServerProcess],
+) -> None:
+    """The dashboard's API: the cluster view names each slot's owner, and the queue list
+    and a queue's jobs come from every slot, whichever broker is asked."""
+    queues = {queue_in(s, "managed") for s in range(SLOTS)}
+    for q in queues:
+        push(brokers[0], q, {"data": q})
+    for each in brokers:
+        view = httpx.get(f"{each.url}/api/cluster", timeout=10).json()["data"]
+        assert {s["slot"]: s["owner"] for s in view["slots"]} == {
+            s: preferred_broker(NAMES, s) for s in range(SLOTS)
+        }
+        listed = httpx.get(f"{each.url}/api/queues", timeout=10).json()["data"]
+        names = [q["name"] for q in listed]
+        assert queues <= set(names) and names == sorted(names), names
+        for q in queues:
+            jobs = httpx.get(f"{each.url}/api/queues/{q}/jobs?state=waiting", timeout=10)
+            assert [j["data"] for j in jobs.json()["data"]] == [q], jobs.text
+
+
 def test_a_flow_across_slots_is_refused_clearly(brokers: list[ServerProcess]) -> None:
     """Until cross-slot flows go through an outbox, a flow's jobs share a slot: one that
     spans slots is refused whole, saying why, and one within a slot is accepted."""

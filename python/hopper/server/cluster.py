@@ -22,6 +22,7 @@ from hopper._engine import Front
 from hopper.errors import InvalidInputError
 from hopper.ports import free_port
 from hopper.server.config import ConfigError, ServerConfig, host_port
+from hopper.server.parent_death import die_with_parent
 from hopper.server.server_engine import ServerEngine
 
 # How often a serving broker checks that it still owns the slot.
@@ -30,7 +31,7 @@ SLOT_CHECK_S = 0.1
 # crash loop): a worker that lost the slot sooner than this after it started waits out
 # the rest (refusing every change meanwhile) before it exits.
 LEAST_WORKER_LIFE_S = 6.0
-_STARTED = time.monotonic()
+_STARTED = time.monotonic()  # reset by `worker_started` in each worker (forked)
 # The worker's exit status when it lost the slot: Granian starts a new worker, which
 # waits as a standby.
 SLOT_LOST_EXIT = 75
@@ -96,6 +97,15 @@ def start_front(config: ServerConfig) -> tuple[list[ServerConfig], Front]:
         flush=True,
     )
     return servers, front
+
+
+def worker_started() -> None:
+    """In a new worker: its start time (Granian forks workers, so the module's import
+    time is its parent's), and SIGTERM once its parent (Granian's main process) is gone,
+    so an engine owning a slot never outlives its broker."""
+    global _STARTED
+    _STARTED = time.monotonic()
+    die_with_parent()
 
 
 async def watch_slot(engine: ServerEngine) -> None:

@@ -17,7 +17,7 @@ import threading
 from hopper.errors import HopperError
 from hopper.server.app import HopperApp
 from hopper.server.asgi import AsgiInterface
-from hopper.server.cluster import standby_signals, start_front
+from hopper.server.cluster import standby_signals, start_front, worker_started
 from hopper.server.config import ConfigError, ServerConfig, load
 from hopper.server.rsgi import RsgiInterface
 from hopper.server.slot_servers import SlotServers
@@ -38,6 +38,8 @@ def app_from_env() -> AsgiInterface | RsgiInterface:
     raw = os.environ.get(CONFIG_ENV)
     try:
         config = load() if raw is None else ServerConfig.from_json(json.loads(raw))
+        if config.postgres_url:
+            worker_started()
         waits = standby_signals() if config.postgres_url else contextlib.nullcontext()
         with waits:
             app = HopperApp(config)

@@ -6,7 +6,6 @@ stopped with it, and restarted if one ends by itself."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -20,16 +19,13 @@ from hopper.server.config import ServerConfig
 # How long stopped slot servers get to close (their engines end their leases) before
 # they are killed.
 STOP_GRACE_S = 8.0
-# A slot server that ended by itself is started again after this.
+# A slot server that ended by itself is started again after this, doubled after each
+# quick end (one that cannot start must not spin), back to the first after a long life.
 RESTART_DELAY_S = 1.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the broker's process dies, so no slot
-    server outlives its broker (a killed broker's slots must be taken over)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+MAX_RESTART_DELAY_S = 30.0
+LONG_LIFE_S = 60.0
+# The broker's pid, for its slot servers to check they still have it (`parent_death`).
+PARENT_ENV = "HOPPER_BROKER_PID"
 
 
 class SlotServers:
@@ -38,36 +34,35 @@ class SlotServers:
         self._env = config_env
         self._stopping = threading.Event()
         self._procs = [self._spawn(c) for c in configs]
+        self._started = [time.monotonic() for _ in configs]
+        self._delays = [RESTART_DELAY_S for _ in configs]
         self._watcher: threading.Thread | None = None
         if configs:
-            # PDEATHSIG follows the thread that forked: the watcher, which starts the
-            # restarted ones, runs until `stop`.
             self._watcher = threading.Thread(target=self._watch, name="hopper-slot-servers")
             self._watcher.daemon = True
             self._watcher.start()
 
     def _spawn(self, config: ServerConfig) -> subprocess.Popen[bytes]:
-        env = {**os.environ, self._env: json.dumps(config.to_json())}
-        return subprocess.Popen(
-            [sys.executable, "-m", "hopper.server.slot_server"],
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
+        env = {**os.environ, self._env: json.dumps(config.to_json()), PARENT_ENV: str(os.getpid())}
+        return subprocess.Popen([sys.executable, "-m", "hopper.server.slot_server"], env=env)
 
     def _watch(self) -> None:
         while not self._stopping.wait(0.5):
             for i, proc in enumerate(self._procs):
                 if proc.poll() is None or self._stopping.is_set():
                     continue
+                lived = time.monotonic() - self._started[i]
+                delay = RESTART_DELAY_S if lived >= LONG_LIFE_S else self._delays[i]
+                self._delays[i] = min(delay * 2, MAX_RESTART_DELAY_S)
                 print(
                     f"[WARNING] hopper: the server of slot {self._configs[i].slot} ended "
-                    f"(status {proc.returncode}); starting it again",
+                    f"(status {proc.returncode}); starting it again in {delay:g} s",
                     file=sys.stderr,
                     flush=True,
                 )
-                time.sleep(RESTART_DELAY_S)
-                if not self._stopping.is_set():
+                if not self._stopping.wait(delay):
                     self._procs[i] = self._spawn(self._configs[i])
+                    self._started[i] = time.monotonic()
 
     def stop(self) -> None:
         """SIGTERM to every slot server (a clean stop: each ends its slot's lease), then

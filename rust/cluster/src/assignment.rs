@@ -73,6 +73,7 @@ fn holder(
             "SELECT owner, lease_until_ms FROM hopper_slots WHERE namespace = $1 AND slot = $2
              AND lease_until_ms >= coalesce($3::bigint, {NOW_MS}) AND NOT (owner_locked AND NOT EXISTS (
                  SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                  AND classid = hashtext($1)::oid AND objid = ($2::integer)::oid AND objsubid = 2))"
         ),
         &[&config.namespace, &config.slot, &now],

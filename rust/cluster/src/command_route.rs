@@ -137,6 +137,18 @@ pub fn classify(req: &Value, slots: u32) -> Route {
         "JobHeartbeatB" => return split(req, slots, &["tokens"], Untagged::Everywhere),
         "ExtendLocks" => return split(req, slots, &["tokens", "durations"], Untagged::Everywhere),
         "GetJobByCustomId" | "CronDelete" | "CronGet" => return probe(req),
+        // They answer success for an id they do not hold (no logs, nothing cleared), so
+        // a probe cannot find a caller-chosen id's slot: every slot is asked, only the
+        // holder acts, and the answers add up (logs joined, `removed` if any removed).
+        "GetLogs" | "ClearLogs" | "RemoveJobDeduplicationKey"
+            if req.field("queue").is_none()
+                && req
+                    .field("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id_slot(id, slots).is_none()) =>
+        {
+            return Route::Legs(every(), Merge::Sum)
+        }
         _ => {}
     }
     if let Some(queue) = req.field("queue").and_then(Value::as_str) {
@@ -617,6 +629,25 @@ mod tests {
     fn ids_carry_the_slot_used_in_these_tests() {
         assert_eq!(id_slot(&tagged(2, 1), 4), Some(2));
         assert_eq!(id_slot(&tagged(0, 7), 4), Some(0));
+    }
+
+    #[test]
+    fn commands_that_succeed_for_unknown_ids_ask_every_slot_for_a_chosen_id() {
+        for cmd in ["GetLogs", "ClearLogs", "RemoveJobDeduplicationKey"] {
+            let custom = req(vec![
+                ("cmd", Value::str(cmd)),
+                ("id", Value::str("order-1")),
+            ]);
+            match classify(&custom, 3) {
+                Route::Legs(legs, Merge::Sum) => assert_eq!(legs.len(), 3, "{cmd}"),
+                other => panic!("{cmd}: {other:?}"),
+            }
+            let own = req(vec![
+                ("cmd", Value::str(cmd)),
+                ("id", Value::str(tagged(2, 5))),
+            ]);
+            assert_eq!(classify(&own, 3), Route::Forward(2), "{cmd}");
+        }
     }
 
     #[test]

@@ -247,6 +247,22 @@ struct Upstream {
     buf: Vec<u8>,
 }
 
+impl Upstream {
+    /// Whether an idle pooled connection is still open: the owner closes idle ones, and
+    /// a request that changes state must not be sent twice, so it is sent only on a
+    /// connection not already known to be closed (bytes waiting on an idle connection
+    /// make it unusable too).
+    fn idle_open(&self) -> bool {
+        matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Whether a request may be sent again after a connection broke before any answer:
+/// only when sending it twice changes nothing.
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
 /// Why an owner gave no answer.
 enum Fail {
     Unavailable,
@@ -326,7 +342,9 @@ impl Conn {
             let management = is_management(path);
             // Only WebSocket upgrades are tunnelled; another (h2c) is a plain request,
             // its Upgrade header dropped.
-            let upgrade = has_token(&head.headers, "upgrade", "websocket")
+            let upgrade = head.method == "GET"
+                && (path == "/ws" || path.starts_with("/ws/"))
+                && has_token(&head.headers, "upgrade", "websocket")
                 && has_token(&head.headers, "connection", "upgrade");
             let slots = self.owners.borrow().slots();
             let target = target(&head.method, path, query, slots, upgrade);
@@ -448,7 +466,7 @@ impl Conn {
     async fn upstream(&mut self, slot: u32, pooled: bool) -> Option<(Upstream, bool)> {
         self.sweep();
         match self.upstreams.remove(&slot) {
-            Some(up) if pooled => return Some((up, true)),
+            Some(up) if pooled && up.idle_open() => return Some((up, true)),
             _ => {}
         }
         let (epoch, io) = connect_owner(&mut self.owners, slot, Port::Http, self.wait).await?;
@@ -486,8 +504,9 @@ impl Conn {
                     }
                     return client_open;
                 }
-                // A pooled connection the owner closed while idle: once more, on a new one.
-                Relayed::NoAnswer if reused => continue,
+                // A pooled connection the owner closed while idle: once more, on a new one,
+                // unless the owner may have acted on it (it answered nothing).
+                Relayed::NoAnswer if reused && idempotent(&req.head.method) => continue,
                 Relayed::NoAnswer => return self.fail(client, req, Fail::Broken).await,
                 Relayed::Cut => return false,
             }

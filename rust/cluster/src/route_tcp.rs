@@ -29,6 +29,8 @@ const QUEUED_FRAMES: usize = 64;
 /// How long a partial frame may stall before the connection is dropped: the owners'
 /// default (`--tcp-idle-timeout-ms`), which they cannot apply to frames they never see.
 const PARTIAL_FRAME_IDLE: Duration = Duration::from_secs(60);
+/// The longest a write may wait for the peer to take bytes.
+const STALLED_WRITE: Duration = Duration::from_secs(60);
 /// The bytes of the router's reqIds, to find legs' replies without decoding the rest.
 const TAG: &[u8] = b"\0hopper:";
 
@@ -195,11 +197,16 @@ impl Conn {
     }
 }
 
+/// Writes one frame; a peer that takes nothing for `STALLED_WRITE` (gone without a
+/// close, or not reading) ends the connection rather than holding it forever.
 async fn write_frame(to: &mut OwnedWriteHalf, body: &[u8]) -> Step {
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(body);
-    to.write_all(&out).await.map_err(|_| ())
+    match tokio::time::timeout(STALLED_WRITE, to.write_all(&out)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 /// Reads until one whole frame is buffered and consumes it (the Auth answer).

@@ -64,7 +64,10 @@ impl SlotTable {
     /// (none, since the count is fixed per cluster) are ignored.
     pub fn from_rows(slots: u32, rows: Vec<SlotOwner>) -> SlotTable {
         let mut table = SlotTable::empty(slots);
-        for row in rows {
+        // A slot given up (a clean stop, a handoff: its lease ended at 0) has no owner
+        // until the next takes it: new connections wait for that one instead of queueing
+        // at a backend whose engine is gone.
+        for row in rows.into_iter().filter(|r| r.lease_until_ms != 0) {
             if let Some(owner) = usize::try_from(row.slot)
                 .ok()
                 .and_then(|i| table.owners.get_mut(i))
@@ -131,5 +134,33 @@ pub async fn moved_from(owners: &mut Table, slot: u32, epoch: i64) {
         if owners.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(slot: i32, lease_until_ms: i64) -> SlotOwner {
+        SlotOwner {
+            slot,
+            owner: format!("b{slot}"),
+            epoch: 3,
+            lease_until_ms,
+            http: format!("h{slot}"),
+            tcp: format!("t{slot}"),
+        }
+    }
+
+    #[test]
+    fn a_slot_given_up_has_no_owner_until_taken_again() {
+        let table = SlotTable::from_rows(3, vec![row(0, 1_000), row(1, 0)]);
+        assert_eq!(table.owner(0).map(|o| o.http.as_str()), Some("h0"));
+        assert_eq!(
+            table.owner(1),
+            None,
+            "its lease ended at 0: a clean stop or a handoff"
+        );
+        assert_eq!(table.owner(2), None, "never taken");
     }
 }

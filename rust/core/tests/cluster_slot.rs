@@ -38,6 +38,24 @@ fn an_engine_of_one_slot_keeps_its_queues_and_tags_its_ids() {
 }
 
 #[test]
+fn a_chosen_id_that_reads_as_another_slots_id_is_refused() {
+    let mut h = H::with(EngineConfig {
+        cluster_slot: Some((2, SLOTS)),
+        ..Default::default()
+    });
+    let mine = queue_in(2);
+    // UUIDv7 text ending in 0003: the tag of slot 3.
+    let other = "0192f5a0-7b3c-7def-8a12-345678990003";
+    let e = h
+        .try_push(&mine, &format!(r#"{{"data":1,"jobId":"{other}"}}"#))
+        .unwrap_err();
+    assert!(e.message.contains("slot 3"), "{}", e.message);
+    let own = "0192f5a0-7b3c-7def-8a12-345678990002";
+    h.push(&mine, &format!(r#"{{"data":1,"jobId":"{own}"}}"#));
+    h.push(&mine, r#"{"data":1,"jobId":"order-1"}"#);
+}
+
+#[test]
 fn one_slot_or_none_holds_every_queue() {
     let mut h = H::new();
     for slot in 0..SLOTS {

@@ -142,7 +142,7 @@ pub fn table(servers: &[Server], epochs: &[i64]) -> SlotTable {
             slot: slot as i32,
             owner: format!("b{slot}"),
             epoch,
-            lease_until_ms: 0,
+            lease_until_ms: i64::MAX,
             http: s.http.clone(),
             tcp: s.tcp.clone(),
         })

@@ -41,6 +41,9 @@ impl Engine {
     pub fn push_flow(&mut self, jobs: Vec<(String, PushOptions)>) -> Result<Vec<PushOutcome>> {
         let now = self.tick();
         let order = self.check_flow(&jobs)?;
+        for (_, opts) in &jobs {
+            self.check_job_id_slot(opts.job_id.as_deref())?;
+        }
         for (queue, _) in &jobs {
             self.queue_or_create(queue)?;
         }

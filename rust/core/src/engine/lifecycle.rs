@@ -18,6 +18,7 @@ impl Engine {
     /// both): they apply to its first occurrence, which waits for the dependencies and
     /// carries the id; later occurrences are plain scheduled runs (`schedule_repeat`).
     fn check_push(&self, opts: &PushOptions) -> Result<()> {
+        self.check_job_id_slot(opts.job_id.as_deref())?;
         for dep in &opts.depends_on {
             if self.slot_of(dep).is_none() {
                 return Err(EngineError::invalid(format!(
