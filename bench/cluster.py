@@ -69,7 +69,7 @@ from typing import Any
 
 import httpx
 import server as S  # bench/server.py: CPU sampling, machine info, peer paths
-from hopper._engine import LoadGen, preferred_broker, queue_slot
+from hopper._engine import LoadGen, queue_slot
 from hopper.bench.histograms import Series, value_ms
 from hopper.bench.runner import Options, Plan, config
 from hopper.server_process import ServerProcess, free_port
@@ -77,6 +77,7 @@ from tcp import add_quiet_options, quiet_method, wait_idle  # bench/tcp.py: a qu
 
 sys.path.insert(0, str(S.ROOT / "tests"))
 import postgres_server as PG
+from cluster_brokers import wait_settled
 
 Sample = dict[str, Any]
 SYSTEMS = (
@@ -238,18 +239,9 @@ def slot_owners(pg: PG.Postgres, db: str) -> dict[int, str]:
     return {int(s): o for s, o in (r.split("=", 1) for r in rows)}
 
 
-def settle(
-    pg: PG.Postgres, db: str, names: list[str], slots: int, timeout: float = 60
-) -> dict[int, str]:
+def settle(pg: PG.Postgres, db: str, names: list[str], slots: int) -> dict[int, str]:
     """Waits (bounded) until every slot is owned by the broker ranked first for it."""
-    want = {s: preferred_broker(names, s) for s in range(slots)}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = slot_owners(pg, db)
-        if found == want:
-            return found
-        time.sleep(0.2)
-    raise RuntimeError(f"slots {slot_owners(pg, db)} did not settle on {want}")
+    return wait_settled(lambda: slot_owners(pg, db), names, slots, timeout=60)
 
 
 def spread_queues(owners: dict[int, str], names: list[str], slots: int) -> list[str]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+from hopper._engine import preferred_broker
 from hopper.server_process import ServerProcess
 from postgres_server import Postgres, bin_dir
 
@@ -83,6 +84,21 @@ def wait_owner(pg: Postgres, namespace: str, not_: str = "", timeout: float = 15
             return found
         time.sleep(0.05)
     raise AssertionError(f"no owner other than {not_!r} within {timeout} s")
+
+
+def wait_settled(
+    read_owners: Callable[[], dict[int, str]], brokers: list[str], slots: int, timeout: float
+) -> dict[int, str]:
+    """Waits (bounded) until `read_owners()` ({slot: owner}) names, for every slot, the
+    broker of `brokers` ranked first for it (the slots have settled)."""
+    want = {s: preferred_broker(brokers, s) for s in range(slots)}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = read_owners()
+        if found == want:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"slots {read_owners()} did not settle on {want}")
 
 
 def push(b: ServerProcess, queue: str, body: dict[str, object]) -> dict[str, object]:

@@ -16,24 +16,15 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from cluster_brokers import broker, log_epochs, owner, push, three_brokers, wait_owner
 from cluster_load import Load, first_ok_after
-from postgres_server import Postgres, restart, start_for_test, stop
+from postgres_server import Postgres, restart
 
 TAKEOVER_S = 2.0
 RESUME_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    pg = start_for_test()
-    yield pg
-    stop(pg)
 
 
 def test_sigkill_of_the_owner_under_load(postgres: Postgres, tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster_brokers import broker, psql, push
+from cluster_brokers import broker, psql, push, wait_settled
 from cluster_load import Load, first_ok_after
 from hopper._engine import id_slot, preferred_broker, queue_slot
 from hopper.client.tcp import TcpClient
 from hopper.server_process import ServerProcess
-from postgres_server import Postgres, start_for_test, stop
+from postgres_server import Postgres
 
 SLOTS = 4
 NAMES = ["a", "b", "c"]
@@ -39,16 +39,8 @@ def owners(pg: Postgres, ns: str) -> dict[int, str]:
     return {int(s): o for s, o in (r.split("=", 1) for r in rows)}
 
 
-def wait_settled(pg: Postgres, ns: str, live: list[str]) -> dict[int, str]:
-    """Waits (bounded) until every slot is owned by the live broker ranked first for it."""
-    want = {s: preferred_broker(live, s) for s in range(SLOTS)}
-    deadline = time.monotonic() + SETTLE_S
-    while time.monotonic() < deadline:
-        found = owners(pg, ns)
-        if found == want:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"slots {owners(pg, ns)} did not settle on {want}")
+def settled(pg: Postgres, ns: str, live: list[str]) -> dict[int, str]:
+    return wait_settled(lambda: owners(pg, ns), live, SLOTS, SETTLE_S)
 
 
 def start_brokers(pg: Postgres, logs: Path, ns: str) -> list[ServerProcess]:
@@ -61,19 +53,12 @@ def start_brokers(pg: Postgres, logs: Path, ns: str) -> list[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    pg = start_for_test()
-    yield pg
-    stop(pg)
-
-
-@pytest.fixture(scope="module")
 def brokers(
     postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ServerProcess]]:
     started = start_brokers(postgres, tmp_path_factory.mktemp("brokers"), "slots")
     try:
-        wait_settled(postgres, "slots", NAMES)
+        settled(postgres, "slots", NAMES)
         yield started
     finally:
         for b in started:
@@ -239,8 +224,8 @@ def test_sigkill_of_the_broker_owning_most_slots_under_load(
     ns = "slots-kill"
     brokers = start_brokers(postgres, tmp_path, ns)
     try:
-        settled = wait_settled(postgres, ns, NAMES)
-        counts = {n: list(settled.values()).count(n) for n in NAMES}
+        found = settled(postgres, ns, NAMES)
+        counts = {n: list(found.values()).count(n) for n in NAMES}
         victim = max(NAMES, key=lambda n: counts[n])
         queues = [queue_in(s, "work") for s in range(SLOTS)]
         with Load(brokers, *queues) as load:

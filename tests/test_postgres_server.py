@@ -8,20 +8,11 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from postgres_server import Postgres, bin_dir, start_for_test, stop
 
 SCRIPT = Path(__file__).with_name("postgres_server.py")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    pg = start_for_test()
-    yield pg
-    stop(pg)
 
 
 def psql(pg: Postgres, sql: str) -> str:

@@ -19,18 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from browser_support import TIMEOUT_MS, shot
 from hopper.server_process import ServerProcess
 from management_support import api_data, api_error, iso_ms
-from postgres_server import Postgres, start_for_test, stop
+from postgres_server import Postgres
 from test_cluster_failover import broker
 
 NAMESPACE = "view"
 LIVE_WAIT_S = 10
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    pg = start_for_test()
-    yield pg
-    stop(pg)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,17 @@
+"""Fixtures every test directory shares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from postgres_server import Postgres, start_for_test, stop
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL for the module (`postgres_server.py`); skips the module
+    when PostgreSQL is not installed, unless HOPPER_REQUIRE_POSTGRES=1."""
+    pg = start_for_test()
+    yield pg
+    stop(pg)
