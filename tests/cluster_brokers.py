@@ -5,6 +5,7 @@ front), plus what the tests read from the database."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -99,6 +100,18 @@ def wait_settled(
             return found
         time.sleep(0.2)
     raise AssertionError(f"slots {read_owners()} did not settle on {want}")
+
+
+@contextlib.contextmanager
+def event_stream(b: ServerProcess) -> Iterator[Iterator[dict[str, object]]]:
+    """`GET /events` on `b`, open (its retry line read): the events as they arrive."""
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0, read=10.0)) as client,
+        client.stream("GET", f"{b.url}/events") as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(lines) == "retry: 3000"
+        yield (json.loads(line[6:]) for line in lines if line.startswith("data: "))
 
 
 def push(b: ServerProcess, queue: str, body: dict[str, object]) -> dict[str, object]:

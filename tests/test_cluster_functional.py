@@ -4,7 +4,6 @@ cluster answers as one engine would: order, delays, repeats and dedup."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster_brokers import broker, owner, push
+from cluster_brokers import broker, event_stream, owner, push
 from hopper import Engine
 from hopper.server_process import ServerProcess
 from postgres_server import start_for_test, stop
@@ -61,17 +60,11 @@ def test_push_on_one_pull_on_another_ack_on_a_third(brokers: list[ServerProcess]
 
 def test_events_of_any_broker_reach_a_stream_on_another(brokers: list[ServerProcess]) -> None:
     a, _b, c = brokers
-    with (
-        httpx.Client(timeout=httpx.Timeout(10.0, read=10.0)) as client,
-        client.stream("GET", f"{c.url}/events") as stream,
-    ):
-        lines = stream.iter_lines()
-        assert next(lines) == "retry: 3000"
+    with event_stream(c) as events:
         pushed = push(a, "events", {"data": 1})["id"]
-        for _ in range(200):
-            line = next(lines)
-            if line.startswith("data: ") and json.loads(line[6:]).get("jobId") == pushed:
-                assert json.loads(line[6:])["eventType"] == "pushed"
+        for _, event in zip(range(200), events, strict=False):
+            if event.get("jobId") == pushed:
+                assert event["eventType"] == "pushed"
                 break
         else:
             raise AssertionError("the push made on a was not streamed by c")

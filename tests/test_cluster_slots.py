@@ -7,7 +7,6 @@ within 2 s."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster_brokers import broker, psql, push, wait_settled
+from cluster_brokers import broker, event_stream, psql, push, wait_settled
 from cluster_load import Load, first_ok_after
 from hopper._engine import id_slot, preferred_broker, queue_slot
 from hopper.client.tcp import TcpClient
@@ -126,20 +125,12 @@ def test_stats_count_every_slot(brokers: list[ServerProcess]) -> None:
 
 def test_one_event_stream_carries_every_slot(brokers: list[ServerProcess]) -> None:
     a, _b, c = brokers
-    with (
-        httpx.Client(timeout=httpx.Timeout(10.0, read=10.0)) as client,
-        client.stream("GET", f"{c.url}/events") as stream,
-    ):
-        lines = stream.iter_lines()
-        assert next(lines) == "retry: 3000"
+    with event_stream(c) as events:
         pushed = {str(push(a, queue_in(s, "streamed"), {"data": s})["id"]) for s in range(SLOTS)}
         seen: set[str] = set()
-        for _ in range(400):
-            line = next(lines)
-            if line.startswith("data: "):
-                event = json.loads(line[6:])
-                if event.get("eventType") == "pushed":
-                    seen.add(event.get("jobId"))
+        for _, event in zip(range(400), events, strict=False):
+            if event.get("eventType") == "pushed":
+                seen.add(str(event.get("jobId")))
             if pushed <= seen:
                 break
         assert pushed <= seen, (pushed, seen)
