@@ -395,8 +395,18 @@ fn a_change_is_written_by_its_caller_and_synced_only_by_the_policy() {
         !commit.synced,
         "interval: the answer waits for the write only"
     );
+    // Written on this thread, or, if the writer thread holds the output at that moment
+    // (it woke for its nap and found the record), by it at once: either way long before
+    // the hour-long interval. Asserting right after `write_now` raced that writer.
     h.write_now();
-    assert!(h.reached(commit), "written on the caller's thread");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !h.reached(commit) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        h.reached(commit),
+        "written without waiting for the interval"
+    );
     assert!(h.written_lsn() >= commit.lsn);
     assert!(
         h.durable_lsn() < commit.lsn,
