@@ -151,9 +151,9 @@ def postmaster_pid(pg: PG.Postgres) -> int:
     return int((pg.data / "postmaster.pid").read_text().split()[0])
 
 
-def slot_owner(pg: PG.Postgres, db: str, namespace: str = "default") -> str:
-    rows = psql(pg, db, f"SELECT owner FROM hopper_slots WHERE namespace = '{namespace}'", 10)
-    return rows[0] if rows else ""
+def slot_owner(pg: PG.Postgres, db: str) -> str:
+    """The owner of slot 0 (a one-slot cluster's only slot), empty before any took it."""
+    return slot_owners(pg, db).get(0, "")
 
 
 # --------------------------------------------------------------------------- servers

@@ -68,6 +68,14 @@ def owner(pg: Postgres, namespace: str) -> str:
     return rows[0] if rows else ""
 
 
+def slot_owners(pg: Postgres, namespace: str) -> dict[int, str]:
+    """{slot: owner} for every slot some broker took."""
+    rows = psql(
+        pg, f"SELECT slot || '=' || owner FROM hopper_slots WHERE namespace = '{namespace}'"
+    )
+    return {int(s): o for s, o in (r.split("=", 1) for r in rows)}
+
+
 def log_epochs(pg: Postgres, namespace: str) -> list[int]:
     """The epoch of every log row of the slot, in log order."""
     sql = (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster_brokers import broker, event_stream, psql, push, wait_settled
+from cluster_brokers import broker, event_stream, push, slot_owners, wait_settled
 from cluster_load import Load, first_ok_after
 from hopper._engine import id_slot, preferred_broker, queue_slot
 from hopper.client.tcp import TcpClient
@@ -33,13 +33,8 @@ def queue_in(slot: int, prefix: str) -> str:
     return next(q for q in (f"{prefix}{i}" for i in range(1000)) if queue_slot(q, SLOTS) == slot)
 
 
-def owners(pg: Postgres, ns: str) -> dict[int, str]:
-    rows = psql(pg, f"SELECT slot || '=' || owner FROM hopper_slots WHERE namespace = '{ns}'")
-    return {int(s): o for s, o in (r.split("=", 1) for r in rows)}
-
-
 def settled(pg: Postgres, ns: str, live: list[str]) -> dict[int, str]:
-    return wait_settled(lambda: owners(pg, ns), live, SLOTS, SETTLE_S)
+    return wait_settled(lambda: slot_owners(pg, ns), live, SLOTS, SETTLE_S)
 
 
 def start_brokers(pg: Postgres, logs: Path, ns: str) -> list[ServerProcess]:
@@ -67,7 +62,7 @@ def brokers(
 def test_every_slot_settles_on_the_broker_ranked_first(
     postgres: Postgres, brokers: list[ServerProcess]
 ) -> None:
-    found = owners(postgres, "slots")
+    found = slot_owners(postgres, "slots")
     assert found == {s: preferred_broker(NAMES, s) for s in range(SLOTS)}
     # The count is the cluster's: a broker asking for another one is refused at start.
     other = broker(postgres, "d", brokers[0].log.parent, "slots", slots=SLOTS + 1)
@@ -228,11 +223,13 @@ def test_sigkill_of_the_broker_owning_most_slots_under_load(
             survivors = [n for n in NAMES if n != victim]
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                if set(owners(postgres, ns).values()) <= set(survivors):
+                if set(slot_owners(postgres, ns).values()) <= set(survivors):
                     break
                 time.sleep(0.05)
             moved = time.monotonic() - t_kill
-            assert set(owners(postgres, ns).values()) <= set(survivors), owners(postgres, ns)
+            assert set(slot_owners(postgres, ns).values()) <= set(survivors), slot_owners(
+                postgres, ns
+            )
             time.sleep(1.5)
             load.stop()
             served = first_ok_after(load.ledger, t_kill)

@@ -45,9 +45,7 @@ pub type Table = watch::Receiver<Arc<SlotTable>>;
 
 impl SlotTable {
     pub fn empty(slots: u32) -> SlotTable {
-        SlotTable {
-            owners: vec![None; slots.max(1) as usize],
-        }
+        SlotTable::new(vec![None; slots as usize])
     }
 
     /// A table naming each slot's owner outright (slot i: `owners[i]`): for a router
