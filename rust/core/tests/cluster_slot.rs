@@ -62,3 +62,24 @@ fn one_slot_or_none_holds_every_queue() {
         h.add(&queue_in(slot), r#"{"data":1}"#);
     }
 }
+
+#[test]
+fn a_chosen_id_held_here_is_a_duplicate_even_for_a_queue_of_another_slot() {
+    let mut h = H::with(EngineConfig {
+        cluster_slot: Some((2, SLOTS)),
+        ..Default::default()
+    });
+    let mine = queue_in(2);
+    let first = h.push(&mine, r#"{"data":1,"jobId":"order-7"}"#);
+    // What a front sends when the id registry names this slot for `order-7`.
+    let again = h
+        .try_push(&queue_in(3), r#"{"data":2,"jobId":"order-7"}"#)
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert!(again.duplicate);
+    // A new id for that queue is still refused: the queue is not this slot's.
+    let e = h
+        .try_push(&queue_in(3), r#"{"data":2,"jobId":"order-8"}"#)
+        .unwrap_err();
+    assert!(e.message.contains("belongs to slot 3"), "{}", e.message);
+}

@@ -31,6 +31,9 @@ impl Engine {
 
     pub fn push(&mut self, queue: &str, opts: PushOptions) -> Result<PushOutcome> {
         let now = self.tick();
+        if let Some(slot) = self.held_in_cluster(&opts) {
+            return Ok(self.duplicate_of(slot, now));
+        }
         let qid = self.queue_or_create(queue)?;
         self.check_push(&opts)?;
         Ok(self.insert(qid, opts, now, 1))
@@ -50,6 +53,15 @@ impl Engine {
             .into_iter()
             .map(|o| self.insert(qid, o, now, 1))
             .collect())
+    }
+
+    /// In a cluster of several slots, a push whose `jobId` this slot holds is answered
+    /// as a duplicate whatever its queue: the fronts send a push here when the id
+    /// registry names this slot for its id, even if its queue lives in another slot
+    /// (one server answers a duplicate `jobId` the same way across queues).
+    fn held_in_cluster(&self, opts: &PushOptions) -> Option<u32> {
+        self.config.cluster_slot?;
+        self.slot_of(opts.job_id.as_deref()?)
     }
 
     fn duplicate_of(&mut self, slot: u32, now: u64) -> PushOutcome {
