@@ -69,6 +69,19 @@ CREATE TABLE hopper_cluster (
 );
 INSERT INTO hopper_cluster SELECT DISTINCT namespace, 1 FROM hopper_slots;
 "#,
+    // Cross-slot messages: a slot's engine logs messages for other slots, its relay
+    // delivers them here, and the target slot's relay applies and then deletes them.
+    // Rows come and go, so vacuum early.
+    r#"
+CREATE TABLE hopper_outbox (
+    namespace   text    NOT NULL,
+    target_slot integer NOT NULL,
+    source_slot integer NOT NULL,
+    seq         bigint  NOT NULL,
+    body        bytea   NOT NULL,
+    PRIMARY KEY (namespace, target_slot, source_slot, seq)
+) WITH (autovacuum_vacuum_scale_factor = 0.01);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

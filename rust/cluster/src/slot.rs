@@ -73,7 +73,7 @@ pub(crate) struct Inner {
     client: Mutex<Client>,
     /// Renewals' own connection, opened on first use and reopened after a failure.
     renewer: Mutex<Option<Client>>,
-    url: String,
+    pub url: String,
     pub namespace: String,
     pub slot: i32,
     slots: u32,
@@ -202,6 +202,12 @@ impl Slot {
         };
         let gone = c.is_closed() || c.simple_query("SELECT 1").is_err();
         gone.then(|| "the connection to PostgreSQL was lost".into())
+    }
+
+    /// Whether this broker still owns the slot: neither fenced nor given up (a lapsed
+    /// lease may still be renewed).
+    pub(crate) fn serving(&self) -> bool {
+        self.inner.check_state().is_ok()
     }
 
     /// Whether this session holds the slot's advisory lock.
