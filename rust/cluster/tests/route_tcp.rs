@@ -441,7 +441,8 @@ async fn the_stock_sdk_works_through_the_router() {
         return;
     };
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-    // A flow's queues must share a slot: a base name whose -a and -b queues do.
+    // The owners are servers without a cluster, so no outbox carries a flow's jobs to
+    // another slot: a base name whose -a and -b queues share a slot.
     let flow_base = (0..1000)
         .map(|i| format!("sdk-flow-{i}"))
         .find(|q| {
