@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use hopper_cluster::{LeaseKeeper, Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};
+use hopper_cluster::{LeaseKeeper, OutboxRelay, Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};
 use hopper_core::cluster_slots::MAX_SLOTS;
 use hopper_core::{
     event_frame as encode_event_frame, push_str, write_event, AckRequest, ChildrenValues, Clock,
@@ -168,8 +168,15 @@ struct Core {
     commit_written: AtomicU64,
     commit_synced: AtomicU64,
     report: Option<OpenReport>,
-    /// The cluster slot this engine serves, and the thread renewing its lease.
-    slot: Option<(Slot, LeaseKeeper)>,
+    slot: Option<Served>,
+}
+
+/// The cluster slot an engine serves, the thread renewing its lease, and with several
+/// slots the relay of its messages to and from the other slots.
+struct Served {
+    slot: Slot,
+    _keeper: LeaseKeeper,
+    relay: Option<OutboxRelay>,
 }
 
 impl Core {
@@ -210,6 +217,15 @@ impl Core {
     /// means the job is delivered again).
     fn lease<R>(&self, f: impl FnOnce(&mut Engine) -> Result<R, EngineError>) -> PyResult<R> {
         guard(|| self.handle.mutate(f)).map(|(out, _)| out)
+    }
+
+    /// Stops the relay, then the engine: the relay never works against a closing engine,
+    /// and what it had not delivered the slot's next owner delivers.
+    fn close_engine(&self) {
+        if let Some(relay) = self.slot.as_ref().and_then(|s| s.relay.as_ref()) {
+            relay.stop();
+        }
+        self.handle.close();
     }
 }
 
@@ -253,7 +269,7 @@ fn scheduler_dict<'py>(py: Python<'py>, s: &SchedulerInfo) -> PyResult<Bound<'py
 impl Drop for Core {
     /// The timer thread holds the engine, not this object: stop it with the last reference.
     fn drop(&mut self) {
-        self.handle.close();
+        self.close_engine();
     }
 }
 
@@ -385,7 +401,7 @@ impl Core {
                 UnavailableError::new_err(format!("cannot start the lease thread: {e}"))
             })?;
             s.location = Location::Store(Arc::new(slot.clone()));
-            owned = Some((slot, keeper));
+            owned = Some((slot, keeper, cfg.slots > 1));
         }
         let manual_clock = clock_ms.map(ManualClock::new);
         let clock: Arc<dyn Clock> = match &manual_clock {
@@ -401,6 +417,22 @@ impl Core {
                 .unwrap_or_else(|_| Err("internal engine error while opening".into()))
             })
             .map_err(|e| UnavailableError::new_err(format!("cannot start the engine: {e}")))?;
+        let served = owned
+            .map(|(slot, keeper, several)| {
+                let relay = several
+                    .then(|| OutboxRelay::start(&slot, handle.clone()))
+                    .transpose()
+                    .map_err(|e| {
+                        handle.close();
+                        UnavailableError::new_err(format!("cannot start the outbox relay: {e}"))
+                    })?;
+                Ok::<_, PyErr>(Served {
+                    slot,
+                    _keeper: keeper,
+                    relay,
+                })
+            })
+            .transpose()?;
         Ok(Self {
             handle,
             manual_clock,
@@ -408,7 +440,7 @@ impl Core {
             commit_written: AtomicU64::new(0),
             commit_synced: AtomicU64::new(0),
             report,
-            slot: owned,
+            slot: served,
         })
     }
 
@@ -472,7 +504,7 @@ impl Core {
     /// it serves (a lease being renewed included). A server exits on it and starts over
     /// as a standby.
     fn slot_lost(&self, py: Python<'_>) -> Option<String> {
-        let (slot, _) = self.slot.as_ref()?;
+        let slot = &self.slot.as_ref()?.slot;
         py.allow_threads(|| slot.lost())
             .or_else(|| self.handle.log_failed())
     }
@@ -480,7 +512,7 @@ impl Core {
     /// The broker this engine's slot should move to (it ranks first for the slot among
     /// the settled live brokers), if the last lease renewal found one.
     fn slot_handoff(&self) -> Option<String> {
-        self.slot.as_ref()?.0.handoff_to()
+        self.slot.as_ref()?.slot.handoff_to()
     }
 
     /// Log and snapshot figures of a persistent engine, or None.
@@ -1447,8 +1479,10 @@ impl Core {
         self.with(|e| Ok(e.tick()))
     }
 
-    fn close(&self) {
-        self.handle.close();
+    /// Blocks (GIL released) until the relay's threads (up to a poll period) and the
+    /// engine's have stopped.
+    fn close(&self, py: Python<'_>) {
+        py.allow_threads(|| self.close_engine());
     }
 
     /// Panics inside the engine lock: lets tests prove a panic never escapes as anything
