@@ -323,9 +323,20 @@ fn keep_looking(cmd: &str, reply: &Value) -> bool {
         _ => match cmd {
             "GetState" => reply.get("state").and_then(Value::as_str) == Some("unknown"),
             "GetResult" => reply.field("result").is_none(),
+            // An unknown parent has no children's values (`{}`): a flow's parent with a
+            // caller-chosen id may be on any slot. A known parent without any gets the
+            // same answer from the last slot.
+            "GetChildrenValues" => no_values(reply.get("data").and_then(|d| d.get("values"))),
+            "GetFailedChildrenValues" | "GetIgnoredChildrenFailures" => {
+                no_values(reply.get("values"))
+            }
             _ => false,
         },
     }
+}
+
+fn no_values(values: Option<&Value>) -> bool {
+    matches!(values, Some(Value::Map(m)) if m.is_empty())
 }
 
 /// What the transport does next.
@@ -823,6 +834,19 @@ mod tests {
         ]);
         assert!(keep_looking("GetState", &unknown));
         assert!(!keep_looking("ACK", &ok()));
+        // A parent's children's values: none is not found, some are.
+        let values = |v: Vec<(&'static str, Value)>| Value::map(vec![("values", Value::map(v))]);
+        let data = |v| Value::map(vec![("ok", Value::Bool(true)), ("data", v)]);
+        assert!(keep_looking("GetChildrenValues", &data(values(vec![]))));
+        let some = values(vec![("q:c1", Value::Int(1))]);
+        assert!(!keep_looking("GetChildrenValues", &data(some)));
+        let failed = |v| Value::map(vec![("ok", Value::Bool(true)), ("values", v)]);
+        assert!(keep_looking(
+            "GetFailedChildrenValues",
+            &failed(Value::map(vec![]))
+        ));
+        let some = Value::map(vec![("q:c1", Value::str("boom"))]);
+        assert!(!keep_looking("GetIgnoredChildrenFailures", &failed(some)));
         let a = sent(&r.request(&state, |_| true));
         assert_eq!(sent(&r.reply(answer(unknown, &a[0].1)).unwrap())[0].0, 1);
     }
