@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -170,38 +171,102 @@ def test_the_management_api_through_any_broker_sees_every_slot(
             assert [j["data"] for j in jobs.json()["data"]] == [q], jobs.text
 
 
-def test_a_flow_across_slots_is_refused_clearly(brokers: list[ServerProcess]) -> None:
-    """Until cross-slot flows go through an outbox, a flow's jobs share a slot: one that
-    spans slots is refused whole, saying why, and one within a slot is accepted."""
-    parent, child = queue_in(0, "flowp"), queue_in(1, "flowc")
-    near = next(q for q in (f"flowc{i}" for i in range(1000)) if queue_slot(q, SLOTS) == 0)
+def flow_job(job_id: str, queue: str, **input: object) -> dict[str, object]:
+    """One job of a PUSHF, as the bunqueue SDK sends it."""
+    return {"id": job_id, "queue": queue, "input": {"data": {}, **input}}
 
-    def flow(child_queue: str, tag: str) -> dict[str, object]:
-        jobs = [
-            {
-                "id": f"{tag}-child",
-                "queue": child_queue,
-                "input": {"data": {}, "parentId": f"{tag}-parent"},
-            },
-            {
-                "id": f"{tag}-parent",
-                "queue": parent,
-                "input": {
-                    "data": {},
-                    "childrenIds": [f"{tag}-child"],
-                    "dependsOn": [f"{tag}-child"],
-                },
-            },
-        ]
-        with TcpClient("127.0.0.1", brokers[1].tcp_port) as tcp:
-            return tcp.request("PUSHF", jobs=jobs)
 
-    spanning = flow(child, "span")
-    assert spanning.get("ok") is False, spanning
-    assert "queues in different slots" in str(spanning.get("error")), spanning
-    assert httpx.get(f"{brokers[2].url}/jobs/span-child").status_code == 404
-    within = flow(near, "near")
-    assert within.get("ok") is True, within
+def push_flow(b: ServerProcess, jobs: list[dict[str, object]]) -> None:
+    with TcpClient("127.0.0.1", b.tcp_port) as tcp:
+        tcp.call("PUSHF", jobs=jobs)
+
+
+def pull_one(b: ServerProcess, queue: str, timeout_ms: int = 10_000) -> dict[str, Any]:
+    """A job of `queue` pulled through `b`'s TCP port, waiting up to `timeout_ms` for it
+    (a job sent to its slot by another slot's outbox arrives after the push answered)."""
+    with TcpClient("127.0.0.1", b.tcp_port) as tcp:
+        pulled = tcp.call("PULL", queue=queue, timeout=timeout_ms, owner="flow-test")
+    assert pulled.get("job"), f"nothing to pull from {queue}: {pulled}"
+    return pulled
+
+
+def wait_state(b: ServerProcess, job_id: str, state: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    seen = None
+    while time.monotonic() < deadline:
+        seen = httpx.get(f"{b.url}/jobs/{job_id}", timeout=10).json().get("job", {}).get("state")
+        if seen == state:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} is {seen}, not {state}, after {within} s")
+
+
+def test_a_flow_across_slots_completes_through_any_broker(
+    brokers: list[ServerProcess],
+) -> None:
+    """The parent in slot 0, its children in slots 1 and 2, sent through b (to the
+    first job's slot, whose outbox carries the others): each child runs through c and
+    is acked with a result through a, then the parent runs and sees both results."""
+    a, b, c = brokers
+    parent, q1, q2 = queue_in(0, "xflowp"), queue_in(1, "xflowc"), queue_in(2, "xflowc")
+    children = ["xflow-c1", "xflow-c2"]
+    push_flow(
+        b,
+        [
+            flow_job("xflow-c1", q1, parentId="xflow-p"),
+            flow_job("xflow-c2", q2, parentId="xflow-p"),
+            flow_job("xflow-p", parent, childrenIds=children, dependsOn=children),
+        ],
+    )
+    with TcpClient("127.0.0.1", a.tcp_port) as tcp:
+        for n, (child, queue) in enumerate(zip(children, [q1, q2], strict=True)):
+            pulled = pull_one(c, queue)
+            assert pulled["job"]["id"] == child, pulled
+            # The parent waits for the children still to finish.
+            waiting = tcp.call("PULL", queue=parent, timeout=0, owner="flow-test")
+            assert waiting.get("job") is None, waiting
+            tcp.call("ACK", id=child, token=pulled["token"], result={"n": n})
+        got = pull_one(b, parent)
+        assert got["job"]["id"] == "xflow-p", got
+        values = tcp.call("GetChildrenValues", id="xflow-p")["data"]["values"]
+    assert values == {f"{q1}:xflow-c1": {"n": 0}, f"{q2}:xflow-c2": {"n": 1}}, values
+
+
+def test_a_child_failing_for_good_fails_its_parent_in_another_slot(
+    brokers: list[ServerProcess],
+) -> None:
+    a, b, c = brokers
+    parent, child = queue_in(3, "failp"), queue_in(1, "failc")
+    push_flow(
+        a,
+        [
+            flow_job("xfail-c", child, parentId="xfail-p", failParentOnFailure=True, attempts=1),
+            flow_job("xfail-p", parent, childrenIds=["xfail-c"], dependsOn=["xfail-c"]),
+        ],
+    )
+    pulled = pull_one(b, child)
+    with TcpClient("127.0.0.1", c.tcp_port) as tcp:
+        tcp.call("FAIL", id="xfail-c", token=pulled["token"], error="boom")
+    wait_state(c, "xfail-c", "failed")
+    for each in brokers:
+        wait_state(each, "xfail-p", "failed")
+
+
+def test_a_dependency_on_a_job_of_another_slot_waits_for_its_ack(
+    brokers: list[ServerProcess],
+) -> None:
+    a, b, c = brokers
+    first_q, then_q = queue_in(1, "dep"), queue_in(2, "dep")
+    first = str(push(a, first_q, {"data": "first"})["id"])
+    then = str(push(b, then_q, {"data": "then", "dependsOn": [first]})["id"])
+    early = httpx.get(f"{c.url}/queues/{then_q}/jobs?timeout=300", timeout=10).json()
+    assert early["job"] is None, early
+    pulled = httpx.get(f"{c.url}/queues/{first_q}/jobs?timeout=5000", timeout=10).json()
+    assert pulled["job"]["id"] == first, pulled
+    acked = httpx.post(f"{a.url}/jobs/{first}/ack", json={"token": pulled["token"]}, timeout=10)
+    assert acked.json() == {"ok": True}, acked.text
+    ran = httpx.get(f"{b.url}/queues/{then_q}/jobs?timeout=10000", timeout=15).json()
+    assert ran["job"] is not None and ran["job"]["id"] == then, ran
 
 
 def test_sigkill_of_the_broker_owning_most_slots_under_load(
