@@ -37,9 +37,11 @@ const RECEIVE_BATCH: i64 = 1000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long `stop` waits for the threads; one still in a database call is left to end
-/// by itself (the statement timeout bounds it).
+/// by itself (`SESSION`'s statement timeout bounds it).
 const STOP_WAIT: Duration = Duration::from_secs(5);
-const STATEMENT_TIMEOUT: &str = "SET statement_timeout = 10000";
+/// Each connection's settings: a bound on every statement, and a name that tells the
+/// relay's sessions apart in `pg_stat_activity`.
+const SESSION: &str = "SET statement_timeout = 10000; SET application_name = 'hopper-outbox'";
 
 const INSERT: &str = "INSERT INTO hopper_outbox (namespace, target_slot, source_slot, seq, body)
     SELECT $1, m.target, $2, m.seq, m.body
@@ -47,7 +49,8 @@ const INSERT: &str = "INSERT INTO hopper_outbox (namespace, target_slot, source_
     ON CONFLICT DO NOTHING";
 const NOTIFY: &str = "SELECT pg_notify($1, t::text) FROM unnest($2::integer[]) AS t";
 const READ: &str = "SELECT source_slot, seq, body FROM hopper_outbox
-    WHERE namespace = $1 AND target_slot = $2 ORDER BY source_slot, seq LIMIT $3";
+    WHERE namespace = $1 AND target_slot = $2 AND NOT (source_slot = ANY($3))
+    ORDER BY source_slot, seq LIMIT $4";
 const DELETE: &str = "DELETE FROM hopper_outbox o
     USING unnest($3::integer[], $4::bigint[]) AS c(source, through)
     WHERE o.namespace = $1 AND o.target_slot = $2 AND o.source_slot = c.source
@@ -151,6 +154,10 @@ struct Worker {
     client: Option<Client>,
     backoff: Duration,
     said: HashSet<&'static str>,
+    /// The receiver's sources that could not go on last round (a gap, or a message the
+    /// engine refused), left out of the next round so that their rows cannot fill every
+    /// batch and starve the other sources; read again the round after.
+    skip: Vec<i32>,
 }
 
 impl Worker {
@@ -166,6 +173,7 @@ impl Worker {
             client: None,
             backoff: BACKOFF_MIN,
             said: HashSet::new(),
+            skip: Vec::new(),
         }
     }
 
@@ -178,7 +186,7 @@ impl Worker {
     fn client(&mut self, listen: bool) -> Result<&mut Client, String> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let mut c = connect(&self.slot.inner.url).map_err(|e| e.to_string())?;
-            c.batch_execute(STATEMENT_TIMEOUT)
+            c.batch_execute(SESSION)
                 .map_err(|e| crate::ClusterError::Db(e).to_string())?;
             if listen {
                 c.batch_execute(&format!("LISTEN {}", self.channel))
@@ -208,6 +216,10 @@ impl Worker {
 
     fn succeeded(&mut self, what: &'static str) {
         self.said.remove(what);
+    }
+
+    /// A whole round went through: the next failure pauses briefly again.
+    fn round_done(&mut self) {
         self.backoff = BACKOFF_MIN;
     }
 
@@ -268,12 +280,16 @@ fn deliver_loop(mut w: Worker) {
                 continue;
             }
         }
-        for (target, through) in last_seqs(&batch) {
-            if let Err(e) = w.engine.outbox_delivered(target, through) {
-                // Handed out again next round: delivered twice, applied once.
-                w.failed("recording cross-slot messages delivered", e);
-                break;
+        let marked = last_seqs(&batch)
+            .into_iter()
+            .try_for_each(|(target, through)| w.engine.outbox_delivered(target, through));
+        match marked {
+            Ok(()) => {
+                w.succeeded("recording cross-slot messages delivered");
+                w.round_done();
             }
+            // Handed out again next round: delivered twice, applied once.
+            Err(e) => w.failed("recording cross-slot messages delivered", e),
         }
     }
 }
@@ -325,8 +341,9 @@ fn receive_loop(mut w: Worker) {
 /// Whether to go on at once (a full batch that made progress).
 fn receive(w: &mut Worker) -> bool {
     let (ns, me) = (w.namespace.clone(), w.me);
+    let skip = std::mem::take(&mut w.skip);
     let rows = match w.client(true) {
-        Ok(c) => c.query(READ, &[&ns, &me, &RECEIVE_BATCH]),
+        Ok(c) => c.query(READ, &[&ns, &me, &skip, &RECEIVE_BATCH]),
         Err(e) => {
             w.failed("connecting to receive cross-slot messages", e);
             return false;
@@ -342,10 +359,11 @@ fn receive(w: &mut Worker) -> bool {
     w.succeeded("connecting to receive cross-slot messages");
     w.succeeded("reading cross-slot messages");
     if rows.is_empty() {
+        w.round_done();
         return false;
     }
     let mut sources = BTreeSet::new();
-    let mut blocked = HashSet::new();
+    let mut blocked = BTreeSet::new();
     let mut applied = 0;
     for row in &rows {
         let (source, seq, body): (i32, i64, &[u8]) = (row.get(0), row.get(1), row.get(2));
@@ -368,6 +386,7 @@ fn receive(w: &mut Worker) -> bool {
             }
         }
     }
+    w.skip = blocked.into_iter().collect();
     // Read before the sync, so the sync covers every message they count.
     let (synced, through): (Vec<i32>, Vec<i64>) = sources
         .iter()
@@ -380,6 +399,7 @@ fn receive(w: &mut Worker) -> bool {
     }
     w.succeeded("syncing applied cross-slot messages");
     if synced.is_empty() {
+        w.round_done();
         return false;
     }
     let deleted = match w.client(true) {
@@ -395,6 +415,7 @@ fn receive(w: &mut Worker) -> bool {
         return false;
     }
     w.succeeded("deleting applied cross-slot messages");
+    w.round_done();
     applied > 0 && rows.len() as i64 == RECEIVE_BATCH
 }
 
