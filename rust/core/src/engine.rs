@@ -470,12 +470,12 @@ impl Engine {
         check_queue_name(name)?;
         if let Some((slot, slots)) = self.config.cluster_slot {
             // A queue of another slot here would be invisible to every front (they route
-            // by the queue's slot): a request that bypassed the fronts, or a flow or
-            // dependency that spans slots.
+            // by the queue's slot): a request that bypassed the fronts. (Flows and
+            // dependencies spanning slots reach the other slot by message instead.)
             let home = queue_slot(name, slots);
             if home != slot {
                 return Err(EngineError::invalid(format!(
-                    "queue '{name}' belongs to slot {home} of this cluster, and this server serves slot {slot}: a job and the queues it names (flow children, dependencies) must share a slot; send requests through a broker's public ports"
+                    "queue '{name}' belongs to slot {home} of this cluster, and this server serves slot {slot}: send requests through a broker's public ports"
                 )));
             }
         }
