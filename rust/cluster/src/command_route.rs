@@ -586,8 +586,22 @@ mod tests {
     use super::*;
 
     /// A generated id tagged with `slot` (UUIDv7 layout, the tag in the last two bytes).
+    /// An id as the engine of `slot` tags it (`n` makes ids differ).
     fn tagged(slot: u32, n: u8) -> String {
-        format!("01890a5d-ac96-774b-bcce-b302{n:04x}{slot:04x}")
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&[0x01, 0x89, 0x0a, 0x5d, 0xac, 0x96, 0x77, 0x4b]);
+        id[8] = 0xbc;
+        id[9] = n;
+        hopper_core::cluster_slots::tag_id(&mut id, slot);
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
     }
 
     fn req(fields: Vec<(&'static str, Value)>) -> Value {

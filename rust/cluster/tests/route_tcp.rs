@@ -6,9 +6,7 @@
 //! Skipped (saying so) when the venv (or, for the SDK, bun) is not installed.
 //!
 //! The owners are standalone servers, whose ids carry no slot tag, so ids are found by
-//! probing. One whose random last two bytes happen to be below the slot count (2 in
-//! 65,536 per id) looks tagged and is sent to that slot without a probe: a rare wrong
-//! slot here, which owners that tag their ids cannot produce.
+//! probing (a random id passes the tag's 32-bit check with a chance of 2^-32 only).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

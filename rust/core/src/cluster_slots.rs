@@ -32,14 +32,25 @@ pub fn queue_slot(queue: &str, slots: u32) -> u32 {
     (mix(fnv1a(queue.as_bytes(), 0)) % u64::from(slots)) as u32
 }
 
-/// Writes the slot into a generated id's last two bytes (random bits otherwise), so a
-/// front routes `/jobs/:id` with no lookup.
+/// Writes the slot into a generated id's last two bytes, and a 32-bit check of the id's
+/// first ten bytes and its slot into the four before (random bits otherwise), so a front
+/// routes `/jobs/:id` with no lookup. The check is what tells a tagged id from a UUIDv7
+/// a client generated (the SDK plans flow job ids that way): a random one passes with a
+/// chance of 2^-32 (times slots / 65 536 for its tag to name a slot), so a client's id is
+/// never taken for another slot's in practice.
 pub fn tag_id(id: &mut [u8; 16], slot: u32) {
     id[14..].copy_from_slice(&(slot as u16).to_be_bytes());
+    let check = tag_check(id);
+    id[10..14].copy_from_slice(&check.to_be_bytes());
+}
+
+fn tag_check(id: &[u8; 16]) -> u32 {
+    let tag = u64::from(u16::from_be_bytes([id[14], id[15]]));
+    (mix(fnv1a(&id[..10], tag)) >> 32) as u32
 }
 
 /// The slot a generated id was tagged with, if `id` is one (canonical UUIDv7 text whose
-/// tag is a slot of this cluster). Caller-chosen ids have none.
+/// check holds and whose tag is a slot of this cluster). Caller-chosen ids have none.
 pub fn id_slot(id: &str, slots: u32) -> Option<u32> {
     if slots <= 1 {
         return Some(0);
@@ -47,7 +58,7 @@ pub fn id_slot(id: &str, slots: u32) -> Option<u32> {
     let crate::ids::JobId::Uuid(b) = crate::ids::JobId::parse(id) else {
         return None;
     };
-    if b[6] >> 4 != 7 {
+    if b[6] >> 4 != 7 || b[10..14] != tag_check(&b).to_be_bytes() {
         return None;
     }
     let tag = u32::from(u16::from_be_bytes([b[14], b[15]]));
@@ -128,6 +139,22 @@ mod tests {
             None,
             "a tag beyond the slots"
         );
+        // A UUIDv7 whose last bytes merely look like a slot is a client's id.
+        let mut id = g.next(1_700_000_000_000);
+        id[14..].copy_from_slice(&[0, 3]);
+        assert_eq!(id_slot(&JobId::Uuid(id).to_string(), 4), None);
+        // One changed byte anywhere the check covers unmasks a forgery.
+        let mut id = g.next(1_700_000_000_000);
+        tag_id(&mut id, 2);
+        for i in (0..10).chain(14..16) {
+            let mut bent = id;
+            bent[i] ^= 0x01;
+            assert_eq!(
+                id_slot(&JobId::Uuid(bent).to_string(), 1024),
+                None,
+                "byte {i}"
+            );
+        }
     }
 
     #[test]

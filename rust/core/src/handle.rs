@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Applied, Engine, EngineConfig, OutboxEntry};
 use crate::error::{EngineError, Result};
 use crate::notify::Notifier;
 use crate::snapshot::SnapshotInfo;
@@ -196,6 +196,65 @@ impl EngineHandle {
         if let Some(s) = self.storage() {
             s.wal.write_now();
         }
+    }
+
+    /// Waits until everything logged so far is synced (no-op for an in-memory engine).
+    pub fn sync_all(&self) -> Result<()> {
+        let Some(s) = self.storage() else {
+            return Ok(());
+        };
+        let lsn = s.wal.appended_lsn();
+        s.wal.wait(Commit { lsn, synced: true })
+    }
+
+    // ----- a cluster's messages between slots (`engine/cross_slot.rs`) -----------------
+
+    /// Undelivered messages for other slots, at most `limit`, by (target, seq); handed
+    /// out only once their records are synced (this waits for that), so a message in
+    /// the database is always one the slot's next owner recovers too.
+    pub fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let pending = self.with(|e| e.outbox_pending(limit));
+        if !pending.is_empty() {
+            self.sync_all()?;
+        }
+        Ok(pending)
+    }
+
+    /// Records that the messages for `target` through `through` are in the database.
+    pub fn outbox_delivered(&self, target: u32, through: u64) -> Result<()> {
+        self.mutate(|e| {
+            e.outbox_delivered(target, through);
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// Blocks up to `timeout` until messages wait for delivery; true if some do. (A
+    /// short poll: messages are rare, and the transport's thread has nothing else to do.)
+    pub fn outbox_wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.with(|e| e.has_outbox()) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.shared.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+        }
+    }
+
+    /// Applies message `seq` from slot `source` (`Engine::apply_slot_message`). Its
+    /// effects are logged with it; `sync_all` makes them durable.
+    pub fn apply_slot_message(&self, source: u32, seq: u64, body: &[u8]) -> Result<Applied> {
+        self.mutate(|e| e.apply_slot_message(source, seq, body))
+            .map(|(applied, _)| applied)
+    }
+
+    /// The last seq applied from slot `source` (0: none).
+    pub fn inbox_cursor(&self, source: u32) -> u64 {
+        self.with(|e| e.inbox_cursor(source))
     }
 
     /// Whether `c` is reached already (always, for an in-memory engine).

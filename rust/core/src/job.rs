@@ -136,6 +136,20 @@ pub struct JobExt {
     /// The `delay` option the job was pushed with (0: none). Only reported: `run_at`
     /// moves with backoffs and promotes, so it cannot tell the delay that was asked for.
     pub delay: u64,
+    /// Links to jobs held by other slots of a cluster; `None` for every other job.
+    pub remote: Option<Box<RemoteLinks>>,
+}
+
+/// A job's links to jobs that other slots of a cluster hold (a flow or a `dependsOn`
+/// spanning slots). The other side is reached by messages (`slot_message.rs`), so
+/// what is pending here is what those messages have not yet said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteLinks {
+    /// Dependencies (in `depends_on`) held elsewhere, and whether each reported
+    /// completing.
+    pub deps: Vec<(JobId, bool)>,
+    /// Dependents held elsewhere, with their slots: told each time this job settles.
+    pub dependents: Vec<(JobId, u32)>,
 }
 
 /// What a flow child does to its parent when it fails for good (bunqueue's four
@@ -229,6 +243,9 @@ impl JobExt {
             + self.result.as_deref().map_or(0, str::len)
             + self.error.as_deref().map_or(0, str::len)
             + self.flow.as_deref().map_or(0, FlowLinks::heap_bytes)
+            + self.remote.as_deref().map_or(0, |r| {
+                (r.deps.len() + r.dependents.len()) * 32 + std::mem::size_of::<RemoteLinks>()
+            })
     }
 }
 

@@ -35,6 +35,7 @@ mod recovery;
 mod requests;
 mod schedulers;
 mod slab;
+mod slot_message;
 mod snapshot;
 mod storage;
 mod timer_wheel;
@@ -44,8 +45,8 @@ mod workers;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data_dir::{list as list_data_dir, Listing};
 pub use engine::{
-    backoff_delay, ChildrenValues, Engine, EngineConfig, FailOutcome, JobLogPage, Pulled,
-    PushOutcome, QueueLimitsInfo, SearchKind, Totals, MAX_BACKOFF_DELAY_MS,
+    backoff_delay, Applied, ChildrenValues, Engine, EngineConfig, FailOutcome, JobLogPage,
+    OutboxEntry, Pulled, PushOutcome, QueueLimitsInfo, SearchKind, Totals, MAX_BACKOFF_DELAY_MS,
 };
 pub use error::{EngineError, ErrorKind, Result};
 pub use events::{Event, EventExtra, EventKind};

@@ -69,6 +69,9 @@ pub struct PushOptions {
     pub parent_id: Option<String>,
     pub children_ids: Vec<String>,
     pub on_child_failure: ChildFailure,
+    /// Of `depends_on`, the jobs other slots of a cluster hold: set by the engine (a
+    /// spanning flow or `dependsOn`), never parsed from a request.
+    pub remote_deps: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +467,7 @@ impl PushOptions {
         let ttl = opt_int(raw.ttl, "ttl", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
         let timeout = opt_int(raw.timeout, "timeout", 1, MAX_DELAY_MS as i64)?.map(|v| v as u64);
         let opts = PushOptions {
+            remote_deps: Vec::new(),
             name,
             data: data.get().into(),
             priority: priority as i32,

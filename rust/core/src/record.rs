@@ -45,12 +45,16 @@ const TAG_GROUP_SETTINGS: u8 = 16;
 const TAG_QUEUE_STALL_CONFIG: u8 = 18;
 const TAG_QUEUE_DLQ_CONFIG: u8 = 19;
 const TAG_METRIC_PUSHES: u8 = 20;
+const TAG_OUTBOX_PUT: u8 = 21;
+const TAG_OUTBOX_DELIVERED: u8 = 22;
+const TAG_INBOX_APPLIED: u8 = 23;
 
 /// Sections after a job's extension when its marker byte is 3.
 const EXT_FLOW: u8 = 1;
 const EXT_DLQ_RETRIES: u8 = 2;
 const EXT_DELAY: u8 = 4;
-const EXT_SECTIONS: u8 = EXT_FLOW | EXT_DLQ_RETRIES | EXT_DELAY;
+const EXT_REMOTE: u8 = 8;
+const EXT_SECTIONS: u8 = EXT_FLOW | EXT_DLQ_RETRIES | EXT_DELAY | EXT_REMOTE;
 
 /// A job read back from a record: the engine's own `Job` (with what a record does not
 /// store zeroed: slot generation, interned queue and name ids, lease owner, engine
@@ -143,6 +147,22 @@ pub enum Record<'a> {
     QueueDlqConfig {
         queue: Box<str>,
         config: Option<DlqConfig>,
+    },
+    /// A message for slot `target` of the cluster, numbered `seq` among those for it.
+    OutboxPut {
+        target: u32,
+        seq: u64,
+        body: Box<[u8]>,
+    },
+    /// The messages for `target` through `seq` reached the database.
+    OutboxDelivered {
+        target: u32,
+        through: u64,
+    },
+    /// The messages from slot `source` through `seq` were applied here.
+    InboxApplied {
+        source: u32,
+        seq: u64,
     },
 }
 
@@ -249,14 +269,16 @@ pub fn encode_job(out: &mut Vec<u8>, j: &Job, queue: &str, name: &str, with_data
         // 2: the extension is followed by flow links (a byte earlier versions never
         // wrote, so their records read the same). 3: a byte of `EXT_*` bits follows
         // saying which sections come after the extension (flow links, the automatic
-        // retry count, the pushed delay, in that order); written only when a count or a
-        // delay is set, so the bytes of every other job stay those of earlier versions.
-        Some(e) if e.dlq_retries > 0 || e.delay > 0 => {
+        // retry count, the pushed delay, the links to other slots, in that order);
+        // written only when one of the last three is set, so the bytes of every other
+        // job stay those of earlier versions.
+        Some(e) if e.dlq_retries > 0 || e.delay > 0 || e.remote.is_some() => {
             let mut sections = 0;
             for (bit, set) in [
                 (EXT_FLOW, e.flow.is_some()),
                 (EXT_DLQ_RETRIES, e.dlq_retries > 0),
                 (EXT_DELAY, e.delay > 0),
+                (EXT_REMOTE, e.remote.is_some()),
             ] {
                 if set {
                     sections |= bit;
@@ -273,6 +295,18 @@ pub fn encode_job(out: &mut Vec<u8>, j: &Job, queue: &str, name: &str, with_data
             }
             if e.delay > 0 {
                 put_u64(out, e.delay);
+            }
+            if let Some(r) = e.remote.as_deref() {
+                put_u64(out, r.deps.len() as u64);
+                for (id, done) in &r.deps {
+                    put_id(out, id);
+                    out.push(u8::from(*done));
+                }
+                put_u64(out, r.dependents.len() as u64);
+                for (id, slot) in &r.dependents {
+                    put_id(out, id);
+                    put_u64(out, u64::from(*slot));
+                }
             }
         }
         Some(e) => {
@@ -533,6 +567,26 @@ pub fn encode_scheduler_delete(out: &mut Vec<u8>, name: &str) {
     put_str(out, name);
 }
 
+pub fn encode_outbox_put(out: &mut Vec<u8>, target: u32, seq: u64, body: &[u8]) {
+    out.push(TAG_OUTBOX_PUT);
+    put_u64(out, u64::from(target));
+    put_u64(out, seq);
+    put_u64(out, body.len() as u64);
+    out.extend_from_slice(body);
+}
+
+pub fn encode_outbox_delivered(out: &mut Vec<u8>, target: u32, through: u64) {
+    out.push(TAG_OUTBOX_DELIVERED);
+    put_u64(out, u64::from(target));
+    put_u64(out, through);
+}
+
+pub fn encode_inbox_applied(out: &mut Vec<u8>, source: u32, seq: u64) {
+    out.push(TAG_INBOX_APPLIED);
+    put_u64(out, u64::from(source));
+    put_u64(out, seq);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,6 +622,7 @@ mod tests {
                 error: Some("boom".into()),
                 dlq_retries: 0,
                 delay: 0,
+                remote: None,
             })),
             lease: Some(Box::new(Lease {
                 token: [7; 16],

@@ -44,14 +44,19 @@ fn a_chosen_id_that_reads_as_another_slots_id_is_refused() {
         ..Default::default()
     });
     let mine = queue_in(2);
-    // UUIDv7 text ending in 0003: the tag of slot 3.
-    let other = "0192f5a0-7b3c-7def-8a12-345678990003";
+    // An id slot 3's engine generated.
+    let other = H::with(EngineConfig {
+        cluster_slot: Some((3, SLOTS)),
+        ..Default::default()
+    })
+    .add(&queue_in(3), r#"{"data":1}"#);
     let e = h
         .try_push(&mine, &format!(r#"{{"data":1,"jobId":"{other}"}}"#))
         .unwrap_err();
     assert!(e.message.contains("slot 3"), "{}", e.message);
-    let own = "0192f5a0-7b3c-7def-8a12-345678990002";
-    h.push(&mine, &format!(r#"{{"data":1,"jobId":"{own}"}}"#));
+    // A client's UUIDv7 whose last bytes happen to read 0003 is not a tagged id.
+    let client = "0192f5a0-7b3c-7def-8a12-345678990003";
+    h.push(&mine, &format!(r#"{{"data":1,"jobId":"{client}"}}"#));
     h.push(&mine, r#"{"data":1,"jobId":"order-1"}"#);
 }
 

@@ -7,6 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::events::{EventExtra, EventKind};
 use crate::job::JobState;
 use crate::json_depth;
+use crate::slot_message::Outcome;
 
 impl Engine {
     /// Removes a job in any state, without checks. Jobs waiting on a removed live job
@@ -28,6 +29,13 @@ impl Engine {
         let id = self.job(slot).id.to_string();
         for ds in self.blocked_dependents(slot) {
             self.finish_failed(ds, format!("Dependency {id} {why}"), now);
+        }
+        // The job goes: its dependents in other slots hear it once.
+        let gone = Outcome::Gone { why: why.into() };
+        self.tell_remote_dependents(slot, |_, _| gone.clone());
+        let ext = self.job_mut(slot).ext.as_deref_mut();
+        if let Some(r) = ext.and_then(|e| e.remote.as_deref_mut()) {
+            r.dependents.clear();
         }
     }
 

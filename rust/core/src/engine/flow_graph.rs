@@ -5,15 +5,19 @@
 //! retention does to the children. A child that fails for good acts on its parent by
 //! the child's policy (`ChildFailure`): by default the parent keeps waiting.
 
+use std::collections::BTreeMap;
+
 use hashbrown::{HashMap, HashSet};
 
+use super::lifecycle::new_job;
 use super::placement::Cause;
 use super::{Engine, PushOutcome};
 use crate::error::{EngineError, Result};
 use crate::events::{EventExtra, EventKind};
 use crate::ids::JobId;
-use crate::job::{set_pair, ChildFailure, FlowLinks, JobState};
+use crate::job::{set_pair, ChildFailure, FlowLinks, Job, JobState};
 use crate::options::{check_queue_name, PushOptions};
+use crate::slot_message::{Outcome, PlannedJob, SlotMessage};
 
 /// Most jobs in one flow (the reference's bound).
 pub const MAX_FLOW_JOBS: usize = 10_000;
@@ -38,34 +42,160 @@ impl Engine {
     /// symmetric and inside the flow, no cycle, no repeat or dedup key), then every job
     /// is created in one operation, so one log flush carries them all. The outcomes
     /// follow the order of `jobs`.
-    pub fn push_flow(&mut self, jobs: Vec<(String, PushOptions)>) -> Result<Vec<PushOutcome>> {
+    pub fn push_flow(&mut self, mut jobs: Vec<(String, PushOptions)>) -> Result<Vec<PushOutcome>> {
         let now = self.tick();
         let order = self.check_flow(&jobs)?;
-        for (_, opts) in &jobs {
-            self.check_job_id_slot(opts.job_id.as_deref())?;
+        for (queue, opts) in &jobs {
+            self.check_job_id_slot(opts.job_id.as_deref(), queue)?;
         }
-        for (queue, _) in &jobs {
-            self.queue_or_create(queue)?;
-        }
-        let mut slots: Vec<Option<PushOutcome>> = vec![None; jobs.len()];
-        let mut jobs: Vec<Option<(String, PushOptions)>> = jobs.into_iter().map(Some).collect();
-        for i in order {
-            let (queue, opts) = jobs[i].take().expect("each job once");
-            let qid = self.queue_id(&queue).expect("created above");
-            let links = FlowLinks {
-                parent: opts.parent_id.as_deref().map(JobId::parse),
-                on_failure: opts.on_child_failure,
-                children: opts.children_ids.iter().map(|c| JobId::parse(c)).collect(),
-                ..FlowLinks::default()
-            };
-            let outcome = self.insert(qid, opts, now, 1);
-            let slot = self.slot_of(&outcome.id).expect("just inserted");
-            if links.parent.is_some() || !links.children.is_empty() {
-                self.job_mut(slot).ext_mut().flow = Some(Box::new(links));
+        // In a cluster, the jobs of other slots' queues are created there: this slot
+        // sends them, and keeps its own jobs' links to them.
+        let homes: Vec<Option<u32>> = jobs.iter().map(|(q, _)| self.elsewhere(q)).collect();
+        for ((queue, _), home) in jobs.iter().zip(&homes) {
+            if home.is_none() {
+                self.queue_or_create(queue)?;
             }
-            slots[i] = Some(outcome);
         }
-        Ok(slots.into_iter().map(|o| o.expect("pushed")).collect())
+        let mut remote_dependents = self.link_across_slots(&mut jobs, &homes);
+        let mut outcomes: Vec<Option<PushOutcome>> = vec![None; jobs.len()];
+        let mut planned: BTreeMap<u32, Vec<PlannedJob>> = BTreeMap::new();
+        for i in order {
+            let (queue, opts) = std::mem::take(&mut jobs[i]);
+            let dependents = std::mem::take(&mut remote_dependents[i]);
+            match homes[i] {
+                None => {
+                    let dependents = dependents
+                        .into_iter()
+                        .map(|(id, s)| (JobId::parse(&id), s))
+                        .collect();
+                    let qid = self.queue_id(&queue).expect("created above");
+                    outcomes[i] = Some(self.create_flow_job(qid, opts, dependents, now));
+                }
+                Some(home) => {
+                    planned
+                        .entry(home)
+                        .or_default()
+                        .push(PlannedJob::new(&queue, &opts, dependents));
+                    outcomes[i] = Some(PushOutcome {
+                        id: opts.job_id.clone().expect("checked"),
+                        duplicate: false,
+                        durable: opts.durable,
+                    });
+                }
+            }
+        }
+        for (home, jobs) in planned {
+            self.send(home, &SlotMessage::CreateJobs { jobs });
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("pushed")).collect())
+    }
+
+    /// For each job of a flow spanning slots (`homes`: `None` for this slot's jobs), its
+    /// dependencies held by another slot than its own go in its `remote_deps`; returns
+    /// each job's dependents held by another slot than its own, with their slots.
+    fn link_across_slots(
+        &self,
+        jobs: &mut [(String, PushOptions)],
+        homes: &[Option<u32>],
+    ) -> Vec<Vec<(String, u32)>> {
+        let mut dependents = vec![Vec::new(); jobs.len()];
+        let Some((mine, _)) = self.cluster() else {
+            return dependents;
+        };
+        let index: HashMap<String, usize> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, o))| (o.job_id.clone().expect("checked"), i))
+            .collect();
+        for i in 0..jobs.len() {
+            let home = homes[i].unwrap_or(mine);
+            let mut remote = Vec::new();
+            for dep in &jobs[i].1.depends_on {
+                let d = index[dep.as_str()];
+                if homes[d].unwrap_or(mine) != home {
+                    remote.push(dep.clone());
+                    dependents[d].push((jobs[i].1.job_id.clone().expect("checked"), home));
+                }
+            }
+            jobs[i].1.remote_deps = remote;
+        }
+        dependents
+    }
+
+    /// Creates one job of a flow here, with its flow links and its dependents held by
+    /// other slots.
+    fn create_flow_job(
+        &mut self,
+        qid: u32,
+        opts: PushOptions,
+        remote_dependents: Vec<(JobId, u32)>,
+        now: u64,
+    ) -> PushOutcome {
+        let links = flow_links(&opts);
+        let outcome = self.insert(qid, opts, now, 1);
+        let slot = self.slot_of(&outcome.id).expect("just inserted");
+        if links.parent.is_some() || !links.children.is_empty() {
+            self.job_mut(slot).ext_mut().flow = Some(Box::new(links));
+        }
+        self.add_remote_dependents(slot, remote_dependents);
+        outcome
+    }
+
+    /// `CreateJobs`: jobs of a flow another slot accepted, created here in their order.
+    /// A job whose id this slot already holds stands for the planned one (as a repeated
+    /// push of a `jobId` answers the existing job): its dependents elsewhere are told
+    /// about it as for a `dependsOn`. A job that cannot be created here fails its
+    /// dependents elsewhere, naming why.
+    pub(super) fn create_planned(&mut self, jobs: Vec<PlannedJob>, now: u64) {
+        for planned in jobs {
+            let (queue, opts, dependents) = match planned.into_options() {
+                Ok(parts) => parts,
+                Err(_) => continue,
+            };
+            let id = opts.job_id.clone().expect("planned jobs carry their id");
+            if self.slot_of(&id).is_some() {
+                for (dependent, slot) in dependents {
+                    self.watch(&id, dependent, slot);
+                }
+                continue;
+            }
+            match self.queue_or_create(&queue) {
+                Ok(qid) => {
+                    let dependents = dependents
+                        .into_iter()
+                        .map(|(d, s)| (JobId::parse(&d), s))
+                        .collect();
+                    self.create_flow_job(qid, opts, dependents, now);
+                }
+                Err(e) => {
+                    for (dependent, slot) in dependents {
+                        let outcome = Outcome::Gone {
+                            why: format!("could not be created: {}", e.message),
+                        };
+                        self.send(
+                            slot,
+                            &SlotMessage::Settled {
+                                dependency: id.clone(),
+                                dependent,
+                                outcome,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The job a flow job will be once its slot creates it, for the answer to the
+    /// push (`queue` and `name` are rendered from the request).
+    pub fn planned_job(&self, opts: &PushOptions) -> Job {
+        let id = JobId::parse(opts.job_id.as_deref().unwrap_or_default());
+        let mut job = new_job(opts, id, opts.data.clone(), 0, 0, self.last_now, 1);
+        let links = flow_links(opts);
+        if links.parent.is_some() || !links.children.is_empty() {
+            job.ext_mut().flow = Some(Box::new(links));
+        }
+        job
     }
 
     /// Checks a flow as a whole; returns the order to create its jobs in (children
@@ -174,7 +304,7 @@ impl Engine {
     }
 
     /// `queue:id`, the key of a child in its parent's values.
-    fn child_key(&self, slot: u32) -> String {
+    pub(super) fn child_key(&self, slot: u32) -> String {
         format!("{}:{}", self.queue_name_of(slot), self.job(slot).id)
     }
 
@@ -196,22 +326,20 @@ impl Engine {
         set_pair(&mut self.job_mut(ps).flow_mut().values, &key, &result);
     }
 
-    /// A flow child failed for good while its parent (`ps`, in waiting-children) waits
-    /// for it: applies the child's policy. Returns the error to fail the parent with,
-    /// for `failParentOnFailure`.
+    /// A flow child (`child_id`, keyed `key`, held here or by another slot) failed for
+    /// good while its parent (`ps`, in waiting-children) waits for it: applies the
+    /// child's policy. Returns the error to fail the parent with, for
+    /// `failParentOnFailure`.
     pub(super) fn child_failed(
         &mut self,
         ps: u32,
-        child: u32,
+        child_id: &JobId,
+        key: &str,
+        policy: ChildFailure,
         error: &str,
         now: u64,
     ) -> Option<String> {
-        let policy = self
-            .job(child)
-            .flow()
-            .map_or(ChildFailure::Wait, |f| f.on_failure);
-        let child_id = self.job(child).id.clone();
-        let key = self.child_key(child);
+        let (child_id, key) = (child_id.clone(), key.to_string());
         match policy {
             ChildFailure::Wait => None,
             ChildFailure::FailParent => Some(format!("Child job {child_id} failed: {error}")),
@@ -235,7 +363,7 @@ impl Engine {
     }
 
     /// `ps` stops depending on `dep`; it runs if nothing else is pending.
-    fn drop_dependency(&mut self, ps: u32, dep: &JobId, now: u64) {
+    pub(super) fn drop_dependency(&mut self, ps: u32, dep: &JobId, now: u64) {
         self.refresh(ps, now, |job| {
             job.ext_mut().depends_on.retain(|d| d != dep);
         });
@@ -321,10 +449,10 @@ impl Engine {
         let Some(parent) = self.job(slot).flow().and_then(|f| f.parent.clone()) else {
             return Err(EngineError::invalid(format!("Job {id} has no parent")));
         };
-        let Some(ps) = self.find(&parent) else {
-            return Ok(false);
-        };
         let child_id = self.job(slot).id.clone();
+        let Some(ps) = self.find(&parent) else {
+            return Ok(self.detach_from_remote_parent(slot, &parent));
+        };
         let waits = self.job(ps).state == JobState::WaitingChildren
             && self
                 .job(ps)
@@ -342,5 +470,15 @@ impl Engine {
         }
         self.drop_dependency(ps, &child_id, now);
         Ok(true)
+    }
+}
+
+/// A flow job's links to its parent and children, from its options.
+fn flow_links(opts: &PushOptions) -> FlowLinks {
+    FlowLinks {
+        parent: opts.parent_id.as_deref().map(JobId::parse),
+        on_failure: opts.on_child_failure,
+        children: opts.children_ids.iter().map(|c| JobId::parse(c)).collect(),
+        ..FlowLinks::default()
     }
 }

@@ -30,15 +30,17 @@ impl Engine {
     }
 
     /// Dependencies of a job that have not completed (a removed one had completed: a
-    /// live one's removal fails its dependents instead).
+    /// live one's removal fails its dependents instead), here and in other slots.
     pub(super) fn unfinished_dependencies(&self, slot: u32) -> u32 {
-        self.job(slot).ext().map_or(0, |e| {
+        let here = self.job(slot).ext().map_or(0, |e| {
             e.depends_on
                 .iter()
+                .filter(|d| !self.is_remote_dep(slot, d))
                 .filter_map(|d| self.find(d))
                 .filter(|&s| self.job(s).state != JobState::Completed)
                 .count() as u32
-        })
+        });
+        here + self.remote_pending(slot)
     }
 
     /// Repeating jobs: when an occurrence finishes (completed, or failed for good), the

@@ -6,7 +6,9 @@ use super::{backoff_delay, Engine, FailOutcome, Pulled, PushOutcome, TimerKind, 
 use crate::error::{EngineError, Result};
 use crate::events::{EventExtra, EventKind};
 use crate::ids::JobId;
-use crate::job::{Job, JobExt, JobState, Lease, RepeatState, FLAG_DURABLE, FLAG_LIFO};
+use crate::job::{
+    ChildFailure, Job, JobExt, JobState, Lease, RemoteLinks, RepeatState, FLAG_DURABLE, FLAG_LIFO,
+};
 use crate::json_depth;
 use crate::options::{check_queue_name, PushOptions, Removal};
 
@@ -17,41 +19,51 @@ impl Engine {
     /// A repeating job may have `dependsOn` and a `jobId` (the page's own example has
     /// both): they apply to its first occurrence, which waits for the dependencies and
     /// carries the id; later occurrences are plain scheduled runs (`schedule_repeat`).
-    fn check_push(&self, opts: &PushOptions) -> Result<()> {
-        self.check_job_id_slot(opts.job_id.as_deref())?;
-        for dep in &opts.depends_on {
-            if self.slot_of(dep).is_none() {
-                return Err(EngineError::invalid(format!(
-                    "dependsOn references an unknown job: {dep}"
-                )));
-            }
-        }
+    /// In a cluster, a `dependsOn` naming another slot's job is kept in
+    /// `remote_deps`, and that slot is asked about it once the job exists.
+    fn check_push(&self, queue: &str, opts: &mut PushOptions) -> Result<()> {
+        self.check_job_id_slot(opts.job_id.as_deref(), queue)?;
+        opts.remote_deps = self.split_remote_deps(&opts.depends_on)?;
         Ok(())
     }
 
-    pub fn push(&mut self, queue: &str, opts: PushOptions) -> Result<PushOutcome> {
+    /// Inserts a checked push; a new job with dependencies in other slots asks them.
+    fn insert_pushed(&mut self, qid: u32, opts: PushOptions, now: u64) -> PushOutcome {
+        let remote = opts.remote_deps.clone();
+        let outcome = self.insert(qid, opts, now, 1);
+        if !outcome.duplicate && !remote.is_empty() {
+            self.watch_remote_deps(&outcome.id, &remote);
+        }
+        outcome
+    }
+
+    pub fn push(&mut self, queue: &str, mut opts: PushOptions) -> Result<PushOutcome> {
         let now = self.tick();
         if let Some(slot) = self.held_in_cluster(&opts) {
             return Ok(self.duplicate_of(slot, now));
         }
         let qid = self.queue_or_create(queue)?;
-        self.check_push(&opts)?;
-        Ok(self.insert(qid, opts, now, 1))
+        self.check_push(queue, &mut opts)?;
+        Ok(self.insert_pushed(qid, opts, now))
     }
 
     /// Pushes a batch atomically: every job is validated before any is added.
-    pub fn push_many(&mut self, queue: &str, batch: Vec<PushOptions>) -> Result<Vec<PushOutcome>> {
+    pub fn push_many(
+        &mut self,
+        queue: &str,
+        mut batch: Vec<PushOptions>,
+    ) -> Result<Vec<PushOutcome>> {
         let now = self.tick();
         let qid = self.queue_or_create(queue)?;
-        for (i, opts) in batch.iter().enumerate() {
-            self.check_push(opts).map_err(|e| EngineError {
+        for (i, opts) in batch.iter_mut().enumerate() {
+            self.check_push(queue, opts).map_err(|e| EngineError {
                 kind: e.kind,
                 message: format!("job {i}: {}", e.message),
             })?;
         }
         Ok(batch
             .into_iter()
-            .map(|o| self.insert(qid, o, now, 1))
+            .map(|o| self.insert_pushed(qid, o, now))
             .collect())
     }
 
@@ -78,7 +90,7 @@ impl Engine {
     pub(super) fn insert(
         &mut self,
         qid: u32,
-        opts: PushOptions,
+        mut opts: PushOptions,
         now: u64,
         repeat_count: u32,
     ) -> PushOutcome {
@@ -102,64 +114,8 @@ impl Engine {
             .name
             .as_deref()
             .map_or(DEFAULT_NAME_ID, |n| self.intern_name(n));
-        let needs_ext = opts.ttl.is_some()
-            || opts.timeout.is_some()
-            || opts.unique_key.is_some()
-            || !opts.tags.is_empty()
-            || opts.group_id.is_some()
-            || !opts.depends_on.is_empty()
-            || opts.repeat.is_some()
-            || opts.remove_on_complete != Removal::Keep
-            || opts.remove_on_fail != Removal::Keep
-            || opts.delay > 0;
-        let ext = needs_ext.then(|| {
-            Box::new(JobExt {
-                ttl: opts.ttl,
-                timeout: opts.timeout,
-                unique_key: opts.unique_key.as_deref().map(Into::into),
-                tags: opts.tags.iter().map(|t| t.as_str().into()).collect(),
-                group_id: opts.group_id.as_deref().map(Into::into),
-                depends_on: opts.depends_on.iter().map(|d| JobId::parse(d)).collect(),
-                pending_deps: 0,
-                dependents: Vec::new(),
-                remove_on_complete: opts.remove_on_complete,
-                remove_on_fail: opts.remove_on_fail,
-                repeat: opts.repeat.clone().map(|spec| RepeatState {
-                    spec,
-                    count: repeat_count,
-                    successor_scheduled: false,
-                }),
-                result: None,
-                error: None,
-                flow: None,
-                dlq_retries: 0,
-                delay: opts.delay,
-            })
-        });
-        let flags =
-            if opts.lifo { FLAG_LIFO } else { 0 } | if opts.durable { FLAG_DURABLE } else { 0 };
-        let job = Job {
-            id,
-            data: opts.data,
-            ext,
-            lease: None,
-            created_at: now,
-            run_at: now + opts.delay,
-            started_at: 0,
-            finished_at: 0,
-            seq: 0,
-            gen: 0,
-            queue: qid,
-            name,
-            priority: opts.priority,
-            backoff: opts.backoff.min(u32::MAX as u64) as u32,
-            attempts: 0,
-            max_attempts: opts.max_attempts.min(u16::MAX as u32) as u16,
-            stalls: 0,
-            progress: 0,
-            state: JobState::Waiting,
-            flags,
-        };
+        let data = std::mem::take(&mut opts.data);
+        let job = new_job(&opts, id, data, qid, name, now, repeat_count);
         let slot = self.alloc(job);
         self.durable_pushed |= opts.durable;
         if let Some(key) = opts.unique_key {
@@ -176,10 +132,14 @@ impl Engine {
             self.emit(EventKind::Pushed, slot, now, EventExtra::Data(data));
         }
         // Link to dependencies: completed ones are satisfied, failed ones fail this job.
-        let mut pending = 0u32;
+        // Dependencies held by other slots are pending until they say otherwise.
+        let mut pending = opts.remote_deps.len() as u32;
         let mut failed_dep = None;
         let my_id = self.job(slot).id.clone();
         for dep in &opts.depends_on {
+            if opts.remote_deps.contains(dep) {
+                continue;
+            }
             let Some(dslot) = self.slot_of(dep) else {
                 continue;
             };
@@ -522,6 +482,7 @@ impl Engine {
         self.emit(EventKind::Completed, slot, now, extra);
         self.hand_result_to_parent(slot);
         self.settle_dependents(slot, now);
+        self.tell_remote_dependents(slot, |e, _| e.completed_outcome(slot));
         self.schedule_repeat(slot, now);
         self.retain_finished(slot, qid, JobState::Completed, now);
     }
@@ -620,18 +581,105 @@ impl Engine {
             for ds in self.blocked_dependents(slot) {
                 // A flow child acts on its parent by its own policy.
                 if parent.as_ref() == Some(&self.job(ds).id) {
-                    if let Some(e) = self.child_failed(ds, slot, &error, now) {
+                    let child = self.job(slot).id.clone();
+                    let key = self.child_key(slot);
+                    let policy = self
+                        .job(slot)
+                        .flow()
+                        .map_or(ChildFailure::Wait, |f| f.on_failure);
+                    if let Some(e) = self.child_failed(ds, &child, &key, policy, &error, now) {
                         work.push((ds, e));
                     }
                     continue;
                 }
                 work.push((ds, format!("Dependency {id} failed")));
             }
+            self.tell_remote_dependents(slot, |e, d| e.failed_outcome(slot, &error, d));
             if state == JobState::Active {
                 self.schedule_repeat(slot, now);
             }
             self.retain_finished(slot, qid, JobState::Failed, now);
             self.note_dead_letter(qid, slot, now);
         }
+    }
+}
+
+/// A new job as a push creates it (waiting; `insert` places it), in queue `qid` under
+/// job name id `name`.
+pub(super) fn new_job(
+    opts: &PushOptions,
+    id: JobId,
+    data: Box<str>,
+    qid: u32,
+    name: u32,
+    now: u64,
+    repeat_count: u32,
+) -> Job {
+    let needs_ext = opts.ttl.is_some()
+        || opts.timeout.is_some()
+        || opts.unique_key.is_some()
+        || !opts.tags.is_empty()
+        || opts.group_id.is_some()
+        || !opts.depends_on.is_empty()
+        || opts.repeat.is_some()
+        || opts.remove_on_complete != Removal::Keep
+        || opts.remove_on_fail != Removal::Keep
+        || opts.delay > 0;
+    let ext = needs_ext.then(|| {
+        Box::new(JobExt {
+            ttl: opts.ttl,
+            timeout: opts.timeout,
+            unique_key: opts.unique_key.as_deref().map(Into::into),
+            tags: opts.tags.iter().map(|t| t.as_str().into()).collect(),
+            group_id: opts.group_id.as_deref().map(Into::into),
+            depends_on: opts.depends_on.iter().map(|d| JobId::parse(d)).collect(),
+            pending_deps: 0,
+            dependents: Vec::new(),
+            remove_on_complete: opts.remove_on_complete,
+            remove_on_fail: opts.remove_on_fail,
+            repeat: opts.repeat.clone().map(|spec| RepeatState {
+                spec,
+                count: repeat_count,
+                successor_scheduled: false,
+            }),
+            result: None,
+            error: None,
+            flow: None,
+            dlq_retries: 0,
+            delay: opts.delay,
+            remote: (!opts.remote_deps.is_empty()).then(|| {
+                Box::new(RemoteLinks {
+                    deps: opts
+                        .remote_deps
+                        .iter()
+                        .map(|d| (JobId::parse(d), false))
+                        .collect(),
+                    dependents: Vec::new(),
+                })
+            }),
+        })
+    });
+    let flags = if opts.lifo { FLAG_LIFO } else { 0 } | if opts.durable { FLAG_DURABLE } else { 0 };
+    Job {
+        id,
+        data,
+        ext,
+        lease: None,
+        created_at: now,
+        run_at: now + opts.delay,
+        started_at: 0,
+        finished_at: 0,
+        seq: 0,
+        gen: 0,
+        queue: qid,
+        name,
+        priority: opts.priority,
+        backoff: opts.backoff.min(u32::MAX as u64) as u32,
+        attempts: 0,
+        max_attempts: opts.max_attempts.min(u16::MAX as u32) as u16,
+        stalls: 0,
+        progress: 0,
+        state: JobState::Waiting,
+        flags,
     }
 }

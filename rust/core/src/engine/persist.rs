@@ -176,6 +176,7 @@ impl Engine {
             self.snapshot_queue_config(qid, out);
         }
         self.snapshot_schedulers(out);
+        self.snapshot_mailbox(out);
         finish_frame(out, at);
     }
 
@@ -214,6 +215,7 @@ impl Engine {
         use std::fmt::Write;
         let mut out = String::new();
         let _ = writeln!(out, "totals {:?}", self.totals);
+        let _ = writeln!(out, "{}", self.dump_mailbox());
         self.dump_schedulers(&mut out);
         for name in self.queue_names() {
             let qid = self.queue_ids[name.as_str()];
@@ -383,6 +385,9 @@ impl Engine {
                 group,
                 settings,
             } => self.restore_group(&queue, &group, settings),
+            Record::OutboxPut { target, seq, body } => self.restore_outbox_put(target, seq, body),
+            Record::OutboxDelivered { target, through } => self.restore_delivered(target, through),
+            Record::InboxApplied { source, seq } => self.restore_applied(source, seq),
         }
     }
 

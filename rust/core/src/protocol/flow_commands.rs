@@ -5,7 +5,7 @@
 //! (`engine/flow_graph.rs`); here only the reference's field names and reply shapes.
 
 use super::commands::{data, engine_message, ok_with, opt_string, push_options, string, Res};
-use super::job_object::{job_object, json_value};
+use super::job_object::{job_object, json_value, planned_job_object};
 use super::value::{Key, Value};
 use crate::engine::Engine;
 use crate::error::ErrorKind;
@@ -48,12 +48,29 @@ pub(super) fn push_flow(engine: &mut Engine, req: &Value) -> Res<Value> {
         opts.job_id = Some(id.to_string());
         flow.push((queue, opts));
     }
+    // Jobs of other slots' queues (a cluster) are created there a moment later: the
+    // answer shows them as they will be.
+    let planned: Vec<Option<Value>> = flow
+        .iter()
+        .map(|(queue, opts)| {
+            engine.elsewhere(queue).map(|_| {
+                let name = opts.name.as_deref().unwrap_or("default");
+                planned_job_object(&engine.planned_job(opts), queue, name)
+            })
+        })
+        .collect();
     let outcomes = engine.push_flow(flow).map_err(engine_message)?;
-    // Every job was just created: nothing to miss, and no panic on this path.
+    // Every other job was just created: nothing to miss, and no panic on this path.
     let jobs = outcomes
         .iter()
-        .filter_map(|o| engine.slot_of(&o.id))
-        .map(|slot| job_object(engine, slot, false))
+        .zip(planned)
+        .filter_map(|(o, planned)| {
+            planned.or_else(|| {
+                engine
+                    .slot_of(&o.id)
+                    .map(|slot| job_object(engine, slot, false))
+            })
+        })
         .collect();
     Ok(data(Value::map(vec![("jobs", Value::Array(jobs))])))
 }

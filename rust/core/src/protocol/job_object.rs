@@ -65,7 +65,21 @@ pub fn job_object(engine: &Engine, slot: u32, with_state: bool) -> Value {
 /// The job object with `state` set to `label` (and the getters' other fields), or
 /// without them for `None`: a listing by state names the state it asked for.
 pub fn job_object_as(engine: &Engine, slot: u32, label: Option<&'static str>) -> Value {
-    let job: &Job = engine.job_at(slot);
+    let fields = job_fields(
+        engine.job_at(slot),
+        engine.queue_name_of(slot),
+        engine.job_name_of(slot),
+    );
+    labelled(engine, slot, fields, label)
+}
+
+/// The object of a job another slot of a cluster is about to create (a flow spanning
+/// slots): as it will read once created, without a state.
+pub fn planned_job_object(job: &Job, queue: &str, name: &str) -> Value {
+    Value::map(job_fields(job, queue, name))
+}
+
+fn job_fields(job: &Job, queue: &str, name: &str) -> Vec<(&'static str, Value)> {
     let ext = job.ext();
     let custom = match &job.id {
         JobId::Custom(s) => Value::str(&**s),
@@ -92,10 +106,10 @@ pub fn job_object_as(engine: &Engine, slot: u32, label: Option<&'static str>) ->
         .lease
         .as_ref()
         .map_or(Value::Nil, |_| nonzero(job.started_at));
-    let mut fields = vec![
+    vec![
         ("id", Value::Str(job.id.to_string())),
-        ("queue", Value::str(engine.queue_name_of(slot))),
-        ("name", Value::str(engine.job_name_of(slot))),
+        ("queue", Value::str(queue)),
+        ("name", Value::str(name)),
         ("data", json_value(&job.data)),
         ("priority", Value::Int(job.priority.into())),
         ("createdAt", ms(job.created_at)),
@@ -171,8 +185,18 @@ pub fn job_object_as(engine: &Engine, slot: u32, label: Option<&'static str>) ->
         ("durable", Value::Bool(job.durable())),
         ("lifo", Value::Bool(job.lifo())),
         ("timeline", Value::Array(Vec::new())),
-    ];
+    ]
+}
+
+/// The fields with `state` set to `label` and the getters' other fields.
+fn labelled(
+    engine: &Engine,
+    slot: u32,
+    mut fields: Vec<(&'static str, Value)>,
+    label: Option<&'static str>,
+) -> Value {
     if let Some(label) = label {
+        let ext = engine.job_at(slot).ext();
         fields.push(("state", Value::str(label)));
         fields.push((
             "returnvalue",

@@ -2,16 +2,17 @@
 //! tag and number checked, so damaged or foreign bytes give an error, never a panic.
 
 use super::{
-    JobImage, Record, EXT_DELAY, EXT_DLQ_RETRIES, EXT_FLOW, EXT_SECTIONS, TAG_GROUP_SETTINGS,
-    TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG, TAG_JOB_LOG_TRIM, TAG_JOB_STATE, TAG_METRIC,
-    TAG_METRIC_BUCKET, TAG_METRIC_PUSHES, TAG_QUEUE_DLQ_CONFIG, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS,
+    JobImage, Record, EXT_DELAY, EXT_DLQ_RETRIES, EXT_FLOW, EXT_REMOTE, EXT_SECTIONS,
+    TAG_GROUP_SETTINGS, TAG_INBOX_APPLIED, TAG_JOB_DELETE, TAG_JOB_FULL, TAG_JOB_LOG,
+    TAG_JOB_LOG_TRIM, TAG_JOB_STATE, TAG_METRIC, TAG_METRIC_BUCKET, TAG_METRIC_PUSHES,
+    TAG_OUTBOX_DELIVERED, TAG_OUTBOX_PUT, TAG_QUEUE_DLQ_CONFIG, TAG_QUEUE_DROP, TAG_QUEUE_LIMITS,
     TAG_QUEUE_STALL_CONFIG, TAG_QUEUE_STATE, TAG_SCHEDULER, TAG_SCHEDULER_DELETE,
     TAG_SNAPSHOT_BEGIN, TAG_SNAPSHOT_END, TAG_TOTALS,
 };
 use crate::engine::Totals;
 use crate::groups::{GroupRate, GroupSettings};
 use crate::ids::JobId;
-use crate::job::{ChildFailure, FlowLinks, Job, JobExt, JobState, Lease, RepeatState};
+use crate::job::{ChildFailure, FlowLinks, Job, JobExt, JobState, Lease, RemoteLinks, RepeatState};
 use crate::job_logs::{LogEntry, LogLevel};
 use crate::limits::{LimitsConfig, RateLimitSpec};
 use crate::metrics::Bucket;
@@ -194,6 +195,22 @@ impl<'a> Decoder<'a> {
                 if sections & EXT_DELAY != 0 {
                     ext.delay = self.u64()?;
                 }
+                if sections & EXT_REMOTE != 0 {
+                    ext.remote = Some(Box::new(RemoteLinks {
+                        deps: {
+                            let n = self.small::<usize>()?;
+                            (0..n)
+                                .map(|_| Ok((self.id()?, self.bool()?)))
+                                .collect::<Dec<Vec<_>>>()?
+                        },
+                        dependents: {
+                            let n = self.small::<usize>()?;
+                            (0..n)
+                                .map(|_| Ok((self.id()?, self.small()?)))
+                                .collect::<Dec<Vec<_>>>()?
+                        },
+                    }));
+                }
                 Some(ext)
             }
             _ => return Err(DecodeError("bad flag byte")),
@@ -293,6 +310,7 @@ impl<'a> Decoder<'a> {
             flow: None,
             dlq_retries: 0,
             delay: 0,
+            remote: None,
         })
     }
 
@@ -428,6 +446,22 @@ impl<'a> Decoder<'a> {
             },
             TAG_SCHEDULER => Record::Scheduler(Box::new(self.scheduler()?)),
             TAG_SCHEDULER_DELETE => Record::SchedulerDelete(self.str()?),
+            TAG_OUTBOX_PUT => Record::OutboxPut {
+                target: self.small()?,
+                seq: self.u64()?,
+                body: {
+                    let n = self.small::<usize>()?;
+                    self.bytes(n)?.into()
+                },
+            },
+            TAG_OUTBOX_DELIVERED => Record::OutboxDelivered {
+                target: self.small()?,
+                through: self.u64()?,
+            },
+            TAG_INBOX_APPLIED => Record::InboxApplied {
+                source: self.small()?,
+                seq: self.u64()?,
+            },
             TAG_GROUP_SETTINGS => Record::GroupSettings {
                 queue: self.str()?,
                 group: self.str()?,
