@@ -37,11 +37,11 @@ const RECEIVE_BATCH: i64 = 1000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long `stop` waits for the threads; one still in a database call is left to end
-/// by itself (`SESSION`'s statement timeout bounds it).
+/// by itself (`STATEMENT_TIMEOUT` bounds it).
 const STOP_WAIT: Duration = Duration::from_secs(5);
-/// Each connection's settings: a bound on every statement, and a name that tells the
-/// relay's sessions apart in `pg_stat_activity`.
-const SESSION: &str = "SET statement_timeout = 10000; SET application_name = 'hopper-outbox'";
+const STATEMENT_TIMEOUT: &str = "SET statement_timeout = 10000";
+/// Names the session `hopper-outbox <namespace>/<slot>` in `pg_stat_activity`.
+const NAME_SESSION: &str = "SELECT set_config('application_name', $1, false)";
 
 const INSERT: &str = "INSERT INTO hopper_outbox (namespace, target_slot, source_slot, seq, body)
     SELECT $1, m.target, $2, m.seq, m.body
@@ -186,7 +186,9 @@ impl Worker {
     fn client(&mut self, listen: bool) -> Result<&mut Client, String> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let mut c = connect(&self.slot.inner.url).map_err(|e| e.to_string())?;
-            c.batch_execute(SESSION)
+            let name = format!("hopper-outbox {}/{}", self.namespace, self.me);
+            c.batch_execute(STATEMENT_TIMEOUT)
+                .and_then(|()| c.execute(NAME_SESSION, &[&name]))
                 .map_err(|e| crate::ClusterError::Db(e).to_string())?;
             if listen {
                 c.batch_execute(&format!("LISTEN {}", self.channel))
