@@ -181,11 +181,11 @@ def push_flow(b: ServerProcess, jobs: list[dict[str, object]]) -> None:
         tcp.call("PUSHF", jobs=jobs)
 
 
-def pull_one(b: ServerProcess, queue: str, timeout_ms: int = 10_000) -> dict[str, Any]:
-    """A job of `queue` pulled through `b`'s TCP port, waiting up to `timeout_ms` for it
-    (a job sent to its slot by another slot's outbox arrives after the push answered)."""
-    with TcpClient("127.0.0.1", b.tcp_port) as tcp:
-        pulled = tcp.call("PULL", queue=queue, timeout=timeout_ms, owner="flow-test")
+def pull_one(tcp: TcpClient, queue: str, timeout_ms: int = 10_000) -> dict[str, Any]:
+    """A job of `queue` pulled on `tcp`, waiting up to `timeout_ms` for it (a job sent to
+    its slot by another slot's outbox arrives after the push answered). Its lease ends
+    with the connection, so keep that open until the job is acked."""
+    pulled = tcp.call("PULL", queue=queue, timeout=timeout_ms, owner="flow-test")
     assert pulled.get("job"), f"nothing to pull from {queue}: {pulled}"
     return pulled
 
@@ -218,15 +218,19 @@ def test_a_flow_across_slots_completes_through_any_broker(
             flow_job("xflow-p", parent, childrenIds=children, dependsOn=children),
         ],
     )
-    with TcpClient("127.0.0.1", a.tcp_port) as tcp:
+    with (
+        TcpClient("127.0.0.1", a.tcp_port) as tcp,
+        TcpClient("127.0.0.1", b.tcp_port) as tb,
+        TcpClient("127.0.0.1", c.tcp_port) as tc,
+    ):
         for n, (child, queue) in enumerate(zip(children, [q1, q2], strict=True)):
-            pulled = pull_one(c, queue)
+            pulled = pull_one(tc, queue)
             assert pulled["job"]["id"] == child, pulled
             # The parent waits for the children still to finish.
             waiting = tcp.call("PULL", queue=parent, timeout=0, owner="flow-test")
             assert waiting.get("job") is None, waiting
             tcp.call("ACK", id=child, token=pulled["token"], result={"n": n})
-        got = pull_one(b, parent)
+        got = pull_one(tb, parent)
         assert got["job"]["id"] == "xflow-p", got
         values = tcp.call("GetChildrenValues", id="xflow-p")["data"]["values"]
     assert values == {f"{q1}:xflow-c1": {"n": 0}, f"{q2}:xflow-c2": {"n": 1}}, values
@@ -244,9 +248,12 @@ def test_a_child_failing_for_good_fails_its_parent_in_another_slot(
             flow_job("xfail-p", parent, childrenIds=["xfail-c"], dependsOn=["xfail-c"]),
         ],
     )
-    pulled = pull_one(b, child)
-    with TcpClient("127.0.0.1", c.tcp_port) as tcp:
-        tcp.call("FAIL", id="xfail-c", token=pulled["token"], error="boom")
+    with (
+        TcpClient("127.0.0.1", b.tcp_port) as tb,
+        TcpClient("127.0.0.1", c.tcp_port) as tc,
+    ):
+        pulled = pull_one(tb, child)
+        tc.call("FAIL", id="xfail-c", token=pulled["token"], error="boom")
     wait_state(c, "xfail-c", "failed")
     for each in brokers:
         wait_state(each, "xfail-p", "failed")
