@@ -204,11 +204,12 @@ def wait_state(b: ServerProcess, job_id: str, state: str, within: float = 10.0) 
 def test_a_flow_across_slots_completes_through_any_broker(
     brokers: list[ServerProcess],
 ) -> None:
-    """The parent in slot 0, its children in slots 1 and 2, sent through b (to the
+    """The parent in slot 3, its children in slots 1 and 2, sent through b (to the
     first job's slot, whose outbox carries the others): each child runs through c and
-    is acked with a result through a, then the parent runs and sees both results."""
+    is acked with a result through a, then the parent runs and sees both results (the
+    fronts probe its caller-chosen id past the slots that answer no values)."""
     a, b, c = brokers
-    parent, q1, q2 = queue_in(0, "xflowp"), queue_in(1, "xflowc"), queue_in(2, "xflowc")
+    parent, q1, q2 = queue_in(3, "xflowp"), queue_in(1, "xflowc"), queue_in(2, "xflowc")
     children = ["xflow-c1", "xflow-c2"]
     push_flow(
         b,
