@@ -179,6 +179,30 @@ struct Served {
     relay: Option<OutboxRelay>,
 }
 
+impl Served {
+    /// Starts the relay (with `several` slots) once `engine` opened on `slot`; if it
+    /// cannot start, the engine is closed, which gives the slot up.
+    fn start(
+        slot: Slot,
+        keeper: LeaseKeeper,
+        several: bool,
+        engine: &EngineHandle,
+    ) -> PyResult<Self> {
+        let relay = several
+            .then(|| OutboxRelay::start(&slot, engine.clone()))
+            .transpose()
+            .map_err(|e| {
+                engine.close();
+                UnavailableError::new_err(format!("cannot start the outbox relay: {e}"))
+            })?;
+        Ok(Served {
+            slot,
+            _keeper: keeper,
+            relay,
+        })
+    }
+}
+
 impl Core {
     fn with<R>(&self, f: impl FnOnce(&mut Engine) -> Result<R, EngineError>) -> PyResult<R> {
         guard(|| self.handle.with(f))
@@ -418,20 +442,7 @@ impl Core {
             })
             .map_err(|e| UnavailableError::new_err(format!("cannot start the engine: {e}")))?;
         let served = owned
-            .map(|(slot, keeper, several)| {
-                let relay = several
-                    .then(|| OutboxRelay::start(&slot, handle.clone()))
-                    .transpose()
-                    .map_err(|e| {
-                        handle.close();
-                        UnavailableError::new_err(format!("cannot start the outbox relay: {e}"))
-                    })?;
-                Ok::<_, PyErr>(Served {
-                    slot,
-                    _keeper: keeper,
-                    relay,
-                })
-            })
+            .map(|(slot, keeper, several)| Served::start(slot, keeper, several, &handle))
             .transpose()?;
         Ok(Self {
             handle,
