@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Display;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
 use crate::connect::connect;
+use crate::error::ClusterError;
 use crate::slot::Slot;
 
 /// How long the deliverer waits for the engine's messages before looking at its stop.
@@ -184,19 +186,19 @@ impl Worker {
 
     /// The thread's connection, opened (and, for the receiver, listening) if needed.
     fn client(&mut self, listen: bool) -> Result<&mut Client, String> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            let mut c = connect(&self.slot.inner.url).map_err(|e| e.to_string())?;
-            let name = format!("hopper-outbox {}/{}", self.namespace, self.me);
-            c.batch_execute(STATEMENT_TIMEOUT)
-                .and_then(|()| c.execute(NAME_SESSION, &[&name]))
-                .map_err(|e| crate::ClusterError::Db(e).to_string())?;
-            if listen {
-                c.batch_execute(&format!("LISTEN {}", self.channel))
-                    .map_err(|e| crate::ClusterError::Db(e).to_string())?;
-            }
-            self.client = Some(c);
+        if let Some(c) = self.client.take().filter(|c| !c.is_closed()) {
+            return Ok(self.client.insert(c));
         }
-        Ok(self.client.as_mut().expect("just opened"))
+        let mut c = connect(&self.slot.inner.url).map_err(|e| e.to_string())?;
+        let name = format!("hopper-outbox {}/{}", self.namespace, self.me);
+        c.batch_execute(STATEMENT_TIMEOUT)
+            .and_then(|()| c.execute(NAME_SESSION, &[&name]))
+            .and_then(|_| match listen {
+                true => c.batch_execute(&format!("LISTEN {}", self.channel)),
+                false => Ok(()),
+            })
+            .map_err(|e| ClusterError::Db(e).to_string())?;
+        Ok(self.client.insert(c))
     }
 
     /// Says on stderr that `what` failed, once until it succeeds again.
@@ -228,7 +230,7 @@ impl Worker {
     /// A database failure: the connection is dropped, so the next step reconnects.
     fn db_failed(&mut self, what: &'static str, e: postgres::Error) {
         self.client = None;
-        self.failed(what, crate::ClusterError::Db(e));
+        self.failed(what, ClusterError::Db(e));
     }
 }
 
@@ -251,48 +253,63 @@ impl Drop for Exit {
     }
 }
 
-fn deliver_loop(mut w: Worker) {
+/// Runs `round` until the relay stops. A panic (an engine bug) fails the round like
+/// an error, so the thread goes on instead of leaving the slot's messages stuck.
+fn relay_loop(mut w: Worker, what: &'static str, round: fn(&mut Worker)) {
     let _exit = Exit(w.control.clone());
     while w.running() {
-        if !w.engine.outbox_wait(DELIVER_WAIT) {
-            continue;
+        if catch_unwind(AssertUnwindSafe(|| round(&mut w))).is_err() {
+            w.client = None;
+            w.failed(what, "internal error");
         }
-        let batch = match w.engine.outbox_pending(DELIVER_BATCH) {
-            Ok(b) => b,
-            Err(e) => {
-                w.failed("reading the engine's outbox", e);
-                continue;
-            }
-        };
-        w.succeeded("reading the engine's outbox");
-        if batch.is_empty() {
-            // Waited for and gone (delivered by a call racing this one): not a spin.
-            w.control.nap(DELIVER_WAIT);
-            continue;
+    }
+}
+
+fn deliver_loop(w: Worker) {
+    relay_loop(w, "relaying cross-slot messages out", deliver);
+}
+
+fn receive_loop(w: Worker) {
+    relay_loop(w, "relaying cross-slot messages in", |w| {
+        if !receive(w) {
+            wait_notified(w);
         }
-        let (ns, me, channel) = (w.namespace.clone(), w.me, w.channel.clone());
-        let inserted = w
-            .client(false)
-            .and_then(|c| insert(c, &ns, me, &channel, &batch).map_err(|e| e.to_string()));
-        match inserted {
-            Ok(()) => w.succeeded("delivering cross-slot messages"),
-            Err(e) => {
-                w.client = None;
-                w.failed("delivering cross-slot messages", e);
-                continue;
-            }
+    });
+}
+
+/// Waits briefly for the engine's messages and delivers a batch of them.
+fn deliver(w: &mut Worker) {
+    if !w.engine.outbox_wait(DELIVER_WAIT) {
+        return;
+    }
+    let batch = match w.engine.outbox_pending(DELIVER_BATCH) {
+        Ok(b) => b,
+        Err(e) => return w.failed("reading the engine's outbox", e),
+    };
+    w.succeeded("reading the engine's outbox");
+    if batch.is_empty() {
+        // Waited for and gone (delivered by a call racing this one): not a spin.
+        return w.control.nap(DELIVER_WAIT);
+    }
+    let (ns, me, channel) = (w.namespace.clone(), w.me, w.channel.clone());
+    let inserted = w
+        .client(false)
+        .and_then(|c| insert(c, &ns, me, &channel, &batch).map_err(|e| e.to_string()));
+    if let Err(e) = inserted {
+        w.client = None;
+        return w.failed("delivering cross-slot messages", e);
+    }
+    w.succeeded("delivering cross-slot messages");
+    let marked = last_seqs(&batch)
+        .into_iter()
+        .try_for_each(|(target, through)| w.engine.outbox_delivered(target, through));
+    match marked {
+        Ok(()) => {
+            w.succeeded("recording cross-slot messages delivered");
+            w.round_done();
         }
-        let marked = last_seqs(&batch)
-            .into_iter()
-            .try_for_each(|(target, through)| w.engine.outbox_delivered(target, through));
-        match marked {
-            Ok(()) => {
-                w.succeeded("recording cross-slot messages delivered");
-                w.round_done();
-            }
-            // Handed out again next round: delivered twice, applied once.
-            Err(e) => w.failed("recording cross-slot messages delivered", e),
-        }
+        // Handed out again next round: delivered twice, applied once.
+        Err(e) => w.failed("recording cross-slot messages delivered", e),
     }
 }
 
@@ -303,7 +320,7 @@ fn insert(
     source: i32,
     channel: &str,
     batch: &[OutboxEntry],
-) -> Result<(), crate::ClusterError> {
+) -> Result<(), ClusterError> {
     let targets: Vec<i32> = batch.iter().map(|m| m.target as i32).collect();
     let seqs: Vec<i64> = batch.iter().map(|m| m.seq as i64).collect();
     let bodies: Vec<&[u8]> = batch.iter().map(|m| m.body.as_slice()).collect();
@@ -328,15 +345,6 @@ fn last_seqs(batch: &[OutboxEntry]) -> BTreeMap<u32, u64> {
         *seq = (*seq).max(m.seq);
     }
     last
-}
-
-fn receive_loop(mut w: Worker) {
-    let _exit = Exit(w.control.clone());
-    while w.running() {
-        if !receive(&mut w) {
-            wait_notified(&mut w);
-        }
-    }
 }
 
 /// Applies one batch of this slot's rows and deletes what the synced cursors cover.
