@@ -277,6 +277,53 @@ def test_a_dependency_on_a_job_of_another_slot_waits_for_its_ack(
     assert ran["job"] is not None and ran["job"]["id"] == then, ran
 
 
+def test_flows_across_slots_survive_the_sigkill_of_their_childrens_owner(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """Flows whose parents' slot sends their children to a slot whose owner is then
+    SIGKILLed, with the messages anywhere between the parent's log, the table and the
+    child's log: the new owner creates every child exactly once, and every parent runs
+    once its child is acked."""
+    ns = "slots-xkill"
+    brokers = start_brokers(postgres, tmp_path, ns)
+    try:
+        found = settled(postgres, ns, NAMES)
+        parent_slot, child_slot = next(
+            (p, c) for p in range(SLOTS) for c in range(SLOTS) if found[p] != found[c]
+        )
+        victim = NAMES.index(found[child_slot])
+        survivor = brokers[NAMES.index(found[parent_slot])]
+        pq, cq = queue_in(parent_slot, "killp"), queue_in(child_slot, "killc")
+        flows = 30
+        for i in range(flows):
+            push_flow(
+                survivor,
+                [
+                    flow_job(f"kp-{i}", pq, childrenIds=[f"kc-{i}"], dependsOn=[f"kc-{i}"]),
+                    flow_job(f"kc-{i}", cq, parentId=f"kp-{i}"),
+                ],
+            )
+        brokers[victim].kill()
+        deadline = time.monotonic() + 10
+        while slot_owners(postgres, ns)[child_slot] == NAMES[victim]:
+            assert time.monotonic() < deadline, "the children's slot was not taken over"
+            time.sleep(0.05)
+        with TcpClient("127.0.0.1", survivor.tcp_port) as tcp:
+            children = []
+            for _ in range(flows):
+                pulled = pull_one(tcp, cq)
+                children.append(pulled["job"]["id"])
+                tcp.call("ACK", id=pulled["job"]["id"], token=pulled["token"], result=1)
+            assert sorted(children) == sorted(f"kc-{i}" for i in range(flows)), children
+            again = tcp.call("PULL", queue=cq, timeout=500, owner="flow-test")
+            assert again.get("job") is None, again
+            parents = [pull_one(tcp, pq)["job"]["id"] for _ in range(flows)]
+            assert sorted(parents) == sorted(f"kp-{i}" for i in range(flows)), parents
+    finally:
+        for b in brokers:
+            b.kill()
+
+
 def test_sigkill_of_the_broker_owning_most_slots_under_load(
     postgres: Postgres, tmp_path: Path
 ) -> None:
