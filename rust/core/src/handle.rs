@@ -28,6 +28,8 @@ struct Shared {
     waiting: AtomicUsize,
     /// Signalled when a timer earlier than the planned wake-up is added, or on close.
     timer: Condvar,
+    /// Signalled when a message for another cluster slot is recorded, or on close.
+    outbox: Condvar,
     notifier: Arc<Notifier>,
     closed: AtomicBool,
     storage: Option<Storage>,
@@ -57,6 +59,9 @@ impl Shared {
         }
         if engine.take_timers_moved_earlier() {
             self.timer.notify_one();
+        }
+        if engine.take_outbox_added() {
+            self.outbox.notify_all();
         }
         logged
     }
@@ -102,6 +107,7 @@ impl EngineHandle {
             work: Condvar::new(),
             waiting: AtomicUsize::new(0),
             timer: Condvar::new(),
+            outbox: Condvar::new(),
             notifier,
             closed: AtomicBool::new(false),
             storage,
@@ -229,19 +235,24 @@ impl EngineHandle {
         .map(|_| ())
     }
 
-    /// Blocks up to `timeout` until messages wait for delivery; true if some do. (A
-    /// short poll: messages are rare, and the transport's thread has nothing else to do.)
+    /// Blocks up to `timeout` until messages wait for delivery; true if some do.
     pub fn outbox_wait(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        let mut engine = self.shared.lock();
         loop {
-            if self.with(|e| e.has_outbox()) {
+            if engine.has_outbox() {
                 return true;
             }
             let now = Instant::now();
             if now >= deadline || self.shared.closed.load(Ordering::Acquire) {
                 return false;
             }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+            engine = self
+                .shared
+                .outbox
+                .wait_timeout(engine, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -392,6 +403,7 @@ impl EngineHandle {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.timer.notify_all();
         self.shared.work.notify_all();
+        self.shared.outbox.notify_all();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             t.thread().unpark();

@@ -33,6 +33,8 @@ pub(super) struct Mailbox {
     pending: BTreeMap<(u32, u64), Box<[u8]>>,
     /// Per source slot: the last seq applied.
     applied: HashMap<u32, u64>,
+    /// A message was recorded since the transport was last woken.
+    added: bool,
 }
 
 /// A message waiting to be delivered to another slot.
@@ -84,6 +86,12 @@ impl Engine {
             encode_outbox_put(&mut self.op_log, target, seq, &body);
         }
         self.mailbox.pending.insert((target, seq), body.into());
+        self.mailbox.added = true;
+    }
+
+    /// Whether a message was recorded since the last call (the transport waits for it).
+    pub(crate) fn take_outbox_added(&mut self) -> bool {
+        std::mem::take(&mut self.mailbox.added)
     }
 
     /// Messages waiting for delivery, by (target, seq), at most `limit`.
