@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -127,3 +128,24 @@ def push(b: ServerProcess, queue: str, body: dict[str, object]) -> dict[str, obj
     assert got.status_code == 200, got.text
     answer: dict[str, object] = got.json()
     return answer
+
+
+REPO = Path(__file__).resolve().parents[1]
+BUN = REPO / "bench/peers/node_modules/.bin/bun"
+
+
+def run_sdk(script: str, port: int, queue: str, limit_s: float = 30.0) -> dict[str, object]:
+    """Runs the stock SDK's tests/server/sdk/<script>.ts against 127.0.0.1:`port` on
+    `queue` and returns the object it printed (`RESULT {...}`); the SDK's own BQ_* and
+    BUNQUEUE_* variables are dropped, so only what is set here counts."""
+    assert BUN.exists(), "bun and bunqueue are not installed (make install: npm ci in bench/peers)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BQ_", "BUNQUEUE_"))}
+    env |= {"BQ_HOST": "127.0.0.1", "BQ_PORT": str(port), "BQ_QUEUE": queue}
+    command = [str(BUN), "--no-install", str(REPO / f"tests/server/sdk/{script}.ts")]
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=limit_s
+    )
+    results = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    assert done.returncode == 0 and len(results) == 1, done.stdout[-4000:] + done.stderr[-4000:]
+    result: dict[str, object] = json.loads(results[0].removeprefix("RESULT "))
+    return result

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster_brokers import broker, event_stream, push, slot_owners, wait_settled
+from cluster_brokers import broker, event_stream, push, run_sdk, slot_owners, wait_settled
 from cluster_load import Load, first_ok_after
 from hopper._engine import id_slot, preferred_broker, queue_slot
 from hopper.client.tcp import TcpClient
@@ -235,6 +235,23 @@ def test_a_flow_across_slots_completes_through_any_broker(
         assert got["job"]["id"] == "xflow-p", got
         values = tcp.call("GetChildrenValues", id="xflow-p")["data"]["values"]
     assert values == {f"{q1}:xflow-c1": {"n": 0}, f"{q2}:xflow-c2": {"n": 1}}, values
+
+
+def test_the_sdks_flow_producer_spans_three_slots(brokers: list[ServerProcess]) -> None:
+    """The stock SDK's FlowProducer through b: the parent's queue and its two children's
+    queues are in three different slots; the children run first, and the parent reads
+    both results (sdk/flow.ts, the script of the single-server contract test)."""
+    base = next(
+        q
+        for q in (f"sdkflow{i}" for i in range(10_000))
+        if len({queue_slot(q, SLOTS), queue_slot(f"{q}-a", SLOTS), queue_slot(f"{q}-b", SLOTS)})
+        == 3
+    )
+    r: dict[str, Any] = run_sdk("flow", brokers[1].tcp_port, base)
+    assert "error" not in r and "timedOut" not in r, r
+    assert sorted(r["order"][:2]) == ["child-a", "child-b"] and r["order"][2:] == ["parent"], r
+    a, b = r["childIds"]
+    assert r["values"] == {f"{base}-a:{a}": {"doubled": 2}, f"{base}-b:{b}": {"doubled": 4}}, r
 
 
 def test_a_child_failing_for_good_fails_its_parent_in_another_slot(
