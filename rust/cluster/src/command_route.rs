@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use hopper_core::cluster_slots::{id_slot, queue_slot};
 use hopper_core::Value;
 
+use crate::registry::Step;
+
 /// The routers' own reqIds start with this (a NUL no client sends), so replies to split,
 /// probed and fanned-out legs are told from replies to requests forwarded unchanged.
 const TAG: &str = "\u{0}hopper:";
@@ -163,6 +165,57 @@ pub fn classify(req: &Value, slots: u32) -> Route {
         }
     }
     Route::Forward(0)
+}
+
+/// The reqId of the request asking a registered slot whether it holds an id (a claim's
+/// `Holds`): the transport takes its reply itself.
+pub const REGISTRY_PROBE: &str = "\u{0}hopper:registry";
+
+/// What the id registry does for a request before it is routed: a `PUSH` with a
+/// caller-chosen `jobId` claims it for its queue's slot; `PUSHB` (`customId`) and a
+/// `PUSHF` that is not refused register their ids where no row exists (each with its own
+/// queue's slot), without being redirected; a request that would be probed for a
+/// caller-chosen id looks it up first.
+pub fn registry_step(req: &Value, slots: u32) -> Option<Step> {
+    let cmd = req.field("cmd")?.as_str()?;
+    let chosen = |v: &Value, key: &str| {
+        let id = v.field(key)?.as_str()?;
+        (!id.is_empty() && id_slot(id, slots).is_none()).then(|| id.to_owned())
+    };
+    let slot_of = |v: &Value| Some(queue_slot(v.field("queue")?.as_str()?, slots));
+    fn items(v: &Value) -> &[Value] {
+        match v.field("jobs") {
+            Some(Value::Array(jobs)) => jobs,
+            _ => &[],
+        }
+    }
+    let register = |ids: Vec<(String, u32)>| (!ids.is_empty()).then_some(Step::Register(ids));
+    match cmd {
+        "PUSH" => Some(Step::Claim(chosen(req, "jobId")?, slot_of(req)?)),
+        "PUSHB" => {
+            let slot = slot_of(req)?;
+            let ids = items(req).iter().filter_map(|j| chosen(j, "customId"));
+            register(ids.map(|id| (id, slot)).collect())
+        }
+        "PUSHF" if !matches!(classify(req, slots), Route::Refuse(_)) => {
+            let ids = items(req)
+                .iter()
+                .filter_map(|j| Some((chosen(j, "id")?, slot_of(j)?)))
+                .collect();
+            register(ids)
+        }
+        "GetJobByCustomId" => Some(Step::Lookup(chosen(req, "customId")?)),
+        c if ID_COMMANDS.contains(&c) && req.field("queue").is_none() => {
+            Some(Step::Lookup(chosen(req, "id")?))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a reply to `GetJob` says the owner holds the job (any answer but "not
+/// found": an error such as a refused token is the owner's to give the push too).
+pub fn holds_job(reply: &Value) -> bool {
+    !keep_looking("GetJob", reply)
 }
 
 fn probe(req: &Value) -> Route {

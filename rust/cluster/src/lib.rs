@@ -16,6 +16,7 @@ mod http_merge;
 mod http_wire;
 mod keeper;
 mod pg_store;
+mod registry;
 mod route_http;
 mod route_tcp;
 mod route_ws;
@@ -28,6 +29,7 @@ pub use directory::{fetch_view, read_view, Broker, ClusterView, SlotOwner};
 pub use error::ClusterError;
 pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
+pub use registry::Registry;
 pub use route_http::serve as serve_http_router;
 /// The routers, for tests that run them on a slot table of their own (no front).
 pub use route_tcp::serve as serve_tcp_routed;
