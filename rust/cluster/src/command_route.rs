@@ -759,6 +759,83 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_claims_pushed_ids_registers_batches_and_looks_ids_up() {
+        let (a, b) = (queue_in(0, 2), queue_in(1, 2));
+        let push = |id: Value| {
+            req(vec![
+                ("cmd", Value::str("PUSH")),
+                ("queue", Value::str(&b)),
+                ("jobId", id),
+            ])
+        };
+        assert_eq!(
+            registry_step(&push(Value::str("order-1")), 2),
+            Some(Step::Claim("order-1".into(), 1))
+        );
+        // A generated-looking id routes by its tag; an empty one is the server's error.
+        assert_eq!(registry_step(&push(Value::str(tagged(1, 1))), 2), None);
+        assert_eq!(registry_step(&push(Value::str("")), 2), None);
+        let item = |id: &str, queue: &str| {
+            req(vec![
+                ("customId", Value::str(id)),
+                ("id", Value::str(id)),
+                ("queue", Value::str(queue)),
+            ])
+        };
+        let batch = req(vec![
+            ("cmd", Value::str("PUSHB")),
+            ("queue", Value::str(&a)),
+            (
+                "jobs",
+                Value::Array(vec![item("x", &b), req(vec![]), item("y", &b)]),
+            ),
+        ]);
+        assert_eq!(
+            registry_step(&batch, 2),
+            Some(Step::Register(vec![("x".into(), 0), ("y".into(), 0)]))
+        );
+        let flow = |jobs: Vec<Value>| {
+            req(vec![
+                ("cmd", Value::str("PUSHF")),
+                ("jobs", Value::Array(jobs)),
+            ])
+        };
+        assert_eq!(
+            registry_step(&flow(vec![item("p", &b), item("c", &b)]), 2),
+            Some(Step::Register(vec![("p".into(), 1), ("c".into(), 1)]))
+        );
+        assert_eq!(
+            registry_step(&flow(vec![item("p", &a), item("c", &b)]), 2),
+            None
+        );
+        let by_id = |cmd: &str, key: &'static str, id: &str| {
+            req(vec![("cmd", Value::str(cmd)), (key, Value::str(id))])
+        };
+        for cmd in ["ACK", "GetJob", "GetState", "GetLogs"] {
+            assert_eq!(
+                registry_step(&by_id(cmd, "id", "order-1"), 2),
+                Some(Step::Lookup("order-1".into())),
+                "{cmd}"
+            );
+            assert_eq!(registry_step(&by_id(cmd, "id", &tagged(0, 1)), 2), None);
+        }
+        assert_eq!(
+            registry_step(&by_id("GetJobByCustomId", "customId", "c-1"), 2),
+            Some(Step::Lookup("c-1".into()))
+        );
+        // Routed by its queue, or no job id at all.
+        let queued = req(vec![
+            ("cmd", Value::str("GetJob")),
+            ("id", Value::str("order-1")),
+            ("queue", Value::str(&a)),
+        ]);
+        assert_eq!(registry_step(&queued, 2), None);
+        assert_eq!(registry_step(&by_id("CronGet", "name", "nightly"), 2), None);
+        assert!(holds_job(&ok()));
+        assert!(!holds_job(&err("Job not found")));
+    }
+
+    #[test]
     fn a_flow_goes_to_its_slot_or_is_refused_across_slots() {
         let job = |q: &str| req(vec![("queue", Value::str(q))]);
         let (a, b) = (queue_in(0, 2), queue_in(1, 2));

@@ -1190,6 +1190,52 @@ mod tests {
     }
 
     #[test]
+    fn pushes_with_chosen_ids_claim_or_register_them() {
+        let claim =
+            |id: &str, queue: &str| Some(Registered::Claim(id.into(), queue_slot(queue, S)));
+        let step =
+            |method: &str, path: &str, body: &str| push_step(method, path, body.as_bytes(), S);
+        assert_eq!(
+            step("POST", "/queues/a%20b/jobs", r#"{"data":1,"jobId":"o-1"}"#),
+            claim("o-1", "a b")
+        );
+        assert_eq!(
+            step(
+                "POST",
+                "/ops/api/queues/m/jobs",
+                r#"{"name":"n","opts":{"jobId":"o-2"}}"#
+            ),
+            claim("o-2", "m")
+        );
+        assert_eq!(
+            step(
+                "POST",
+                "/queues/q/jobs/bulk",
+                r#"{"jobs":[{"jobId":"b-1"},{"data":2}]}"#
+            ),
+            Some(Registered::Register(vec![(
+                "b-1".into(),
+                queue_slot("q", S)
+            )]))
+        );
+        let tag = tagged(1);
+        for (method, path, body) in [
+            ("POST", "/queues/q/jobs", r#"{"data":1}"#.to_string()),
+            ("POST", "/queues/q/jobs", format!(r#"{{"jobId":"{tag}"}}"#)),
+            ("POST", "/queues/q/jobs", r#"{"jobId":""}"#.into()),
+            ("POST", "/queues/q/jobs", r#"{"jobId":"#.into()),
+            ("PUT", "/queues/q/jobs", r#"{"jobId":"o-1"}"#.into()),
+            (
+                "POST",
+                "/jobs/o-1/ack",
+                r#"{"result":{"jobId":"o-1"}}"#.into(),
+            ),
+        ] {
+            assert_eq!(step(method, path, &body), None, "{method} {path} {body}");
+        }
+    }
+
+    #[test]
     fn aggregates_fan_out_and_the_rest_goes_to_slot_0() {
         assert_eq!(t("GET", "/stats"), Target::Fan(Merge::Sum));
         assert_eq!(t("GET", "/health"), Target::Fan(Merge::Sum));
