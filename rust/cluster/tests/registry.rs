@@ -1,6 +1,6 @@
 //! The registry of caller-chosen ids (`hopper_ids`) with the routers: two real
 //! `hopper serve --memory` servers own slots 0 and 1 (`owners/mod.rs`), an HTTP and a
-//! TCP router in front of them claim and look ids up in a real PostgreSQL
+//! TCP router (and the `/ws` router behind the HTTP one) in front of them claim and look ids up in a real PostgreSQL
 //! (`common/mod.rs`), each test in a namespace of its own. Skipped (saying so) without
 //! the venv or PostgreSQL.
 //!
@@ -11,12 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use hopper_cluster::{prepare, serve_http_router, serve_tcp_routed, Registry, SlotTable};
 use hopper_core::{msgpack_decode, msgpack_encode, Value};
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
 
 mod common;
 mod owners;
@@ -342,4 +344,50 @@ async fn a_removed_jobs_id_can_be_pushed_to_another_slot() {
     assert_eq!(str_field(&pushed, "id"), Some("again"), "{pushed:?}");
     assert_eq!(s.row("again").await, Some(0));
     assert_eq!(queue_of_job(&s.servers[0].http, "again").await, Some(a));
+}
+
+#[tokio::test]
+async fn one_job_id_pushed_to_two_slots_over_ws_is_one_job() {
+    let Some(s) = setup("reg-ws", true).await else {
+        return;
+    };
+    let (a, b) = (queue_of("reg-wa", 0), queue_of("reg-wb", 1));
+    let stream = TcpStream::connect(&s.http).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", s.http), stream)
+        .await
+        .unwrap();
+    // Replies by reqId; the events of both slots arrive on the socket meanwhile.
+    let mut send = async |req_id: &str, fields: Vec<(&'static str, Value)>| {
+        let mut fields = fields;
+        fields.push(("reqId", Value::str(req_id)));
+        ws.send(Message::text(Value::map(fields).to_json()))
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            let next = tokio::time::timeout(LIMIT, ws.next()).await;
+            let Ok(Some(Ok(Message::Text(text)))) = next else {
+                panic!("no reply to {req_id}: {next:?}")
+            };
+            let v = Value::from_json(text.as_bytes()).unwrap();
+            if v.get("reqId") == Some(&Value::str(req_id)) {
+                return v;
+            }
+        }
+        panic!("no reply to {req_id} among 100 messages")
+    };
+    let job = |queue: &str| {
+        vec![
+            ("cmd", Value::str("PUSH")),
+            ("queue", Value::str(queue)),
+            ("data", Value::map(vec![])),
+            ("jobId", Value::str("order-w")),
+        ]
+    };
+    let first = send("1", job(&a)).await;
+    assert_eq!(str_field(&first, "id"), Some("order-w"), "{first:?}");
+    let second = send("2", job(&b)).await;
+    assert_eq!(str_field(&second, "id"), Some("order-w"), "{second:?}");
+    assert_eq!(queue_of_job(&s.servers[0].http, "order-w").await, Some(a));
+    assert_eq!(queue_of_job(&s.servers[1].http, "order-w").await, None);
+    assert_eq!(s.row("order-w").await, Some(0));
 }
