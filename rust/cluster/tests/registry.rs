@@ -1,8 +1,8 @@
 //! The registry of caller-chosen ids (`hopper_ids`) with the routers: two real
-//! `hopper serve --memory` servers own slots 0 and 1 (`owners/mod.rs`), an HTTP and a
-//! TCP router (and the `/ws` router behind the HTTP one) in front of them claim and look ids up in a real PostgreSQL
-//! (`common/mod.rs`), each test in a namespace of its own. Skipped (saying so) without
-//! the venv or PostgreSQL.
+//! `hopper serve --memory` servers own slots 0 and 1 (`owners/mod.rs`); an HTTP and a
+//! TCP router (and the `/ws` router behind the HTTP one) in front of them claim and
+//! look ids up in a real PostgreSQL (`common/mod.rs`), each test in a namespace of its
+//! own. Skipped (saying so) without the venv or PostgreSQL.
 //!
 //! The owners are standalone servers, which answer a `jobId` they hold as a duplicate
 //! whatever the queue, as a cluster's engine does for the ids the registry sends it
