@@ -391,3 +391,107 @@ async fn one_job_id_pushed_to_two_slots_over_ws_is_one_job() {
     assert_eq!(queue_of_job(&s.servers[1].http, "order-w").await, None);
     assert_eq!(s.row("order-w").await, Some(0));
 }
+
+/// The registry's cost, measured (not part of the suite; release build):
+/// `cargo test --release -p hopper-cluster --test registry -- --ignored --nocapture`.
+/// Pushes with caller-chosen ids to a queue of each slot through routers with and
+/// without a registry: HTTP keep-alive and TCP, `CONNS` connections each sending one
+/// push at a time. Prints the rates of 3 rounds and their median.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore]
+async fn measure_push_rate_with_and_without_the_registry() {
+    const CONNS: usize = 8;
+    const PER_CONN: usize = 500;
+    for registry in [false, true] {
+        let Some(s) = setup(&format!("reg-bench-{registry}"), registry).await else {
+            return;
+        };
+        for http in [true, false] {
+            let mut rates = Vec::new();
+            for round in 0..3 {
+                let started = Instant::now();
+                let mut conns = tokio::task::JoinSet::new();
+                for conn in 0..CONNS {
+                    let addr = if http { s.http.clone() } else { s.tcp.clone() };
+                    let queue = queue_of("bench", (conn % SLOTS as usize) as u32);
+                    let prefix = format!("{registry}-{http}-{round}-{conn}");
+                    conns.spawn(async move {
+                        if http {
+                            http_pushes(&addr, &queue, &prefix, PER_CONN).await
+                        } else {
+                            tcp_pushes(&addr, &queue, &prefix, PER_CONN).await
+                        }
+                    });
+                }
+                while let Some(done) = conns.join_next().await {
+                    done.unwrap();
+                }
+                rates.push((CONNS * PER_CONN) as f64 / started.elapsed().as_secs_f64());
+            }
+            let mut sorted = rates.clone();
+            sorted.sort_by(f64::total_cmp);
+            let (api, with) = (if http { "HTTP" } else { "TCP" }, registry);
+            println!(
+                "{api} registry={with}: {:.0} pushes/s median (rounds {:?})",
+                sorted[1],
+                rates.iter().map(|r| r.round()).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// `n` pushes with ids `prefix-i`, one at a time on one keep-alive connection.
+async fn http_pushes(addr: &str, queue: &str, prefix: &str, n: usize) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..n {
+        let body = format!(r#"{{"data":{{"i":{i}}},"jobId":"{prefix}-{i}"}}"#);
+        let request = format!(
+            "POST /queues/{queue}/jobs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(request.as_bytes()).await.unwrap();
+        let mut chunk = [0u8; 4096];
+        let (end, length) = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+                    .expect("a push answer has a length");
+                break (end + 4, length);
+            }
+            let read = tokio::time::timeout(LIMIT, c.read(&mut chunk)).await;
+            let n = read.expect("an answer in time").unwrap();
+            assert!(n > 0, "the router closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        while buf.len() < end + length {
+            let read = tokio::time::timeout(LIMIT, c.read(&mut chunk)).await;
+            let n = read.expect("an answer in time").unwrap();
+            assert!(n > 0, "the router closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf.drain(..end + length);
+    }
+}
+
+/// `n` PUSHes with ids `prefix-i`, one at a time on one connection.
+async fn tcp_pushes(addr: &str, queue: &str, prefix: &str, n: usize) {
+    let mut c = Client::connect(addr).await;
+    c.stream.set_nodelay(true).unwrap();
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let fields = vec![
+            ("queue", Value::str(queue)),
+            ("data", Value::Int(i as i64)),
+            ("jobId", Value::str(&id)),
+        ];
+        let reply = c.send("PUSH", fields).await;
+        assert_eq!(str_field(&reply, "id"), Some(id.as_str()), "{reply:?}");
+    }
+}
