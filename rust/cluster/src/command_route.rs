@@ -110,9 +110,18 @@ enum Untagged {
     Everywhere,
 }
 
+/// The slots the id registry names for caller-chosen ids of a batch (`batch_ids`).
+pub type Known = HashMap<String, u32>;
+
 /// The route of one decoded request in a cluster of `slots` slots. What is not a
 /// command (or is malformed) goes to slot 0, whose server gives its usual error.
 pub fn classify(req: &Value, slots: u32) -> Route {
+    classify_known(req, slots, &Known::new())
+}
+
+/// `classify`, with the registered slots of a batch's caller-chosen ids: such an item
+/// goes to its slot like a generated id, instead of being probed or sent everywhere.
+fn classify_known(req: &Value, slots: u32, known: &Known) -> Route {
     let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
         return Route::Forward(0);
     };
@@ -135,9 +144,12 @@ pub fn classify(req: &Value, slots: u32) -> Route {
             return Route::Forward(0)
         }
         "PUSHF" => return flow_route(req, slots),
-        "ACKB" => return split(req, slots, &["tokens", "results"], Untagged::Probe),
-        "JobHeartbeatB" => return split(req, slots, &["tokens"], Untagged::Everywhere),
-        "ExtendLocks" => return split(req, slots, &["tokens", "durations"], Untagged::Everywhere),
+        "ACKB" => return split(req, slots, &["tokens", "results"], Untagged::Probe, known),
+        "JobHeartbeatB" => return split(req, slots, &["tokens"], Untagged::Everywhere, known),
+        "ExtendLocks" => {
+            let aligned = &["tokens", "durations"];
+            return split(req, slots, aligned, Untagged::Everywhere, known);
+        }
         "GetJobByCustomId" | "CronDelete" | "CronGet" => return probe(req),
         // They answer success for an id they do not hold (no logs, nothing cleared), so
         // a probe cannot find a caller-chosen id's slot: every slot is asked, only the
@@ -212,6 +224,23 @@ pub fn registry_step(req: &Value, slots: u32) -> Option<Step> {
     }
 }
 
+/// The caller-chosen ids of a batch that is split by its ids' slots (`ACKB`,
+/// `JobHeartbeatB`, `ExtendLocks`): looked up in the registry before it is routed.
+pub fn batch_ids(req: &Value, slots: u32) -> Vec<String> {
+    let cmd = req.field("cmd").and_then(Value::as_str);
+    let Some(Value::Array(ids)) = req.field("ids") else {
+        return Vec::new();
+    };
+    if !matches!(cmd, Some("ACKB" | "JobHeartbeatB" | "ExtendLocks")) {
+        return Vec::new();
+    }
+    ids.iter()
+        .filter_map(Value::as_str)
+        .filter(|id| id_slot(id, slots).is_none())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Whether a reply to `GetJob` says the owner holds the job (any answer but "not
 /// found": an error such as a refused token is the owner's to give the push too).
 pub fn holds_job(reply: &Value) -> bool {
@@ -253,7 +282,7 @@ fn flow_route(req: &Value, slots: u32) -> Route {
 
 /// Splits a batch addressed by `ids` (with `aligned` arrays of the same length) into
 /// one request per slot; a batch held by one slot is forwarded unchanged.
-fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged) -> Route {
+fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged, known: &Known) -> Route {
     let Some(Value::Array(ids)) = req.field("ids") else {
         return Route::Forward(0);
     };
@@ -271,7 +300,8 @@ fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged) -> Route
         let Some(id) = id.as_str() else {
             return Route::Forward(0);
         };
-        match (id_slot(id, slots), untagged) {
+        let slot = id_slot(id, slots).or_else(|| known.get(id).copied());
+        match (slot.filter(|&s| s < slots), untagged) {
             (Some(s), _) => per_slot[s as usize].push(i),
             (None, Untagged::Probe) => probes.push(i),
             (None, Untagged::Everywhere) => per_slot.iter_mut().for_each(|l| l.push(i)),
@@ -446,10 +476,16 @@ impl Router {
         self.tracked.len()
     }
 
-    /// Routes one client request; `open` tells which slots have an upstream already.
-    pub fn request(&mut self, req: &Value, open: impl Fn(u32) -> bool) -> Vec<Action> {
+    /// Routes one client request; `open` tells which slots have an upstream already,
+    /// `known` the registered slots of its batch's caller-chosen ids.
+    pub fn request(
+        &mut self,
+        req: &Value,
+        open: impl Fn(u32) -> bool,
+        known: &Known,
+    ) -> Vec<Action> {
         let req_id = req.get("reqId").cloned().unwrap_or(Value::Undefined);
-        match classify(req, self.slots) {
+        match classify_known(req, self.slots, known) {
             Route::Forward(slot) => vec![Action::Forward(slot)],
             Route::Any => vec![Action::Forward(
                 (0..self.slots).find(|&s| open(s)).unwrap_or(0),
@@ -724,8 +760,14 @@ mod tests {
             let r = req(vec![("cmd", Value::str(cmd))]);
             assert_eq!(classify(&r, 3), Route::Any, "{cmd}");
             let mut router = Router::new(3);
-            assert_eq!(router.request(&r, |s| s == 2), [Action::Forward(2)]);
-            assert_eq!(router.request(&r, |_| false), [Action::Forward(0)]);
+            assert_eq!(
+                router.request(&r, |s| s == 2, &Known::new()),
+                [Action::Forward(2)]
+            );
+            assert_eq!(
+                router.request(&r, |_| false, &Known::new()),
+                [Action::Forward(0)]
+            );
         }
         for cmd in ["RegisterWorker", "ListWorkers", "NoSuchCommand"] {
             let r = req(vec![("cmd", Value::str(cmd))]);
@@ -836,6 +878,34 @@ mod tests {
     }
 
     #[test]
+    fn a_batchs_registered_ids_go_to_their_slots() {
+        let ackb = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("ids", strs(&["mine", &tagged(1, 1), "other"])),
+        ]);
+        assert_eq!(batch_ids(&ackb, 2), ["mine", "other"]);
+        let both: Known = [("mine".to_string(), 1), ("other".to_string(), 1)].into();
+        let mut r = Router::new(2);
+        assert_eq!(r.request(&ackb, |_| true, &both), [Action::Forward(1)]);
+        // An id without a row is probed, as without a registry.
+        let one: Known = [("mine".to_string(), 1)].into();
+        let legs = sent(&r.request(&ackb, |_| true, &one));
+        assert_eq!(legs.len(), 2);
+        assert_eq!(legs[0].1.get("ids"), Some(&strs(&["mine", &tagged(1, 1)])));
+        assert_eq!(legs[1].1.get("ids"), Some(&strs(&["other"])));
+        let renew = req(vec![
+            ("cmd", Value::str("JobHeartbeatB")),
+            ("ids", strs(&["mine"])),
+        ]);
+        assert_eq!(r.request(&renew, |_| true, &one), [Action::Forward(1)]);
+        let get = req(vec![
+            ("cmd", Value::str("GetJob")),
+            ("ids", strs(&["mine"])),
+        ]);
+        assert!(batch_ids(&get, 2).is_empty());
+    }
+
+    #[test]
     fn a_flow_goes_to_its_slot_or_is_refused_across_slots() {
         let job = |q: &str| req(vec![("queue", Value::str(q))]);
         let (a, b) = (queue_in(0, 2), queue_in(1, 2));
@@ -919,7 +989,7 @@ mod tests {
             ("id", Value::str("order-1")),
             ("reqId", Value::str("5")),
         ]);
-        let a = sent(&r.request(&get, |_| true));
+        let a = sent(&r.request(&get, |_| true, &Known::new()));
         assert_eq!(a[0].0, 0);
         let b = sent(&r.reply(answer(err("Job not found"), &a[0].1)).unwrap());
         assert_eq!(b[0].0, 1);
@@ -931,7 +1001,7 @@ mod tests {
         );
         assert!(!r.tracking());
         // Nowhere: the last slot's answer.
-        let a = sent(&r.request(&get, |_| true));
+        let a = sent(&r.request(&get, |_| true, &Known::new()));
         let b = sent(&r.reply(answer(err("Job not found"), &a[0].1)).unwrap());
         let c = sent(&r.reply(answer(err("Job not found"), &b[0].1)).unwrap());
         assert_eq!(c[0].0, 2);
@@ -951,7 +1021,7 @@ mod tests {
         ]);
         assert!(keep_looking("GetState", &unknown));
         assert!(!keep_looking("ACK", &ok()));
-        let a = sent(&r.request(&state, |_| true));
+        let a = sent(&r.request(&state, |_| true, &Known::new()));
         assert_eq!(sent(&r.reply(answer(unknown, &a[0].1)).unwrap())[0].0, 1);
     }
 
@@ -975,7 +1045,7 @@ mod tests {
             ("reqId", Value::Int(4)),
             ("ids", strs(&[&ids[0], &ids[1], &ids[2]])),
         ]);
-        let legs = sent(&r.request(&ackb, |_| true));
+        let legs = sent(&r.request(&ackb, |_| true, &Known::new()));
         assert_eq!(legs.len(), 2);
         let ignored = Value::map(vec![
             ("ok", Value::Bool(true)),
@@ -1001,7 +1071,7 @@ mod tests {
         assert_eq!(data.get("ignoredIds"), Some(&strs(&[&ids[2]])));
         assert_eq!(v.get("reqId"), Some(&Value::Int(4)));
         // An error anywhere is the answer.
-        let legs = sent(&r.request(&ackb, |_| true));
+        let legs = sent(&r.request(&ackb, |_| true, &Known::new()));
         r.reply(answer(ok(), &legs[0].1));
         let done = r.reply(answer(err("Invalid or expired lock token"), &legs[1].1));
         assert_eq!(
@@ -1034,7 +1104,7 @@ mod tests {
             ("cmd", Value::str("Stats")),
             ("reqId", Value::str("s")),
         ]);
-        let legs = sent(&r.request(&s, |_| false));
+        let legs = sent(&r.request(&s, |_| false, &Known::new()));
         assert_eq!(legs.iter().map(|l| l.0).collect::<Vec<_>>(), [0, 1]);
         r.reply(answer(stats(2, 10.0, &["a"]), &legs[0].1));
         let done = r.reply(answer(stats(3, 30.0, &["b"]), &legs[1].1)).unwrap();
@@ -1070,7 +1140,7 @@ mod tests {
             ("cmd", Value::str("ListQueues")),
             ("reqId", Value::Int(1)),
         ]);
-        let legs = sent(&r.request(&list, |_| true));
+        let legs = sent(&r.request(&list, |_| true, &Known::new()));
         assert_eq!(r.in_progress(), 1);
         r.reply(answer(err("Not authenticated"), &legs[2].1));
         r.reply(answer(ok(), &legs[0].1));
@@ -1096,7 +1166,7 @@ mod tests {
             ("token", Value::str("secret")),
             ("reqId", Value::str("1")),
         ]);
-        let legs = sent(&r.request(&auth, |s| s == 2));
+        let legs = sent(&r.request(&auth, |s| s == 2, &Known::new()));
         assert_eq!(legs.len(), 1);
         assert_eq!(legs[0].0, 2);
         let remembered = r.auth(1).unwrap();
@@ -1108,7 +1178,7 @@ mod tests {
             vec![Action::Reply(with_req_id(ok(), Value::str("1")))]
         );
         // None open: slot 0's owner answers, and its upstream opens without another.
-        assert_eq!(sent(&r.request(&auth, |_| false))[0].0, 0);
+        assert_eq!(sent(&r.request(&auth, |_| false, &Known::new()))[0].0, 0);
         assert_eq!(r.auth(0), None);
         assert!(r.auth(0).is_some(), "for an upstream opened later");
     }

@@ -10,6 +10,7 @@
 //! Queries run on `tokio-postgres` connections from the routers' own tasks (pipelined,
 //! so a few connections serve every client); no tokio worker waits on a socket.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,10 +113,22 @@ impl Registry {
 
     /// The slot registered for `id`, if any (and the registry answers).
     pub(crate) async fn lookup(&self, id: &str) -> Option<u32> {
-        let row = self
-            .run(|s| async move { s.client.query_opt(&s.lookup, &[&self.namespace, &id]).await })
-            .await??;
-        u32::try_from(row.get::<_, i32>(0)).ok()
+        self.lookup_many(&[id.to_owned()]).await.remove(id)
+    }
+
+    /// The registered slots of those of `ids` that have one (none if the registry does
+    /// not answer).
+    pub(crate) async fn lookup_many(&self, ids: &[String]) -> HashMap<String, u32> {
+        if ids.is_empty() {
+            return HashMap::new();
+        }
+        let rows = self
+            .run(|s| async move { s.client.query(&s.lookup, &[&self.namespace, &ids]).await })
+            .await
+            .unwrap_or_default();
+        rows.iter()
+            .filter_map(|r| Some((r.get(0), u32::try_from(r.get::<_, i32>(1)).ok()?)))
+            .collect()
     }
 
     /// Registers each id not registered yet for its slot (a batch's ids).
@@ -223,7 +236,9 @@ impl Registry {
             )
             .await?;
         let lookup = client
-            .prepare("SELECT slot FROM hopper_ids WHERE namespace = $1 AND job_id = $2")
+            .prepare(
+                "SELECT job_id, slot FROM hopper_ids WHERE namespace = $1 AND job_id = ANY($2)",
+            )
             .await?;
         let moved = client
             .prepare(

@@ -18,7 +18,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::command_route::{error_reply, holds_job, registry_step, Action, Router, REGISTRY_PROBE};
+use crate::command_route::{
+    batch_ids, error_reply, holds_job, registry_step, Action, Known, Router, REGISTRY_PROBE,
+};
 use crate::registry::{Holds, Registry, Step as Registered};
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
@@ -130,13 +132,19 @@ impl Conn {
         };
         // Awaited here, so the connection's later requests wait for it: their order
         // (a push after a push) is the client's.
+        let mut known = Known::new();
         if let Some(registry) = self.registry.clone() {
             if let Some(slot) = self.registered(&registry, &req).await? {
                 return self.send(slot, body).await;
             }
+            known = registry
+                .lookup_many(&batch_ids(&req, self.ups.len() as u32))
+                .await;
         }
         let ups = &self.ups;
-        let actions = self.router.request(&req, |s| ups[s as usize].is_some());
+        let actions = self
+            .router
+            .request(&req, |s| ups[s as usize].is_some(), &known);
         self.run(actions, body).await?;
         if self.router.in_progress() > MAX_IN_PROGRESS {
             return Err(());

@@ -28,7 +28,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::command_route::{holds_job, registry_step, Action, Router, REGISTRY_PROBE};
+use crate::command_route::{
+    batch_ids, holds_job, registry_step, Action, Known, Router, REGISTRY_PROBE,
+};
 use crate::registry::{Holds, Registry, Step as Registered};
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
@@ -179,8 +181,17 @@ impl Conn {
                 return self.send(slot, Message::text(text)).await;
             }
         }
+        let known = match self.registry.clone() {
+            Some(registry) => {
+                let ids = batch_ids(&req, self.ups.len() as u32);
+                registry.lookup_many(&ids).await
+            }
+            None => Known::new(),
+        };
         let ups = &self.ups;
-        let actions = self.router.request(&req, |s| ups[s as usize].is_some());
+        let actions = self
+            .router
+            .request(&req, |s| ups[s as usize].is_some(), &known);
         self.act(client, actions, text).await?;
         if self.router.in_progress() > MAX_IN_PROGRESS {
             return Err(Some(CloseFrame {

@@ -300,6 +300,26 @@ async fn a_registered_id_goes_straight_to_its_slot() {
     assert_eq!(queue.and_then(Value::as_str), Some(b.as_str()), "{got:?}");
     let state = c.send("GetState", vec![("id", Value::str("twin"))]).await;
     assert_eq!(str_field(&state, "state"), Some("waiting"), "{state:?}");
+    // Both active; an ACKB of `twin` (no token) acks the one its row names, where asking
+    // slot by slot would ack slot 0's.
+    let (status, _) = call(
+        &s.servers[0].http,
+        "GET",
+        &format!("/queues/{a}/jobs"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let pulled = c.send("PULL", vec![("queue", Value::str(&b))]).await;
+    let id = pulled.get("job").and_then(|j| j.get("id"));
+    assert_eq!(id.and_then(Value::as_str), Some("twin"), "{pulled:?}");
+    let ids = Value::Array(vec![Value::str("twin")]);
+    let acked = c.send("ACKB", vec![("ids", ids)]).await;
+    assert_eq!(acked.get("ok"), Some(&Value::Bool(true)), "{acked:?}");
+    for (server, state) in [(0, "active"), (1, "completed")] {
+        let (_, got) = call(&s.servers[server].http, "GET", "/jobs/twin", None).await;
+        assert_eq!(got["job"]["state"], json!(state), "slot {server}: {got}");
+    }
     // An id with no row is still found by asking every owner.
     let (status, _) = push(&s.servers[1].http, &b, "loose").await;
     assert_eq!(status, 200);
