@@ -15,7 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster_brokers import broker, event_stream, push, run_sdk, slot_owners, wait_settled
+from cluster_brokers import (
+    broker,
+    event_stream,
+    psql,
+    push,
+    run_sdk,
+    slot_owners,
+    wait_settled,
+)
 from cluster_load import Load, first_ok_after
 from hopper._engine import id_slot, preferred_broker, queue_slot
 from hopper.client.tcp import TcpClient
@@ -105,6 +113,22 @@ def test_a_caller_chosen_id_is_found_through_any_broker(brokers: list[ServerProc
         seen = httpx.get(f"{each.url}/jobs/order-7")
         assert seen.status_code == 200 and seen.json()["job"]["queue"] == queue, seen.text
     assert httpx.get(f"{brokers[1].url}/jobs/no-such-job").status_code == 404
+
+
+def test_one_caller_chosen_id_through_two_brokers_to_two_slots_is_one_job(
+    postgres: Postgres, brokers: list[ServerProcess]
+) -> None:
+    first_queue, second_queue = queue_in(0, "twice"), queue_in(2, "twice")
+    first = push(brokers[0], first_queue, {"data": 1, "jobId": "order-9"})
+    # The registry names slot 0, whose owner holds the id: a duplicate, not a new job.
+    second = push(brokers[1], second_queue, {"data": 2, "jobId": "order-9"})
+    assert first["id"] == second["id"] == "order-9"
+    for each in brokers:
+        seen = httpx.get(f"{each.url}/jobs/order-9").json()
+        assert (seen["job"]["queue"], seen["job"]["data"]) == (first_queue, 1), seen
+    assert httpx.get(f"{brokers[2].url}/queues/{second_queue}/jobs").json()["job"] is None
+    sql = "SELECT slot FROM hopper_ids WHERE namespace = 'slots' AND job_id = 'order-9'"
+    assert psql(postgres, sql) == ["0"]
 
 
 def test_stats_count_every_slot(brokers: list[ServerProcess]) -> None:

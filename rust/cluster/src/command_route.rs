@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use hopper_core::cluster_slots::{id_slot, queue_slot};
 use hopper_core::Value;
 
+use crate::registry::Step;
+
 /// The routers' own reqIds start with this (a NUL no client sends), so replies to split,
 /// probed and fanned-out legs are told from replies to requests forwarded unchanged.
 const TAG: &str = "\u{0}hopper:";
@@ -108,9 +110,18 @@ enum Untagged {
     Everywhere,
 }
 
+/// The slots the id registry names for caller-chosen ids of a batch (`batch_ids`).
+pub type Known = HashMap<String, u32>;
+
 /// The route of one decoded request in a cluster of `slots` slots. What is not a
 /// command (or is malformed) goes to slot 0, whose server gives its usual error.
 pub fn classify(req: &Value, slots: u32) -> Route {
+    classify_known(req, slots, &Known::new())
+}
+
+/// `classify`, with the registered slots of a batch's caller-chosen ids: such an item
+/// goes to its slot like a generated id, instead of being probed or sent everywhere.
+fn classify_known(req: &Value, slots: u32, known: &Known) -> Route {
     let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
         return Route::Forward(0);
     };
@@ -133,9 +144,12 @@ pub fn classify(req: &Value, slots: u32) -> Route {
             return Route::Forward(0)
         }
         "PUSHF" => return flow_route(req, slots),
-        "ACKB" => return split(req, slots, &["tokens", "results"], Untagged::Probe),
-        "JobHeartbeatB" => return split(req, slots, &["tokens"], Untagged::Everywhere),
-        "ExtendLocks" => return split(req, slots, &["tokens", "durations"], Untagged::Everywhere),
+        "ACKB" => return split(req, slots, &["tokens", "results"], Untagged::Probe, known),
+        "JobHeartbeatB" => return split(req, slots, &["tokens"], Untagged::Everywhere, known),
+        "ExtendLocks" => {
+            let aligned = &["tokens", "durations"];
+            return split(req, slots, aligned, Untagged::Everywhere, known);
+        }
         "GetJobByCustomId" | "CronDelete" | "CronGet" => return probe(req),
         // They answer success for an id they do not hold (no logs, nothing cleared), so
         // a probe cannot find a caller-chosen id's slot: every slot is asked, only the
@@ -165,6 +179,76 @@ pub fn classify(req: &Value, slots: u32) -> Route {
     Route::Forward(0)
 }
 
+/// The reqId of the request asking a registered slot whether it holds an id (a claim's
+/// `Holds`): the transport takes its reply itself.
+pub const REGISTRY_PROBE: &str = "\u{0}hopper:registry";
+
+/// What the id registry does for a request before it is routed: a `PUSH` with a
+/// caller-chosen `jobId` claims it for its queue's slot; `PUSHB` (`customId`) and a
+/// `PUSHF` that is not refused register their ids where no row exists (each with its own
+/// queue's slot), without being redirected; a request that would be probed for a
+/// caller-chosen id looks it up first.
+pub fn registry_step(req: &Value, slots: u32) -> Option<Step> {
+    let cmd = req.field("cmd")?.as_str()?;
+    let chosen = |v: &Value, key: &str| {
+        let id = v.field(key)?.as_str()?;
+        (!id.is_empty() && id_slot(id, slots).is_none()).then(|| id.to_owned())
+    };
+    let slot_of = |v: &Value| Some(queue_slot(v.field("queue")?.as_str()?, slots));
+    fn items(v: &Value) -> &[Value] {
+        match v.field("jobs") {
+            Some(Value::Array(jobs)) => jobs,
+            _ => &[],
+        }
+    }
+    let register = |ids: Vec<(String, u32)>| (!ids.is_empty()).then_some(Step::Register(ids));
+    match cmd {
+        "PUSH" => Some(Step::Claim(chosen(req, "jobId")?, slot_of(req)?)),
+        "PUSHB" => {
+            let slot = slot_of(req)?;
+            let ids = items(req).iter().filter_map(|j| chosen(j, "customId"));
+            register(ids.map(|id| (id, slot)).collect())
+        }
+        // A flow's jobs each register with their own queue's slot (they are created
+        // there, by the outbox when it is not the slot the flow goes to).
+        "PUSHF" => {
+            let ids = items(req)
+                .iter()
+                .filter_map(|j| Some((chosen(j, "id")?, slot_of(j)?)))
+                .collect();
+            register(ids)
+        }
+        "GetJobByCustomId" => Some(Step::Lookup(chosen(req, "customId")?)),
+        c if ID_COMMANDS.contains(&c) && req.field("queue").is_none() => {
+            Some(Step::Lookup(chosen(req, "id")?))
+        }
+        _ => None,
+    }
+}
+
+/// The caller-chosen ids of a batch that is split by its ids' slots (`ACKB`,
+/// `JobHeartbeatB`, `ExtendLocks`): looked up in the registry before it is routed.
+pub fn batch_ids(req: &Value, slots: u32) -> Vec<String> {
+    let cmd = req.field("cmd").and_then(Value::as_str);
+    let Some(Value::Array(ids)) = req.field("ids") else {
+        return Vec::new();
+    };
+    if !matches!(cmd, Some("ACKB" | "JobHeartbeatB" | "ExtendLocks")) {
+        return Vec::new();
+    }
+    ids.iter()
+        .filter_map(Value::as_str)
+        .filter(|id| id_slot(id, slots).is_none())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether a reply to `GetJob` says the owner holds the job (any answer but "not
+/// found": an error such as a refused token is the owner's to give the push too).
+pub fn holds_job(reply: &Value) -> bool {
+    !keep_looking("GetJob", reply)
+}
+
 fn probe(req: &Value) -> Route {
     Route::Legs(
         vec![Leg {
@@ -191,7 +275,7 @@ fn flow_route(req: &Value, slots: u32) -> Route {
 
 /// Splits a batch addressed by `ids` (with `aligned` arrays of the same length) into
 /// one request per slot; a batch held by one slot is forwarded unchanged.
-fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged) -> Route {
+fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged, known: &Known) -> Route {
     let Some(Value::Array(ids)) = req.field("ids") else {
         return Route::Forward(0);
     };
@@ -209,7 +293,8 @@ fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged) -> Route
         let Some(id) = id.as_str() else {
             return Route::Forward(0);
         };
-        match (id_slot(id, slots), untagged) {
+        let slot = id_slot(id, slots).or_else(|| known.get(id).copied());
+        match (slot.filter(|&s| s < slots), untagged) {
             (Some(s), _) => per_slot[s as usize].push(i),
             (None, Untagged::Probe) => probes.push(i),
             (None, Untagged::Everywhere) => per_slot.iter_mut().for_each(|l| l.push(i)),
@@ -395,10 +480,16 @@ impl Router {
         self.tracked.len()
     }
 
-    /// Routes one client request; `open` tells which slots have an upstream already.
-    pub fn request(&mut self, req: &Value, open: impl Fn(u32) -> bool) -> Vec<Action> {
+    /// Routes one client request; `open` tells which slots have an upstream already,
+    /// `known` the registered slots of its batch's caller-chosen ids.
+    pub fn request(
+        &mut self,
+        req: &Value,
+        open: impl Fn(u32) -> bool,
+        known: &Known,
+    ) -> Vec<Action> {
         let req_id = req.get("reqId").cloned().unwrap_or(Value::Undefined);
-        match classify(req, self.slots) {
+        match classify_known(req, self.slots, known) {
             Route::Forward(slot) => vec![Action::Forward(slot)],
             Route::Any => vec![Action::Forward(
                 (0..self.slots).find(|&s| open(s)).unwrap_or(0),
@@ -687,8 +778,14 @@ mod tests {
             let r = req(vec![("cmd", Value::str(cmd))]);
             assert_eq!(classify(&r, 3), Route::Any, "{cmd}");
             let mut router = Router::new(3);
-            assert_eq!(router.request(&r, |s| s == 2), [Action::Forward(2)]);
-            assert_eq!(router.request(&r, |_| false), [Action::Forward(0)]);
+            assert_eq!(
+                router.request(&r, |s| s == 2, &Known::new()),
+                [Action::Forward(2)]
+            );
+            assert_eq!(
+                router.request(&r, |_| false, &Known::new()),
+                [Action::Forward(0)]
+            );
         }
         for cmd in ["RegisterWorker", "ListWorkers", "NoSuchCommand"] {
             let r = req(vec![("cmd", Value::str(cmd))]);
@@ -719,6 +816,111 @@ mod tests {
                 "{cmd}"
             );
         }
+    }
+
+    #[test]
+    fn the_registry_claims_pushed_ids_registers_batches_and_looks_ids_up() {
+        let (a, b) = (queue_in(0, 2), queue_in(1, 2));
+        let push = |id: Value| {
+            req(vec![
+                ("cmd", Value::str("PUSH")),
+                ("queue", Value::str(&b)),
+                ("jobId", id),
+            ])
+        };
+        assert_eq!(
+            registry_step(&push(Value::str("order-1")), 2),
+            Some(Step::Claim("order-1".into(), 1))
+        );
+        // A generated-looking id routes by its tag; an empty one is the server's error.
+        assert_eq!(registry_step(&push(Value::str(tagged(1, 1))), 2), None);
+        assert_eq!(registry_step(&push(Value::str("")), 2), None);
+        let item = |id: &str, queue: &str| {
+            req(vec![
+                ("customId", Value::str(id)),
+                ("id", Value::str(id)),
+                ("queue", Value::str(queue)),
+            ])
+        };
+        let batch = req(vec![
+            ("cmd", Value::str("PUSHB")),
+            ("queue", Value::str(&a)),
+            (
+                "jobs",
+                Value::Array(vec![item("x", &b), req(vec![]), item("y", &b)]),
+            ),
+        ]);
+        assert_eq!(
+            registry_step(&batch, 2),
+            Some(Step::Register(vec![("x".into(), 0), ("y".into(), 0)]))
+        );
+        let flow = |jobs: Vec<Value>| {
+            req(vec![
+                ("cmd", Value::str("PUSHF")),
+                ("jobs", Value::Array(jobs)),
+            ])
+        };
+        assert_eq!(
+            registry_step(&flow(vec![item("p", &b), item("c", &b)]), 2),
+            Some(Step::Register(vec![("p".into(), 1), ("c".into(), 1)]))
+        );
+        assert_eq!(
+            registry_step(&flow(vec![item("p", &a), item("c", &b)]), 2),
+            Some(Step::Register(vec![("p".into(), 0), ("c".into(), 1)]))
+        );
+        let by_id = |cmd: &str, key: &'static str, id: &str| {
+            req(vec![("cmd", Value::str(cmd)), (key, Value::str(id))])
+        };
+        for cmd in ["ACK", "GetJob", "GetState", "GetLogs"] {
+            assert_eq!(
+                registry_step(&by_id(cmd, "id", "order-1"), 2),
+                Some(Step::Lookup("order-1".into())),
+                "{cmd}"
+            );
+            assert_eq!(registry_step(&by_id(cmd, "id", &tagged(0, 1)), 2), None);
+        }
+        assert_eq!(
+            registry_step(&by_id("GetJobByCustomId", "customId", "c-1"), 2),
+            Some(Step::Lookup("c-1".into()))
+        );
+        // Routed by its queue, or no job id at all.
+        let queued = req(vec![
+            ("cmd", Value::str("GetJob")),
+            ("id", Value::str("order-1")),
+            ("queue", Value::str(&a)),
+        ]);
+        assert_eq!(registry_step(&queued, 2), None);
+        assert_eq!(registry_step(&by_id("CronGet", "name", "nightly"), 2), None);
+        assert!(holds_job(&ok()));
+        assert!(!holds_job(&err("Job not found")));
+    }
+
+    #[test]
+    fn a_batchs_registered_ids_go_to_their_slots() {
+        let ackb = req(vec![
+            ("cmd", Value::str("ACKB")),
+            ("ids", strs(&["mine", &tagged(1, 1), "other"])),
+        ]);
+        assert_eq!(batch_ids(&ackb, 2), ["mine", "other"]);
+        let both: Known = [("mine".to_string(), 1), ("other".to_string(), 1)].into();
+        let mut r = Router::new(2);
+        assert_eq!(r.request(&ackb, |_| true, &both), [Action::Forward(1)]);
+        // An id without a row is probed, as without a registry.
+        let one: Known = [("mine".to_string(), 1)].into();
+        let legs = sent(&r.request(&ackb, |_| true, &one));
+        assert_eq!(legs.len(), 2);
+        assert_eq!(legs[0].1.get("ids"), Some(&strs(&["mine", &tagged(1, 1)])));
+        assert_eq!(legs[1].1.get("ids"), Some(&strs(&["other"])));
+        let renew = req(vec![
+            ("cmd", Value::str("JobHeartbeatB")),
+            ("ids", strs(&["mine"])),
+        ]);
+        assert_eq!(r.request(&renew, |_| true, &one), [Action::Forward(1)]);
+        let get = req(vec![
+            ("cmd", Value::str("GetJob")),
+            ("ids", strs(&["mine"])),
+        ]);
+        assert!(batch_ids(&get, 2).is_empty());
     }
 
     #[test]
@@ -816,7 +1018,7 @@ mod tests {
             ("id", Value::str("order-1")),
             ("reqId", Value::str("5")),
         ]);
-        let a = sent(&r.request(&get, |_| true));
+        let a = sent(&r.request(&get, |_| true, &Known::new()));
         assert_eq!(a[0].0, 0);
         let b = sent(&r.reply(answer(err("Job not found"), &a[0].1)).unwrap());
         assert_eq!(b[0].0, 1);
@@ -828,7 +1030,7 @@ mod tests {
         );
         assert!(!r.tracking());
         // Nowhere: the last slot's answer.
-        let a = sent(&r.request(&get, |_| true));
+        let a = sent(&r.request(&get, |_| true, &Known::new()));
         let b = sent(&r.reply(answer(err("Job not found"), &a[0].1)).unwrap());
         let c = sent(&r.reply(answer(err("Job not found"), &b[0].1)).unwrap());
         assert_eq!(c[0].0, 2);
@@ -861,7 +1063,7 @@ mod tests {
         ));
         let some = Value::map(vec![("q:c1", Value::str("boom"))]);
         assert!(!keep_looking("GetIgnoredChildrenFailures", &failed(some)));
-        let a = sent(&r.request(&state, |_| true));
+        let a = sent(&r.request(&state, |_| true, &Known::new()));
         assert_eq!(sent(&r.reply(answer(unknown, &a[0].1)).unwrap())[0].0, 1);
     }
 
@@ -885,7 +1087,7 @@ mod tests {
             ("reqId", Value::Int(4)),
             ("ids", strs(&[&ids[0], &ids[1], &ids[2]])),
         ]);
-        let legs = sent(&r.request(&ackb, |_| true));
+        let legs = sent(&r.request(&ackb, |_| true, &Known::new()));
         assert_eq!(legs.len(), 2);
         let ignored = Value::map(vec![
             ("ok", Value::Bool(true)),
@@ -911,7 +1113,7 @@ mod tests {
         assert_eq!(data.get("ignoredIds"), Some(&strs(&[&ids[2]])));
         assert_eq!(v.get("reqId"), Some(&Value::Int(4)));
         // An error anywhere is the answer.
-        let legs = sent(&r.request(&ackb, |_| true));
+        let legs = sent(&r.request(&ackb, |_| true, &Known::new()));
         r.reply(answer(ok(), &legs[0].1));
         let done = r.reply(answer(err("Invalid or expired lock token"), &legs[1].1));
         assert_eq!(
@@ -944,7 +1146,7 @@ mod tests {
             ("cmd", Value::str("Stats")),
             ("reqId", Value::str("s")),
         ]);
-        let legs = sent(&r.request(&s, |_| false));
+        let legs = sent(&r.request(&s, |_| false, &Known::new()));
         assert_eq!(legs.iter().map(|l| l.0).collect::<Vec<_>>(), [0, 1]);
         r.reply(answer(stats(2, 10.0, &["a"]), &legs[0].1));
         let done = r.reply(answer(stats(3, 30.0, &["b"]), &legs[1].1)).unwrap();
@@ -980,7 +1182,7 @@ mod tests {
             ("cmd", Value::str("ListQueues")),
             ("reqId", Value::Int(1)),
         ]);
-        let legs = sent(&r.request(&list, |_| true));
+        let legs = sent(&r.request(&list, |_| true, &Known::new()));
         assert_eq!(r.in_progress(), 1);
         r.reply(answer(err("Not authenticated"), &legs[2].1));
         r.reply(answer(ok(), &legs[0].1));
@@ -1006,7 +1208,7 @@ mod tests {
             ("token", Value::str("secret")),
             ("reqId", Value::str("1")),
         ]);
-        let legs = sent(&r.request(&auth, |s| s == 2));
+        let legs = sent(&r.request(&auth, |s| s == 2, &Known::new()));
         assert_eq!(legs.len(), 1);
         assert_eq!(legs[0].0, 2);
         let remembered = r.auth(1).unwrap();
@@ -1018,7 +1220,7 @@ mod tests {
             vec![Action::Reply(with_req_id(ok(), Value::str("1")))]
         );
         // None open: slot 0's owner answers, and its upstream opens without another.
-        assert_eq!(sent(&r.request(&auth, |_| false))[0].0, 0);
+        assert_eq!(sent(&r.request(&auth, |_| false, &Known::new()))[0].0, 0);
         assert_eq!(r.auth(0), None);
         assert!(r.auth(0).is_some(), "for an upstream opened later");
     }

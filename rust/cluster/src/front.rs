@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::connect::connect;
 use crate::directory::{announce, read_slots, withdraw};
+use crate::registry::Registry;
 use crate::schema::migrate;
 use crate::slot_table::{Port, SlotTable, Table};
 
@@ -78,6 +79,11 @@ impl Front {
                 .spawn(move || poll_owners(&config, &public, &tx, &stop))?
         };
         let wait = config.connect_wait;
+        // Routers only: one registry (its few connections) for the front's clients. A
+        // URL the driver cannot parse was refused by the broker's own connect already.
+        let registry = (config.slots > 1)
+            .then(|| Registry::new(&config.url, &config.namespace).ok())
+            .flatten();
         for (listener, port) in [(Some(http), Port::Http), (tcp, Port::Tcp)] {
             let Some(listener) = listener else { continue };
             listener.set_nonblocking(true)?;
@@ -85,7 +91,13 @@ impl Front {
                 let _entered = runtime.enter();
                 TcpListener::from_std(listener)?
             };
-            runtime.spawn(accept_loop(listener, port, rx.clone(), wait));
+            runtime.spawn(accept_loop(
+                listener,
+                port,
+                rx.clone(),
+                wait,
+                registry.clone(),
+            ));
         }
         Ok(Front {
             runtime: Some(runtime),
@@ -121,19 +133,31 @@ impl Drop for Front {
     }
 }
 
-async fn accept_loop(listener: TcpListener, port: Port, owners: Table, wait: Duration) {
+async fn accept_loop(
+    listener: TcpListener,
+    port: Port,
+    owners: Table,
+    wait: Duration,
+    registry: Option<Arc<Registry>>,
+) {
     let routed = owners.borrow().slots() > 1;
     loop {
         match listener.accept().await {
             Ok((client, _)) if routed => {
                 let _ = client.set_nodelay(true);
                 match port {
-                    Port::Http => {
-                        tokio::spawn(crate::route_http::serve(client, owners.clone(), wait))
-                    }
-                    Port::Tcp => {
-                        tokio::spawn(crate::route_tcp::serve(client, owners.clone(), wait))
-                    }
+                    Port::Http => tokio::spawn(crate::route_http::serve(
+                        client,
+                        owners.clone(),
+                        wait,
+                        registry.clone(),
+                    )),
+                    Port::Tcp => tokio::spawn(crate::route_tcp::serve(
+                        client,
+                        owners.clone(),
+                        wait,
+                        registry.clone(),
+                    )),
                 };
             }
             Ok((client, _)) => {

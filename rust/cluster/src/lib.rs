@@ -17,6 +17,7 @@ mod http_wire;
 mod keeper;
 mod outbox;
 mod pg_store;
+mod registry;
 mod route_http;
 mod route_tcp;
 mod route_ws;
@@ -30,6 +31,7 @@ pub use error::ClusterError;
 pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
 pub use outbox::OutboxRelay;
+pub use registry::Registry;
 pub use route_http::serve as serve_http_router;
 /// The routers, for tests that run them on a slot table of their own (no front).
 pub use route_tcp::serve as serve_tcp_routed;

@@ -53,6 +53,7 @@ use crate::http_wire::{
     parse_request, read_response_head, request_framing, response_framing, Body, Framing,
     RequestHead, ResponseHead, WireError, LAST_CHUNK, MAX_BODY, MAX_HEAD,
 };
+use crate::registry::{Holds, Registry, Step as Registered};
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
 /// How long a client connection may take to send a request head, or its body, before
@@ -302,21 +303,29 @@ struct Conn {
     wait: Duration,
     upstreams: HashMap<u32, Upstream>,
     buf: Vec<u8>,
+    registry: Option<Arc<Registry>>,
 }
 
-/// Serves one client connection until it closes (or hands it to the WebSocket router).
-pub async fn serve(mut client: TcpStream, owners: Table, wait: Duration) {
+/// Serves one client connection until it closes (or hands it to the WebSocket router);
+/// caller-chosen ids are claimed and looked up in `registry`, if given.
+pub async fn serve(
+    mut client: TcpStream,
+    owners: Table,
+    wait: Duration,
+    registry: Option<Arc<Registry>>,
+) {
     let mut conn = Conn {
         owners,
         wait,
         upstreams: HashMap::new(),
         buf: Vec::new(),
+        registry,
     };
     match conn.run(&mut client).await {
         Exit::Close => {}
         Exit::Ws(read) => {
             drop(conn.upstreams);
-            crate::route_ws::serve(client, read, conn.owners, conn.wait).await;
+            crate::route_ws::serve(client, read, conn.owners, conn.wait, conn.registry).await;
         }
         Exit::Tunnel(slot, read) => conn.tunnel(client, slot, read).await,
     }
@@ -372,6 +381,10 @@ impl Conn {
                     return Exit::Close;
                 }
             };
+            let step = self
+                .registry
+                .as_ref()
+                .and_then(|_| push_step(&head.method, path, &body, slots));
             let req = Request {
                 framed: request_framing(&head.headers).is_ok_and(|f| f != Framing::Empty),
                 head,
@@ -380,11 +393,21 @@ impl Conn {
                 management,
             };
             let open = match target {
-                Target::Slot(slot) => self.forward(client, slot, &req).await,
-                Target::Job(id) => match self.locate(&id, &req).await {
-                    Ok(slot) => self.forward(client, slot, &req).await,
+                Target::Slot(slot) => match self.registered(step, &req).await {
+                    Ok(to) => self.forward(client, to.unwrap_or(slot), &req).await,
                     Err(fail) => self.fail(client, &req, fail).await,
                 },
+                Target::Job(id) => {
+                    let lookup = Some(Registered::Lookup(id.clone()));
+                    let located = match self.registered(lookup, &req).await {
+                        Ok(Some(slot)) => Ok(slot),
+                        _ => self.locate(&id, &req).await,
+                    };
+                    match located {
+                        Ok(slot) => self.forward(client, slot, &req).await,
+                        Err(fail) => self.fail(client, &req, fail).await,
+                    }
+                }
                 Target::Fan(how) => self.fan(client, how, &req).await,
                 Target::Events => self.events(client, &req).await,
                 Target::Unsupported(route) => {
@@ -540,23 +563,33 @@ impl Conn {
         answers
     }
 
+    /// The slot the registry sends a request to, if it decides one (`step`: a push's
+    /// claim or registration, or an id's lookup).
+    async fn registered(
+        &mut self,
+        step: Option<Registered>,
+        req: &Request,
+    ) -> Result<Option<u32>, Fail> {
+        let (Some(registry), Some(step)) = (self.registry.clone(), step) else {
+            return Ok(None);
+        };
+        Ok(match step {
+            Registered::Claim(id, slot) => {
+                let mut asker = Asker { conn: self, req };
+                Some(registry.route_push(&mut asker, &id, slot).await?)
+            }
+            Registered::Lookup(id) => registry.lookup(&id).await,
+            Registered::Register(ids) => {
+                registry.register(&ids).await;
+                None
+            }
+        })
+    }
+
     /// The slot holding job `id` (a caller-chosen id, untagged): the first whose
     /// `GET /jobs/:id` is not a 404; slot 0 (whose answer is then the not-found) if none.
     async fn locate(&mut self, id: &str, req: &Request) -> Result<u32, Fail> {
-        let probe = Request {
-            head: RequestHead {
-                method: "GET".into(),
-                target: String::new(),
-                minor: 1,
-                headers: req.head.headers.clone(),
-                len: 0,
-            },
-            body: Vec::new(),
-            framed: false,
-            keep_alive: true,
-            management: false,
-        };
-        let wire = upstream_request(&probe, &format!("/jobs/{}", encode_segment(id)), false);
+        let wire = probe_request(req, id);
         for (slot, answer) in self.fetch_all(wire).await.into_iter().enumerate() {
             if answer?.0.status != 404 {
                 return Ok(slot as u32);
@@ -706,6 +739,85 @@ impl Conn {
             _ = tokio::io::copy_bidirectional(&mut client, &mut up) => {}
             _ = moved_from(&mut self.owners, slot, epoch) => {}
         }
+    }
+}
+
+/// `GET /jobs/:id` with the client's headers (its token): whether an owner holds `id`.
+fn probe_request(req: &Request, id: &str) -> Vec<u8> {
+    let probe = Request {
+        head: RequestHead {
+            method: "GET".into(),
+            target: String::new(),
+            minor: 1,
+            headers: req.head.headers.clone(),
+            len: 0,
+        },
+        body: Vec::new(),
+        framed: false,
+        keep_alive: true,
+        management: false,
+    };
+    upstream_request(&probe, &format!("/jobs/{}", encode_segment(id)), false)
+}
+
+/// A claim's question to an owner, with the client's headers, on the pooled connection.
+struct Asker<'a> {
+    conn: &'a mut Conn,
+    req: &'a Request,
+}
+
+impl Holds for Asker<'_> {
+    type Error = Fail;
+
+    async fn holds(&mut self, slot: u32, id: &str) -> Result<bool, Fail> {
+        let conn = &mut *self.conn;
+        conn.sweep();
+        let pooled = conn.upstreams.remove(&slot);
+        let wire = Arc::new(probe_request(self.req, id));
+        let (_, answer, kept) = fetch(conn.owners.clone(), conn.wait, slot, pooled, wire).await;
+        if let Some(up) = kept {
+            conn.upstreams.insert(slot, up);
+        }
+        Ok(answer?.0.status != 404)
+    }
+}
+
+/// The registry's step for a push with caller-chosen ids (none for another request):
+/// `POST /queues/:queue/jobs` (`jobId`) and the management API's add (`opts.jobId`)
+/// claim theirs; a bulk push (`jobs[].jobId`) registers its ids without redirection.
+fn push_step(method: &str, path: &str, body: &[u8], slots: u32) -> Option<Registered> {
+    if method != "POST" || !body.windows(5).any(|w| w == b"jobId") {
+        return None;
+    }
+    let decoded = percent_decode(path);
+    let segments = split(&decoded);
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let chosen = |v: &serde_json::Value| {
+        let id = v.as_str()?;
+        (!id.is_empty() && id_slot(id, slots).is_none()).then(|| id.to_owned())
+    };
+    let api = api_prefix(&segments)
+        .filter(|_| is_management(path))
+        .map(|i| &segments[i + 1..]);
+    match (segments.as_slice(), api) {
+        (["queues", queue, "jobs"], _) => Some(Registered::Claim(
+            chosen(&body["jobId"])?,
+            queue_slot(queue, slots),
+        )),
+        (["queues", queue, "jobs", "bulk"], _) => {
+            let slot = queue_slot(queue, slots);
+            let ids: Vec<(String, u32)> = body["jobs"]
+                .as_array()?
+                .iter()
+                .filter_map(|job| Some((chosen(&job["jobId"])?, slot)))
+                .collect();
+            (!ids.is_empty()).then_some(Registered::Register(ids))
+        }
+        (_, Some(["queues", queue, "jobs"])) => Some(Registered::Claim(
+            chosen(&body["opts"]["jobId"])?,
+            queue_slot(queue, slots),
+        )),
+        _ => None,
     }
 }
 
@@ -1075,6 +1187,52 @@ mod tests {
             Target::Fan(Merge::FirstFound)
         );
         assert_eq!(encode_segment("my id/é"), "my%20id%2F%C3%A9");
+    }
+
+    #[test]
+    fn pushes_with_chosen_ids_claim_or_register_them() {
+        let claim =
+            |id: &str, queue: &str| Some(Registered::Claim(id.into(), queue_slot(queue, S)));
+        let step =
+            |method: &str, path: &str, body: &str| push_step(method, path, body.as_bytes(), S);
+        assert_eq!(
+            step("POST", "/queues/a%20b/jobs", r#"{"data":1,"jobId":"o-1"}"#),
+            claim("o-1", "a b")
+        );
+        assert_eq!(
+            step(
+                "POST",
+                "/ops/api/queues/m/jobs",
+                r#"{"name":"n","opts":{"jobId":"o-2"}}"#
+            ),
+            claim("o-2", "m")
+        );
+        assert_eq!(
+            step(
+                "POST",
+                "/queues/q/jobs/bulk",
+                r#"{"jobs":[{"jobId":"b-1"},{"data":2}]}"#
+            ),
+            Some(Registered::Register(vec![(
+                "b-1".into(),
+                queue_slot("q", S)
+            )]))
+        );
+        let tag = tagged(1);
+        for (method, path, body) in [
+            ("POST", "/queues/q/jobs", r#"{"data":1}"#.to_string()),
+            ("POST", "/queues/q/jobs", format!(r#"{{"jobId":"{tag}"}}"#)),
+            ("POST", "/queues/q/jobs", r#"{"jobId":""}"#.into()),
+            ("POST", "/queues/q/jobs", r#"{"jobId":"#.into()),
+            ("PUT", "/queues/q/jobs", r#"{"jobId":"o-1"}"#.into()),
+            (
+                "POST",
+                "/jobs/o-1/ack",
+                r#"{"result":{"jobId":"o-1"}}"#.into(),
+            ),
+        ] {
+            assert_eq!(step(method, path, &body), None, "{method} {path} {body}");
+        }
     }
 
     #[test]

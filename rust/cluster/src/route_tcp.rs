@@ -8,6 +8,7 @@
 //! The connection is closed when an upstream closes or a slot in use moves: the SDK
 //! then reconnects and resends Auth and subscriptions, as after the single-slot relay.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hopper_core::{msgpack_decode, msgpack_encode, FrameBuffer, FrameNext, Value, MAX_FRAME};
@@ -17,7 +18,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::command_route::{error_reply, Action, Router};
+use crate::command_route::{
+    batch_ids, error_reply, holds_job, registry_step, Action, Known, Router, REGISTRY_PROBE,
+};
+use crate::registry::{Holds, Registry, Step as Registered};
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
 /// Requests in progress one connection may have before it is closed (the SDK keeps at
@@ -39,11 +43,17 @@ enum Up {
     Closed,
 }
 
-/// Routes one client connection until it, an upstream, or a used slot's owner goes.
-pub async fn serve(client: TcpStream, owners: Table, wait: Duration) {
+/// Routes one client connection until it, an upstream, or a used slot's owner goes;
+/// caller-chosen ids are claimed and looked up in `registry`, if given.
+pub async fn serve(
+    client: TcpStream,
+    owners: Table,
+    wait: Duration,
+    registry: Option<Arc<Registry>>,
+) {
     let slots = owners.borrow().slots();
     let (mut read, write) = client.into_split();
-    let (tx, mut rx) = mpsc::channel(QUEUED_FRAMES);
+    let (tx, rx) = mpsc::channel(QUEUED_FRAMES);
     let mut conn = Conn {
         client: write,
         owners,
@@ -51,7 +61,9 @@ pub async fn serve(client: TcpStream, owners: Table, wait: Duration) {
         ups: (0..slots).map(|_| None).collect(),
         readers: Vec::new(),
         tx,
+        rx,
         router: Router::new(slots),
+        registry,
     };
     let mut frames = FrameBuffer::default();
     let mut buf = vec![0u8; 64 * 1024];
@@ -67,7 +79,7 @@ pub async fn serve(client: TcpStream, owners: Table, wait: Duration) {
                 }
                 _ => Err(()),
             },
-            up = rx.recv() => match up {
+            up = conn.rx.recv() => match up {
                 Some(Up::Frame(body)) => conn.upstream_frame(body).await,
                 _ => Err(()),
             },
@@ -90,7 +102,9 @@ struct Conn {
     ups: Vec<Option<OwnedWriteHalf>>,
     readers: Vec<JoinHandle<()>>,
     tx: mpsc::Sender<Up>,
+    rx: mpsc::Receiver<Up>,
     router: Router,
+    registry: Option<Arc<Registry>>,
 }
 
 /// `Err`: the connection ends.
@@ -116,13 +130,39 @@ impl Conn {
         let Ok(req) = msgpack_decode(body) else {
             return self.send(0, body).await;
         };
+        // Awaited here, so the connection's later requests wait for it: their order
+        // (a push after a push) is the client's.
+        let mut known = Known::new();
+        if let Some(registry) = self.registry.clone() {
+            if let Some(slot) = self.registered(&registry, &req).await? {
+                return self.send(slot, body).await;
+            }
+            known = registry
+                .lookup_many(&batch_ids(&req, self.ups.len() as u32))
+                .await;
+        }
         let ups = &self.ups;
-        let actions = self.router.request(&req, |s| ups[s as usize].is_some());
+        let actions = self
+            .router
+            .request(&req, |s| ups[s as usize].is_some(), &known);
         self.run(actions, body).await?;
         if self.router.in_progress() > MAX_IN_PROGRESS {
             return Err(());
         }
         Ok(())
+    }
+
+    /// The slot the registry sends `req` to, if it decides one.
+    async fn registered(&mut self, registry: &Registry, req: &Value) -> Result<Option<u32>, ()> {
+        Ok(match registry_step(req, self.ups.len() as u32) {
+            Some(Registered::Claim(id, slot)) => Some(registry.route_push(self, &id, slot).await?),
+            Some(Registered::Lookup(id)) => registry.lookup(&id).await,
+            Some(Registered::Register(ids)) => {
+                registry.register(&ids).await;
+                None
+            }
+            None => None,
+        })
     }
 
     async fn upstream_frame(&mut self, body: Vec<u8>) -> Step {
@@ -194,6 +234,36 @@ impl Conn {
         ));
         self.readers.push(reader);
         Ok(write)
+    }
+}
+
+impl Holds for Conn {
+    type Error = ();
+
+    /// Asks `slot`'s owner for the job; meanwhile other upstream frames go on to the
+    /// client as usual.
+    async fn holds(&mut self, slot: u32, id: &str) -> Result<bool, ()> {
+        let ask = Value::map(vec![
+            ("cmd", Value::str("GetJob")),
+            ("id", Value::str(id)),
+            ("reqId", Value::str(REGISTRY_PROBE)),
+        ]);
+        let mut body = Vec::new();
+        msgpack_encode(&ask, &mut body);
+        self.send(slot, &body).await?;
+        loop {
+            let Some(Up::Frame(body)) = self.rx.recv().await else {
+                return Err(());
+            };
+            if body.windows(TAG.len()).any(|w| w == TAG) {
+                if let Ok(reply) = msgpack_decode(&body) {
+                    if reply.get("reqId").and_then(Value::as_str) == Some(REGISTRY_PROBE) {
+                        return Ok(holds_job(&reply));
+                    }
+                }
+            }
+            self.upstream_frame(body).await?;
+        }
     }
 }
 

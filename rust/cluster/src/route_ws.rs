@@ -10,6 +10,7 @@
 //! the upgrade's answer. The socket ends when any upstream ends, with the owner's close
 //! code where it sent one, or 1012 (service restart) when a slot moves.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -27,7 +28,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::command_route::{Action, Router};
+use crate::command_route::{
+    batch_ids, holds_job, registry_step, Action, Known, Router, REGISTRY_PROBE,
+};
+use crate::registry::{Holds, Registry, Step as Registered};
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
 /// Requests in progress one socket may have before it is closed.
@@ -53,8 +57,15 @@ struct Upgrade {
 }
 
 /// Serves a client's `GET /ws` upgrade; `read` holds every byte read from the client so
-/// far (the request head, and anything after it).
-pub async fn serve(mut client: TcpStream, read: Vec<u8>, owners: Table, wait: Duration) {
+/// far (the request head, and anything after it). Caller-chosen ids are claimed and
+/// looked up in `registry`, if given.
+pub async fn serve(
+    mut client: TcpStream,
+    read: Vec<u8>,
+    owners: Table,
+    wait: Duration,
+    registry: Option<Arc<Registry>>,
+) {
     let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") else {
         return respond(&mut client, 400, r#"{"error":"Bad Request"}"#).await;
     };
@@ -71,7 +82,9 @@ pub async fn serve(mut client: TcpStream, read: Vec<u8>, owners: Table, wait: Du
         ups: (0..slots).map(|_| None).collect(),
         readers: Vec::new(),
         tx,
+        rx,
         router: Router::new(slots),
+        registry,
     };
     let eager = match conn.upgrade.target.strip_prefix("/ws/queues/") {
         Some(queue) => vec![queue_slot(&percent_decode(queue), slots)],
@@ -94,7 +107,7 @@ pub async fn serve(mut client: TcpStream, read: Vec<u8>, owners: Table, wait: Du
     }
     let rest = read[end + 4..].to_vec();
     let ws = WebSocketStream::from_partially_read(client, rest, Role::Server, None).await;
-    conn.run(ws, rx).await;
+    conn.run(ws).await;
 }
 
 struct Conn {
@@ -104,14 +117,16 @@ struct Conn {
     ups: Vec<Option<Upstream>>,
     readers: Vec<JoinHandle<()>>,
     tx: mpsc::Sender<Up>,
+    rx: mpsc::Receiver<Up>,
     router: Router,
+    registry: Option<Arc<Registry>>,
 }
 
 /// Why a step ends the socket: the close frame to send the client.
 type Step = Result<(), Option<CloseFrame>>;
 
 impl Conn {
-    async fn run(&mut self, mut client: WebSocketStream<TcpStream>, mut rx: mpsc::Receiver<Up>) {
+    async fn run(&mut self, mut client: WebSocketStream<TcpStream>) {
         let ended = loop {
             let step = tokio::select! {
                 m = client.next() => match m {
@@ -123,7 +138,7 @@ impl Conn {
                     Some(Err(_)) | None => Err(None),
                     Some(Ok(_)) => Ok(()), // pings are answered by the library
                 },
-                up = rx.recv() => match up {
+                up = self.rx.recv() => match up {
                     Some(Up::Text(text)) => self.upstream_text(&mut client, text).await,
                     Some(Up::Closed(frame)) => Err(frame.or_else(|| Some(restart()))),
                     None => Err(None),
@@ -156,8 +171,27 @@ impl Conn {
         let Some(req) = Value::from_json(text.as_bytes()) else {
             return self.send(0, Message::text(text)).await;
         };
+        // Awaited here, so the socket's later commands keep their order behind it.
+        let step = self
+            .registry
+            .as_ref()
+            .and_then(|_| registry_step(&req, self.ups.len() as u32));
+        if let Some(step) = step {
+            if let Some(slot) = self.registered(client, step).await? {
+                return self.send(slot, Message::text(text)).await;
+            }
+        }
+        let known = match self.registry.clone() {
+            Some(registry) => {
+                let ids = batch_ids(&req, self.ups.len() as u32);
+                registry.lookup_many(&ids).await
+            }
+            None => Known::new(),
+        };
         let ups = &self.ups;
-        let actions = self.router.request(&req, |s| ups[s as usize].is_some());
+        let actions = self
+            .router
+            .request(&req, |s| ups[s as usize].is_some(), &known);
         self.act(client, actions, text).await?;
         if self.router.in_progress() > MAX_IN_PROGRESS {
             return Err(Some(CloseFrame {
@@ -166,6 +200,28 @@ impl Conn {
             }));
         }
         Ok(())
+    }
+
+    /// The slot the registry sends a request to, if it decides one.
+    async fn registered(
+        &mut self,
+        client: &mut WebSocketStream<TcpStream>,
+        step: Registered,
+    ) -> Result<Option<u32>, Option<CloseFrame>> {
+        let Some(registry) = self.registry.clone() else {
+            return Ok(None);
+        };
+        Ok(match step {
+            Registered::Claim(id, slot) => {
+                let mut asker = Asker { conn: self, client };
+                Some(registry.route_push(&mut asker, &id, slot).await?)
+            }
+            Registered::Lookup(id) => registry.lookup(&id).await,
+            Registered::Register(ids) => {
+                registry.register(&ids).await;
+                None
+            }
+        })
     }
 
     async fn upstream_text(
@@ -246,6 +302,41 @@ impl Conn {
         ));
         self.readers.push(reader);
         Ok(())
+    }
+}
+
+/// A claim's question to an owner, on the socket's upstream; the other upstream
+/// messages meanwhile go on to the client as usual.
+struct Asker<'a> {
+    conn: &'a mut Conn,
+    client: &'a mut WebSocketStream<TcpStream>,
+}
+
+impl Holds for Asker<'_> {
+    type Error = Option<CloseFrame>;
+
+    async fn holds(&mut self, slot: u32, id: &str) -> Result<bool, Option<CloseFrame>> {
+        let ask = Value::map(vec![
+            ("cmd", Value::str("GetJob")),
+            ("id", Value::str(id)),
+            ("reqId", Value::str(REGISTRY_PROBE)),
+        ]);
+        self.conn.send(slot, Message::text(ask.to_json())).await?;
+        loop {
+            let text = match self.conn.rx.recv().await {
+                Some(Up::Text(text)) => text,
+                Some(Up::Closed(frame)) => return Err(frame.or_else(|| Some(restart()))),
+                None => return Err(None),
+            };
+            if text.contains(TAG) {
+                if let Some(reply) = Value::from_json(text.as_bytes()) {
+                    if reply.get("reqId").and_then(Value::as_str) == Some(REGISTRY_PROBE) {
+                        return Ok(holds_job(&reply));
+                    }
+                }
+            }
+            self.conn.upstream_text(self.client, text).await?;
+        }
     }
 }
 

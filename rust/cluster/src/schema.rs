@@ -82,6 +82,16 @@ CREATE TABLE hopper_outbox (
     PRIMARY KEY (namespace, target_slot, source_slot, seq)
 ) WITH (autovacuum_vacuum_scale_factor = 0.01);
 "#,
+    // The registry of caller-chosen job ids: the slot each was pushed to, so fronts
+    // route it without asking every owner (`registry.rs`). A hint: rows may be deleted.
+    r#"
+CREATE TABLE hopper_ids (
+    namespace text    NOT NULL,
+    job_id    text    NOT NULL,
+    slot      integer NOT NULL,
+    PRIMARY KEY (namespace, job_id)
+);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

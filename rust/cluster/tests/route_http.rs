@@ -66,7 +66,7 @@ async fn route(table: SlotTable, wait: Duration) -> (String, watch::Sender<Arc<S
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let _ = client.set_nodelay(true); // as the front sets it
-            tokio::spawn(serve_http_router(client, rx.clone(), wait));
+            tokio::spawn(serve_http_router(client, rx.clone(), wait, None));
         }
     });
     (addr, tx)

@@ -32,6 +32,7 @@ async fn router(owners: watch::Receiver<Arc<SlotTable>>) -> String {
                 client,
                 owners.clone(),
                 Duration::from_secs(2),
+                None,
             ));
         }
     });

@@ -39,7 +39,7 @@ async fn router(owners: watch::Receiver<Arc<SlotTable>>) -> String {
                         _ => return,
                     }
                 }
-                serve_ws_routed(client, read, owners, Duration::from_secs(2)).await;
+                serve_ws_routed(client, read, owners, Duration::from_secs(2), None).await;
             });
         }
     });
