@@ -2,13 +2,17 @@
 //! rendezvous hashing (`hopper_core::cluster_slots`), so slots spread over the brokers
 //! and a broker joining or leaving moves only its own share.
 //!
+//! Only brokers that can take the slot are ranked: those with a standby for it running.
+//! A standby says so by holding a shared advisory lock keyed by the slot and its broker
+//! on its watch session, so a standby that never started (its slot server failed) or
+//! whose process died is out of the ranking at once, with no heartbeat to wait for.
+//!
 //! The ranking only steers; the lease and epoch keep it safe. A standby tries to take
 //! a slot only when it is vacant (its owner's lease over, or its owner's session gone),
-//! and then at once if its broker ranks first among the live brokers, or after the slot
-//! stood vacant for `VACANT_GRACE`, since the broker ranked first may be the one that
-//! just died (its row looks live for a few seconds more). An owner that is no longer
-//! ranked first, once the better broker has been up for `SETTLE_MS`, hands the slot
-//! over cleanly (`Slot::handoff_to`).
+//! and then at once if its broker ranks first among the live brokers with a standby for
+//! the slot, or after the slot stood vacant for `VACANT_GRACE` (the one ranked first
+//! may be slow to look). An owner that is no longer ranked first, once the better broker
+//! has been up for `SETTLE_MS`, hands the slot over cleanly (`Slot::handoff_to`).
 
 use std::time::{Duration, Instant};
 
@@ -30,23 +34,40 @@ pub const VACANT_GRACE: Duration = Duration::from_millis(1_000);
 
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-/// Live brokers of `namespace`; with `settled`, only those up for `SETTLE_MS`.
+/// The first key of a standby's advisory lock for `slot` (the second is its broker's).
+fn standby_key(namespace: &str, slot: u32) -> String {
+    format!("{namespace} standby {slot}")
+}
+
+/// Live brokers of `namespace` with a standby for `slot` running; with `settled`, only
+/// those up for `SETTLE_MS`.
 fn live_brokers(
     client: &mut Client,
     namespace: &str,
+    slot: u32,
     settled: bool,
 ) -> Result<Vec<String>, postgres::Error> {
     let rows = client.query(
         &format!(
-            "SELECT broker_id FROM hopper_brokers WHERE namespace = $1
-             AND seen_ms >= {NOW_MS} - $2 AND (NOT $3 OR started_ms <= {NOW_MS} - $4)"
+            "SELECT broker_id FROM hopper_brokers b WHERE namespace = $1
+             AND seen_ms >= {NOW_MS} - $2 AND (NOT $3 OR started_ms <= {NOW_MS} - $4)
+             AND EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND classid = hashtext($5)::oid AND objid = hashtext(b.broker_id)::oid
+                 AND objsubid = 2)"
         ),
-        &[&namespace, &LIVE_MS, &settled, &SETTLE_MS],
+        &[
+            &namespace,
+            &LIVE_MS,
+            &settled,
+            &SETTLE_MS,
+            &standby_key(namespace, slot),
+        ],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// The broker that should own `slot` among the live ones and `me`.
+/// The broker that should own `slot` among the live ones with a standby for it, and `me`.
 pub(crate) fn preferred(
     client: &mut Client,
     namespace: &str,
@@ -54,7 +75,7 @@ pub(crate) fn preferred(
     slot: u32,
     settled: bool,
 ) -> Result<String, postgres::Error> {
-    let mut brokers = live_brokers(client, namespace, settled)?;
+    let mut brokers = live_brokers(client, namespace, slot, settled)?;
     brokers.push(me.to_string());
     let best = preferred_owner(brokers.iter().map(String::as_str), slot).unwrap_or(me);
     Ok(best.to_string())
@@ -102,6 +123,12 @@ impl Standby {
             let mut c = connect(&config.url)?;
             migrate(&mut c)?;
             fix_slot_count(&mut c, &config.namespace, config.slots)?;
+            // Held while this session lives: this broker can take the slot.
+            let key = standby_key(&config.namespace, config.slot as u32);
+            c.execute(
+                "SELECT pg_advisory_lock_shared(hashtext($1), hashtext($2))",
+                &[&key, &config.broker_id],
+            )?;
             self.client = Some(c);
         }
         let waiting = self.waiting(config).inspect_err(|_| self.client = None)?;

@@ -1,7 +1,8 @@
 //! Several slots on a real PostgreSQL: the slot count is fixed on a cluster's first start;
-//! a standby takes a slot at once when it ranks first among the live brokers, and only
-//! after the slot stood vacant otherwise; an owner learns that a settled broker ranks
-//! first and, once it gives the slot up, that broker takes it.
+//! a standby takes a slot at once when it ranks first among the live brokers with a
+//! standby for the slot, and only after the slot stood vacant otherwise; an owner learns
+//! that a settled broker with a standby ranks first and, once it gives the slot up, that
+//! broker takes it; a broker with no standby for the slot is passed over.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,18 @@ fn announce(c: &mut Client, ns: &str, brokers: &[&str]) {
     }
 }
 
+/// What a running standby of `broker` for `slot` holds (`assignment.rs`): a shared
+/// advisory lock on a session of its own, kept while the returned client lives.
+fn standby_of(url: &str, ns: &str, broker: &str, slot: u32) -> Client {
+    let mut c = Client::connect(url, NoTls).unwrap();
+    c.execute(
+        "SELECT pg_advisory_lock_shared(hashtext($1), hashtext($2))",
+        &[&format!("{ns} standby {slot}"), &broker],
+    )
+    .unwrap();
+    c
+}
+
 fn client(url: &str, ns: &str) -> Client {
     prepare(url, ns, SLOTS).unwrap();
     Client::connect(url, NoTls).unwrap()
@@ -77,6 +90,7 @@ fn the_broker_ranked_first_takes_a_vacant_slot_at_once_another_after_the_grace()
     let mut c = client(url, ns);
     announce(&mut c, ns, &["a", "b"]);
     let slot = slot_of("a", &["a", "b"]);
+    let _a_waits = standby_of(url, ns, "a", slot);
 
     // b does not rank first: the slot is vacant (no owner yet), but b waits the grace.
     let mut standby = Standby::default();
@@ -154,3 +168,34 @@ fn a_standby_ranked_first_takes_the_slot_of_a_dead_owner_at_once() {
         .expect("b ranks first and a's session is gone");
     assert_eq!(b.epoch(), epoch + 1);
 }
+
+#[test]
+fn a_broker_with_no_standby_for_the_slot_is_passed_over() {
+    let Some(url) = postgres_url() else { return };
+    let ns = "no-standby";
+    let mut c = client(url, ns);
+    announce(&mut c, ns, &["a", "b"]);
+    let slot = slot_of("a", &["a", "b"]);
+    // a ranks first but runs no standby for the slot (its slot server did not start):
+    // b takes the vacant slot at once, without the grace.
+    let b = Standby::default()
+        .take(&config(url, ns, "b", slot))
+        .expect("a cannot take the slot, so b is first");
+    // Nor does b hand it to a while a has no standby for it.
+    let keeper = b.keep_lease().unwrap();
+    for _ in 0..10 {
+        announce(&mut c, ns, &["a", "b"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(b.handoff_to(), None);
+    // Once a's standby runs, b's renewals see that a ranks first.
+    let _a_waits = standby_of(url, ns, "a", slot);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.handoff_to().is_none() && Instant::now() < deadline {
+        announce(&mut c, ns, &["a", "b"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.handoff_to().as_deref(), Some("a"));
+    drop(keeper);
+}
+
