@@ -198,4 +198,3 @@ fn a_broker_with_no_standby_for_the_slot_is_passed_over() {
     assert_eq!(b.handoff_to().as_deref(), Some("a"));
     drop(keeper);
 }
-

@@ -50,8 +50,12 @@ fn push_id(out: &mut String, id: &JobId) {
 }
 
 fn push_ids(out: &mut String, ids: &[JobId]) {
+    push_id_list(out, ids.iter());
+}
+
+fn push_id_list<'a>(out: &mut String, ids: impl Iterator<Item = &'a JobId>) {
     out.push('[');
-    for (i, id) in ids.iter().enumerate() {
+    for (i, id) in ids.enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -153,8 +157,17 @@ pub fn write_job(out: &mut String, job: &Job, queue: &str, name: &str) {
     push_opt_str(out, "groupId", job.group_id());
     out.push_str(",\"dependsOn\":");
     push_ids(out, ext.map_or(&[], |e| &e.depends_on));
+    // Dependents here, then those other slots of a cluster hold (a flow child's parent).
     out.push_str(",\"dependents\":");
-    push_ids(out, ext.map_or(&[], |e| &e.dependents));
+    let remote = ext.and_then(|e| e.remote.as_deref());
+    push_id_list(
+        out,
+        ext.map_or(&[][..], |e| &e.dependents[..]).iter().chain(
+            remote
+                .into_iter()
+                .flat_map(|r| r.dependents.iter().map(|(id, _)| id)),
+        ),
+    );
     out.push_str(",\"repeat\":");
     match ext.and_then(|e| e.repeat.as_ref()) {
         None => out.push_str("null"),

@@ -117,6 +117,9 @@ fn spanning_flow(c: &mut Cluster, extra: &str) -> (String, String, String) {
 fn a_parent_waits_for_children_of_other_slots_and_reads_their_results() {
     let mut c = Cluster::new();
     let (pq, q1, q2) = spanning_flow(&mut c, "");
+    // A child names its parent in another slot among its dependents, as on one server.
+    let (_, dependents) = c.slots[1].e.links("c1").unwrap();
+    assert_eq!(dependents, ["p"]);
     assert!(c.slots[0].pull(&pq).is_none());
     c.ack_with(1, &q1, "c1", r#"{"r":1}"#);
     assert_eq!(c.slots[0].state("p"), Some(JobState::WaitingChildren));

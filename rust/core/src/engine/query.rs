@@ -199,10 +199,11 @@ impl Engine {
             v.map(|v| v.iter().map(ToString::to_string).collect())
                 .unwrap_or_default()
         };
-        Ok((
-            strs(ext.map(|e| &e.depends_on)),
-            strs(ext.map(|e| &e.dependents)),
-        ))
+        let mut dependents: Vec<String> = strs(ext.map(|e| &e.dependents));
+        if let Some(r) = ext.and_then(|e| e.remote.as_deref()) {
+            dependents.extend(r.dependents.iter().map(|(id, _)| id.to_string()));
+        }
+        Ok((strs(ext.map(|e| &e.depends_on)), dependents))
     }
 
     /// Finds up to `limit` jobs (or, for `Queue`, queue names) matching `query`.
