@@ -32,7 +32,10 @@ fn insert_list_update_delete() {
                    "queue": "q", "secret": null, "createdAt": 2, "enabled": true});
     s.insert("b", &b.to_string()).unwrap();
     s.insert("a", &a.to_string()).unwrap();
-    assert_eq!(docs(&mut s), vec![("a".into(), a.clone()), ("b".into(), b.clone())]);
+    assert_eq!(
+        docs(&mut s),
+        vec![("a".into(), a.clone()), ("b".into(), b.clone())]
+    );
 
     assert!(s.set_enabled("a", false).unwrap());
     let mut a_off = a.clone();
