@@ -6,8 +6,8 @@ atomically on every change: temp file, fsync, rename; nothing on disk with --mem
 loaded at start-up. A cluster keeps it in PostgreSQL (`hopper_webhooks`), which every
 slot server loads at start-up and reads again every `REFRESH_S`, so a webhook added
 through any broker fires from each slot's owner for that slot's events. Either way a
-change is written first and made only once written. Delivery counters and
-`lastTriggered` live in memory only, per process.
+change is written first (off the event loop, one change at a time) and made only once
+written. Delivery counters and `lastTriggered` live in memory only, per process.
 
 Delivery: while at least one webhook is enabled, a sink on the event hub takes the engine's
 events (pushed, pulled, completed, failed, progress → job.pushed, job.started,
@@ -377,6 +377,8 @@ class Webhooks:
         self._queues: set[str] = set()
         # Bumped by every change made here: a refresh read before it is not applied.
         self._generation = 0
+        # Changes are written one at a time (the file is rewritten whole).
+        self._writing = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
 
     # ----- the registry --------------------------------------------------------------
@@ -391,7 +393,7 @@ class Webhooks:
             return
         self._apply({h.id: h for h in hooks})
 
-    def add(self, url: object, events: object, queue: object, secret: object) -> Webhook:
+    async def add(self, url: object, events: object, queue: object, secret: object) -> Webhook:
         if error := validate_url(url, self.allow_private):
             raise WebhookError(error)
         if not isinstance(events, list):
@@ -415,26 +417,56 @@ class Webhooks:
             secret=secret,
             created_at=int(time.time() * 1000),
         )
-        self.registry.add(self.hooks, hook)
-        self._apply({**self.hooks, hook.id: hook})
+
+        def added(_: object) -> dict[str, Webhook]:
+            return {**self.hooks, hook.id: hook}
+
+        await self._change(self.registry.add, added, hook)
         return hook
 
-    def remove(self, webhook_id: object) -> bool:
-        if not isinstance(webhook_id, str) or not self.registry.remove(self.hooks, webhook_id):
-            return False
-        self._apply({k: h for k, h in self.hooks.items() if k != webhook_id})
-        return True
-
-    def set_enabled(self, webhook_id: object, enabled: bool) -> bool:
+    async def remove(self, webhook_id: object) -> bool:
         if not isinstance(webhook_id, str):
             return False
-        if not self.registry.set_enabled(self.hooks, webhook_id, enabled):
+
+        def removed(found: object) -> dict[str, Webhook] | None:
+            return {k: h for k, h in self.hooks.items() if k != webhook_id} if found else None
+
+        return await self._change(self.registry.remove, removed, webhook_id)
+
+    async def set_enabled(self, webhook_id: object, enabled: bool) -> bool:
+        if not isinstance(webhook_id, str):
             return False
-        # A webhook only the table knows yet comes with the next refresh.
-        if (hook := self.hooks.get(webhook_id)) is not None:
-            hook.enabled = enabled
-        self._apply(self.hooks)
-        return True
+
+        def updated(found: object) -> dict[str, Webhook] | None:
+            if not found:
+                return None
+            # A webhook only the table knows yet comes with the next refresh.
+            if (hook := self.hooks.get(webhook_id)) is not None:
+                hook.enabled = enabled
+            return self.hooks
+
+        return await self._change(self.registry.set_enabled, updated, webhook_id, enabled)
+
+    async def _change(
+        self,
+        write: Callable[..., Any],
+        after: Callable[[Any], dict[str, Webhook] | None],
+        *args: Any,
+    ) -> bool:
+        """Writes a change (`write(hooks, *args)`, in a thread), then makes the registry
+        `after(what write returned)`, unless that is None (nothing to change). Shielded:
+        a connection that closes meanwhile does not leave a change written and not made."""
+
+        async def written() -> bool:
+            async with self._writing:
+                found = await asyncio.to_thread(write, self.hooks, *args)
+                hooks = after(found)
+                if hooks is None:
+                    return False
+                self._apply(hooks)
+                return True
+
+        return await asyncio.shield(written())
 
     def _apply(self, hooks: dict[str, Webhook]) -> None:
         """Makes `hooks` (already saved) the registry here."""
