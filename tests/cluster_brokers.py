@@ -27,7 +27,9 @@ def broker(
     lease_ms: int = 30_000,
     stall_ms: int = 30_000,
     slots: int = 1,
+    env: dict[str, str] | None = None,
 ) -> ServerProcess:
+    """A broker named `name`; `env` adds to (or overrides) its environment."""
     env = {
         "HOPPER_SLOTS": str(slots),
         "HOPPER_POSTGRES_URL": pg.url,
@@ -36,6 +38,7 @@ def broker(
         "HOPPER_SLOT_LEASE_MS": str(lease_ms),
         "HOPPER_STALL_INTERVAL_MS": str(stall_ms),
         "HOPPER_FSYNC": "always",
+        **(env or {}),
     }
     return ServerProcess.hopper(log=log_dir / f"{name}.log", env=env)
 

@@ -8,6 +8,7 @@ HOPPER_WEBHOOK_ALLOW_PRIVATE_URLS=1."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -19,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import hopper
 import pytest
 from support import HOST, Server, ServerFactory, wait_until
 from tcp_client import ON_BUNQUEUE, UNDEFINED, Conn
@@ -391,3 +393,32 @@ def test_set_enabled_needs_a_boolean(conn: Conn) -> None:
         assert listed(conn, wid)["enabled"] is True
     finally:
         conn.call_ok("RemoveWebhook", webhookId=wid)
+
+
+@hopper_only
+def test_changes_over_ws_are_answered_once_written(
+    loopback_server: Server, receiver: Receiver, queue: str
+) -> None:
+    """Over `/ws` too (the changes answer from a task, after the registry's write), with
+    commands pipelined behind them answered alike."""
+
+    async def scenario() -> None:
+        async with hopper.AsyncClient(loopback_server.url, timeout=5) as client:
+            channel = client.channel()
+            added = await channel.call("AddWebhook", url=receiver.url, events=["job.pushed"])
+            wid = added["data"]["webhookId"]
+            _, listing = await asyncio.gather(
+                channel.call("SetWebhookEnabled", id=wid, enabled=False),
+                channel.call("ListWebhooks"),
+            )
+            assert wid in [h["id"] for h in listing["data"]["webhooks"]]
+            # Answered, so written and made.
+            listing = await channel.call("ListWebhooks")
+            assert [h["enabled"] for h in listing["data"]["webhooks"]] == [False]
+            removed = await channel.call("RemoveWebhook", webhookId=wid)
+            assert removed["data"] == {"removed": True}
+            with pytest.raises(hopper.HopperError, match="Webhook not found"):
+                await channel.call("RemoveWebhook", webhookId=wid)
+            await channel.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))

@@ -2,11 +2,12 @@
 Metrics, Prometheus, and the webhooks: AddWebhook, RemoveWebhook, ListWebhooks,
 SetWebhookEnabled): the protocol session hands them to the server, which knows its
 uptime, rates, latencies, memory and connections, and runs the webhooks. Each answer is
-the reply object as JSON, the shape of the reference's."""
+the reply object as JSON, the shape of the reference's. The webhook changes
+(`CHANGES`) are answered by `answer_change`, which waits for the registry's write."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -25,24 +26,31 @@ def answer(state: ServerState, command: str, request: bytes) -> bytes:
         reply = _metrics(state)
     elif command == "Prometheus":
         reply = {"ok": True, "data": {"metrics": state.metrics.render().decode()}}
-    elif command in _WEBHOOK_COMMANDS:
-        try:
-            fields = orjson.loads(request)
-        except orjson.JSONDecodeError:
-            fields = None
-        if not isinstance(fields, dict):
-            fields = {}
-        try:
-            reply = _WEBHOOK_COMMANDS[command](state, fields)
-        except WebhookError as e:
-            reply = {"ok": False, "error": str(e)}
+    elif command == "ListWebhooks":
+        hooks = [h.listed() for h in state.webhooks.hooks.values()]
+        reply = {"ok": True, "data": {"webhooks": hooks, "stats": state.webhooks.stats()}}
     else:
         reply = {"ok": False, "error": f"Unknown command: {command}"}
     return orjson.dumps(reply)
 
 
-def _add_webhook(state: ServerState, req: dict[str, Any]) -> dict[str, Any]:
-    hook = state.webhooks.add(
+async def answer_change(state: ServerState, command: str, request: bytes) -> bytes:
+    """The reply to the webhook change `command` (one of `CHANGES`), once written."""
+    try:
+        fields = orjson.loads(request)
+    except orjson.JSONDecodeError:
+        fields = None
+    if not isinstance(fields, dict):
+        fields = {}
+    try:
+        reply = await _CHANGES[command](state, fields)
+    except WebhookError as e:
+        reply = {"ok": False, "error": str(e)}
+    return orjson.dumps(reply)
+
+
+async def _add_webhook(state: ServerState, req: dict[str, Any]) -> dict[str, Any]:
+    hook = await state.webhooks.add(
         req.get("url"), req.get("events"), req.get("queue"), req.get("secret")
     )
     return {
@@ -57,32 +65,27 @@ def _add_webhook(state: ServerState, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _remove_webhook(state: ServerState, req: dict[str, Any]) -> dict[str, Any]:
-    if state.webhooks.remove(req.get("webhookId")):
+async def _remove_webhook(state: ServerState, req: dict[str, Any]) -> dict[str, Any]:
+    if await state.webhooks.remove(req.get("webhookId")):
         return {"ok": True, "data": {"removed": True}}
     return {"ok": False, "error": "Webhook not found"}
 
 
-def _list_webhooks(state: ServerState, req: dict[str, Any]) -> dict[str, Any]:
-    hooks = [h.listed() for h in state.webhooks.hooks.values()]
-    return {"ok": True, "data": {"webhooks": hooks, "stats": state.webhooks.stats()}}
-
-
-def _set_webhook_enabled(state: ServerState, req: dict[str, Any]) -> dict[str, Any]:
+async def _set_webhook_enabled(state: ServerState, req: dict[str, Any]) -> dict[str, Any]:
     enabled = req.get("enabled")
     if not isinstance(enabled, bool):
         raise WebhookError("enabled must be a boolean")
-    if state.webhooks.set_enabled(req.get("id"), enabled):
+    if await state.webhooks.set_enabled(req.get("id"), enabled):
         return {"ok": True}
     return {"ok": False, "error": "Webhook not found"}
 
 
-_WEBHOOK_COMMANDS: dict[str, Callable[[ServerState, dict[str, Any]], dict[str, Any]]] = {
+_CHANGES: dict[str, Callable[[ServerState, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "AddWebhook": _add_webhook,
     "RemoveWebhook": _remove_webhook,
-    "ListWebhooks": _list_webhooks,
     "SetWebhookEnabled": _set_webhook_enabled,
 }
+CHANGES = frozenset(_CHANGES)
 
 
 def _stats(state: ServerState) -> dict[str, Any]:

@@ -137,11 +137,14 @@ class TcpConnection(asyncio.Protocol):
         if out:
             self.send(out, waits)
         for p in pending:
-            if p.server_command is not None:
+            if p.server_command in server_commands.CHANGES:
+                task = asyncio.ensure_future(self.change(p))
+            elif p.server_command is not None:
                 reply = server_commands.answer(self.state, p.server_command, p.server_request)
                 self.send(self.session.answer(p, reply), False)
                 continue
-            task = asyncio.ensure_future(self.long_poll(p))
+            else:
+                task = asyncio.ensure_future(self.long_poll(p))
             self.polls.add(task)
             task.add_done_callback(self.polls.discard)
         if changed:
@@ -170,7 +173,19 @@ class TcpConnection(asyncio.Protocol):
 
     async def long_poll(self, pending: PendingPull) -> None:
         reply = await self.state.settle(pending, partial(self.session.retry, pending))
-        self.send(reply if reply is not None else self.session.expire(pending), False)
+        self.finish(reply if reply is not None else self.session.expire(pending))
+
+    async def change(self, pending: PendingPull) -> None:
+        """A webhook change: answered once the registry's write is done."""
+        assert pending.server_command is not None
+        reply = await server_commands.answer_change(
+            self.state, pending.server_command, pending.server_request
+        )
+        self.finish(self.session.answer(pending, reply))
+
+    def finish(self, out: bytes) -> None:
+        """Sends the answer of a command that ran in a task (it held a running place)."""
+        self.send(out, False)
         current = asyncio.current_task()
         if current is not None:
             self.polls.discard(current)  # so that a shutdown sees this poll answered

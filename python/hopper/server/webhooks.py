@@ -1,9 +1,13 @@
 """bunqueue's webhooks: a registry of URLs that get an HTTP POST for chosen job events
 (`AddWebhook`, `RemoveWebhook`, `ListWebhooks`, `SetWebhookEnabled`), and their delivery.
 
-Registry: kept in `<data_dir>/webhooks.json` (rewritten whole and atomically on every
-change: temp file, fsync, rename; nothing on disk with --memory) and loaded at start-up.
-Delivery counters and `lastTriggered` live in memory only.
+Registry: a single server keeps it in `<data_dir>/webhooks.json` (rewritten whole and
+atomically on every change: temp file, fsync, rename; nothing on disk with --memory),
+loaded at start-up. A cluster keeps it in PostgreSQL (`hopper_webhooks`), which every
+slot server loads at start-up and reads again every `REFRESH_S`, so a webhook added
+through any broker fires from each slot's owner for that slot's events. Either way a
+change is written first (off the event loop, one change at a time) and made only once
+written. Delivery counters and `lastTriggered` live in memory only, per process.
 
 Delivery: while at least one webhook is enabled, a sink on the event hub takes the engine's
 events (pushed, pulled, completed, failed, progress → job.pushed, job.started,
@@ -35,7 +39,9 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from hopper._engine import WebhookStore
 from hopper.engine import Engine
+from hopper.errors import HopperError
 from hopper.server.config import ServerConfig
 from hopper.server.events import EventHub, Framer
 
@@ -51,6 +57,8 @@ _WEBHOOK_EVENT_OF = {
 FILE_NAME = "webhooks.json"
 SENDERS = 4
 MAX_URL_CHARS = 2048
+# How often a cluster's slot server reads the registry again.
+REFRESH_S = 1.0
 
 
 class WebhookError(ValueError):
@@ -221,6 +229,106 @@ def _write_atomically(path: str, data: bytes) -> None:
         os.close(dir_fd)
 
 
+class FileRegistry:
+    """A single server's registry: `<data_dir>/webhooks.json`, or none with --memory."""
+
+    refresh_s: float | None = None
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def read(self) -> list[Webhook]:
+        """The webhooks in the file, if there is one (a damaged file is reported and set
+        aside as `webhooks.json.bad`, so that the server still starts)."""
+        if self.path is None or not os.path.exists(self.path):
+            return []
+        try:
+            with open(self.path, "rb") as f:
+                stored = orjson.loads(f.read())
+            return [Webhook.from_stored(v) for v in stored["webhooks"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"[WARNING] hopper: {self.path} unreadable ({e}); set aside", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                os.replace(self.path, self.path + ".bad")
+            return []
+
+    def add(self, hooks: dict[str, Webhook], hook: Webhook) -> None:
+        self._save([*(h.stored() for h in hooks.values()), hook.stored()])
+
+    def remove(self, hooks: dict[str, Webhook], webhook_id: str) -> bool:
+        if webhook_id not in hooks:
+            return False
+        self._save([h.stored() for k, h in hooks.items() if k != webhook_id])
+        return True
+
+    def set_enabled(self, hooks: dict[str, Webhook], webhook_id: str, enabled: bool) -> bool:
+        if webhook_id not in hooks:
+            return False
+        if hooks[webhook_id].enabled == enabled:
+            return True
+        docs = [h.stored() for h in hooks.values()]
+        for doc in docs:
+            if doc["id"] == webhook_id:
+                doc["enabled"] = enabled
+        self._save(docs)
+        return True
+
+    def _save(self, docs: list[dict[str, Any]]) -> None:
+        if self.path is None:
+            return
+        data = orjson.dumps({"webhooks": docs}, option=orjson.OPT_INDENT_2)
+        try:
+            _write_atomically(self.path, data)
+        except OSError as e:
+            raise WebhookError(f"Cannot save webhooks: {e}") from None
+
+
+class ClusterRegistry:
+    """A cluster's registry: the `hopper_webhooks` rows of its namespace. Whether a
+    webhook exists is the table's to say (another broker may have added or removed it
+    since this server last read it)."""
+
+    refresh_s: float | None = REFRESH_S
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self._store = WebhookStore(url=url, namespace=namespace)
+
+    def read(self) -> list[Webhook]:
+        """The table's webhooks (blocks: off the event loop once serving). A row this
+        build cannot read is skipped, saying so."""
+        try:
+            rows = self._store.list()
+        except HopperError as e:
+            raise WebhookError(f"Cannot read webhooks: {e}") from None
+        hooks = []
+        for webhook_id, doc in rows:
+            try:
+                hooks.append(Webhook.from_stored(orjson.loads(doc)))
+            except (ValueError, KeyError, TypeError) as e:
+                print(f"[WARNING] hopper: webhook {webhook_id} unreadable ({e})", file=sys.stderr)
+        # Listed in the order they were added, as a single server lists them.
+        return sorted(hooks, key=lambda h: (h.created_at, h.id))
+
+    def add(self, hooks: dict[str, Webhook], hook: Webhook) -> None:
+        self._write(self._store.insert, hook.id, orjson.dumps(hook.stored()).decode())
+
+    def remove(self, hooks: dict[str, Webhook], webhook_id: str) -> bool:
+        return bool(self._write(self._store.delete, webhook_id))
+
+    def set_enabled(self, hooks: dict[str, Webhook], webhook_id: str, enabled: bool) -> bool:
+        return bool(self._write(self._store.set_enabled, webhook_id, enabled))
+
+    @staticmethod
+    def _write(call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except HopperError as e:
+            raise WebhookError(f"Cannot save webhooks: {e}") from None
+
+
+Registry = FileRegistry | ClusterRegistry
+
+
 class _Sink:
     """The hub's view of the runner: every queue, only the webhook event types."""
 
@@ -249,7 +357,12 @@ class Webhooks:
         self.retry_delay_s = config.webhook_retry_delay_ms / 1000
         self.timeout_s = config.webhook_timeout_ms / 1000
         self.queue_size = config.webhook_queue_size
-        self.path = None if config.memory else os.path.join(config.data_dir, FILE_NAME)
+        self.registry: Registry
+        if config.postgres_url:
+            self.registry = ClusterRegistry(config.postgres_url, config.namespace)
+        else:
+            path = None if config.memory else os.path.join(config.data_dir, FILE_NAME)
+            self.registry = FileRegistry(path)
         self._hub = hub
         self._engine = engine
         self.hooks: dict[str, Webhook] = {}
@@ -262,27 +375,25 @@ class Webhooks:
         self._stopping = False
         self._all_queues = False
         self._queues: set[str] = set()
+        # Bumped by every change made here: a refresh read before it is not applied.
+        self._generation = 0
+        # Changes are written one at a time (the file is rewritten whole).
+        self._writing = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
 
     # ----- the registry --------------------------------------------------------------
 
     def load(self) -> None:
-        """Reads the registry file, if there is one (a damaged file is reported and
-        set aside as `webhooks.json.bad`, so that the server still starts)."""
-        if self.path is None or not os.path.exists(self.path):
-            return
+        """Reads the registry at start-up. A cluster's table that cannot be read is
+        reported; the server starts without webhooks and reads it again shortly."""
         try:
-            with open(self.path, "rb") as f:
-                stored = orjson.loads(f.read())
-            hooks = [Webhook.from_stored(v) for v in stored["webhooks"]]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            print(f"[WARNING] hopper: {self.path} unreadable ({e}); set aside", file=sys.stderr)
-            with contextlib.suppress(OSError):
-                os.replace(self.path, self.path + ".bad")
+            hooks = self.registry.read()
+        except WebhookError as e:
+            print(f"[WARNING] hopper: {e}", file=sys.stderr)
             return
-        self.hooks = {h.id: h for h in hooks}
-        self._changed()
+        self._apply({h.id: h for h in hooks})
 
-    def add(self, url: object, events: object, queue: object, secret: object) -> Webhook:
+    async def add(self, url: object, events: object, queue: object, secret: object) -> Webhook:
         if error := validate_url(url, self.allow_private):
             raise WebhookError(error)
         if not isinstance(events, list):
@@ -306,39 +417,96 @@ class Webhooks:
             secret=secret,
             created_at=int(time.time() * 1000),
         )
-        self._commit({**self.hooks, hook.id: hook})
+
+        def added(_: object) -> dict[str, Webhook]:
+            return {**self.hooks, hook.id: hook}
+
+        await self._change(self.registry.add, added, hook)
         return hook
 
-    def remove(self, webhook_id: object) -> bool:
-        if not isinstance(webhook_id, str) or webhook_id not in self.hooks:
+    async def remove(self, webhook_id: object) -> bool:
+        if not isinstance(webhook_id, str):
             return False
-        self._commit({k: h for k, h in self.hooks.items() if k != webhook_id})
-        return True
 
-    def set_enabled(self, webhook_id: object, enabled: bool) -> bool:
-        hook = self.hooks.get(webhook_id) if isinstance(webhook_id, str) else None
-        if hook is None:
+        def removed(found: object) -> dict[str, Webhook] | None:
+            return {k: h for k, h in self.hooks.items() if k != webhook_id} if found else None
+
+        return await self._change(self.registry.remove, removed, webhook_id)
+
+    async def set_enabled(self, webhook_id: object, enabled: bool) -> bool:
+        if not isinstance(webhook_id, str):
             return False
-        if hook.enabled != enabled:
-            hook.enabled = enabled
-            try:
-                self._commit(self.hooks)
-            except WebhookError:
-                hook.enabled = not enabled
-                raise
-        return True
 
-    def _commit(self, hooks: dict[str, Webhook]) -> None:
-        """Saves `hooks` as the registry, then makes it the registry; a failed save
-        changes nothing and is the command's error."""
-        if self.path is not None:
-            stored = {"webhooks": [h.stored() for h in hooks.values()]}
-            try:
-                _write_atomically(self.path, orjson.dumps(stored, option=orjson.OPT_INDENT_2))
-            except OSError as e:
-                raise WebhookError(f"Cannot save webhooks: {e}") from None
+        def updated(found: object) -> dict[str, Webhook] | None:
+            if not found:
+                return None
+            # A webhook only the table knows yet comes with the next refresh.
+            if (hook := self.hooks.get(webhook_id)) is not None:
+                hook.enabled = enabled
+            return self.hooks
+
+        return await self._change(self.registry.set_enabled, updated, webhook_id, enabled)
+
+    async def _change(
+        self,
+        write: Callable[..., Any],
+        after: Callable[[Any], dict[str, Webhook] | None],
+        *args: Any,
+    ) -> bool:
+        """Writes a change (`write(hooks, *args)`, in a thread), then makes the registry
+        `after(what write returned)`, unless that is None (nothing to change). Shielded:
+        a connection that closes meanwhile does not leave a change written and not made."""
+
+        async def written() -> bool:
+            async with self._writing:
+                found = await asyncio.to_thread(write, self.hooks, *args)
+                hooks = after(found)
+                if hooks is None:
+                    return False
+                self._apply(hooks)
+                return True
+
+        return await asyncio.shield(written())
+
+    def _apply(self, hooks: dict[str, Webhook]) -> None:
+        """Makes `hooks` (already saved) the registry here."""
+        self.hooks = hooks
+        self._generation += 1
+        self._changed()
+
+    def _refreshed(self, stored: list[Webhook], generation: int) -> None:
+        """Takes the table's webhooks, unless a change made here since the read began
+        (the next read has it). Webhooks kept keep their counters and `lastTriggered`
+        (and the object deliveries in flight hold)."""
+        if generation != self._generation:
+            return
+        hooks = {}
+        for new in stored:
+            old = self.hooks.get(new.id)
+            if old is not None:
+                old.url, old.events, old.queue = new.url, new.events, new.queue
+                old.secret, old.enabled = new.secret, new.enabled
+                new = old
+            hooks[new.id] = new
         self.hooks = hooks
         self._changed()
+
+    async def _refresh_loop(self, every_s: float) -> None:
+        """Reads the registry again every `every_s` (off the event loop), until `stop`;
+        a failed read is reported once until one succeeds."""
+        failing = False
+        while True:
+            await asyncio.sleep(every_s)
+            generation = self._generation
+            try:
+                stored = await asyncio.to_thread(self.registry.read)
+            except WebhookError as e:
+                if not failing:
+                    print(f"[WARNING] hopper: {e}; retrying", file=sys.stderr, flush=True)
+                failing = True
+                continue
+            failing = False
+            self._refreshed(stored, generation)
 
     def stats(self) -> dict[str, int]:
         """`ListWebhooks`' stats; `dropped` (deliveries refused by a full queue) is
@@ -418,12 +586,16 @@ class Webhooks:
         self._pending = asyncio.Queue(self.queue_size)
         self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
         self._senders = [loop.create_task(self._send_loop()) for _ in range(SENDERS)]
+        if self.registry.refresh_s is not None:
+            self._refresher = loop.create_task(self._refresh_loop(self.registry.refresh_s))
         self._changed()  # listen, if a loaded webhook is enabled
 
     def stop(self) -> None:
         """Shutdown: no more deliveries are taken or sent (those queued are dropped)."""
         self._stopping = True
         self._listen(False)
+        if self._refresher is not None:
+            self._refresher.cancel()
         for task in self._senders:
             task.cancel()
 

@@ -48,16 +48,9 @@ const ID_COMMANDS: &[&str] = &[
     "ClearLogs",
 ];
 
-/// Commands that cannot be answered by routing: webhooks live on one server and fire
-/// for its own slot only, and Prometheus texts of several servers do not concatenate
-/// into a valid exposition.
-const REFUSED: &[&str] = &[
-    "Prometheus",
-    "AddWebhook",
-    "RemoveWebhook",
-    "ListWebhooks",
-    "SetWebhookEnabled",
-];
+/// Commands that cannot be answered by routing: Prometheus texts of several servers do
+/// not concatenate into a valid exposition.
+const REFUSED: &[&str] = &["Prometheus"];
 
 /// Where one leg of a tracked request goes: a fixed slot, or the slot a probe is at.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +136,11 @@ fn classify_known(req: &Value, slots: u32, known: &Known) -> Route {
         "Ping" | "Hello" => return Route::Any,
         // Workers are registered, renewed and listed at one place: slot 0's owner.
         "RegisterWorker" | "Heartbeat" | "UnregisterWorker" | "ListWorkers" => {
+            return Route::Forward(0)
+        }
+        // The webhook registry is the cluster's table, which every slot server reads:
+        // any one owner writes and lists it (slot 0's, whatever the `queue` field says).
+        "AddWebhook" | "RemoveWebhook" | "ListWebhooks" | "SetWebhookEnabled" => {
             return Route::Forward(0)
         }
         "PUSHF" => return flow_route(req, slots),
@@ -803,8 +801,10 @@ mod tests {
             ("cmd", Value::str("AddWebhook")),
             ("queue", Value::str(&q)),
         ]);
+        assert_eq!(classify(&hook, 3), Route::Forward(0));
+        let prometheus = req(vec![("cmd", Value::str("Prometheus"))]);
         assert!(
-            matches!(classify(&hook, 3), Route::Refuse(m) if m == "AddWebhook is not available in a cluster with several slots")
+            matches!(classify(&prometheus, 3), Route::Refuse(m) if m == "Prometheus is not available in a cluster with several slots")
         );
         for (cmd, merge) in [
             ("Stats", Merge::Sum),

@@ -24,6 +24,7 @@ mod route_ws;
 mod schema;
 mod slot;
 mod slot_table;
+mod webhook_store;
 
 pub use assignment::Standby;
 pub use directory::{fetch_view, read_view, Broker, ClusterView, SlotOwner};
@@ -39,3 +40,4 @@ pub use route_ws::serve as serve_ws_routed;
 pub use schema::{fix_slot_count, prepare, SCHEMA_VERSION};
 pub use slot::{Slot, SlotConfig, SNAPSHOT_CHUNK_BYTES};
 pub use slot_table::{Owner, SlotTable, Table};
+pub use webhook_store::WebhookStore;

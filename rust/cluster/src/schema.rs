@@ -92,6 +92,16 @@ CREATE TABLE hopper_ids (
     PRIMARY KEY (namespace, job_id)
 );
 "#,
+    // The webhook registry of a cluster (`webhook_store.rs`): one row per webhook, its
+    // document as `webhooks.json` keeps it, read by every slot server.
+    r#"
+CREATE TABLE hopper_webhooks (
+    namespace text  NOT NULL,
+    id        text  NOT NULL,
+    doc       jsonb NOT NULL,
+    PRIMARY KEY (namespace, id)
+);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -279,11 +279,11 @@ async fn custom_ids_are_found_and_cluster_wide_commands_merge() {
         .send("CronDelete", vec![("name", Value::str("nightly-b"))])
         .await;
     assert_eq!(again.get("error"), Some(&Value::str("Cron job not found")));
-    let refused = c.send("ListWebhooks", vec![]).await;
+    let refused = c.send("Prometheus", vec![]).await;
     assert_eq!(
         refused.get("error"),
         Some(&Value::str(
-            "ListWebhooks is not available in a cluster with several slots"
+            "Prometheus is not available in a cluster with several slots"
         ))
     );
 }

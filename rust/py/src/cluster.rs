@@ -1,12 +1,15 @@
 //! Cluster mode's bindings: taking the slot (a standby waits here), the broker's front,
-//! and the cluster view the management API shows. Conversions only; the logic is
+//! the cluster view the management API shows, and the webhook registry. Conversions only; the logic is
 //! hopper-cluster's.
 
 use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use hopper_cluster::{fetch_view, prepare, ClusterError, FrontConfig, Slot, SlotConfig, Standby};
+use hopper_cluster::{
+    fetch_view, prepare, ClusterError, FrontConfig, Slot, SlotConfig, Standby, WebhookStore,
+};
 use hopper_core::cluster_slots::{self, MAX_SLOTS};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -184,4 +187,58 @@ pub fn cluster_view<'py>(
     }
     d.set_item("brokers", brokers)?;
     Ok(d)
+}
+
+/// The cluster's webhook registry (`hopper_webhooks`), one connection opened when first
+/// used. Each call blocks (the GIL released) until its statement committed or failed;
+/// a failure raises UnavailableError with the database's reason.
+#[pyclass(module = "hopper._engine", name = "WebhookStore", frozen)]
+pub struct PyWebhookStore {
+    // Calls from the event loop and from a refresh thread take turns.
+    inner: Mutex<WebhookStore>,
+}
+
+impl PyWebhookStore {
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut WebhookStore) -> Result<T, ClusterError> + Send,
+    ) -> PyResult<T> {
+        py.allow_threads(|| {
+            let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut store)
+        })
+        .map_err(|e| UnavailableError::new_err(e.to_string()))
+    }
+}
+
+#[pymethods]
+impl PyWebhookStore {
+    #[new]
+    #[pyo3(signature = (*, url, namespace))]
+    fn new(url: &str, namespace: &str) -> Self {
+        Self {
+            inner: Mutex::new(WebhookStore::new(url, namespace)),
+        }
+    }
+
+    /// Every webhook of the namespace: (id, JSON document), by id.
+    fn list(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
+        self.call(py, |s| s.list())
+    }
+
+    /// Adds (or replaces) the webhook `id`; `doc` must be a JSON document.
+    fn insert(&self, py: Python<'_>, id: &str, doc: &str) -> PyResult<()> {
+        self.call(py, |s| s.insert(id, doc))
+    }
+
+    /// Removes the webhook `id`; whether there was one.
+    fn delete(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        self.call(py, |s| s.delete(id))
+    }
+
+    /// Sets the webhook `id`'s `enabled`; whether there is one.
+    fn set_enabled(&self, py: Python<'_>, id: &str, enabled: bool) -> PyResult<bool> {
+        self.call(py, |s| s.set_enabled(id, enabled))
+    }
 }

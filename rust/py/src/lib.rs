@@ -1513,6 +1513,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PendingPull>()?;
     m.add_class::<LoadGen>()?;
     m.add_class::<cluster::Front>()?;
+    m.add_class::<cluster::PyWebhookStore>()?;
     m.add_function(wrap_pyfunction!(cluster::cluster_view, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::queue_slot, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::id_slot, m)?)?;

@@ -88,18 +88,29 @@ class Connection:
         if out:
             self.sub.offer(out, self.state.engine.commit_target() if waits else None)
         for p in pending:
-            if p.server_command is not None:
+            if p.server_command in server_commands.CHANGES:
+                task = asyncio.create_task(self._change(p))
+            elif p.server_command is not None:
                 reply = server_commands.answer(self.state, p.server_command, p.server_request)
                 self.sub.offer(self.session.answer(p, reply))
                 continue
-            # Wait in a task so later commands on this socket are not held up.
-            task = asyncio.create_task(self._long_pull(p))
+            else:
+                # Wait in a task so later commands on this socket are not held up.
+                task = asyncio.create_task(self._long_pull(p))
             self.polls.add(task)
             task.add_done_callback(self.polls.discard)
 
     async def _long_pull(self, pending: PendingPull) -> None:
         got = await self.state.settle(pending, partial(self.session.retry, pending))
         self.sub.offer(got if got is not None else self.session.expire(pending))
+
+    async def _change(self, pending: PendingPull) -> None:
+        """A webhook change: answered once the registry's write is done."""
+        assert pending.server_command is not None
+        reply = await server_commands.answer_change(
+            self.state, pending.server_command, pending.server_request
+        )
+        self.sub.offer(self.session.answer(pending, reply))
 
     # ----- writing -------------------------------------------------------------------
 
