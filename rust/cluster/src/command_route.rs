@@ -48,10 +48,6 @@ const ID_COMMANDS: &[&str] = &[
     "ClearLogs",
 ];
 
-/// Commands that cannot be answered by routing: Prometheus texts of several servers do
-/// not concatenate into a valid exposition.
-const REFUSED: &[&str] = &["Prometheus"];
-
 /// Where one leg of a tracked request goes: a fixed slot, or the slot a probe is at.
 #[derive(Debug, Clone, PartialEq)]
 enum Target {
@@ -78,6 +74,9 @@ pub enum Merge {
     Sum,
     /// ACKB: the first error, else ok with the ignored items at the client's indices.
     Batch,
+    /// `Prometheus`: the first error, else `{ok, data: {metrics}}` with the merge of
+    /// every reply's exposition.
+    Prometheus,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,8 +86,6 @@ pub enum Route {
     /// To any owner, unchanged: one already connected (a keep-alive Ping then opens no
     /// upstream, which a move of that slot would close), else slot 0's.
     Any,
-    /// Answered here with this error.
-    Refuse(String),
     /// Remembered for every upstream, and sent to those open.
     Auth,
     Legs(Vec<Leg>, Merge),
@@ -122,11 +119,8 @@ fn classify_known(req: &Value, slots: u32, known: &Known) -> Route {
     };
     let every = || (0..slots).map(|s| Leg::to(s, strip(req))).collect();
     match cmd {
-        c if REFUSED.contains(&c) => {
-            return Route::Refuse(format!(
-                "{cmd} is not available in a cluster with several slots"
-            ))
-        }
+        // Every slot's exposition, merged as `GET /prometheus` is (equal series summed).
+        "Prometheus" => return Route::Legs(every(), Merge::Prometheus),
         "Auth" => return Route::Auth,
         "SubscribeEvents" | "UnsubscribeEvents" => return Route::Legs(every(), Merge::First),
         "Stats" | "ListQueues" | "CronList" | "StorageStatus" => {
@@ -494,7 +488,6 @@ impl Router {
             Route::Any => vec![Action::Forward(
                 (0..self.slots).find(|&s| open(s)).unwrap_or(0),
             )],
-            Route::Refuse(message) => vec![Action::Reply(error_reply(req_id, &message))],
             Route::Auth => {
                 self.auth = Some(strip(req));
                 let mut legs: Vec<Leg> = (0..self.slots)
@@ -593,6 +586,18 @@ fn merge(how: Merge, legs: &[Leg], mut replies: Vec<Value>) -> Value {
     };
     match how {
         Merge::First => first,
+        Merge::Prometheus => {
+            let texts: Vec<Value> = std::iter::once(first.clone()).chain(replies).collect();
+            let texts: Vec<&str> = texts
+                .iter()
+                .filter_map(|r| r.get("data")?.get("metrics")?.as_str())
+                .collect();
+            let merged = crate::http_merge::prometheus(&texts);
+            Value::map(vec![
+                ("ok", Value::Bool(true)),
+                ("data", Value::map(vec![("metrics", Value::Str(merged))])),
+            ])
+        }
         Merge::Sum => {
             for r in replies {
                 combine("", &mut first, r);
@@ -804,7 +809,7 @@ mod tests {
         assert_eq!(classify(&hook, 3), Route::Forward(0));
         let prometheus = req(vec![("cmd", Value::str("Prometheus"))]);
         assert!(
-            matches!(classify(&prometheus, 3), Route::Refuse(m) if m == "Prometheus is not available in a cluster with several slots")
+            matches!(classify(&prometheus, 3), Route::Legs(l, Merge::Prometheus) if l.len() == 3)
         );
         for (cmd, merge) in [
             ("Stats", Merge::Sum),
@@ -1175,6 +1180,38 @@ mod tests {
             a.get("m").and_then(|m| m.get("k")),
             Some(&Value::Bool(true))
         );
+    }
+
+    #[test]
+    fn prometheus_expositions_of_every_slot_merge_into_one() {
+        let exposition = |n: i64| {
+            let text = format!("# HELP jobs Jobs.\n# TYPE jobs counter\njobs {n}\n");
+            Value::map(vec![
+                ("ok", Value::Bool(true)),
+                ("data", Value::map(vec![("metrics", Value::Str(text))])),
+            ])
+        };
+        let mut r = Router::new(2);
+        let p = req(vec![
+            ("cmd", Value::str("Prometheus")),
+            ("reqId", Value::str("p")),
+        ]);
+        let legs = sent(&r.request(&p, |_| true, &Known::new()));
+        assert_eq!(legs.len(), 2);
+        r.reply(answer(exposition(2), &legs[0].1));
+        let done = r.reply(answer(exposition(3), &legs[1].1)).unwrap();
+        let Action::Reply(v) = &done[0] else {
+            panic!("a reply")
+        };
+        let text = v
+            .get("data")
+            .and_then(|d| d.get("metrics"))
+            .and_then(Value::as_str);
+        assert_eq!(
+            text,
+            Some("# HELP jobs Jobs.\n# TYPE jobs counter\njobs 5.0\n")
+        );
+        assert_eq!(v.get("reqId"), Some(&Value::str("p")));
     }
 
     #[test]

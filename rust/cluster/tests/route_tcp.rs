@@ -279,12 +279,18 @@ async fn custom_ids_are_found_and_cluster_wide_commands_merge() {
         .send("CronDelete", vec![("name", Value::str("nightly-b"))])
         .await;
     assert_eq!(again.get("error"), Some(&Value::str("Cron job not found")));
-    let refused = c.send("Prometheus", vec![]).await;
+    // One exposition of both slots, merged: each family once (the sums: unit tests).
+    let exposition = c.send("Prometheus", vec![]).await;
+    assert_ok(&exposition);
+    let text = exposition
+        .get("data")
+        .and_then(|d| d.get("metrics"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     assert_eq!(
-        refused.get("error"),
-        Some(&Value::str(
-            "Prometheus is not available in a cluster with several slots"
-        ))
+        text.matches("# TYPE bunqueue_jobs_pushed").count(),
+        1,
+        "{text}"
     );
 }
 
