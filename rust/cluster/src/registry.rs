@@ -111,6 +111,14 @@ impl Registry {
         Ok(slot)
     }
 
+    /// Moves `id`'s row from `from` to `to`, where a lookup found the job, so the next
+    /// lookup goes straight there; in a task of its own, as the answer does not wait
+    /// for it. A row moved or deleted meanwhile by another front is left as it is.
+    pub(crate) fn repair(self: &Arc<Self>, id: String, from: u32, to: u32) {
+        let registry = self.clone();
+        tokio::spawn(async move { registry.move_row(&id, from, to).await });
+    }
+
     /// The slot registered for `id`, if any (and the registry answers).
     pub(crate) async fn lookup(&self, id: &str) -> Option<u32> {
         self.lookup_many(&[id.to_owned()]).await.remove(id)
