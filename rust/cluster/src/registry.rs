@@ -7,18 +7,14 @@
 //! The registry is a hint, never required: a database error, a slow answer (over
 //! `OP_TIMEOUT`) or a missing row sends the request the way it went without one (a push
 //! to its queue's slot, a lookup to every owner), and rows may be deleted at any time.
-//! Claims and lookups from all of a front's connections are batched: each registry
-//! connection has a task that takes every one waiting and runs them as one claim and one
-//! lookup statement (pipelined), so PostgreSQL runs one statement per round trip and
-//! batch instead of one per push. Other queries run on the same `tokio-postgres`
-//! connections from the routers' own tasks; no tokio worker waits on a socket.
+//! Queries run on `tokio-postgres` connections from the routers' own tasks (pipelined,
+//! so a few connections serve every client); no tokio worker waits on a socket.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{timeout, Instant};
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
@@ -29,14 +25,6 @@ const OP_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed connect, requests skip the registry this long instead of each waiting
 /// for a database that is down.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Claims and lookups waiting for a connection's batcher, at most; past that a request
-/// goes its way without the registry, as when it is slow.
-const QUEUED: usize = 4096;
-/// Claims and lookups in one batch, at most.
-const BATCH: usize = 1024;
-/// Batches pipelined on one connection: a front's single thread is often busy routing
-/// when an answer arrives, and PostgreSQL runs the next statement meanwhile.
-const IN_FLIGHT: usize = 4;
 /// Rounds of claim, ask and move for one push before it goes to its queue's slot: more
 /// than one only while other fronts move the same id's row at the same time.
 const ROUNDS: usize = 3;
@@ -60,35 +48,13 @@ pub(crate) trait Holds {
     async fn holds(&mut self, slot: u32, id: &str) -> Result<bool, Self::Error>;
 }
 
-/// One connection, its prepared statements, and its batcher's queue.
+/// One connection and its prepared statements.
 struct Session {
-    client: Arc<Client>,
-    moved: Statement,
-    register: Statement,
-    asks: mpsc::Sender<Ask>,
-}
-
-/// A claim or lookup waiting for its batch. An answer dropped unsent (the batch's
-/// statement failed) is the registry not answering.
-enum Ask {
-    /// Insert `id` for `slot` unless registered; answer the registered slot, `None` if
-    /// the statement saw no row (one inserted meanwhile by another front, or deleted).
-    Claim {
-        id: String,
-        slot: i32,
-        answer: oneshot::Sender<Option<i32>>,
-    },
-    /// The registered slots of those of `ids` that have one.
-    Lookup {
-        ids: Vec<String>,
-        answer: oneshot::Sender<HashMap<String, i32>>,
-    },
-}
-
-/// The statements a batch runs.
-struct Batched {
+    client: Client,
     claim: Statement,
     lookup: Statement,
+    moved: Statement,
+    register: Statement,
 }
 
 pub struct Registry {
@@ -164,12 +130,15 @@ impl Registry {
         if ids.is_empty() {
             return HashMap::new();
         }
-        let ids = ids.to_vec();
-        let found = self.ask(|answer| Ask::Lookup { ids, answer }).await;
-        found
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(id, slot)| Some((id, u32::try_from(slot).ok()?)))
+        let rows = self
+            .run(|s| async move { s.client.query(&s.lookup, &[&self.namespace, &ids]).await })
+            .await
+            .unwrap_or_default();
+        rows.iter()
+            .filter_map(|r| {
+                let slot = r.get::<_, Option<i32>>(1)?;
+                Some((r.get(0), u32::try_from(slot).ok()?))
+            })
             .collect()
     }
 
@@ -191,24 +160,18 @@ impl Registry {
         // Zero rows: a row inserted by another front after this statement's snapshot
         // (the insert waited for it), or deleted meanwhile; the next statement sees it.
         for _ in 0..ROUNDS {
-            let id = id.to_owned();
-            if let Some(registered) = self.ask(|answer| Ask::Claim { id, slot, answer }).await? {
-                return u32::try_from(registered).ok();
+            let row = self
+                .run(|s| async move {
+                    s.client
+                        .query_opt(&s.claim, &[&self.namespace, &id, &slot])
+                        .await
+                })
+                .await?;
+            if let Some(row) = row {
+                return u32::try_from(row.get::<_, i32>(0)).ok();
             }
         }
         None
-    }
-
-    /// Queues an ask for a pooled connection's batcher and waits for its answer, within
-    /// `OP_TIMEOUT`; `None` on any failure, or when the batcher is that far behind.
-    async fn ask<T>(&self, ask: impl FnOnce(oneshot::Sender<T>) -> Ask) -> Option<T> {
-        let (answer, answered) = oneshot::channel();
-        let ran = timeout(OP_TIMEOUT, async {
-            let session = self.session().await?;
-            session.asks.try_send(ask(answer)).ok()?;
-            answered.await.ok()
-        });
-        ran.await.ok().flatten()
     }
 
     /// Moves `id`'s row from slot `from` to `to`: `Some(false)` if the row no longer
@@ -267,34 +230,32 @@ impl Registry {
     async fn connect(&self) -> Result<Session, tokio_postgres::Error> {
         let (client, connection) = self.config.connect(NoTls).await?;
         tokio::spawn(connection);
-        let client = Arc::new(client);
         // A claim need not wait for its row to reach the disk: a row lost with a
         // PostgreSQL crash is a deleted row, which is always safe (the id is asked of
         // every owner again). Other sessions see it at commit either way.
         client.batch_execute("SET synchronous_commit = off").await?;
+        // One statement per claim: the insert, else the row there. The select sees the
+        // snapshot before the insert, so at most one of the two gives a row.
+        let claim = client
+            .prepare(
+                "WITH ins AS (
+                     INSERT INTO hopper_ids (namespace, job_id, slot) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING RETURNING slot)
+                 SELECT slot FROM ins
+                 UNION ALL
+                 SELECT slot FROM hopper_ids WHERE namespace = $1 AND job_id = $2",
+            )
+            .await?;
         // Each id's row is read by a subquery of its own, a primary-key lookup whatever
         // the table's statistics say: `job_id = ANY($2)` was planned, on a table grown
         // since its last analyze, as a scan of the namespace's rows (milliseconds per
-        // statement). A slot is null where an id has no row.
-        const ROWS: &str = "SELECT u.id, (SELECT slot FROM hopper_ids
-                                WHERE namespace = $1 AND job_id = u.id)
-                            FROM unnest($2::text[]) AS u(id)";
-        // One statement per batch of claims: the inserts, else the rows there. The read
-        // sees the snapshot before the insert, so at most one of the two gives an id's
-        // row. The ids come sorted and distinct (`run_batch`): two fronts inserting the
-        // same ids wait for each other in one order, never in a cycle.
-        let claim = client
-            .prepare(&format!(
-                "WITH ins AS (
-                     INSERT INTO hopper_ids (namespace, job_id, slot)
-                     SELECT $1, * FROM unnest($2::text[], $3::int[])
-                     ON CONFLICT DO NOTHING RETURNING job_id, slot)
-                 SELECT job_id, slot FROM ins
-                 UNION ALL
-                 {ROWS}"
-            ))
+        // lookup at 7,000 rows). A slot is null where an id has no row.
+        let lookup = client
+            .prepare(
+                "SELECT u.id, (SELECT slot FROM hopper_ids WHERE namespace = $1 AND job_id = u.id)
+                 FROM unnest($2::text[]) AS u(id)",
+            )
             .await?;
-        let lookup = client.prepare(ROWS).await?;
         let moved = client
             .prepare(
                 "UPDATE hopper_ids SET slot = $4
@@ -308,104 +269,12 @@ impl Registry {
                  ON CONFLICT DO NOTHING",
             )
             .await?;
-        let (asks, queued) = mpsc::channel(QUEUED);
-        let batched = Batched { claim, lookup };
-        let namespace = self.namespace.clone();
-        tokio::spawn(batches(client.clone(), batched, namespace, queued));
         Ok(Session {
             client,
+            claim,
+            lookup,
             moved,
             register,
-            asks,
         })
-    }
-}
-
-/// A connection's batcher: takes every ask waiting (up to `BATCH`) and runs them as one
-/// batch, with up to `IN_FLIGHT` batches pipelined on the connection, until the
-/// connection's session is dropped. Asks that arrive while that many run make the next
-/// batch, so under load each round trip carries many.
-async fn batches(
-    client: Arc<Client>,
-    batched: Batched,
-    namespace: String,
-    mut queued: mpsc::Receiver<Ask>,
-) {
-    let (batched, namespace) = (Arc::new(batched), Arc::<str>::from(namespace));
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut asks = Vec::new();
-        if queued.recv_many(&mut asks, BATCH).await == 0 {
-            return;
-        }
-        let (client, batched, namespace) = (client.clone(), batched.clone(), namespace.clone());
-        tokio::spawn(async move {
-            run_batch(&client, &batched, &namespace, asks).await;
-            drop(permit);
-        });
-    }
-}
-
-/// Runs one batch, its claims and its lookups as two pipelined statements, and answers
-/// each ask; a statement's error drops its asks' answers.
-async fn run_batch(client: &Client, batched: &Batched, namespace: &str, asks: Vec<Ask>) {
-    let mut claims: HashMap<String, i32> = HashMap::new();
-    let mut looked_up: Vec<&str> = Vec::new();
-    for ask in &asks {
-        match ask {
-            // Of two claims of one id in a batch, the first's slot is inserted; both get
-            // the row, as if they had come one after the other.
-            Ask::Claim { id, slot, .. } => {
-                claims.entry(id.clone()).or_insert(*slot);
-            }
-            Ask::Lookup { ids, .. } => looked_up.extend(ids.iter().map(String::as_str)),
-        }
-    }
-    let mut claims: Vec<(String, i32)> = claims.into_iter().collect();
-    claims.sort_unstable();
-    let (ids, slots): (Vec<String>, Vec<i32>) = claims.into_iter().unzip();
-    let claimed = async {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&namespace, &ids, &slots];
-        client.query(&batched.claim, &params).await
-    };
-    let found = async {
-        if looked_up.is_empty() {
-            return Ok(Vec::new());
-        }
-        client
-            .query(&batched.lookup, &[&namespace, &looked_up])
-            .await
-    };
-    let (claimed, found) = tokio::join!(claimed, found);
-    let rows = |rows: Vec<tokio_postgres::Row>| -> HashMap<String, i32> {
-        rows.iter()
-            .filter_map(|r| Some((r.get(0), r.get::<_, Option<i32>>(1)?)))
-            .collect()
-    };
-    let claimed = claimed.ok().map(rows);
-    let found = found.ok().map(rows);
-    for ask in asks {
-        match ask {
-            Ask::Claim { id, answer, .. } => {
-                if let Some(claimed) = &claimed {
-                    let _ = answer.send(claimed.get(&id).copied());
-                }
-            }
-            Ask::Lookup { ids, answer } => {
-                if let Some(found) = &found {
-                    let mine = ids
-                        .into_iter()
-                        .filter_map(|id| Some((id.clone(), *found.get(&id)?)))
-                        .collect();
-                    let _ = answer.send(mine);
-                }
-            }
-        }
     }
 }
