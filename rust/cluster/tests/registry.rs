@@ -481,9 +481,19 @@ async fn one_job_id_pushed_to_two_slots_over_ws_is_one_job() {
     assert_eq!(str_field(&first, "id"), Some("order-w"), "{first:?}");
     let second = send("2", job(&b)).await;
     assert_eq!(str_field(&second, "id"), Some("order-w"), "{second:?}");
-    assert_eq!(queue_of_job(&s.servers[0].http, "order-w").await, Some(a));
+    assert_eq!(
+        queue_of_job(&s.servers[0].http, "order-w").await,
+        Some(a.clone())
+    );
     assert_eq!(queue_of_job(&s.servers[1].http, "order-w").await, None);
     assert_eq!(s.row("order-w").await, Some(0));
+    // A row naming the wrong slot: the probe goes on to slot 0, and the row is repaired.
+    s.set_row("order-w", 1).await;
+    let get = vec![("cmd", Value::str("GetJob")), ("id", Value::str("order-w"))];
+    let got = send("3", get).await;
+    let queue = got.get("job").and_then(|j| j.get("queue"));
+    assert_eq!(queue.and_then(Value::as_str), Some(a.as_str()), "{got:?}");
+    s.repaired("order-w", 0).await;
 }
 
 /// The registry's cost, measured (not part of the suite; release build):
