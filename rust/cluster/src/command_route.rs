@@ -270,8 +270,9 @@ pub fn holds_job(reply: &Value) -> bool {
 /// A probe for the id in `key`, starting at its registered slot if `known` has one.
 fn probe(req: &Value, key: &str, slots: u32, known: &Known) -> Route {
     let id = req.field(key).and_then(Value::as_str);
-    let registered = id.and_then(|id| Some((id.to_owned(), *known.get(id)?)));
-    let start = registered.as_ref().map_or(0, |r| r.1).min(slots - 1);
+    let slot = |id: &str| known.get(id).copied().filter(|&s| s < slots);
+    let registered = id.and_then(|id| Some((id.to_owned(), slot(id)?)));
+    let start = registered.as_ref().map_or(0, |r| r.1);
     Route::Legs(
         vec![Leg {
             req: strip(req),
