@@ -48,20 +48,29 @@ const ID_COMMANDS: &[&str] = &[
     "ClearLogs",
 ];
 
-/// Where one leg of a tracked request goes: a fixed slot, or the slot a probe is at.
+/// Commands naming one job by `id` that answer success for an id their slot does not
+/// hold: a caller-chosen id is sent to every slot (`classify_known`).
+const EVERY_SLOT: &[&str] = &["GetLogs", "ClearLogs", "RemoveJobDeduplicationKey"];
+
+/// Where one leg of a tracked request goes: a fixed slot, or the slot a probe is at. A
+/// probe starts at the id's registered slot (else slot 0) and wraps around through
+/// every other slot, so a right row costs one request and a wrong one hides no job.
 #[derive(Debug, Clone, PartialEq)]
 enum Target {
     Slot(u32),
-    Probe(u32),
+    Probe { at: u32, start: u32 },
 }
 
 /// One request sent on behalf of a client request; `indices` are the client's batch
-/// indices of its items (to remap `ignoredIndices`).
+/// indices of its items (to remap `ignoredIndices`); `registered` the caller-chosen id
+/// whose registry row named the probe's start, for the row to be repaired when the
+/// probe finds the job on another slot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Leg {
     req: Value,
     target: Target,
     indices: Vec<usize>,
+    registered: Option<String>,
 }
 
 /// How the replies of a request's legs become the client's reply.
@@ -100,7 +109,8 @@ enum Untagged {
     Everywhere,
 }
 
-/// The slots the id registry names for caller-chosen ids of a batch (`batch_ids`).
+/// The slots the id registry names for caller-chosen ids: a batch's (`batch_ids`), or
+/// the one id a probed request names (`registry_step`'s lookup).
 pub type Known = HashMap<String, u32>;
 
 /// `classify_known` with no registered ids (the tests' view of the routing rules).
@@ -110,9 +120,10 @@ fn classify(req: &Value, slots: u32) -> Route {
 }
 
 /// The route of one decoded request in a cluster of `slots` slots, given the registered
-/// slots of a batch's caller-chosen ids (such an item goes to its slot like a generated
-/// id, instead of being probed or sent everywhere). What is not a command (or is
-/// malformed) goes to slot 0, whose server gives its usual error.
+/// slots of caller-chosen ids: a batch's item goes to its slot like a generated id,
+/// instead of being probed or sent everywhere; a probed id's probe starts at its slot.
+/// What is not a command (or is malformed) goes to slot 0, whose server gives its
+/// usual error.
 fn classify_known(req: &Value, slots: u32, known: &Known) -> Route {
     let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
         return Route::Forward(0);
@@ -144,16 +155,17 @@ fn classify_known(req: &Value, slots: u32, known: &Known) -> Route {
             let aligned = &["tokens", "durations"];
             return split(req, slots, aligned, Untagged::Everywhere, known);
         }
-        "GetJobByCustomId" | "CronDelete" | "CronGet" => return probe(req),
+        "GetJobByCustomId" => return probe(req, "customId", slots, known),
+        "CronDelete" | "CronGet" => return probe(req, "name", slots, &Known::new()),
         // They answer success for an id they do not hold (no logs, nothing cleared), so
         // a probe cannot find a caller-chosen id's slot: every slot is asked, only the
         // holder acts, and the answers add up (logs joined, `removed` if any removed).
-        "GetLogs" | "ClearLogs" | "RemoveJobDeduplicationKey"
-            if req.field("queue").is_none()
-                && req
-                    .field("id")
-                    .and_then(Value::as_str)
-                    .is_some_and(|id| id_slot(id, slots).is_none()) =>
+        c if EVERY_SLOT.contains(&c)
+            && req.field("queue").is_none()
+            && req
+                .field("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id_slot(id, slots).is_none()) =>
         {
             return Route::Legs(every(), Merge::Sum)
         }
@@ -166,7 +178,7 @@ fn classify_known(req: &Value, slots: u32, known: &Known) -> Route {
         if let Some(id) = req.field("id").and_then(Value::as_str) {
             return match id_slot(id, slots) {
                 Some(slot) => Route::Forward(slot),
-                None => probe(req),
+                None => probe(req, "id", slots, known),
             };
         }
     }
@@ -181,7 +193,8 @@ pub const REGISTRY_PROBE: &str = "\u{0}hopper:registry";
 /// caller-chosen `jobId` claims it for its queue's slot; `PUSHB` (`customId`) and a
 /// `PUSHF` that is not refused register their ids where no row exists (each with its own
 /// queue's slot), without being redirected; a request that would be probed for a
-/// caller-chosen id looks it up first.
+/// caller-chosen id looks it up first (except those sent to every slot, which a probe
+/// cannot place).
 pub fn registry_step(req: &Value, slots: u32) -> Option<Step> {
     let cmd = req.field("cmd")?.as_str()?;
     let chosen = |v: &Value, key: &str| {
@@ -213,7 +226,10 @@ pub fn registry_step(req: &Value, slots: u32) -> Option<Step> {
             register(ids)
         }
         "GetJobByCustomId" => Some(Step::Lookup(chosen(req, "customId")?)),
-        c if ID_COMMANDS.contains(&c) && req.field("queue").is_none() => {
+        c if ID_COMMANDS.contains(&c)
+            && !EVERY_SLOT.contains(&c)
+            && req.field("queue").is_none() =>
+        {
             Some(Step::Lookup(chosen(req, "id")?))
         }
         _ => None,
@@ -243,12 +259,18 @@ pub fn holds_job(reply: &Value) -> bool {
     !keep_looking("GetJob", reply)
 }
 
-fn probe(req: &Value) -> Route {
+/// A probe for the id in `key`, starting at its registered slot if `known` has one.
+fn probe(req: &Value, key: &str, slots: u32, known: &Known) -> Route {
+    let id = req.field(key).and_then(Value::as_str);
+    let slot = |id: &str| known.get(id).copied().filter(|&s| s < slots);
+    let registered = id.and_then(|id| Some((id.to_owned(), slot(id)?)));
+    let start = registered.as_ref().map_or(0, |r| r.1);
     Route::Legs(
         vec![Leg {
             req: strip(req),
-            target: Target::Probe(0),
+            target: Target::Probe { at: start, start },
             indices: Vec::new(),
+            registered: registered.map(|r| r.0),
         }],
         Merge::First,
     )
@@ -308,13 +330,15 @@ fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged, known: &
                 req: subset(req, aligned, &indices),
                 target: Target::Slot(s),
                 indices,
+                registered: None,
             }
         })
         .collect();
     legs.extend(probes.into_iter().map(|i| Leg {
         req: subset(req, aligned, &[i]),
-        target: Target::Probe(0),
+        target: Target::Probe { at: 0, start: 0 },
         indices: vec![i],
+        registered: None,
     }));
     let merge = match untagged {
         Untagged::Probe => Merge::Batch,
@@ -382,12 +406,13 @@ impl Leg {
             req,
             target: Target::Slot(slot),
             indices: Vec::new(),
+            registered: None,
         }
     }
 
     fn slot(&self) -> u32 {
         match self.target {
-            Target::Slot(s) | Target::Probe(s) => s,
+            Target::Slot(s) | Target::Probe { at: s, .. } => s,
         }
     }
 }
@@ -427,6 +452,9 @@ pub enum Action {
     Send(u32, Value),
     /// Answer the client with this reply.
     Reply(Value),
+    /// The registry's row for this id names slot `from`, but a probe found the job on
+    /// slot `to`: move the row there.
+    Repair { id: String, from: u32, to: u32 },
 }
 
 struct Tracked {
@@ -552,22 +580,35 @@ impl Router {
         }
         let slots = self.slots;
         let l = &mut t.legs[leg];
-        if let Target::Probe(s) = l.target {
-            if s + 1 < slots && keep_looking(&t.cmd, &reply) {
-                l.target = Target::Probe(s + 1);
+        let mut actions = Vec::new();
+        if let Target::Probe { at, start } = l.target {
+            let next = (at + 1) % slots;
+            let missing = keep_looking(&t.cmd, &reply);
+            if next != start && missing {
+                l.target = Target::Probe { at: next, start };
                 let req = with_req_id(l.req.clone(), Value::str(format!("{TAG}{id}")));
-                return Some(vec![Action::Send(s + 1, req)]);
+                return Some(vec![Action::Send(next, req)]);
+            }
+            if let Some(id) = l.registered.clone() {
+                if at != start && !missing && !is_error(&reply) {
+                    actions.push(Action::Repair {
+                        id,
+                        from: start,
+                        to: at,
+                    });
+                }
             }
         }
         t.replies[leg] = Some(reply);
         t.left -= 1;
         if t.left > 0 {
-            return Some(Vec::new());
+            return Some(actions);
         }
         let t = self.tracked.remove(&key)?;
         let replies: Vec<Value> = t.replies.into_iter().flatten().collect();
         let merged = merge(t.merge, &t.legs, replies);
-        Some(vec![Action::Reply(with_req_id(merged, t.req_id))])
+        actions.push(Action::Reply(with_req_id(merged, t.req_id)));
+        Some(actions)
     }
 }
 
@@ -777,7 +818,7 @@ mod tests {
             ("id", Value::str("order-1")),
         ]);
         assert!(
-            matches!(classify(&custom, 3), Route::Legs(l, Merge::First) if l.len() == 1 && l[0].target == Target::Probe(0))
+            matches!(classify(&custom, 3), Route::Legs(l, Merge::First) if l.len() == 1 && l[0].target == Target::Probe { at: 0, start: 0 })
         );
         for cmd in ["Ping", "Hello"] {
             let r = req(vec![("cmd", Value::str(cmd))]);
@@ -878,7 +919,7 @@ mod tests {
         let by_id = |cmd: &str, key: &'static str, id: &str| {
             req(vec![("cmd", Value::str(cmd)), (key, Value::str(id))])
         };
-        for cmd in ["ACK", "GetJob", "GetState", "GetLogs"] {
+        for cmd in ["ACK", "GetJob", "GetState"] {
             assert_eq!(
                 registry_step(&by_id(cmd, "id", "order-1"), 2),
                 Some(Step::Lookup("order-1".into())),
@@ -898,6 +939,8 @@ mod tests {
         ]);
         assert_eq!(registry_step(&queued, 2), None);
         assert_eq!(registry_step(&by_id("CronGet", "name", "nightly"), 2), None);
+        // Sent to every slot whatever a row says: no lookup.
+        assert_eq!(registry_step(&by_id("GetLogs", "id", "order-1"), 2), None);
         assert!(holds_job(&ok()));
         assert!(!holds_job(&err("Job not found")));
     }
@@ -997,7 +1040,7 @@ mod tests {
         let Route::Legs(legs, _) = classify(&mixed, 2) else {
             panic!("split")
         };
-        assert_eq!(legs[1].target, Target::Probe(0));
+        assert_eq!(legs[1].target, Target::Probe { at: 0, start: 0 });
         assert_eq!(legs[1].indices, vec![1]);
         let renew = req(vec![
             ("cmd", Value::str("JobHeartbeatB")),
@@ -1072,6 +1115,49 @@ mod tests {
         assert!(!keep_looking("GetIgnoredChildrenFailures", &failed(some)));
         let a = sent(&r.request(&state, |_| true, &Known::new()));
         assert_eq!(sent(&r.reply(answer(unknown, &a[0].1)).unwrap())[0].0, 1);
+    }
+
+    #[test]
+    fn a_registered_ids_probe_starts_at_its_row_and_wraps_around() {
+        let mut r = Router::new(3);
+        let ack = req(vec![
+            ("cmd", Value::str("ACK")),
+            ("id", Value::str("order-1")),
+            ("reqId", Value::str("5")),
+        ]);
+        let row: Known = [("order-1".to_string(), 1)].into();
+        // The row is right: one request, no repair.
+        let a = sent(&r.request(&ack, |_| true, &row));
+        assert_eq!(a[0].0, 1);
+        let done = r.reply(answer(ok(), &a[0].1)).unwrap();
+        assert_eq!(
+            done,
+            vec![Action::Reply(with_req_id(ok(), Value::str("5")))]
+        );
+        // The row is wrong: 1, 2, then 0 holds it, and the row is repaired.
+        let a = sent(&r.request(&ack, |_| true, &row));
+        let b = sent(&r.reply(answer(err("Job not found"), &a[0].1)).unwrap());
+        assert_eq!(b[0].0, 2);
+        let c = sent(&r.reply(answer(err("Job not found"), &b[0].1)).unwrap());
+        assert_eq!(c[0].0, 0);
+        let done = r.reply(answer(ok(), &c[0].1)).unwrap();
+        let repair = Action::Repair {
+            id: "order-1".into(),
+            from: 1,
+            to: 0,
+        };
+        let reply = Action::Reply(with_req_id(ok(), Value::str("5")));
+        assert_eq!(done, vec![repair, reply]);
+        // Nowhere: every slot asked once, the last one's not-found answers, no repair.
+        let a = sent(&r.request(&ack, |_| true, &row));
+        let b = sent(&r.reply(answer(err("Job not found"), &a[0].1)).unwrap());
+        let c = sent(&r.reply(answer(err("Job not found"), &b[0].1)).unwrap());
+        let done = r.reply(answer(err("Job not found"), &c[0].1)).unwrap();
+        assert_eq!(
+            done,
+            vec![Action::Reply(error_reply(Value::str("5"), "Job not found"))]
+        );
+        assert!(!r.tracking());
     }
 
     #[test]

@@ -397,17 +397,10 @@ impl Conn {
                     Ok(to) => self.forward(client, to.unwrap_or(slot), &req).await,
                     Err(fail) => self.fail(client, &req, fail).await,
                 },
-                Target::Job(id) => {
-                    let lookup = Some(Registered::Lookup(id.clone()));
-                    let located = match self.registered(lookup, &req).await {
-                        Ok(Some(slot)) => Ok(slot),
-                        _ => self.locate(&id, &req).await,
-                    };
-                    match located {
-                        Ok(slot) => self.forward(client, slot, &req).await,
-                        Err(fail) => self.fail(client, &req, fail).await,
-                    }
-                }
+                Target::Job(id) => match self.find(&id, &req).await {
+                    Ok(slot) => self.forward(client, slot, &req).await,
+                    Err(fail) => self.fail(client, &req, fail).await,
+                },
                 Target::Fan(how) => self.fan(client, how, &req).await,
                 Target::Events => self.events(client, &req).await,
                 Target::Unsupported(route) => {
@@ -586,16 +579,37 @@ impl Conn {
         })
     }
 
-    /// The slot holding job `id` (a caller-chosen id, untagged): the first whose
-    /// `GET /jobs/:id` is not a 404; slot 0 (whose answer is then the not-found) if none.
-    async fn locate(&mut self, id: &str, req: &Request) -> Result<u32, Fail> {
+    /// The slot to send a request for job `id` (a caller-chosen id, untagged) to: its
+    /// registered slot if that owner holds the job (one `GET /jobs/:id`), else the one
+    /// `locate` finds, the row then moving there; slot 0 (whose answer is then the
+    /// not-found) if none holds it. A row never hides a job another slot holds.
+    async fn find(&mut self, id: &str, req: &Request) -> Result<u32, Fail> {
+        let row = self
+            .registered(Some(Registered::Lookup(id.to_owned())), req)
+            .await?;
+        if let Some(slot) = row {
+            if (Asker { conn: self, req }).holds(slot, id).await? {
+                return Ok(slot);
+            }
+        }
+        let found = self.locate(id, req).await?;
+        if let (Some(registry), Some(from), Some(to)) = (&self.registry, row, found) {
+            if from != to {
+                registry.repair(id.to_owned(), from, to);
+            }
+        }
+        Ok(found.unwrap_or(0))
+    }
+
+    /// The first slot whose `GET /jobs/:id` is not a 404 (asked of every owner at once).
+    async fn locate(&mut self, id: &str, req: &Request) -> Result<Option<u32>, Fail> {
         let wire = probe_request(req, id);
         for (slot, answer) in self.fetch_all(wire).await.into_iter().enumerate() {
             if answer?.0.status != 404 {
-                return Ok(slot as u32);
+                return Ok(Some(slot as u32));
             }
         }
-        Ok(0)
+        Ok(None)
     }
 
     /// Asks every slot's owner and answers the merge of their answers.

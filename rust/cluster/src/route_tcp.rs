@@ -134,12 +134,16 @@ impl Conn {
         // (a push after a push) is the client's.
         let mut known = Known::new();
         if let Some(registry) = self.registry.clone() {
-            if let Some(slot) = self.registered(&registry, &req).await? {
-                return self.send(slot, body).await;
+            let slots = self.ups.len() as u32;
+            match registry_step(&req, slots) {
+                Some(Registered::Claim(id, slot)) => {
+                    let to = registry.route_push(self, &id, slot).await?;
+                    return self.send(to, body).await;
+                }
+                Some(Registered::Lookup(id)) => known = registry.lookup_many(&[id]).await,
+                Some(Registered::Register(ids)) => registry.register(&ids).await,
+                None => known = registry.lookup_many(&batch_ids(&req, slots)).await,
             }
-            known = registry
-                .lookup_many(&batch_ids(&req, self.ups.len() as u32))
-                .await;
         }
         let ups = &self.ups;
         let actions = self
@@ -150,19 +154,6 @@ impl Conn {
             return Err(());
         }
         Ok(())
-    }
-
-    /// The slot the registry sends `req` to, if it decides one.
-    async fn registered(&mut self, registry: &Registry, req: &Value) -> Result<Option<u32>, ()> {
-        Ok(match registry_step(req, self.ups.len() as u32) {
-            Some(Registered::Claim(id, slot)) => Some(registry.route_push(self, &id, slot).await?),
-            Some(Registered::Lookup(id)) => registry.lookup(&id).await,
-            Some(Registered::Register(ids)) => {
-                registry.register(&ids).await;
-                None
-            }
-            None => None,
-        })
     }
 
     async fn upstream_frame(&mut self, body: Vec<u8>) -> Step {
@@ -186,6 +177,11 @@ impl Conn {
                     self.send(slot, &body).await?;
                 }
                 Action::Reply(reply) => self.reply(&reply).await?,
+                Action::Repair { id, from, to } => {
+                    if let Some(registry) = &self.registry {
+                        registry.repair(id, from, to);
+                    }
+                }
             }
         }
         Ok(())

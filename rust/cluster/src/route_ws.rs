@@ -172,22 +172,20 @@ impl Conn {
             return self.send(0, Message::text(text)).await;
         };
         // Awaited here, so the socket's later commands keep their order behind it.
-        let step = self
-            .registry
-            .as_ref()
-            .and_then(|_| registry_step(&req, self.ups.len() as u32));
-        if let Some(step) = step {
-            if let Some(slot) = self.registered(client, step).await? {
-                return self.send(slot, Message::text(text)).await;
+        let mut known = Known::new();
+        if let Some(registry) = self.registry.clone() {
+            let slots = self.ups.len() as u32;
+            match registry_step(&req, slots) {
+                Some(Registered::Claim(id, slot)) => {
+                    let mut asker = Asker { conn: self, client };
+                    let to = registry.route_push(&mut asker, &id, slot).await?;
+                    return self.send(to, Message::text(text)).await;
+                }
+                Some(Registered::Lookup(id)) => known = registry.lookup_many(&[id]).await,
+                Some(Registered::Register(ids)) => registry.register(&ids).await,
+                None => known = registry.lookup_many(&batch_ids(&req, slots)).await,
             }
         }
-        let known = match self.registry.clone() {
-            Some(registry) => {
-                let ids = batch_ids(&req, self.ups.len() as u32);
-                registry.lookup_many(&ids).await
-            }
-            None => Known::new(),
-        };
         let ups = &self.ups;
         let actions = self
             .router
@@ -200,28 +198,6 @@ impl Conn {
             }));
         }
         Ok(())
-    }
-
-    /// The slot the registry sends a request to, if it decides one.
-    async fn registered(
-        &mut self,
-        client: &mut WebSocketStream<TcpStream>,
-        step: Registered,
-    ) -> Result<Option<u32>, Option<CloseFrame>> {
-        let Some(registry) = self.registry.clone() else {
-            return Ok(None);
-        };
-        Ok(match step {
-            Registered::Claim(id, slot) => {
-                let mut asker = Asker { conn: self, client };
-                Some(registry.route_push(&mut asker, &id, slot).await?)
-            }
-            Registered::Lookup(id) => registry.lookup(&id).await,
-            Registered::Register(ids) => {
-                registry.register(&ids).await;
-                None
-            }
-        })
     }
 
     async fn upstream_text(
@@ -253,6 +229,11 @@ impl Conn {
                     .send(Message::text(reply.to_json()))
                     .await
                     .map_err(|_| None)?,
+                Action::Repair { id, from, to } => {
+                    if let Some(registry) = &self.registry {
+                        registry.repair(id, from, to);
+                    }
+                }
             }
         }
         Ok(())

@@ -105,6 +105,31 @@ impl Setup {
             .unwrap()
             .map(|r| r.get(0))
     }
+
+    /// Writes `id`'s row, naming `slot`, whatever it named.
+    async fn set_row(&self, id: &str, slot: i32) {
+        self.rows
+            .execute(
+                "INSERT INTO hopper_ids (namespace, job_id, slot) VALUES ($1, $2, $3)
+                 ON CONFLICT (namespace, job_id) DO UPDATE SET slot = $3",
+                &[&self.namespace, &id, &slot],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits (bounded) for `id`'s row to name `slot`: a lookup repairs it in a task of
+    /// its own, after answering.
+    async fn repaired(&self, id: &str, slot: i32) {
+        let deadline = Instant::now() + LIMIT;
+        while self.row(id).await != Some(slot) {
+            assert!(
+                Instant::now() < deadline,
+                "{id}'s row never named slot {slot}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// One HTTP request on a connection of its own (closed after the answer): status and
@@ -330,6 +355,55 @@ async fn a_registered_id_goes_straight_to_its_slot() {
 }
 
 #[tokio::test]
+async fn a_row_naming_the_wrong_slot_hides_no_job_and_is_repaired() {
+    let Some(s) = setup("reg-wrong", true).await else {
+        return;
+    };
+    let b = queue_of("reg-wrong-b", 1);
+    // `stray` on slot 1's owner (past the routers), its row naming slot 0: as after a
+    // batch pushed the id elsewhere, or a push made while the registry was down.
+    for id in ["stray", "stray-t"] {
+        assert_eq!(push(&s.servers[1].http, &b, id).await.0, 200);
+    }
+    s.set_row("stray", 0).await;
+    s.set_row("stray-t", 0).await;
+    assert_eq!(queue_of_job(&s.http, "stray").await, Some(b.clone()));
+    s.repaired("stray", 1).await;
+    // A state change goes to the holder: pulled on slot 1, acked through the router.
+    s.set_row("stray", 0).await;
+    let (status, _) = call(&s.http, "GET", &format!("/queues/{b}/jobs"), None).await;
+    assert_eq!(status, 200);
+    let (status, got) = call(&s.http, "POST", "/jobs/stray/ack", Some(json!({}))).await;
+    assert_eq!(status, 200, "{got}");
+    let (_, got) = call(&s.servers[1].http, "GET", "/jobs/stray", None).await;
+    assert_eq!(got["job"]["state"], json!("completed"), "{got}");
+    s.repaired("stray", 1).await;
+    // Over TCP: found, repaired, and acked where it is.
+    let mut c = Client::connect(&s.tcp).await;
+    let got = c.send("GetJob", vec![("id", Value::str("stray-t"))]).await;
+    let queue = got.get("job").and_then(|j| j.get("queue"));
+    assert_eq!(queue.and_then(Value::as_str), Some(b.as_str()), "{got:?}");
+    s.repaired("stray-t", 1).await;
+    s.set_row("stray-t", 0).await;
+    let pulled = c.send("PULL", vec![("queue", Value::str(&b))]).await;
+    let id = pulled.get("job").and_then(|j| j.get("id"));
+    assert_eq!(id.and_then(Value::as_str), Some("stray-t"), "{pulled:?}");
+    let acked = c.send("ACK", vec![("id", Value::str("stray-t"))]).await;
+    assert_eq!(acked.get("ok"), Some(&Value::Bool(true)), "{acked:?}");
+    let (_, got) = call(&s.servers[1].http, "GET", "/jobs/stray-t", None).await;
+    assert_eq!(got["job"]["state"], json!("completed"), "{got}");
+    s.repaired("stray-t", 1).await;
+    // Held nowhere: not found, as without a registry, and the row stays.
+    s.set_row("ghost", 1).await;
+    assert_eq!(queue_of_job(&s.http, "ghost").await, None);
+    let got = c.send("GetJob", vec![("id", Value::str("ghost"))]).await;
+    assert_eq!(got.get("ok"), Some(&Value::Bool(false)), "{got:?}");
+    let acked = c.send("ACK", vec![("id", Value::str("ghost"))]).await;
+    assert_eq!(acked.get("ok"), Some(&Value::Bool(false)), "{acked:?}");
+    assert_eq!(s.row("ghost").await, Some(1));
+}
+
+#[tokio::test]
 async fn a_removed_jobs_id_can_be_pushed_to_another_slot() {
     let Some(s) = setup("reg-moved", true).await else {
         return;
@@ -407,9 +481,19 @@ async fn one_job_id_pushed_to_two_slots_over_ws_is_one_job() {
     assert_eq!(str_field(&first, "id"), Some("order-w"), "{first:?}");
     let second = send("2", job(&b)).await;
     assert_eq!(str_field(&second, "id"), Some("order-w"), "{second:?}");
-    assert_eq!(queue_of_job(&s.servers[0].http, "order-w").await, Some(a));
+    assert_eq!(
+        queue_of_job(&s.servers[0].http, "order-w").await,
+        Some(a.clone())
+    );
     assert_eq!(queue_of_job(&s.servers[1].http, "order-w").await, None);
     assert_eq!(s.row("order-w").await, Some(0));
+    // A row naming the wrong slot: the probe goes on to slot 0, and the row is repaired.
+    s.set_row("order-w", 1).await;
+    let get = vec![("cmd", Value::str("GetJob")), ("id", Value::str("order-w"))];
+    let got = send("3", get).await;
+    let queue = got.get("job").and_then(|j| j.get("queue"));
+    assert_eq!(queue.and_then(Value::as_str), Some(a.as_str()), "{got:?}");
+    s.repaired("order-w", 0).await;
 }
 
 /// The registry's cost, measured (not part of the suite; release build):
