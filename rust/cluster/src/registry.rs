@@ -15,8 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hopper_core::Value;
 use tokio::time::{timeout, Instant};
 use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use crate::command_route::{batch_ids, registry_step, Known};
 
 /// Connections per registry: each pipelines its queries, so two are plenty for a front.
 const POOL: usize = 2;
@@ -39,6 +42,14 @@ pub enum Step {
     /// A batch's caller-chosen ids, each with its queue's slot: registered where no row
     /// exists yet, and the batch goes to its queue's slot whatever the rows say.
     Register(Vec<(String, u32)>),
+}
+
+/// The registry's answer for a protocol command (`Registry::decide_command`).
+pub(crate) enum Decision {
+    /// A push to send, whole, to this slot.
+    Send(u32),
+    /// Route the command with these registered slots of its caller-chosen ids.
+    Route(Known),
 }
 
 /// Asks the owner of a slot whether it holds a job id (the routers' probe), for a claim
@@ -81,6 +92,28 @@ impl Registry {
             next: AtomicUsize::new(0),
             down_until: Mutex::new(None),
         }))
+    }
+
+    /// What the registry decides for a protocol command (TCP or `/ws`): the slot a
+    /// push's claim sends it to, or the registered slots of the ids it names (none for
+    /// most commands), for `Router::request`.
+    pub(crate) async fn decide_command<H: Holds>(
+        &self,
+        req: &Value,
+        slots: u32,
+        owners: &mut H,
+    ) -> Result<Decision, H::Error> {
+        Ok(match registry_step(req, slots) {
+            Some(Step::Claim(id, slot)) => {
+                Decision::Send(self.route_push(owners, &id, slot).await?)
+            }
+            Some(Step::Lookup(id)) => Decision::Route(self.lookup_many(&[id]).await),
+            Some(Step::Register(ids)) => {
+                self.register(&ids).await;
+                Decision::Route(Known::new())
+            }
+            None => Decision::Route(self.lookup_many(&batch_ids(req, slots)).await),
+        })
     }
 
     /// The slot a push of `id` to a queue of `slot` goes to: `slot` once the id is

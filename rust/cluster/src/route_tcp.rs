@@ -18,10 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::command_route::{
-    batch_ids, error_reply, holds_job, registry_step, Action, Known, Router, REGISTRY_PROBE,
-};
-use crate::registry::{Holds, Registry, Step as Registered};
+use crate::command_route::{error_reply, holds_job, Action, Known, Router, REGISTRY_PROBE};
+use crate::registry::{Decision, Holds, Registry};
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
 /// Requests in progress one connection may have before it is closed (the SDK keeps at
@@ -135,14 +133,9 @@ impl Conn {
         let mut known = Known::new();
         if let Some(registry) = self.registry.clone() {
             let slots = self.ups.len() as u32;
-            match registry_step(&req, slots) {
-                Some(Registered::Claim(id, slot)) => {
-                    let to = registry.route_push(self, &id, slot).await?;
-                    return self.send(to, body).await;
-                }
-                Some(Registered::Lookup(id)) => known = registry.lookup_many(&[id]).await,
-                Some(Registered::Register(ids)) => registry.register(&ids).await,
-                None => known = registry.lookup_many(&batch_ids(&req, slots)).await,
+            match registry.decide_command(&req, slots, self).await? {
+                Decision::Send(to) => return self.send(to, body).await,
+                Decision::Route(found) => known = found,
             }
         }
         let ups = &self.ups;

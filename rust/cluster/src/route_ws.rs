@@ -28,10 +28,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::command_route::{
-    batch_ids, holds_job, registry_step, Action, Known, Router, REGISTRY_PROBE,
-};
-use crate::registry::{Holds, Registry, Step as Registered};
+use crate::command_route::{holds_job, Action, Known, Router, REGISTRY_PROBE};
+use crate::registry::{Decision, Holds, Registry};
 use crate::slot_table::{connect_owner, moved_from, Port, Table};
 
 /// Requests in progress one socket may have before it is closed.
@@ -175,15 +173,10 @@ impl Conn {
         let mut known = Known::new();
         if let Some(registry) = self.registry.clone() {
             let slots = self.ups.len() as u32;
-            match registry_step(&req, slots) {
-                Some(Registered::Claim(id, slot)) => {
-                    let mut asker = Asker { conn: self, client };
-                    let to = registry.route_push(&mut asker, &id, slot).await?;
-                    return self.send(to, Message::text(text)).await;
-                }
-                Some(Registered::Lookup(id)) => known = registry.lookup_many(&[id]).await,
-                Some(Registered::Register(ids)) => registry.register(&ids).await,
-                None => known = registry.lookup_many(&batch_ids(&req, slots)).await,
+            let mut asker = Asker { conn: self, client };
+            match registry.decide_command(&req, slots, &mut asker).await? {
+                Decision::Send(to) => return self.send(to, Message::text(text)).await,
+                Decision::Route(found) => known = found,
             }
         }
         let ups = &self.ups;

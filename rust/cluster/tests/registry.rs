@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hopper_cluster::{prepare, serve_http_router, serve_tcp_routed, Registry, SlotTable};
-use hopper_core::{msgpack_decode, msgpack_encode, Value};
+use hopper_core::Value;
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod common;
 mod owners;
-use owners::{queue_of, start_server_with, table, Server, SLOTS};
+use owners::{queue_of, start_server_with, table, Client, Server, SLOTS};
 
 /// Every wait in these tests is bounded by this.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -179,58 +179,6 @@ async fn queue_of_job(addr: &str, id: &str) -> Option<String> {
         404 => None,
         200 => Some(got["job"]["queue"].as_str().unwrap().to_owned()),
         _ => panic!("{status} {got}"),
-    }
-}
-
-/// A TCP-protocol client: numbered reqIds, replies matched by reqId.
-struct Client {
-    stream: TcpStream,
-    next: u64,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    async fn connect(addr: &str) -> Client {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        Client {
-            stream,
-            next: 0,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, cmd: &str, mut fields: Vec<(&'static str, Value)>) -> Value {
-        self.next += 1;
-        let req_id = Value::str(self.next.to_string());
-        fields.push(("cmd", Value::str(cmd)));
-        fields.push(("reqId", req_id.clone()));
-        let mut body = Vec::new();
-        msgpack_encode(&Value::map(fields), &mut body);
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= 4 + len {
-                    let reply = msgpack_decode(&self.buf[4..4 + len]).unwrap();
-                    self.buf.drain(..4 + len);
-                    if reply.get("reqId") == Some(&req_id) {
-                        return reply;
-                    }
-                    continue;
-                }
-            }
-            let mut chunk = vec![0u8; 65536];
-            let left = deadline.saturating_duration_since(Instant::now());
-            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
-                .await
-                .expect("a reply in time")
-                .unwrap();
-            assert!(n > 0, "the router closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
     }
 }
 

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use hopper_cluster::{serve_tcp_routed, SlotTable};
 use hopper_core::cluster_slots::queue_slot;
-use hopper_core::{msgpack_decode, msgpack_encode, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use hopper_core::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod owners;
-use owners::{queue_of, start_server, table, Server, SLOTS, TOKEN};
+use owners::{queue_of, start_server, table, Client, Server, SLOTS, TOKEN};
 
 /// A router listening on 127.0.0.1, reading the slot table from `owners`.
 async fn router(owners: watch::Receiver<Arc<SlotTable>>) -> String {
@@ -37,71 +37,6 @@ async fn router(owners: watch::Receiver<Arc<SlotTable>>) -> String {
         }
     });
     addr
-}
-
-/// A protocol client: numbered string reqIds, replies matched by reqId.
-struct Client {
-    stream: TcpStream,
-    next: u64,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    async fn connect(addr: &str) -> Client {
-        Client {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            next: 0,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, cmd: &str, mut fields: Vec<(&'static str, Value)>) -> Value {
-        self.next += 1;
-        let req_id = Value::str(self.next.to_string());
-        fields.push(("cmd", Value::str(cmd)));
-        fields.push(("reqId", req_id.clone()));
-        let mut body = Vec::new();
-        msgpack_encode(&Value::map(fields), &mut body);
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        loop {
-            let reply = self.frame().await.expect("a reply");
-            if reply.get("reqId") == Some(&req_id) {
-                return reply;
-            }
-        }
-    }
-
-    /// The next frame, `None` once the router closes the connection.
-    async fn frame(&mut self) -> Option<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= 4 + len {
-                    let v = msgpack_decode(&self.buf[4..4 + len]).unwrap();
-                    self.buf.drain(..4 + len);
-                    return Some(v);
-                }
-            }
-            let mut chunk = vec![0u8; 65536]; // on the heap: test futures nest deep
-            let left = deadline.saturating_duration_since(Instant::now());
-            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
-                .await
-                .expect("an answer in time")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    async fn auth(&mut self) {
-        let r = self.send("Auth", vec![("token", Value::str(TOKEN))]).await;
-        assert_ok(&r);
-    }
 }
 
 fn assert_ok(reply: &Value) {

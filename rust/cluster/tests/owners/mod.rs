@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use hopper_cluster::{SlotOwner, SlotTable};
 use hopper_core::cluster_slots::queue_slot;
+use hopper_core::{msgpack_decode, msgpack_encode, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 pub const TOKEN: &str = "secret";
 /// The slot count of the test clusters: one server per slot.
@@ -156,4 +159,69 @@ pub fn queue_of(prefix: &str, slot: u32) -> String {
         .map(|i| format!("{prefix}-{i}"))
         .find(|q| queue_slot(q, SLOTS) == slot)
         .unwrap()
+}
+
+/// A protocol client: numbered string reqIds, replies matched by reqId.
+pub struct Client {
+    pub stream: TcpStream,
+    next: u64,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub async fn connect(addr: &str) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            next: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, cmd: &str, mut fields: Vec<(&'static str, Value)>) -> Value {
+        self.next += 1;
+        let req_id = Value::str(self.next.to_string());
+        fields.push(("cmd", Value::str(cmd)));
+        fields.push(("reqId", req_id.clone()));
+        let mut body = Vec::new();
+        msgpack_encode(&Value::map(fields), &mut body);
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await.unwrap();
+        loop {
+            let reply = self.frame().await.expect("a reply");
+            if reply.get("reqId") == Some(&req_id) {
+                return reply;
+            }
+        }
+    }
+
+    /// The next frame, `None` once the router closes the connection.
+    pub async fn frame(&mut self) -> Option<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                if self.buf.len() >= 4 + len {
+                    let v = msgpack_decode(&self.buf[4..4 + len]).unwrap();
+                    self.buf.drain(..4 + len);
+                    return Some(v);
+                }
+            }
+            let mut chunk = vec![0u8; 65536]; // on the heap: test futures nest deep
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
+                .await
+                .expect("an answer in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub async fn auth(&mut self) {
+        let r = self.send("Auth", vec![("token", Value::str(TOKEN))]).await;
+        assert_eq!(r.get("ok"), Some(&Value::Bool(true)), "{r:?}");
+    }
 }
