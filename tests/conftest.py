@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from postgres_server import Postgres, start_for_test, stop
+from webhook_receiver import Receiver
 
 
 @pytest.fixture(scope="module")
@@ -15,3 +16,11 @@ def postgres() -> Iterator[Postgres]:
     pg = start_for_test()
     yield pg
     stop(pg)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback (`webhook_receiver.py`), closed after the test."""
+    r = Receiver()
+    yield r
+    r.close()

@@ -12,63 +12,20 @@ wait is bounded."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import pytest
 from cluster_brokers import broker, slot_owners, wait_owner, wait_settled
 from hopper._engine import queue_slot
 from hopper.client.tcp import TcpClient, TcpError
 from postgres_server import Postgres
+from webhook_receiver import Receiver
 
 ENV = {"HOPPER_WEBHOOK_ALLOW_PRIVATE_URLS": "1", "HOPPER_WEBHOOK_RETRY_DELAY_MS": "50"}
 SLOTS = 4
 SETTLE_S = 40.0
 # A slot server reads the table every second: a change reaches it within this.
 SPREAD_S = 10.0
-
-
-class Receiver:
-    """An HTTP server on loopback keeping the body of every POST."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        bodies, lock = self.bodies, threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with lock:
-                    bodies.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def completed(self) -> set[str]:
-        return {b["jobId"] for b in list(self.bodies) if b["event"] == "job.completed"}
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def complete_one(tcp: TcpClient, queue: str) -> str:
@@ -119,10 +76,10 @@ def test_several_slots_a_webhook_fires_from_every_slot_owner(
 
             tcp.call("SetWebhookEnabled", id=webhook_id, enabled=False)
             time.sleep(2.5)  # past two reads of the table
-            seen = len(receiver.bodies)
+            seen = len(receiver.bodies())
             complete_one(tcp, queue)
             time.sleep(1.0)
-            assert len(receiver.bodies) == seen
+            assert len(receiver.bodies()) == seen
             assert tcp.call("RemoveWebhook", webhookId=webhook_id)["data"] == {"removed": True}
             assert tcp.call("ListWebhooks")["data"]["webhooks"] == []
     finally:
