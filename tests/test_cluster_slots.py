@@ -259,6 +259,14 @@ def test_a_flow_across_slots_completes_through_any_broker(
         assert got["job"]["id"] == "xflow-p", got
         values = tcp.call("GetChildrenValues", id="xflow-p")["data"]["values"]
     assert values == {f"{q1}:xflow-c1": {"n": 0}, f"{q2}:xflow-c2": {"n": 1}}, values
+    # The dashboard's view of the parent's children, through any broker: both, although
+    # their slots are not the parent's; each names its parent.
+    for each in brokers:
+        got = httpx.get(f"{each.url}/api/queues/{parent}/jobs/xflow-p/children", timeout=10)
+        kids = {j["id"]: j for j in got.json()["data"]}
+        assert sorted(kids) == children, got.text
+        assert {j["parentId"] for j in kids.values()} == {"xflow-p"}, got.text
+        assert {j["state"] for j in kids.values()} == {"completed"}, got.text
 
 
 def test_the_sdks_flow_producer_spans_three_slots(brokers: list[ServerProcess]) -> None:

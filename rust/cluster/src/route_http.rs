@@ -16,6 +16,7 @@
 //! | `GET /prometheus` | every slot, `Merge::Prometheus` |
 //! | `GET {base}/api/queues`, `/api/search?type=queue` | every slot, `Merge::Queues` (by name) |
 //! | `GET {base}/api/flows` | every slot, `Merge::Flows` (newest 100) |
+//! | `GET {base}/api/queues/:name/jobs/:id/children` | the queue's slot for the children it holds and the parent's `childrenIds`; each child it does not hold from the slot whose `{base}/api/search?type=job` finds it (a flow spanning slots) |
 //! | `GET {base}/api/search?type=job` | the id's tagged slot, else every slot, `Merge::FirstFound` |
 //! | `GET {base}/api/search?type=payload&queue=` | the queue's slot |
 //! | `GET {base}/api/metrics/sparklines` | every slot, `Merge::Sparklines` |
@@ -71,6 +72,9 @@ enum Target {
     /// A job id without a slot tag: found by asking each slot.
     Job(String),
     Fan(Merge),
+    /// A flow parent's children (management API): the parent's slot answers those it
+    /// holds, the others are found in their slots.
+    Children(u32),
     /// Every queue's SSE stream.
     Events,
     /// `/ws`: the WebSocket router.
@@ -130,6 +134,7 @@ fn management(get: bool, rest: &[&str], query: &str, slots: u32) -> Target {
     let by_queue = |queue: &str| Target::Slot(queue_slot(queue, slots));
     let queue_param = query_param(query, "queue").filter(|q| !q.is_empty());
     match rest {
+        ["queues", name, "jobs", _, "children"] if get => Target::Children(queue_slot(name, slots)),
         ["queues", name, ..] => by_queue(name),
         _ if !get => Target::Slot(0),
         ["queues"] => Target::Fan(Merge::Queues),
@@ -402,6 +407,7 @@ impl Conn {
                     Err(fail) => self.fail(client, &req, fail).await,
                 },
                 Target::Fan(how) => self.fan(client, how, &req).await,
+                Target::Children(slot) => self.children(client, slot, &req).await,
                 Target::Events => self.events(client, &req).await,
                 Target::Unsupported(route) => {
                     let message =
@@ -528,6 +534,77 @@ impl Conn {
             }
         }
         self.fail(client, req, Fail::Broken).await
+    }
+
+    /// A flow parent's children: the parent's owner lists those it holds; each child it
+    /// names (`childrenIds` of the parent's detail) and does not hold is looked up in
+    /// every slot (the management API's job search), and listed after them.
+    async fn children(&mut self, client: &mut TcpStream, slot: u32, req: &Request) -> bool {
+        let target = &req.head.target;
+        let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+        let parent = path.strip_suffix("/children").unwrap_or(path);
+        let base = &path[..path.find("/api/queues/").unwrap_or(0)];
+        let list = self
+            .fetch_one(slot, upstream_request(req, target, false))
+            .await;
+        let detail = self
+            .fetch_one(slot, upstream_request(req, parent, false))
+            .await;
+        let (head, mut listed, named) = match (list, detail) {
+            (Ok((head, body)), Ok((ok, detail)))
+                if (200..300).contains(&head.status) && (200..300).contains(&ok.status) =>
+            {
+                let listed = serde_json::from_slice::<serde_json::Value>(&body).ok();
+                let detail = serde_json::from_slice::<serde_json::Value>(&detail).ok();
+                let named: Vec<String> = detail
+                    .as_ref()
+                    .and_then(|d| d["data"]["childrenIds"].as_array())
+                    .map(|ids| {
+                        ids.iter()
+                            .filter_map(|i| i.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                match listed {
+                    Some(listed) if listed["data"].is_array() => (head, listed, named),
+                    _ => return answer(client, req, &head, &body).await,
+                }
+            }
+            (Ok((head, body)), _) => return answer(client, req, &head, &body).await,
+            (Err(fail), _) => return self.fail(client, req, fail).await,
+        };
+        let held: Vec<String> = listed["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| j["id"].as_str().map(String::from))
+            .collect();
+        for id in named.iter().filter(|id| !held.contains(id)) {
+            let search = format!("{base}/api/search?type=job&q={}", encode_segment(id));
+            let probe = upstream_request(req, &search, false);
+            let found = self.fetch_all(probe).await.into_iter().find_map(|got| {
+                let (head, body) = got.ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                ((200..300).contains(&head.status) && v["data"].is_object())
+                    .then(|| v["data"].clone())
+            });
+            if let (Some(job), Some(list)) = (found, listed["data"].as_array_mut()) {
+                list.push(job);
+            }
+        }
+        let body = serde_json::to_vec(&listed).unwrap_or_default();
+        answer(client, req, &head, &body).await
+    }
+
+    /// `slot`'s owner's whole answer to `wire`, on the pooled connection if any.
+    async fn fetch_one(&mut self, slot: u32, wire: Vec<u8>) -> Fetched {
+        let pooled = self.upstreams.remove(&slot);
+        let (_, got, kept) =
+            fetch(self.owners.clone(), self.wait, slot, pooled, Arc::new(wire)).await;
+        if let Some(up) = kept {
+            self.upstreams.insert(slot, up);
+        }
+        got
     }
 
     /// Every slot's owner's whole answer to `wire`, in slot order, asked all at once
@@ -1263,6 +1340,10 @@ mod tests {
             Target::Fan(Merge::Queues)
         );
         assert_eq!(t("GET", "/api/flows?state=all"), Target::Fan(Merge::Flows));
+        assert_eq!(
+            t("GET", "/dash/api/queues/q1/jobs/p-1/children"),
+            Target::Children(queue_slot("q1", S))
+        );
         assert_eq!(
             t("GET", "/api/metrics/sparklines"),
             Target::Fan(Merge::Sparklines)
