@@ -236,14 +236,16 @@ pub fn registry_step(req: &Value, slots: u32) -> Option<Step> {
     }
 }
 
-/// The caller-chosen ids of a batch that is split by its ids' slots (`ACKB`,
-/// `JobHeartbeatB`, `ExtendLocks`): looked up in the registry before it is routed.
+/// The caller-chosen ids of an `ACKB`, whose items are probed one by one: looked up in
+/// the registry first, so each probe starts at its id's row. (The renewals,
+/// `JobHeartbeatB` and `ExtendLocks`, send such items to every slot, where only the
+/// holder renews: a row naming the wrong slot could only lose a renewal.)
 pub fn batch_ids(req: &Value, slots: u32) -> Vec<String> {
     let cmd = req.field("cmd").and_then(Value::as_str);
     let Some(Value::Array(ids)) = req.field("ids") else {
         return Vec::new();
     };
-    if !matches!(cmd, Some("ACKB" | "JobHeartbeatB" | "ExtendLocks")) {
+    if cmd != Some("ACKB") {
         return Vec::new();
     }
     ids.iter()
@@ -304,15 +306,19 @@ fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged, known: &
         return Route::Forward(0); // the server's error, or its empty answer
     }
     let mut per_slot: Vec<Vec<usize>> = vec![Vec::new(); slots as usize];
-    let mut probes = Vec::new();
+    // (item, the slot its probe starts at, the id if a registry row named that slot)
+    let mut probes: Vec<(usize, u32, Option<String>)> = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let Some(id) = id.as_str() else {
             return Route::Forward(0);
         };
-        let slot = id_slot(id, slots).or_else(|| known.get(id).copied());
-        match (slot.filter(|&s| s < slots), untagged) {
+        match (id_slot(id, slots).filter(|&s| s < slots), untagged) {
             (Some(s), _) => per_slot[s as usize].push(i),
-            (None, Untagged::Probe) => probes.push(i),
+            // A row is a hint: the probe starts there and goes on if it is wrong.
+            (None, Untagged::Probe) => match known.get(id).copied().filter(|&s| s < slots) {
+                Some(s) => probes.push((i, s, Some(id.to_owned()))),
+                None => probes.push((i, 0, None)),
+            },
             (None, Untagged::Everywhere) => per_slot.iter_mut().for_each(|l| l.push(i)),
         }
     }
@@ -334,11 +340,11 @@ fn split(req: &Value, slots: u32, aligned: &[&str], untagged: Untagged, known: &
             }
         })
         .collect();
-    legs.extend(probes.into_iter().map(|i| Leg {
+    legs.extend(probes.into_iter().map(|(i, start, registered)| Leg {
         req: subset(req, aligned, &[i]),
-        target: Target::Probe { at: 0, start: 0 },
+        target: Target::Probe { at: start, start },
         indices: vec![i],
-        registered: None,
+        registered,
     }));
     let merge = match untagged {
         Untagged::Probe => Merge::Batch,
@@ -946,26 +952,34 @@ mod tests {
     }
 
     #[test]
-    fn a_batchs_registered_ids_go_to_their_slots() {
+    fn a_batchs_registered_ids_are_probed_from_their_rows() {
         let ackb = req(vec![
             ("cmd", Value::str("ACKB")),
             ("ids", strs(&["mine", &tagged(1, 1), "other"])),
         ]);
         assert_eq!(batch_ids(&ackb, 2), ["mine", "other"]);
-        let both: Known = [("mine".to_string(), 1), ("other".to_string(), 1)].into();
-        let mut r = Router::new(2);
-        assert_eq!(r.request(&ackb, |_| true, &both), [Action::Forward(1)]);
-        // An id without a row is probed, as without a registry.
+        // The tagged id goes to its slot; each caller-chosen one is probed, from its row
+        // (a wrong row costs a step, never the job) or from slot 0 without one.
         let one: Known = [("mine".to_string(), 1)].into();
+        let mut r = Router::new(2);
         let legs = sent(&r.request(&ackb, |_| true, &one));
-        assert_eq!(legs.len(), 2);
-        assert_eq!(legs[0].1.get("ids"), Some(&strs(&["mine", &tagged(1, 1)])));
-        assert_eq!(legs[1].1.get("ids"), Some(&strs(&["other"])));
+        let shape: Vec<(u32, Option<&Value>)> =
+            legs.iter().map(|(s, v)| (*s, v.get("ids"))).collect();
+        assert_eq!(
+            shape,
+            [
+                (1, Some(&strs(&[&tagged(1, 1)]))),
+                (1, Some(&strs(&["mine"]))),
+                (0, Some(&strs(&["other"]))),
+            ]
+        );
+        // Renewals of caller-chosen ids go everywhere, rows or not: only the holder renews.
         let renew = req(vec![
             ("cmd", Value::str("JobHeartbeatB")),
             ("ids", strs(&["mine"])),
         ]);
-        assert_eq!(r.request(&renew, |_| true, &one), [Action::Forward(1)]);
+        assert!(batch_ids(&renew, 2).is_empty());
+        assert_eq!(sent(&r.request(&renew, |_| true, &one)).len(), 2);
         let get = req(vec![
             ("cmd", Value::str("GetJob")),
             ("ids", strs(&["mine"])),

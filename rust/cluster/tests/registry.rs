@@ -326,8 +326,8 @@ async fn a_row_naming_the_wrong_slot_hides_no_job_and_is_repaired() {
     let (_, got) = call(&s.servers[1].http, "GET", "/jobs/stray", None).await;
     assert_eq!(got["job"]["state"], json!("completed"), "{got}");
     s.repaired("stray", 1).await;
-    // Over TCP: found, repaired, and acked where it is.
     let mut c = Client::connect(&s.tcp).await;
+    // Over TCP: found, repaired, and acked where it is.
     let got = c.send("GetJob", vec![("id", Value::str("stray-t"))]).await;
     let queue = got.get("job").and_then(|j| j.get("queue"));
     assert_eq!(queue.and_then(Value::as_str), Some(b.as_str()), "{got:?}");
@@ -341,6 +341,18 @@ async fn a_row_naming_the_wrong_slot_hides_no_job_and_is_repaired() {
     let (_, got) = call(&s.servers[1].http, "GET", "/jobs/stray-t", None).await;
     assert_eq!(got["job"]["state"], json!("completed"), "{got}");
     s.repaired("stray-t", 1).await;
+    // An ACKB item with a wrong row: probed from the row on, acked where it is.
+    assert_eq!(push(&s.servers[1].http, &b, "stray-b").await.0, 200);
+    s.set_row("stray-b", 0).await;
+    let pulled = c.send("PULL", vec![("queue", Value::str(&b))]).await;
+    let id = pulled.get("job").and_then(|j| j.get("id"));
+    assert_eq!(id.and_then(Value::as_str), Some("stray-b"), "{pulled:?}");
+    let ids = Value::Array(vec![Value::str("stray-b")]);
+    let acked = c.send("ACKB", vec![("ids", ids)]).await;
+    assert_eq!(acked.get("ok"), Some(&Value::Bool(true)), "{acked:?}");
+    let (_, got) = call(&s.servers[1].http, "GET", "/jobs/stray-b", None).await;
+    assert_eq!(got["job"]["state"], json!("completed"), "{got}");
+    s.repaired("stray-b", 1).await;
     // Held nowhere: not found, as without a registry, and the row stays.
     s.set_row("ghost", 1).await;
     assert_eq!(queue_of_job(&s.http, "ghost").await, None);
