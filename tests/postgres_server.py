@@ -126,9 +126,12 @@ def start() -> Postgres:
             ],
             START_TIMEOUT_S,
         )
+        # A cluster of 3 brokers with 4 slots holds about 26 sessions (standbys' watches,
+        # owners' logs, leases and outbox relays, fronts' slot tables and id registries);
+        # a test module keeps one cluster up while another test starts its own.
         options = (
             f"-c listen_addresses=127.0.0.1 -p {pg.port} -c unix_socket_directories={base} "
-            "-c fsync=on -c synchronous_commit=on -c max_connections=60 -c shared_buffers=32MB"
+            "-c fsync=on -c synchronous_commit=on -c max_connections=200 -c shared_buffers=32MB"
         )
         _run(
             [
