@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use hopper_cluster::{prepare, ClusterError, SlotConfig, Standby};
+use hopper_cluster::{prepare, ClusterError, Slot, SlotConfig, Standby};
 use hopper_core::cluster_slots::preferred_owner;
 use hopper_core::LogStore;
 use postgres::{Client, NoTls};
@@ -56,6 +56,17 @@ fn standby_of(url: &str, ns: &str, broker: &str, slot: u32) -> Client {
     )
     .unwrap();
     c
+}
+
+/// The broker `owner`'s lease renewals find ranked first, waited for (bounded) while
+/// `a` and `b` stay live.
+fn handoff_seen(owner: &Slot, c: &mut Client, ns: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while owner.handoff_to().is_none() && Instant::now() < deadline {
+        announce(c, ns, &["a", "b"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    owner.handoff_to()
 }
 
 fn client(url: &str, ns: &str) -> Client {
@@ -112,12 +123,7 @@ fn the_broker_ranked_first_takes_a_vacant_slot_at_once_another_after_the_grace()
 
     // b's renewals notice that a (settled, live) ranks first.
     let keeper = b.keep_lease().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.handoff_to().is_none() && Instant::now() < deadline {
-        announce(&mut c, ns, &["a", "b"]);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(b.handoff_to().as_deref(), Some("a"));
+    assert_eq!(handoff_seen(&b, &mut c, ns).as_deref(), Some("a"));
 
     // b gives the slot up (its engine closes): a takes it at once, a new epoch.
     drop(keeper);
@@ -190,11 +196,6 @@ fn a_broker_with_no_standby_for_the_slot_is_passed_over() {
     assert_eq!(b.handoff_to(), None);
     // Once a's standby runs, b's renewals see that a ranks first.
     let _a_waits = standby_of(url, ns, "a", slot);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.handoff_to().is_none() && Instant::now() < deadline {
-        announce(&mut c, ns, &["a", "b"]);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(b.handoff_to().as_deref(), Some("a"));
+    assert_eq!(handoff_seen(&b, &mut c, ns).as_deref(), Some("a"));
     drop(keeper);
 }
