@@ -236,19 +236,6 @@ impl Engine {
         }
     }
 
-    /// Pending dependencies of the job in `slot` that other slots hold.
-    pub(super) fn remote_pending(&self, slot: u32) -> u32 {
-        let Some(e) = self.job(slot).ext() else {
-            return 0;
-        };
-        e.remote.as_deref().map_or(0, |r| {
-            r.deps
-                .iter()
-                .filter(|(id, done)| !done && e.depends_on.contains(id))
-                .count() as u32
-        })
-    }
-
     /// Whether `id` is among the job's dependencies held by other slots.
     pub(super) fn is_remote_dep(&self, slot: u32, id: &JobId) -> bool {
         self.job(slot)
@@ -344,7 +331,13 @@ impl Engine {
         let Some(ds) = self.slot_of(dependent) else {
             return;
         };
-        if !self.is_remote_dep(ds, &dep) {
+        // A flow child's result reaches its parent even once the parent stopped
+        // waiting for it (as `hand_result_to_parent` does for a local child).
+        let is_child = self
+            .job(ds)
+            .flow()
+            .is_some_and(|f| f.children.contains(&dep));
+        if !is_child && !self.is_remote_dep(ds, &dep) {
             return;
         }
         match outcome {
@@ -356,10 +349,6 @@ impl Engine {
                         }
                     }
                 }
-                let is_child = self
-                    .job(ds)
-                    .flow()
-                    .is_some_and(|f| f.children.contains(&dep));
                 if let (true, Some(result)) = (is_child, result) {
                     if !self.job(ds).state.is_finished() {
                         set_pair(&mut self.job_mut(ds).flow_mut().values, &key, &result);

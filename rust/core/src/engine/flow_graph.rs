@@ -348,6 +348,9 @@ impl Engine {
                 self.make_runnable(ps, now, Cause::DependenciesMet, |job| {
                     let ext = job.ext_mut();
                     ext.depends_on.clear();
+                    if let Some(r) = ext.remote.as_deref_mut() {
+                        r.deps.clear();
+                    }
                     ext.pending_deps = 0;
                 });
                 None
@@ -365,7 +368,11 @@ impl Engine {
     /// `ps` stops depending on `dep`; it runs if nothing else is pending.
     pub(super) fn drop_dependency(&mut self, ps: u32, dep: &JobId, now: u64) {
         self.refresh(ps, now, |job| {
-            job.ext_mut().depends_on.retain(|d| d != dep);
+            let ext = job.ext_mut();
+            ext.depends_on.retain(|d| d != dep);
+            if let Some(r) = ext.remote.as_deref_mut() {
+                r.deps.retain(|(d, _)| d != dep);
+            }
         });
         let pending = self.unfinished_dependencies(ps);
         self.job_mut(ps).ext_mut().pending_deps = pending;

@@ -1,9 +1,12 @@
 //! Links between jobs: dependencies (`dependsOn`) released or failed as their jobs
 //! finish or go away, and repeat series pushing their next occurrence.
 
+use hashbrown::HashSet;
+
 use super::placement::Cause;
 use super::Engine;
 use crate::cron::CronSchedule;
+use crate::ids::JobId;
 use crate::job::{Job, JobState};
 use crate::options::PushOptions;
 
@@ -32,15 +35,24 @@ impl Engine {
     /// Dependencies of a job that have not completed (a removed one had completed: a
     /// live one's removal fails its dependents instead), here and in other slots.
     pub(super) fn unfinished_dependencies(&self, slot: u32) -> u32 {
-        let here = self.job(slot).ext().map_or(0, |e| {
-            e.depends_on
-                .iter()
-                .filter(|d| !self.is_remote_dep(slot, d))
-                .filter_map(|d| self.find(d))
-                .filter(|&s| self.job(s).state != JobState::Completed)
-                .count() as u32
-        });
-        here + self.remote_pending(slot)
+        let Some(e) = self.job(slot).ext() else {
+            return 0;
+        };
+        // `remote.deps` follows `depends_on` (`drop_dependency`, `child_failed`); an empty
+        // set is looked into without hashing.
+        let remote = e.remote.as_deref();
+        let elsewhere: HashSet<&JobId> = remote
+            .map(|r| r.deps.iter().map(|(d, _)| d).collect())
+            .unwrap_or_default();
+        let here = e
+            .depends_on
+            .iter()
+            .filter(|d| !elsewhere.contains(d))
+            .filter_map(|d| self.find(d))
+            .filter(|&s| self.job(s).state != JobState::Completed)
+            .count();
+        let there = remote.map_or(0, |r| r.deps.iter().filter(|(_, done)| !done).count());
+        (here + there) as u32
     }
 
     /// Repeating jobs: when an occurrence finishes (completed, or failed for good), the
