@@ -1,6 +1,6 @@
 //! Cluster mode's bindings: taking the slot (a standby waits here), the broker's front,
-//! the cluster view the management API shows, and the webhook registry. Conversions only; the logic is
-//! hopper-cluster's.
+//! the cluster view the management API shows, and the webhook registry. Conversions
+//! only; the logic is hopper-cluster's.
 
 use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -205,9 +205,12 @@ impl PyWebhookStore {
         f: impl FnOnce(&mut WebhookStore) -> Result<T, ClusterError> + Send,
     ) -> PyResult<T> {
         py.allow_threads(|| {
-            let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut store)
+            catch_unwind(AssertUnwindSafe(|| {
+                let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                f(&mut store)
+            }))
         })
+        .map_err(|_| UnavailableError::new_err("internal error in the webhook registry"))?
         .map_err(|e| UnavailableError::new_err(e.to_string()))
     }
 }
