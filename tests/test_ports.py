@@ -29,3 +29,28 @@ def test_a_port_someone_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(ports, "_ephemeral_low", lambda: 65000)
         monkeypatch.setattr(ports, "_given", set())
         assert ports.free_port() == free
+
+
+def test_a_reserved_port_is_taken_by_no_one_but_a_listener_that_reuses_it() -> None:
+    """What a broker relies on for its slot servers' backend ports: while the reservation
+    is open, a plain bind, the kernel's own choice and `free_port` never give the port,
+    and a server binding it with SO_REUSEADDR (as Granian and the TCP listener do)
+    listens and is reached."""
+    with ports.reserve_port("127.0.0.1") as held:
+        port = held.getsockname()[1]
+        with socket.socket() as plain, pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+        kernel_choices = []
+        for _ in range(200):
+            with socket.socket() as other:
+                other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                other.bind(("127.0.0.1", 0))
+                kernel_choices.append(other.getsockname()[1])
+        assert port not in kernel_choices
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", port))
+            server.listen()
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                accepted, _ = server.accept()
+                accepted.close()

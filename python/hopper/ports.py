@@ -46,6 +46,24 @@ def _kernel_choice(host: str) -> int:
         return int(probe.getsockname()[1])
 
 
+def reserve_port(host: str) -> socket.socket:
+    """A socket bound to a port the kernel chose, not listening. While it stays open, no
+    outgoing connection takes that port and no other socket binds it without
+    SO_REUSEADDR (so neither another process's `free_port` nor the kernel hands it out),
+    while a listener with SO_REUSEADDR (Granian, the TCP protocol's) still binds it. So a
+    port chosen in one process and listened on in another, later, or again after a
+    restart, cannot be taken in between; no port below the ephemeral range is needed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on at `host` now, not given before by this process, taken
     from below the ephemeral range (or from the kernel when that range starts too low

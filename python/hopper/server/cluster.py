@@ -20,7 +20,7 @@ from types import FrameType
 
 from hopper._engine import Front
 from hopper.errors import InvalidInputError
-from hopper.ports import free_port
+from hopper.ports import reserve_port
 from hopper.server.config import ConfigError, ServerConfig, host_port
 from hopper.server.parent_death import die_with_parent
 from hopper.server.server_engine import ServerEngine
@@ -48,31 +48,38 @@ def _advertised_host(config: ServerConfig) -> str:
     return config.host
 
 
-def _backend_port(given: int, slot: int, host: str) -> int:
-    """Slot k's server listens on the given port + k (one firewall range), else on a
-    free port."""
-    return given + slot if given else free_port(host)
+def _backend_port(given: int, slot: int, host: str, held: list[socket.socket]) -> int:
+    """Slot k's server listens on the given port + k (one firewall range), else on a port
+    this broker reserves for its life (added to `held`): a slot server binds it a moment
+    later, in another process, and again after each restart, and nothing else on the
+    machine may take it in between."""
+    if given:
+        return given + slot
+    held.append(reserve_port(host))
+    return int(held[-1].getsockname()[1])
 
 
-def start_front(config: ServerConfig) -> tuple[list[ServerConfig], Front]:
+def start_front(config: ServerConfig) -> tuple[list[ServerConfig], Front, list[socket.socket]]:
     """Binds the public ports to a front and returns the configuration of each of this
-    broker's slot servers: its slot, its backend ports, the advertised host and this
-    broker's id fixed (the front and the engines must name the same broker)."""
+    broker's slot servers (its slot, its backend ports, the advertised host and this
+    broker's id fixed: the front and the engines must name the same broker), the front,
+    and the sockets reserving the backend ports, to keep open while the broker runs."""
     broker, advertised = config.broker_name(), _advertised_host(config)
-    servers = [
-        dataclasses.replace(
-            config,
-            port=_backend_port(config.backend_port, slot, config.host),
-            tcp_port=_backend_port(config.backend_tcp_port, slot, config.host)
-            if config.tcp_port
-            else 0,
-            advertise_addr=advertised,
-            broker_id=broker,
-            slot=slot,
-        )
-        for slot in range(config.slots)
-    ]
+    held: list[socket.socket] = []
     try:
+        servers = [
+            dataclasses.replace(
+                config,
+                port=_backend_port(config.backend_port, slot, config.host, held),
+                tcp_port=_backend_port(config.backend_tcp_port, slot, config.host, held)
+                if config.tcp_port
+                else 0,
+                advertise_addr=advertised,
+                broker_id=broker,
+                slot=slot,
+            )
+            for slot in range(config.slots)
+        ]
         front = Front(
             url=config.postgres_url,
             namespace=config.namespace,
@@ -96,7 +103,7 @@ def start_front(config: ServerConfig) -> tuple[list[ServerConfig], Front]:
         file=sys.stderr,
         flush=True,
     )
-    return servers, front
+    return servers, front, held
 
 
 def worker_started() -> None:

@@ -254,14 +254,14 @@ class ServerConfig:
         "--backend-port",
         ("HOPPER_BACKEND_PORT",),
         "cluster mode: the port this broker's app listens on for the brokers' fronts, "
-        "which relay clients from the public ports to the slot's owner (0: a free one, "
-        "below the ephemeral range so no outgoing connection takes it first)",
+        "which relay clients from the public ports to the slot's owner (0: one the broker "
+        "reserves for its life, so nothing else takes it first)",
     )
     backend_tcp_port: int = option(
         0,
         "--backend-tcp-port",
         ("HOPPER_BACKEND_TCP_PORT",),
-        "cluster mode: the same for the TCP protocol (0: a free one)",
+        "cluster mode: the same for the TCP protocol (0: one the broker reserves)",
     )
     slots: int = option(
         1,

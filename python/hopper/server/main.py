@@ -104,13 +104,15 @@ def serve(args: argparse.Namespace) -> int:
     if not config.postgres_url:
         check_data_dir_free(config)
         return run_server(config)
-    servers, front = start_front(config)
+    servers, front, reserved = start_front(config)
     others = SlotServers(servers[1:], CONFIG_ENV)
     try:
         return run_server(servers[0], cluster=True)
     finally:
         others.stop()
         front.stop()
+        for sock in reserved:
+            sock.close()
 
 
 def run_server(config: ServerConfig, *, cluster: bool = False) -> int:
