@@ -18,6 +18,7 @@ mod keeper;
 mod outbox;
 mod pg_store;
 mod registry;
+mod registry_sweep;
 mod route_http;
 mod route_tcp;
 mod route_ws;
@@ -33,6 +34,7 @@ pub use front::{Front, FrontConfig};
 pub use keeper::LeaseKeeper;
 pub use outbox::OutboxRelay;
 pub use registry::Registry;
+pub use registry_sweep::SweepTiming;
 pub use route_http::serve as serve_http_router;
 /// The routers, for tests that run them on a slot table of their own (no front).
 pub use route_tcp::serve as serve_tcp_routed;

@@ -13,6 +13,8 @@
 //!   skips what it applied already and refuses a gap), syncs its log, and only then
 //!   deletes the rows its cursors cover. A fenced ex-owner's sync fails, so it never
 //!   deletes a row the new owner has not applied.
+//!
+//! A third thread sweeps the slot's rows of the id registry (`registry_sweep.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Display;
@@ -27,6 +29,7 @@ use postgres::Client;
 
 use crate::connect::connect;
 use crate::error::ClusterError;
+use crate::registry_sweep::{sweep, SweepTiming};
 use crate::slot::Slot;
 
 /// How long the deliverer waits for the engine's messages before looking at its stop.
@@ -58,24 +61,34 @@ const DELETE: &str = "DELETE FROM hopper_outbox o
     WHERE o.namespace = $1 AND o.target_slot = $2 AND o.source_slot = c.source
     AND o.seq <= c.through";
 
-/// The relay of one owned slot's cross-slot messages; stops when the slot is fenced or
-/// given up (the engine closing gives it up), when the engine's log fails, or on `stop`
-/// (also run when dropped).
+/// The relay of one owned slot's cross-slot messages, and the sweeper of its id
+/// registry rows; stops when the slot is fenced or given up (the engine closing gives it
+/// up), when the engine's log fails, or on `stop` (also run when dropped).
 pub struct OutboxRelay {
     control: Arc<Control>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl OutboxRelay {
-    /// Starts delivering `engine`'s messages and receiving those for `slot`.
+    /// Starts delivering `engine`'s messages, receiving those for `slot`, and sweeping
+    /// its registry rows.
     pub fn start(slot: &Slot, engine: EngineHandle) -> std::io::Result<OutboxRelay> {
+        OutboxRelay::start_with(slot, engine, SweepTiming::default())
+    }
+
+    /// `start`, sweeping on `timing`.
+    pub fn start_with(
+        slot: &Slot,
+        engine: EngineHandle,
+        timing: SweepTiming,
+    ) -> std::io::Result<OutboxRelay> {
         let control = Arc::new(Control::default());
         let relay = OutboxRelay {
             control: control.clone(),
             threads: Mutex::new(Vec::new()),
         };
-        for run in [deliver_loop as fn(Worker), receive_loop] {
-            let worker = Worker::new(slot, engine.clone(), control.clone());
+        for run in [deliver_loop as fn(Worker), receive_loop, sweep_loop] {
+            let worker = Worker::new(slot, engine.clone(), control.clone(), timing);
             let thread = std::thread::Builder::new()
                 .name("hopper-outbox".into())
                 .spawn(move || run(worker))?;
@@ -116,7 +129,7 @@ impl Drop for OutboxRelay {
 }
 
 #[derive(Default)]
-struct Control {
+pub(crate) struct Control {
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -138,7 +151,7 @@ impl Control {
     }
 
     /// Sleeps `d`, or less if stopped meanwhile.
-    fn nap(&self, d: Duration) {
+    pub(crate) fn nap(&self, d: Duration) {
         let state = self.lock();
         let _ = self.cv.wait_timeout_while(state, d, |s| !s.stopped);
     }
@@ -146,14 +159,15 @@ impl Control {
 
 /// What each thread holds: its own connection, its backoff, and the kinds of failure it
 /// reported already (each is said once until that step succeeds again).
-struct Worker {
+pub(crate) struct Worker {
     slot: Slot,
-    engine: EngineHandle,
-    control: Arc<Control>,
-    namespace: String,
-    me: i32,
+    pub(crate) engine: EngineHandle,
+    pub(crate) control: Arc<Control>,
+    pub(crate) namespace: String,
+    pub(crate) me: i32,
     channel: String,
-    client: Option<Client>,
+    pub(crate) client: Option<Client>,
+    pub(crate) sweep: SweepTiming,
     backoff: Duration,
     said: HashSet<&'static str>,
     /// The receiver's sources that could not go on last round (a gap, or a message the
@@ -163,7 +177,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(slot: &Slot, engine: EngineHandle, control: Arc<Control>) -> Worker {
+    fn new(slot: &Slot, engine: EngineHandle, control: Arc<Control>, sweep: SweepTiming) -> Worker {
         let namespace = slot.inner.namespace.clone();
         Worker {
             slot: slot.clone(),
@@ -173,6 +187,7 @@ impl Worker {
             namespace,
             me: slot.inner.slot,
             client: None,
+            sweep,
             backoff: BACKOFF_MIN,
             said: HashSet::new(),
             skip: Vec::new(),
@@ -180,12 +195,12 @@ impl Worker {
     }
 
     /// Whether to go on: not stopped, the slot still ours, its log not failed.
-    fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         !self.control.stopped() && self.slot.serving() && self.engine.log_failed().is_none()
     }
 
     /// The thread's connection, opened (and, for the receiver, listening) if needed.
-    fn client(&mut self, listen: bool) -> Result<&mut Client, String> {
+    pub(crate) fn client(&mut self, listen: bool) -> Result<&mut Client, String> {
         if let Some(c) = self.client.take().filter(|c| !c.is_closed()) {
             return Ok(self.client.insert(c));
         }
@@ -202,7 +217,7 @@ impl Worker {
     }
 
     /// Says on stderr that `what` failed, once until it succeeds again.
-    fn say(&mut self, what: &'static str, e: impl Display) {
+    pub(crate) fn say(&mut self, what: &'static str, e: impl Display) {
         if self.said.insert(what) {
             eprintln!(
                 "hopper: slot {} of namespace '{}': {what} failed (will retry): {e}",
@@ -212,23 +227,23 @@ impl Worker {
     }
 
     /// A failed step: said once, then a pause that doubles while failures go on.
-    fn failed(&mut self, what: &'static str, e: impl Display) {
+    pub(crate) fn failed(&mut self, what: &'static str, e: impl Display) {
         self.say(what, e);
         self.control.nap(self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
-    fn succeeded(&mut self, what: &'static str) {
+    pub(crate) fn succeeded(&mut self, what: &'static str) {
         self.said.remove(what);
     }
 
     /// A whole round went through: the next failure pauses briefly again.
-    fn round_done(&mut self) {
+    pub(crate) fn round_done(&mut self) {
         self.backoff = BACKOFF_MIN;
     }
 
     /// A database failure: the connection is dropped, so the next step reconnects.
-    fn db_failed(&mut self, what: &'static str, e: postgres::Error) {
+    pub(crate) fn db_failed(&mut self, what: &'static str, e: postgres::Error) {
         self.client = None;
         self.failed(what, ClusterError::Db(e));
     }
@@ -267,6 +282,10 @@ fn relay_loop(mut w: Worker, what: &'static str, round: fn(&mut Worker)) {
 
 fn deliver_loop(w: Worker) {
     relay_loop(w, "relaying cross-slot messages out", deliver);
+}
+
+fn sweep_loop(w: Worker) {
+    relay_loop(w, "sweeping the id registry", sweep);
 }
 
 fn receive_loop(w: Worker) {

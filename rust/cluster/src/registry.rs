@@ -175,7 +175,8 @@ impl Registry {
             .collect()
     }
 
-    /// Registers each id not registered yet for its slot (a batch's ids).
+    /// Registers each id not registered yet for its slot, and touches those that are (a
+    /// batch's ids).
     pub(crate) async fn register(&self, ids: &[(String, u32)]) {
         let (names, slots): (Vec<&str>, Vec<i32>) =
             ids.iter().map(|(id, s)| (id.as_str(), *s as i32)).unzip();
@@ -190,21 +191,14 @@ impl Registry {
     /// Inserts `id` for `slot` unless registered, and returns its registered slot.
     async fn claim(&self, id: &str, slot: u32) -> Option<u32> {
         let slot = slot as i32;
-        // Zero rows: a row inserted by another front after this statement's snapshot
-        // (the insert waited for it), or deleted meanwhile; the next statement sees it.
-        for _ in 0..ROUNDS {
-            let row = self
-                .run(|s| async move {
-                    s.client
-                        .query_opt(&s.claim, &[&self.namespace, &id, &slot])
-                        .await
-                })
-                .await?;
-            if let Some(row) = row {
-                return u32::try_from(row.get::<_, i32>(0)).ok();
-            }
-        }
-        None
+        let row = self
+            .run(|s| async move {
+                s.client
+                    .query_one(&s.claim, &[&self.namespace, &id, &slot])
+                    .await
+            })
+            .await?;
+        u32::try_from(row.get::<_, i32>(0)).ok()
     }
 
     /// Moves `id`'s row from slot `from` to `to`: `Some(false)` if the row no longer
@@ -267,16 +261,14 @@ impl Registry {
         // PostgreSQL crash is a deleted row, which is always safe (the id is asked of
         // every owner again). Other sessions see it at commit either way.
         client.batch_execute("SET synchronous_commit = off").await?;
-        // One statement per claim: the insert, else the row there. The select sees the
-        // snapshot before the insert, so at most one of the two gives a row.
+        // One statement per claim: the insert, else the row there, touched so that its
+        // slot's owner does not sweep it while this push is on its way there
+        // (`registry_sweep.rs`).
         let claim = client
             .prepare(
-                "WITH ins AS (
-                     INSERT INTO hopper_ids (namespace, job_id, slot) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING RETURNING slot)
-                 SELECT slot FROM ins
-                 UNION ALL
-                 SELECT slot FROM hopper_ids WHERE namespace = $1 AND job_id = $2",
+                "INSERT INTO hopper_ids (namespace, job_id, slot) VALUES ($1, $2, $3)
+                 ON CONFLICT (namespace, job_id) DO UPDATE SET touched = now()
+                 RETURNING slot",
             )
             .await?;
         // Each id's row is read by a subquery of its own, a primary-key lookup whatever
@@ -291,15 +283,18 @@ impl Registry {
             .await?;
         let moved = client
             .prepare(
-                "UPDATE hopper_ids SET slot = $4
+                "UPDATE hopper_ids SET slot = $4, touched = now()
                  WHERE namespace = $1 AND job_id = $2 AND slot = $3",
             )
             .await?;
+        // Rows there are touched too (a batch's push is on its way); in id order, so two
+        // batches sharing ids lock their rows in the same order.
         let register = client
             .prepare(
                 "INSERT INTO hopper_ids (namespace, job_id, slot)
-                 SELECT $1, * FROM unnest($2::text[], $3::int[])
-                 ON CONFLICT DO NOTHING",
+                 SELECT DISTINCT ON (id) $1, id, slot
+                 FROM unnest($2::text[], $3::int[]) AS u(id, slot) ORDER BY id
+                 ON CONFLICT (namespace, job_id) DO UPDATE SET touched = now()",
             )
             .await?;
         Ok(Session {

@@ -102,6 +102,14 @@ CREATE TABLE hopper_webhooks (
     PRIMARY KEY (namespace, id)
 );
 "#,
+    // Rows of the id registry that no job holds any more are deleted by their slot's
+    // owner (`registry_sweep.rs`) once untouched for a while: every claim and move
+    // touches its row, so a row a push is about to use is never swept from under it.
+    // The index lets each owner read its own slot's rows.
+    r#"
+ALTER TABLE hopper_ids ADD COLUMN touched timestamptz NOT NULL DEFAULT now();
+CREATE INDEX hopper_ids_by_slot ON hopper_ids (namespace, slot, job_id);
+"#,
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

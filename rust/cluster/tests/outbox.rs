@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hopper_cluster::{OutboxRelay, Slot, SlotConfig};
+use hopper_cluster::{OutboxRelay, Slot, SlotConfig, SweepTiming};
 use hopper_core::cluster_slots::queue_slot;
 use hopper_core::{
     Clock, EngineConfig, EngineHandle, FsyncPolicy, JobState, ManualClock, PushOptions,
@@ -347,4 +347,63 @@ fn a_relay_stops_by_itself_when_its_engine_closes() {
         relay_sessions(url, ns, Some(1)) == 0
     });
     assert_eq!(relay_sessions(url, ns, Some(0)), 1);
+}
+
+/// Registry rows of `ns` naming `slot`.
+fn registry_rows(url: &str, ns: &str, slot: i32) -> Vec<String> {
+    db(url)
+        .query(
+            "SELECT job_id FROM hopper_ids WHERE namespace = $1 AND slot = $2 ORDER BY 1",
+            &[&ns, &slot],
+        )
+        .expect("reads")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn the_owner_sweeps_the_registry_rows_of_ids_it_no_longer_holds() {
+    let Some(url) = postgres_url() else { return };
+    let ns = "outbox-sweep";
+    let slot = Slot::acquire(&config(url, ns, 1, 2, None)).expect("takes the slot");
+    let engine = engine(&slot, 1, 2, Arc::new(SystemClock));
+    let queue = queue_in(1, 2, "sweep");
+    let (_, commit) = engine
+        .mutate(|e| e.push(&queue, opts(r#"{"jobId":"held","data":1}"#)))
+        .expect("pushed");
+    engine
+        .wait(commit.expect("a push commits"))
+        .expect("synced");
+    // Old rows: one the engine holds, 1,200 it does not (more than a page), one naming
+    // the other slot; and a fresh one the engine does not hold (a push on its way).
+    let mut gone: Vec<String> = (0..1200).map(|i| format!("gone-{i:04}")).collect();
+    gone.push("held".into());
+    let mut c = db(url);
+    c.execute("DELETE FROM hopper_ids WHERE namespace = $1", &[&ns])
+        .expect("cleans");
+    c.execute(
+        "INSERT INTO hopper_ids (namespace, job_id, slot, touched)
+         SELECT $1, id, 1, now() - interval '1 hour' FROM unnest($2::text[]) AS id",
+        &[&ns, &gone],
+    )
+    .expect("inserts");
+    c.execute(
+        "INSERT INTO hopper_ids (namespace, job_id, slot, touched) VALUES
+         ($1, 'elsewhere', 0, now() - interval '1 hour'), ($1, 'fresh', 1, now())",
+        &[&ns],
+    )
+    .expect("inserts");
+    let timing = SweepTiming {
+        every: Duration::from_millis(50),
+        min_age: Duration::from_secs(60),
+    };
+    let relay = OutboxRelay::start_with(&slot, engine.clone(), timing).expect("starts");
+    wait_until("the rows of ids the slot does not hold are swept", || {
+        registry_rows(url, ns, 1).len() == 2
+    });
+    assert_eq!(registry_rows(url, ns, 1), ["fresh", "held"]);
+    assert_eq!(registry_rows(url, ns, 0), ["elsewhere"]);
+    drop(relay);
+    engine.close();
 }

@@ -130,6 +130,30 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    /// Makes `id`'s row look untouched for an hour.
+    async fn age_row(&self, id: &str) {
+        self.rows
+            .execute(
+                "UPDATE hopper_ids SET touched = now() - interval '1 hour'
+                 WHERE namespace = $1 AND job_id = $2",
+                &[&self.namespace, &id],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Whether `id`'s row was touched in the last minute (so no sweep takes it).
+    async fn touched_lately(&self, id: &str) -> bool {
+        self.rows
+            .query_one(
+                "SELECT touched > now() - interval '1 minute' FROM hopper_ids
+                 WHERE namespace = $1 AND job_id = $2",
+                &[&self.namespace, &id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
 }
 
 /// One HTTP request on a connection of its own (closed after the answer): status and
@@ -558,4 +582,42 @@ async fn tcp_pushes(addr: &str, queue: &str, prefix: &str, n: usize) {
         let reply = c.send("PUSH", fields).await;
         assert_eq!(str_field(&reply, "id"), Some(id.as_str()), "{reply:?}");
     }
+}
+
+#[tokio::test]
+async fn every_push_of_a_registered_id_touches_its_row() {
+    let Some(s) = setup("reg-touch", true).await else {
+        return;
+    };
+    let (a, b) = (queue_of("reg-ka", 0), queue_of("reg-kb", 1));
+    // A claim of a row there (the id pushed again, as a duplicate).
+    assert_eq!(push(&s.http, &a, "kept").await.0, 200);
+    s.age_row("kept").await;
+    assert!(!s.touched_lately("kept").await);
+    assert_eq!(push(&s.http, &a, "kept").await.0, 200);
+    assert!(s.touched_lately("kept").await);
+    // A move: the job removed, its id pushed to the other slot's queue.
+    assert_eq!(call(&s.http, "DELETE", "/jobs/kept", None).await.0, 200);
+    s.age_row("kept").await;
+    assert_eq!(push(&s.http, &b, "kept").await.0, 200);
+    assert_eq!(s.row("kept").await, Some(1));
+    assert!(s.touched_lately("kept").await);
+    // A batch's registration, over TCP.
+    let mut c = Client::connect(&s.tcp).await;
+    let items = || {
+        Value::Array(vec![Value::map(vec![
+            ("data", Value::Int(1)),
+            ("customId", Value::str("batched")),
+        ])])
+    };
+    let pushed = c
+        .send("PUSHB", vec![("queue", Value::str(&a)), ("jobs", items())])
+        .await;
+    assert_eq!(pushed.get("ok"), Some(&Value::Bool(true)), "{pushed:?}");
+    s.age_row("batched").await;
+    let pushed = c
+        .send("PUSHB", vec![("queue", Value::str(&a)), ("jobs", items())])
+        .await;
+    assert_eq!(pushed.get("ok"), Some(&Value::Bool(true)), "{pushed:?}");
+    assert!(s.touched_lately("batched").await);
 }
