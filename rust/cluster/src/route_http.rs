@@ -23,7 +23,8 @@
 //! | `GET {base}/api/workers` | `?queue=`: its slot; else every slot, `Merge::Workers` |
 //! | `GET {base}/api/schedulers` | `?queue=`: its slot; else every slot, `Merge::Concat` |
 //! | `GET /heapstats`, `POST /gc` | 501: debug views of one process's memory, which no sum describes |
-//! | anything else (probes, `/openapi.json`, `/api/config`, `/api/cluster`, the dashboard, HEAD of an aggregate, unknown paths) | slot 0's owner (any owner answers them alike) |
+//! | `GET`/`HEAD` `/live`, `/healthz`, `/ready` | answered by the router: this broker's liveness is its own, and it is ready when it knows an owner for every slot (a probe sent to one slot's owner would tie every broker's health to that one) |
+//! | anything else (`/openapi.json`, `/api/config`, `/api/cluster`, the dashboard, HEAD of an aggregate, unknown paths) | slot 0's owner (any owner answers them alike) |
 //!
 //! Fan-outs and lookups ask every slot's owner at once. A merge answers with slot 0's
 //! head and the merged body; the first owner (in slot order) answering other than 2xx
@@ -81,6 +82,14 @@ enum Target {
     Ws,
     /// Not routable with several slots: the route, for the 501.
     Unsupported(&'static str),
+    /// A probe the router answers itself.
+    Probe(Probe),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Live,
+    Ready,
 }
 
 /// Decides the target of `method path?query` in a cluster of `slots` slots.
@@ -104,6 +113,8 @@ fn target(method: &str, path: &str, query: &str, slots: u32, upgrade: bool) -> T
         ["prometheus"] if get => Target::Fan(Merge::Prometheus),
         ["heapstats"] => Target::Unsupported("GET /heapstats"),
         ["gc"] => Target::Unsupported("POST /gc"),
+        ["live" | "healthz"] if get || method == "HEAD" => Target::Probe(Probe::Live),
+        ["ready"] if get || method == "HEAD" => Target::Probe(Probe::Ready),
         _ => match api_prefix(&segments) {
             Some(i) => management(get, &segments[i + 1..], query, slots),
             None => Target::Slot(0),
@@ -419,6 +430,7 @@ impl Conn {
                     .await
                         && req.keep_alive
                 }
+                Target::Probe(probe) => self.probe(client, probe, &req).await,
                 // Only with an upgrade, which returned above.
                 Target::Ws => false,
             };
@@ -712,6 +724,47 @@ impl Conn {
                 write(client, &out).await && req.keep_alive
             }
         }
+    }
+
+    /// A probe's answer, as a server gives it: `/live` is this broker's own; `/ready`
+    /// is a 503 while some slot has no owner this front knows of.
+    async fn probe(&mut self, client: &mut TcpStream, probe: Probe, req: &Request) -> bool {
+        let (status, kind, body) = match probe {
+            Probe::Live => (200, "text/plain; charset=utf-8", "OK".to_string()),
+            Probe::Ready => {
+                let table = self.owners.borrow().clone();
+                let ownerless: Vec<String> = (0..table.slots())
+                    .filter(|&s| table.owner(s).is_none())
+                    .map(|s| s.to_string())
+                    .collect();
+                match ownerless.as_slice() {
+                    [] => (
+                        200,
+                        "application/json",
+                        r#"{"ok":true,"ready":true}"#.into(),
+                    ),
+                    slots => {
+                        let error = format!("no owner for slot {}", slots.join(", "));
+                        let body = serde_json::json!({"ok": false, "ready": false, "error": error});
+                        (503, "application/json", body.to_string())
+                    }
+                }
+            }
+        };
+        let head = ResponseHead {
+            status,
+            reason: if status == 200 {
+                "OK"
+            } else {
+                "Service Unavailable"
+            }
+            .into(),
+            headers: vec![
+                ("content-type".into(), kind.as_bytes().to_vec()),
+                ("content-length".into(), body.len().to_string().into_bytes()),
+            ],
+        };
+        answer(client, req, &head, body.as_bytes()).await
     }
 
     /// Every slot's SSE stream, merged; ends (closing the client connection) when the
@@ -1358,9 +1411,12 @@ mod tests {
             Target::Unsupported("GET /heapstats")
         );
         assert_eq!(t("POST", "/gc"), Target::Unsupported("POST /gc"));
+        assert_eq!(t("GET", "/live"), Target::Probe(Probe::Live));
+        assert_eq!(t("HEAD", "/healthz"), Target::Probe(Probe::Live));
+        assert_eq!(t("GET", "/ready"), Target::Probe(Probe::Ready));
+        // Other methods get the server's 405.
+        assert_eq!(t("POST", "/ready"), Target::Slot(0));
         for path in [
-            "/healthz",
-            "/ready",
             "/openapi.json",
             "/",
             "/api/config",

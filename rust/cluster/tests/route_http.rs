@@ -624,3 +624,52 @@ async fn a_departed_long_poll_leaves_the_job_queued() {
     let (_, pulled) = call(&cl.router, &get(&format!("/queues/{q1}/jobs"))).await;
     assert_eq!(pulled["job"]["id"], json!(id), "{pulled}");
 }
+
+#[tokio::test]
+async fn probes_are_answered_by_the_router() {
+    // Slot 0's owner unreachable, slot 1 without an owner: the broker is still live,
+    // and not ready until it knows an owner for every slot.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (router, table) = route(
+        SlotTable::new(vec![owner(&dead, 1), None]),
+        Duration::from_millis(300),
+    )
+    .await;
+    for path in ["/live", "/healthz"] {
+        let mut c = TcpStream::connect(&router).await.unwrap();
+        let (status, head, body) = exchange(&mut c, &get(path)).await.unwrap();
+        assert_eq!((status, body.as_slice()), (200, &b"OK"[..]), "{path}");
+        assert!(head.contains("content-type: text/plain"), "{head}");
+    }
+    let (status, body) = call(&router, &get("/ready")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body,
+        json!({"ok": false, "ready": false, "error": "no owner for slot 1"})
+    );
+    table.send_replace(Arc::new(SlotTable::new(vec![
+        owner(&dead, 1),
+        owner(&dead, 1),
+    ])));
+    // HEAD: the GET's head, no body; the connection stays open for the next request.
+    let mut c = TcpStream::connect(&router).await.unwrap();
+    c.write_all(b"HEAD /ready HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        read_more(&mut c, &mut buf).await.unwrap();
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 24"), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "no body after a HEAD's head: {head}"
+    );
+    let (status, _, body) = exchange(&mut c, &get("/ready")).await.unwrap();
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &br#"{"ok":true,"ready":true}"#[..])
+    );
+}
