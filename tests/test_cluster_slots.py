@@ -81,6 +81,18 @@ def test_every_slot_settles_on_the_broker_ranked_first(
     assert f"this cluster has {SLOTS} slots" in other.log_tail(), other.log_tail()
 
 
+def test_every_broker_answers_the_probes_itself(brokers: list[ServerProcess]) -> None:
+    """A settled cluster: every broker's router is live and ready (it knows every slot's
+    owner), with a server's bodies."""
+    for each in brokers:
+        for path in ("/live", "/healthz"):
+            got = httpx.get(f"{each.url}{path}")
+            assert (got.status_code, got.text) == (200, "OK"), (path, got.text)
+        ready = httpx.get(f"{each.url}/ready")
+        assert (ready.status_code, ready.json()) == (200, {"ok": True, "ready": True})
+        assert httpx.head(f"{each.url}/ready").status_code == 200
+
+
 def test_push_on_one_pull_on_another_ack_on_a_third_in_every_slot(
     brokers: list[ServerProcess],
 ) -> None:
