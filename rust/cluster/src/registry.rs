@@ -31,6 +31,14 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Rounds of claim, ask and move for one push before it goes to its queue's slot: more
 /// than one only while other fronts move the same id's row at the same time.
 const ROUNDS: usize = 3;
+/// A row touched this recently may have a push on its way to its slot (through another
+/// front, racing this one): its owner is asked again until then before the row moves. A
+/// push reaches a live owner within milliseconds; while the slot has no owner, the
+/// question waits for the next one as the push does. The cost: an id pushed to another
+/// slot's queue within this of its last push (its job removed meanwhile) waits it out.
+const CLAIM_GRACE: Duration = Duration::from_secs(2);
+/// Between two questions to the owner within `CLAIM_GRACE`.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
 
 /// What the registry asks of a request before it is routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +67,14 @@ pub(crate) trait Holds {
     async fn holds(&mut self, slot: u32, id: &str) -> Result<bool, Self::Error>;
 }
 
+/// A claim's answer: the slot the id is registered to, and how long before the claim
+/// its row was last touched (zero for a row just made).
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    slot: u32,
+    age: Duration,
+}
+
 /// One connection and its prepared statements.
 struct Session {
     client: Client,
@@ -75,11 +91,22 @@ pub struct Registry {
     next: AtomicUsize,
     /// While set and in the future, the registry is skipped (a connect failed).
     down_until: Mutex<Option<Instant>>,
+    /// `CLAIM_GRACE`, unless a test sets another.
+    claim_grace: Duration,
 }
 
 impl Registry {
     /// A registry of the cluster `namespace` at `url`; connects when first used.
     pub fn new(url: &str, namespace: &str) -> Result<Arc<Registry>, tokio_postgres::Error> {
+        Registry::with_claim_grace(url, namespace, CLAIM_GRACE)
+    }
+
+    /// `new`, waiting `grace` for a racing push instead of `CLAIM_GRACE` (for tests).
+    pub fn with_claim_grace(
+        url: &str,
+        namespace: &str,
+        grace: Duration,
+    ) -> Result<Arc<Registry>, tokio_postgres::Error> {
         let mut config: Config = url.parse()?;
         config
             .connect_timeout(OP_TIMEOUT)
@@ -91,6 +118,7 @@ impl Registry {
             pool: (0..POOL).map(|_| tokio::sync::Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             down_until: Mutex::new(None),
+            claim_grace: grace,
         }))
     }
 
@@ -118,9 +146,10 @@ impl Registry {
 
     /// The slot a push of `id` to a queue of `slot` goes to: `slot` once the id is
     /// claimed for it (or the registry cannot say); the registered slot if its owner
-    /// holds the id (which answers the push as a duplicate); else the row moves to
-    /// `slot` (the job was removed), unless another front moved it meanwhile, in which
-    /// case the claim runs again.
+    /// holds the id (which answers the push as a duplicate), or comes to hold it within
+    /// `CLAIM_GRACE` of the row's last touch; else the row moves to `slot` (the job was
+    /// removed), unless another front moved it meanwhile, in which case the claim runs
+    /// again.
     pub(crate) async fn route_push<H: Holds>(
         &self,
         owners: &mut H,
@@ -128,16 +157,16 @@ impl Registry {
         slot: u32,
     ) -> Result<u32, H::Error> {
         for _ in 0..ROUNDS {
-            let Some(registered) = self.claim(id, slot).await else {
+            let Some(claim) = self.claim(id, slot).await else {
                 return Ok(slot);
             };
-            if registered == slot {
+            if claim.slot == slot {
                 return Ok(slot);
             }
-            if owners.holds(registered, id).await? {
-                return Ok(registered);
+            if held_within(owners, claim, id, self.claim_grace).await? {
+                return Ok(claim.slot);
             }
-            if self.move_row(id, registered, slot).await != Some(false) {
+            if self.move_row(id, claim.slot, slot).await != Some(false) {
                 return Ok(slot);
             }
         }
@@ -188,8 +217,9 @@ impl Registry {
         .await;
     }
 
-    /// Inserts `id` for `slot` unless registered, and returns its registered slot.
-    async fn claim(&self, id: &str, slot: u32) -> Option<u32> {
+    /// Inserts `id` for `slot` unless registered (else touches its row), and returns
+    /// its registered slot and the row's age.
+    async fn claim(&self, id: &str, slot: u32) -> Option<Claim> {
         let slot = slot as i32;
         let row = self
             .run(|s| async move {
@@ -198,7 +228,12 @@ impl Registry {
                     .await
             })
             .await?;
-        u32::try_from(row.get::<_, i32>(0)).ok()
+        let age = row.get::<_, f64>(1);
+        Some(Claim {
+            slot: u32::try_from(row.get::<_, i32>(0)).ok()?,
+            // Negative when another front touched it after this transaction began.
+            age: Duration::try_from_secs_f64(age.max(0.0)).unwrap_or(Duration::MAX),
+        })
     }
 
     /// Moves `id`'s row from slot `from` to `to`: `Some(false)` if the row no longer
@@ -263,12 +298,15 @@ impl Registry {
         client.batch_execute("SET synchronous_commit = off").await?;
         // One statement per claim: the insert, else the row there, touched so that its
         // slot's owner does not sweep it while this push is on its way there
-        // (`registry_sweep.rs`).
+        // (`registry_sweep.rs`), with its age before this touch (`prev` reads the
+        // statement's snapshot; a row inserted since by another front reads as new).
         let claim = client
             .prepare(
-                "INSERT INTO hopper_ids (namespace, job_id, slot) VALUES ($1, $2, $3)
+                "WITH prev AS (SELECT touched FROM hopper_ids WHERE namespace = $1 AND job_id = $2)
+                 INSERT INTO hopper_ids (namespace, job_id, slot) VALUES ($1, $2, $3)
                  ON CONFLICT (namespace, job_id) DO UPDATE SET touched = now()
-                 RETURNING slot",
+                 RETURNING slot,
+                     extract(epoch FROM now() - coalesce((SELECT touched FROM prev), now()))::float8",
             )
             .await?;
         // Each id's row is read by a subquery of its own, a primary-key lookup whatever
@@ -304,5 +342,26 @@ impl Registry {
             moved,
             register,
         })
+    }
+}
+
+/// Whether the owner of `claim.slot` holds `id`, asked again until the row's last touch
+/// is `grace` old: a push that touched it that recently may still be on its way there,
+/// and moving the row now would make a second job.
+async fn held_within<H: Holds>(
+    owners: &mut H,
+    claim: Claim,
+    id: &str,
+    grace: Duration,
+) -> Result<bool, H::Error> {
+    let until = Instant::now() + grace.saturating_sub(claim.age);
+    loop {
+        if owners.holds(claim.slot, id).await? {
+            return Ok(true);
+        }
+        if Instant::now() >= until {
+            return Ok(false);
+        }
+        tokio::time::sleep(CLAIM_POLL).await;
     }
 }

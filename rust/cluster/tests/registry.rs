@@ -41,6 +41,11 @@ struct Setup {
 /// `None` when PostgreSQL or the venv is missing. `registry: false` starts the routers
 /// without one (for the measurement).
 async fn setup(name: &str, registry: bool) -> Option<Setup> {
+    setup_with(name, registry.then_some(None)).await
+}
+
+/// `setup` with a registry (`Some`), whose claims wait out this grace if given.
+async fn setup_with(name: &str, registry: Option<Option<Duration>>) -> Option<Setup> {
     let url = common::postgres_url()?;
     let mut servers = Vec::new();
     for _ in 0..SLOTS {
@@ -53,7 +58,10 @@ async fn setup(name: &str, registry: bool) -> Option<Setup> {
         .await
         .unwrap()
         .expect("the schema migrates");
-    let registry = registry.then(|| Registry::new(url, &namespace).unwrap());
+    let registry = registry.map(|grace| match grace {
+        Some(g) => Registry::with_claim_grace(url, &namespace, g).unwrap(),
+        None => Registry::new(url, &namespace).unwrap(),
+    });
     let (table_tx, rx) = watch::channel(Arc::new(table(&servers, &[1, 1])));
     let http = listen(rx.clone(), registry.clone(), true).await;
     let tcp = listen(rx, registry, false).await;
@@ -130,6 +138,31 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    /// Dates `id`'s last touch in 2100 (a fresh row, to a claim: its age is below
+    /// zero), so that the next claim's touch shows (`claimed_since_marked`).
+    async fn mark_row(&self, id: &str) {
+        self.rows
+            .execute(
+                "UPDATE hopper_ids SET touched = '2100-01-01' WHERE namespace = $1 AND job_id = $2",
+                &[&self.namespace, &id],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Whether a claim touched `id`'s row since `mark_row`.
+    async fn claimed_since_marked(&self, id: &str) -> bool {
+        self.rows
+            .query_one(
+                "SELECT touched < '2100-01-01' FROM hopper_ids
+                 WHERE namespace = $1 AND job_id = $2",
+                &[&self.namespace, &id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// Makes `id`'s row look untouched for an hour.
     async fn age_row(&self, id: &str) {
         self.rows
@@ -620,4 +653,48 @@ async fn every_push_of_a_registered_id_touches_its_row() {
         .await;
     assert_eq!(pushed.get("ok"), Some(&Value::Bool(true)), "{pushed:?}");
     assert!(s.touched_lately("batched").await);
+}
+
+#[tokio::test]
+async fn a_push_racing_another_fronts_claim_waits_for_it_and_is_one_job() {
+    // A grace far longer than the test: the racing push waits for the other one however
+    // slow the machine is.
+    let Some(s) = setup_with("reg-race", Some(Some(Duration::from_secs(60)))).await else {
+        return;
+    };
+    let (a, b) = (queue_of("reg-ra", 0), queue_of("reg-rb", 1));
+    // Another front has just claimed `raced` for slot 0 (a fresh row) and its push is
+    // still on its way: slot 0's owner does not hold the id yet.
+    s.set_row("raced", 0).await;
+    s.mark_row("raced").await;
+    let router = s.http.clone();
+    let (queue_b, queue_a) = (b.clone(), a.clone());
+    let racing = tokio::spawn(async move { push(&router, &queue_b, "raced").await });
+    // Once this push has claimed (touched the row), the other front's lands on slot 0.
+    let deadline = Instant::now() + LIMIT;
+    while !s.claimed_since_marked("raced").await {
+        assert!(Instant::now() < deadline, "the racing push never claimed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!racing.is_finished(), "the racing push did not wait");
+    let owner0 = s.servers[0].http.clone();
+    assert_eq!(push(&owner0, &queue_a, "raced").await.0, 200);
+    let (status, got) = racing.await.unwrap();
+    assert_eq!((status, got["id"].as_str()), (200, Some("raced")), "{got}");
+    // One job, slot 0's; the row still names it.
+    assert_eq!(queue_of_job(&s.servers[0].http, "raced").await, Some(a));
+    assert_eq!(queue_of_job(&s.servers[1].http, "raced").await, None);
+    assert_eq!(s.row("raced").await, Some(0));
+}
+
+#[tokio::test]
+async fn a_fresh_row_whose_push_never_lands_moves_after_the_grace() {
+    let Some(s) = setup_with("reg-stranded", Some(Some(Duration::from_millis(200)))).await else {
+        return;
+    };
+    let b = queue_of("reg-sb", 1);
+    s.set_row("stranded", 0).await;
+    assert_eq!(push(&s.http, &b, "stranded").await.0, 200);
+    assert_eq!(queue_of_job(&s.servers[1].http, "stranded").await, Some(b));
+    assert_eq!(s.row("stranded").await, Some(1));
 }
