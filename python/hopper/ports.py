@@ -6,7 +6,9 @@ is found and the moment a server listens on it, any connection made on the machi
 (a broker's PostgreSQL session, a relay, a client) can take it as its local port, and
 the listen then fails with "address in use". Ports below that range are never handed
 out to outgoing connections, so only another listener can take one, and this process
-never hands out the same port twice."""
+never hands out the same port twice. Where another process may choose ports too (each
+broker of a cluster for its slot servers), `reserve_port` holds the port bound until
+the listener comes."""
 
 from __future__ import annotations
 
