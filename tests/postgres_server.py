@@ -1,5 +1,5 @@
-"""A throwaway PostgreSQL for tests: initdb and pg_ctl in a fresh temp dir, on a free
-127.0.0.1 port, fsync on, stopped at the end.
+"""A throwaway PostgreSQL for tests: initdb and pg_ctl in a fresh temp dir, on a
+127.0.0.1 port reserved until it listens, fsync on, stopped at the end.
 
 Used by pytest (``start``/``stop`` below) and, as a command, by the Rust tests
 (``python3 tests/postgres_server.py start --watch-pid PID`` prints one JSON line;
@@ -32,8 +32,7 @@ from typing import Any
 
 
 def _load_ports() -> Any:
-    """hopper.ports, the one the tests' servers take their ports from (so no port is
-    given twice), or, where hopper is not installed (the Rust tests run this script with
+    """hopper.ports, or, where hopper is not installed (the Rust tests run this script with
     a plain `python3`), the same file loaded alone: it needs only the standard library."""
     with contextlib.suppress(ImportError):
         import hopper.ports
@@ -47,7 +46,7 @@ def _load_ports() -> Any:
     return module
 
 
-free_port = _load_ports().free_port
+reserve_port = _load_ports().reserve_port
 
 # Exit status of the command when no PostgreSQL is installed (the caller decides whether
 # that fails or skips its tests: HOPPER_REQUIRE_POSTGRES=1 makes it fail).
@@ -110,7 +109,12 @@ def start() -> Postgres:
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(base, user.pw_uid, user.pw_gid)
-    pg = Postgres(base, free_port())
+    # The port is held until the server listens on it (PostgreSQL binds with
+    # SO_REUSEADDR): chosen in this process, it could otherwise be chosen meanwhile by
+    # the process that runs the tests (a Rust test binary picks its servers' ports in
+    # threads of its own), and the later of the two to listen would fail.
+    held = reserve_port("127.0.0.1")
+    pg = Postgres(base, held.getsockname()[1])
     try:
         # --no-sync speeds up initdb only; the server itself runs with fsync on.
         _run(
@@ -147,6 +151,8 @@ def start() -> Postgres:
     except BaseException:
         stop(pg)
         raise
+    finally:
+        held.close()
     return pg
 
 
