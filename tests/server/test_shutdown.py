@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import threading
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from support import INTERFACE, run_server
 from tcp_client import Conn, without_req_id
 from websockets.exceptions import ConnectionClosed
@@ -85,3 +87,21 @@ def test_sigterm_answers_tcp_commands_in_flight_then_closes(server_workdir: Path
         socket.create_connection(("127.0.0.1", srv.tcp_port), timeout=2),
     ):
         raise AssertionError("the TCP port still accepts connections after the exit")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "group-sigterm"])
+def test_a_signal_to_the_whole_process_group_stops_cleanly_with_0(
+    server_workdir: Path, signum: signal.Signals
+) -> None:
+    """Ctrl-C in a terminal (SIGINT) and `systemctl stop` (SIGTERM to every process of
+    the unit) reach the worker as well as the main process: the worker's own exit is
+    then part of the shutdown, not an "unexpected exit" ending with status 1; and the
+    engine closes cleanly, so a restart finds what was pushed."""
+    with run_server(server_workdir) as srv:
+        pushed = srv.client.post("/queues/g/jobs", json={"data": 1, "jobId": "kept"})
+        assert pushed.status_code == 200, pushed.text
+        os.killpg(srv.proc.pid, signum)
+        assert srv.proc.wait(10) == 0, srv.process.log_tail()
+        assert "Unexpected exit" not in srv.process.log_tail(), srv.process.log_tail()
+        srv.process.start(30.0)
+        assert srv.client.get("/jobs/kept").json()["job"]["state"] == "waiting"

@@ -5,6 +5,7 @@ pipeline, the dashboard, and both Granian interfaces over it: an instance is an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -36,6 +37,11 @@ from hopper.server.tcp import TcpListener
 
 # Longest a SIGTERM waits for WebSocket close frames before Granian's shutdown starts.
 CLOSE_GRACE_S = 1.0
+# The pid of the Granian main process that runs this app's workers, set by `run_server`
+# in their environment: that process sends SIGUSR1 as its shutdown begins.
+MAIN_PID_ENV = "HOPPER_MAIN_PID"
+# How long a worker signalled together with its main process waits for that SIGUSR1.
+MAIN_WAIT_S = 1.0
 
 
 def announce_storage(config: ServerConfig, engine: Engine) -> None:
@@ -152,15 +158,27 @@ class HopperApp:
         loop is woken through its wakeup fd."""
         if threading.current_thread() is not threading.main_thread():
             return  # only the main thread may set handlers; the kill timeout still applies
+        main_stopping = asyncio.Event()
+        under_main = os.environ.get(MAIN_PID_ENV) == str(os.getppid())
 
         async def end_streams(then: Any = None, signum: int = 0, frame: Any = None) -> None:
             self.state.begin_shutdown()
             await self.state.closes_sent(CLOSE_GRACE_S)
             if callable(then):
+                if under_main:
+                    # A signal to the whole process group (Ctrl-C, `systemctl stop`)
+                    # reached the main process too: exit once its shutdown has begun,
+                    # so that this exit is part of it (server/main.py).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(main_stopping.wait(), MAIN_WAIT_S)
                 then(signum, frame)
 
         def streams_only(signum: int, frame: FrameType | None) -> None:
-            loop.call_soon_threadsafe(lambda: self.state.track(end_streams()))
+            def begin() -> None:
+                main_stopping.set()
+                self.state.track(end_streams())
+
+            loop.call_soon_threadsafe(begin)
 
         signal.signal(signal.SIGUSR1, streams_only)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,7 +15,7 @@ import sys
 import threading
 
 from hopper.errors import HopperError
-from hopper.server.app import HopperApp
+from hopper.server.app import MAIN_PID_ENV, HopperApp
 from hopper.server.asgi import AsgiInterface
 from hopper.server.cluster import standby_signals, start_front, worker_started
 from hopper.server.config import ConfigError, ServerConfig, load
@@ -132,6 +132,11 @@ def run_server(config: ServerConfig, *, cluster: bool = False) -> int:
 
         def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
             self.interrupt_signal = True
+            # A signal to the whole process group (Ctrl-C, `systemctl stop`) reaches the
+            # workers too, which then stop by themselves: from now on that is part of the
+            # shutdown, not an unexpected exit that Granian would end with status 1.
+            for wrk in self.wrks:
+                wrk.interrupt_by_parent = True
             if self._interrupting:
                 return
             self._interrupting = True
@@ -151,6 +156,7 @@ def run_server(config: ServerConfig, *, cluster: bool = False) -> int:
     if config.tcp_port:
         check_port_free(config.host, config.tcp_port)
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
+    os.environ[MAIN_PID_ENV] = str(os.getpid())
     server = Server(
         "hopper.server.main:app_from_env",
         factory=True,
