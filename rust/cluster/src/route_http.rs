@@ -38,7 +38,7 @@
 //! connection, whose next connection reaches the new owner. Errors have the API's
 //! shape: `{"ok":false,"error":..}`, or `{"error":{"code","message"}}` under `/api`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -585,13 +585,13 @@ impl Conn {
             (Ok((head, body)), _) => return answer(client, req, &head, &body).await,
             (Err(fail), _) => return self.fail(client, req, fail).await,
         };
-        let held: Vec<String> = listed["data"]
+        let held: HashSet<String> = listed["data"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|j| j["id"].as_str().map(String::from))
             .collect();
-        for id in named.iter().filter(|id| !held.contains(id)) {
+        for id in named.iter().filter(|id| !held.contains(*id)) {
             let search = format!("{base}/api/search?type=job&q={}", encode_segment(id));
             let probe = upstream_request(req, &search, false);
             let found = self.fetch_all(probe).await.into_iter().find_map(|got| {
@@ -610,6 +610,7 @@ impl Conn {
 
     /// `slot`'s owner's whole answer to `wire`, on the pooled connection if any.
     async fn fetch_one(&mut self, slot: u32, wire: Vec<u8>) -> Fetched {
+        self.sweep();
         let pooled = self.upstreams.remove(&slot);
         let (_, got, kept) =
             fetch(self.owners.clone(), self.wait, slot, pooled, Arc::new(wire)).await;
@@ -914,14 +915,7 @@ impl Holds for Asker<'_> {
     type Error = Fail;
 
     async fn holds(&mut self, slot: u32, id: &str) -> Result<bool, Fail> {
-        let conn = &mut *self.conn;
-        conn.sweep();
-        let pooled = conn.upstreams.remove(&slot);
-        let wire = Arc::new(probe_request(self.req, id));
-        let (_, answer, kept) = fetch(conn.owners.clone(), conn.wait, slot, pooled, wire).await;
-        if let Some(up) = kept {
-            conn.upstreams.insert(slot, up);
-        }
+        let answer = self.conn.fetch_one(slot, probe_request(self.req, id)).await;
         Ok(answer?.0.status != 404)
     }
 }
