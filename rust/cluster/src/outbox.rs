@@ -166,7 +166,7 @@ pub(crate) struct Worker {
     pub(crate) namespace: String,
     pub(crate) me: i32,
     channel: String,
-    pub(crate) client: Option<Client>,
+    client: Option<Client>,
     pub(crate) sweep: SweepTiming,
     backoff: Duration,
     said: HashSet<&'static str>,
@@ -217,7 +217,7 @@ impl Worker {
     }
 
     /// Says on stderr that `what` failed, once until it succeeds again.
-    pub(crate) fn say(&mut self, what: &'static str, e: impl Display) {
+    fn say(&mut self, what: &'static str, e: impl Display) {
         if self.said.insert(what) {
             eprintln!(
                 "hopper: slot {} of namespace '{}': {what} failed (will retry): {e}",
