@@ -138,48 +138,26 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    /// Dates `id`'s last touch in 2100 (a fresh row, to a claim: its age is below
-    /// zero), so that the next claim's touch shows (`claimed_since_marked`).
-    async fn mark_row(&self, id: &str) {
+
+    /// Dates `id`'s last touch `offset` from now (`-1 hour`: untouched for an hour;
+    /// `100 years`: in the future, which a claim takes as a row just made).
+    async fn set_touched(&self, id: &str, offset: &str) {
         self.rows
             .execute(
-                "UPDATE hopper_ids SET touched = '2100-01-01' WHERE namespace = $1 AND job_id = $2",
-                &[&self.namespace, &id],
+                "UPDATE hopper_ids SET touched = now() + $3::text::interval
+                 WHERE namespace = $1 AND job_id = $2",
+                &[&self.namespace, &id, &offset],
             )
             .await
             .unwrap();
     }
 
-    /// Whether a claim touched `id`'s row since `mark_row`.
-    async fn claimed_since_marked(&self, id: &str) -> bool {
-        self.rows
-            .query_one(
-                "SELECT touched < '2100-01-01' FROM hopper_ids
-                 WHERE namespace = $1 AND job_id = $2",
-                &[&self.namespace, &id],
-            )
-            .await
-            .unwrap()
-            .get(0)
-    }
-
-    /// Makes `id`'s row look untouched for an hour.
-    async fn age_row(&self, id: &str) {
-        self.rows
-            .execute(
-                "UPDATE hopper_ids SET touched = now() - interval '1 hour'
-                 WHERE namespace = $1 AND job_id = $2",
-                &[&self.namespace, &id],
-            )
-            .await
-            .unwrap();
-    }
-
-    /// Whether `id`'s row was touched in the last minute (so no sweep takes it).
+    /// Whether `id`'s row was touched within the last minute (by a claim: not an aged
+    /// or future-dated row).
     async fn touched_lately(&self, id: &str) -> bool {
         self.rows
             .query_one(
-                "SELECT touched > now() - interval '1 minute' FROM hopper_ids
+                "SELECT touched BETWEEN now() - interval '1 minute' AND now() FROM hopper_ids
                  WHERE namespace = $1 AND job_id = $2",
                 &[&self.namespace, &id],
             )
@@ -625,13 +603,13 @@ async fn every_push_of_a_registered_id_touches_its_row() {
     let (a, b) = (queue_of("reg-ka", 0), queue_of("reg-kb", 1));
     // A claim of a row there (the id pushed again, as a duplicate).
     assert_eq!(push(&s.http, &a, "kept").await.0, 200);
-    s.age_row("kept").await;
+    s.set_touched("kept", "-1 hour").await;
     assert!(!s.touched_lately("kept").await);
     assert_eq!(push(&s.http, &a, "kept").await.0, 200);
     assert!(s.touched_lately("kept").await);
     // A move: the job removed, its id pushed to the other slot's queue.
     assert_eq!(call(&s.http, "DELETE", "/jobs/kept", None).await.0, 200);
-    s.age_row("kept").await;
+    s.set_touched("kept", "-1 hour").await;
     assert_eq!(push(&s.http, &b, "kept").await.0, 200);
     assert_eq!(s.row("kept").await, Some(1));
     assert!(s.touched_lately("kept").await);
@@ -647,7 +625,7 @@ async fn every_push_of_a_registered_id_touches_its_row() {
         .send("PUSHB", vec![("queue", Value::str(&a)), ("jobs", items())])
         .await;
     assert_eq!(pushed.get("ok"), Some(&Value::Bool(true)), "{pushed:?}");
-    s.age_row("batched").await;
+    s.set_touched("batched", "-1 hour").await;
     let pushed = c
         .send("PUSHB", vec![("queue", Value::str(&a)), ("jobs", items())])
         .await;
@@ -666,13 +644,13 @@ async fn a_push_racing_another_fronts_claim_waits_for_it_and_is_one_job() {
     // Another front has just claimed `raced` for slot 0 (a fresh row) and its push is
     // still on its way: slot 0's owner does not hold the id yet.
     s.set_row("raced", 0).await;
-    s.mark_row("raced").await;
+    s.set_touched("raced", "100 years").await;
     let router = s.http.clone();
     let (queue_b, queue_a) = (b.clone(), a.clone());
     let racing = tokio::spawn(async move { push(&router, &queue_b, "raced").await });
     // Once this push has claimed (touched the row), the other front's lands on slot 0.
     let deadline = Instant::now() + LIMIT;
-    while !s.claimed_since_marked("raced").await {
+    while !s.touched_lately("raced").await {
         assert!(Instant::now() < deadline, "the racing push never claimed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
